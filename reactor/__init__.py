@@ -1,0 +1,1 @@
+"""face-reactor: finds every face in a photo library beside its PostgreSQL database."""

@@ -1,0 +1,66 @@
+"""The `reactor` command line: global options, then one handler module per subcommand.
+
+Each module in reactor/handlers/ exposes ``register(subparsers)``; the parser it
+adds sets ``handler`` to a callable ``(args, config) -> int`` (sync or async).
+Errors a user can cause become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+
+from reactor import config as config_mod
+from reactor import logs
+from reactor.db import DatabaseUnavailable
+
+# Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
+HANDLERS: tuple[str, ...] = ("db",)
+
+
+class UsageError(Exception):
+    """A user error whose message is printed as one line, with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reactor",
+        description="face-reactor: finds every face in a photo library beside its PostgreSQL database.",
+    )
+    parser.add_argument("--config", help=f"config file (default: ${config_mod.CONFIG_ENV} or ./config.toml)")
+    parser.add_argument("--log-format", choices=("auto", "json", "console"), help="override logging.format")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in HANDLERS:
+        importlib.import_module(f"reactor.handlers.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_mod.load(config_mod.config_path(args.config, os.environ))
+    except config_mod.ConfigError as exc:
+        print(f"reactor: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(
+        fmt=args.log_format or cfg.logging.format,
+        level=args.log_level or cfg.logging.level,
+    )
+    try:
+        result = args.handler(args, cfg)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result or 0)
+    except (config_mod.ConfigError, DatabaseUnavailable, UsageError) as exc:
+        print(f"reactor: {logs.mask(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,349 @@
+"""Typed, frozen configuration loaded from TOML, with environment overrides.
+
+Every key lives in a frozen dataclass. Unknown keys and wrong types are rejected
+with one line that names the file, the key and the expected type. Any key can be
+overridden with ``REACTOR_<SECTION>__<KEY>``; the loop over dataclass fields does
+that, so adding a key never needs new plumbing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "REACTOR_"
+CONFIG_ENV = "REACTOR_CONFIG"
+DEFAULT_CONFIG_FILE = "config.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem; its message is the one line shown to the user."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # Empty dsn: start the embedded PostgreSQL under embedded_dir (standalone mode).
+    dsn: str = ""
+    # The password never lives in a committed file: REACTOR_DATABASE__PASSWORD,
+    # PGPASSWORD, or the first line of password_file.
+    password_file: str = ""
+    embedded_dir: str = ".reactor/pgdata"
+    connect_timeout_seconds: float = 10.0
+    pool_size: int = 4
+    channel: str = "face_reactor"
+    control_channel: str = "face_reactor_control"
+    probe_interval_seconds: float = 15.0
+    probe_timeout_seconds: float = 5.0
+    reconnect_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    # The share root as this machine sees it: /mnt/vision_images or \\server\share.
+    root: str = "photos"
+    # Relative to root; the share counts as online only while this file exists.
+    marker: str = ".reactor-share"
+    require_mount: bool = False
+    # fnmatch patterns matched against every folder of a path, case-insensitively.
+    derived_folders: tuple[str, ...] = ("face_crops", "thumbnails", "thumbs", ".thumbnails")
+    extensions: tuple[str, ...] = (
+        "jpg", "jpeg", "png", "heic", "heif", "webp", "tif", "tiff", "bmp", "gif",
+    )
+    max_path_length: int = 1024
+    # auto: register files found on the share into ai_metadata in standalone mode only.
+    register_files: Literal["auto", "always", "never"] = "auto"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    model: Literal["auto", "hog", "cnn"] = "auto"
+    scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.33, 0.25)
+    max_dimension: int = 1280
+    # Upsampling is chosen so that a face this size in the original is still found.
+    min_face_px: int = 40
+    max_upsample: int = 2
+    # HOG boxes scoring below this are confirmed by CNN on a crop, or dropped.
+    weak_score: float = 0.5
+    encode_jitters: int = 1
+    timeout_seconds: float = 120.0
+    startup_timeout_seconds: float = 120.0
+    max_start_failures: int = 3
+    # Decompression-bomb guard, in pixels of the original image.
+    max_pixels: int = 150_000_000
+    # Import path of the engine run in the child. Only tests point this elsewhere.
+    engine: str = "reactor.detector.engine"
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    base_seconds: float = 60.0
+    multiplier: float = 2.0
+    max_delay_seconds: float = 3600.0
+    jitter: float = 0.2
+    max_attempts: int = 5
+    # Permanent error types (corrupt, unsupported, too_large) get fewer tries.
+    max_attempts_permanent: int = 2
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    enabled: bool = True
+    observer: Literal["auto", "native", "polling"] = "auto"
+    stability_seconds: float = 2.0
+    network_stability_seconds: float = 15.0
+    scan_interval_seconds: float = 60.0
+    # More than this fraction of known files vanishing at once is treated as an outage.
+    vanish_fraction: float = 0.2
+    vanish_min_files: int = 20
+    ignore_patterns: tuple[str, ...] = (
+        ".*", "@eaDir", "#recycle", "#snapshot", "._*", "*.part", "*.tmp", "*.crdownload", "~$*",
+    )
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    interval_seconds: float = 300.0
+    page_size: int = 1000
+    # How often to look for work while the listener is disconnected.
+    poll_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # Identical failures inside this window are counted, not logged again.
+    rate_limit_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9478
+    heartbeat_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    # Empty: hostname and pid.
+    instance_id: str = ""
+    queue_size: int = 10_000
+    # Longer than detector.timeout_seconds, so the image in flight can finish.
+    shutdown_grace_seconds: float = 150.0
+    lease_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    watcher: WatcherConfig = field(default_factory=WatcherConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    # Where the values came from, for messages; not a key.
+    source: str = field(default="<defaults>", compare=False)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database.dsn
+
+    @property
+    def register_files(self) -> bool:
+        mode = self.images.register_files
+        return mode == "always" or (mode == "auto" and self.embedded)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config) if f.name != "source"
+}
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if isinstance(tp, type):
+        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(tp.__name__, tp.__name__)
+    return str(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check one TOML value against a field type; return the typed value."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        item = typing.get_args(tp)[0]
+        return tuple(_coerce(v, item, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {tp}")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp}")
+
+
+def _parse_env(raw: str, tp: Any) -> Any:
+    """Environment values are strings; read lists as JSON or comma lists."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        stripped = raw.strip()
+        if stripped.startswith("["):
+            return json.loads(stripped)
+        return [_parse_env(p.strip(), typing.get_args(tp)[0]) for p in stripped.split(",") if p.strip()]
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        return raw
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if tp is float:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    if name == "database" and "password" in values:
+        raise ConfigError(
+            f"{origin}: [database] password: a password never goes in a config file; "
+            "set REACTOR_DATABASE__PASSWORD or database.password_file instead"
+        )
+    for key in values:
+        if key not in known:
+            raise ConfigError(
+                f"{origin}: [{name}] {key}: unknown key; known keys are {', '.join(sorted(known))}"
+            )
+    kwargs = {k: _coerce(v, hints[k], f"{origin}: [{name}] {k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            var = f"{ENV_PREFIX}{section.upper()}__{f.name.upper()}"
+            if var in env:
+                out.setdefault(section, {})[f.name] = _parse_env(env[var], hints[f.name])
+    return out
+
+
+def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """--config wins, then REACTOR_CONFIG, then ./config.toml if it exists."""
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    file_values: dict[str, Any] = {}
+    origin = "<defaults>"
+    if path is not None:
+        origin = str(path)
+        try:
+            with open(path, "rb") as fh:
+                file_values = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{origin}: config file not found; pass --config or set {CONFIG_ENV}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{origin}: not valid TOML: {exc}") from None
+    for section, value in file_values.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: [{section}]: unknown section; known sections are {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{origin}: {section}: expected a [{section}] table")
+    overrides = _env_overrides(env)
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        merged = dict(file_values.get(section, {}))
+        origin_for = origin
+        if section in overrides:
+            # Check the file's own values first so a file error names the file.
+            _build_section(section, cls, merged, origin)
+            merged.update(overrides[section])
+            origin_for = f"{origin} + environment"
+        sections[section] = _build_section(section, cls, merged, origin_for)
+    config = Config(**sections, source=origin)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    where = config.source
+    det = config.detector
+    if not det.scales or any(not 0 < s <= 1 for s in det.scales):
+        raise ConfigError(f"{where}: [detector] scales: expected numbers in (0, 1], got {list(det.scales)}")
+    if list(det.scales) != sorted(det.scales, reverse=True):
+        raise ConfigError(f"{where}: [detector] scales: expected a decreasing list, got {list(det.scales)}")
+    if config.service.shutdown_grace_seconds <= det.timeout_seconds:
+        raise ConfigError(
+            f"{where}: [service] shutdown_grace_seconds: expected more than detector.timeout_seconds "
+            f"({det.timeout_seconds}), so the image in flight can finish"
+        )
+    for name, value in (("queue_size", config.service.queue_size), ("lease_seconds", config.service.lease_seconds)):
+        if value <= 0:
+            raise ConfigError(f"{where}: [service] {name}: expected a positive number, got {value}")
+
+
+def database_password(config: Config, env: Mapping[str, str] | None = None) -> str | None:
+    """The password from the environment or the password file; None when neither is set."""
+    env = os.environ if env is None else env
+    if env.get("REACTOR_DATABASE__PASSWORD"):
+        return env["REACTOR_DATABASE__PASSWORD"]
+    if config.database.password_file:
+        try:
+            return Path(config.database.password_file).read_text().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise ConfigError(
+                f"[database] password_file: cannot read {config.database.password_file}: {exc}; "
+                "point it at a readable file whose first line is the password"
+            ) from None
+    return env.get("PGPASSWORD") or None

@@ -1,0 +1,101 @@
+"""Database paths <-> local paths, for Linux mounts and Windows UNC roots.
+
+The database stores paths relative to the share root with forward slashes
+(``apple/IMG_0073(1).PNG``). This module is the only place that turns one into a
+file the reactor may open, and it refuses anything that could escape the share or
+point into a derived folder (face crops, thumbnails).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+
+
+class InvalidPath(ValueError):
+    """A database path that must never be opened. ``reason`` is a short code."""
+
+    def __init__(self, path: str, reason: str, detail: str) -> None:
+        super().__init__(f"invalid image path {path!r}: {detail}")
+        self.path = path
+        self.reason = reason
+
+
+def _is_windows_root(root: str) -> bool:
+    return root.startswith("\\\\") or (len(root) >= 2 and root[1] == ":" and root[0].isalpha())
+
+
+@dataclass(frozen=True)
+class PathMapper:
+    """Maps between relative database paths and paths under the share root."""
+
+    root: str
+    derived_folders: tuple[str, ...] = ("face_crops", "thumbnails")
+    max_length: int = 1024
+
+    @property
+    def windows(self) -> bool:
+        return _is_windows_root(self.root)
+
+    @property
+    def root_path(self) -> PurePath:
+        return PureWindowsPath(self.root) if self.windows else Path(self.root)
+
+    def is_derived(self, db_path: str) -> bool:
+        folders = db_path.split("/")[:-1]
+        return any(
+            fnmatch.fnmatchcase(folder.lower(), pattern.lower())
+            for folder in folders
+            for pattern in self.derived_folders
+        )
+
+    def validate(self, db_path: str) -> str:
+        """Return the path unchanged if it is a valid relative database path."""
+        if not db_path:
+            raise InvalidPath(db_path, "empty", "the path is empty")
+        if "\x00" in db_path:
+            raise InvalidPath(db_path, "nul", "the path contains a NUL byte")
+        if len(db_path.encode("utf-8", "surrogateescape")) > self.max_length:
+            raise InvalidPath(db_path, "too_long", f"the path is longer than {self.max_length} bytes")
+        if "\\" in db_path:
+            raise InvalidPath(db_path, "backslash", "database paths use forward slashes")
+        if db_path.startswith("/") or PureWindowsPath(db_path).drive:
+            raise InvalidPath(db_path, "absolute", "the path must be relative to the share root")
+        parts = db_path.split("/")
+        if any(p in ("..", ".") for p in parts):
+            raise InvalidPath(db_path, "dotdot", "the path contains '.' or '..' segments")
+        if any(p == "" for p in parts):
+            raise InvalidPath(db_path, "empty_segment", "the path contains an empty segment")
+        if self.is_derived(db_path):
+            raise InvalidPath(db_path, "derived", "the path points into a derived folder (face crops, thumbnails)")
+        return db_path
+
+    def to_local(self, db_path: str) -> PurePath:
+        """The local path of a database path, after validation."""
+        parts = self.validate(db_path).split("/")
+        return self.root_path.joinpath(*parts)
+
+    def to_db(self, local: str | os.PathLike[str]) -> str:
+        """The database path of a local path under the root; InvalidPath if outside."""
+        flavour: type[PurePath] = PureWindowsPath if self.windows else PurePosixPath
+        local_p = flavour(os.fspath(local))
+        root_p = flavour(self.root)
+        try:
+            rel = local_p.relative_to(root_p)
+        except ValueError:
+            raise InvalidPath(str(local), "outside", f"the path is not under the share root {self.root}") from None
+        return self.validate("/".join(rel.parts))
+
+    def open_safely(self, db_path: str) -> Path:
+        """The real local path, refusing symlinks that lead out of the share root.
+
+        Only for real (non-Windows-on-Linux) roots: it resolves the file on disk.
+        """
+        local = Path(self.to_local(db_path))
+        root = Path(self.root).resolve()
+        real = local.resolve()
+        if real != root and root not in real.parents:
+            raise InvalidPath(db_path, "escapes_root", "the path resolves outside the share root (symlink)")
+        return real

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reactor.config import Config, load
+from tests.pg import PgServer, build_template, start_server
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+    server = start_server(tmp_path_factory.mktemp("pgdata"))
+    build_template(server)
+    yield server
+    server.server.cleanup()
+
+
+@pytest.fixture
+def database(pg: PgServer) -> Iterator[str]:
+    """The name of a fresh database, a copy of the template, dropped after the test."""
+    name = pg.fresh_database()
+    yield name
+    pg.drop_database(name)
+
+
+@pytest.fixture
+def dsn(pg: PgServer, database: str) -> str:
+    return pg.dsn(database)
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> Path:
+    """An empty, online share root (it holds the marker file)."""
+    root = tmp_path / "share"
+    root.mkdir()
+    (root / ".reactor-share").write_text("face-reactor share marker\n")
+    return root
+
+
+@pytest.fixture
+def make_config(dsn: str, share: Path, tmp_path: Path) -> Callable[..., Config]:
+    """A Config on the test database and share; keyword overrides per section,
+    e.g. make_config(sweep={"interval_seconds": 3600})."""
+
+    def make(**sections: dict[str, Any]) -> Config:
+        base = load(None, env={})
+        values: dict[str, Any] = {
+            "database": {"dsn": dsn, "embedded_dir": str(tmp_path / "unused-pgdata")},
+            "images": {"root": str(share)},
+            "health": {"enabled": False},
+        }
+        for section, overrides in sections.items():
+            values.setdefault(section, {}).update(overrides)
+        replaced = {
+            name: dataclasses.replace(getattr(base, name), **fields) for name, fields in values.items()
+        }
+        return dataclasses.replace(base, **replaced)
+
+    return make

@@ -1,0 +1,86 @@
+"""The embedded PostgreSQL used by the test suite: one server per session, a template
+database with the schema built once, and a fresh database per test (STYLE.md #9)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pgserver
+
+BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
+TEMPLATE = "reactor_template"
+_counter = itertools.count()
+
+
+@dataclass
+class PgServer:
+    pgdata: Path
+    server: pgserver.PostgresServer
+
+    @property
+    def socket_dir(self) -> str:
+        return str(self.pgdata)
+
+    def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
+        return f"postgresql://{user}@/{database}?host={self.socket_dir}"
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        out = subprocess.run(
+            [str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.socket_dir,
+             "-U", "postgres", "-d", database, "-c", sql],
+            check=True, capture_output=True, text=True,
+        )
+        return out.stdout
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [str(BIN / "pg_ctl"), "-D", str(self.pgdata), "-w", "-l", str(self.pgdata / "restart.log"), *args],
+            check=True, capture_output=True, text=True,
+        )
+
+    def stop(self) -> None:
+        self.pg_ctl("stop", "-m", "fast")
+
+    def start(self) -> None:
+        opts = f"-k {self.socket_dir} -c listen_addresses=''"
+        self.pg_ctl("start", "-o", opts)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def fresh_database(self) -> str:
+        name = f"t_{os.getpid()}_{next(_counter)}"
+        self.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def start_server(pgdata: Path) -> PgServer:
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    return PgServer(pgdata=pgdata, server=server)
+
+
+def build_template(pg: PgServer) -> None:
+    """The template holds the reactor schema, the trigger and a standalone ai_metadata."""
+    from reactor import schema
+
+    pg.psql(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+    pg.psql(f"CREATE DATABASE {TEMPLATE}")
+
+    async def apply() -> None:
+        conn = await asyncpg.connect(pg.dsn(TEMPLATE))
+        try:
+            await schema.init_schema(conn, standalone=True)
+        finally:
+            await conn.close()
+
+    asyncio.run(apply())
