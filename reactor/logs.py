@@ -50,10 +50,10 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {k: _redact_value(v) for k, v in event_dict.items()}
 
 
-def _logger_name(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+def _logger_name(logger: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     record = event_dict.get("_record")
     if "logger" not in event_dict:
-        event_dict["logger"] = record.name if record is not None else "reactor"
+        event_dict["logger"] = record.name if record is not None else getattr(logger, "name", "reactor")
     return event_dict
 
 
@@ -105,5 +105,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(logger=name)
+    # Positional: the stdlib factory names the logger; `logger=` would collide with wrap_logger's own argument.
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
     return logger
