@@ -1,0 +1,124 @@
+"""`reactor failures list|retry|forget` and `reactor blacklist`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from reactor import db, failures
+from reactor.cli import UsageError
+from reactor.config import Config
+from reactor.errors import ADVICE, ErrorType
+from reactor.paths import InvalidPath, PathMapper
+
+TYPES = sorted([*(t.value for t in ErrorType), failures.BLACKLISTED])
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("failures", help="list, retry or forget failed images")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    ls = actions.add_parser("list", help="failed images, with type, tries and next retry")
+    ls.add_argument("--type", choices=TYPES, help="only failures of this type")
+    ls.add_argument("--permanent", action="store_true", help="only permanently failed images")
+    ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.set_defaults(handler=run_list)
+
+    retry = actions.add_parser("retry", help="clear the backoff so the images are queued again at once")
+    retry.add_argument("paths", nargs="*", metavar="PATH", help="image paths (relative to the share root)")
+    retry.add_argument("--type", choices=TYPES, help="retry every failure of this type")
+    retry.add_argument("--all", action="store_true", help="retry every failure")
+    retry.set_defaults(handler=run_retry)
+
+    forget = actions.add_parser("forget", help="delete failure rows (the sweep queues the image again)")
+    forget.add_argument("paths", nargs="+", metavar="PATH")
+    forget.set_defaults(handler=run_forget)
+
+    black = sub.add_parser("blacklist", help="mark images permanently failed, so they are never examined")
+    black.add_argument("paths", nargs="+", metavar="PATH")
+    black.add_argument("--reason", required=True, help="why, recorded as the failure message")
+    black.set_defaults(handler=run_blacklist)
+
+
+def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
+    """Database paths from arguments: relative paths as given, local paths under the root converted."""
+    mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
+    out: list[str] = []
+    for arg in raw:
+        local = os.path.isabs(arg) or arg.startswith("\\\\")
+        try:
+            out.append(mapper.to_db(arg) if local else mapper.validate(arg.replace(os.sep, "/")))
+        except InvalidPath as exc:
+            if strict:
+                raise UsageError(f"{exc}; give a path relative to the share root {config.images.root}") from None
+            out.append(arg)
+    return out
+
+
+async def run_list(args: argparse.Namespace, config: Config) -> int:
+    with db.resolved_dsn(config) as dsn:
+        async with db.connection(dsn, config) as conn:
+            rows = await failures.list_failures(conn, args.type, args.permanent)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.as_json()))
+        return 0
+    if not rows:
+        print("no failures")
+        return 0
+    for row in rows:
+        state = "permanent" if row.permanent else f"retry after {failures.iso(row.next_retry_after)}"
+        print(f"{row.image_path}  {row.error_type}  tries={row.retry_count}  {state}  {row.last_error}")
+    print(f"{len(rows)} failures")
+    for t in sorted({r.error_type for r in rows}):
+        advice = ADVICE.get(ErrorType(t)) if t in ErrorType._value2member_map_ else failures.BLACKLIST_ADVICE
+        if advice:
+            print(f"  {t}: {advice}")
+    return 0
+
+
+def _report(verb: str, result: failures.Changed) -> int:
+    for path in result.done:
+        print(f"{verb}: {path}")
+    for path in result.not_found:
+        print(f"not found: {path} (no failure recorded for it)", file=sys.stderr)
+    summary = f"{len(result.done)} {verb}"
+    if result.not_found:
+        summary += f", {len(result.not_found)} not found"
+    print(summary)
+    return 1 if result.not_found else 0
+
+
+async def run_retry(args: argparse.Namespace, config: Config) -> int:
+    chosen = sum((bool(args.paths), args.type is not None, args.all))
+    if chosen != 1:
+        raise UsageError("failures retry: give image paths, or --type TYPE, or --all (exactly one of them)")
+    paths = db_paths(config, args.paths, strict=False)
+    with db.resolved_dsn(config) as dsn:
+        async with db.connection(dsn, config) as conn:
+            result = await failures.retry(
+                conn, config.database.channel, paths=paths, error_type=args.type, everything=args.all
+            )
+    return _report("queued", result)
+
+
+async def run_forget(args: argparse.Namespace, config: Config) -> int:
+    paths = db_paths(config, args.paths, strict=False)
+    with db.resolved_dsn(config) as dsn:
+        async with db.connection(dsn, config) as conn:
+            result = await failures.forget(conn, paths)
+    return _report("forgotten", result)
+
+
+async def run_blacklist(args: argparse.Namespace, config: Config) -> int:
+    if not args.reason.strip():
+        raise UsageError("blacklist: --reason must say why, e.g. --reason 'a painting, not a photo'")
+    paths = db_paths(config, args.paths, strict=True)
+    with db.resolved_dsn(config) as dsn:
+        async with db.connection(dsn, config) as conn:
+            result = await failures.blacklist(conn, paths, args.reason)
+    return _report("blacklisted", result)

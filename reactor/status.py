@@ -1,0 +1,167 @@
+"""`reactor status`: what the reactor has done, what failed, what is left, and what is running.
+
+Everything is read from the database, which is the truth: results, failures, pending
+rows, and the heartbeat rows running instances write into reactor_instances (their
+`state` holds the health snapshot: queue depth, current image, detector, share and
+listener state).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+
+from reactor.sql import Queries
+
+Q = Queries("ops.sql")
+
+# A heartbeat older than this many intervals belongs to an instance that is gone.
+STALE_HEARTBEATS = 3
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    error_type: str
+    failures: int
+    permanent: int
+    due: int
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    hostname: str
+    pid: int
+    started_at: str
+    heartbeat_age_seconds: float
+    state: dict[str, Any]
+
+
+@dataclass
+class StatusReport:
+    images: int
+    faces: int
+    last_detection: str | None
+    pending: int
+    failures_by_type: list[FailureCount] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def average_faces(self) -> float:
+        return round(self.faces / self.images, 2) if self.images else 0.0
+
+    @property
+    def failures(self) -> int:
+        return sum(f.failures for f in self.failures_by_type)
+
+    @property
+    def permanently_failed(self) -> int:
+        return sum(f.permanent for f in self.failures_by_type)
+
+    @property
+    def due_for_retry(self) -> int:
+        return sum(f.due for f in self.failures_by_type)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "images_processed": self.images,
+            "faces_found": self.faces,
+            "average_faces_per_image": self.average_faces,
+            "last_detection": self.last_detection,
+            "pending": self.pending,
+            "failures": self.failures,
+            "permanently_failed": self.permanently_failed,
+            "due_for_retry": self.due_for_retry,
+            "failures_by_type": {f.error_type: asdict(f) for f in self.failures_by_type},
+            "instances": [asdict(i) for i in self.instances],
+        }
+
+
+def _state(raw: Any) -> dict[str, Any]:
+    # asyncpg returns JSONB as text unless a codec is set; accept both.
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return value if isinstance(value, dict) else {}
+
+
+async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusReport:
+    results = await conn.fetchrow(Q.status_results)
+    assert results is not None
+    pending = await conn.fetchval(Q.status_pending)
+    by_type = [
+        FailureCount(r["error_type"], r["failures"], r["permanent"], r["due"])
+        for r in await conn.fetch(Q.status_failures_by_type)
+    ]
+    instances = [
+        Instance(
+            instance_id=r["instance_id"],
+            hostname=r["hostname"],
+            pid=r["pid"],
+            started_at=r["started_at"].isoformat(),
+            heartbeat_age_seconds=round(r["age_seconds"], 1),
+            state=_state(r["state"]),
+        )
+        for r in await conn.fetch(Q.status_instances, STALE_HEARTBEATS * heartbeat_seconds)
+    ]
+    last: dt.datetime | None = results["last_detection"]
+    return StatusReport(
+        images=results["images"],
+        faces=results["faces"],
+        last_detection=last.isoformat() if last else None,
+        pending=pending,
+        failures_by_type=by_type,
+        instances=instances,
+    )
+
+
+def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """The heartbeat state as label/value pairs; known keys first, in a fixed order."""
+    known = [
+        ("queue_depth", "queue depth"),
+        ("current_image", "current image"),
+        ("detector", "detector"),
+        ("share_online", "share online"),
+        ("listener", "listener"),
+        ("loop_lag_ms", "loop lag (ms)"),
+    ]
+    out: list[tuple[str, str]] = []
+    for key, label in known:
+        if key in state:
+            value = state[key]
+            out.append((label, "-" if value is None else _flat(value)))
+    out.extend((key, _flat(value)) for key, value in sorted(state.items()) if key not in dict(known))
+    return out
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_flat(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render_table(report: StatusReport) -> str:
+    rows: list[tuple[str, str]] = [
+        ("images processed", str(report.images)),
+        ("faces found", str(report.faces)),
+        ("average faces/image", f"{report.average_faces:.2f}"),
+        ("last detection", report.last_detection or "never"),
+        ("pending", str(report.pending)),
+        ("failures", str(report.failures)),
+        ("  permanently failed", str(report.permanently_failed)),
+        ("  due for retry", str(report.due_for_retry)),
+    ]
+    for f in report.failures_by_type:
+        rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))
+    if not report.instances:
+        rows.append(("running reactors", "none (no fresh heartbeat)"))
+    for inst in report.instances:
+        rows.append(("reactor", f"{inst.instance_id} on {inst.hostname} pid {inst.pid}, "
+                                f"heartbeat {inst.heartbeat_age_seconds:.0f} s ago"))
+        rows.extend((f"  {label}", value) for label, value in _state_lines(inst.state))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)

@@ -1,0 +1,98 @@
+-- Operations: `reactor status`, `reactor failures`, `reactor blacklist`.
+-- Only the columns every legacy copy of face_detection_failures has are used here
+-- (seeds/000, seeds/001); permanently_failed may be NULL on legacy rows, hence IS TRUE.
+
+-- name: status_results
+SELECT count(*) AS images,
+       coalesce(sum(face_count), 0)::bigint AS faces,
+       max(detected_at) AS last_detection
+FROM face_metadata;
+
+-- name: status_failures_by_type
+SELECT coalesce(last_error_type, 'unknown') AS error_type,
+       count(*) AS failures,
+       count(*) FILTER (WHERE permanently_failed IS TRUE) AS permanent,
+       count(*) FILTER (WHERE permanently_failed IS NOT TRUE
+                          AND coalesce(next_retry_after, now()) <= now()) AS due
+FROM face_detection_failures
+GROUP BY 1
+ORDER BY 1;
+
+-- name: status_pending
+-- Processed upstream, with neither a result nor a failure yet.
+SELECT count(*) AS pending
+FROM ai_metadata a
+WHERE a.is_processed
+  AND NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)
+  AND NOT EXISTS (SELECT 1 FROM face_detection_failures f WHERE f.image_path = a.image_path);
+
+-- name: status_instances
+-- $1: seconds after which a heartbeat is stale (a few heartbeat intervals).
+SELECT instance_id, hostname, pid, started_at, heartbeat_at, state,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS age_seconds
+FROM reactor_instances
+WHERE heartbeat_at > now() - make_interval(secs => $1::float8)
+ORDER BY heartbeat_at DESC;
+
+-- name: failures_list
+-- $1: error type or NULL for all; $2: only permanently failed ones.
+SELECT image_path,
+       coalesce(last_error_type, 'unknown') AS error_type,
+       coalesce(retry_count, 0) AS retry_count,
+       permanently_failed IS TRUE AS permanent,
+       next_retry_after,
+       last_failure_at,
+       coalesce(last_error, '') AS last_error
+FROM face_detection_failures
+WHERE ($1::text IS NULL OR last_error_type = $1::text)
+  AND (NOT $2::boolean OR permanently_failed IS TRUE)
+ORDER BY image_path;
+
+-- name: failures_retry_paths
+-- Clearing the backoff: due now, not permanent, and a fresh count of tries, so a
+-- failure that returns is retried with the full schedule again.
+UPDATE face_detection_failures
+SET next_retry_after = now(), permanently_failed = FALSE, retry_count = 0
+WHERE image_path = ANY($1::text[])
+RETURNING image_path;
+
+-- name: failures_retry_type
+UPDATE face_detection_failures
+SET next_retry_after = now(), permanently_failed = FALSE, retry_count = 0
+WHERE last_error_type = $1::text
+RETURNING image_path;
+
+-- name: failures_retry_all
+UPDATE face_detection_failures
+SET next_retry_after = now(), permanently_failed = FALSE, retry_count = 0
+RETURNING image_path;
+
+-- name: failures_forget
+DELETE FROM face_detection_failures
+WHERE image_path = ANY($1::text[])
+RETURNING image_path;
+
+-- name: blacklist_drop_results
+-- An image is in one state: a blacklisted image keeps no results (its face rows cascade).
+DELETE FROM face_metadata
+WHERE image_path = ANY($1::text[])
+RETURNING image_path;
+
+-- name: blacklist_upsert
+INSERT INTO face_detection_failures AS f
+    (image_path, retry_count, last_error, last_error_type, permanently_failed,
+     first_failure_at, last_failure_at, next_retry_after)
+SELECT p, 0, $2::text, 'blacklisted', TRUE, now(), now(), 'infinity'::timestamptz
+FROM unnest($1::text[]) AS p
+ON CONFLICT (image_path) DO UPDATE
+SET last_error = EXCLUDED.last_error,
+    last_error_type = 'blacklisted',
+    permanently_failed = TRUE,
+    last_failure_at = now(),
+    next_retry_after = 'infinity'::timestamptz
+RETURNING f.image_path;
+
+-- name: notify_retry
+-- Wakes a running reactor: the same payload the ai_metadata trigger sends.
+SELECT pg_notify($1::text, json_build_object('type', 'processed', 'path', p)::text)
+FROM unnest($2::text[]) AS p;

@@ -1,0 +1,140 @@
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from reactor.cli import UsageError
+from reactor.config import Config
+from reactor.handlers import failures as failures_handler
+from tests.ops_seed import invoke, seed
+
+
+async def run(config: Config, *argv: str) -> int:
+    return await invoke(failures_handler.register, config, list(argv))
+
+
+async def fetch_failures(dsn: str) -> dict[str, asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT image_path, last_error_type, retry_count, permanently_failed, last_error, "
+            "next_retry_after <= now() AS due FROM face_detection_failures"
+        )
+    finally:
+        await conn.close()
+    return {r["image_path"]: r for r in rows}
+
+
+async def test_list_filters(dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]) -> None:
+    await seed(dsn)
+    config = make_config()
+    assert await run(config, "failures", "list", "--json") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image_path"] for r in rows] == ["c/broken.jpg", "c/gone.jpg", "c/slow.jpg", "c/slower.jpg"]
+
+    assert await run(config, "failures", "list", "--json", "--type", "timeout") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["image_path"], r["retry_count"]) for r in rows] == [("c/slow.jpg", 1), ("c/slower.jpg", 3)]
+
+    assert await run(config, "failures", "list", "--permanent") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("c/broken.jpg  corrupt  tries=2  permanent  corrupt happened")
+    assert out[1] == "1 failures"
+    assert out[2].startswith("  corrupt: replace the file")
+
+
+async def test_retry_paths_clears_backoff_and_notifies(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(dsn)
+    config = make_config()
+    listener = await asyncpg.connect(dsn)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(config.database.channel, lambda *a: got.put_nowait(a[3]))
+    try:
+        code = await run(config, "failures", "retry", "c/broken.jpg", "c/slower.jpg", "no/such.jpg")
+        captured = capsys.readouterr()
+        assert code == 1
+        assert captured.out.splitlines() == ["queued: c/broken.jpg", "queued: c/slower.jpg", "2 queued, 1 not found"]
+        assert captured.err.splitlines() == ["not found: no/such.jpg (no failure recorded for it)"]
+        payloads = {json.loads(await asyncio.wait_for(got.get(), 10))["path"] for _ in range(2)}
+        assert payloads == {"c/broken.jpg", "c/slower.jpg"}
+    finally:
+        await listener.close()
+    rows = await fetch_failures(dsn)
+    for path in ("c/broken.jpg", "c/slower.jpg"):
+        assert (rows[path]["permanently_failed"], rows[path]["retry_count"], rows[path]["due"]) == (False, 0, True)
+    # Untouched: still its own schedule.
+    assert rows["c/slow.jpg"]["retry_count"] == 1
+
+
+async def test_retry_by_type_and_all(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(dsn)
+    config = make_config()
+    assert await run(config, "failures", "retry", "--type", "timeout") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 queued"
+    rows = await fetch_failures(dsn)
+    assert all(rows[p]["due"] and rows[p]["retry_count"] == 0 for p in ("c/slow.jpg", "c/slower.jpg"))
+    assert rows["c/broken.jpg"]["permanently_failed"] is True
+
+    assert await run(config, "failures", "retry", "--all") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "4 queued"
+    rows = await fetch_failures(dsn)
+    assert not any(r["permanently_failed"] for r in rows.values())
+
+
+async def test_retry_needs_exactly_one_selection(dsn: str, make_config: Callable[..., Config]) -> None:
+    with pytest.raises(UsageError, match="exactly one"):
+        await run(make_config(), "failures", "retry", "--all", "--type", "corrupt")
+    with pytest.raises(UsageError, match="exactly one"):
+        await run(make_config(), "failures", "retry")
+
+
+async def test_forget_known_and_unknown(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str], share: Path
+) -> None:
+    await seed(dsn)
+    # A local path under the share root means the same image as its database path.
+    code = await run(make_config(), "failures", "forget", str(share / "c" / "gone.jpg"), "nope.jpg")
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out.splitlines() == ["forgotten: c/gone.jpg", "1 forgotten, 1 not found"]
+    assert captured.err.splitlines() == ["not found: nope.jpg (no failure recorded for it)"]
+    assert set(await fetch_failures(dsn)) == {"c/broken.jpg", "c/slow.jpg", "c/slower.jpg"}
+
+
+async def test_blacklist_marks_permanent_and_drops_results(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(dsn)
+    code = await run(make_config(), "blacklist", "b/four.jpg", "c/slow.jpg", "--reason", "a painting")
+    assert code == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 blacklisted"
+    rows = await fetch_failures(dsn)
+    for path in ("b/four.jpg", "c/slow.jpg"):
+        row = rows[path]
+        assert (row["last_error_type"], row["permanently_failed"], row["last_error"]) == (
+            "blacklisted", True, "a painting",
+        )
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = 'b/four.jpg'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM face_detections WHERE image_path = 'b/four.jpg'") == 0
+    finally:
+        await conn.close()
+    # Listed as permanent, by type.
+    assert await run(make_config(), "failures", "list", "--type", "blacklisted", "--json") == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["image_path"], r["permanent"], r["next_retry_after"]) for r in listed] == [
+        ("b/four.jpg", True, "never"), ("c/slow.jpg", True, "never"),
+    ]
+
+
+async def test_blacklist_rejects_invalid_path(dsn: str, make_config: Callable[..., Config]) -> None:
+    with pytest.raises(UsageError, match="derived folder"):
+        await run(make_config(), "blacklist", "x/face_crops/1.jpg", "--reason", "crop")

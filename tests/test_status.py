@@ -1,0 +1,61 @@
+import json
+from collections.abc import Callable
+
+import pytest
+
+from reactor.config import Config
+from reactor.handlers import status as status_handler
+from tests.ops_seed import invoke, seed
+
+
+async def test_status_json_counts_exactly(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(dsn)
+    assert await invoke(status_handler.register, make_config(), ["status", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images_processed"] == 4
+    assert out["faces_found"] == 6
+    assert out["average_faces_per_image"] == 1.5
+    assert out["last_detection"] == "2026-01-02T03:04:05+00:00"
+    assert out["pending"] == 2
+    assert out["failures"] == 4
+    assert out["permanently_failed"] == 1
+    assert out["due_for_retry"] == 2
+    assert out["failures_by_type"] == {
+        "corrupt": {"error_type": "corrupt", "failures": 1, "permanent": 1, "due": 0},
+        "missing": {"error_type": "missing", "failures": 1, "permanent": 0, "due": 1},
+        "timeout": {"error_type": "timeout", "failures": 2, "permanent": 0, "due": 1},
+    }
+    # Only the instance with a fresh heartbeat counts as running.
+    assert [i["instance_id"] for i in out["instances"]] == ["live"]
+    assert out["instances"][0]["state"]["queue_depth"] == 7
+    assert out["instances"][0]["state"]["current_image"] == "d/new1.jpg"
+
+
+async def test_status_table(dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]) -> None:
+    await seed(dsn)
+    assert await invoke(status_handler.register, make_config(), ["status"]) == 0
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "images processed 4" in lines
+    assert "faces found 6" in lines
+    assert "average faces/image 1.50" in lines
+    assert "pending 2" in lines
+    assert "permanently failed 1" in lines
+    assert "due for retry 2" in lines
+    assert "timeout 2 (0 permanent, 1 due)" in lines
+    assert "queue depth 7" in lines
+    assert "current image d/new1.jpg" in lines
+    assert "detector busy" in lines
+    assert "share online yes" in lines
+    assert "listener connected" in lines
+
+
+async def test_status_empty_database(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await invoke(status_handler.register, make_config(), ["status", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["images_processed"], out["faces_found"], out["average_faces_per_image"]) == (0, 0, 0.0)
+    assert out["last_detection"] is None
+    assert out["instances"] == []
