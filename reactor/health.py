@@ -1,0 +1,183 @@
+"""`/healthz` and `/metrics` over HTTP, on loopback by default.
+
+A minimal HTTP/1.1 server on asyncio streams (no web framework for two GET routes).
+`/healthz` answers 200 only when the listener is connected or polling, the detector
+is alive, the share is online and the event loop is responsive; otherwise 503 with
+the reasons in JSON. `/metrics` serves the Prometheus registry in text format.
+
+The snapshot callable is the Reactor's `health_snapshot()`; this module only judges
+it, so a test can hand it any dict. Loop responsiveness is measured here: a ticker
+that sleeps a fixed interval and records how late it woke up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from reactor import logs
+from reactor.config import ConfigError, HealthConfig
+
+log = logs.get("reactor.health")
+
+Snapshot = Callable[[], Mapping[str, Any]]
+
+LISTENER_OK = frozenset({"connected", "polling"})
+DETECTOR_OK = frozenset({"ready", "busy"})
+# The loop counts as unresponsive when a 0.5 s sleep wakes up this much late.
+MAX_LOOP_LAG_SECONDS = 2.0
+TICK_SECONDS = 0.5
+READ_TIMEOUT_SECONDS = 5.0
+MAX_REQUEST_BYTES = 16 * 1024
+
+
+def evaluate(snapshot: Mapping[str, Any], loop_lag_seconds: float) -> list[str]:
+    """Reasons the reactor is unhealthy; empty when it is healthy."""
+    reasons: list[str] = []
+    listener = snapshot.get("listener")
+    if listener not in LISTENER_OK:
+        reasons.append(f"listener is {listener or 'unknown'} (expected connected or polling)")
+    detector = snapshot.get("detector")
+    if detector not in DETECTOR_OK:
+        reasons.append(f"detector is {detector or 'unknown'} (expected ready or busy)")
+    if snapshot.get("share_online") is not True:
+        why = snapshot.get("share_reason")
+        reasons.append(f"share is offline ({why})" if why else "share is offline")
+    if loop_lag_seconds > MAX_LOOP_LAG_SECONDS:
+        reasons.append(f"event loop lagging {loop_lag_seconds:.1f} s")
+    return reasons
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class HealthServer:
+    """Serves /healthz and /metrics; `start()` binds (so a busy port fails early), `run()` serves."""
+
+    def __init__(self, config: HealthConfig, snapshot: Snapshot, registry: CollectorRegistry) -> None:
+        self.config = config
+        self.snapshot = snapshot
+        self.registry = registry
+        self.loop_lag_seconds = 0.0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0 in tests)."""
+        assert self._server is not None, "HealthServer.start() was not called"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        try:
+            self._server = await asyncio.start_server(self._handle, self.config.host, self.config.port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"health port {self.config.host}:{self.config.port} is already in use; "
+                    "set health.port ([health] port or REACTOR_HEALTH__PORT) to a free port"
+                ) from None
+            raise ConfigError(
+                f"cannot serve health on {self.config.host}:{self.config.port}: {exc.strerror}; "
+                "check health.host and health.port"
+            ) from None
+        log.info("health_listening", host=self.config.host, port=self.port)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        ticker = asyncio.create_task(self._measure_lag(stop), name="health-loop-lag")
+        try:
+            await stop.wait()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            self._server.close()
+            await self._server.wait_closed()
+            log.info("health_stopped")
+
+    async def _measure_lag(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            before = time.monotonic()
+            await asyncio.sleep(TICK_SECONDS)
+            self.loop_lag_seconds = max(0.0, time.monotonic() - before - TICK_SECONDS)
+
+    def healthz(self) -> tuple[int, dict[str, Any]]:
+        try:
+            snap = dict(self.snapshot())
+        except Exception as exc:  # a broken snapshot is itself a health failure, not a crash
+            return 503, {"status": "unhealthy", "reasons": [f"health snapshot failed: {exc!r}"]}
+        reasons = evaluate(snap, self.loop_lag_seconds)
+        body = {
+            "status": "unhealthy" if reasons else "ok",
+            "reasons": reasons,
+            "loop_lag_seconds": round(self.loop_lag_seconds, 3),
+            "snapshot": _json_safe(snap),
+        }
+        return (503 if reasons else 200), body
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_SECONDS)
+            if len(head) > MAX_REQUEST_BYTES:
+                await self._respond(writer, 431, "text/plain", b"request header too large\n")
+                return
+            method, target = _request_line(head)
+            await self._route(writer, method, target)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            with contextlib.suppress(ConnectionError):
+                await self._respond(writer, 400, "text/plain", b"bad request\n")
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _route(self, writer: asyncio.StreamWriter, method: str, target: str) -> None:
+        path = target.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            await self._respond(writer, 405, "text/plain", b"only GET and HEAD\n", head=False)
+        elif path == "/healthz":
+            status, body = self.healthz()
+            payload = json.dumps(body).encode() + b"\n"
+            await self._respond(writer, status, "application/json", payload, head=method == "HEAD")
+        elif path == "/metrics":
+            await self._respond(
+                writer, 200, CONTENT_TYPE_LATEST, generate_latest(self.registry), head=method == "HEAD"
+            )
+        else:
+            await self._respond(writer, 404, "text/plain", b"not found: try /healthz or /metrics\n")
+
+    async def _respond(
+        self, writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes, *, head: bool = False
+    ) -> None:
+        reason = _REASONS.get(status, "")
+        header = (
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        ).encode("ascii")
+        writer.write(header if head else header + body)
+        await writer.drain()
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
+
+def _request_line(head: bytes) -> tuple[str, str]:
+    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise ValueError(f"bad request line {line!r}")
+    return parts[0], parts[1]
