@@ -1,0 +1,58 @@
+import io
+
+from structlog.testing import capture_logs
+
+from reactor.progress import Progress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bar_on_a_terminal() -> None:
+    clock, out = Clock(), Tty()
+    with Progress(400, "sweep", stream=out, clock=clock) as progress:
+        clock.now = 10.0
+        progress.advance(120)
+        assert progress.line() == "sweep [#########---------------------] 120/400 30% 12.0/s eta 23s"
+    frames = out.getvalue().split("\r\x1b[2K")
+    assert frames[1] == "sweep [#########---------------------] 120/400 30% 12.0/s eta 23s"
+    assert frames[-1].endswith("\n")
+
+
+def test_unknown_total() -> None:
+    clock = Clock()
+    progress = Progress(None, "scan", mode="off", clock=clock)
+    clock.now = 2.0
+    progress.advance(5)
+    assert progress.line() == "scan 5 2.5/s"
+
+
+def test_events_when_not_a_terminal() -> None:
+    clock = Clock()
+    progress = Progress(100, "db init", stream=io.StringIO(), interval=5.0, clock=clock)
+    assert progress.mode == "events"
+    with capture_logs() as events:
+        clock.now = 1.0
+        progress.advance(10)  # within the interval: no event yet
+        clock.now = 6.0
+        progress.advance(20)
+        clock.now = 7.0
+        progress.advance(70)
+        progress.close()
+        progress.close()
+    progress_events = [e for e in events if e["event"].startswith("progress")]
+    assert [(e["event"], e["done"], e["total"], e["percent"]) for e in progress_events] == [
+        ("progress", 30, 100, 30.0),
+        ("progress_done", 100, 100, 100.0),
+    ]
+    assert progress_events[0]["label"] == "db init"
