@@ -7,6 +7,7 @@ imports neither dlib nor face_recognition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from reactor.errors import ErrorType
 
@@ -16,8 +17,11 @@ class DetectionJob:
     local_path: str
     # 1 for the first try; retries carry the failure row's retry_count + 1.
     attempt: int = 1
-    # The scale that last failed (oom/timeout); the cascade starts below it.
+    # The scale that last failed (oom/timeout); the cascade starts below it. This is a
+    # cascade scale (detector.scales), i.e. DetectionFailure.scale of the failed attempt.
     last_scale: float | None = None
+    # The model that failed at last_scale ("cnn"/"hog"); None means the first model tried.
+    last_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,12 @@ class Detection:
     detect_ms: float
     encode_ms: float
     file_size_bytes: int | None = None
+    # The cascade step that succeeded (an entry of detector.scales, before max_dimension).
+    cascade_scale: float = 1.0
+    # dlib upsampling used (each one doubles width and height).
+    upsample: int = 0
+    # Weak HOG boxes that the CNN check on a crop did not confirm.
+    rejected_weak: int = 0
 
     @property
     def face_count(self) -> int:
@@ -51,7 +61,8 @@ class Detection:
 class DetectionFailure:
     error_type: ErrorType
     message: str
-    # The scale being tried when it failed, if any.
+    # The cascade scale (an entry of detector.scales) being tried when it failed, if any;
+    # a retry passes it back as DetectionJob.last_scale.
     scale: float | None = None
     original_size: tuple[int, int] | None = None
     file_size_bytes: int | None = None
@@ -59,3 +70,19 @@ class DetectionFailure:
 
 
 Outcome = Detection | DetectionFailure
+
+# DetectionFailure.details keys the engine sets for the parent.
+DETAIL_MODEL = "model"
+# "1" when the child must not run anything else (CUDA state after an out-of-memory, dlib
+# issue 1725): the parent replaces it and resubmits the job below the failed step.
+DETAIL_REPLACE_CHILD = "replace_child"
+
+
+class Engine(Protocol):
+    """What the detector child runs; the module named by detector.engine builds it with
+    ``create_engine(config: DetectorConfig) -> Engine``."""
+
+    @property
+    def cuda(self) -> bool: ...
+
+    def detect(self, job: DetectionJob) -> Outcome: ...

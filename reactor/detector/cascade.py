@@ -1,0 +1,115 @@
+"""The detection plan: which model at which scale, how much upsampling, and box geometry.
+
+Pure functions, no dlib: the engine asks them what to try, the tests check them directly.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+# Both dlib detectors slide a window of about 80x80 pixels: a smaller face is only found
+# after the image is upsampled (each upsampling doubles width and height).
+MODEL_MIN_FACE_PX = 80
+
+# What dlib's CUDA code raises when the card is full (cudaMalloc, cuDNN, cuBLAS). It is a
+# plain RuntimeError, so the message is all there is to go on.
+_CUDA_OOM = re.compile(
+    r"out of memory|cudaErrorMemoryAllocation|CUDNN_STATUS_ALLOC_FAILED|CUBLAS_STATUS_ALLOC_FAILED|cudaMalloc",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    model: str  # "cnn" or "hog"
+    scale: float  # cascade scale, applied after the image is bounded by max_dimension
+
+
+def models_for(model: str, cuda: bool) -> tuple[str, ...]:
+    """The models to try in order: CNN then HOG on CUDA, HOG alone on a CPU, or one forced model."""
+    if model == "auto":
+        return ("cnn", "hog") if cuda else ("hog",)
+    return (model,)
+
+
+def plan(
+    models: tuple[str, ...],
+    scales: tuple[float, ...],
+    last_scale: float | None = None,
+    last_model: str | None = None,
+) -> list[Step]:
+    """Every (model, scale) step to try, starting below the step that last failed.
+
+    ``last_scale``/``last_model`` come from the previous attempt's failure (an out-of-memory
+    or a timeout). Without ``last_model`` the failure is taken to be the first model's. When
+    nothing below the failed step is left, the smallest step of that model is tried again:
+    a retry always does something.
+    """
+    ordered = sorted(set(scales), reverse=True)
+    steps = [Step(m, s) for m in models for s in ordered]
+    if last_scale is None:
+        return steps
+    failed_model = last_model if last_model in models else models[0]
+    start = models.index(failed_model) * len(ordered)
+    for i in range(start, len(steps)):
+        if steps[i].model != failed_model:
+            return steps[i:]
+        if steps[i].scale < last_scale - 1e-9:
+            return steps[i:]
+    return [Step(failed_model, ordered[-1])]
+
+
+def bound_scale(size: tuple[int, int], max_dimension: int) -> float:
+    """The scale that fits the image inside max_dimension (never enlarging)."""
+    longest = max(size)
+    if longest <= max_dimension or longest == 0:
+        return 1.0
+    return max_dimension / longest
+
+
+def choose_upsample(applied_scale: float, min_face_px: int, max_upsample: int) -> int:
+    """Upsampling that lets a face of min_face_px in the original reach the model's window."""
+    face = min_face_px * applied_scale
+    if face <= 0:
+        return max_upsample
+    needed = math.ceil(math.log2(MODEL_MIN_FACE_PX / face)) if face < MODEL_MIN_FACE_PX else 0
+    return max(0, min(max_upsample, needed))
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+Box = tuple[int, int, int, int]  # (top, right, bottom, left)
+
+
+def clamp(box: Box, size: tuple[int, int]) -> Box:
+    top, right, bottom, left = box
+    width, height = size
+    return max(0, top), min(width, right), min(height, bottom), max(0, left)
+
+
+def to_original(box: Box, detected_size: tuple[int, int], original_size: tuple[int, int]) -> Box:
+    """Map a box found on the scaled image back to the original oriented image, clamped."""
+    sx = original_size[0] / detected_size[0]
+    sy = original_size[1] / detected_size[1]
+    top, right, bottom, left = box
+    return clamp((round(top * sy), round(right * sx), round(bottom * sy), round(left * sx)), original_size)
+
+
+def iou(a: Box, b: Box) -> float:
+    top = max(a[0], b[0])
+    right = min(a[1], b[1])
+    bottom = min(a[2], b[2])
+    left = max(a[3], b[3])
+    inter = max(0, right - left) * max(0, bottom - top)
+    area_a = max(0, a[1] - a[3]) * max(0, a[2] - a[0])
+    area_b = max(0, b[1] - b[3]) * max(0, b[2] - b[0])
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and bool(_CUDA_OOM.search(str(exc)))

@@ -1,0 +1,201 @@
+"""The real detection engine: dlib through face_recognition, run inside the detector child.
+
+Importing this module loads nothing; ``create_engine`` loads every model once (about a
+second on a CPU). The cascade of (model, scale) steps comes from ``cascade.plan``. A CUDA
+out-of-memory ends the job at once with ``replace_child`` set, because dlib's CUDA state
+may be unusable afterwards (dlib issue 1725); the parent resubmits the job to a fresh child,
+which starts below the failed step.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from reactor.config import DetectorConfig
+from reactor.detector import cascade
+from reactor.detector.cascade import Box, Step
+from reactor.detector.loading import LoadedImage, load_image, prepare_pillow
+from reactor.detector.types import (
+    DETAIL_MODEL,
+    DETAIL_REPLACE_CHILD,
+    Detection,
+    DetectionFailure,
+    DetectionJob,
+    Face,
+    Outcome,
+)
+from reactor.errors import ErrorType
+
+# A weak HOG box is checked on a crop this many box-widths wide, resized so that the box is
+# about this many pixels: big enough for the CNN's window, small enough to cost ~0.5 s on a CPU.
+_VERIFY_CONTEXT = 3.0
+_VERIFY_BOX_PX = 100
+# A CNN detection confirms a HOG box when they overlap at least this much.
+_VERIFY_IOU = 0.3
+
+
+class DlibEngine:
+    """Finds faces in one image at a time; the override point for tests is ``detect_step``."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        with warnings.catch_warnings():
+            # face_recognition_models imports pkg_resources, which warns on import.
+            warnings.simplefilter("ignore")
+            import dlib
+            import face_recognition.api as fr
+        prepare_pillow()
+        self._fr: Any = fr
+        self._cuda = bool(getattr(dlib, "DLIB_USE_CUDA", False)) and _cuda_devices(dlib) > 0
+        self.models = cascade.models_for(config.model, self._cuda)
+
+    @property
+    def cuda(self) -> bool:
+        return self._cuda
+
+    def detect(self, job: DetectionJob) -> Outcome:
+        clock = time.perf_counter()
+        target = round(self.config.max_dimension * max(self.config.scales))
+        loaded = load_image(job.local_path, target, self.config.max_pixels, clock)
+        if isinstance(loaded, DetectionFailure):
+            return loaded
+        steps = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)
+        host_oom: Step | None = None
+        for step in steps:
+            try:
+                return self.detect_step(job, loaded, step)
+            except MemoryError:
+                # Host memory: this process is still sound, so the next, smaller step runs here.
+                host_oom = step
+                continue
+            except RuntimeError as exc:
+                if cascade.is_cuda_oom(exc):
+                    return self._failure(
+                        loaded,
+                        ErrorType.OOM,
+                        f"CUDA out of memory ({step.model} at scale {step.scale}): {exc}",
+                        step,
+                        replace_child=True,
+                    )
+                return self._failure(loaded, ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}", step)
+        last = host_oom or steps[-1]
+        return self._failure(loaded, ErrorType.OOM, "out of memory at every scale", last)
+
+    def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
+        """One model at one scale; raises MemoryError or dlib's RuntimeError on out-of-memory."""
+        started = time.perf_counter()
+        applied = cascade.bound_scale(loaded.original_size, self.config.max_dimension) * step.scale
+        top_scale = cascade.bound_scale(loaded.original_size, self.config.max_dimension) * max(self.config.scales)
+        size = cascade.scaled_size(loaded.original_size, applied)
+        image = _resized(loaded.pixels, size)
+        # A smaller cascade step exists to use less memory and time, so it never upsamples
+        # more than the first step would have: its effective resolution really is lower.
+        upsample = min(
+            cascade.choose_upsample(applied, self.config.min_face_px, self.config.max_upsample),
+            cascade.choose_upsample(top_scale, self.config.min_face_px, self.config.max_upsample),
+        )
+        candidates = self._locate(step.model, image, upsample)
+        boxes: list[tuple[Box, float]] = []
+        rejected = 0
+        for box, score in candidates:
+            if step.model == "hog" and score < self.config.weak_score and not self._confirmed(image, box):
+                rejected += 1
+                continue
+            boxes.append((cascade.clamp(box, size), score))
+        detected = time.perf_counter()
+        encodings = (
+            self._fr.face_encodings(image, [b for b, _ in boxes], num_jitters=self.config.encode_jitters)
+            if boxes
+            else []
+        )
+        encoded = time.perf_counter()
+        faces = tuple(
+            Face(
+                *cascade.to_original(box, size, loaded.original_size),
+                score=float(score),
+                encoding=tuple(float(x) for x in enc),
+            )
+            for (box, score), enc in zip(boxes, encodings, strict=True)
+        )
+        return Detection(
+            faces=faces,
+            model=step.model,
+            scale=applied,
+            original_size=loaded.original_size,
+            decode_ms=loaded.decode_ms,
+            detect_ms=(detected - started) * 1000.0,
+            encode_ms=(encoded - detected) * 1000.0,
+            file_size_bytes=loaded.file_size_bytes,
+            cascade_scale=step.scale,
+            upsample=upsample,
+            rejected_weak=rejected,
+        )
+
+    def _locate(self, model: str, image: np.ndarray, upsample: int) -> list[tuple[Box, float]]:
+        if model == "cnn":
+            found = self._fr.cnn_face_detector(image, upsample)
+            return [(_css(d.rect), float(d.confidence)) for d in found]
+        rects, scores, _ = self._fr.face_detector.run(image, upsample, 0.0)
+        return [(_css(r), float(s)) for r, s in zip(rects, scores, strict=True)]
+
+    def _confirmed(self, image: np.ndarray, box: Box) -> bool:
+        """Run the CNN on a crop around a weak HOG box: the shoulder patch test."""
+        top, right, bottom, left = box
+        side = max(right - left, bottom - top, 1)
+        margin = round(side * (_VERIFY_CONTEXT - 1) / 2)
+        height, width = image.shape[:2]
+        y0, y1 = max(0, top - margin), min(height, bottom + margin)
+        x0, x1 = max(0, left - margin), min(width, right + margin)
+        if y1 <= y0 or x1 <= x0:
+            return False
+        factor = _VERIFY_BOX_PX / side
+        crop = _resized(image[y0:y1, x0:x1], cascade.scaled_size((x1 - x0, y1 - y0), factor))
+        in_crop: Box = (
+            round((top - y0) * factor),
+            round((right - x0) * factor),
+            round((bottom - y0) * factor),
+            round((left - x0) * factor),
+        )
+        return any(cascade.iou(in_crop, found) >= _VERIFY_IOU for found, _ in self._locate("cnn", crop, 0))
+
+    def _failure(
+        self, loaded: LoadedImage, kind: ErrorType, message: str, step: Step, replace_child: bool = False
+    ) -> DetectionFailure:
+        details = {DETAIL_MODEL: step.model}
+        if replace_child:
+            details[DETAIL_REPLACE_CHILD] = "1"
+        return DetectionFailure(
+            kind,
+            message,
+            scale=step.scale,
+            original_size=loaded.original_size,
+            file_size_bytes=loaded.file_size_bytes,
+            details=details,
+        )
+
+
+def _css(rect: Any) -> Box:
+    return int(rect.top()), int(rect.right()), int(rect.bottom()), int(rect.left())
+
+
+def _resized(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (pixels.shape[1], pixels.shape[0]) == size:
+        return np.ascontiguousarray(pixels)
+    image = Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+
+
+def _cuda_devices(dlib: Any) -> int:
+    try:
+        return int(dlib.cuda.get_num_devices())
+    except Exception:  # a CUDA build on a machine whose driver is missing or broken
+        return 0
+
+
+def create_engine(config: DetectorConfig) -> DlibEngine:
+    return DlibEngine(config)

@@ -1,0 +1,164 @@
+"""Reading one photo into an upright 8-bit RGB array, or a typed failure.
+
+Runs in the detector child. The file is read into memory in one go first, so that an
+I/O problem on the share (``unreadable``, ``missing``) is never confused with a damaged
+image (``corrupt``) or something that is not an image at all (``unsupported``).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import struct
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from reactor.detector.types import DetectionFailure
+from reactor.errors import ErrorType
+
+# Leading bytes of formats the reactor accepts: a file that starts like one of these but
+# cannot be decoded is a damaged image, anything else is not an image at all.
+_SIGNATURES: tuple[bytes, ...] = (
+    b"\xff\xd8",  # JPEG
+    b"\x89PNG",
+    b"GIF8",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"BM",
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif")
+
+# Orientations 5-8 swap width and height.
+_TRANSPOSED_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    pixels: np.ndarray  # (height, width, 3) uint8, upright
+    original_size: tuple[int, int]  # (width, height) of the full-size oriented image
+    file_size_bytes: int
+    decode_ms: float
+
+
+def prepare_pillow() -> None:
+    """Process-wide Pillow settings for the child; called once before the first image."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    # face_recognition sets this to True on import, which turns a truncated JPEG into a
+    # half-grey picture instead of a `corrupt` failure.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # The pixel guard below uses detector.max_pixels; Pillow's own guard would use its
+    # built-in limit and warn or raise before ours could give a typed failure.
+    Image.MAX_IMAGE_PIXELS = None
+
+
+def _looks_like_image(head: bytes) -> bool:
+    if head.startswith(_SIGNATURES):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def read_file(path: str) -> bytes | DetectionFailure:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return DetectionFailure(ErrorType.MISSING, f"file not found: {path}")
+    except NotADirectoryError:
+        return DetectionFailure(ErrorType.MISSING, f"a folder on the path is a file: {path}")
+    except IsADirectoryError:
+        return DetectionFailure(ErrorType.UNREADABLE, f"is a directory, not a file: {path}")
+    except PermissionError as exc:
+        return DetectionFailure(ErrorType.UNREADABLE, f"permission denied: {path} ({exc.strerror})")
+    except OSError as exc:
+        return DetectionFailure(ErrorType.UNREADABLE, f"cannot read {path}: {exc.strerror or exc}")
+
+
+def oriented_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    orientation = image.getexif().get(0x0112, 1)
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode to an (h, w, 3) uint8 array."""
+    mode = image.mode
+    if mode.startswith("I") or mode == "F":
+        # 16-bit and 32-bit greyscale: Pillow's convert("L") clips at 255 instead of scaling.
+        grey = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or grey.max(initial=0) > 255 else 255.0
+        if mode == "F" and grey.max(initial=0) <= 1.0:
+            top = 1.0
+        scaled = np.clip(grey * (255.0 / top), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.stack([scaled] * 3, axis=-1))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        # Transparent areas become white, as a viewer shows them, not whatever colour hides under alpha 0.
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def load_image(path: str, target_dimension: int, max_pixels: int, clock: float) -> LoadedImage | DetectionFailure:
+    """Decode ``path`` upright; ``target_dimension`` is the largest side the detector will use.
+
+    ``clock`` is the ``time.perf_counter()`` when the job started, for ``decode_ms``.
+    """
+    data = read_file(path)
+    if isinstance(data, DetectionFailure):
+        return data
+    size = len(data)
+    if size == 0:
+        return DetectionFailure(ErrorType.CORRUPT, "empty file (0 bytes)", file_size_bytes=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = oriented_size(image)
+            if width * height > max_pixels:
+                return DetectionFailure(
+                    ErrorType.TOO_LARGE,
+                    f"{width}x{height} is {width * height} pixels, over detector.max_pixels={max_pixels}",
+                    original_size=(width, height),
+                    file_size_bytes=size,
+                )
+            _draft(image, target_dimension, (width, height))
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            pixels = to_rgb(upright)
+    except UnidentifiedImageError:
+        kind = ErrorType.CORRUPT if _looks_like_image(data[:16]) else ErrorType.UNSUPPORTED
+        what = "a damaged image" if kind is ErrorType.CORRUPT else "not an image Pillow can read"
+        return DetectionFailure(kind, f"{what}: {path}", file_size_bytes=size)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return DetectionFailure(ErrorType.TOO_LARGE, str(exc), file_size_bytes=size)
+    except MemoryError:
+        return DetectionFailure(ErrorType.OOM, "out of memory while decoding", file_size_bytes=size)
+    except OSError as exc:
+        if exc.errno in (errno.EIO, errno.EACCES, errno.ENOENT):
+            return DetectionFailure(ErrorType.UNREADABLE, f"I/O error while decoding: {exc}", file_size_bytes=size)
+        return DetectionFailure(ErrorType.CORRUPT, f"damaged image: {exc}", file_size_bytes=size)
+    except (SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as exc:
+        # Pillow's plugins signal malformed data with all of these.
+        return DetectionFailure(ErrorType.CORRUPT, f"damaged image: {exc!r}", file_size_bytes=size)
+    decode_ms = (time.perf_counter() - clock) * 1000.0
+    return LoadedImage(pixels=pixels, original_size=(width, height), file_size_bytes=size, decode_ms=decode_ms)
+
+
+def _draft(image: Image.Image, target_dimension: int, oriented: tuple[int, int]) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 size when the detector needs no more."""
+    if image.format != "JPEG" or max(oriented) <= 2 * target_dimension:
+        return
+    ratio = target_dimension / max(oriented)
+    stored_w, stored_h = image.size
+    # draft() keeps the result at least this large, so nothing below target is lost.
+    image.draft("RGB", (max(1, int(stored_w * ratio) + 1), max(1, int(stored_h * ratio) + 1)))
