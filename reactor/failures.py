@@ -22,7 +22,8 @@ Q = Queries("ops.sql")
 BLACKLISTED = "blacklisted"
 BLACKLIST_ADVICE = "excluded by `reactor blacklist`; `reactor failures retry PATH` takes it back"
 # Beyond this many retried paths, one NOTIFY per path would flood the reactor's
-# bounded queue; the sweep picks them up instead (they are due now).
+# bounded queue; one "bulk" hint (the trigger's format) makes it sweep instead, and
+# the sweep finds them because they are due now.
 NOTIFY_LIMIT = 1000
 
 
@@ -89,8 +90,11 @@ def _split(requested: Sequence[str], changed: Sequence[str]) -> Changed:
 
 
 async def _notify(conn: asyncpg.Connection, channel: str, paths: Sequence[str]) -> int:
-    if not paths or len(paths) > NOTIFY_LIMIT:
+    if not paths:
         return 0
+    if len(paths) > NOTIFY_LIMIT:
+        await conn.execute(Q.notify_bulk, channel, len(paths))
+        return 1
     await conn.execute(Q.notify_retry, channel, list(paths))
     return len(paths)
 

@@ -96,3 +96,7 @@ RETURNING f.image_path;
 -- Wakes a running reactor: the same payload the ai_metadata trigger sends.
 SELECT pg_notify($1::text, json_build_object('type', 'processed', 'path', p)::text)
 FROM unnest($2::text[]) AS p;
+
+-- name: notify_bulk
+-- Too many paths for one notification each: the trigger's "run the sweep" hint.
+SELECT pg_notify($1::text, json_build_object('type', 'bulk', 'count', $2::int)::text);

@@ -138,3 +138,40 @@ async def test_blacklist_marks_permanent_and_drops_results(
 async def test_blacklist_rejects_invalid_path(dsn: str, make_config: Callable[..., Config]) -> None:
     with pytest.raises(UsageError, match="derived folder"):
         await run(make_config(), "blacklist", "x/face_crops/1.jpg", "--reason", "crop")
+
+
+async def test_large_retry_sends_one_bulk_hint(
+    dsn: str, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reactor import failures
+
+    await seed(dsn)
+    monkeypatch.setattr(failures, "NOTIFY_LIMIT", 3)
+    config = make_config()
+    listener = await asyncpg.connect(dsn)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(config.database.channel, lambda *a: got.put_nowait(a[3]))
+    try:
+        assert await run(config, "failures", "retry", "--all") == 0
+        assert json.loads(await asyncio.wait_for(got.get(), 10)) == {"type": "bulk", "count": 4}
+        # One hint only: a second message would arrive with the first, in the same transaction.
+        await listener.execute("SELECT 1")
+        assert got.empty()
+    finally:
+        await listener.close()
+
+
+def test_readme_failure_types_match_the_code() -> None:
+    from reactor import failures
+    from reactor.errors import ADVICE, ErrorType
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Failure types", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = (cells[2], cells[3])
+    expected = {t.value: ("permanent" if t.permanent else "transient", ADVICE[t]) for t in ErrorType}
+    expected[failures.BLACKLISTED] = ("permanent", failures.BLACKLIST_ADVICE)
+    assert rows == expected
