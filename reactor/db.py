@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,15 @@ def describe_target(dsn: str) -> str:
 @contextlib.contextmanager
 def embedded_server(data_dir: str) -> Iterator[str]:
     """Start (or join) the embedded PostgreSQL under data_dir; yield its DSN; stop it on exit."""
-    import pgserver  # imported lazily: only standalone mode needs it
-
     path = Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     log.info("embedded_db_starting", data_dir=str(path))
-    server = pgserver.get_server(path, cleanup_mode="stop")
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (services, CI); pgserver copes.
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: only standalone mode needs it
+
+        server = pgserver.get_server(path, cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:

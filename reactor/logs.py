@@ -96,6 +96,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     # asyncpg and watchdog are chatty at debug; their warnings still come through.
     for noisy in ("watchdog", "asyncio", "PIL"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # pgserver logs every pg_ctl command line at info; embedded_db_* events say enough.
+    logging.getLogger("pgserver").setLevel(max(logging.WARNING, root.level))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -1,4 +1,5 @@
-"""Applying the schema: tables, constraints, the ai_metadata trigger, the version row."""
+"""Applying the schema (`reactor db init`) and the SQL a database owner runs instead
+(`reactor db sql`): tables, constraints, the ai_metadata trigger, the version row."""
 
 from __future__ import annotations
 
@@ -6,38 +7,179 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor import sql
+from reactor import catalog, privileges, sql
+from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "InitReport", "PrivilegeError", "SchemaError", "failure_columns", "init_schema"]
+
+Q = sql.Queries("catalog.sql")
 # pg_advisory_xact_lock key for `db init`: two instances starting together apply it once.
 INIT_LOCK_KEY = 0x46414345_0001  # "FACE" 1
+DEFAULT_CHANNEL = "face_reactor"
+# Column definitions the owner's SQL adds to a legacy failures table that lacks them.
+FAILURE_COLUMN_TYPES = {
+    "retry_count": "INTEGER NOT NULL DEFAULT 0",
+    "last_error": "TEXT",
+    "last_error_type": "TEXT",
+    "original_width": "INTEGER",
+    "original_height": "INTEGER",
+    "file_size_bytes": "BIGINT",
+    "last_attempted_scale": "REAL",
+    "first_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
+    "last_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
+    "next_retry_after": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
+    "permanently_failed": "BOOLEAN DEFAULT FALSE",
+}
+
+
+class SchemaError(Exception):
+    """The database cannot take the schema as it is; the message says what to do."""
+
+
+class PrivilegeError(SchemaError):
+    """The role lacks a privilege `db init` needs; the message names it and `reactor db sql`."""
+
+    def __init__(self, role: str, missing: list[privileges.Need]) -> None:
+        what = ", ".join(f"{n.privilege} on {n.target}" for n in missing)
+        super().__init__(
+            f"role {role} lacks {what} ({missing[0].reason}); ask the database owner to run the SQL printed by "
+            f"`reactor db sql --role {role}`, then run `reactor db check`"
+        )
+        self.role = role
+        self.missing = missing
 
 
 @dataclass
 class InitReport:
     version: int
     standalone: bool
+    # What init did differently because of what it found (legacy columns, NOT VALID).
     adapted: list[str] = field(default_factory=list)
+    # False when the role could not apply DDL but the schema was already current.
+    applied: bool = True
 
 
 def trigger_files() -> list[str]:
     return sorted(f"triggers/{p.name}" for p in (sql.sql_root() / "triggers").glob("*.sql"))
 
 
-async def init_schema(conn: asyncpg.Connection, *, standalone: bool) -> InitReport:
-    """Apply schema, (standalone) ai_metadata, and triggers in one transaction."""
+def validate_channel(channel: str) -> str:
+    """NOTIFY channels are identifiers; database.channel is embedded in DDL, so keep it plain."""
+    if not channel or len(channel) > 63 or privileges.quote_ident(channel) != channel:
+        raise SchemaError(
+            f"[database] channel: expected a lower-case identifier of at most 63 characters, got {channel!r}"
+        )
+    return channel
+
+
+def channel_sql(channel: str) -> str:
+    return (
+        f"ALTER FUNCTION {catalog.TRIGGER_FUNCTION}() "
+        f"SET {catalog.CHANNEL_SETTING} = {privileges.quote_literal(validate_channel(channel))};"
+    )
+
+
+async def failure_columns(conn: asyncpg.Connection) -> frozenset[str]:
+    """The columns face_detection_failures has here; legacy copies lack some (file_size_bytes)."""
+    return frozenset(await catalog.columns_of(conn, FAILURES))
+
+
+async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str]:
+    """Refuse what init cannot repair; return what it will adapt to."""
+    row = await conn.fetchrow(Q.schema_version) if await catalog.exists(conn, "reactor_schema") else None
+    if row is not None and row["version"] > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has reactor schema version {row['version']}, newer than this reactor's "
+            f"{SCHEMA_VERSION}; upgrade face-reactor instead of running `reactor db init`"
+        )
+    if not standalone and not await catalog.exists(conn, catalog.AI_METADATA):
+        raise SchemaError(
+            "ai_metadata not found: point [database] dsn at the vision database, "
+            "or run `reactor db init --standalone` to create ai_metadata here"
+        )
+    present = await failure_columns(conn)
+    if not present:
+        return []
+    lacking = sorted(FAILURE_REQUIRED - present)
+    if lacking:
+        raise SchemaError(
+            f"{FAILURES} lacks required columns {', '.join(lacking)}; ask its owner to run the SQL "
+            "printed by `reactor db sql`, which adds them"
+        )
+    return [
+        f"{FAILURES} has no {column} column: failures are recorded without it"
+        for column in sorted(FAILURE_OPTIONAL - present)
+    ]
+
+
+async def _apply(conn: asyncpg.Connection, standalone: bool, channel: str) -> None:
+    await conn.execute(sql.text("schema.sql"))
+    if standalone:
+        await conn.execute(sql.text("standalone.sql"))
+    for name in trigger_files():
+        await conn.execute(sql.text(name))
+    await conn.execute(channel_sql(channel))
+    await conn.execute(Q.record_version, SCHEMA_VERSION)
+
+
+async def init_schema(
+    conn: asyncpg.Connection, *, standalone: bool, channel: str = DEFAULT_CHANNEL
+) -> InitReport:
+    """Apply schema, (standalone) ai_metadata, and triggers in one transaction.
+
+    A role that may not create objects gets PrivilegeError, unless the owner has
+    already applied everything (`reactor db sql`): then nothing is done.
+    """
+    validate_channel(channel)
     report = InitReport(version=SCHEMA_VERSION, standalone=standalone)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", INIT_LOCK_KEY)
-        await conn.execute(sql.text("schema.sql"))
-        if standalone:
-            await conn.execute(sql.text("standalone.sql"))
-        for name in trigger_files():
-            await conn.execute(sql.text(name))
-        await conn.execute(
-            "INSERT INTO reactor_schema (version) VALUES ($1) "
-            "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, applied_at = now() "
-            "WHERE reactor_schema.version IS DISTINCT FROM EXCLUDED.version",
-            SCHEMA_VERSION,
-        )
+        await conn.execute(Q.init_lock, INIT_LOCK_KEY)
+        report.adapted.extend(await _preconditions(conn, standalone))
+        missing = await privileges.missing_init_privileges(conn, standalone=standalone)
+        if missing:
+            current = await catalog.check(conn, channel=channel, standalone=standalone)
+            if any(f.kind != "privilege" for f in current.problems):
+                raise PrivilegeError(current.role, missing)
+            report.applied = False
+        else:
+            try:
+                await _apply(conn, standalone, channel)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                role = await conn.fetchval("SELECT current_user")
+                raise SchemaError(
+                    f"role {role}: {exc}; ask the database owner to run the SQL printed by "
+                    f"`reactor db sql --role {role}`"
+                ) from None
+        for finding in (await catalog.check(conn, channel=channel, standalone=standalone)).adapted:
+            if finding.kind == "constraint":
+                report.adapted.append(f"{finding.name}: {finding.detail}")
     return report
+
+
+def owner_sql(role: str, channel: str = DEFAULT_CHANNEL) -> str:
+    """Everything a database owner runs for a role that may not create objects itself."""
+    legacy = "\n".join(
+        f"ALTER TABLE {FAILURES} ADD COLUMN IF NOT EXISTS {column} {definition};"
+        for column, definition in FAILURE_COLUMN_TYPES.items()
+    )
+    parts = [
+        f"-- face-reactor schema version {SCHEMA_VERSION}, for the role {role}.",
+        "-- Run as the owner of ai_metadata (or a superuser), e.g. psql -d vision -f face-reactor.sql",
+        "BEGIN;",
+        sql.text("schema.sql"),
+        "-- Columns a legacy face_detection_failures table may lack.",
+        legacy,
+        *(sql.text(name) for name in trigger_files()),
+        channel_sql(channel),
+        f"INSERT INTO reactor_schema (version) VALUES ({SCHEMA_VERSION})",
+        "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, applied_at = now();",
+        "",
+        privileges.grant_sql(role),
+        "COMMIT;",
+        "",
+        "-- Recommended: the sweep pages through processed paths. CONCURRENTLY does not block",
+        "-- the upstream pipeline's writes; it cannot run inside a transaction block.",
+        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {catalog.SWEEP_INDEX}",
+        "    ON ai_metadata (image_path) WHERE is_processed;",
+    ]
+    return "\n".join(parts) + "\n"

@@ -73,8 +73,32 @@ CREATE TABLE IF NOT EXISTS face_detection_failures (
     last_failure_at TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP,
     next_retry_after TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP,
     permanently_failed BOOLEAN DEFAULT FALSE,
-    CONSTRAINT face_detection_failures_path_valid CHECK (reactor_valid_image_path(image_path)) NOT VALID
+    -- An ai_metadata path that breaks the rule is itself recorded here, as a permanent
+    -- invalid_path failure (never opened), so that users see it in `reactor failures list`.
+    CONSTRAINT face_detection_failures_path_valid CHECK (last_error_type = 'invalid_path' OR reactor_valid_image_path(image_path))
 );
+
+-- A legacy table predates the path rule and may hold rows that break it (seeds/002:
+-- face crops recorded as photos). NOT VALID checks new and updated rows only, so
+-- init never fails on old data; `reactor db check` reports the constraint as not
+-- validated until the integrity tools have cleaned those rows.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conrelid = 'face_detection_failures'::regclass
+          AND conname = 'face_detection_failures_path_valid'
+    ) THEN
+        IF EXISTS (SELECT 1 FROM face_detection_failures) THEN
+            ALTER TABLE face_detection_failures ADD CONSTRAINT face_detection_failures_path_valid
+                CHECK (last_error_type = 'invalid_path' OR reactor_valid_image_path(image_path)) NOT VALID;
+        ELSE
+            ALTER TABLE face_detection_failures ADD CONSTRAINT face_detection_failures_path_valid
+                CHECK (last_error_type = 'invalid_path' OR reactor_valid_image_path(image_path));
+        END IF;
+    END IF;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS idx_fdf_next_retry
     ON face_detection_failures (next_retry_after) WHERE permanently_failed = FALSE;

@@ -6,3 +6,7 @@ CREATE TABLE IF NOT EXISTS ai_metadata (
     is_processed BOOLEAN NOT NULL DEFAULT FALSE,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- The sweep pages through processed paths; against a vision database `reactor db sql`
+-- recommends the same index to the owner of ai_metadata.
+CREATE INDEX IF NOT EXISTS idx_ai_metadata_processed_path ON ai_metadata (image_path) WHERE is_processed;

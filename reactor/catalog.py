@@ -1,0 +1,244 @@
+"""What the reactor expects in the database, and `reactor db check`'s comparison with it.
+
+The expectations mirror sql/schema.sql, sql/standalone.sql and sql/triggers/; a test
+runs the check on a freshly initialised database, so the two cannot drift apart
+silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import asyncpg
+
+from reactor import privileges, sql
+
+Q = sql.Queries("catalog.sql")
+
+SCHEMA_VERSION = 1
+TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
+PATH_FUNCTION = "reactor_valid_image_path"
+CHANNEL_SETTING = "reactor.channel"
+
+# Column name -> format_type() of every reactor-owned table.
+TABLES: dict[str, dict[str, str]] = {
+    "reactor_schema": {"singleton": "boolean", "version": "integer", "applied_at": "timestamp with time zone"},
+    "face_metadata": {
+        "image_path": "text", "face_count": "integer", "model": "text", "scale": "real",
+        "original_width": "integer", "original_height": "integer", "decode_ms": "real", "detect_ms": "real",
+        "encode_ms": "real", "instance_id": "text", "claim_token": "bigint", "detected_at": "timestamp with time zone",
+    },
+    "face_detections": {
+        "image_path": "text", "face_index": "integer", "box_top": "integer", "box_right": "integer",
+        "box_bottom": "integer", "box_left": "integer", "score": "real", "encoding": "real[]", "model": "text",
+        "scale": "real",
+    },
+    "reactor_claims": {
+        "image_path": "text", "instance_id": "text", "token": "bigint", "claimed_at": "timestamp with time zone",
+        "lease_until": "timestamp with time zone",
+    },
+    "reactor_instances": {
+        "instance_id": "text", "hostname": "text", "pid": "integer", "started_at": "timestamp with time zone",
+        "heartbeat_at": "timestamp with time zone", "state": "jsonb",
+    },
+}
+# The legacy failures table: copies differ in column types (timestamp with or without
+# time zone) and may lack the optional columns, so only names are compared.
+FAILURES = "face_detection_failures"
+FAILURE_REQUIRED = frozenset(
+    {"image_path", "retry_count", "last_error", "last_error_type", "last_failure_at", "next_retry_after",
+     "permanently_failed"}
+)
+FAILURE_OPTIONAL = frozenset(
+    {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at"}
+)
+# Tables whose image_path carries the reactor_valid_image_path CHECK constraint.
+PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims")
+# Named indexes beyond primary keys and UNIQUE constraints: table -> index names.
+INDEXES: dict[str, tuple[str, ...]] = {
+    FAILURES: ("idx_fdf_next_retry", "idx_fdf_error_type"),
+    "reactor_claims": ("idx_reactor_claims_instance",),
+}
+SEQUENCES = ("reactor_claim_token_seq",)
+AI_METADATA = "ai_metadata"
+AI_METADATA_COLUMNS = frozenset({"image_path", "is_processed"})
+SWEEP_INDEX = "idx_ai_metadata_processed_path"
+# pg_trigger.tgtype bits: statement-level AFTER triggers carry only the event bit.
+TRIGGERS: dict[str, tuple[int, bool, bool]] = {
+    # name: (tgtype, has OLD TABLE, has NEW TABLE)
+    "reactor_notify_insert": (4, False, True),
+    "reactor_notify_update": (16, True, True),
+    "reactor_notify_delete": (8, True, False),
+}
+
+Status = Literal["ok", "missing", "different", "adapted", "advice"]
+PROBLEMS = ("missing", "different")
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # table, column, index, constraint, trigger, function, version, privilege
+    name: str
+    status: Status
+    detail: str = ""
+
+
+@dataclass
+class CheckReport:
+    role: str = ""
+    database: str = ""
+    standalone: bool = False
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.status in PROBLEMS]
+
+    @property
+    def adapted(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "adapted"]
+
+    def add(self, kind: str, name: str, status: Status, detail: str = "") -> None:
+        self.findings.append(Finding(kind, name, status, detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "role": self.role,
+            "database": self.database,
+            "standalone": self.standalone,
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+async def columns_of(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+    return {r["name"]: r["type"] for r in await conn.fetch(Q.table_columns, table)}
+
+
+async def exists(conn: asyncpg.Connection, relation: str) -> bool:
+    return await conn.fetchrow(Q.relation_info, relation) is not None
+
+
+async def _check_tables(conn: asyncpg.Connection, report: CheckReport) -> None:
+    for table, expected in TABLES.items():
+        actual = await columns_of(conn, table)
+        if not actual:
+            report.add("table", table, "missing", "run `reactor db init`, or `reactor db sql` for the owner")
+            continue
+        report.add("table", table, "ok")
+        for column, type_ in expected.items():
+            if column not in actual:
+                report.add("column", f"{table}.{column}", "missing", f"expected {type_}")
+            elif actual[column] != type_:
+                report.add("column", f"{table}.{column}", "different", f"expected {type_}, found {actual[column]}")
+
+
+async def check_failures_table(conn: asyncpg.Connection, report: CheckReport) -> None:
+    actual = set(await columns_of(conn, FAILURES))
+    if not actual:
+        report.add("table", FAILURES, "missing", "run `reactor db init`, or `reactor db sql` for the owner")
+        return
+    report.add("table", FAILURES, "ok")
+    for column in sorted(FAILURE_REQUIRED - actual):
+        report.add("column", f"{FAILURES}.{column}", "missing", "required; `reactor db sql` adds it")
+    for column in sorted(FAILURE_OPTIONAL - actual):
+        report.add("column", f"{FAILURES}.{column}", "adapted", "legacy table lacks this optional column; not stored")
+    indexes = await conn.fetch(Q.table_indexes, FAILURES)
+    if not any(r["is_unique"] and r["columns"] == ["image_path"] for r in indexes):
+        report.add("index", f"{FAILURES}(image_path) UNIQUE", "missing", "failures are upserted by image_path")
+
+
+async def _check_indexes(conn: asyncpg.Connection, report: CheckReport) -> None:
+    for table, names in INDEXES.items():
+        present = {r["name"] for r in await conn.fetch(Q.table_indexes, table)}
+        for name in names:
+            report.add("index", name, "ok" if name in present else "missing", "" if name in present else f"on {table}")
+    for seq in SEQUENCES:
+        if not await exists(conn, seq):
+            report.add("sequence", seq, "missing")
+
+
+async def _check_constraints(conn: asyncpg.Connection, report: CheckReport) -> None:
+    for table in PATH_TABLES:
+        rows = [r for r in await conn.fetch(Q.check_constraints, table) if PATH_FUNCTION in r["definition"]]
+        name = f"{table} CHECK {PATH_FUNCTION}(image_path)"
+        if not rows:
+            if await exists(conn, table):
+                report.add("constraint", name, "missing", "paths in this table are not checked by the database")
+        elif not all(r["validated"] for r in rows):
+            report.add("constraint", name, "adapted", "NOT VALID: rows older than the constraint are not checked")
+        else:
+            report.add("constraint", name, "ok")
+
+
+async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel: str) -> None:
+    functions = await conn.fetch(Q.function_info, TRIGGER_FUNCTION)
+    if not functions:
+        report.add("function", TRIGGER_FUNCTION, "missing")
+    else:
+        setting = f"{CHANNEL_SETTING}={channel}"
+        if setting in functions[0]["config"]:
+            report.add("function", TRIGGER_FUNCTION, "ok", f"notifies on channel {channel}")
+        else:
+            report.add("function", TRIGGER_FUNCTION, "different",
+                       f"does not notify on channel {channel} ({', '.join(functions[0]['config']) or 'no setting'})")
+    if not await conn.fetch(Q.function_info, PATH_FUNCTION):
+        report.add("function", PATH_FUNCTION, "missing")
+    if not await exists(conn, AI_METADATA):
+        report.add("table", AI_METADATA, "missing", "the upstream table must exist before the trigger can be installed")
+        return
+    columns = set(await columns_of(conn, AI_METADATA))
+    for column in sorted(AI_METADATA_COLUMNS - columns):
+        report.add("column", f"{AI_METADATA}.{column}", "missing", "the reactor reads this column")
+    actual = {r["name"]: r for r in await conn.fetch(Q.table_triggers, AI_METADATA)}
+    for name, (tgtype, old, new) in TRIGGERS.items():
+        row = actual.get(name)
+        if row is None:
+            report.add("trigger", name, "missing", f"on {AI_METADATA}")
+        elif row["function"] != TRIGGER_FUNCTION or row["type"] != tgtype or (row["old_table"] is not None) != old \
+                or (row["new_table"] is not None) != new:
+            report.add("trigger", name, "different", "not the statement-level trigger `reactor db init` installs")
+        elif row["enabled"] == "D":
+            report.add("trigger", name, "different", "disabled (ALTER TABLE ai_metadata ENABLE TRIGGER ...)")
+        else:
+            report.add("trigger", name, "ok")
+    indexes = await conn.fetch(Q.table_indexes, AI_METADATA)
+    if not any(r["columns"] and r["columns"][0] == "image_path" for r in indexes):
+        status: Status = "missing" if report.standalone else "advice"
+        report.add("index", SWEEP_INDEX, status, "recommended for the sweep; see `reactor db sql`")
+
+
+async def _check_version(conn: asyncpg.Connection, report: CheckReport) -> None:
+    if not await exists(conn, "reactor_schema"):
+        return
+    row = await conn.fetchrow(Q.schema_version)
+    if row is None:
+        report.add("version", "reactor_schema", "missing", f"expected version {SCHEMA_VERSION}")
+    elif row["version"] != SCHEMA_VERSION:
+        report.add("version", "reactor_schema", "different", f"expected {SCHEMA_VERSION}, found {row['version']}")
+    else:
+        report.add("version", "reactor_schema", "ok", f"version {SCHEMA_VERSION}")
+
+
+async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> CheckReport:
+    """Compare the live database with what the reactor needs; read-only."""
+    ctx = await conn.fetchrow(Q.role_context)
+    assert ctx is not None
+    report = CheckReport(role=ctx["role"], database=ctx["database"], standalone=standalone)
+    await _check_tables(conn, report)
+    await check_failures_table(conn, report)
+    await _check_indexes(conn, report)
+    await _check_constraints(conn, report)
+    await _check_trigger(conn, report, channel)
+    await _check_version(conn, report)
+    trigger_installed = not any(f.kind == "trigger" and f.status in PROBLEMS for f in report.findings)
+    for need in await privileges.missing_runtime_privileges(conn):
+        # TRIGGER is needed only to (re)install the trigger, not to run.
+        status: Status = "advice" if need.privilege == "TRIGGER" and trigger_installed else "missing"
+        report.add("privilege", f"{need.privilege} on {need.target}", status, need.reason)
+    return report

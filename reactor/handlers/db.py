@@ -1,0 +1,113 @@
+"""`reactor db init|check|sql`: set up the database, compare it with what the reactor
+needs, and print the SQL a database owner runs for a role that may not create objects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from urllib.parse import unquote, urlsplit
+
+from reactor import catalog, db, logs, schema
+from reactor.cli import UsageError
+from reactor.config import Config
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "db", help="set up and check the database", description="Set up and check the reactor's database."
+    )
+    actions = parser.add_subparsers(dest="db_action", metavar="ACTION")
+    actions.required = True
+    standalone_help = "this database has no upstream pipeline: create ai_metadata (implied on the embedded database)"
+
+    init = actions.add_parser("init", help="apply schema and trigger (idempotent)")
+    init.add_argument("--standalone", action="store_true", help=standalone_help)
+    init.set_defaults(handler=init_command)
+
+    check = actions.add_parser("check", help="report what is missing or different; exit 0 only when all is in order")
+    check.add_argument("--standalone", action="store_true", help=standalone_help)
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.set_defaults(handler=check_command)
+
+    owner = actions.add_parser("sql", help="print the SQL a database owner runs, with GRANTs for a role")
+    owner.add_argument("--role", help="the role the reactor connects as (default: the configured user)")
+    owner.set_defaults(handler=sql_command)
+
+
+def _logs_to_stderr(args: argparse.Namespace, config: Config) -> None:
+    # These commands' output is their stdout; log lines (embedded start/stop) go aside.
+    logs.configure(fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level,
+                   stream=sys.stderr)
+
+
+def configured_role(config: Config) -> str:
+    """The user the reactor connects as: the DSN's, else libpq's defaults."""
+    user = urlsplit(config.database.dsn).username if config.database.dsn else None
+    return unquote(user) if user else os.environ.get("PGUSER") or getpass.getuser()
+
+
+def init_command(args: argparse.Namespace, config: Config) -> int:
+    _logs_to_stderr(args, config)
+    standalone = config.embedded or args.standalone
+    with db.resolved_dsn(config) as dsn:
+        report = asyncio.run(_init(dsn, config, standalone))
+    state = "applied" if report.applied else "already current (this role cannot apply DDL; nothing changed)"
+    mode = " (standalone: ai_metadata is created here)" if standalone else ""
+    print(f"schema version {report.version} {state}{mode}; target {db.describe_target(dsn)}")
+    for note in report.adapted:
+        print(f"adapted: {note}")
+    return 0
+
+
+async def _init(dsn: str, config: Config, standalone: bool) -> schema.InitReport:
+    async with db.connection(dsn, config) as conn:
+        try:
+            return await schema.init_schema(conn, standalone=standalone, channel=config.database.channel)
+        except schema.SchemaError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def check_command(args: argparse.Namespace, config: Config) -> int:
+    _logs_to_stderr(args, config)
+    standalone = config.embedded or args.standalone
+    with db.resolved_dsn(config) as dsn:
+        report = asyncio.run(_check(dsn, config, standalone))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(render(report))
+    return 0 if report.ok else 1
+
+
+async def _check(dsn: str, config: Config, standalone: bool) -> catalog.CheckReport:
+    async with db.connection(dsn, config) as conn:
+        return await catalog.check(conn, channel=config.database.channel, standalone=standalone)
+
+
+def render(report: catalog.CheckReport) -> str:
+    rows = [("STATUS", "KIND", "NAME", "DETAIL")]
+    rows += [(f.status, f.kind, f.name, f.detail) for f in report.findings]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows]
+    where = f"role {report.role}, database {report.database}"
+    if report.ok:
+        lines.append(f"all in order ({where})")
+    else:
+        lines.append(
+            f"{len(report.problems)} problem(s) ({where}): run `reactor db init`, or give the database owner "
+            f"the SQL from `reactor db sql --role {report.role}`"
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def sql_command(args: argparse.Namespace, config: Config) -> int:
+    try:
+        text = schema.owner_sql(args.role or configured_role(config), config.database.channel)
+    except schema.SchemaError as exc:
+        raise UsageError(str(exc)) from None
+    sys.stdout.write(text)
+    return 0

@@ -1,0 +1,126 @@
+"""The privileges the reactor's role needs, checked against a live database and
+written out as GRANTs for the database owner (`reactor db sql`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import asyncpg
+
+from reactor import sql
+
+Q = sql.Queries("catalog.sql")
+
+# What the running reactor does with each table.
+READ_WRITE = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances")
+READ_ONLY = ("ai_metadata", "reactor_schema")
+SEQUENCES = ("reactor_claim_token_seq",)
+# Serial columns whose sequence an INSERT needs (legacy names vary, so it is looked up).
+SERIALS = (("face_detection_failures", "id"),)
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+_SIMPLE_NAME = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+@dataclass(frozen=True)
+class Need:
+    privilege: str
+    target: str
+    reason: str
+
+
+def quote_ident(name: str) -> str:
+    """A role or object name as SQL; only names that need it are quoted."""
+    if _SIMPLE_NAME.match(name) and len(name) < 64:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def _serial_sequences(conn: asyncpg.Connection) -> list[str]:
+    found = []
+    for table, column in SERIALS:
+        seq = await conn.fetchval(Q.serial_sequence, table, column)
+        if seq:
+            found.append(str(seq))
+    return found
+
+
+async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
+    return await conn.fetchrow(Q.relation_info, relation) is not None
+
+
+async def _table_privilege(conn: asyncpg.Connection, table: str, privilege: str) -> bool:
+    return bool(await conn.fetchval(Q.table_privilege, table, privilege))
+
+
+async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
+    """Privileges the current role lacks on existing objects to run the reactor."""
+    missing: list[Need] = []
+    for table in READ_ONLY + READ_WRITE:
+        if not await _exists(conn, table):
+            continue
+        wanted = ("SELECT",) if table in READ_ONLY else TABLE_PRIVILEGES
+        for privilege in wanted:
+            if not await _table_privilege(conn, table, privilege):
+                reason = "the reactor reads it" if privilege == "SELECT" else "the reactor writes it"
+                missing.append(Need(privilege, table, reason))
+    for seq in (*SEQUENCES, *await _serial_sequences(conn)):
+        if await _exists(conn, seq) and not await conn.fetchval(Q.sequence_privilege, seq):
+            missing.append(Need("USAGE", seq, "inserting rows draws from this sequence"))
+    if await _exists(conn, "ai_metadata") and not await _table_privilege(conn, "ai_metadata", "TRIGGER"):
+        missing.append(Need("TRIGGER", "ai_metadata", "needed to install the notify trigger"))
+    return missing
+
+
+async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool) -> list[Need]:
+    """Privileges the current role lacks to apply the schema itself (`reactor db init`)."""
+    ctx = await conn.fetchrow(Q.role_context)
+    assert ctx is not None
+    if ctx["superuser"]:
+        return []
+    missing: list[Need] = []
+    if not ctx["can_create"]:
+        missing.append(Need("CREATE", f"schema {ctx['schema']}", "to create the reactor's tables and functions"))
+    owned = [*READ_WRITE, "reactor_schema", *SEQUENCES]
+    if standalone:
+        owned.append("ai_metadata")
+    for relation in owned:
+        info = await conn.fetchrow(Q.relation_info, relation)
+        if info is not None and not info["owned"]:
+            missing.append(Need("ownership", relation, f"it is owned by {info['owner']}; indexes need its owner"))
+    for function in ("reactor_valid_image_path", "reactor_ai_metadata_notify"):
+        for info in await conn.fetch(Q.function_info, function):
+            if not info["owned"]:
+                missing.append(Need("ownership", f"function {function}", f"it is owned by {info['owner']}"))
+    if not standalone and await _exists(conn, "ai_metadata") and not await _table_privilege(
+        conn, "ai_metadata", "TRIGGER"
+    ):
+        missing.append(Need("TRIGGER", "ai_metadata", "to install the notify trigger"))
+    return missing
+
+
+def grant_sql(role: str) -> str:
+    """GRANT statements that let `role` run the reactor on a database set up by its owner."""
+    r = quote_ident(role)
+    lines = [
+        f"GRANT SELECT ON ai_metadata, reactor_schema TO {r};",
+        f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(READ_WRITE)} TO {r};",
+        f"GRANT USAGE, SELECT ON SEQUENCE {', '.join(SEQUENCES)} TO {r};",
+        "-- The legacy failures table's id sequence, whatever its name.",
+        "DO $grant$",
+        "DECLARE seq text := pg_get_serial_sequence('face_detection_failures', 'id');",
+        "BEGIN",
+        "    IF seq IS NOT NULL THEN",
+        f"        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', seq, {quote_literal(role)});",
+        "    END IF;",
+        "END",
+        "$grant$;",
+        "-- Lets the role replace the trigger itself on a later upgrade (`reactor db init`).",
+        f"GRANT TRIGGER ON ai_metadata TO {r};",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,116 @@
+-- NOTIFY the reactor when an ai_metadata row becomes processed or a processed row
+-- goes away. `reactor db init` runs this file as one script inside its transaction;
+-- every statement is idempotent.
+--
+-- Statement-level triggers with transition tables, so that a bulk UPDATE of 100,000
+-- rows costs one trigger call and at most one "bulk" hint, not 100,000 queued
+-- notifications. PostgreSQL forbids transition tables on a trigger that fires for
+-- several events, hence three triggers sharing one function.
+--
+-- Payloads (JSON text, far below the 8000-byte NOTIFY limit):
+--   {"type": "processed", "path": "<image_path>"}   a row became processed, or a
+--                                                   processed row got this new path
+--   {"type": "deleted", "path": "<image_path>"}     a processed row was deleted, or
+--                                                   its path changed away from this one
+--   {"type": "bulk", "count": N}                    more than 1000 rows in one statement
+--                                                   (or paths too long for a payload):
+--                                                   run the sweep instead
+--
+-- Rows are compared as sets of paths, not paired by key: the upstream table's key
+-- is not ours to rely on, and a path change is exactly "old path gone, new path
+-- processed". A no-op UPDATE yields no difference and so sends nothing.
+--
+-- The channel is the function's `reactor.channel` setting; `reactor db init` sets it
+-- to database.channel with ALTER FUNCTION. The function runs as whichever role
+-- writes ai_metadata (it is not SECURITY DEFINER): pg_notify needs no privilege.
+
+CREATE OR REPLACE FUNCTION reactor_ai_metadata_notify() RETURNS trigger
+LANGUAGE plpgsql
+SET reactor.channel = 'face_reactor'
+AS $$
+DECLARE
+    -- Above this many events in one statement, send one bulk hint instead.
+    max_rows CONSTANT integer := 1000;
+    -- pg_notify rejects payloads of 8000 bytes or more.
+    max_payload CONSTANT integer := 7999;
+    channel text := current_setting('reactor.channel');
+    events refcursor;
+    ev record;
+    total integer := 0;
+    rest integer;
+    overflow integer := 0;
+    payload text;
+    payloads text[] := '{}';
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        OPEN events FOR
+            SELECT DISTINCT 'processed' AS type, image_path AS path
+            FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+            ORDER BY path;
+    ELSIF TG_OP = 'UPDATE' THEN
+        OPEN events FOR
+            SELECT 'processed' AS type, p AS path FROM (
+                SELECT image_path FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+                EXCEPT
+                SELECT image_path FROM old_rows WHERE is_processed IS TRUE
+            ) AS became(p)
+            UNION ALL
+            SELECT 'deleted', p FROM (
+                SELECT image_path FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+                EXCEPT
+                SELECT image_path FROM new_rows WHERE image_path IS NOT NULL
+            ) AS gone(p)
+            ORDER BY path, type;
+    ELSE
+        OPEN events FOR
+            SELECT DISTINCT 'deleted' AS type, image_path AS path
+            FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+            ORDER BY path;
+    END IF;
+    LOOP
+        FETCH events INTO ev;
+        EXIT WHEN NOT FOUND;
+        total := total + 1;
+        IF total > max_rows THEN
+            -- Count the rest without building payloads for them.
+            MOVE FORWARD ALL FROM events;
+            GET DIAGNOSTICS rest = ROW_COUNT;
+            total := total + rest;
+            EXIT;
+        END IF;
+        payload := json_build_object('type', ev.type, 'path', ev.path)::text;
+        IF octet_length(payload) > max_payload THEN
+            overflow := overflow + 1;
+        ELSE
+            payloads := payloads || payload;
+        END IF;
+    END LOOP;
+    CLOSE events;
+    IF total > max_rows THEN
+        PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', total)::text);
+        RETURN NULL;
+    END IF;
+    FOREACH payload IN ARRAY payloads LOOP
+        PERFORM pg_notify(channel, payload);
+    END LOOP;
+    IF overflow > 0 THEN
+        PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', overflow)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER reactor_notify_insert
+    AFTER INSERT ON ai_metadata
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reactor_ai_metadata_notify();
+
+CREATE OR REPLACE TRIGGER reactor_notify_update
+    AFTER UPDATE ON ai_metadata
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reactor_ai_metadata_notify();
+
+CREATE OR REPLACE TRIGGER reactor_notify_delete
+    AFTER DELETE ON ai_metadata
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reactor_ai_metadata_notify();
