@@ -1,0 +1,176 @@
+"""Where the watcher's changes go: the sink protocol and its database implementation.
+
+The watcher decides *what* happened on the share (a photo is ready, moved, deleted);
+the sink decides what that means for the database and the queue. A file event is a
+hint: in vision-database mode the core's claim skips an image whose ai_metadata row
+is not processed yet. In standalone mode the sink registers the file into
+ai_metadata as processed, so detection follows the same NOTIFY path as upstream rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+
+from reactor import logs
+from reactor.sql import Queries
+
+Q = Queries("watcher.sql")
+log = logs.get("reactor.file_events")
+
+# Rows per statement when registering a whole share at start.
+REGISTER_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class ReadyFile:
+    path: str
+    # The file was known before with another size or mtime: its content changed.
+    changed: bool = False
+
+
+class FileEventSink(Protocol):
+    async def register(self, paths: Sequence[str]) -> int:
+        """Standalone mode: make these files known as processed. Returns rows written."""
+        ...
+
+    async def ready(self, files: Sequence[ReadyFile]) -> None:
+        """Photos whose size and mtime have been stable for the stability window."""
+        ...
+
+    async def moved(self, src: str, dst: str, *, directory: bool) -> None:
+        ...
+
+    async def deleted(self, path: str, *, directory: bool) -> None:
+        ...
+
+    async def rescanned(self, prefix: str) -> None:
+        """A (re)scan finished or events were lost: reconcile with the database."""
+        ...
+
+    async def registered(self) -> list[str]:
+        """Paths this sink registered (standalone mode); empty when it registers nothing."""
+        ...
+
+
+# enqueue(path, redetect) -> queued; the wiring binds it to ImageQueue.put(FILE_EVENT).
+Enqueue = Callable[[str, bool], bool]
+
+
+class DatabaseSink:
+    """Applies file events to the reactor's tables and queues photos for detection."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        enqueue: Enqueue,
+        *,
+        register_files: bool,
+        request_sweep: Callable[[], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.enqueue = enqueue
+        self.register_files = register_files
+        self.request_sweep = request_sweep
+        self.counts = {"ready": 0, "redetect": 0, "moved": 0, "deleted": 0, "registered": 0}
+
+    async def register(self, paths: Sequence[str]) -> int:
+        if not self.register_files or not paths:
+            return 0
+        written = 0
+        async with self.pool.acquire() as conn:
+            for i in range(0, len(paths), REGISTER_CHUNK):
+                status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
+                written += _count(status)
+        self.counts["registered"] += written
+        if written:
+            log.info("files_registered", files=written)
+        return written
+
+    async def ready(self, files: Sequence[ReadyFile]) -> None:
+        if not files:
+            return
+        await self.register([f.path for f in files])
+        changed = [f.path for f in files if f.changed]
+        with_results: set[str] = set()
+        if changed:
+            async with self.pool.acquire() as conn:
+                with_results = {r["image_path"] for r in await conn.fetch(Q.has_results, changed)}
+        for f in files:
+            redetect = f.path in with_results
+            self.enqueue(f.path, redetect)
+            self.counts["redetect" if redetect else "ready"] += 1
+            if redetect:
+                log.info("image_changed", path=f.path)
+
+    async def moved(self, src: str, dst: str, *, directory: bool) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if directory:
+                src_p, dst_p = src.rstrip("/") + "/", dst.rstrip("/") + "/"
+                # Stale rows under the destination belong to files that no longer exist.
+                await conn.execute(Q.delete_results_prefix, dst_p)
+                await conn.execute(Q.delete_failures_prefix, dst_p)
+                moved = _count(await conn.execute(Q.move_results_prefix, src_p, dst_p))
+                await conn.execute(Q.move_failures_prefix, src_p, dst_p)
+                if self.register_files:
+                    await conn.execute(Q.delete_registrations_prefix, dst_p)
+                    await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
+                log.info("folder_moved", src=src, dst=dst, results=moved)
+            else:
+                # The destination's old content was replaced: its results go.
+                await conn.execute(Q.delete_results, dst)
+                await conn.execute(Q.delete_failure, dst)
+                moved = _count(await conn.execute(Q.move_results, src, dst))
+                await conn.execute(Q.move_failure, src, dst)
+                if self.register_files:
+                    await conn.execute(Q.clear_registration_target, src, dst)
+                    await conn.execute(Q.move_registration, src, dst)
+                    await conn.execute(Q.register_files, [dst])
+                log.info("image_moved", src=src, dst=dst, results=moved)
+        self.counts["moved"] += 1
+        if not directory and not moved:
+            # Nothing was detected for the source yet: the new path needs detection.
+            self.enqueue(dst, False)
+
+    async def deleted(self, path: str, *, directory: bool) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if directory:
+                prefix = path.rstrip("/") + "/"
+                removed = _count(await conn.execute(Q.delete_results_prefix, prefix))
+                await conn.execute(Q.delete_failures_prefix, prefix)
+                if self.register_files:
+                    await conn.execute(Q.delete_registrations_prefix, prefix)
+                log.info("folder_deleted", path=path, results=removed)
+            else:
+                removed = _count(await conn.execute(Q.delete_results, path))
+                await conn.execute(Q.delete_failure, path)
+                if self.register_files:
+                    await conn.execute(Q.delete_registration, path)
+                log.info("image_deleted", path=path, results=removed)
+        self.counts["deleted"] += 1
+
+    async def rescanned(self, prefix: str) -> None:
+        if self.request_sweep is not None:
+            self.request_sweep()
+
+    async def registered(self, page_size: int = 5000) -> list[str]:
+        """Every path in ai_metadata (standalone reconciliation), read in keyset pages."""
+        out: list[str] = []
+        if not self.register_files:
+            return out
+        last = ""
+        async with self.pool.acquire() as conn:
+            while True:
+                rows = await conn.fetch(Q.registered_page, last, page_size)
+                if not rows:
+                    return out
+                out.extend(r["image_path"] for r in rows)
+                last = out[-1]
+
+
+def _count(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

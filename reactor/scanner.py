@@ -1,0 +1,216 @@
+"""Walking the share: a compact snapshot (path -> size, mtime, inode) and its diff.
+
+The polling observer on network shares is this walk, repeated. The native observer
+uses it too, for the baseline at start and the rescan after an event-queue overflow,
+so both observers produce the same kinds of change.
+
+A vanished file is reported as deleted only when the walk finished without an I/O
+error and the share was online before and after it, and when fewer files vanished
+than ``watcher.vanish_fraction``. More than that is an outage (ShareMonitor); the
+same set vanishing again on a later scan, with the share online, confirms it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+
+from reactor import logs
+from reactor.candidates import Candidates
+from reactor.share import ShareMonitor
+
+log = logs.get("reactor.scanner")
+
+# (size, mtime_ns, inode): ints in a tuple keep 50,000 files in a few MB.
+Signature = tuple[int, int, int]
+Snapshot = dict[str, Signature]
+
+
+@dataclass
+class Walk:
+    files: Snapshot
+    dirs: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class ScanDiff:
+    created: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.modified or self.deleted or self.moved)
+
+
+def walk(candidates: Candidates, start: str = "") -> Walk:
+    """Every candidate photo under ``start`` (a database prefix, "" for the root).
+
+    Ignored folders are never entered. A folder that disappears during the walk is
+    skipped; any other error is recorded, so the caller does not believe deletions.
+    """
+    root = candidates.root
+    result = Walk(files={})
+    stack = [start]
+    while stack:
+        prefix = stack.pop()
+        local = os.path.join(root, *prefix.split("/")) if prefix else root
+        try:
+            with os.scandir(local) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            if not prefix:
+                result.errors.append("root_missing")
+            continue
+        except OSError as exc:
+            result.errors.append(f"{prefix or '.'}:{errno.errorcode.get(exc.errno or 0, exc.errno)}")
+            continue
+        result.dirs += 1
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not candidates.skip_dir(name):
+                        stack.append(f"{prefix}/{name}" if prefix else name)
+                    continue
+                if not candidates.image_name(name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                result.errors.append(f"{prefix}/{name}:{errno.errorcode.get(exc.errno or 0, exc.errno)}")
+                continue
+            rel = f"{prefix}/{name}" if prefix else name
+            if len(rel.encode("utf-8", "surrogateescape")) > candidates.mapper.max_length:
+                continue
+            result.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+    return result
+
+
+def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
+    """What changed between two snapshots. A vanished and an appeared file with the
+    same inode, size and mtime are one move (renames keep all three)."""
+    out = ScanDiff()
+    for path, sig in new.items():
+        before = old.get(path)
+        if before is None:
+            out.created.append(path)
+        elif before != sig:
+            out.modified.append(path)
+    vanished = [p for p in old if p not in new]
+    if vanished and out.created:
+        by_sig = {old[p]: p for p in vanished if old[p][2]}
+        still_created = []
+        for path in out.created:
+            src = by_sig.pop(new[path], None) if new[path][2] else None
+            if src is None:
+                still_created.append(path)
+            else:
+                out.moved.append((src, path))
+        moved_src = {s for s, _ in out.moved}
+        out.created = still_created
+        vanished = [p for p in vanished if p not in moved_src]
+    out.deleted = vanished
+    return out
+
+
+def in_prefix(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+class Scanner:
+    """Keeps the snapshot of one share and turns walks into trusted diffs."""
+
+    def __init__(self, candidates: Candidates, share: ShareMonitor) -> None:
+        self.candidates = candidates
+        self.share = share
+        self.snapshot: Snapshot = {}
+        self.baseline_done = False
+        self.scans = 0
+        self.last_scan_seconds = 0.0
+        self.last_complete = False
+        # Paths of a mass vanish held back as an outage; seeing exactly these gone
+        # again, with the share online, confirms they were really deleted.
+        self._suspect: frozenset[str] = frozenset()
+
+    async def scan(self, prefix: str = "") -> ScanDiff | None:
+        """Walk (part of) the share and diff it against the snapshot; None if offline."""
+        if not self.share.check():
+            return None
+        started = time.monotonic()
+        result = await asyncio.to_thread(walk, self.candidates, prefix)
+        self.last_scan_seconds = time.monotonic() - started
+        self.scans += 1
+        old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}
+        changes = diff(old, result.files)
+        online_after = self.share.check()
+        self.last_complete = result.complete and online_after
+        trust_deletes = self.last_complete
+        if changes.deleted and not trust_deletes:
+            log.warning("scan_deletes_withheld", prefix=prefix or ".", vanished=len(changes.deleted),
+                        errors=result.errors[:5], share_online=online_after)
+            changes.deleted = []
+        elif (changes.deleted and not self._confirmed(changes.deleted)
+              and self.share.record_vanish(len(changes.deleted), max(len(old), 1))):
+            self._suspect = frozenset(changes.deleted)
+            changes.deleted = []
+        if not changes.deleted:
+            # Withheld deletions stay in the snapshot, so the next scan sees them again.
+            moved_src = {src for src, _ in changes.moved}
+            for path in old:
+                if path not in result.files and path not in moved_src:
+                    result.files[path] = old[path]
+        self._replace(prefix, result.files)
+        log.debug("scan_done", prefix=prefix or ".", files=len(result.files), dirs=result.dirs,
+                  created=len(changes.created), modified=len(changes.modified), deleted=len(changes.deleted),
+                  moved=len(changes.moved), seconds=round(self.last_scan_seconds, 3))
+        return changes
+
+    def _confirmed(self, deleted: list[str]) -> bool:
+        if self._suspect and set(deleted) <= self._suspect:
+            log.warning("share_mass_vanish_confirmed", files=len(deleted))
+            self._suspect = frozenset()
+            return True
+        return False
+
+    def _replace(self, prefix: str, files: Snapshot) -> None:
+        if not prefix:
+            self.snapshot = files
+            self.baseline_done = True
+            return
+        for path in [p for p in self.snapshot if in_prefix(p, prefix)]:
+            del self.snapshot[path]
+        self.snapshot.update(files)
+
+    # -- keeping the snapshot in step with native events ------------------------
+
+    def record(self, path: str, sig: Signature) -> Signature | None:
+        """Remember a stable file; returns what was known before (None if new)."""
+        before = self.snapshot.get(path)
+        self.snapshot[path] = sig
+        return before
+
+    def forget(self, path: str) -> None:
+        self.snapshot.pop(path, None)
+
+    def forget_prefix(self, prefix: str) -> None:
+        for path in [p for p in self.snapshot if in_prefix(p, prefix)]:
+            del self.snapshot[path]
+
+    def move(self, src: str, dst: str) -> None:
+        sig = self.snapshot.pop(src, None)
+        if sig is not None:
+            self.snapshot[dst] = sig
+
+    def move_prefix(self, src: str, dst: str) -> None:
+        for path in [p for p in self.snapshot if in_prefix(p, src)]:
+            self.snapshot[dst + path[len(src):]] = self.snapshot.pop(path)

@@ -1,0 +1,304 @@
+"""Watching the share: turning file-system changes into queued work and path updates.
+
+One watch session runs while the share is online: the observer (native inotify, or
+the polling scanner on network shares, see reactor.mounts), a start-up or
+reconciliation scan, the stability tracker, and the delayed deletions. The session
+ends when the share goes offline or the observer dies; the next one starts the
+observer afresh and rescans, which reconciles whatever happened in between.
+
+Events are hints; the sweep is the truth (watchdog 654, 1019). A deletion is
+applied only after a short delay, if the file is still gone and the share is still
+online: an unmounted share must never look like a deleted library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from reactor import logs
+from reactor.candidates import Candidates
+from reactor.config import Config
+from reactor.file_events import FileEventSink, ReadyFile
+from reactor.mounts import ObserverChoice, choose_observer
+from reactor.observer import NativeObserver, RawEvent
+from reactor.paths import PathMapper
+from reactor.scanner import Scanner, Signature
+from reactor.share import ShareMonitor, wait_any
+from reactor.stability import StabilityTracker
+
+log = logs.get("reactor.watcher")
+
+SUPERVISE_SECONDS = 1.0
+RESTART_MAX_SECONDS = 60.0
+
+
+class ObserverDied(RuntimeError):
+    pass
+
+
+class Watcher:
+    def __init__(self, config: Config, mapper: PathMapper, share: ShareMonitor, sink: FileEventSink) -> None:
+        self.config = config
+        self.share = share
+        self.sink = sink
+        self.candidates = Candidates(config.images, config.watcher, mapper)
+        self.scanner = Scanner(self.candidates, share)
+        self.choice: ObserverChoice | None = None
+        self.state = "stopped"
+        self.sessions = 0
+        self.rescans = 0
+        self.native: NativeObserver | None = None
+        self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
+        self._offline = asyncio.Event()
+        # path -> (directory, due time): deletions wait a moment and are re-checked.
+        self._pending_deletes: dict[str, tuple[bool, float]] = {}
+
+    @property
+    def window(self) -> float:
+        network = self.choice is not None and self.choice.network
+        return self.config.watcher.network_stability_seconds if network else self.config.watcher.stability_seconds
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.config.watcher.enabled:
+            log.info("watcher_disabled")
+            self.state = "disabled"
+            await stop.wait()
+            return
+        self.choice = choose_observer(self.config)
+        self.tracker.window = self.window
+        log.info("watcher_observer", observer=self.choice.kind, reason=self.choice.reason, fstype=self.choice.fstype,
+                 mount_point=self.choice.mount_point, stability_seconds=self.window)
+        self.share.add_listener(self._on_share_change)
+        backoff = 1.0
+        while not stop.is_set():
+            if not await self._wait_online(stop):
+                break
+            started = time.monotonic()
+            try:
+                await self._session(stop)
+            except Exception as exc:
+                died = _find(exc, ObserverDied)
+                log.warning("observer_died" if died else "watch_session_failed", error=str(died or exc),
+                            restart_in=backoff, exc_info=not died)
+                self.state = "restarting"
+                await wait_any(stop, asyncio.Event(), backoff)
+                backoff = 1.0 if time.monotonic() - started > 60 else min(RESTART_MAX_SECONDS, backoff * 2)
+        self.state = "stopped"
+
+    async def _wait_online(self, stop: asyncio.Event) -> bool:
+        """Wait for the share (the ShareMonitor's run loop, or our own slow re-check)."""
+        while not stop.is_set():
+            if self.share.online or self.share.check():
+                return True
+            self.state = "share_offline"
+            online = asyncio.ensure_future(self.share.wait_online())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([online, stopper], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+            online.cancel()
+            stopper.cancel()
+        return False
+
+    def _on_share_change(self, online: bool) -> None:
+        if not online:
+            self._offline.set()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        assert self.choice is not None
+        self.sessions += 1
+        self._offline.clear()
+        self._pending_deletes.clear()
+        session_stop = asyncio.Event()
+        events: asyncio.Queue[RawEvent] = asyncio.Queue()
+        if self.choice.kind == "native":
+            self.native = NativeObserver(self.candidates.root, self.candidates.skip_dir)
+            # Start watching before the scan, so nothing changed during the scan is missed.
+            await asyncio.to_thread(self.native.start, asyncio.get_running_loop(), events.put_nowait)
+        try:
+            await self.rescan("", reconcile=True)
+            self.state = "watching"
+            log.info("watch_started", observer=self.choice.kind, files=len(self.scanner.snapshot),
+                     session=self.sessions, filtered=self.native.filtered if self.native else None)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.tracker.run(session_stop), name="watch-stability")
+                tg.create_task(self._consume(events, session_stop), name="watch-events")
+                tg.create_task(self._flush_deletes(session_stop), name="watch-deletes")
+                tg.create_task(self._supervise(session_stop), name="watch-supervise")
+                tg.create_task(self._until_end(stop, session_stop), name="watch-end")
+        finally:
+            if self.native is not None:
+                native, self.native = self.native, None
+                await asyncio.to_thread(native.stop)
+            if not stop.is_set():
+                log.info("watch_paused", reason=self.share.reason if not self.share.online else "restart")
+
+    async def _until_end(self, stop: asyncio.Event, session_stop: asyncio.Event) -> None:
+        await wait_any(stop, self._offline, float("inf"))
+        session_stop.set()
+
+    async def _supervise(self, session_stop: asyncio.Event) -> None:
+        """Native: check that watchdog's threads live. Polling: scan every interval."""
+        assert self.choice is not None
+        interval = SUPERVISE_SECONDS if self.native else self.config.watcher.scan_interval_seconds
+        while not session_stop.is_set():
+            await wait_any(session_stop, asyncio.Event(), interval)
+            if session_stop.is_set():
+                return
+            if self.native is not None and not self.native.alive():
+                raise ObserverDied("a watchdog observer or emitter thread has stopped")
+            if self.native is None:
+                await self.rescan("")
+
+    async def rescan(self, prefix: str, *, reconcile: bool = False) -> None:
+        """Walk the share (or one folder) and apply what changed since the last walk."""
+        baseline = not self.scanner.baseline_done and not prefix
+        changes = await self.scanner.scan(prefix)
+        if changes is None:
+            return
+        self.rescans += 1
+        if baseline:
+            # Start-up: register what is there (standalone) and let the sweep find work.
+            await self.sink.register(list(self.scanner.snapshot))
+            await self._reconcile_registered()
+        else:
+            now_ns = time.time_ns()
+            for path in changes.created + changes.modified:
+                sig = self.scanner.snapshot.get(path)
+                if sig is not None and path in changes.created and now_ns - sig[1] > self.window * 1e9:
+                    # Unchanged for longer than the window already: no need to watch it settle.
+                    await self._ready(path, sig, prior=None)
+                else:
+                    self.tracker.touch(path, self.candidates.local(path))
+            for src, dst in changes.moved:
+                await self._move(src, dst, directory=False)
+            for path in changes.deleted:
+                self._queue_delete(path, directory=False)
+        if reconcile:
+            await self.sink.rescanned(prefix)
+
+    async def _reconcile_registered(self) -> None:
+        """Standalone: registered files that are gone from the share are deletions."""
+        registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
+        missing = [p for p in registered if p not in self.scanner.snapshot]
+        if not missing or not self.scanner.last_complete or not self.share.check():
+            return
+        if self.share.record_vanish(len(missing), len(registered)):
+            return
+        for path in missing:
+            await self.sink.deleted(path, directory=False)
+
+    async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
+        while not session_stop.is_set():
+            getter = asyncio.ensure_future(events.get())
+            stopper = asyncio.ensure_future(session_stop.wait())
+            done, _ = await asyncio.wait([getter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if getter not in done:
+                getter.cancel()
+                return
+            await self._handle(getter.result())
+
+    async def _handle(self, ev: RawEvent) -> None:
+        c = self.candidates
+        if ev.kind == "overflow":
+            log.warning("event_queue_overflow", root=ev.src)
+            await self.rescan("", reconcile=True)
+        elif ev.kind in ("created", "modified") and not ev.directory:
+            path = c.image_path(ev.src)
+            if path is not None:
+                self.tracker.touch(path, ev.src)
+        elif ev.kind == "moved" and not ev.synthetic:
+            # A folder move also produces synthetic moves of its contents: handled as a whole.
+            src = c.dir_path(ev.src) if ev.directory else c.image_path(ev.src)
+            dst = c.dir_path(ev.dst) if ev.directory else c.image_path(ev.dst)
+            if src is not None and dst is not None:
+                await self._move(src, dst, directory=ev.directory)
+            elif src is not None:
+                self._queue_delete(src, directory=ev.directory)
+            elif dst is not None and ev.directory:
+                await self.rescan(dst)
+            elif dst is not None:
+                self.tracker.touch(dst, ev.dst)
+        elif ev.kind == "deleted":
+            path = c.dir_path(ev.src) if ev.directory else c.image_path(ev.src)
+            if path is not None:
+                self._queue_delete(path, directory=ev.directory)
+
+    async def _on_stable(self, path: str, sig: Signature) -> None:
+        prior = self.scanner.snapshot.get(path)
+        if prior == sig:
+            return  # an event without a content change (touch, open for write)
+        await self._ready(path, sig, prior)
+
+    async def _ready(self, path: str, sig: Signature, prior: Signature | None) -> None:
+        try:
+            await self.sink.ready([ReadyFile(path, changed=prior is not None)])
+        except Exception as exc:
+            log.warning("file_event_failed", path=path, error=str(exc))
+            self.tracker.touch(path, self.candidates.local(path))
+            return
+        self.scanner.record(path, sig)
+
+    async def _move(self, src: str, dst: str, *, directory: bool) -> None:
+        try:
+            await self.sink.moved(src, dst, directory=directory)
+        except Exception as exc:
+            # The snapshot keeps the old path, so the next rescan reports the move again.
+            log.warning("file_event_failed", src=src, dst=dst, error=str(exc))
+            return
+        if directory:
+            self.scanner.move_prefix(src, dst)
+            self.tracker.discard_prefix(src)
+        else:
+            self.scanner.move(src, dst)
+            self.tracker.rename(src, dst, self.candidates.local(dst))
+
+    def _queue_delete(self, path: str, *, directory: bool) -> None:
+        self.tracker.discard(path)
+        if directory:
+            self.tracker.discard_prefix(path)
+        self._pending_deletes[path] = (directory, time.monotonic() + min(self.window, 2.0))
+
+    async def _flush_deletes(self, session_stop: asyncio.Event) -> None:
+        tick = max(0.05, min(0.5, self.window / 4))
+        while not session_stop.is_set():
+            await wait_any(session_stop, asyncio.Event(), tick)
+            now = time.monotonic()
+            due = [(p, d) for p, (d, t) in self._pending_deletes.items() if t <= now]
+            if not due:
+                continue
+            for path, _ in due:
+                del self._pending_deletes[path]
+            files = sum(1 for _, d in due if not d)
+            if not self.share.check() or self.share.record_vanish(files, max(len(self.scanner.snapshot), 1)):
+                log.info("deletes_withheld", files=len(due), reason=self.share.reason)
+                continue
+            present = await asyncio.to_thread(_existing, [self.candidates.local(p) for p, _ in due])
+            for path, directory in due:
+                if self.candidates.local(path) in present:
+                    continue  # replaced in the meantime (an editor's atomic save)
+                try:
+                    await self.sink.deleted(path, directory=directory)
+                except Exception as exc:
+                    log.warning("file_event_failed", path=path, error=str(exc))
+                    continue
+                if directory:
+                    self.scanner.forget_prefix(path)
+                else:
+                    self.scanner.forget(path)
+
+
+def _existing(paths: list[str]) -> set[str]:
+    return {p for p in paths if os.path.lexists(p)}
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
