@@ -1,0 +1,190 @@
+"""The ai_metadata trigger sends exactly the expected notifications, once per commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from reactor import schema
+
+CHANNEL = "face_reactor"
+SENTINEL = '{"type": "sentinel"}'
+
+
+class Collector:
+    """Listens on the channel; `drain` returns what arrived up to a sentinel sent afterwards.
+
+    Notifications reach a listener in commit order, so once the sentinel (committed
+    after the statement under test) has arrived, everything before it has too.
+    """
+
+    def __init__(self, listener: asyncpg.Connection, writer: asyncpg.Connection, channel: str = CHANNEL) -> None:
+        self.listener = listener
+        self.writer = writer
+        self.channel = channel
+        self.received: list[dict[str, Any]] = []
+        self.sentinel = asyncio.Event()
+
+    def on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        assert channel == self.channel
+        data = json.loads(payload)
+        if data == {"type": "sentinel"}:
+            self.sentinel.set()
+        else:
+            self.received.append(data)
+
+    async def drain(self) -> list[dict[str, Any]]:
+        self.sentinel.clear()
+        await self.writer.execute("SELECT pg_notify($1, $2)", self.channel, SENTINEL)
+        await asyncio.wait_for(self.sentinel.wait(), 10)
+        out, self.received = self.received, []
+        return out
+
+
+@pytest.fixture
+async def conns(dsn: str) -> AsyncIterator[tuple[asyncpg.Connection, Collector]]:
+    writer = await asyncpg.connect(dsn)
+    listener = await asyncpg.connect(dsn)
+    collector = Collector(listener, writer)
+    await listener.add_listener(CHANNEL, collector.on_notify)
+    try:
+        yield writer, collector
+    finally:
+        await listener.close()
+        await writer.close()
+
+
+def processed(path: str) -> dict[str, Any]:
+    return {"type": "processed", "path": path}
+
+
+def deleted(path: str) -> dict[str, Any]:
+    return {"type": "deleted", "path": path}
+
+
+async def test_insert_notifies_processed_rows_only(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ('a/1.jpg', TRUE), ('a/2.jpg', FALSE), ('b.jpg', TRUE)"
+    )
+    assert await col.drain() == [processed("a/1.jpg"), processed("b.jpg")]
+    await db.execute("INSERT INTO ai_metadata (image_path) VALUES ('c.jpg')")
+    assert await col.drain() == []
+
+
+async def test_update_to_processed_notifies(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('x.jpg', FALSE), ('y.jpg', FALSE)")
+    assert await col.drain() == []
+    await db.execute("UPDATE ai_metadata SET is_processed = TRUE WHERE image_path = 'x.jpg'")
+    assert await col.drain() == [processed("x.jpg")]
+
+
+async def test_no_op_updates_send_nothing(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('x.jpg', TRUE), ('y.jpg', FALSE)")
+    assert await col.drain() == [processed("x.jpg")]
+    await db.execute("UPDATE ai_metadata SET is_processed = TRUE WHERE image_path = 'x.jpg'")
+    await db.execute("UPDATE ai_metadata SET created_at = now()")
+    await db.execute("UPDATE ai_metadata SET is_processed = FALSE WHERE image_path = 'y.jpg'")
+    await db.execute("UPDATE ai_metadata SET is_processed = TRUE WHERE image_path = 'nothing.jpg'")
+    assert await col.drain() == []
+
+
+async def test_unprocessing_a_row_sends_nothing(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('x.jpg', TRUE)")
+    await db.execute("UPDATE ai_metadata SET is_processed = FALSE")
+    assert await col.drain() == [processed("x.jpg")]
+
+
+async def test_delete_notifies_processed_rows_only(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('gone.jpg', TRUE), ('raw.jpg', FALSE)")
+    await col.drain()
+    await db.execute("DELETE FROM ai_metadata")
+    assert await col.drain() == [deleted("gone.jpg")]
+
+
+async def test_path_change_of_processed_row(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('old/p.jpg', TRUE), ('u.jpg', FALSE)")
+    await col.drain()
+    await db.execute("UPDATE ai_metadata SET image_path = 'new/p.jpg' WHERE image_path = 'old/p.jpg'")
+    assert await col.drain() == [processed("new/p.jpg"), deleted("old/p.jpg")]
+    # An unprocessed row that moves is nobody's business yet.
+    await db.execute("UPDATE ai_metadata SET image_path = 'v.jpg' WHERE image_path = 'u.jpg'")
+    assert await col.drain() == []
+
+
+async def test_rolled_back_statement_sends_nothing(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    tx = db.transaction()
+    await tx.start()
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('r.jpg', TRUE)")
+    await tx.rollback()
+    assert await col.drain() == []
+
+
+async def test_bulk_update_sends_one_hint(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) "
+        "SELECT 'bulk/' || g || '.jpg', FALSE FROM generate_series(1, 100000) AS g"
+    )
+    assert await col.drain() == []
+    status = await db.execute("UPDATE ai_metadata SET is_processed = TRUE")
+    assert status == "UPDATE 100000"
+    assert await col.drain() == [{"type": "bulk", "count": 100000}]
+
+
+async def test_threshold_is_per_statement(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    await db.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) "
+        "SELECT 't/' || lpad(g::text, 4, '0') || '.jpg', TRUE FROM generate_series(1, 1000) AS g"
+    )
+    got = await col.drain()
+    assert len(got) == 1000
+    assert got[0] == processed("t/0001.jpg")
+    assert all(n["type"] == "processed" for n in got)
+    await db.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) "
+        "SELECT 'u/' || g || '.jpg', TRUE FROM generate_series(1, 1001) AS g"
+    )
+    assert await col.drain() == [{"type": "bulk", "count": 1001}]
+
+
+async def test_over_long_path_falls_back_to_bulk(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    long_path = "deep/" * 1700 + "p.jpg"  # over 8000 bytes: no NOTIFY payload can carry it
+    await db.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE), ('short.jpg', TRUE)", long_path
+    )
+    assert await col.drain() == [processed("short.jpg"), {"type": "bulk", "count": 1}]
+
+
+async def test_payloads_are_small_json(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    path = 'apple/IMG_0073(1) "quoted" ü.PNG'
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", path)
+    assert await col.drain() == [processed(path)]
+
+
+async def test_configured_channel(dsn: str) -> None:
+    db = await asyncpg.connect(dsn)
+    listener = await asyncpg.connect(dsn)
+    try:
+        await schema.init_schema(db, standalone=True, channel="vision_faces")
+        col = Collector(listener, db, channel="vision_faces")
+        await listener.add_listener("vision_faces", col.on_notify)
+        await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('c.jpg', TRUE)")
+        assert await col.drain() == [processed("c.jpg")]
+    finally:
+        await listener.close()
+        await db.close()
