@@ -1,0 +1,264 @@
+"""`reactor audit`: prove the reactor's tables are sound, or name the rows that are not.
+
+Each check yields a ``Finding`` holding every affected row (repair acts on them) and
+shows a sample. The checks are read-only; ``run_audit`` also runs inside repair's
+locked transaction, so that repair changes exactly what it has just re-checked.
+
+Time reference for "pending": an ai_metadata row has no "became processed at" in
+every vision database. The check uses the first timestamp column that exists among
+``PENDING_TIME_COLUMNS`` (processed_at, updated_at, modified_at, created_at) and is
+skipped, saying so, when there is none: without one, a photo processed a second ago
+would look stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from reactor import share
+from reactor.config import Config
+from reactor.paths import InvalidPath, PathMapper
+from reactor.sql import Queries
+
+Q = Queries("integrity.sql")
+
+REACTOR_TABLES = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances")
+PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
+# Checks in report order, with what each one means.
+CHECKS: dict[str, str] = {
+    "orphan_faces": "face rows whose image has no face_metadata row",
+    "face_count_mismatch": "face_metadata.face_count differs from the number of face rows",
+    "invalid_paths": "rows whose image_path is not a valid relative path or points into a derived folder",
+    "missing_files": "results whose file is gone from the (online) share",
+    "superseded_failures": "failure rows for images that also have a result",
+    "pending_processed": "processed ai_metadata rows with neither result nor failure, older than the sweep interval",
+    "dead_claims": "claims held by instances that are gone (lease expired or no fresh heartbeat)",
+}
+_STAT_BATCH = 2000
+
+
+class SchemaMissing(Exception):
+    """The reactor's tables are not there; the message says what to run."""
+
+
+@dataclass
+class Finding:
+    check: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    # Why the check did not run (share offline, no timestamp column); None when it ran.
+    skipped: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted({str(r["image_path"]) for r in self.rows})
+
+    def to_dict(self, sample: int) -> dict[str, Any]:
+        return {
+            "check": self.check,
+            "description": CHECKS[self.check],
+            "count": self.count,
+            "skipped": self.skipped,
+            "sample": [_jsonable(r) for r in self.rows[:sample]],
+        }
+
+
+@dataclass
+class AuditReport:
+    findings: dict[str, Finding]
+    share_online: bool
+    share_reason: str | None
+
+    @property
+    def clean(self) -> bool:
+        return all(f.count == 0 for f in self.findings.values())
+
+    @property
+    def total(self) -> int:
+        return sum(f.count for f in self.findings.values())
+
+    def __getitem__(self, check: str) -> Finding:
+        return self.findings[check]
+
+    def to_dict(self, sample: int = 5) -> dict[str, Any]:
+        return {
+            "clean": self.clean,
+            "total": self.total,
+            "share_online": self.share_online,
+            "share_reason": self.share_reason,
+            "checks": [f.to_dict(sample) for f in self.findings.values()],
+        }
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime | date) else v for k, v in row.items()}
+
+
+def mapper_for(config: Config) -> PathMapper:
+    images = config.images
+    return PathMapper(images.root, tuple(images.derived_folders), images.max_path_length)
+
+
+def share_state(config: Config) -> tuple[bool, str | None]:
+    """Whether the share is online now (root, directory, marker, mount) and why not.
+
+    The same probe as ShareMonitor.check, without its transition log line: a one-shot
+    command has no transitions, and its --json output owns stdout."""
+    reason = share.probe(config.images)
+    return reason is None, reason
+
+
+def looks_like_outage(config: Config, vanished: int, known: int) -> bool:
+    """ShareMonitor.record_vanish's rule, without its hold period and log line."""
+    watcher = config.watcher
+    return known > 0 and vanished >= max(1, watcher.vanish_min_files) and vanished / known > watcher.vanish_fraction
+
+
+def stale_after_seconds(config: Config) -> float:
+    """A heartbeat older than this means the instance is gone: three missed beats, and
+    never less than a lease, so a claim is not called dead while it could be valid."""
+    return max(3 * config.health.heartbeat_seconds, config.service.lease_seconds)
+
+
+async def missing_tables(conn: asyncpg.Connection, tables: Sequence[str] = REACTOR_TABLES) -> list[str]:
+    return [r["table_name"] for r in await conn.fetch(Q.missing_tables, list(tables))]
+
+
+async def pending_time_column(conn: asyncpg.Connection) -> str | None:
+    """The ai_metadata column that tells how long a row has been waiting, if any."""
+    columns = {r["column_name"]: r["column_type"] for r in await conn.fetch(Q.table_columns, "ai_metadata")}
+    for name in PENDING_TIME_COLUMNS:
+        if name in columns and ("timestamp" in columns[name] or columns[name] == "date"):
+            return name
+    return None
+
+
+async def run_audit(
+    conn: asyncpg.Connection,
+    config: Config,
+    *,
+    share_online: bool,
+    share_reason: str | None = None,
+    check_files: bool = True,
+    file_candidates: Iterable[str] | None = None,
+) -> AuditReport:
+    """Run every check. ``file_candidates`` limits the file check to those paths
+    (repair re-checks only what the first audit found missing)."""
+    missing = await missing_tables(conn)
+    if missing:
+        raise SchemaMissing(
+            f"the reactor's tables are missing ({', '.join(missing)}); run `reactor db init` "
+            "(or `reactor db sql` for the SQL a database owner must run)"
+        )
+    mapper = mapper_for(config)
+    findings = {name: Finding(name) for name in CHECKS}
+    findings["orphan_faces"].rows = [dict(r) for r in await conn.fetch(Q.orphan_faces)]
+    findings["face_count_mismatch"].rows = [dict(r) for r in await conn.fetch(Q.face_count_mismatch)]
+    findings["invalid_paths"].rows = await _invalid_paths(conn, mapper)
+    findings["superseded_failures"].rows = [dict(r) for r in await conn.fetch(Q.superseded_failures)]
+    findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, stale_after_seconds(config))]
+    await _pending(conn, config, mapper, findings["pending_processed"])
+    files = findings["missing_files"]
+    if not check_files:
+        files.skipped = "not checked (--skip-files)"
+    elif not share_online:
+        files.skipped = f"share offline ({share_reason or 'unknown'}): a missing file cannot be believed"
+    elif mapper.windows and os.name != "nt":
+        files.skipped = f"the share root {mapper.root} is a Windows path; run the audit on that machine"
+    else:
+        await _missing_files(conn, config, mapper, files, file_candidates)
+    return AuditReport(findings, share_online, share_reason)
+
+
+async def _invalid_paths(conn: asyncpg.Connection, mapper: PathMapper) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    # A cursor needs a transaction; inside repair's this is a savepoint.
+    async with conn.transaction():
+        async for r in conn.cursor(Q.reactor_paths, prefetch=5000):
+            path = r["image_path"]
+            try:
+                mapper.validate(path)
+                reason = None if r["sql_valid"] else "database_rule"
+            except InvalidPath as exc:
+                reason = exc.reason
+            if reason is not None:
+                rows.append({"table": r["table_name"], "image_path": path, "reason": reason, "token": r["token"]})
+    return sorted(rows, key=lambda row: (row["table"], row["image_path"]))
+
+
+def _valid(mapper: PathMapper, path: str) -> bool:
+    try:
+        mapper.validate(path)
+    except InvalidPath:
+        return False
+    return True
+
+
+async def _pending(conn: asyncpg.Connection, config: Config, mapper: PathMapper, finding: Finding) -> None:
+    if await missing_tables(conn, ("ai_metadata",)):
+        finding.skipped = "no ai_metadata table in this database"
+        return
+    column = await pending_time_column(conn)
+    if column is None:
+        finding.skipped = (
+            f"ai_metadata has none of the columns {', '.join(PENDING_TIME_COLUMNS)}, so the time a row "
+            "has waited is unknown; the sweep still finds these rows"
+        )
+        return
+    rows = await conn.fetch(Q.pending_processed, config.sweep.interval_seconds, column)
+    # Derived or invalid paths in ai_metadata are never detected by design: not pending.
+    finding.rows = [
+        {"image_path": r["image_path"], "since": r["since"], "column": column}
+        for r in rows
+        if _valid(mapper, r["image_path"])
+    ]
+
+
+def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
+    return [p for p in paths if not os.path.isfile(mapper.to_local(p))]
+
+
+async def _missing_files(
+    conn: asyncpg.Connection,
+    config: Config,
+    mapper: PathMapper,
+    finding: Finding,
+    candidates: Iterable[str] | None,
+) -> None:
+    gone: list[str] = []
+    # stat() on a network share can block for a long time: keep it off the loop.
+    if candidates is not None:
+        present = [r["image_path"] for r in await conn.fetch(Q.results_present, sorted(set(candidates)))]
+        gone = await asyncio.to_thread(_absent, mapper, [p for p in present if _valid(mapper, p)])
+        finding.rows = [{"image_path": p} for p in sorted(gone)]
+        return
+    known = 0
+    batch: list[str] = []
+    # Paths are stat'ed batch by batch while the cursor streams, so memory stays flat.
+    async with conn.transaction():
+        async for r in conn.cursor(Q.result_paths, prefetch=5000):
+            known += 1
+            # An invalid path is reported by invalid_paths and is never opened.
+            if _valid(mapper, r["image_path"]):
+                batch.append(r["image_path"])
+            if len(batch) >= _STAT_BATCH:
+                gone.extend(await asyncio.to_thread(_absent, mapper, batch))
+                batch = []
+    gone.extend(await asyncio.to_thread(_absent, mapper, batch))
+    if looks_like_outage(config, len(gone), known):
+        finding.skipped = (
+            f"{len(gone)} of {known} result files are missing at once: that looks like a share outage "
+            "or the wrong mount, not deletions; check images.root and the marker"
+        )
+        return
+    finding.rows = [{"image_path": p} for p in sorted(gone)]
