@@ -12,6 +12,7 @@ from reactor import db, failures
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.errors import ADVICE, ErrorType
+from reactor.handlers.status import logs_to_stderr
 from reactor.paths import InvalidPath, PathMapper
 
 TYPES = sorted([*(t.value for t in ErrorType), failures.BLACKLISTED])
@@ -60,6 +61,7 @@ def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
 
 
 async def run_list(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             rows = await failures.list_failures(conn, args.type, args.permanent)
@@ -94,6 +96,7 @@ def _report(verb: str, result: failures.Changed) -> int:
 
 
 async def run_retry(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     chosen = sum((bool(args.paths), args.type is not None, args.all))
     if chosen != 1:
         raise UsageError("failures retry: give image paths, or --type TYPE, or --all (exactly one of them)")
@@ -107,6 +110,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
 
 
 async def run_forget(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     paths = db_paths(config, args.paths, strict=False)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
@@ -115,6 +119,7 @@ async def run_forget(args: argparse.Namespace, config: Config) -> int:
 
 
 async def run_blacklist(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     if not args.reason.strip():
         raise UsageError("blacklist: --reason must say why, e.g. --reason 'a painting, not a photo'")
     paths = db_paths(config, args.paths, strict=True)

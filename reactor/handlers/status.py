@@ -6,8 +6,17 @@ import argparse
 import json
 import sys
 
-from reactor import db, status
+from reactor import db, logs, status
 from reactor.config import Config
+
+
+def logs_to_stderr(args: argparse.Namespace, config: Config) -> None:
+    """These commands' output is their stdout; log lines (embedded database start/stop) go aside."""
+    logs.configure(
+        fmt=getattr(args, "log_format", None) or config.logging.format,
+        level=getattr(args, "log_level", None) or config.logging.level,
+        stream=sys.stderr,
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             report = await status.collect(conn, config.health.heartbeat_seconds)
