@@ -1,0 +1,136 @@
+"""The one in-memory work queue: keyed by image path, prioritised, bounded.
+
+Every source (NOTIFY, file events, due retries, the sweep backlog, manual requests)
+feeds it; the detection loop is its only consumer. A path is queued at most once and
+keeps the highest priority it was given. The database stays the truth: when the
+queue is full the lowest-priority entries are dropped and counted, and the next
+sweep finds them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Priority(IntEnum):
+    """Lower wins."""
+
+    MANUAL = 0
+    NOTIFY = 1
+    FILE_EVENT = 2
+    RETRY = 3
+    BACKLOG = 4
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    priority: Priority
+    # Detect again even though results exist (the file's content changed).
+    redetect: bool = False
+
+
+class ImageQueue:
+    def __init__(self, maxsize: int) -> None:
+        if maxsize <= 0:
+            raise ValueError("maxsize must be positive")
+        self.maxsize = maxsize
+        # One FIFO per priority: get() takes the oldest of the best level, eviction
+        # takes the newest of the worst level, both O(1).
+        self._levels: dict[Priority, OrderedDict[str, bool]] = {p: OrderedDict() for p in Priority}
+        self._where: dict[str, Priority] = {}
+        self._nonempty = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._where
+
+    def priority_of(self, path: str) -> Priority | None:
+        return self._where.get(path)
+
+    def depth_by_priority(self) -> dict[str, int]:
+        return {p.name.lower(): len(level) for p, level in self._levels.items()}
+
+    def free(self) -> int:
+        return self.maxsize - len(self._where)
+
+    def put(self, path: str, priority: Priority, *, redetect: bool = False) -> bool:
+        """Queue a path; False if it was dropped because the queue is full of better work."""
+        current = self._where.get(path)
+        if current is not None:
+            redetect = redetect or self._levels[current][path]
+            if priority >= current:
+                self._levels[current][path] = redetect
+                return True
+            del self._levels[current][path]
+            del self._where[path]
+        elif len(self._where) >= self.maxsize and not self._evict_below(priority):
+            self.dropped += 1
+            return False
+        self._levels[priority][path] = redetect
+        self._where[path] = priority
+        self._nonempty.set()
+        return True
+
+    def _evict_below(self, priority: Priority) -> bool:
+        """Drop the newest entry of the worst level that is worse than ``priority``."""
+        for level in sorted(Priority, reverse=True):
+            if level <= priority:
+                return False
+            entries = self._levels[level]
+            if entries:
+                path, _ = entries.popitem(last=True)
+                del self._where[path]
+                self.dropped += 1
+                return True
+        return False
+
+    def discard(self, path: str) -> bool:
+        """Forget a queued path (its file was deleted or moved)."""
+        level = self._where.pop(path, None)
+        if level is None:
+            return False
+        del self._levels[level][path]
+        self._signal_change()
+        return True
+
+    def get_nowait(self) -> Entry | None:
+        for level in Priority:
+            entries = self._levels[level]
+            if entries:
+                path, redetect = entries.popitem(last=False)
+                del self._where[path]
+                self._signal_change()
+                return Entry(path, level, redetect)
+        return None
+
+    async def get_entry(self) -> Entry:
+        while True:
+            entry = self.get_nowait()
+            if entry is not None:
+                return entry
+            self._nonempty.clear()
+            await self._nonempty.wait()
+
+    async def get(self) -> tuple[str, Priority]:
+        entry = await self.get_entry()
+        return entry.path, entry.priority
+
+    async def wait_free(self, room: int) -> None:
+        """Wait until at least ``room`` entries fit (the sweep waits here instead of overfilling)."""
+        room = min(room, self.maxsize)
+        while self.free() < room:
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _signal_change(self) -> None:
+        if not self._where:
+            self._nonempty.clear()
+        self._changed.set()

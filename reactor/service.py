@@ -1,0 +1,331 @@
+"""The Reactor: owns the pool, the queue, the listener, the sweep, the detector and its loop.
+
+``Reactor(config, dsn)`` does no I/O. ``run(stop)`` connects (retrying while the
+database is down), starts every task under a supervisor, and on ``stop`` shuts
+down in a bounded order: the detection loop stops taking work and finishes the
+image in flight within ``service.shutdown_grace_seconds`` (its outcome is
+written), then the side tasks are cancelled, this instance's claims are released
+and its heartbeat row removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import asyncpg
+
+from reactor import claims, control, logs, metrics
+from reactor.backoff import Backoff
+from reactor.config import Config
+from reactor.db import create_pool
+from reactor.detector import Detector, DetectorUnavailable
+from reactor.listener import Listener
+from reactor.paths import PathMapper
+from reactor.queue import ImageQueue, Priority
+from reactor.schema import failure_columns
+from reactor.share import ShareMonitor
+from reactor.sql import Queries
+from reactor.store import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
+from reactor.supervisor import Supervisor, sleep_or_stop, wait_any
+from reactor.sweep import SweepCounts, Sweeper
+from reactor.worker import DetectionLoop
+
+Q = Queries("queries.sql")
+log = logs.get("reactor.service")
+
+TaskFactory = Callable[[asyncio.Event], Awaitable[None]]
+LAG_TICK_SECONDS = 0.5
+CLEANUP_TIMEOUT_SECONDS = 5.0
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Reactor:
+    def __init__(self, config: Config, dsn: str) -> None:
+        self.config = config
+        self.dsn = dsn
+        self.instance_id = config.service.instance_id or default_instance_id()
+        self.queue = ImageQueue(config.service.queue_size)
+        self.mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
+        self.share = ShareMonitor(config.images, config.watcher)
+        self.detector = Detector(config.detector)
+        self.pool: asyncpg.Pool | None = None
+        self._failure_columns: frozenset[str] = frozenset()
+        self.listener: Listener | None = None
+        self.sweeper: Sweeper | None = None
+        self.worker: DetectionLoop | None = None
+        self.supervisor = Supervisor()
+        # Extra supervised tasks (watcher, health server): name -> factory(halt).
+        self.side_tasks: dict[str, TaskFactory] = {}
+        self.loop_lag = 0.0
+        self.started_at = datetime.now(UTC)
+        self._sweep_wanted = asyncio.Event()
+        self._control_requests: list[str] = []
+        self._orphan_hints: set[str] = set()
+        self._orphan_wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ state
+
+    def health_snapshot(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "listener": self.listener.state if self.listener else "stopped",
+            "detector": self.detector.state,
+            "detector_restarts": self.detector.restarts,
+            "share_online": self.share.online,
+            "share_reason": self.share.reason,
+            "database": "ok" if self.worker is None or self.worker.db_ok else "unavailable",
+            "queue_depth": len(self.queue),
+            "queue_by_priority": self.queue.depth_by_priority(),
+            "queue_dropped": self.queue.dropped,
+            "current_image": self.worker.current if self.worker else None,
+            "processed": self.worker.processed if self.worker else 0,
+            "loop_lag_seconds": round(self.loop_lag, 3),
+        }
+
+    # ------------------------------------------------------------------ events
+
+    def request_sweep(self, request_id: str | None = None) -> None:
+        if request_id:
+            self._control_requests.append(request_id)
+        self._sweep_wanted.set()
+
+    def on_notify(self, channel: str, data: dict[str, Any]) -> None:
+        """A notification only enqueues (or wakes the sweep); it never does work itself."""
+        kind = data["type"]
+        if channel == self.config.database.control_channel:
+            if kind == control.SWEEP_REQUEST and isinstance(data.get("id"), str):
+                self.request_sweep(data["id"])
+            return
+        path = data.get("path")
+        if kind == "bulk":
+            self.request_sweep()
+        elif isinstance(path, str) and kind in ("processed", "manual"):
+            self.queue.put(path, Priority.MANUAL if kind == "manual" else Priority.NOTIFY)
+        elif isinstance(path, str) and kind == "deleted":
+            self.queue.discard(path)
+            self._orphan_hints.add(path)
+            self._orphan_wake.set()
+
+    def _on_listener_connected(self, reconnected: bool) -> None:
+        metrics.LISTENER_CONNECTED.set(1)
+        # First connect: the start-up sweep; reconnect: the catch-up sweep. Either
+        # way after LISTEN, so nothing committed in between is missed.
+        self.request_sweep()
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        pool = await self._connect(stop)
+        if pool is None:
+            return
+        self.pool = pool
+        halt = asyncio.Event()
+        try:
+            await self._build(pool)
+            self._start_tasks(stop, halt)
+            await stop.wait()
+            await self._shutdown(halt)
+        finally:
+            halt.set()
+            await self.supervisor.cancel_all()
+            await self._cleanup(pool)
+
+    async def run_once(self, stop: asyncio.Event) -> SweepCounts:
+        """`reactor sweep --once`: one sweep, process what it queued, return its counts."""
+        pool = await self._connect(stop)
+        if pool is None:
+            return SweepCounts(skipped="stopped")
+        self.pool = pool
+        halt = asyncio.Event()
+        try:
+            sweeper, worker = await self._build(pool)
+            self.share.check()
+            self.supervisor.start("share", lambda: self.share.run(halt), halt)
+            self.supervisor.start("lease", lambda: self._lease_loop(halt), halt)
+            counts = await sweeper.sweep(stop)
+            if not counts.skipped:
+                await worker.run(stop, until_empty=True)
+            return counts
+        finally:
+            halt.set()
+            await self.supervisor.cancel_all()
+            await self._cleanup(pool)
+
+    async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
+        """The pool, retrying with backoff while the database is down (logged once per state)."""
+        backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
+        down = False
+        while not stop.is_set():
+            try:
+                pool = await create_pool(self.dsn, self.config)
+                async with pool.acquire() as conn:
+                    self._failure_columns = await failure_columns(cast(asyncpg.Connection, conn))
+            except UNAVAILABLE_ERRORS as exc:
+                if not down:
+                    log.warning("database_unavailable", error=str(exc), retry="with backoff until it is up")
+                    down = True
+                await sleep_or_stop(stop, backoff.next_delay())
+                continue
+            if down:
+                log.info("database_available")
+            return pool
+        return None
+
+    async def _build(self, pool: asyncpg.Pool) -> tuple[Sweeper, DetectionLoop]:
+        self.sweeper = Sweeper(
+            pool, self.queue, page_size=self.config.sweep.page_size, lease_seconds=self.config.service.lease_seconds,
+            instance_id=self.instance_id, share_online=lambda: self.share.online,
+        )
+        self.worker = DetectionLoop(
+            self.config, pool, self.queue, self.detector, self.share, self.mapper, self.instance_id,
+            self._failure_columns, DetectorUnavailable,
+        )
+        self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)
+        metrics.bind_queue(self.queue)
+        metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
+        metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.detector.restarts))
+        return self.sweeper, self.worker
+
+    def _start_tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
+        assert self.listener is not None and self.worker is not None
+        self.share.check()
+        listener, worker = self.listener, self.worker
+        tasks: dict[str, TaskFactory] = {
+            "share": self.share.run,
+            "listener": listener.run,
+            "sweeper": self._sweep_loop,
+            "orphan_hints": self._orphan_loop,
+            "heartbeat": self._heartbeat_loop,
+            "lease": self._lease_loop,
+            "loop_lag": self._lag_loop,
+            **self.side_tasks,
+        }
+        for name, factory in tasks.items():
+            self.supervisor.start(name, _bind(factory, halt), halt)
+        # The detection loop alone watches `stop`: side tasks (lease renewal among
+        # them) keep running until the image in flight is written.
+        self.supervisor.start("detection", lambda: worker.run(stop), stop)
+        log.info("reactor_started", instance_id=self.instance_id, queue_size=self.queue.maxsize,
+                 share_online=self.share.online)
+
+    async def _shutdown(self, halt: asyncio.Event) -> None:
+        grace = self.config.service.shutdown_grace_seconds
+        current = self.worker.current if self.worker else None
+        log.info("reactor_stopping", current_image=current, grace_seconds=grace)
+        if not await self.supervisor.drain(("detection",), grace):
+            log.warning("shutdown_grace_exceeded", current_image=current)
+        halt.set()
+        await self.supervisor.cancel_all()
+        persisting = self.worker.persisting if self.worker else None
+        if persisting is not None and not persisting.done():
+            # The outcome write was shielded from the cancellation; give it a moment.
+            await asyncio.wait({persisting}, timeout=CLEANUP_TIMEOUT_SECONDS)
+
+    async def _cleanup(self, pool: asyncpg.Pool) -> None:
+        metrics.LISTENER_CONNECTED.set(0)
+        try:
+            async with asyncio.timeout(CLEANUP_TIMEOUT_SECONDS):
+                async with pool.acquire() as conn:
+                    released = await claims.release_instance(conn, self.instance_id)
+                    await conn.execute(Q.remove_instance, self.instance_id)
+            log.info("claims_released", count=released)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("claims_not_released", error=str(exc) or type(exc).__name__,
+                        effect="they expire after service.lease_seconds")
+        await self.detector.close()
+        try:
+            await asyncio.wait_for(pool.close(), CLEANUP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            pool.terminate()
+        log.info("reactor_stopped", instance_id=self.instance_id)
+
+    # ------------------------------------------------------------------ side tasks
+
+    async def _sweep_loop(self, halt: asyncio.Event) -> None:
+        assert self.sweeper is not None and self.listener is not None
+        while not halt.is_set():
+            connected = self.listener.state == "connected"
+            wait = self.config.sweep.interval_seconds if connected else self.config.sweep.poll_seconds
+            await wait_any(self._sweep_wanted, halt, seconds=wait)
+            if halt.is_set():
+                return
+            self._sweep_wanted.clear()
+            requests, self._control_requests = self._control_requests, []
+            try:
+                counts = await self.sweeper.sweep(halt)
+                reply = counts.as_dict()
+            except ANY_DB_ERRORS as exc:
+                log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
+                reply = {"skipped": f"sweep failed: {exc}"}
+            await self._reply(requests, reply)
+
+    async def _reply(self, requests: list[str], counts: dict[str, Any]) -> None:
+        if not requests or self.pool is None:
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                for request_id in requests:
+                    payload = control.reply_payload(request_id, self.instance_id, counts)
+                    await control.send(conn, self.config.database.control_channel, payload)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("sweep_reply_failed", error=str(exc) or type(exc).__name__)
+
+    async def _orphan_loop(self, halt: asyncio.Event) -> None:
+        assert self.sweeper is not None
+        while not halt.is_set():
+            await wait_any(self._orphan_wake, halt)
+            self._orphan_wake.clear()
+            while self._orphan_hints and not halt.is_set():
+                path = self._orphan_hints.pop()
+                try:
+                    await self.sweeper.remove_orphan(path)
+                except TRANSIENT_DB_ERRORS:
+                    # The sweep removes it later; hints are only hints.
+                    break
+
+    async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
+        assert self.pool is not None
+        while not halt.is_set():
+            state = json.dumps(self.health_snapshot(), default=str)
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(Q.heartbeat, self.instance_id, socket.gethostname(), os.getpid(),
+                                       self.started_at, state)
+            except TRANSIENT_DB_ERRORS:
+                pass  # the detection loop logs database state changes
+            await sleep_or_stop(halt, self.config.health.heartbeat_seconds)
+
+    async def _lease_loop(self, halt: asyncio.Event) -> None:
+        assert self.pool is not None
+        lease = self.config.service.lease_seconds
+        while not await sleep_or_stop(halt, lease / 3):
+            claim = self.worker.current_claim if self.worker else None
+            if claim is None:
+                continue
+            try:
+                async with self.pool.acquire() as conn:
+                    if not await claims.renew(conn, claim, lease):
+                        log.warning("claim_lost", path=claim.path, token=claim.token)
+            except TRANSIENT_DB_ERRORS:
+                pass  # fencing protects the result if the lease runs out meanwhile
+
+    async def _lag_loop(self, halt: asyncio.Event) -> None:
+        while True:
+            before = time.monotonic()
+            if await sleep_or_stop(halt, LAG_TICK_SECONDS):
+                return
+            self.loop_lag = max(0.0, time.monotonic() - before - LAG_TICK_SECONDS)
+
+
+def _bind(factory: TaskFactory, halt: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    return lambda: factory(halt)

@@ -1,0 +1,126 @@
+"""Persistence of outcomes: a result, or a typed failure with backoff.
+
+A success writes face_metadata, replaces face_detections and deletes the failure
+row in one transaction. A failure upserts face_detection_failures and never
+touches face_metadata. Both first delete this instance's claim row by its fencing
+token: zero rows means another instance took the image over (our lease expired),
+so the outcome is discarded instead of overwriting a newer one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from reactor.backoff import max_attempts
+from reactor.claims import Claim
+from reactor.config import RetryConfig
+from reactor.db import DatabaseUnavailable
+from reactor.dbtypes import Conn
+from reactor.detector.types import Detection, DetectionFailure
+from reactor.errors import ErrorType
+from reactor.sql import Queries
+
+Q = Queries("queries.sql")
+
+# Errors after which the same write can succeed on a new connection: the server
+# restarted, the socket broke, or the server is still starting up.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+# The same, plus a pool or connection that could not be opened at all.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *TRANSIENT_DB_ERRORS)
+# The same, plus any error the server reported.
+ANY_DB_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
+
+MAX_ERROR_TEXT = 2000
+
+
+class Fenced(Exception):
+    """The claim's token is gone: another instance owns the image now."""
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    path: str
+    error_type: ErrorType
+    retry_count: int
+    permanently_failed: bool
+    next_retry_after: datetime
+
+
+def jitter_factor(config: RetryConfig, rng: random.Random | None = None) -> float:
+    spread = max(0.0, config.jitter)
+    return 1.0 + (rng or random).uniform(-spread, spread)
+
+
+async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
+    if claim is not None and await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
+        raise Fenced(claim.path)
+
+
+async def record_success(conn: Conn, claim: Claim, result: Detection, instance_id: str) -> None:
+    """Write the result in one transaction; Fenced if the claim was taken over."""
+    width, height = result.original_size
+    async with conn.transaction():
+        await _release_fenced(conn, claim)
+        await conn.execute(
+            Q.upsert_face_metadata, claim.path, result.face_count, result.model, result.scale, width, height,
+            result.decode_ms, result.detect_ms, result.encode_ms, instance_id, claim.token,
+        )
+        await conn.execute(Q.delete_face_detections, claim.path)
+        if result.faces:
+            await conn.executemany(
+                Q.insert_face_detection,
+                [
+                    (claim.path, i, f.top, f.right, f.bottom, f.left, f.score, list(f.encoding),
+                     result.model, result.scale)
+                    for i, f in enumerate(result.faces)
+                ],
+            )
+        await conn.execute(Q.delete_failure, claim.path)
+
+
+async def record_failure(
+    conn: Conn,
+    path: str,
+    failure: DetectionFailure,
+    retry: RetryConfig,
+    columns: frozenset[str],
+    claim: Claim | None = None,
+) -> FailureRecord:
+    """Upsert the failure row with its next try; Fenced if the claim was taken over.
+
+    ``columns`` are the failures table's columns: optional ones that a legacy table
+    lacks are simply not written.
+    """
+    message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
+    async with conn.transaction():
+        await _release_fenced(conn, claim)
+        row = await conn.fetchrow(
+            Q.record_failure, path, message, failure.error_type.value, retry.base_seconds, retry.multiplier,
+            retry.max_delay_seconds, jitter_factor(retry), max_attempts(retry, failure.error_type),
+        )
+        assert row is not None
+        if failure.original_size and {"original_width", "original_height"} <= columns:
+            await conn.execute(Q.failure_set_original_size, path, *failure.original_size)
+        if failure.file_size_bytes is not None and "file_size_bytes" in columns:
+            await conn.execute(Q.failure_set_file_size, path, failure.file_size_bytes)
+        if failure.scale is not None and "last_attempted_scale" in columns:
+            await conn.execute(Q.failure_set_scale, path, failure.scale)
+    return FailureRecord(
+        path=path,
+        error_type=failure.error_type,
+        retry_count=int(row["retry_count"]),
+        permanently_failed=bool(row["permanently_failed"]),
+        next_retry_after=row["next_retry_after"],
+    )

@@ -1,0 +1,177 @@
+"""The sweep: the safety net that makes the database, not the events, the truth.
+
+It queues retries that are due (RETRY priority) and processed rows that have no
+outcome (BACKLOG: missed notifications, dropped queue entries, a crashed
+instance's images once its lease expired), and removes orphans: results and
+failure rows whose ai_metadata row is gone.
+
+Pages use keyset pagination on image_path, so memory stays flat on a million
+rows, and the sweep waits for room in the queue before reading the next page
+instead of overfilling it. It holds a session advisory lock on one pooled
+connection for its duration, so two instances never sweep at once.
+
+Orphans are removed only while the share is online (an upstream pipeline may be
+deleting rows because it believes an unmounted share lost its files) and never
+when ai_metadata is empty (a truncated or rebuilt table is not a deletion).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+
+from reactor import claims, logs, metrics
+from reactor.dbtypes import Conn
+from reactor.queue import ImageQueue, Priority
+from reactor.sql import Queries
+
+Q = Queries("queries.sql")
+log = logs.get("reactor.sweep")
+
+# pg_try_advisory_lock key: "FACE" 2 (1 is `db init`).
+SWEEP_LOCK_KEY = 0x46414345_0002
+# Expired claims older than this many leases are deleted by the sweep.
+STALE_CLAIM_LEASES = 10
+
+Found = Callable[[str, str], None]
+
+
+@dataclass
+class SweepCounts:
+    retries: int = 0
+    pending: int = 0
+    orphans: int = 0
+    queued: int = 0
+    dropped: int = 0
+    stale_claims: int = 0
+    orphans_skipped: str | None = None
+    skipped: str | None = None
+    seconds: float = 0.0
+    paths: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data.pop("paths")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+class Sweeper:
+    def __init__(
+        self, pool: asyncpg.Pool, queue: ImageQueue, *, page_size: int, lease_seconds: float,
+        instance_id: str, share_online: Callable[[], bool],
+    ) -> None:
+        self.pool = pool
+        self.queue = queue
+        self.page_size = max(1, page_size)
+        self.lease_seconds = lease_seconds
+        self.instance_id = instance_id
+        self.share_online = share_online
+
+    async def sweep(self, stop: asyncio.Event | None = None, *, dry_run: bool = False) -> SweepCounts:
+        """One sweep. With dry_run nothing is queued or deleted; ``paths`` lists what would be."""
+        started = time.monotonic()
+        async with self.pool.acquire() as conn:
+            if dry_run:
+                counts = await self._run(conn, stop, dry_run=True)
+            elif not await conn.fetchval(Q.sweep_try_lock, SWEEP_LOCK_KEY):
+                counts = SweepCounts(skipped="another instance is sweeping")
+            else:
+                try:
+                    counts = await self._run(conn, stop, dry_run=False)
+                finally:
+                    if not conn.is_closed():
+                        await conn.fetchval(Q.sweep_unlock, SWEEP_LOCK_KEY)
+        counts.seconds = round(time.monotonic() - started, 3)
+        metrics.SWEEPS.labels("skipped" if counts.skipped else "done").inc()
+        log.info("sweep_done", dry_run=dry_run, **counts.as_dict())
+        return counts
+
+    async def _run(self, conn: Conn, stop: asyncio.Event | None, *, dry_run: bool) -> SweepCounts:
+        counts = SweepCounts()
+        dropped_before = self.queue.dropped
+        counts.retries = await self._queue_pages(conn, Q.due_retries, Priority.RETRY, "retry", counts, stop, dry_run)
+        counts.pending = await self._queue_pages(
+            conn, Q.pending_images, Priority.BACKLOG, "pending", counts, stop, dry_run
+        )
+        counts.dropped = self.queue.dropped - dropped_before
+        if not self.share_online():
+            counts.orphans_skipped = "share offline"
+        elif await conn.fetchval(Q.ai_metadata_is_empty):
+            counts.orphans_skipped = "ai_metadata is empty"
+        else:
+            for select, delete in ((Q.orphan_results, Q.delete_orphan_results),
+                                   (Q.orphan_failures, Q.delete_orphan_failures)):
+                counts.orphans += await self._orphan_pages(conn, select, delete, counts, dry_run)
+        if not dry_run:
+            counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
+        return counts
+
+    async def _queue_pages(
+        self, conn: Conn, query: str, priority: Priority, kind: str,
+        counts: SweepCounts, stop: asyncio.Event | None, dry_run: bool,
+    ) -> int:
+        found = 0
+        after = ""
+        while stop is None or not stop.is_set():
+            if not dry_run and not await self._room(stop):
+                break
+            rows = await conn.fetch(query, after, self.page_size, self.instance_id)
+            for row in rows:
+                path = row["image_path"]
+                found += 1
+                if dry_run:
+                    counts.paths.setdefault(kind, []).append(path)
+                elif self.queue.put(path, priority):
+                    counts.queued += 1
+            if len(rows) < self.page_size:
+                break
+            after = rows[-1]["image_path"]
+        return found
+
+    async def _room(self, stop: asyncio.Event | None) -> bool:
+        """Wait until a page fits in the queue; False if stopped meanwhile."""
+        if self.queue.free() >= min(self.page_size, self.queue.maxsize):
+            return True
+        log.info("sweep_waiting_for_queue", depth=len(self.queue), page_size=self.page_size)
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.queue.wait_free(self.page_size))}
+        if stop is not None:
+            waiters.add(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        return stop is None or not stop.is_set()
+
+    async def _orphan_pages(
+        self, conn: Conn, select: str, delete: str, counts: SweepCounts, dry_run: bool
+    ) -> int:
+        removed = 0
+        after = ""
+        while True:
+            rows = await conn.fetch(select, after, self.page_size)
+            paths = [r["image_path"] for r in rows]
+            if dry_run:
+                counts.paths.setdefault("orphan", []).extend(paths)
+                removed += len(paths)
+            elif paths:
+                removed += claims.rows_affected(await conn.execute(delete, paths))
+            if len(rows) < self.page_size:
+                return removed
+            after = paths[-1]
+
+    async def remove_orphan(self, path: str) -> int:
+        """A `deleted` hint for one path: the same guarded delete as the sweep's."""
+        if not self.share_online():
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            removed = claims.rows_affected(await conn.execute(Q.delete_orphan_results, [path]))
+            removed += claims.rows_affected(await conn.execute(Q.delete_orphan_failures, [path]))
+        if removed:
+            log.info("orphan_removed", path=path)
+        return removed

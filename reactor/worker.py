@@ -1,0 +1,279 @@
+"""The detection loop: one image at a time, from the queue to a recorded outcome.
+
+For each entry: validate the path, claim it, wait for the share, detect, then
+persist the outcome. The write is shielded and retried across database restarts,
+so a shutdown or a broken connection never loses an outcome; if it still cannot
+be written, the claim expires and the sweep brings the image back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import asyncpg
+
+from reactor import claims, logs, metrics, store
+from reactor.backoff import Backoff
+from reactor.claims import Claim
+from reactor.config import Config
+from reactor.dbtypes import Conn
+from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
+from reactor.errors import ErrorType
+from reactor.paths import InvalidPath, PathMapper
+from reactor.queue import Entry, ImageQueue, Priority
+from reactor.ratelimit import RateLimiter
+from reactor.supervisor import sleep_or_stop
+
+log = logs.get("reactor.worker")
+T = TypeVar("T")
+
+
+class DetectorLike(Protocol):
+    @property
+    def state(self) -> str: ...
+    async def start(self) -> None: ...
+    async def detect(self, job: DetectionJob) -> Outcome: ...
+
+
+class ShareLike(Protocol):
+    online: bool
+
+    async def wait_online(self) -> None: ...
+
+
+class DetectorGone(Exception):
+    """The detector stopped being usable in the middle of an image."""
+
+
+class DetectionLoop:
+    def __init__(
+        self, config: Config, pool: asyncpg.Pool, queue: ImageQueue, detector: DetectorLike, share: ShareLike,
+        mapper: PathMapper, instance_id: str, failure_columns: frozenset[str],
+        detector_unavailable: type[BaseException],
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.queue = queue
+        self.detector = detector
+        self.share = share
+        self.mapper = mapper
+        self.instance_id = instance_id
+        self.failure_columns = failure_columns
+        self.detector_unavailable = detector_unavailable
+        self.current_claim: Claim | None = None
+        self.processed = 0
+        self.db_ok = True
+        self.persisting: asyncio.Task[None] | None = None
+        self._limiter = RateLimiter(config.logging.rate_limit_seconds)
+
+    @property
+    def current(self) -> str | None:
+        return self.current_claim.path if self.current_claim else None
+
+    async def run(self, stop: asyncio.Event, *, until_empty: bool = False) -> None:
+        """Work until ``stop``; with ``until_empty`` also return once the queue is empty."""
+        while not stop.is_set():
+            if until_empty and len(self.queue) == 0:
+                return
+            if not await self._wait_ready(stop):
+                return
+            entry = await _or_stop(self.queue.get_entry(), stop)
+            if entry is None:
+                return
+            await self.process(entry, stop)
+
+    async def _wait_ready(self, stop: asyncio.Event) -> bool:
+        """Share online and detector usable; False if stopped while waiting."""
+        if not self.share.online:
+            log.info("detection_paused", reason="share offline")
+            if not await _until(self.share.wait_online(), stop):
+                return False
+            log.info("detection_resumed")
+        backoff = Backoff(cap=300.0, first=5.0)
+        while self.detector.state in ("stopped", "unavailable"):
+            try:
+                await self.detector.start()
+            except self.detector_unavailable as exc:
+                if backoff.attempt == 0:
+                    log.error("detector_unavailable", error=str(exc),
+                              advice="run `reactor doctor`; detection resumes when the detector starts")
+                if await sleep_or_stop(stop, backoff.next_delay()):
+                    return False
+        return True
+
+    async def process(self, entry: Entry, stop: asyncio.Event) -> None:
+        manual = entry.priority is Priority.MANUAL
+        try:
+            local = await asyncio.to_thread(self.mapper.open_safely, entry.path)
+        except InvalidPath as exc:
+            await self._record_invalid(entry.path, exc, manual, stop)
+            return
+        result = await self._db(stop, lambda conn: claims.claim(
+            conn, entry.path, self.instance_id, self.config.service.lease_seconds,
+            manual=manual, redetect=entry.redetect,
+        ))
+        if result is None:
+            return
+        if isinstance(result, str):
+            log.debug("image_skipped", path=entry.path, reason=result)
+            return
+        self.current_claim = result
+        try:
+            outcome = await self._detect(result, str(local))
+            if self._must_wait(outcome):
+                await self._give_back(result, entry)
+                return
+            self.persisting = asyncio.ensure_future(self._persist(result, outcome))
+            await asyncio.shield(self.persisting)
+        except DetectorGone:
+            await self._give_back(result, entry)
+        finally:
+            self.current_claim = None
+
+    def _must_wait(self, outcome: Outcome) -> bool:
+        # "File not found" is believed only while the share is online (an unmounted
+        # share looks like a library whose every photo was deleted).
+        return (
+            isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.MISSING
+            and not self.share.online
+        )
+
+    async def _detect(self, claim: Claim, local: str) -> Outcome:
+        job = DetectionJob(local_path=local, attempt=claim.attempt, last_scale=claim.last_scale)
+        started = time.monotonic()
+        try:
+            outcome = await self.detector.detect(job)
+        except self.detector_unavailable as exc:
+            log.error("detector_lost", path=claim.path, error=str(exc))
+            raise DetectorGone(str(exc)) from None
+        metrics.DETECTION_SECONDS.observe(time.monotonic() - started)
+        return outcome
+
+    async def _give_back(self, claim: Claim, entry: Entry) -> None:
+        """Release the claim and queue the image again for later."""
+        try:
+            async with self.pool.acquire() as conn:
+                await claims.release(conn, claim)
+        except store.TRANSIENT_DB_ERRORS:
+            pass  # the lease expires on its own
+        self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
+
+    async def _persist(self, claim: Claim, outcome: Outcome) -> None:
+        """Write the outcome, retrying across connection loss until it is written or fenced."""
+        backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    if isinstance(outcome, Detection):
+                        await store.record_success(conn, claim, outcome, self.instance_id)
+                        self._detected(claim, outcome)
+                    else:
+                        record = await store.record_failure(
+                            conn, claim.path, outcome, self.config.retry, self.failure_columns, claim
+                        )
+                        self._failed(record, outcome)
+                self._db_state(True)
+                self.processed += 1
+                return
+            except store.Fenced:
+                metrics.IMAGES_PROCESSED.labels("fenced").inc()
+                log.warning("result_fenced", path=claim.path, token=claim.token)
+                return
+            except store.TRANSIENT_DB_ERRORS as exc:
+                self._db_state(False, exc)
+                await asyncio.sleep(backoff.next_delay())
+
+    async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
+        failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})
+
+        async def write(conn: Conn) -> store.FailureRecord | None:
+            state = await claims.read_state(conn, path)
+            if state.skip_reason(manual=manual) is not None:
+                return None
+            return await store.record_failure(conn, path, failure, self.config.retry, self.failure_columns)
+
+        try:
+            record = await self._db(stop, write)
+        except asyncpg.ProgramLimitExceededError:
+            # A path too long even for the unique index cannot be recorded at all.
+            log.error("invalid_path_unrecordable", path=path[:200], reason=exc.reason)
+            return
+        if record is not None:
+            self._failed(record, failure)
+
+    async def _db(self, stop: asyncio.Event, op: Callable[[Conn], Awaitable[T]]) -> T | None:
+        """Run ``op`` on a pooled connection, retrying while the database is away; None if stopped."""
+        backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    result = await op(conn)
+                self._db_state(True)
+                return result
+            except store.TRANSIENT_DB_ERRORS as exc:
+                self._db_state(False, exc)
+                if await sleep_or_stop(stop, backoff.next_delay()):
+                    break
+        return None
+
+    def _db_state(self, ok: bool, exc: BaseException | None = None) -> None:
+        if ok != self.db_ok:
+            if ok:
+                log.info("database_available")
+            else:
+                log.warning("database_unavailable", error=str(exc) or type(exc).__name__)
+        self.db_ok = ok
+
+    def _detected(self, claim: Claim, result: Detection) -> None:
+        metrics.IMAGES_PROCESSED.labels("detected").inc()
+        metrics.FACES_FOUND.inc(result.face_count)
+        metrics.LAST_SUCCESS.set_to_current_time()
+        log.info(
+            "image_detected", path=claim.path, faces=result.face_count, model=result.model, scale=result.scale,
+            ms=round(result.decode_ms + result.detect_ms + result.encode_ms, 1), instance=self.instance_id,
+        )
+
+    def _failed(self, record: store.FailureRecord, failure: DetectionFailure) -> None:
+        metrics.IMAGES_PROCESSED.labels("failed").inc()
+        metrics.FAILURES.labels(record.error_type.value).inc()
+        if record.permanently_failed:
+            log.warning("permanently_failed", path=record.path, type=record.error_type.value,
+                        tries=record.retry_count, error=failure.message, instance=self.instance_id)
+            return
+        allowed, suppressed = self._limiter.check((record.error_type, failure.message))
+        if not allowed:
+            return
+        log.warning("image_failed", path=record.path, type=record.error_type.value, error=failure.message,
+                    tries=record.retry_count, suppressed=suppressed, instance=self.instance_id)
+        log.info("retry_scheduled", path=record.path, type=record.error_type.value, tries=record.retry_count,
+                 next_retry_after=record.next_retry_after.isoformat())
+
+
+async def _or_stop(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """Await ``aw`` unless ``stop`` is set first (then cancel it and return None)."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def _until(aw: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await ``aw`` unless ``stop`` is set first; True if it completed."""
+    return await _or_stop(_done(aw), stop) is not None
+
+
+async def _done(aw: Awaitable[None]) -> bool:
+    await aw
+    return True

@@ -1,0 +1,188 @@
+-- Named queries of the reactor core: claims, persistence, sweep, heartbeats.
+-- Loaded with reactor.sql.Queries("queries.sql"); every block is run against a
+-- real database by tests/test_store.py.
+--
+-- Legacy failures tables may lack optional columns (file_size_bytes, ...). Reads
+-- therefore go through to_jsonb(f), which simply has no key for a missing column;
+-- writes of optional columns are separate statements run only when the column exists.
+
+-- ---------------------------------------------------------------- claims
+
+-- name: claim_image
+-- A lease with a fencing token. A live lease of another instance blocks the
+-- claim (no row returned); an expired one is taken over with a new token. This
+-- instance may re-take its own claim (a commit whose reply was lost on a broken
+-- connection): it detects one image at a time, so no write of its own is fenced.
+INSERT INTO reactor_claims AS c (image_path, instance_id, token, lease_until)
+VALUES ($1, $2, nextval('reactor_claim_token_seq'), now() + make_interval(secs => $3::float8))
+ON CONFLICT (image_path) DO UPDATE
+    SET instance_id = EXCLUDED.instance_id,
+        token = EXCLUDED.token,
+        claimed_at = now(),
+        lease_until = EXCLUDED.lease_until
+    WHERE c.lease_until < now() OR c.instance_id = EXCLUDED.instance_id
+RETURNING token
+
+-- name: image_state
+-- Run after claim_image in the same transaction: a new statement under READ
+-- COMMITTED sees a result committed by an instance that finished just before.
+SELECT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = $1) AS done,
+       EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = $1 AND a.is_processed) AS processed,
+       f.image_path IS NOT NULL AS has_failure,
+       coalesce((to_jsonb(f) ->> 'retry_count')::int, 0) AS retry_count,
+       coalesce((to_jsonb(f) ->> 'permanently_failed')::boolean, false) AS permanently_failed,
+       coalesce(f.next_retry_after > now(), false) AS backing_off,
+       (to_jsonb(f) ->> 'last_attempted_scale')::real AS last_scale,
+       f.last_error_type
+FROM (VALUES (1)) AS one (x)
+LEFT JOIN face_detection_failures f ON f.image_path = $1
+
+-- name: renew_claim
+-- Only the claim in flight is renewed: a claim this instance abandoned expires.
+UPDATE reactor_claims SET lease_until = now() + make_interval(secs => $3::float8)
+WHERE image_path = $1 AND token = $2
+
+-- name: release_claim
+DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING token
+
+-- name: release_instance_claims
+DELETE FROM reactor_claims WHERE instance_id = $1
+
+-- name: purge_stale_claims
+-- Claims expired long ago whose image nobody took over (its row went away).
+DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1::float8)
+
+-- ---------------------------------------------------------------- results
+
+-- name: upsert_face_metadata
+INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
+                                decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+ON CONFLICT (image_path) DO UPDATE
+    SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
+        original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
+        decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
+        instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now()
+
+-- name: delete_face_detections
+DELETE FROM face_detections WHERE image_path = $1
+
+-- name: insert_face_detection
+INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,
+                             score, encoding, model, scale)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+
+-- name: delete_failure
+DELETE FROM face_detection_failures WHERE image_path = $1
+
+-- ---------------------------------------------------------------- failures
+
+-- name: record_failure
+-- $4 base, $5 multiplier, $6 cap (seconds), $7 jitter factor, $8 tries that make it permanent.
+-- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter.
+INSERT INTO face_detection_failures AS f
+    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
+VALUES ($1, 1, $2, $3, now(),
+        now() + make_interval(secs => least($6::float8, $4::float8) * $7::float8),
+        1 >= $8::int)
+ON CONFLICT (image_path) DO UPDATE
+    SET retry_count = coalesce(f.retry_count, 0) + 1,
+        last_error = EXCLUDED.last_error,
+        last_error_type = EXCLUDED.last_error_type,
+        last_failure_at = now(),
+        next_retry_after = now() + make_interval(
+            secs => least($6::float8, $4::float8 * power($5::float8, coalesce(f.retry_count, 0))) * $7::float8),
+        permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
+RETURNING retry_count, permanently_failed, next_retry_after
+
+-- name: failure_set_original_size
+UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHERE image_path = $1
+
+-- name: failure_set_file_size
+UPDATE face_detection_failures SET file_size_bytes = $2 WHERE image_path = $1
+
+-- name: failure_set_scale
+UPDATE face_detection_failures SET last_attempted_scale = $2 WHERE image_path = $1
+
+-- ---------------------------------------------------------------- sweep
+
+-- name: sweep_try_lock
+SELECT pg_try_advisory_lock($1)
+
+-- name: sweep_unlock
+SELECT pg_advisory_unlock($1)
+
+-- name: due_retries
+-- Keyset pagination on image_path: each page starts after the last path seen.
+-- Images under another instance's live claim are left to it ($3: this instance).
+SELECT f.image_path
+FROM face_detection_failures f
+WHERE f.image_path > $1
+  AND NOT coalesce(f.permanently_failed, false)
+  AND coalesce(f.next_retry_after, now()) <= now()
+  AND EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path AND a.is_processed)
+  AND NOT EXISTS (SELECT 1 FROM reactor_claims c
+                  WHERE c.image_path = f.image_path AND c.lease_until > now() AND c.instance_id <> $3)
+ORDER BY f.image_path
+LIMIT $2
+
+-- name: pending_images
+-- Processed rows with no result and no failure row: missed notifications.
+SELECT a.image_path
+FROM ai_metadata a
+WHERE a.image_path > $1
+  AND a.is_processed
+  AND NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)
+  AND NOT EXISTS (SELECT 1 FROM face_detection_failures f WHERE f.image_path = a.image_path)
+  AND NOT EXISTS (SELECT 1 FROM reactor_claims c
+                  WHERE c.image_path = a.image_path AND c.lease_until > now() AND c.instance_id <> $3)
+ORDER BY a.image_path
+LIMIT $2
+
+-- name: orphan_results
+SELECT m.image_path FROM face_metadata m
+WHERE m.image_path > $1
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+ORDER BY m.image_path
+LIMIT $2
+
+-- name: orphan_failures
+SELECT f.image_path FROM face_detection_failures f
+WHERE f.image_path > $1
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+ORDER BY f.image_path
+LIMIT $2
+
+-- name: delete_orphan_results
+-- Re-checks the anti-join: a row that came back since the page was read stays.
+DELETE FROM face_metadata m
+WHERE m.image_path = ANY($1::text[])
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+
+-- name: delete_orphan_failures
+DELETE FROM face_detection_failures f
+WHERE f.image_path = ANY($1::text[])
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+
+-- name: ai_metadata_is_empty
+SELECT NOT EXISTS (SELECT 1 FROM ai_metadata)
+
+-- ---------------------------------------------------------------- instances
+
+-- name: heartbeat
+INSERT INTO reactor_instances (instance_id, hostname, pid, started_at, heartbeat_at, state)
+VALUES ($1, $2, $3, $4, now(), $5::jsonb)
+ON CONFLICT (instance_id) DO UPDATE
+    SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
+        heartbeat_at = now(), state = EXCLUDED.state
+
+-- name: remove_instance
+DELETE FROM reactor_instances WHERE instance_id = $1
+
+-- name: live_instances
+SELECT instance_id FROM reactor_instances
+WHERE heartbeat_at > now() - make_interval(secs => $1::float8)
+ORDER BY instance_id
+
+-- name: notify
+SELECT pg_notify($1, $2)
