@@ -45,7 +45,7 @@ FIXES: dict[str, str] = {
     "face_count_mismatch": "delete the result (its face rows go with it); re-queue the image",
     "invalid_paths": "delete the result, failure or claim; never re-queued (derived images are not photos)",
     "missing_files": "delete the result; re-queue (the reactor records `missing` if the row is still processed)",
-    "superseded_failures": "delete the failure: the result wins",
+    "superseded_failures": "delete the failure: the result wins (a `blacklisted` failure wins: its result goes)",
     "pending_processed": "re-queue the image; no row changes",
     "dead_claims": "delete that claim (same fencing token only); re-queue the image",
 }
@@ -129,14 +129,23 @@ def build_plan(report: AuditReport) -> RepairPlan:
         for path in report[check].paths:
             plan.results.setdefault(path, check)
             plan.requeue.add(path)
-    for path in report["superseded_failures"].paths:
-        plan.failures.setdefault(path, "superseded_failures")
+    for row in report["superseded_failures"].rows:
+        if row["last_error_type"] == "blacklisted":
+            # The user's blacklist wins over a result written after it: an image is in
+            # one state, and a blacklisted one keeps no results (`reactor blacklist`).
+            plan.results.setdefault(row["image_path"], "superseded_failures")
+        else:
+            plan.failures.setdefault(row["image_path"], "superseded_failures")
     for row in report["dead_claims"].rows:
         plan.claims.setdefault((row["image_path"], int(row["token"])), "dead_claims")
         plan.requeue.add(row["image_path"])
     plan.requeue.update(report["pending_processed"].paths)
-    # A derived or invalid path is never detected, whatever else is wrong with it.
+    # A derived or invalid path is never detected, whatever else is wrong with it;
+    # a blacklisted image is never detected again.
     plan.requeue -= {row["image_path"] for row in report["invalid_paths"].rows}
+    plan.requeue -= {
+        r["image_path"] for r in report["superseded_failures"].rows if r["last_error_type"] == "blacklisted"
+    }
     return plan
 
 

@@ -83,8 +83,8 @@ async def without_path_check(conn: asyncpg.Connection, table: str, insert: Calla
 
 
 async def seed_corruption(conn: asyncpg.Connection, share: Path) -> None:
-    touch(share, *GOOD, "orphan/a.jpg", "mismatch/b.jpg", "previews/p.jpg", "retried/e.jpg", "pending/f.jpg",
-          "claimed/stale.jpg", "face_crops/c_face0.jpg")
+    touch(share, *GOOD, "banned/k.jpg", "orphan/a.jpg", "mismatch/b.jpg", "previews/p.jpg", "retried/e.jpg",
+          "pending/f.jpg", "claimed/stale.jpg", "face_crops/c_face0.jpg")
     # Sound rows, which must never be reported or touched.
     await add_result(conn, GOOD[0], 1, 1)
     await add_result(conn, GOOD[1], 0, 0)
@@ -127,6 +127,13 @@ async def seed_corruption(conn: asyncpg.Connection, share: Path) -> None:
         "INSERT INTO face_detection_failures (image_path, last_error_type, retry_count)"
         " VALUES ('retried/e.jpg', 'timeout', 1)"
     )
+    # A result written by a detection that raced `reactor blacklist`: the blacklist wins.
+    await add_result(conn, "banned/k.jpg", 1, 1)
+    await conn.execute(
+        "INSERT INTO face_detection_failures (image_path, last_error_type, permanently_failed)"
+        " VALUES ('banned/k.jpg', 'blacklisted', TRUE)"
+    )
+    await add_processed(conn, "banned/k.jpg", 7200)
     # Processed an hour ago, never detected (a missed notification and a missed sweep).
     await add_processed(conn, "pending/f.jpg", 3600)
     # Claims: one expired, one held by an instance whose heartbeat stopped, one live.
@@ -149,7 +156,7 @@ EXPECTED = {
     "face_count_mismatch": {"mismatch/b.jpg"},
     "invalid_paths": {"face_crops/c_face0.jpg", "previews/p.jpg", "/mnt/photos/x.jpg"},
     "missing_files": {"gone/d.jpg"},
-    "superseded_failures": {"retried/e.jpg"},
+    "superseded_failures": {"retried/e.jpg", "banned/k.jpg"},
     "pending_processed": {"pending/f.jpg"},
     "dead_claims": {"claimed/expired.jpg", "claimed/stale.jpg"},
 }
@@ -214,7 +221,9 @@ async def test_repair_dry_run_changes_nothing(conn: asyncpg.Connection, config: 
     online, reason = audit.share_state(config)
     result = await repair.repair(conn, config, apply=False, share_online=online, share_reason=reason)
     assert not result.applied
-    assert set(result.plan.results) == {"mismatch/b.jpg", "face_crops/c_face0.jpg", "previews/p.jpg", "gone/d.jpg"}
+    assert set(result.plan.results) == {
+        "mismatch/b.jpg", "face_crops/c_face0.jpg", "previews/p.jpg", "gone/d.jpg", "banned/k.jpg",
+    }
     assert set(result.plan.failures) == {"/mnt/photos/x.jpg", "retried/e.jpg"}
     assert set(result.plan.orphan_faces) == {"orphan/a.jpg"}
     assert {p for p, _ in result.plan.claims} == EXPECTED["dead_claims"]
@@ -248,7 +257,7 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
     assert all(n["type"] == "processed" for n in notified)
     assert result.requeued == len(REQUEUED)
     assert result.deleted == {
-        "reactor_claims": 2, "face_detection_failures": 2, "face_detections": 4, "face_metadata": 4,
+        "reactor_claims": 2, "face_detection_failures": 2, "face_detections": 5, "face_metadata": 5,
     }
 
     tables = await backup_tables(conn)
@@ -262,13 +271,13 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
 
     assert await backed_up("face_metadata") == {
         ("mismatch/b.jpg", "face_count_mismatch"), ("face_crops/c_face0.jpg", "invalid_paths"),
-        ("previews/p.jpg", "invalid_paths"), ("gone/d.jpg", "missing_files"),
+        ("previews/p.jpg", "invalid_paths"), ("gone/d.jpg", "missing_files"), ("banned/k.jpg", "superseded_failures"),
     }
     assert await backed_up("face_detections") == {
         ("orphan/a.jpg", "orphan_faces"), ("mismatch/b.jpg", "face_count_mismatch"),
-        ("face_crops/c_face0.jpg", "invalid_paths"),
+        ("face_crops/c_face0.jpg", "invalid_paths"), ("banned/k.jpg", "superseded_failures"),
     }
-    assert await conn.fetchval(f'SELECT count(*) FROM "{by_source["face_detections"]}"') == 4
+    assert await conn.fetchval(f'SELECT count(*) FROM "{by_source["face_detections"]}"') == 5
     assert await backed_up("face_detection_failures") == {
         ("/mnt/photos/x.jpg", "invalid_paths"), ("retried/e.jpg", "superseded_failures"),
     }
@@ -283,9 +292,8 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
     results = {r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata")}
     assert results == {*GOOD, "retried/e.jpg"}
     assert await conn.fetchval("SELECT count(*) FROM face_detections") == 1
-    assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_detection_failures")] == [
-        "face_crops/x_face0.jpg"
-    ]
+    failures = {r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_detection_failures")}
+    assert failures == {"face_crops/x_face0.jpg", "banned/k.jpg"}
     # The constraints added NOT VALID over the seeded rows now hold for every row.
     assert sorted(result.validated) == [
         "face_detection_failures_path_valid", "face_detections_path_valid", "face_metadata_path_valid",
