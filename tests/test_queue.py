@@ -1,0 +1,121 @@
+"""The in-memory queue: keyed by path, highest priority wins, bounded with counted drops."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from reactor.backoff import Backoff, max_attempts
+from reactor.config import RetryConfig
+from reactor.errors import ErrorType
+from reactor.queue import Entry, ImageQueue, Priority
+from reactor.ratelimit import RateLimiter
+
+
+async def drain(queue: ImageQueue) -> list[Entry]:
+    out = []
+    while len(queue):
+        out.append(await queue.get_entry())
+    return out
+
+
+async def test_priority_order_and_fifo_within_a_level() -> None:
+    q = ImageQueue(10)
+    q.put("b1", Priority.BACKLOG)
+    q.put("n1", Priority.NOTIFY)
+    q.put("r1", Priority.RETRY)
+    q.put("n2", Priority.NOTIFY)
+    q.put("m1", Priority.MANUAL)
+    q.put("f1", Priority.FILE_EVENT)
+    assert [e.path for e in await drain(q)] == ["m1", "n1", "n2", "f1", "r1", "b1"]
+
+
+async def test_a_path_is_queued_once_and_keeps_its_highest_priority() -> None:
+    q = ImageQueue(10)
+    assert q.put("a.jpg", Priority.BACKLOG)
+    assert q.put("a.jpg", Priority.NOTIFY)
+    assert q.put("a.jpg", Priority.RETRY)  # lower priority: ignored, still one entry
+    assert len(q) == 1
+    assert q.priority_of("a.jpg") is Priority.NOTIFY
+    assert q.depth_by_priority() == {"manual": 0, "notify": 1, "file_event": 0, "retry": 0, "backlog": 0}
+    path, priority = await q.get()
+    assert (path, priority) == ("a.jpg", Priority.NOTIFY)
+    assert len(q) == 0
+
+
+async def test_redetect_flag_survives_a_merge() -> None:
+    q = ImageQueue(10)
+    q.put("a.jpg", Priority.FILE_EVENT, redetect=True)
+    q.put("a.jpg", Priority.NOTIFY)
+    entry = await q.get_entry()
+    assert entry == Entry("a.jpg", Priority.NOTIFY, redetect=True)
+
+
+async def test_full_queue_drops_lowest_priority_and_counts() -> None:
+    q = ImageQueue(3)
+    for name in ("b1", "b2", "r1"):
+        q.put(name, Priority.BACKLOG if name.startswith("b") else Priority.RETRY)
+    # Better work evicts the newest of the worst level.
+    assert q.put("n1", Priority.NOTIFY)
+    assert q.dropped == 1 and "b2" not in q and "b1" in q
+    # Work no better than the worst queued entry is itself dropped.
+    assert q.put("r1", Priority.RETRY)  # already queued: not a drop
+    q.put("n2", Priority.NOTIFY)
+    assert q.dropped == 2 and "b1" not in q
+    assert not q.put("b3", Priority.BACKLOG)
+    assert q.dropped == 3
+    assert len(q) == 3
+    assert [e.path for e in await drain(q)] == ["n1", "n2", "r1"]
+
+
+async def test_get_waits_for_put_and_discard_removes() -> None:
+    q = ImageQueue(5)
+    getter = asyncio.create_task(q.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    q.put("x.jpg", Priority.FILE_EVENT)
+    assert await asyncio.wait_for(getter, 2) == ("x.jpg", Priority.FILE_EVENT)
+    q.put("gone.jpg", Priority.NOTIFY)
+    assert q.discard("gone.jpg")
+    assert not q.discard("gone.jpg")
+    assert q.get_nowait() is None
+
+
+async def test_wait_free_returns_once_entries_are_taken() -> None:
+    q = ImageQueue(2)
+    q.put("a", Priority.BACKLOG)
+    q.put("b", Priority.BACKLOG)
+    waiter = asyncio.create_task(q.wait_free(1))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await q.get()
+    await asyncio.wait_for(waiter, 2)
+
+
+def test_max_attempts_per_type() -> None:
+    retry = RetryConfig(max_attempts=5, max_attempts_permanent=2)
+    assert max_attempts(retry, ErrorType.TIMEOUT) == 5
+    assert max_attempts(retry, ErrorType.MISSING) == 5
+    assert max_attempts(retry, ErrorType.CORRUPT) == 2
+    assert max_attempts(retry, ErrorType.INVALID_PATH) == 1
+
+
+def test_reconnect_backoff_is_capped_and_jittered() -> None:
+    random.seed(1)
+    backoff = Backoff(cap=4.0, first=0.5, jitter=0.25)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert all(0 < d <= 4.0 for d in delays)
+    assert delays[-1] >= 3.0  # reached the cap (less at most 25 % jitter)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+def test_rate_limiter_logs_first_then_counts() -> None:
+    now = [0.0]
+    limiter = RateLimiter(60.0, clock=lambda: now[0])
+    assert limiter.check(("corrupt", "truncated")) == (True, 0)
+    assert limiter.check(("corrupt", "truncated")) == (False, 0)
+    assert limiter.check(("corrupt", "truncated")) == (False, 0)
+    assert limiter.check(("oom", "x")) == (True, 0)
+    now[0] = 61.0
+    assert limiter.check(("corrupt", "truncated")) == (True, 2)
