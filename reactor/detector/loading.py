@@ -123,7 +123,9 @@ def load_image(path: str, target_dimension: int, max_pixels: int, clock: float) 
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = oriented_size(image)
+            # Checked on the header's size before anything else: reading EXIF from a PNG
+            # decodes the whole image first, which is exactly what a bomb must not get.
+            width, height = image.size
             if width * height > max_pixels:
                 return DetectionFailure(
                     ErrorType.TOO_LARGE,
@@ -131,6 +133,7 @@ def load_image(path: str, target_dimension: int, max_pixels: int, clock: float) 
                     original_size=(width, height),
                     file_size_bytes=size,
                 )
+            width, height = oriented_size(image)
             _draft(image, target_dimension, (width, height))
             image.load()
             upright = ImageOps.exif_transpose(image)

@@ -1,0 +1,321 @@
+"""The parent side of the detector: one supervised child process, an async API.
+
+A crash, a hang or a CUDA out-of-memory in dlib kills at most the child, never the reactor:
+
+- per-image timeout: the child is killed, the image gets ``timeout``, a new child serves the next one;
+- the child dies on an image (segfault, abort, OOM killer): ``crash`` for that image, new child;
+- CUDA out-of-memory: the child is replaced at once and the same image resumes below the
+  failed (model, scale) step, because dlib's CUDA state may be broken (dlib issue 1725);
+- children that die at start-up ``max_start_failures`` times in a row: ``DetectorUnavailable``
+  and state "unavailable"; the reactor stops taking work and may call ``start()`` later.
+
+Waiting on the pipe uses ``loop.add_reader``, so the event loop never blocks on the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import multiprocessing
+import signal
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from reactor import logs
+from reactor.config import DetectorConfig
+from reactor.detector import cascade, child
+from reactor.detector.types import (
+    DETAIL_MODEL,
+    DETAIL_REPLACE_CHILD,
+    Detection,
+    DetectionFailure,
+    DetectionJob,
+    Outcome,
+)
+from reactor.errors import ErrorType
+
+log = logs.get("reactor.detector")
+
+# How long a child asked to exit, or already dying, may take before it is killed.
+_EXIT_GRACE_SECONDS = 5.0
+
+
+class DetectorUnavailable(Exception):
+    """The detector child keeps dying at start-up: models missing, CUDA broken, no memory."""
+
+
+class _StartFailed(Exception):
+    pass
+
+
+class Detector:
+    def __init__(self, config: DetectorConfig) -> None:
+        self._config = config
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._state = "stopped"
+        self._restarts = 0
+        self._cuda = False
+        self._ever_started = False
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
+
+    @property
+    def cuda(self) -> bool:
+        return self._cuda
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _mutex(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def start(self) -> None:
+        """Spawn the child and wait until its models are loaded.
+
+        Raises DetectorUnavailable after max_start_failures children in a row died or
+        failed before becoming ready. Calling it again later tries again from zero.
+        """
+        if self._process is not None:
+            return
+        self._state = "starting"
+        failures = 0
+        while True:
+            try:
+                await self._spawn()
+                self._state = "ready"
+                return
+            except _StartFailed as exc:
+                failures += 1
+                log.warning("detector_start_failed", attempt=failures, reason=str(exc))
+                if failures >= self._config.max_start_failures:
+                    self._state = "unavailable"
+                    log.error("detector_unavailable", failures=failures, reason=str(exc))
+                    raise DetectorUnavailable(
+                        f"the detector process failed to start {failures} times in a row ({exc}); "
+                        "run `reactor detect` on one photo to see why (models installed? CUDA working?)"
+                    ) from exc
+                await asyncio.sleep(min(0.5 * 2 ** (failures - 1), 10.0))
+
+    async def _spawn(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        parent_conn, child_conn = ctx.Pipe(duplex=True)
+        process = ctx.Process(target=child.serve, args=(child_conn, self._config), name="reactor-detector", daemon=True)
+        started = time.perf_counter()
+        # Started from the event-loop thread on purpose: the child's parent-death signal
+        # fires when the *thread* that forked it exits, so no worker thread may do this.
+        process.start()
+        child_conn.close()  # only the child holds its end now, so its death reads as EOF here
+        try:
+            kind, payload = await _receive(parent_conn, self._config.startup_timeout_seconds)
+        except TimeoutError:
+            await _reap(process, kill=True)
+            parent_conn.close()
+            raise _StartFailed(f"not ready within {self._config.startup_timeout_seconds} s") from None
+        except (EOFError, OSError):
+            code = await _reap(process, kill=False)
+            parent_conn.close()
+            raise _StartFailed(f"the process {describe_exit(code)} while loading models") from None
+        if kind != "ready":
+            await _reap(process, kill=False)
+            parent_conn.close()
+            raise _StartFailed(str(payload))
+        if self._ever_started:
+            self._restarts += 1
+        self._ever_started = True
+        self._process, self._conn = process, parent_conn
+        self._cuda = bool(payload.get("cuda", False))
+        ms = round((time.perf_counter() - started) * 1000)
+        log.info("detector_ready", pid=process.pid, cuda=self._cuda, model=self._config.model, ms=ms)
+
+    async def detect(self, job: DetectionJob) -> Outcome:
+        """Detect faces in one image. Per-image problems come back as DetectionFailure;
+        only DetectorUnavailable is raised, when no child can be started."""
+        async with self._mutex():
+            if self._process is None:
+                await self.start()
+            self._state = "busy"
+            try:
+                return await self._detect_with_replacements(job)
+            finally:
+                if self._state == "busy":
+                    self._state = "ready" if self._process is not None else "stopped"
+
+    async def _detect_with_replacements(self, job: DetectionJob) -> Outcome:
+        outcome = await self._run(job)
+        hops = len(self._config.scales) * 2
+        while isinstance(outcome, DetectionFailure) and outcome.details.get(DETAIL_REPLACE_CHILD) == "1":
+            await self._discard(reason="cuda_oom")
+            if hops == 0 or outcome.scale is None:
+                return outcome
+            hops -= 1
+            job = dataclasses.replace(job, last_scale=outcome.scale, last_model=outcome.details.get(DETAIL_MODEL))
+            log.warning("detector_oom_retry", path=job.local_path, below_scale=job.last_scale, model=job.last_model)
+            try:
+                await self.start()
+            except DetectorUnavailable:
+                return outcome
+            self._state = "busy"
+            outcome = await self._run(job)
+        return outcome
+
+    async def _run(self, job: DetectionJob) -> Outcome:
+        conn = self._conn
+        assert conn is not None
+        first = self._first_step(job)
+        try:
+            conn.send(job)
+            kind, payload = await _receive(conn, self._config.timeout_seconds)
+        except TimeoutError:
+            await self._discard(reason="timeout")
+            return DetectionFailure(
+                ErrorType.TIMEOUT,
+                f"no result within detector.timeout_seconds={self._config.timeout_seconds}; the process was replaced",
+                scale=first.scale,
+                details={DETAIL_MODEL: first.model},
+            )
+        except (EOFError, OSError):
+            code = await self._discard(reason="crash")
+            return DetectionFailure(
+                ErrorType.CRASH,
+                f"the detector process {describe_exit(code)} on this image",
+                scale=first.scale,
+                details={DETAIL_MODEL: first.model, "exitcode": str(code)},
+            )
+        except asyncio.CancelledError:
+            # The child is still working on this job; its late answer would be taken for
+            # the next job's, so it goes.
+            self._kill_now()
+            raise
+        if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
+            await self._discard(reason="protocol")
+            return DetectionFailure(ErrorType.RUNTIME, f"unexpected message from the detector process: {kind!r}")
+        outcome: Outcome = payload
+        return outcome
+
+    def _first_step(self, job: DetectionJob) -> cascade.Step:
+        models = cascade.models_for(self._config.model, self._cuda)
+        return cascade.plan(models, self._config.scales, job.last_scale, job.last_model)[0]
+
+    async def _discard(self, reason: str) -> int | None:
+        """Take the current child out of service; the next detect() starts a new one."""
+        process, conn = self._process, self._conn
+        self._process, self._conn = None, None
+        if process is None:
+            return None
+        # A child that timed out or must be replaced is killed; one that crashed is dying already.
+        code = await _reap(process, kill=reason in ("timeout", "cuda_oom", "protocol"))
+        if conn is not None:
+            conn.close()
+        log.warning("detector_child_replaced", reason=reason, pid=process.pid, exit=describe_exit(code))
+        return code
+
+    def _kill_now(self) -> None:
+        process, conn = self._process, self._conn
+        self._process, self._conn = None, None
+        if process is not None and process.is_alive():
+            process.kill()
+            process.join(1.0)
+        if conn is not None:
+            conn.close()
+
+    async def close(self) -> None:
+        """Let the current image finish (bounded by the per-image timeout), then stop the child."""
+        try:
+            await asyncio.wait_for(self._mutex().acquire(), self._config.timeout_seconds + _EXIT_GRACE_SECONDS)
+        except TimeoutError:
+            self._kill_now()
+            self._state = "stopped"
+            return
+        try:
+            process, conn = self._process, self._conn
+            self._process, self._conn = None, None
+            if process is not None and conn is not None:
+                with contextlib.suppress(OSError):  # a child that already died has closed its end
+                    conn.send(None)
+                code = await _reap(process, kill=False)
+                conn.close()
+                log.info("detector_stopped", pid=process.pid, exit=describe_exit(code))
+            self._state = "stopped"
+        finally:
+            self._mutex().release()
+
+
+async def _receive(conn: Connection, seconds: float) -> tuple[str, Any]:
+    """One message from the child, without blocking the event loop; EOFError if it died."""
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+    fd = conn.fileno()
+
+    def on_readable() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await asyncio.wait_for(readable, seconds)
+    finally:
+        loop.remove_reader(fd)
+    # The child sends each message in one write, so once bytes are there the rest follows at once.
+    message = conn.recv()
+    if not isinstance(message, tuple) or len(message) != 2:
+        return "invalid", message
+    return str(message[0]), message[1]
+
+
+async def _reap(process: BaseProcess, kill: bool) -> int | None:
+    """Wait for the child to exit (killing it first if asked) and return its exit code."""
+    if kill and process.is_alive():
+        process.kill()
+    if process.exitcode is None and not await _exited(process, _EXIT_GRACE_SECONDS):
+        process.kill()
+        await _exited(process, _EXIT_GRACE_SECONDS)
+    # The sentinel reads EOF as the child closes its files, a moment before it can be reaped.
+    process.join(1.0)
+    return process.exitcode
+
+
+async def _exited(process: BaseProcess, seconds: float) -> bool:
+    """Wait on the process sentinel, which becomes readable when the process ends."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    fd = process.sentinel
+
+    def on_exit() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+    try:
+        await asyncio.wait_for(done, seconds)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+    return True
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    if code == child.EXIT_ENGINE_FAILED:
+        return "could not load the detection engine"
+    return f"exited with code {code}"

@@ -1,0 +1,107 @@
+"""`reactor detect PATH...`: run the detector on files, one JSON line per path.
+
+Nothing is written to the database; this is for trying the detector on a photo, checking
+a new dlib build, or seeing why one image fails. Log lines go to stderr so that stdout
+holds only the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from reactor import logs
+from reactor.config import Config
+from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, DetectorUnavailable, Outcome
+from reactor.errors import ADVICE
+
+EXIT_SOME_FAILED = 1
+EXIT_DETECTOR_UNAVAILABLE = 3
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "detect",
+        help="detect faces in image files and print one JSON line per file",
+        description="Detect faces in image files with the configured detector and print one JSON line "
+        "per path: the faces with boxes and scores, or the typed failure. Exit code 1 if any file failed.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files (local paths)")
+    parser.add_argument("--encodings", action="store_true", help="include each face's 128-d encoding")
+    parser.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace, config: Config) -> int:
+    logs.configure(
+        fmt=args.log_format or config.logging.format,
+        level=args.log_level or config.logging.level,
+        stream=sys.stderr,
+    )
+    detector = Detector(config.detector)
+    failed = 0
+    try:
+        await detector.start()
+        absolute = _absolute(args.paths)
+        for path, local in zip(args.paths, absolute, strict=True):
+            outcome = await detector.detect(DetectionJob(local_path=local))
+            failed += isinstance(outcome, DetectionFailure)
+            print(json.dumps(as_json(path, outcome, args.encodings)), flush=True)
+    except DetectorUnavailable as exc:
+        print(f"reactor: {exc}", file=sys.stderr)
+        return EXIT_DETECTOR_UNAVAILABLE
+    finally:
+        await detector.close()
+    return EXIT_SOME_FAILED if failed else 0
+
+
+def _absolute(paths: list[str]) -> list[str]:
+    # The child may run with another working directory; it gets absolute paths.
+    return [os.path.abspath(p) for p in paths]
+
+
+def as_json(path: str, outcome: Outcome, encodings: bool = False) -> dict[str, Any]:
+    if isinstance(outcome, Detection):
+        faces = []
+        for face in outcome.faces:
+            item: dict[str, Any] = {
+                "top": face.top,
+                "right": face.right,
+                "bottom": face.bottom,
+                "left": face.left,
+                "score": round(face.score, 4),
+            }
+            if encodings:
+                item["encoding"] = [round(x, 6) for x in face.encoding]
+            faces.append(item)
+        return {
+            "path": path,
+            "ok": True,
+            "face_count": outcome.face_count,
+            "faces": faces,
+            "model": outcome.model,
+            "scale": round(outcome.scale, 4),
+            "cascade_scale": outcome.cascade_scale,
+            "upsample": outcome.upsample,
+            "rejected_weak": outcome.rejected_weak,
+            "original_size": list(outcome.original_size),
+            "file_size_bytes": outcome.file_size_bytes,
+            "ms": {
+                "decode": round(outcome.decode_ms, 1),
+                "detect": round(outcome.detect_ms, 1),
+                "encode": round(outcome.encode_ms, 1),
+            },
+        }
+    return {
+        "path": path,
+        "ok": False,
+        "error_type": outcome.error_type.value,
+        "permanent": outcome.error_type.permanent,
+        "message": outcome.message,
+        "advice": ADVICE[outcome.error_type],
+        "scale": outcome.scale,
+        "original_size": list(outcome.original_size) if outcome.original_size else None,
+        "file_size_bytes": outcome.file_size_bytes,
+    }

@@ -1,0 +1,95 @@
+"""Test-only detector engine: the real dlib engine, plus faults chosen by the file name.
+
+Selected with ``detector.engine = "tests.fault_engine"`` in a test's configuration; nothing
+in the ``reactor`` package can import it, so production can never switch a fault on.
+
+Faults, by a marker anywhere in the image's file name (or in a side file ``<image>.fault``):
+
+    __crash__          os.abort() while detecting (SIGABRT, like a failed dlib assertion)
+    __segv__           a real segmentation fault (SIGSEGV)
+    __hang__           never answers (the per-image timeout must fire)
+    __raise__          an unexpected Python exception inside the engine
+    __oom_at_S__       the error dlib raises on a CUDA out-of-memory, at cascade scale S (e.g. 1.0)
+    __hostoom_at_S__   MemoryError at cascade scale S
+
+Start-up faults, for the supervision tests, come from the environment the child inherits:
+
+    REACTOR_TEST_STARTUP_CRASHES=/path/file   the file holds N; each new child decrements it
+                                              and aborts while N > 0
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import resource
+import time
+from pathlib import Path
+
+from reactor.config import DetectorConfig
+from reactor.detector.cascade import Step
+from reactor.detector.engine import DlibEngine
+from reactor.detector.loading import LoadedImage
+from reactor.detector.types import Detection, DetectionJob, Outcome
+
+STARTUP_CRASHES_ENV = "REACTOR_TEST_STARTUP_CRASHES"
+
+# The message dlib's CUDA code raises (dlib/cuda/cuda_data_ptr.cpp), copied so that the
+# engine's classification is exercised exactly as on a real card.
+CUDA_OOM_MESSAGE = (
+    "Error while calling cudaMalloc(&data, new_size*sizeof(float)) in file "
+    "/dlib/cuda/cuda_data_ptr.cpp:28. code: 2, reason: out of memory"
+)
+
+_AT_SCALE = re.compile(r"__(?P<kind>oom|hostoom)_at_(?P<scale>[0-9.]+?)__")
+
+
+def faults_for(path: str) -> str:
+    """The fault markers that apply to ``path``: its name plus its side file, if any."""
+    markers = os.path.basename(path)
+    side = Path(path + ".fault")
+    if side.is_file():
+        markers += " " + side.read_text(encoding="utf-8")
+    return markers
+
+
+class FaultEngine(DlibEngine):
+    def detect(self, job: DetectionJob) -> Outcome:
+        markers = faults_for(job.local_path)
+        if "__crash__" in markers:
+            os.abort()
+        if "__segv__" in markers:
+            ctypes.string_at(0)
+        if "__hang__" in markers:
+            while True:
+                time.sleep(3600)
+        if "__raise__" in markers:
+            raise ValueError("injected engine error")
+        return super().detect(job)
+
+    def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
+        for match in _AT_SCALE.finditer(faults_for(job.local_path)):
+            if abs(float(match["scale"]) - step.scale) < 1e-9:
+                if match["kind"] == "oom":
+                    raise RuntimeError(CUDA_OOM_MESSAGE)
+                raise MemoryError("injected host out-of-memory")
+        return super().detect_step(job, loaded, step)
+
+
+def _startup_fault() -> None:
+    counter = os.environ.get(STARTUP_CRASHES_ENV)
+    if not counter:
+        return
+    path = Path(counter)
+    left = int(path.read_text(encoding="utf-8").strip() or "0")
+    if left > 0:
+        path.write_text(str(left - 1), encoding="utf-8")
+        os.abort()
+
+
+def create_engine(config: DetectorConfig) -> FaultEngine:
+    # Injected aborts and segfaults must not leave core files in the working tree.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _startup_fault()
+    return FaultEngine(config)
