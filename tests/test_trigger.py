@@ -70,7 +70,8 @@ def deleted(path: str) -> dict[str, Any]:
 async def test_insert_notifies_processed_rows_only(conns: tuple[asyncpg.Connection, Collector]) -> None:
     db, col = conns
     await db.execute(
-        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ('a/1.jpg', TRUE), ('a/2.jpg', FALSE), ('b.jpg', TRUE)"
+        "INSERT INTO ai_metadata (image_path, is_processed) "
+        "VALUES ('a/1.jpg', TRUE), ('a/2.jpg', FALSE), ('b.jpg', TRUE)"
     )
     assert await col.drain() == [processed("a/1.jpg"), processed("b.jpg")]
     await db.execute("INSERT INTO ai_metadata (image_path) VALUES ('c.jpg')")
@@ -105,7 +106,9 @@ async def test_unprocessing_a_row_sends_nothing(conns: tuple[asyncpg.Connection,
 
 async def test_delete_notifies_processed_rows_only(conns: tuple[asyncpg.Connection, Collector]) -> None:
     db, col = conns
-    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('gone.jpg', TRUE), ('raw.jpg', FALSE)")
+    await db.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ('gone.jpg', TRUE), ('raw.jpg', FALSE)"
+    )
     await col.drain()
     await db.execute("DELETE FROM ai_metadata")
     assert await col.drain() == [deleted("gone.jpg")]
