@@ -213,9 +213,13 @@ async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel:
         report.add("index", SWEEP_INDEX, status, "recommended for the sweep; see `reactor db sql`")
 
 
+async def readable(conn: asyncpg.Connection, table: str) -> bool:
+    return await exists(conn, table) and bool(await conn.fetchval(Q.table_privilege, table, "SELECT"))
+
+
 async def _check_version(conn: asyncpg.Connection, report: CheckReport) -> None:
-    if not await exists(conn, "reactor_schema"):
-        return
+    if not await readable(conn, "reactor_schema"):
+        return  # reported as a missing table or a missing SELECT privilege
     row = await conn.fetchrow(Q.schema_version)
     if row is None:
         report.add("version", "reactor_schema", "missing", f"expected version {SCHEMA_VERSION}")

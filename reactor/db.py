@@ -45,7 +45,7 @@ def embedded_server(data_dir: str) -> Iterator[str]:
         warnings.simplefilter("ignore")
         import pgserver  # imported lazily: only standalone mode needs it
 
-        server = pgserver.get_server(path, cleanup_mode="stop")
+        server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield server.get_uri()
     finally:

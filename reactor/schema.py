@@ -86,7 +86,7 @@ async def failure_columns(conn: asyncpg.Connection) -> frozenset[str]:
 
 async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str]:
     """Refuse what init cannot repair; return what it will adapt to."""
-    row = await conn.fetchrow(Q.schema_version) if await catalog.exists(conn, "reactor_schema") else None
+    row = await conn.fetchrow(Q.schema_version) if await catalog.readable(conn, "reactor_schema") else None
     if row is not None and row["version"] > SCHEMA_VERSION:
         raise SchemaError(
             f"the database has reactor schema version {row['version']}, newer than this reactor's "
@@ -140,6 +140,12 @@ async def init_schema(
             current = await catalog.check(conn, channel=channel, standalone=standalone)
             if any(f.kind != "privilege" for f in current.problems):
                 raise PrivilegeError(current.role, missing)
+            if current.problems:
+                lacking = ", ".join(f.name for f in current.problems)
+                raise SchemaError(
+                    f"the schema is current, but role {current.role} lacks {lacking}; ask the database owner to "
+                    f"run the GRANTs printed by `reactor db sql --role {current.role}`"
+                )
             report.applied = False
         else:
             try:

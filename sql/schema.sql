@@ -75,7 +75,9 @@ CREATE TABLE IF NOT EXISTS face_detection_failures (
     permanently_failed BOOLEAN DEFAULT FALSE,
     -- An ai_metadata path that breaks the rule is itself recorded here, as a permanent
     -- invalid_path failure (never opened), so that users see it in `reactor failures list`.
-    CONSTRAINT face_detection_failures_path_valid CHECK (last_error_type = 'invalid_path' OR reactor_valid_image_path(image_path))
+    -- IS NOT DISTINCT FROM: a NULL type must not slip past the rule (NULL OR FALSE passes a CHECK).
+    CONSTRAINT face_detection_failures_path_valid
+        CHECK (last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(image_path))
 );
 
 -- A legacy table predates the path rule and may hold rows that break it (seeds/002:
@@ -91,10 +93,10 @@ BEGIN
     ) THEN
         IF EXISTS (SELECT 1 FROM face_detection_failures) THEN
             ALTER TABLE face_detection_failures ADD CONSTRAINT face_detection_failures_path_valid
-                CHECK (last_error_type = 'invalid_path' OR reactor_valid_image_path(image_path)) NOT VALID;
+                CHECK (last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(image_path)) NOT VALID;
         ELSE
             ALTER TABLE face_detection_failures ADD CONSTRAINT face_detection_failures_path_valid
-                CHECK (last_error_type = 'invalid_path' OR reactor_valid_image_path(image_path));
+                CHECK (last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(image_path));
         END IF;
     END IF;
 END
