@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 import types
 import typing
@@ -22,6 +23,7 @@ from typing import Any, Literal
 ENV_PREFIX = "REACTOR_"
 CONFIG_ENV = "REACTOR_CONFIG"
 DEFAULT_CONFIG_FILE = "config.toml"
+_CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class ConfigError(Exception):
@@ -194,7 +196,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise bad
         item = typing.get_args(tp)[0]
-        return tuple(_coerce(v, item, where) for v in value)
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_coerce(v, item, where))
+            except ConfigError:
+                raise ConfigError(
+                    f"{where}: expected {_type_name(tp)}, got {type(v).__name__} {v!r} at position {i + 1}"
+                ) from None
+        return tuple(items)
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type {tp}")
     if tp is bool:
@@ -262,13 +272,20 @@ def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin:
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Typed values from REACTOR_<SECTION>__<KEY>; an error names the variable."""
     out: dict[str, dict[str, Any]] = {}
     for section, cls in SECTIONS.items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             var = f"{ENV_PREFIX}{section.upper()}__{f.name.upper()}"
             if var in env:
-                out.setdefault(section, {})[f.name] = _parse_env(env[var], hints[f.name])
+                where = f"environment variable {var} ([{section}] {f.name})"
+                try:
+                    raw = _parse_env(env[var], hints[f.name])
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{where}: expected {_type_name(hints[f.name])} as JSON or a comma list, "
+                                      f"got {env[var]!r}") from None
+                out.setdefault(section, {})[f.name] = _coerce(raw, hints[f.name], where)
     return out
 
 
@@ -303,15 +320,11 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
     overrides = _env_overrides(env)
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
-        merged = dict(file_values.get(section, {}))
-        origin_for = origin
-        if section in overrides:
-            # Check the file's own values first so a file error names the file.
-            _build_section(section, cls, merged, origin)
-            merged.update(overrides[section])
-            origin_for = f"{origin} + environment"
-        sections[section] = _build_section(section, cls, merged, origin_for)
-    config = Config(**sections, source=origin)
+        # The file's values are checked on their own so that an error names the file;
+        # environment values were checked (naming the variable) by _env_overrides.
+        built = _build_section(section, cls, dict(file_values.get(section, {})), origin)
+        sections[section] = dataclasses.replace(built, **overrides.get(section, {}))
+    config = Config(**sections, source=f"{origin} + environment" if overrides else origin)
     _validate(config)
     return config
 
@@ -328,6 +341,14 @@ def _validate(config: Config) -> None:
             f"{where}: [service] shutdown_grace_seconds: expected more than detector.timeout_seconds "
             f"({det.timeout_seconds}), so the image in flight can finish"
         )
+    for key in ("channel", "control_channel"):
+        channel = getattr(config.database, key)
+        # Channels are embedded in the trigger's DDL; keep them plain identifiers.
+        if not _CHANNEL.match(channel):
+            raise ConfigError(
+                f"{where}: [database] {key}: expected a lower-case identifier (letters, digits, _; "
+                f"at most 63), got {channel!r}"
+            )
     for name, value in (("queue_size", config.service.queue_size), ("lease_seconds", config.service.lease_seconds)):
         if value <= 0:
             raise ConfigError(f"{where}: [service] {name}: expected a positive number, got {value}")
