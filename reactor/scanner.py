@@ -4,6 +4,9 @@ The polling observer on network shares is this walk, repeated. The native observ
 uses it too, for the baseline at start and the rescan after an event-queue overflow,
 so both observers produce the same kinds of change.
 
+The snapshot holds what the watcher has handled: a change found by a walk stays
+pending until the watcher applies it (see ``_unchanged``).
+
 A vanished file is reported as deleted only when the walk finished without an I/O
 error and the share was online before and after it, and when fewer files vanished
 than ``watcher.vanish_fraction``. More than that is an outage (ShareMonitor); the
@@ -123,6 +126,27 @@ def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
     return out
 
 
+def _unchanged(old: Snapshot, new: Snapshot, changes: ScanDiff) -> Snapshot:
+    """The snapshot after a scan: only what did not change is updated.
+
+    A change stays pending (old signature kept, new path absent) until the watcher
+    has applied it and calls record/move/forget; a change that fails to apply, or a
+    withheld deletion, is therefore reported again by the next scan.
+    """
+    merged = dict(new)
+    for path in changes.created:
+        del merged[path]
+    for path in changes.modified:
+        merged[path] = old[path]
+    for src, dst in changes.moved:
+        del merged[dst]
+        merged[src] = old[src]
+    for path in old:
+        if path not in new:
+            merged[path] = old[path]
+    return merged
+
+
 def in_prefix(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
@@ -163,16 +187,13 @@ class Scanner:
               and self.share.record_vanish(len(changes.deleted), max(len(old), 1))):
             self._suspect = frozenset(changes.deleted)
             changes.deleted = []
-        if not changes.deleted:
-            # Withheld deletions stay in the snapshot, so the next scan sees them again.
-            moved_src = {src for src, _ in changes.moved}
-            for path in old:
-                if path not in result.files and path not in moved_src:
-                    result.files[path] = old[path]
-        self._replace(prefix, result.files)
-        log.debug("scan_done", prefix=prefix or ".", files=len(result.files), dirs=result.dirs,
-                  created=len(changes.created), modified=len(changes.modified), deleted=len(changes.deleted),
-                  moved=len(changes.moved), seconds=round(self.last_scan_seconds, 3))
+        baseline = not self.baseline_done and not prefix
+        self._replace(prefix, result.files if baseline else _unchanged(old, result.files, changes))
+        if changes:
+            log.debug("scan_done", prefix=prefix or ".", files=len(result.files), dirs=result.dirs,
+                      created=len(changes.created), modified=len(changes.modified),
+                      deleted=len(changes.deleted), moved=len(changes.moved),
+                      seconds=round(self.last_scan_seconds, 3))
         return changes
 
     def _confirmed(self, deleted: list[str]) -> bool:

@@ -46,6 +46,15 @@ class StabilityTracker:
         self._pending[path] = _Pending(local, None, time.monotonic())
         self._wake.set()
 
+    def watch(self, path: str, local: str) -> None:
+        """A scan saw a change: follow the file unless it is followed already.
+
+        Unlike ``touch`` this does not restart the window: scans repeat, and a scan
+        interval shorter than the window must not keep a settled file waiting.
+        """
+        if path not in self._pending:
+            self.touch(path, local)
+
     def discard(self, path: str) -> None:
         self._pending.pop(path, None)
 

@@ -169,7 +169,7 @@ class Watcher:
                     # Unchanged for longer than the window already: no need to watch it settle.
                     await self._ready(path, sig, prior=None)
                 else:
-                    self.tracker.touch(path, self.candidates.local(path))
+                    self.tracker.watch(path, self.candidates.local(path))
             for src, dst in changes.moved:
                 await self._move(src, dst, directory=False)
             for path in changes.deleted:
@@ -258,7 +258,8 @@ class Watcher:
         self.tracker.discard(path)
         if directory:
             self.tracker.discard_prefix(path)
-        self._pending_deletes[path] = (directory, time.monotonic() + min(self.window, 2.0))
+        if path not in self._pending_deletes:  # a repeated scan must not push the deadline back
+            self._pending_deletes[path] = (directory, time.monotonic() + min(self.window, 2.0))
 
     async def _flush_deletes(self, session_stop: asyncio.Event) -> None:
         tick = max(0.05, min(0.5, self.window / 4))

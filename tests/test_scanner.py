@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import asyncpg
+
+from reactor import sql
+from reactor.candidates import Candidates
+from reactor.config import Config, ImagesConfig, WatcherConfig, load
+from reactor.mounts import choose_observer, mount_for, parse_mountinfo
+from reactor.paths import PathMapper
+from reactor.scanner import ScanDiff, Scanner, diff, walk
+from reactor.share import ShareMonitor
+
+MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+35 22 0:31 / /mnt/vision_images rw,relatime shared:20 - cifs //nas/vision rw,vers=3.0
+36 22 0:32 / /mnt/nfs\040photos rw shared:21 - nfs4 nas:/photos rw
+37 22 0:33 / /home/me/remote rw shared:22 - fuse.sshfs me@box:/pics rw
+38 22 8:2 / /data rw - xfs /dev/sdb1 rw
+"""
+
+
+def candidates_for(root: Path, **watcher: object) -> Candidates:
+    images = dataclasses.replace(ImagesConfig(), root=str(root))
+    wcfg = dataclasses.replace(WatcherConfig(), **watcher)  # type: ignore[arg-type]
+    return Candidates(images, wcfg, PathMapper(str(root), images.derived_folders, images.max_path_length))
+
+
+def test_parse_mountinfo_and_choice() -> None:
+    mounts = parse_mountinfo(MOUNTINFO)
+    assert [m.fstype for m in mounts] == ["ext4", "cifs", "nfs4", "fuse.sshfs", "xfs"]
+    assert mounts[2].mount_point == "/mnt/nfs photos"
+    m = mount_for("/mnt/vision_images/2024/a.jpg", mounts)
+    assert m is not None and m.fstype == "cifs"
+    assert mount_for("/mnt/vision_images_other", mounts).mount_point == "/"  # type: ignore[union-attr]
+
+    def choice(root: str, observer: str = "auto") -> tuple[str, str]:
+        base = load(None, env={})
+        cfg: Config = dataclasses.replace(
+            base, images=dataclasses.replace(base.images, root=root),
+            watcher=dataclasses.replace(base.watcher, observer=observer),  # type: ignore[arg-type]
+        )
+        c = choose_observer(cfg, MOUNTINFO)
+        return c.kind, c.fstype or c.reason
+
+    assert choice("/mnt/vision_images") == ("polling", "cifs")
+    assert choice("/mnt/nfs photos/x") == ("polling", "nfs4")
+    assert choice("/home/me/remote") == ("polling", "fuse.sshfs")
+    assert choice("/data/photos") == ("native", "xfs")
+    assert choice("\\\\nas\\vision_images") == ("polling", "unc_root")
+    assert choice("/mnt/vision_images", "native") == ("native", "configured")
+    assert choice("/data/photos", "polling") == ("polling", "configured")
+
+
+def test_choice_reads_this_machines_mountinfo(tmp_path: Path) -> None:
+    base = load(None, env={})
+    cfg = dataclasses.replace(base, images=dataclasses.replace(base.images, root=str(tmp_path)))
+    c = choose_observer(cfg)
+    assert c.kind in ("native", "polling")
+    assert c.reason in ("filesystem_type", "no_mountinfo", "mount_unknown")
+
+
+def test_candidates(tmp_path: Path) -> None:
+    c = candidates_for(tmp_path)
+    root = str(tmp_path)
+    ok = ["a.jpg", "b/IMG_0073(1).PNG", "c/d/e.HeIc", "x.webp"]
+    bad = [
+        "face_crops/a.jpg", "b/Thumbnails/a.jpg", "@eaDir/a.jpg", "b/#recycle/a.jpg", "._a.jpg", ".hidden.jpg",
+        "a.jpg.part", "a.tmp", "~$a.jpg", "notes.txt", "b/.thumbnails/a.png", "a.jpg.crdownload",
+    ]
+    for rel in ok:
+        assert c.image_path(os.path.join(root, rel)) == rel, rel
+    for rel in bad:
+        assert c.image_path(os.path.join(root, rel)) is None, rel
+    assert c.image_path("/elsewhere/a.jpg") is None
+    assert c.dir_path(os.path.join(root, "b", "c")) == "b/c"
+    assert c.dir_path(os.path.join(root, "face_crops")) is None
+    assert c.skip_dir("@eaDir") and c.skip_dir("THUMBS") and not c.skip_dir("2024")
+
+
+def make_tree(root: Path, files: list[str]) -> None:
+    for rel in files:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * 10)
+
+
+def test_walk_skips_ignored_folders_and_diff_finds_moves(tmp_path: Path) -> None:
+    make_tree(tmp_path, ["a.jpg", "b/c.png", "face_crops/f.jpg", "@eaDir/x/y.jpg", "b/z.part", "b/notes.txt"])
+    c = candidates_for(tmp_path)
+    first = walk(c)
+    assert first.complete
+    assert sorted(first.files) == ["a.jpg", "b/c.png"]
+    assert first.dirs == 2  # root and b; face_crops and @eaDir are never entered
+    (tmp_path / "b" / "c.png").rename(tmp_path / "b" / "d.png")
+    (tmp_path / "a.jpg").unlink()
+    make_tree(tmp_path, ["new.jpg"])
+    second = walk(c)
+    d = diff(first.files, second.files)
+    assert d.moved == [("b/c.png", "b/d.png")]
+    assert d.created == ["new.jpg"]
+    assert d.deleted == ["a.jpg"]
+    assert d.modified == []
+
+
+def test_walk_of_a_missing_root_is_incomplete(tmp_path: Path) -> None:
+    w = walk(candidates_for(tmp_path / "gone"))
+    assert not w.complete and w.files == {}
+
+
+async def test_scanner_withholds_a_mass_vanish_until_confirmed(share: Path) -> None:
+    files = [f"d/{i:03}.jpg" for i in range(50)]
+    make_tree(share, files)
+    images = dataclasses.replace(ImagesConfig(), root=str(share))
+    wcfg = dataclasses.replace(WatcherConfig(), vanish_fraction=0.2, vanish_min_files=5)
+    monitor = ShareMonitor(images, wcfg, online_interval=0.0, offline_initial=0.0)
+    scanner = Scanner(Candidates(images, wcfg, PathMapper(str(share))), monitor)
+    assert (await scanner.scan()) is not None
+    assert len(scanner.snapshot) == 50
+    # A few deletions are deletions.
+    for rel in files[:3]:
+        (share / rel).unlink()
+    d = await scanner.scan()
+    assert d is not None and sorted(d.deleted) == files[:3]
+    for rel in d.deleted:
+        scanner.forget(rel)
+    # Half the share vanishing is an outage: nothing is reported, the snapshot keeps them.
+    for rel in files[3:30]:
+        (share / rel).unlink()
+    d = await scanner.scan()
+    assert d is not None and d.deleted == []
+    assert not monitor.online and monitor.reason == "mass_vanish"
+    assert len(scanner.snapshot) == 47
+    # The hold (0 s here) is over and the same files are still gone: confirmed.
+    d = await scanner.scan()
+    assert d is not None and sorted(d.deleted) == files[3:30]
+    # Deletions stay pending in the snapshot until the watcher has applied them.
+    assert len(scanner.snapshot) == 47
+    for rel in d.deleted:
+        scanner.forget(rel)
+    assert await scanner.scan() == ScanDiff()
+
+
+async def test_scanner_reports_nothing_while_offline(share: Path) -> None:
+    make_tree(share, ["a.jpg"])
+    images = dataclasses.replace(ImagesConfig(), root=str(share))
+    monitor = ShareMonitor(images)
+    scanner = Scanner(Candidates(images, WatcherConfig(), PathMapper(str(share))), monitor)
+    assert await scanner.scan() is not None
+    (share / ".reactor-share").unlink()
+    assert await scanner.scan() is None
+    assert scanner.snapshot == {"a.jpg": scanner.snapshot["a.jpg"]}
+
+
+async def test_every_watcher_sql_block_runs(dsn: str) -> None:
+    """Each named block in sql/watcher.sql parses and runs against the real schema."""
+    args: dict[str, tuple[object, ...]] = {
+        "has_results": (["a.jpg"],), "register_files": (["a.jpg"],), "registered_page": ("", 10),
+    }
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            for name, text in sql.blocks("watcher.sql").items():
+                params = args.get(name)
+                if params is None:
+                    params = ("a/", "b/") if text.count("$2") else ("a.jpg",)
+                await conn.execute(text, *params) if "SELECT" not in text.split()[0] else await conn.fetch(
+                    text, *params)
+    finally:
+        await conn.close()

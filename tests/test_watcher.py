@@ -1,0 +1,196 @@
+"""The watcher on a real share folder and a real database, with both observers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from reactor.config import Config
+from tests.watch_harness import running_watcher, until, write_slowly
+
+OBSERVERS = ["native", "polling"]
+
+
+def fast(make_config: Callable[..., Config], observer: str, register: str = "never") -> Config:
+    return make_config(
+        watcher={"observer": observer, "stability_seconds": 0.5, "network_stability_seconds": 0.5,
+                 "scan_interval_seconds": 0.3},
+        images={"register_files": register},
+    )
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+async def test_a_slow_copy_is_enqueued_once_after_it_ends(
+    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    async with running_watcher(fast(make_config, observer), dsn) as h:
+        target = share / "2024" / "IMG_0001.JPG"
+        target.parent.mkdir()
+        await asyncio.sleep(0)  # let a polling scan notice the new folder in its own time
+        await asyncio.to_thread(write_slowly, target, chunks=11, delay=0.3)  # about 3 s
+        copy_ended = time.monotonic()
+        await until(lambda: h.puts, what="the copied photo to be queued")
+        assert h.puts[0].at >= copy_ended
+        # A later polling scan or a late inotify event must not queue it again.
+        await until(lambda: h.watcher.tracker.__len__() == 0 and h.watcher.scanner.snapshot.get("2024/IMG_0001.JPG"),
+                    what="the tracker to settle")
+        assert h.paths_put() == ["2024/IMG_0001.JPG"]
+        assert not h.puts[0].redetect
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+async def test_a_rename_moves_results_without_detecting_again(
+    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    (share / "a").mkdir()
+    (share / "a" / "one.jpg").write_bytes(b"jpeg" * 100)
+    (share / "a" / "two.jpg").write_bytes(b"jpeg" * 200)
+    async with running_watcher(fast(make_config, observer), dsn) as h:
+        await h.seed_result("a/one.jpg", faces=2)
+        await h.seed_result("a/two.jpg", faces=1)
+        await h.seed_failure("a/bad.jpg")
+        (share / "a" / "bad.jpg").write_bytes(b"not a jpeg")
+        await until(lambda: "a/bad.jpg" in h.watcher.scanner.snapshot, what="bad.jpg to be seen")
+        os.rename(share / "a" / "one.jpg", share / "a" / "uno.jpg")
+        os.rename(share / "a" / "bad.jpg", share / "a" / "malo.jpg")
+        await until(lambda: _has(h, "a/uno.jpg"), what="results to follow the rename")
+        faces = await h.fetch("SELECT image_path, count(*) AS n FROM face_detections GROUP BY 1 ORDER BY 1")
+        assert [(r["image_path"], r["n"]) for r in faces] == [("a/two.jpg", 1), ("a/uno.jpg", 2)]
+        await until(lambda: _failure_paths(h, ["a/malo.jpg"]), what="the failure row to follow")
+        # A folder rename moves everything below it in one statement.
+        os.rename(share / "a", share / "b")
+        await until(lambda: _results_are(h, ["b/two.jpg", "b/uno.jpg"]), what="the folder move")
+        await until(lambda: _failure_paths(h, ["b/malo.jpg"]), what="the failure row to follow the folder")
+        assert [p for p in h.puts if p.path.endswith(("uno.jpg", "two.jpg"))] == []
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+async def test_deleting_a_file_removes_its_results(
+    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    for name in ("keep.jpg", "gone.jpg", "failed.jpg"):
+        (share / name).write_bytes(b"x" * 10)
+    (share / "old").mkdir()
+    (share / "old" / "p.png").write_bytes(b"x" * 10)
+    async with running_watcher(fast(make_config, observer), dsn) as h:
+        for path in ("keep.jpg", "gone.jpg", "old/p.png"):
+            await h.seed_result(path)
+        await h.seed_failure("failed.jpg")
+        os.unlink(share / "gone.jpg")
+        os.unlink(share / "failed.jpg")
+        os.unlink(share / "old" / "p.png")
+        os.rmdir(share / "old")
+        await until(lambda: _results_are(h, ["keep.jpg"]), what="the deleted photos' results to go")
+        await until(lambda: _failure_paths(h, []), what="the failure row to go")
+        assert await h.fetch("SELECT 1 FROM face_detections WHERE image_path <> 'keep.jpg'") == []
+
+
+async def test_changed_content_is_detected_again(make_config: Callable[..., Config], dsn: str, share: Path) -> None:
+    (share / "p.jpg").write_bytes(b"v1" * 100)
+    async with running_watcher(fast(make_config, "native"), dsn) as h:
+        await h.seed_result("p.jpg")
+        await asyncio.to_thread((share / "p.jpg").write_bytes, b"v2, longer" * 100)
+        await until(lambda: h.puts, what="the changed photo to be queued")
+        assert [(p.path, p.redetect) for p in h.puts] == [("p.jpg", True)]
+        assert h.queue.priority_of("p.jpg") is not None
+
+
+async def test_offline_share_orphans_nothing_and_resumes(
+    make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        (share / name).write_bytes(b"x" * 10)
+    away = share.with_name("share-unmounted")
+    with capture_logs() as logs:
+        async with running_watcher(fast(make_config, "native"), dsn) as h:
+            await h.seed_result("a.jpg")
+            await h.seed_result("b.jpg")
+            os.rename(share, away)  # the mount point vanishes, as an unmount does
+            await until(lambda: not h.share.online and h.watcher.state == "share_offline", what="offline")
+            os.unlink(away / "a.jpg")
+            (away / "c.jpg").write_bytes(b"new" * 10)
+            # Give the watcher every chance to act on what it can no longer see.
+            await until(lambda: h.share.transitions >= 2, what="the offline transition")
+            checks = h.watcher.rescans
+            await asyncio.sleep(1.0)
+            assert h.watcher.rescans == checks
+            assert await h.results() == ["a.jpg", "b.jpg"]
+            assert await h.fetch("SELECT 1 FROM face_detection_failures") == []
+            assert h.puts == []
+            os.rename(away, share)
+            await until(lambda: "c.jpg" in h.paths_put(), what="processing to resume")
+            # Back online, the reconciliation sees that a.jpg is really gone.
+            await until(lambda: _results_are(h, ["b.jpg"]), what="the reconciled deletion")
+    offline = [e for e in logs if e["event"] == "share_offline"]
+    assert len(offline) == 1 and offline[0]["reason"] == "root_missing"
+    assert h.sweeps >= 2  # one reconciliation at start, one after the share came back
+
+
+@pytest.mark.parametrize("observer", OBSERVERS)
+async def test_derived_hidden_and_partial_files_are_never_queued(
+    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    async with running_watcher(fast(make_config, observer, register="always"), dsn) as h:
+        ignored = ["face_crops/a.jpg", "thumbnails/b.jpg", "c.jpg.part", "@eaDir/d.jpg", "._e.jpg",
+                   ".f.jpg", "x/Thumbs/g.jpg", "~$h.jpg"]
+        for rel in ignored:
+            (share / rel).parent.mkdir(parents=True, exist_ok=True)
+            (share / rel).write_bytes(b"x" * 100)
+        (share / "real.jpg").write_bytes(b"x" * 100)
+        await until(lambda: "real.jpg" in h.paths_put(), what="the real photo to be queued")
+        # A .part renamed to its final name is a new photo.
+        os.rename(share / "c.jpg.part", share / "c.jpg")
+        await until(lambda: "c.jpg" in h.paths_put(), what="the finished download to be queued")
+        registered = [r["image_path"] for r in await h.fetch("SELECT image_path FROM ai_metadata ORDER BY 1")]
+        assert registered == ["c.jpg", "real.jpg"]
+        assert sorted(h.paths_put()) == ["c.jpg", "real.jpg"]
+        if observer == "native" and h.watcher.native is not None and h.watcher.native.filtered:
+            # Ignored folders never get an inotify watch.
+            assert h.watcher.native.watched_dirs() == sorted([str(share), str(share / "x")])
+
+
+async def test_a_dead_observer_is_restarted(make_config: Callable[..., Config], dsn: str, share: Path) -> None:
+    async with running_watcher(fast(make_config, "native"), dsn) as h:
+        native = h.watcher.native
+        assert native is not None
+        with capture_logs() as logs:
+            for emitter in list(native._observer.emitters):
+                emitter.stop()  # as if the emitter thread died
+            await until(lambda: h.watcher.sessions == 2 and h.watcher.state == "watching", what="a restart")
+        assert any(e["event"] == "observer_died" for e in logs)
+        (share / "after.jpg").write_bytes(b"x" * 10)
+        await until(lambda: "after.jpg" in h.paths_put(), what="events after the restart")
+
+
+async def test_an_event_queue_overflow_triggers_a_rescan(
+    make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    async with running_watcher(fast(make_config, "native"), dsn) as h:
+        native = h.watcher.native
+        assert native is not None and native.filtered
+        before, sweeps = h.watcher.rescans, h.sweeps
+        with capture_logs() as logs:
+            # What watchdog calls when inotify reports IN_Q_OVERFLOW.
+            for emitter in list(native._observer.emitters):
+                await asyncio.to_thread(emitter._inotify.on_queue_overflow)
+            await until(lambda: h.watcher.rescans > before and h.sweeps > sweeps, what="the rescan")
+        assert any(e["event"] == "event_queue_overflow" for e in logs)
+
+
+async def _has(h: object, path: str) -> bool:
+    return path in await h.results()  # type: ignore[attr-defined]
+
+
+async def _results_are(h: object, paths: list[str]) -> bool:
+    return await h.results() == paths  # type: ignore[attr-defined]
+
+
+async def _failure_paths(h: object, paths: list[str]) -> bool:
+    rows = await h.fetch("SELECT image_path FROM face_detection_failures ORDER BY 1")  # type: ignore[attr-defined]
+    return [r["image_path"] for r in rows] == paths
