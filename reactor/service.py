@@ -26,6 +26,7 @@ from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
+from reactor.file_events import DatabaseSink
 from reactor.listener import Listener
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
@@ -35,6 +36,7 @@ from reactor.sql import Queries
 from reactor.store import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
 from reactor.supervisor import Supervisor, sleep_or_stop, wait_any
 from reactor.sweep import SweepCounts, Sweeper
+from reactor.watcher import Watcher
 from reactor.worker import DetectionLoop
 
 Q = Queries("queries.sql")
@@ -63,6 +65,7 @@ class Reactor:
         self.listener: Listener | None = None
         self.sweeper: Sweeper | None = None
         self.worker: DetectionLoop | None = None
+        self.watcher: Watcher | None = None
         self.supervisor = Supervisor()
         # Extra supervised tasks (watcher, health server): name -> factory(halt).
         self.side_tasks: dict[str, TaskFactory] = {}
@@ -191,6 +194,14 @@ class Reactor:
             self._failure_columns, DetectorUnavailable,
         )
         self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)
+        if self.config.watcher.enabled:
+            # File events enter the same queue; the watcher's rescans ask for a sweep.
+            sink = DatabaseSink(
+                pool, lambda path, redetect: self.queue.put(path, Priority.FILE_EVENT, redetect=redetect),
+                register_files=self.config.register_files, request_sweep=self.request_sweep,
+            )
+            self.watcher = Watcher(self.config, self.mapper, self.share, sink)
+            self.side_tasks["watcher"] = self.watcher.run
         metrics.bind_queue(self.queue)
         metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
         metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.detector.restarts))

@@ -52,6 +52,7 @@ class Watcher:
         self.native: NativeObserver | None = None
         self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
         self._offline = asyncio.Event()
+        self._listening = False
         # path -> (directory, due time): deletions wait a moment and are re-checked.
         self._pending_deletes: dict[str, tuple[bool, float]] = {}
 
@@ -70,7 +71,9 @@ class Watcher:
         self.tracker.window = self.window
         log.info("watcher_observer", observer=self.choice.kind, reason=self.choice.reason, fstype=self.choice.fstype,
                  mount_point=self.choice.mount_point, stability_seconds=self.window)
-        self.share.add_listener(self._on_share_change)
+        if not self._listening:  # the supervisor may run us again
+            self.share.add_listener(self._on_share_change)
+            self._listening = True
         backoff = 1.0
         while not stop.is_set():
             if not await self._wait_online(stop):
