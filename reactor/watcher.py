@@ -119,7 +119,9 @@ class Watcher:
             # Start watching before the scan, so nothing changed during the scan is missed.
             await asyncio.to_thread(self.native.start, asyncio.get_running_loop(), events.put_nowait)
         try:
-            await self.rescan("", reconcile=True)
+            # The first session needs no extra sweep: the reactor sweeps at start-up.
+            # A later one follows an outage or a dead observer, so events were missed.
+            await self.rescan("", reconcile=self.sessions > 1)
             self.state = "watching"
             log.info("watch_started", observer=self.choice.kind, files=len(self.scanner.snapshot),
                      session=self.sessions, filtered=self.native.filtered if self.native else None)
