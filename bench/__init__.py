@@ -1,0 +1,1 @@
+"""Benchmarks for face-reactor; see bench/README.md. Not part of the installed package."""
