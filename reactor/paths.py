@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
@@ -21,6 +22,13 @@ class InvalidPath(ValueError):
         super().__init__(f"invalid image path {path!r}: {detail}")
         self.path = path
         self.reason = reason
+
+
+# Characters Windows refuses in a file name, and its reserved device names.
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*\x00-\x1f]')
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
 
 
 def _is_windows_root(root: str) -> bool:
@@ -75,7 +83,17 @@ class PathMapper:
     def to_local(self, db_path: str) -> PurePath:
         """The local path of a database path, after validation."""
         parts = self.validate(db_path).split("/")
-        return self.root_path.joinpath(*parts)
+        if self.windows:
+            # On Windows "c:x.jpg" is a drive-relative path and "CON" a device: joined
+            # to the root, either would leave the share.
+            for part in parts:
+                if _WINDOWS_FORBIDDEN.search(part) or part.split(".")[0].upper() in _WINDOWS_DEVICES:
+                    raise InvalidPath(db_path, "windows_name", f"{part!r} is not a valid Windows file name")
+        local = self.root_path.joinpath(*parts)
+        root_parts = self.root_path.parts
+        if local.parts[: len(root_parts)] != root_parts:
+            raise InvalidPath(db_path, "escapes_root", "the path leads outside the share root")
+        return local
 
     def to_db(self, local: str | os.PathLike[str]) -> str:
         """The database path of a local path under the root; InvalidPath if outside."""
