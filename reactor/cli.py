@@ -20,7 +20,7 @@ from reactor import logs
 from reactor.db import DatabaseUnavailable
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
-HANDLERS: tuple[str, ...] = ("db", "run", "sweep", "status", "failures", "doctor", "audit", "repair", "detect")
+HANDLERS: tuple[str, ...] = ("db", "run", "sweep", "status", "failures", "doctor", "demo", "audit", "repair", "detect")
 
 
 class UsageError(Exception):

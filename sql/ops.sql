@@ -93,10 +93,29 @@ SET last_error = EXCLUDED.last_error,
 RETURNING f.image_path;
 
 -- name: notify_retry
--- Wakes a running reactor: the same payload the ai_metadata trigger sends.
-SELECT pg_notify($1::text, json_build_object('type', 'processed', 'path', p)::text)
+-- Wakes a running reactor: the trigger's payload format, with type "manual" so the
+-- image is queued at the manual (highest) priority.
+SELECT pg_notify($1::text, json_build_object('type', 'manual', 'path', p)::text)
 FROM unnest($2::text[]) AS p;
 
 -- name: notify_bulk
 -- Too many paths for one notification each: the trigger's "run the sweep" hint.
 SELECT pg_notify($1::text, json_build_object('type', 'bulk', 'count', $2::int)::text);
+
+-- name: outcomes_done
+-- How many of these paths have an outcome: a result or a failure.
+SELECT count(*) FROM unnest($1::text[]) AS t(p)
+WHERE EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = t.p)
+   OR EXISTS (SELECT 1 FROM face_detection_failures f WHERE f.image_path = t.p);
+
+-- name: outcome_results
+SELECT image_path, face_count, model FROM face_metadata WHERE image_path = ANY($1::text[]);
+
+-- name: outcome_boxes
+SELECT image_path, box_top, box_right, box_bottom, box_left
+FROM face_detections WHERE image_path = ANY($1::text[])
+ORDER BY image_path, face_index;
+
+-- name: outcome_failures
+SELECT image_path, coalesce(last_error_type, 'unknown') AS error_type, coalesce(last_error, '') AS last_error
+FROM face_detection_failures WHERE image_path = ANY($1::text[]);

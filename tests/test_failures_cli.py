@@ -60,8 +60,9 @@ async def test_retry_paths_clears_backoff_and_notifies(
         assert code == 1
         assert captured.out.splitlines() == ["queued: c/broken.jpg", "queued: c/slower.jpg", "2 queued, 1 not found"]
         assert captured.err.splitlines() == ["not found: no/such.jpg (no failure recorded for it)"]
-        payloads = {json.loads(await asyncio.wait_for(got.get(), 10))["path"] for _ in range(2)}
-        assert payloads == {"c/broken.jpg", "c/slower.jpg"}
+        payloads = [json.loads(await asyncio.wait_for(got.get(), 10)) for _ in range(2)]
+        assert sorted(p["path"] for p in payloads) == ["c/broken.jpg", "c/slower.jpg"]
+        assert {p["type"] for p in payloads} == {"manual"}
     finally:
         await listener.close()
     rows = await fetch_failures(dsn)
