@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from reactor.config import DetectorConfig
 from reactor.detector import cascade
 from reactor.detector.cascade import Step
 
@@ -58,3 +61,18 @@ def test_iou_and_cuda_oom() -> None:
     assert cascade.is_cuda_oom(RuntimeError("CUDNN_STATUS_ALLOC_FAILED"))
     assert not cascade.is_cuda_oom(RuntimeError("Unsupported image type"))
     assert not cascade.is_cuda_oom(MemoryError())
+
+
+def test_has_step_below() -> None:
+    assert cascade.has_step_below(("hog",), SCALES, 1.0, "hog")
+    assert not cascade.has_step_below(("hog",), SCALES, 0.25, "hog")
+    assert cascade.has_step_below(("cnn", "hog"), (1.0, 0.5), 0.5, "cnn")  # HOG is left
+    assert not cascade.has_step_below(("cnn", "hog"), (1.0, 0.5), 0.5, "hog")
+
+
+def test_production_code_cannot_reach_the_fault_engine() -> None:
+    package = Path(__file__).resolve().parents[1] / "reactor"
+    for source in package.rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        assert "import tests" not in text and "from tests" not in text, source
+    assert DetectorConfig().engine == "reactor.detector.engine"

@@ -61,6 +61,12 @@ def plan(
     return [Step(failed_model, ordered[-1])]
 
 
+def has_step_below(models: tuple[str, ...], scales: tuple[float, ...], scale: float, model: str | None) -> bool:
+    """Whether the cascade has a step left after (model, scale) failed, within one attempt."""
+    failed = Step(model if model in models else models[0], scale)
+    return plan(models, scales, scale, model) != [failed]
+
+
 def bound_scale(size: tuple[int, int], max_dimension: int) -> float:
     """The scale that fits the image inside max_dimension (never enlarging)."""
     longest = max(size)

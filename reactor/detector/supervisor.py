@@ -159,10 +159,16 @@ class Detector:
         hops = len(self._config.scales) * 2
         while isinstance(outcome, DetectionFailure) and outcome.details.get(DETAIL_REPLACE_CHILD) == "1":
             await self._discard(reason="cuda_oom")
-            if hops == 0 or outcome.scale is None:
+            models = cascade.models_for(self._config.model, self._cuda)
+            failed_model = outcome.details.get(DETAIL_MODEL)
+            if (
+                hops == 0
+                or outcome.scale is None
+                or not cascade.has_step_below(models, self._config.scales, outcome.scale, failed_model)
+            ):
                 return outcome
             hops -= 1
-            job = dataclasses.replace(job, last_scale=outcome.scale, last_model=outcome.details.get(DETAIL_MODEL))
+            job = dataclasses.replace(job, last_scale=outcome.scale, last_model=failed_model)
             log.warning("detector_oom_retry", path=job.local_path, below_scale=job.last_scale, model=job.last_model)
             try:
                 await self.start()
