@@ -50,6 +50,11 @@ def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {k: _redact_value(v) for k, v in event_dict.items()}
 
 
+def _redact_line(_: WrappedLogger, __: str, rendered: Any) -> Any:
+    """The last step: mask the rendered line too (tracebacks, renderer-added text)."""
+    return mask(rendered) if isinstance(rendered, str) else rendered
+
+
 def _logger_name(logger: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     record = event_dict.get("_record")
     if "logger" not in event_dict:
@@ -76,10 +81,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     renderer: Processor
     if use_json:
         renderer = structlog.processors.JSONRenderer(default=str)
-        final: list[Processor] = [structlog.processors.format_exc_info, _order_keys, redact, renderer]
+        final: list[Processor] = [structlog.processors.format_exc_info, _order_keys, redact, renderer, _redact_line]
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
-        final = [redact, renderer]
+        # The console renderer formats tracebacks itself, after `redact` has run.
+        final = [redact, renderer, _redact_line]
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
