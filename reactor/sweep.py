@@ -71,6 +71,8 @@ class Sweeper:
         self.lease_seconds = lease_seconds
         self.instance_id = instance_id
         self.share_online = share_online
+        # Sweeps that ran to the end (not skipped, not dry runs).
+        self.completed = 0
 
     async def sweep(self, stop: asyncio.Event | None = None, *, dry_run: bool = False) -> SweepCounts:
         """One sweep. With dry_run nothing is queued or deleted; ``paths`` lists what would be."""
@@ -83,6 +85,7 @@ class Sweeper:
             else:
                 try:
                     counts = await self._run(conn, stop, dry_run=False)
+                    self.completed += 1
                 finally:
                     if not conn.is_closed():
                         await conn.fetchval(Q.sweep_unlock, SWEEP_LOCK_KEY)

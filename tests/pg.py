@@ -42,6 +42,8 @@ class PgServer:
         subprocess.run(
             [str(BIN / "pg_ctl"), "-D", str(self.pgdata), "-w", "-l", str(self.pgdata / "restart.log"), *args],
             check=True, capture_output=True, text=True,
+            # pg_ctl refuses to run as root; pgserver then runs PostgreSQL as its own user.
+            user=self.server.system_user,
         )
 
     def stop(self) -> None:

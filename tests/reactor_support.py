@@ -1,0 +1,181 @@
+"""Helpers for the reactor's end-to-end tests: small real photos, ai_metadata rows,
+deadline-bounded polling of the database, and `python -m reactor run` subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from PIL import Image
+
+from reactor import samples
+
+REPO = Path(__file__).resolve().parent.parent
+# Small photos keep the suite fast: a 256 px astronaut still has a findable face.
+PHOTO_SIZE = 256
+
+_photo_cache: dict[int, Image.Image] = {}
+
+
+def small_astronaut() -> Image.Image:
+    if PHOTO_SIZE not in _photo_cache:
+        _photo_cache[PHOTO_SIZE] = samples.astronaut().resize((PHOTO_SIZE, PHOTO_SIZE))
+    return _photo_cache[PHOTO_SIZE]
+
+
+def write_photos(share: Path, names: Iterable[str]) -> list[str]:
+    """Copies of one small face photo under distinct names; returns the database paths."""
+    paths = []
+    for name in names:
+        target = share / name
+        samples.write_jpeg(small_astronaut(), target.parent, target.name)
+        paths.append(name)
+    return paths
+
+
+async def add_processed(conn: asyncpg.Connection, paths: Iterable[str]) -> None:
+    await conn.executemany(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE) "
+        "ON CONFLICT (image_path) DO UPDATE SET is_processed = TRUE",
+        [(p,) for p in paths],
+    )
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 90.0, what: str = "condition") -> None:
+    """Poll ``check`` until it is true; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def outcomes(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """path -> the outcomes recorded for it ("result", "failure:<type>")."""
+    rows = await conn.fetch(
+        "SELECT image_path, 'result' AS o FROM face_metadata "
+        "UNION ALL SELECT image_path, 'failure:' || last_error_type FROM face_detection_failures"
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["image_path"], []).append(r["o"])
+    return out
+
+
+async def count_results(conn: asyncpg.Connection, paths: list[str]) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = ANY($1)", paths))
+
+
+def toml_config(**sections: dict[str, Any]) -> str:
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def process_config(tmp: Path, dsn: str, share: Path, name: str, **overrides: dict[str, Any]) -> Path:
+    sections: dict[str, dict[str, Any]] = {
+        "database": {"dsn": dsn, "probe_interval_seconds": 2.0, "reconnect_max_seconds": 2.0},
+        "images": {"root": str(share)},
+        "detector": {"model": "hog", "timeout_seconds": 60.0},
+        "health": {"enabled": False, "heartbeat_seconds": 1.0},
+        "service": {"shutdown_grace_seconds": 90.0},
+        "watcher": {"enabled": False},
+    }
+    for section, values in overrides.items():
+        sections.setdefault(section, {}).update(values)
+    path = tmp / f"{name}.toml"
+    path.write_text(toml_config(**sections))
+    return path
+
+
+class ReactorProcess:
+    """`python -m reactor run` with JSON logs captured to a file."""
+
+    def __init__(self, config: Path, log: Path, *command: str) -> None:
+        self.config = config
+        self.log = log
+        self.command = command or ("run",)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ReactorProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "reactor", "--config", str(self.config), "--log-format", "json",
+                 *self.command],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        found = []
+        if not self.log.exists():
+            return found
+        for line in self.log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and (name is None or event.get("event") == name):
+                    found.append(event)
+        return found
+
+    async def wait_event(self, name: str, seconds: float = 90.0) -> dict[str, Any]:
+        async def seen() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"reactor exited with {self.proc.returncode}:\n{self.tail()}")
+            return bool(self.events(name))
+
+        await wait_until(seen, seconds, f"log event {name}")
+        return self.events(name)[0]
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self, seconds: float = 120.0) -> int:
+        """SIGTERM and wait; the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(seconds)
+
+    def ensure_dead(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def detections_per_path(*procs: ReactorProcess) -> Counter[str]:
+    """How many times each image was detected, from the processes' own log lines.
+
+    Every detection ends in exactly one of these events: a result written
+    (image_detected), a failure written, or a result discarded by fencing.
+    """
+    counted: Counter[str] = Counter()
+    for proc in procs:
+        for name in ("image_detected", "image_failed", "permanently_failed", "result_fenced"):
+            for event in proc.events(name):
+                counted[event["path"]] += 1
+    return counted
