@@ -3,6 +3,7 @@ roles without privileges, and the owner's SQL from `db sql`."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -314,3 +315,17 @@ def test_owner_sql_mentions_grants_and_sweep_index() -> None:
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_ai_metadata_processed_path" in text
     assert "reactor.channel = 'face_reactor'" in text
     assert BIN.exists()
+
+
+async def test_concurrent_inits_apply_once(pg: PgServer, empty_database: str) -> None:
+    """Two instances starting together: the advisory lock serialises them, both succeed."""
+    first, second = await connect(pg, empty_database), await connect(pg, empty_database)
+    try:
+        reports = await asyncio.gather(
+            schema.init_schema(first, standalone=True), schema.init_schema(second, standalone=True)
+        )
+        assert all(r.applied for r in reports)
+        assert (await catalog.check(first, channel="face_reactor", standalone=True)).ok
+    finally:
+        await first.close()
+        await second.close()
