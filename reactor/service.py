@@ -27,6 +27,7 @@ from reactor.config import Config
 from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
+from reactor.health import HealthServer
 from reactor.listener import Listener
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
@@ -128,8 +129,11 @@ class Reactor:
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
+        health = await self._start_health()
         pool = await self._connect(stop)
         if pool is None:
+            if health is not None:
+                await health.close()
             return
         self.pool = pool
         halt = asyncio.Event()
@@ -142,6 +146,18 @@ class Reactor:
             halt.set()
             await self.supervisor.cancel_all()
             await self._cleanup(pool)
+
+    async def _start_health(self) -> HealthServer | None:
+        """Bind /healthz and /metrics before anything else: a port in use ends the start
+        with one line naming health.port (ConfigError, exit 2). Served until `halt`, so it
+        answers during the shutdown too."""
+        if not self.config.health.enabled:
+            return None
+        health = HealthServer(self.config.health, self.health_snapshot, metrics.REGISTRY)
+        await health.start()
+        self.side_tasks["health"] = health.run
+        self.health: HealthServer | None = health
+        return health
 
     async def run_once(self, stop: asyncio.Event) -> SweepCounts:
         """`reactor sweep --once`: one sweep, process what it queued, return its counts."""

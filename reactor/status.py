@@ -125,7 +125,9 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("detector", "detector"),
         ("share_online", "share online"),
         ("listener", "listener"),
-        ("loop_lag_ms", "loop lag (ms)"),
+        ("database", "database"),
+        ("detector_restarts", "detector restarts"),
+        ("loop_lag_seconds", "loop lag (s)"),
     ]
     out: list[tuple[str, str]] = []
     for key, label in known:

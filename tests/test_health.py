@@ -142,3 +142,95 @@ async def test_port_in_use_is_one_line_naming_the_key() -> None:
         f"health port 127.0.0.1:{port} is already in use; "
         "set health.port ([health] port or REACTOR_HEALTH__PORT) to a free port"
     )
+
+
+# -- the health server inside a running Reactor ------------------------------------------
+
+
+def metric(text: str, name: str) -> float:
+    """One sample's value from Prometheus text; 0 when the series has not appeared yet."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_reactor_serves_health_and_metrics_move_after_a_detection(
+    dsn: str, share: Path, make_config: Any
+) -> None:
+    import asyncpg
+
+    from reactor import samples
+    from reactor.service import Reactor
+
+    samples.write_jpeg(samples.astronaut(), share, "astronaut.jpg")
+    config = make_config(health={"enabled": True, "host": LOCAL, "port": 0}, watcher={"enabled": False})
+    reactor = Reactor(config, dsn)
+    stop = asyncio.Event()
+    run = asyncio.create_task(reactor.run(stop))
+    loop = asyncio.get_running_loop()
+    try:
+        deadline = loop.time() + 120
+        while getattr(reactor, "health", None) is None:
+            assert loop.time() < deadline and not run.done()
+            await asyncio.sleep(0.05)
+        port = reactor.health.port  # type: ignore[union-attr]
+        # Healthy once the listener is connected and the detector child has loaded its models.
+        while (await http_request(LOCAL, port, "/healthz"))[0] != 200:
+            assert loop.time() < deadline and not run.done(), "never became healthy"
+            await asyncio.sleep(0.1)
+
+        _, _, body = await http_request(LOCAL, port, "/metrics")
+        before = body.decode()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('astronaut.jpg', TRUE)")
+            while not await conn.fetchval("SELECT count(*) FROM face_metadata"):
+                assert loop.time() < deadline and not run.done(), "no detection"
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+        _, _, body = await http_request(LOCAL, port, "/metrics")
+        after = body.decode()
+        for name, delta in (
+            ('reactor_images_processed_total{outcome="detected"}', 1.0),
+            ("reactor_faces_found_total", 1.0),
+            ("reactor_detection_seconds_count", 1.0),
+        ):
+            assert metric(after, name) - metric(before, name) == delta, name
+        assert metric(after, "reactor_last_success_timestamp_seconds") > 0
+        assert metric(after, "reactor_share_online") == 1.0
+
+        # The share goes offline: /healthz turns 503 with the reason.
+        (share / ".reactor-share").unlink()
+        while True:
+            status, _, body = await http_request(LOCAL, port, "/healthz")
+            if status == 503:
+                break
+            assert loop.time() < deadline, "never turned 503"
+            await asyncio.sleep(0.1)
+        assert json.loads(body)["reasons"] == ["share is offline (marker_missing)"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 60)
+
+
+def test_reactor_run_with_the_health_port_in_use_exits_2(dsn: str, share: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind((LOCAL, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+        env.update(REACTOR_DATABASE__DSN=dsn, REACTOR_IMAGES__ROOT=str(share), REACTOR_HEALTH__PORT=str(port),
+                   PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        proc = subprocess.run([sys.executable, "-m", "reactor", "run"], cwd=share, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"reactor: health port 127.0.0.1:{port} is already in use; "
+        "set health.port ([health] port or REACTOR_HEALTH__PORT) to a free port"
+    )
