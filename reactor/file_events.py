@@ -21,8 +21,10 @@ from reactor.sql import Queries
 Q = Queries("watcher.sql")
 log = logs.get("reactor.file_events")
 
-# Rows per statement when registering a whole share at start.
-REGISTER_CHUNK = 1000
+# Rows per statement when registering a whole share at start. Above 1000 new rows
+# in one statement the ai_metadata trigger sends one "bulk" hint (a sweep) instead
+# of a notification per row, which would overflow the queue on a large share.
+REGISTER_CHUNK = 5000
 
 
 @dataclass(frozen=True)

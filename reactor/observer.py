@@ -139,7 +139,10 @@ class NativeObserver:
         try:
             observer = _filtering_inotify(self.root, self.skip_dir, overflow)
             self.filtered = True
-        except (ImportError, AttributeError, OSError):
+        except Exception as exc:
+            # Not Linux (no inotify), or watchdog's internals moved: the stock observer
+            # still works; it just also watches the ignored folders.
+            log.info("observer_unfiltered", reason=type(exc).__name__)
             from watchdog.observers import Observer
 
             observer = Observer()

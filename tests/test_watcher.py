@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from reactor.config import Config
+from reactor.file_events import DatabaseSink
 from tests.watch_harness import running_watcher, until, write_slowly
 
 OBSERVERS = ["native", "polling"]
@@ -195,3 +197,32 @@ async def _results_are(h: object, paths: list[str]) -> bool:
 async def _failure_paths(h: object, paths: list[str]) -> bool:
     rows = await h.fetch("SELECT image_path FROM face_detection_failures ORDER BY 1")  # type: ignore[attr-defined]
     return [r["image_path"] for r in rows] == paths
+
+
+async def test_a_move_onto_an_existing_photo_replaces_its_results(dsn: str) -> None:
+    """The sink alone, on the real schema: the destination's old results and failure go,
+    the source's follow, and a source with nothing detected queues the destination."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    queued: list[tuple[str, bool]] = []
+    sink = DatabaseSink(pool, lambda p, r: queued.append((p, r)) is None, register_files=True)
+    try:
+        async with pool.acquire() as conn:
+            await sink.register(["src.jpg", "dst.jpg", "new.jpg"])
+            for path, faces in (("src.jpg", 2), ("dst.jpg", 3)):
+                await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale)"
+                                   " VALUES ($1, $2, 'hog', 1)", path, faces)
+            await conn.execute("INSERT INTO face_detection_failures (image_path, last_error_type)"
+                               " VALUES ('dst.jpg', 'corrupt')")
+            await sink.moved("src.jpg", "dst.jpg", directory=False)
+            rows = await conn.fetch("SELECT image_path, face_count FROM face_metadata ORDER BY 1")
+            assert [(r["image_path"], r["face_count"]) for r in rows] == [("dst.jpg", 2)]
+            assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 0
+            registered = await conn.fetch("SELECT image_path FROM ai_metadata ORDER BY 1")
+            assert [r["image_path"] for r in registered] == ["dst.jpg", "new.jpg"]
+            assert queued == []
+            await sink.moved("new.jpg", "newer.jpg", directory=False)
+            assert queued == [("newer.jpg", False)]
+            assert await sink.registered() == ["dst.jpg", "newer.jpg"]
+    finally:
+        await pool.close()
