@@ -62,7 +62,11 @@ INDEXES: dict[str, tuple[str, ...]] = {
 }
 SEQUENCES = ("reactor_claim_token_seq",)
 AI_METADATA = "ai_metadata"
-AI_METADATA_COLUMNS = frozenset({"image_path", "is_processed"})
+# The columns the trigger and the sweep read, with the types they accept.
+AI_METADATA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "image_path": ("text", "character varying"),
+    "is_processed": ("boolean",),
+}
 SWEEP_INDEX = "idx_ai_metadata_processed_path"
 # pg_trigger.tgtype bits: statement-level AFTER triggers carry only the event bit.
 TRIGGERS: dict[str, tuple[int, bool, bool]] = {
@@ -176,6 +180,19 @@ async def _check_constraints(conn: asyncpg.Connection, report: CheckReport) -> N
             report.add("constraint", name, "ok")
 
 
+async def ai_metadata_problems(conn: asyncpg.Connection) -> list[Finding]:
+    """Columns of ai_metadata the trigger cannot read as it expects."""
+    columns = await columns_of(conn, AI_METADATA)
+    problems = []
+    for column, types in AI_METADATA_COLUMNS.items():
+        name = f"{AI_METADATA}.{column}"
+        if column not in columns:
+            problems.append(Finding("column", name, "missing", "the trigger and the sweep read this column"))
+        elif not columns[column].startswith(types):
+            problems.append(Finding("column", name, "different", f"expected {types[0]}, found {columns[column]}"))
+    return problems
+
+
 async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel: str) -> None:
     functions = await conn.fetch(Q.function_info, TRIGGER_FUNCTION)
     if not functions:
@@ -192,9 +209,8 @@ async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel:
     if not await exists(conn, AI_METADATA):
         report.add("table", AI_METADATA, "missing", "the upstream table must exist before the trigger can be installed")
         return
-    columns = set(await columns_of(conn, AI_METADATA))
-    for column in sorted(AI_METADATA_COLUMNS - columns):
-        report.add("column", f"{AI_METADATA}.{column}", "missing", "the reactor reads this column")
+    for problem in await ai_metadata_problems(conn):
+        report.add("column", problem.name, problem.status, problem.detail)
     actual = {r["name"]: r for r in await conn.fetch(Q.table_triggers, AI_METADATA)}
     for name, (tgtype, old, new) in TRIGGERS.items():
         row = actual.get(name)

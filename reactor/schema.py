@@ -97,6 +97,13 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
             "ai_metadata not found: point [database] dsn at the vision database, "
             "or run `reactor db init --standalone` to create ai_metadata here"
         )
+    if not standalone:
+        unusable = await catalog.ai_metadata_problems(conn)
+        if unusable:
+            what = "; ".join(f"{f.name}: {f.status}, {f.detail}" for f in unusable)
+            raise SchemaError(
+                f"ai_metadata cannot carry the trigger ({what}); point [database] dsn at the vision database"
+            )
     present = await failure_columns(conn)
     if not present:
         return []

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from reactor import schema
+from reactor import catalog, schema
+from tests.pg import PgServer
 
 CHANNEL = "face_reactor"
 SENTINEL = '{"type": "sentinel"}'
@@ -191,3 +193,44 @@ async def test_configured_channel(dsn: str) -> None:
     finally:
         await listener.close()
         await db.close()
+
+
+async def test_upstream_role_without_privileges_of_its_own(pg: PgServer, database: str) -> None:
+    """The pipeline's role writes ai_metadata; the trigger needs nothing more from it."""
+    role = f"upstream_{os.getpid()}"
+    pg.psql(f"CREATE ROLE {role} LOGIN")
+    try:
+        pg.psql(f"GRANT SELECT, INSERT, UPDATE ON ai_metadata TO {role}; "
+                f"GRANT USAGE ON SEQUENCE ai_metadata_id_seq TO {role}", database)
+        pipeline = await asyncpg.connect(pg.dsn(database, user=role))
+        listener = await asyncpg.connect(pg.dsn(database))
+        try:
+            col = Collector(listener, pipeline)
+            await listener.add_listener(CHANNEL, col.on_notify)
+            await pipeline.execute("INSERT INTO ai_metadata (image_path) VALUES ('up/a.jpg')")
+            await pipeline.execute("UPDATE ai_metadata SET is_processed = TRUE")
+            assert await col.drain() == [processed("up/a.jpg")]
+        finally:
+            await listener.close()
+            await pipeline.close()
+    finally:
+        pg.psql(f"DROP OWNED BY {role}", database)
+        pg.psql(f"DROP ROLE {role}")
+
+
+async def test_trigger_errors_never_fail_the_upstream_write(conns: tuple[asyncpg.Connection, Collector]) -> None:
+    db, col = conns
+    # A column type the trigger cannot read: it must warn, not break the pipeline.
+    await db.execute("DROP INDEX idx_ai_metadata_processed_path")
+    await db.execute("ALTER TABLE ai_metadata ALTER COLUMN is_processed DROP DEFAULT")
+    await db.execute("ALTER TABLE ai_metadata ALTER COLUMN is_processed TYPE integer USING is_processed::int")
+    warnings: list[str] = []
+    db.add_log_listener(lambda _conn, msg: warnings.append(msg.message))
+    status = await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('w.jpg', 1)")
+    assert status == "INSERT 0 1"
+    assert await col.drain() == []
+    assert any("notification skipped" in w for w in warnings)
+    report = await catalog.check(db, channel=CHANNEL, standalone=True)
+    assert [(f.name, f.status) for f in report.problems] == [("ai_metadata.is_processed", "different")]
+    with pytest.raises(schema.SchemaError, match="ai_metadata cannot carry the trigger"):
+        await schema.init_schema(db, standalone=False)

@@ -33,7 +33,7 @@ DECLARE
     max_rows CONSTANT integer := 1000;
     -- pg_notify rejects payloads of 8000 bytes or more.
     max_payload CONSTANT integer := 7999;
-    channel text := current_setting('reactor.channel');
+    channel text := coalesce(nullif(current_setting('reactor.channel', true), ''), 'face_reactor');
     events refcursor;
     ev record;
     total integer := 0;
@@ -42,60 +42,66 @@ DECLARE
     payload text;
     payloads text[] := '{}';
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        OPEN events FOR
-            SELECT DISTINCT 'processed' AS type, image_path AS path
-            FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
-            ORDER BY path;
-    ELSIF TG_OP = 'UPDATE' THEN
-        OPEN events FOR
-            SELECT 'processed' AS type, p AS path FROM (
-                SELECT image_path FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
-                EXCEPT
-                SELECT image_path FROM old_rows WHERE is_processed IS TRUE
-            ) AS became(p)
-            UNION ALL
-            SELECT 'deleted', p FROM (
-                SELECT image_path FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
-                EXCEPT
-                SELECT image_path FROM new_rows WHERE image_path IS NOT NULL
-            ) AS gone(p)
-            ORDER BY path, type;
-    ELSE
-        OPEN events FOR
-            SELECT DISTINCT 'deleted' AS type, image_path AS path
-            FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
-            ORDER BY path;
-    END IF;
-    LOOP
-        FETCH events INTO ev;
-        EXIT WHEN NOT FOUND;
-        total := total + 1;
-        IF total > max_rows THEN
-            -- Count the rest without building payloads for them.
-            MOVE FORWARD ALL FROM events;
-            GET DIAGNOSTICS rest = ROW_COUNT;
-            total := total + rest;
-            EXIT;
-        END IF;
-        payload := json_build_object('type', ev.type, 'path', ev.path)::text;
-        IF octet_length(payload) > max_payload THEN
-            overflow := overflow + 1;
+    -- A notification is only a hint (the sweep is the truth): whatever goes wrong
+    -- here must never fail the upstream pipeline's write, so errors become a WARNING.
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            OPEN events FOR
+                SELECT DISTINCT 'processed' AS type, image_path AS path
+                FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+                ORDER BY path;
+        ELSIF TG_OP = 'UPDATE' THEN
+            OPEN events FOR
+                SELECT 'processed' AS type, p AS path FROM (
+                    SELECT image_path FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+                    EXCEPT
+                    SELECT image_path FROM old_rows WHERE is_processed IS TRUE
+                ) AS became(p)
+                UNION ALL
+                SELECT 'deleted', p FROM (
+                    SELECT image_path FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+                    EXCEPT
+                    SELECT image_path FROM new_rows WHERE image_path IS NOT NULL
+                ) AS gone(p)
+                ORDER BY path, type;
         ELSE
-            payloads := payloads || payload;
+            OPEN events FOR
+                SELECT DISTINCT 'deleted' AS type, image_path AS path
+                FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
+                ORDER BY path;
         END IF;
-    END LOOP;
-    CLOSE events;
-    IF total > max_rows THEN
-        PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', total)::text);
-        RETURN NULL;
-    END IF;
-    FOREACH payload IN ARRAY payloads LOOP
-        PERFORM pg_notify(channel, payload);
-    END LOOP;
-    IF overflow > 0 THEN
-        PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', overflow)::text);
-    END IF;
+        LOOP
+            FETCH events INTO ev;
+            EXIT WHEN NOT FOUND;
+            total := total + 1;
+            IF total > max_rows THEN
+                -- Count the rest without building payloads for them.
+                MOVE FORWARD ALL FROM events;
+                GET DIAGNOSTICS rest = ROW_COUNT;
+                total := total + rest;
+                EXIT;
+            END IF;
+            payload := json_build_object('type', ev.type, 'path', ev.path)::text;
+            IF octet_length(payload) > max_payload THEN
+                overflow := overflow + 1;
+            ELSE
+                payloads := payloads || payload;
+            END IF;
+        END LOOP;
+        CLOSE events;
+        IF total > max_rows THEN
+            PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', total)::text);
+        ELSE
+            FOREACH payload IN ARRAY payloads LOOP
+                PERFORM pg_notify(channel, payload);
+            END LOOP;
+            IF overflow > 0 THEN
+                PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', overflow)::text);
+            END IF;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'face-reactor: ai_metadata notification skipped: % (%)', SQLERRM, SQLSTATE;
+    END;
     RETURN NULL;
 END
 $$;
