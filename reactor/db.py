@@ -10,7 +10,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -67,6 +67,8 @@ def resolved_dsn(config: Config) -> Iterator[str]:
 def connect_kwargs(config: Config) -> dict[str, Any]:
     password = database_password(config)
     logs.register_secret(password)
+    # A password left in the DSN itself is masked too, wherever an error echoes it.
+    logs.register_secret(unquote(urlsplit(config.database.dsn).password or ""))
     kwargs: dict[str, Any] = {"timeout": config.database.connect_timeout_seconds}
     if password:
         kwargs["password"] = password
