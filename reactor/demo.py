@@ -39,6 +39,7 @@ LIBRARY = (
 # A folder holding this file was made by the demo, so a new run may replace it.
 FOLDER_MARKER = ".reactor-demo"
 SHARE_MARKER = ".reactor-share"
+DATABASE_DIR = "pgdata"
 POLL_SECONDS = 0.25
 
 
@@ -76,7 +77,7 @@ def demo_config(base: Config, out: Path) -> Config:
     """The user's detector and retry settings; the demo's own database, share and ports."""
     return dataclasses.replace(
         base,
-        database=dataclasses.replace(base.database, dsn="", embedded_dir=str(out / "pgdata")),
+        database=dataclasses.replace(base.database, dsn="", embedded_dir=str(out / DATABASE_DIR)),
         images=dataclasses.replace(base.images, root=str(out / "library"), marker=SHARE_MARKER,
                                    require_mount=False, register_files="always"),
         # A reactor may already serve the configured health port on this machine.
@@ -87,12 +88,22 @@ def demo_config(base: Config, out: Path) -> Config:
 
 
 def prepare_folder(out: Path) -> None:
-    """An empty or earlier demo folder is (re)made; anything else is refused."""
+    """An empty or earlier demo folder is (re)made; anything else is refused.
+
+    The database folder is kept: a new run empties the tables instead (`demo_reset`),
+    which is faster than initdb and never races a server that is still shutting down.
+    """
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not (out / FOLDER_MARKER).exists()):
             raise DemoError(f"{out} exists and was not made by `reactor demo`; pass --out with a new folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        for child in out.iterdir():
+            if child.name == DATABASE_DIR:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     (out / FOLDER_MARKER).write_text("made by `reactor demo`; safe to delete\n")
 
 
@@ -153,6 +164,7 @@ async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
     with db.resolved_dsn(config) as dsn:
         await prepare_embedded(config, dsn)
         async with db.connection(dsn, config) as conn:
+            await conn.execute(Q.demo_reset)
             await conn.execute(W.register_files, paths)
         stop = asyncio.Event()
         reactor = Reactor(config, dsn)
@@ -195,5 +207,5 @@ def render_summary(report: DemoReport, out: Path) -> str:
     lines.append(f"faces found: {report.faces}; failures: {len(report.failures)}")
     lines.append(f"contact sheet: {report.contact_sheet} ({report.boxes_drawn} faces boxed)")
     lines.append(f"summary:       {out / 'summary.json'}")
-    lines.append("explore:       REACTOR_DATABASE__EMBEDDED_DIR=" + str(out / "pgdata") + " reactor status")
+    lines.append("explore:       REACTOR_DATABASE__EMBEDDED_DIR=" + str(out / DATABASE_DIR) + " reactor status")
     return "\n".join(lines)

@@ -119,3 +119,7 @@ ORDER BY image_path, face_index;
 -- name: outcome_failures
 SELECT image_path, coalesce(last_error_type, 'unknown') AS error_type, coalesce(last_error, '') AS last_error
 FROM face_detection_failures WHERE image_path = ANY($1::text[]);
+
+-- name: demo_reset
+-- `reactor demo` only, on its own embedded database: start from an empty library.
+TRUNCATE ai_metadata, face_detections, face_metadata, face_detection_failures, reactor_claims, reactor_instances;

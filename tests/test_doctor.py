@@ -103,3 +103,13 @@ async def test_doctor_database_unreachable(
     )
     # The checks that do not need the database still run.
     assert found["share"].startswith("ok ")
+
+
+async def test_doctor_starts_the_detector_on_a_sample(
+    make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = await invoke(doctor_handler.register, make_config(), ["doctor"])
+    found = lines(capsys.readouterr().out)
+    assert code == 0, found
+    assert found["detector"].startswith("ok    detector    started in ")
+    assert "found 1 face in the sample photo astronaut.jpg" in found["detector"]
