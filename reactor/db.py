@@ -38,14 +38,22 @@ def describe_target(dsn: str) -> str:
 def embedded_server(data_dir: str) -> Iterator[str]:
     """Start (or join) the embedded PostgreSQL under data_dir; yield its DSN; stop it on exit."""
     path = Path(data_dir).resolve()
-    path.mkdir(parents=True, exist_ok=True)
     log.info("embedded_db_starting", data_dir=str(path))
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (services, CI); pgserver copes.
-        warnings.simplefilter("ignore")
-        import pgserver  # imported lazily: only standalone mode needs it
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (services, CI); pgserver copes.
+            warnings.simplefilter("ignore")
+            import pgserver  # imported lazily: only standalone mode needs it
 
-        server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
+            server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
+    # pgserver raises whatever initdb/pg_ctl or the filesystem raised; all mean the same to a user.
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseUnavailable(
+            f"cannot start the embedded PostgreSQL in {path}: {logs.mask(first_line)}; set [database] "
+            "embedded_dir to a writable directory, or [database] dsn to use an existing server"
+        ) from None
     try:
         yield server.get_uri()
     finally:

@@ -11,6 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from reactor import db
+from reactor.config import load
 from tests.pg import PgServer
 
 SECRET = "s3cret-Pw!"
@@ -118,3 +120,23 @@ def test_sql_prints_owner_script_for_role(tmp_path: Path) -> None:
     assert "idx_ai_metadata_processed_path" in result.stdout
     default = run("db", "sql", env={"REACTOR_DATABASE__DSN": "postgresql://photos@db.lan/vision"}, cwd=tmp_path)
     assert "GRANT TRIGGER ON ai_metadata TO photos;" in default.stdout
+
+
+def test_unusable_embedded_dir_is_one_line_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    result = run("db", "init", env={"REACTOR_DATABASE__EMBEDDED_DIR": str(blocker)}, cwd=tmp_path)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("reactor:")]
+    assert errors == [result.stderr.splitlines()[-1]]
+    assert f"cannot start the embedded PostgreSQL in {blocker}" in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+async def test_missing_database_names_it(pg: PgServer) -> None:
+    config = load(None, env={})
+    with pytest.raises(db.DatabaseUnavailable) as err:
+        await db.connect(pg.dsn("no_such_db"), config)
+    assert "\n" not in str(err.value)
+    assert "database=no_such_db" in str(err.value)
+    assert 'database "no_such_db" does not exist' in str(err.value)
