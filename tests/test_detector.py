@@ -182,3 +182,19 @@ async def test_retry_starts_below_the_failed_scale(detector: Detector, library: 
     assert outcome.cascade_scale == 0.75 and outcome.scale == 0.75
     [box] = boxes(outcome)
     assert near(box, ASTRONAUT_FACE, 12)  # still in the original photo's pixels
+
+
+async def test_prefetched_bytes_are_used(detector: Detector, library: dict[str, samples.Sample]) -> None:
+    hits = detector.prefetch_hits
+    detector.prefetch(str(library["collage_2x2.jpg"].path))
+    outcome = await detect(detector, library["collage_2x2.jpg"].path)
+    assert isinstance(outcome, Detection) and outcome.face_count == 4
+    assert detector.prefetch_hits == hits + 1
+
+
+async def test_prefetch_of_another_path_is_ignored(detector: Detector, library: dict[str, samples.Sample]) -> None:
+    hits = detector.prefetch_hits
+    detector.prefetch(str(library["collage_2x2.jpg"].path))
+    outcome = await detect(detector, library["cat.jpg"].path)
+    assert isinstance(outcome, Detection) and outcome.face_count == 0
+    assert detector.prefetch_hits == hits

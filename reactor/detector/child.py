@@ -5,7 +5,8 @@ the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on t
 
     child -> parent   ("ready", {"cuda": bool, "pid": int}) once the models are loaded
                       ("failed", "reason") when the engine could not be built
-    parent -> child   DetectionJob, or None to exit
+    parent -> child   (DetectionJob, bytes | None), or None to exit; the bytes are the
+                      file's content when the parent read it ahead (see prefetch.py)
     child -> parent   ("result", Outcome) for each job
 """
 
@@ -42,12 +43,13 @@ def serve(conn: Connection, config: DetectorConfig) -> None:
     _send(conn, ("ready", {"cuda": engine.cuda, "pid": os.getpid()}))
     while True:
         try:
-            job = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if job is None:
+        if message is None:
             return
-        _send(conn, ("result", run_one(engine, job)))
+        job, data = message
+        _send(conn, ("result", run_one(engine, job, data)))
 
 
 def _build(config: DetectorConfig) -> Engine:
@@ -57,10 +59,10 @@ def _build(config: DetectorConfig) -> Engine:
     return engine
 
 
-def run_one(engine: Engine, job: DetectionJob) -> Outcome:
+def run_one(engine: Engine, job: DetectionJob, data: bytes | None = None) -> Outcome:
     """The engine's outcome; an exception it lets escape becomes a typed failure, not a dead child."""
     try:
-        return engine.detect(job)
+        return engine.detect(job, data)
     except MemoryError:
         return DetectionFailure(ErrorType.OOM, "out of memory in the detector process")
     except Exception as exc:

@@ -53,15 +53,20 @@ class DlibEngine:
         self._fr: Any = fr
         self._cuda = bool(getattr(dlib, "DLIB_USE_CUDA", False)) and _cuda_devices(dlib) > 0
         self.models = cascade.models_for(config.model, self._cuda)
+        # The first call of each detector sets up its buffers (and cuDNN on a GPU): done here,
+        # so it counts against the start-up timeout, not against the first photo's.
+        blank = np.zeros((100, 100, 3), dtype=np.uint8)
+        fr.face_detector(blank, 0)
+        fr.cnn_face_detector(blank, 0)
 
     @property
     def cuda(self) -> bool:
         return self._cuda
 
-    def detect(self, job: DetectionJob) -> Outcome:
+    def detect(self, job: DetectionJob, data: bytes | None = None) -> Outcome:
         clock = time.perf_counter()
         target = round(self.config.max_dimension * max(self.config.scales))
-        loaded = load_image(job.local_path, target, self.config.max_pixels, clock)
+        loaded = load_image(job.local_path, target, self.config.max_pixels, clock, data)
         if isinstance(loaded, DetectionFailure):
             return loaded
         steps = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)

@@ -108,12 +108,15 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
-def load_image(path: str, target_dimension: int, max_pixels: int, clock: float) -> LoadedImage | DetectionFailure:
+def load_image(
+    path: str, target_dimension: int, max_pixels: int, clock: float, prefetched: bytes | None = None
+) -> LoadedImage | DetectionFailure:
     """Decode ``path`` upright; ``target_dimension`` is the largest side the detector will use.
 
-    ``clock`` is the ``time.perf_counter()`` when the job started, for ``decode_ms``.
+    ``clock`` is the ``time.perf_counter()`` when the job started, for ``decode_ms``;
+    ``prefetched`` the file's bytes when the parent already read them.
     """
-    data = read_file(path)
+    data = prefetched if prefetched is not None else read_file(path)
     if isinstance(data, DetectionFailure):
         return data
     size = len(data)

@@ -27,6 +27,7 @@ from typing import Any
 from reactor import logs
 from reactor.config import DetectorConfig
 from reactor.detector import cascade, child
+from reactor.detector.prefetch import Prefetcher
 from reactor.detector.types import (
     DETAIL_MODEL,
     DETAIL_REPLACE_CHILD,
@@ -61,6 +62,7 @@ class Detector:
         self._cuda = False
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
+        self._prefetcher = Prefetcher()
 
     @property
     def state(self) -> str:
@@ -77,6 +79,17 @@ class Detector:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
+
+    @property
+    def prefetch_hits(self) -> int:
+        """Images whose bytes were read ahead and used."""
+        return self._prefetcher.hits
+
+    def prefetch(self, local_path: str) -> None:
+        """Hint: ``local_path`` is the next image. Its bytes are read in a thread now, while
+        the current image is being detected, and sent with the job if they are still current.
+        Optional and cheap to ignore; only the latest hint is kept."""
+        self._prefetcher.start(local_path)
 
     def _mutex(self) -> asyncio.Lock:
         if self._lock is None:
@@ -182,8 +195,13 @@ class Detector:
         conn = self._conn
         assert conn is not None
         first = self._first_step(job)
+        data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
         try:
-            conn.send(job)
+            if data is None:
+                conn.send((job, None))
+            else:
+                # Megabytes through a pipe: written from a thread while the child reads them.
+                await asyncio.to_thread(conn.send, (job, data))
             kind, payload = await _receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
@@ -240,6 +258,7 @@ class Detector:
 
     async def close(self) -> None:
         """Let the current image finish (bounded by the per-image timeout), then stop the child."""
+        self._prefetcher.discard()
         try:
             await asyncio.wait_for(self._mutex().acquire(), self._config.timeout_seconds + _EXIT_GRACE_SECONDS)
         except TimeoutError:

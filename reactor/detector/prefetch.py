@@ -1,0 +1,92 @@
+"""Read-ahead: the next photo's bytes are read while the child works on the current one.
+
+On a network share, reading a 5 MB phone photo can take as long as detecting faces in it.
+``Detector.prefetch(path)`` reads the file in a worker thread of the reactor process; when
+``detect`` is then called for the same path, the bytes travel to the child with the job, so
+the child decodes at once. It is only a hint: a file that changed, vanished, is too big or
+could not be read is simply read again by the child, which then reports any error itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from dataclasses import dataclass
+
+# Larger files are left to the child: holding them here would only double the memory.
+MAX_PREFETCH_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    path: str
+    data: bytes
+    size: int
+    mtime_ns: int
+
+
+def read_ahead(path: str, limit: int = MAX_PREFETCH_BYTES) -> Prefetched | None:
+    try:
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode) or before.st_size > limit or before.st_size == 0:
+            return None
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError:
+        return None
+    if len(data) != before.st_size:
+        return None  # still being written
+    return Prefetched(path, data, before.st_size, before.st_mtime_ns)
+
+
+def still_current(prefetched: Prefetched) -> bool:
+    try:
+        now = os.stat(prefetched.path)
+    except OSError:
+        return False
+    return now.st_size == prefetched.size and now.st_mtime_ns == prefetched.mtime_ns
+
+
+class Prefetcher:
+    """At most one read-ahead at a time: the image the reactor will detect next."""
+
+    def __init__(self) -> None:
+        self._path: str | None = None
+        self._task: asyncio.Future[Prefetched | None] | None = None
+        self.hits = 0
+
+    def start(self, path: str) -> asyncio.Future[Prefetched | None]:
+        """Begin reading ``path`` (unless that is already under way); returns the read."""
+        if path == self._path and self._task is not None:
+            return self._task
+        self.discard()
+        self._path = path
+        self._task = asyncio.ensure_future(asyncio.to_thread(read_ahead, path))
+        return self._task
+
+    async def take(self, path: str, wait_seconds: float) -> bytes | None:
+        """The prefetched bytes of ``path`` if they are still the file's content, else None."""
+        if path != self._path or self._task is None:
+            self.discard()
+            return None
+        task = self._task
+        self._path, self._task = None, None
+        try:
+            prefetched = await asyncio.wait_for(task, wait_seconds)
+        except TimeoutError:
+            return None
+        if prefetched is None or not await asyncio.to_thread(still_current, prefetched):
+            return None
+        self.hits += 1
+        return prefetched.data
+
+    def discard(self) -> None:
+        task = self._task
+        self._path, self._task = None, None
+        if task is not None and not task.done():
+            task.cancel()
+        elif task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                task.exception()  # a finished read-ahead nobody wants: nothing to report

@@ -1,0 +1,61 @@
+"""Read-ahead of the next photo's bytes, without a detector child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from reactor.detector.prefetch import Prefetcher, read_ahead
+
+
+async def test_take_returns_the_bytes_read_ahead(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8 first version")
+    prefetcher = Prefetcher()
+    read = prefetcher.start(str(path))
+    assert prefetcher.start(str(path)) is read  # the same hint twice reads once
+    assert await prefetcher.take(str(path), 5) == b"\xff\xd8 first version"
+    assert prefetcher.hits == 1
+    assert await prefetcher.take(str(path), 5) is None  # used once
+
+
+async def test_a_file_that_changed_after_the_read_is_not_used(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8 first version")
+    prefetcher = Prefetcher()
+    await asyncio.wait_for(asyncio.shield(prefetcher.start(str(path))), 5)
+    path.write_bytes(b"\xff\xd8 second, longer version")
+    assert await prefetcher.take(str(path), 5) is None
+    assert prefetcher.hits == 0
+
+
+async def test_a_vanished_file_is_not_used(tmp_path: Path) -> None:
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8 photo")
+    prefetcher = Prefetcher()
+    await asyncio.wait_for(asyncio.shield(prefetcher.start(str(path))), 5)
+    path.unlink()
+    assert await prefetcher.take(str(path), 5) is None
+
+
+async def test_another_path_discards_the_hint(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    prefetcher = Prefetcher()
+    prefetcher.start(str(a))
+    assert await prefetcher.take(str(b), 5) is None
+    assert await prefetcher.take(str(a), 5) is None  # the hint is gone
+
+
+def test_read_ahead_leaves_odd_files_to_the_child(tmp_path: Path) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(os.urandom(2048))
+    assert read_ahead(str(tmp_path / "empty.jpg")) is None
+    assert read_ahead(str(tmp_path)) is None  # a directory
+    assert read_ahead(str(tmp_path / "missing.jpg")) is None
+    assert read_ahead(str(big), limit=1024) is None
+    read = read_ahead(str(big))
+    assert read is not None and read.size == 2048
