@@ -19,9 +19,9 @@ from tests.watch_harness import running_watcher, until, write_slowly
 OBSERVERS = ["native", "polling"]
 
 
-def fast(make_config: Callable[..., Config], observer: str, register: str = "never") -> Config:
+def fast(make_config: Callable[..., Config], observer: str, register: str = "never", window: float = 0.5) -> Config:
     return make_config(
-        watcher={"observer": observer, "stability_seconds": 0.5, "network_stability_seconds": 0.5,
+        watcher={"observer": observer, "stability_seconds": window, "network_stability_seconds": window,
                  "scan_interval_seconds": 0.3},
         images={"register_files": register},
     )
@@ -31,7 +31,8 @@ def fast(make_config: Callable[..., Config], observer: str, register: str = "nev
 async def test_a_slow_copy_is_enqueued_once_after_it_ends(
     observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
 ) -> None:
-    async with running_watcher(fast(make_config, observer), dsn) as h:
+    # Writes 0.3 s apart, a 1 s window: the margin absorbs a loaded CI machine.
+    async with running_watcher(fast(make_config, observer, window=1.0), dsn) as h:
         target = share / "2024" / "IMG_0001.JPG"
         target.parent.mkdir()
         await asyncio.sleep(0)  # let a polling scan notice the new folder in its own time
