@@ -14,6 +14,7 @@ import pytest
 from reactor import db
 from reactor.config import load
 from tests.pg import PgServer
+from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
 
 SECRET = "s3cret-Pw!"
 
@@ -140,3 +141,23 @@ async def test_missing_database_names_it(pg: PgServer) -> None:
     assert "\n" not in str(err.value)
     assert "database=no_such_db" in str(err.value)
     assert 'database "no_such_db" does not exist' in str(err.value)
+
+
+def test_legacy_database_init_and_check_say_what_they_adapted(pg: PgServer) -> None:
+    name = f"legacy_cli_{os.getpid()}"
+    pg.psql(f"CREATE DATABASE {name}")
+    try:
+        pg.psql(UPSTREAM_AI_METADATA, name)
+        pg.psql(LEGACY_FAILURES, name)
+        env = {"REACTOR_DATABASE__DSN": pg.dsn(name)}
+        init = run("db", "init", env=env)
+        assert init.returncode == 0, init.stderr
+        assert "adapted: face_detection_failures has no file_size_bytes column" in init.stdout
+        assert "NOT VALID" in init.stdout
+        check = run("db", "check", env=env)
+        assert check.returncode == 0, check.stdout
+        adapted = [line.split()[2] for line in check.stdout.splitlines() if line.startswith("adapted")]
+        assert "face_detection_failures.file_size_bytes" in adapted
+        assert check.stdout.splitlines()[-1].startswith("all in order")
+    finally:
+        pg.drop_database(name)
