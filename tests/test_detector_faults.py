@@ -6,7 +6,9 @@ Faults come from tests/fault_engine.py (selected by detector.engine), keyed by f
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -190,3 +192,34 @@ async def test_a_few_start_failures_in_a_row_are_survived(tmp_path: Path, monkey
         assert detector.state == "ready" and counter.read_text() == "0"
     finally:
         await detector.close()
+
+
+async def test_ctrl_c_is_left_to_the_parent(detector: Detector, photos: Path) -> None:
+    pid = detector.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    outcome = await detector.detect(DetectionJob(local_path=str(photos / "cat.jpg")))
+    assert isinstance(outcome, Detection)
+    assert detector.pid == pid
+
+
+async def test_a_child_killed_while_idle_is_not_blamed_on_the_next_image(detector: Detector, photos: Path) -> None:
+    pid, restarts = detector.pid, detector.restarts
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    await asyncio.wait_for(asyncio.to_thread(wait_for_exit, pid), 10)
+    outcome = await detector.detect(DetectionJob(local_path=str(photos / "cat.jpg")))
+    assert isinstance(outcome, Detection)
+    assert detector.pid != pid and detector.restarts == restarts + 1
+
+
+def wait_for_exit(pid: int) -> None:
+    """Block until the process is gone (a zombie counts: it no longer runs)."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                if fh.read().split(") ", 1)[1].startswith("Z"):
+                    return
+        except FileNotFoundError:
+            return
+        os.sched_yield()

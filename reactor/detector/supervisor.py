@@ -158,6 +158,9 @@ class Detector:
         """Detect faces in one image. Per-image problems come back as DetectionFailure;
         only DetectorUnavailable is raised, when no child can be started."""
         async with self._mutex():
+            if self._process is not None and not self._process.is_alive():
+                # Killed while idle (the kernel's OOM killer, an operator): not this image's fault.
+                await self._discard(reason="died_idle")
             if self._process is None:
                 await self.start()
             self._state = "busy"
