@@ -24,6 +24,10 @@ from reactor import catalog, db, mounts, share
 from reactor.config import Config
 from reactor.detector.types import Detection, DetectionJob
 
+# The CNN detector needs this much free GPU memory at the smallest scales; less and
+# every image ends in oom (a 4 GB card shared with a desktop often has ~2 GB free).
+MIN_FREE_MIB = 512
+
 
 @dataclass(frozen=True)
 class Check:
@@ -94,7 +98,7 @@ def share_check(config: Config) -> Check:
         return _ok("share", f"{images.root} is online (marker {images.marker} present)")
     if reason == "marker_missing":
         return _fail("share", f"marker {marker} is missing",
-                     f"mount the share, then create the marker file {marker} on it (README: share marker)")
+                     f"mount the share, then create the marker file {marker} on it (README: Watching the share)")
     if reason == "root_missing":
         return _fail("share", f"root {images.root} does not exist", "mount the share there, or set images.root")
     if reason == "root_not_directory":
@@ -194,11 +198,18 @@ def gpu_check(cuda: bool) -> Check:
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         return _fail("gpu", f"nvidia-smi failed: {exc}", "check the NVIDIA driver with `nvidia-smi`")
-    gpus = []
+    gpus, low = [], []
     for row in out.strip().splitlines():
         name, free, total = (c.strip() for c in row.split(","))
         gpus.append(f"{name}: {free} MiB free of {total} MiB")
-    return _ok("gpu", "; ".join(gpus) or "no GPU listed by nvidia-smi")
+        if free.isdigit() and int(free) < MIN_FREE_MIB:
+            low.append(name)
+    if not gpus:
+        return _fail("gpu", "dlib has CUDA but nvidia-smi lists no GPU", "check the NVIDIA driver with `nvidia-smi`")
+    if low:
+        return _fail("gpu", "; ".join(gpus), f"free GPU memory (under {MIN_FREE_MIB} MiB on {', '.join(low)}): stop "
+                                             "other GPU programs, or set detector.model = \"hog\"")
+    return _ok("gpu", "; ".join(gpus))
 
 
 # -- all of it -------------------------------------------------------------------------

@@ -50,7 +50,7 @@ async def test_doctor_broken_share_marker(
     marker = os.path.join(str(share), ".reactor-share")
     assert found["share"] == (
         f"fail  share       marker {marker} is missing; fix: mount the share, then create the marker file "
-        f"{marker} on it (README: share marker)"
+        f"{marker} on it (README: Watching the share)"
     )
     assert [name for name, line in found.items() if line.startswith("fail")] == ["share"]
 
@@ -113,3 +113,33 @@ async def test_doctor_starts_the_detector_on_a_sample(
     assert code == 0, found
     assert found["detector"].startswith("ok    detector    started in ")
     assert "found 1 face in the sample photo astronaut.jpg" in found["detector"]
+
+
+def _fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, code: int = 0) -> None:
+    """nvidia-smi is outside the boundary under test: a script on PATH prints its CSV."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{output}'\nexit {code}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_gpu_memory_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reactor.doctor import gpu_check
+
+    _fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA GeForce GTX 1650, 1960, 4096")
+    assert gpu_check(True).line() == "ok    gpu         NVIDIA GeForce GTX 1650: 1960 MiB free of 4096 MiB"
+    assert gpu_check(False).line() == (
+        "ok    gpu         not used: this dlib has no CUDA, so detection runs HOG on the CPU"
+    )
+
+
+def test_gpu_nearly_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reactor.doctor import gpu_check
+
+    _fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA GeForce GTX 1650, 300, 4096")
+    assert gpu_check(True).line() == (
+        "fail  gpu         NVIDIA GeForce GTX 1650: 300 MiB free of 4096 MiB; fix: free GPU memory (under 512 MiB on "
+        'NVIDIA GeForce GTX 1650): stop other GPU programs, or set detector.model = "hog"'
+    )
