@@ -61,6 +61,13 @@ INDEXES: dict[str, tuple[str, ...]] = {
     "reactor_claims": ("idx_reactor_claims_instance",),
 }
 SEQUENCES = ("reactor_claim_token_seq",)
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "reactor_schema": ("singleton",),
+    "face_metadata": ("image_path",),
+    "face_detections": ("image_path", "face_index"),
+    "reactor_claims": ("image_path",),
+    "reactor_instances": ("instance_id",),
+}
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.
 AI_METADATA_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -158,10 +165,23 @@ async def check_failures_table(conn: asyncpg.Connection, report: CheckReport) ->
 
 
 async def _check_indexes(conn: asyncpg.Connection, report: CheckReport) -> None:
+    for table, key in PRIMARY_KEYS.items():
+        rows = await conn.fetch(Q.table_indexes, table)
+        # The store's upserts (ON CONFLICT) need exactly this unique key.
+        keyed = any(r["is_unique"] and r["columns"] == list(key) for r in rows)
+        if not keyed and await exists(conn, table):
+            report.add("index", f"{table}({', '.join(key)}) PRIMARY KEY", "missing")
     for table, names in INDEXES.items():
+        if not await exists(conn, table):
+            continue
         present = {r["name"] for r in await conn.fetch(Q.table_indexes, table)}
         for name in names:
             report.add("index", name, "ok" if name in present else "missing", "" if name in present else f"on {table}")
+    if await exists(conn, "face_detections"):
+        fks = [r for r in await conn.fetch(Q.foreign_keys, "face_detections") if "face_metadata" in r["definition"]]
+        if not any("ON DELETE CASCADE" in r["definition"] and "ON UPDATE CASCADE" in r["definition"] for r in fks):
+            report.add("constraint", "face_detections -> face_metadata FOREIGN KEY", "missing",
+                       "faces must go with their result (ON DELETE/UPDATE CASCADE)")
     for seq in SEQUENCES:
         if not await exists(conn, seq):
             report.add("sequence", seq, "missing")

@@ -33,6 +33,12 @@ FROM pg_constraint
 WHERE conrelid = to_regclass($1::text) AND contype = 'c'
 ORDER BY conname;
 
+-- name: foreign_keys
+SELECT conname::text AS name, pg_get_constraintdef(oid) AS definition
+FROM pg_constraint
+WHERE conrelid = to_regclass($1::text) AND contype = 'f'
+ORDER BY conname;
+
 -- name: table_triggers
 SELECT t.tgname::text AS name, t.tgtype::integer AS type, t.tgenabled::text AS enabled,
        p.proname::text AS function, t.tgoldtable::text AS old_table, t.tgnewtable::text AS new_table

@@ -128,6 +128,15 @@ async def test_check_catches_dropped_column(admin: asyncpg.Connection) -> None:
     assert {(f.kind, f.name) for f in report.problems} == {("column", "face_metadata.detect_ms")}
 
 
+async def test_check_catches_dropped_keys(admin: asyncpg.Connection) -> None:
+    await admin.execute("ALTER TABLE face_detections DROP CONSTRAINT face_detections_image_path_fkey")
+    await admin.execute("ALTER TABLE reactor_claims DROP CONSTRAINT reactor_claims_pkey")
+    report = await catalog.check(admin, channel="face_reactor", standalone=True)
+    assert names(report, "missing") == {
+        "reactor_claims(image_path) PRIMARY KEY", "face_detections -> face_metadata FOREIGN KEY",
+    }
+
+
 async def test_check_catches_changed_column_type(admin: asyncpg.Connection) -> None:
     await admin.execute("ALTER TABLE reactor_claims ALTER COLUMN token TYPE INTEGER")
     report = await catalog.check(admin, channel="face_reactor", standalone=True)
