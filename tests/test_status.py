@@ -59,3 +59,38 @@ async def test_status_empty_database(
     assert (out["images_processed"], out["faces_found"], out["average_faces_per_image"]) == (0, 0, 0.0)
     assert out["last_detection"] is None
     assert out["instances"] == []
+
+
+async def test_status_shows_a_running_reactor_from_its_heartbeat(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from reactor.service import Reactor
+
+    config = make_config(watcher={"enabled": False}, health={"heartbeat_seconds": 0.2})
+    reactor = Reactor(config, dsn)
+    stop = asyncio.Event()
+    run = asyncio.create_task(reactor.run(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    try:
+        # Wait until a heartbeat shows the listener connected and the detector loaded.
+        while True:
+            assert await invoke(status_handler.register, config, ["status", "--json"]) == 0
+            instances = json.loads(capsys.readouterr().out)["instances"]
+            state = instances[0]["state"] if instances else {}
+            if state.get("listener") == "connected" and state.get("detector") == "ready":
+                break
+            assert loop.time() < deadline and not run.done(), f"no fresh heartbeat: {instances}"
+            await asyncio.sleep(0.1)
+        assert [i["instance_id"] for i in instances] == [reactor.instance_id]
+        assert state["share_online"] is True
+        assert state["queue_depth"] == 0
+        assert state["current_image"] is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(run, 60)
+    # A stopped reactor removes its heartbeat row: nothing is shown as running.
+    assert await invoke(status_handler.register, config, ["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["instances"] == []
