@@ -171,10 +171,16 @@ class Reactor:
             self.share.check()
             self.supervisor.start("share", lambda: self.share.run(halt), halt)
             self.supervisor.start("lease", lambda: self._lease_loop(halt), halt)
-            counts = await sweeper.sweep(stop)
-            if not counts.skipped:
+            total = SweepCounts()
+            while not stop.is_set():
+                counts = await sweeper.sweep(stop)
+                if counts.skipped:
+                    return counts
+                total.add(counts)
                 await worker.run(stop, until_empty=True)
-            return counts
+                if not counts.deferred:
+                    break
+            return total
         finally:
             halt.set()
             await self.supervisor.cancel_all()
@@ -288,13 +294,18 @@ class Reactor:
                 return
             self._sweep_wanted.clear()
             requests, self._control_requests = self._control_requests, []
+            deferred = False
             try:
                 counts = await self.sweeper.sweep(halt)
-                reply = counts.as_dict()
+                reply, deferred = counts.as_dict(), counts.deferred
             except ANY_DB_ERRORS as exc:
                 log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
                 reply = {"skipped": f"sweep failed: {exc}"}
             await self._reply(requests, reply)
+            if deferred:
+                # The queue was full: sweep again as soon as a page fits.
+                await _or_halt(self.queue.wait_free(self.sweeper.room_needed), halt)
+                self._sweep_wanted.set()
 
     async def _reply(self, requests: list[str], counts: dict[str, Any]) -> None:
         if not requests or self.pool is None:
@@ -356,3 +367,18 @@ class Reactor:
 
 def _bind(factory: TaskFactory, halt: asyncio.Event) -> Callable[[], Awaitable[None]]:
     return lambda: factory(halt)
+
+
+async def _or_halt(aw: Awaitable[None], halt: asyncio.Event) -> None:
+    """Await ``aw`` unless ``halt`` is set first."""
+    task = asyncio.ensure_future(aw)
+    try:
+        await wait_any(_done_event(task), halt)
+    finally:
+        task.cancel()
+
+
+def _done_event(task: asyncio.Future[None]) -> asyncio.Event:
+    event = asyncio.Event()
+    task.add_done_callback(lambda _t: event.set())
+    return event

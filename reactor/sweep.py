@@ -6,9 +6,11 @@ instance's images once its lease expired), and removes orphans: results and
 failure rows whose ai_metadata row is gone.
 
 Pages use keyset pagination on image_path, so memory stays flat on a million
-rows, and the sweep waits for room in the queue before reading the next page
-instead of overfilling it. It holds a session advisory lock on one pooled
-connection for its duration, so two instances never sweep at once.
+rows. The sweep never overfills the queue: when a page no longer fits it stops
+with ``deferred`` set, and the service sweeps again once the queue has drained
+(rows queued before are de-duplicated, rows done meanwhile no longer match). It
+holds a session advisory lock on one pooled connection while it runs, so two
+instances never sweep at once.
 
 Orphans are removed only while the share is online (an upstream pipeline may be
 deleting rows because it believes an unmounted share lost its files) and never
@@ -21,7 +23,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import asyncpg
 
@@ -50,9 +51,18 @@ class SweepCounts:
     dropped: int = 0
     stale_claims: int = 0
     orphans_skipped: str | None = None
+    # Stopped early because the queue was full: sweep again once it drains.
+    deferred: bool = False
     skipped: str | None = None
     seconds: float = 0.0
     paths: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, other: SweepCounts) -> None:
+        """Sum the counts of a follow-up sweep (``reactor sweep --once`` after a deferral)."""
+        for name in ("retries", "pending", "orphans", "queued", "dropped", "stale_claims"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.seconds = round(self.seconds + other.seconds, 3)
+        self.orphans_skipped = other.orphans_skipped
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -71,8 +81,13 @@ class Sweeper:
         self.lease_seconds = lease_seconds
         self.instance_id = instance_id
         self.share_online = share_online
-        # Sweeps that ran to the end (not skipped, not dry runs).
+        # Sweeps that ran (not skipped, not dry runs).
         self.completed = 0
+
+    @property
+    def room_needed(self) -> int:
+        """Free queue slots a page needs; below it the sweep defers."""
+        return min(self.page_size, self.queue.maxsize)
 
     async def sweep(self, stop: asyncio.Event | None = None, *, dry_run: bool = False) -> SweepCounts:
         """One sweep. With dry_run nothing is queued or deleted; ``paths`` lists what would be."""
@@ -121,9 +136,11 @@ class Sweeper:
         found = 0
         after = ""
         while stop is None or not stop.is_set():
-            if not dry_run and not await self._room(stop):
+            limit = self.page_size if dry_run else min(self.page_size, self.queue.free())
+            if limit < self.room_needed:
+                counts.deferred = True
                 break
-            rows = await conn.fetch(query, after, self.page_size, self.instance_id)
+            rows = await conn.fetch(query, after, limit, self.instance_id)
             for row in rows:
                 path = row["image_path"]
                 found += 1
@@ -131,25 +148,10 @@ class Sweeper:
                     counts.paths.setdefault(kind, []).append(path)
                 elif self.queue.put(path, priority):
                     counts.queued += 1
-            if len(rows) < self.page_size:
+            if len(rows) < limit:
                 break
             after = rows[-1]["image_path"]
         return found
-
-    async def _room(self, stop: asyncio.Event | None) -> bool:
-        """Wait until a page fits in the queue; False if stopped meanwhile."""
-        if self.queue.free() >= min(self.page_size, self.queue.maxsize):
-            return True
-        log.info("sweep_waiting_for_queue", depth=len(self.queue), page_size=self.page_size)
-        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(self.queue.wait_free(self.page_size))}
-        if stop is not None:
-            waiters.add(asyncio.ensure_future(stop.wait()))
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-        return stop is None or not stop.is_set()
 
     async def _orphan_pages(
         self, conn: Conn, select: str, delete: str, counts: SweepCounts, dry_run: bool
