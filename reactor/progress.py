@@ -10,11 +10,21 @@ a line per item.
             ...
             progress.advance(len(page))
 
-`total` may be None (unknown) or raised later with `set_total`.
+`total` may be None (unknown) or raised later with `set_total`. When the counts live
+elsewhere (a worker's `processed`, a queue's length), `follow` polls them:
+
+    with Progress(None, "sweep --once") as progress:
+        follower = asyncio.create_task(follow(progress, lambda: worker.processed,
+                                              lambda: worker.processed + len(queue)))
+        try:
+            ...
+        finally:
+            follower.cancel()
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -132,3 +142,16 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+async def follow(
+    progress: Progress,
+    done: Callable[[], int],
+    total: Callable[[], int | None],
+    every: float = REDRAW_SECONDS * 2,
+) -> None:
+    """Advance `progress` from counters that other code updates, until cancelled."""
+    while True:
+        progress.set_total(total())
+        progress.advance(done() - progress.done)
+        await asyncio.sleep(every)

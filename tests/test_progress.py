@@ -56,3 +56,25 @@ def test_events_when_not_a_terminal() -> None:
         ("progress_done", 100, 100, 100.0),
     ]
     assert progress_events[0]["label"] == "db init"
+
+
+async def test_follow_polls_counters() -> None:
+    import asyncio
+    import contextlib
+
+    from reactor.progress import follow
+
+    counters = {"done": 0, "queued": 5}
+    progress = Progress(None, "sweep --once", mode="off")
+    follower = asyncio.create_task(follow(progress, lambda: counters["done"],
+                                          lambda: counters["done"] + counters["queued"], every=0.01))
+    try:
+        counters.update(done=3, queued=4)
+        deadline = asyncio.get_running_loop().time() + 10
+        while (progress.done, progress.total) != (3, 7):
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+    finally:
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
