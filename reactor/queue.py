@@ -101,6 +101,14 @@ class ImageQueue:
         self._signal_change()
         return True
 
+    def peek(self) -> str | None:
+        """The path get() would return next, without taking it."""
+        for level in Priority:
+            entries = self._levels[level]
+            if entries:
+                return next(iter(entries))
+        return None
+
     def get_nowait(self) -> Entry | None:
         for level in Priority:
             entries = self._levels[level]

@@ -37,6 +37,7 @@ class DetectorLike(Protocol):
     def state(self) -> str: ...
     async def start(self) -> None: ...
     async def detect(self, job: DetectionJob) -> Outcome: ...
+    def prefetch(self, local_path: str) -> None: ...
 
 
 class ShareLike(Protocol):
@@ -145,13 +146,27 @@ class DetectionLoop:
     async def _detect(self, claim: Claim, local: str) -> Outcome:
         job = DetectionJob(local_path=local, attempt=claim.attempt, last_scale=claim.last_scale)
         started = time.monotonic()
+        detecting = asyncio.ensure_future(self.detector.detect(job))
+        # One turn of the loop lets detect() take this image's read-ahead before the
+        # hint for the next image replaces it (a late hint is only a missed read-ahead).
+        await asyncio.sleep(0)
+        self._hint_next()
         try:
-            outcome = await self.detector.detect(job)
+            outcome = await detecting
         except self.detector_unavailable as exc:
             log.error("detector_lost", path=claim.path, error=str(exc))
             raise DetectorGone(str(exc)) from None
         metrics.DETECTION_SECONDS.observe(time.monotonic() - started)
         return outcome
+
+    def _hint_next(self) -> None:
+        """Let the detector read the next image's bytes while it works on this one."""
+        upcoming = self.queue.peek()
+        if upcoming is None:
+            return
+        # An invalid path is recorded as invalid_path when its turn comes, never read.
+        with contextlib.suppress(InvalidPath):
+            self.detector.prefetch(str(self.mapper.to_local(upcoming)))
 
     async def _give_back(self, claim: Claim, entry: Entry) -> None:
         """Release the claim and queue the image again for later."""

@@ -119,3 +119,12 @@ def test_rate_limiter_logs_first_then_counts() -> None:
     assert limiter.check(("oom", "x")) == (True, 0)
     now[0] = 61.0
     assert limiter.check(("corrupt", "truncated")) == (True, 2)
+
+
+async def test_peek_shows_the_next_entry_without_taking_it() -> None:
+    q = ImageQueue(5)
+    assert q.peek() is None
+    q.put("b", Priority.BACKLOG)
+    q.put("n", Priority.NOTIFY)
+    assert q.peek() == "n" and len(q) == 2
+    assert (await q.get())[0] == "n"
