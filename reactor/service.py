@@ -63,6 +63,8 @@ class Reactor:
         self.detector = Detector(config.detector)
         self.pool: asyncpg.Pool | None = None
         self._failure_columns: frozenset[str] = frozenset()
+        # None until the first connection attempt, then whether the pool could be opened.
+        self.database_up: bool | None = None
         self.listener: Listener | None = None
         self.sweeper: Sweeper | None = None
         self.worker: DetectionLoop | None = None
@@ -87,7 +89,7 @@ class Reactor:
             "detector_restarts": self.detector.restarts,
             "share_online": self.share.online,
             "share_reason": self.share.reason,
-            "database": "ok" if self.worker is None or self.worker.db_ok else "unavailable",
+            "database": "ok" if self.database_up and (self.worker is None or self.worker.db_ok) else "unavailable",
             "queue_depth": len(self.queue),
             "queue_by_priority": self.queue.depth_by_priority(),
             "queue_dropped": self.queue.dropped,
@@ -189,20 +191,23 @@ class Reactor:
     async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
         """The pool, retrying with backoff while the database is down (logged once per state)."""
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
-        down = False
         while not stop.is_set():
+            pool: asyncpg.Pool | None = None
             try:
                 pool = await create_pool(self.dsn, self.config)
                 async with pool.acquire() as conn:
                     self._failure_columns = await failure_columns(cast(asyncpg.Connection, conn))
             except UNAVAILABLE_ERRORS as exc:
-                if not down:
+                if pool is not None:
+                    pool.terminate()
+                if self.database_up is not False:
                     log.warning("database_unavailable", error=str(exc), retry="with backoff until it is up")
-                    down = True
+                self.database_up = False
                 await sleep_or_stop(stop, backoff.next_delay())
                 continue
-            if down:
+            if self.database_up is False:
                 log.info("database_available")
+            self.database_up = True
             return pool
         return None
 

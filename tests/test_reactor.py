@@ -230,3 +230,40 @@ async def test_missing_is_not_recorded_while_the_share_is_offline(
 
         await wait_until(done, 60, "detection to resume when the share is back")
         assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 0
+
+
+async def test_database_down_at_start_is_waited_for(
+    make_config: Callable[..., Config], dsn: str, share: Path, pg: PgServer
+) -> None:
+    config = make_config(detector=HOG, sweep=NO_POLLING, database=FAST_LISTENER)
+    paths = write_photos(share, ["late/1.jpg"])
+    await asyncio.to_thread(pg.stop)
+    running_again = False
+    reactor = Reactor(config, dsn)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reactor.run(stop))
+    try:
+
+        async def waiting_for_database() -> bool:
+            return reactor.health_snapshot()["database"] == "unavailable" and not task.done()
+
+        await wait_until(waiting_for_database, 30, "the reactor to notice the database is down")
+        await asyncio.to_thread(pg.start)
+        running_again = True
+
+        async def started() -> bool:
+            return reactor.sweeper is not None and reactor.sweeper.completed >= 1
+
+        await wait_until(started, 60, "the reactor to start once the database is up")
+        async with connection(dsn) as conn:
+            await add_processed(conn, paths)
+
+            async def done() -> bool:
+                return await count_results(conn, paths) == 1
+
+            await wait_until(done, 60, "the row to be detected")
+    finally:
+        if not running_again:  # the rest of the session needs the server
+            await asyncio.to_thread(pg.start)
+        stop.set()
+        await asyncio.wait_for(task, 150)
