@@ -52,18 +52,25 @@ def _fail(name: str, detail: str, fix: str) -> Check:
 # -- database --------------------------------------------------------------------------
 
 
-async def database_checks(config: Config, dsn: str) -> list[Check]:
+def _unreachable(detail: str, fix: str) -> list[Check]:
+    skipped = "not checked: the database is unreachable"
+    return [
+        _fail("database", detail, fix),
+        _fail("schema", skipped, "fix the database line above first"),
+        _fail("privileges", skipped, "fix the database line above first"),
+    ]
+
+
+async def database_checks(config: Config, dsn: str | None, startup_error: str | None = None) -> list[Check]:
+    if dsn is None:
+        # DatabaseUnavailable's message is "what happened; what to do".
+        detail, _, fix = (startup_error or "the embedded PostgreSQL did not start").partition("; ")
+        return _unreachable(detail, fix or "set [database] dsn to a running server")
     try:
         conn = await db.connect(dsn, config)
     except db.DatabaseUnavailable as exc:
-        skipped = "not checked: the database is unreachable"
-        fix = "fix the database line above first"
-        return [
-            _fail("database", str(exc).split("; check ")[0],
-                  "check [database] dsn, that the server runs, the password"),
-            _fail("schema", skipped, fix),
-            _fail("privileges", skipped, fix),
-        ]
+        detail, _, fix = str(exc).partition("; ")
+        return _unreachable(detail, fix or "check [database] dsn, that the server runs, the password")
     try:
         report = await catalog.check(conn, channel=config.database.channel, standalone=config.embedded)
     finally:
@@ -216,9 +223,15 @@ def gpu_check(cuda: bool) -> Check:
 
 
 async def run_checks(
-    config: Config, dsn: str, *, detector: bool = True, emit: Callable[[Check], None] | None = None
+    config: Config,
+    dsn: str | None,
+    *,
+    detector: bool = True,
+    emit: Callable[[Check], None] | None = None,
+    startup_error: str | None = None,
 ) -> list[Check]:
-    """Run every check in order; `emit` sees each as soon as it is known."""
+    """Run every check in order; `emit` sees each as soon as it is known. `dsn` is None
+    when the embedded database failed to start (`startup_error` says why)."""
     checks: list[Check] = []
 
     def add(check: Check) -> None:
@@ -226,7 +239,7 @@ async def run_checks(
         if emit is not None:
             emit(check)
 
-    for check in await database_checks(config, dsn):
+    for check in await database_checks(config, dsn, startup_error):
         add(check)
     add(await asyncio.to_thread(share_check, config))
     add(observer_check(config))

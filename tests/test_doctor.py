@@ -97,7 +97,7 @@ async def test_doctor_database_unreachable(
     code, found = await run_doctor(config, capsys)
     assert code == 1
     assert found["database"].startswith(f"fail  database    cannot connect to PostgreSQL at host={tmp_path} port=1 ")
-    assert found["database"].endswith("; fix: check [database] dsn, that the server runs, the password")
+    assert found["database"].endswith("; fix: check [database] dsn, that the server is running, and the password")
     assert found["schema"] == (
         "fail  schema      not checked: the database is unreachable; fix: fix the database line above first"
     )
@@ -143,3 +143,20 @@ def test_gpu_nearly_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         "fail  gpu         NVIDIA GeForce GTX 1650: 300 MiB free of 4096 MiB; fix: free GPU memory (under 512 MiB on "
         'NVIDIA GeForce GTX 1650): stop other GPU programs, or set detector.model = "hog"'
     )
+
+
+async def test_doctor_embedded_database_that_cannot_start(
+    make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    config = make_config(database={"dsn": "", "embedded_dir": str(blocker / "pgdata")})
+    code, found = await run_doctor(config, capsys)
+    assert code == 1
+    assert found["database"].startswith(
+        f"fail  database    cannot start the embedded PostgreSQL in {blocker / 'pgdata'}: [Errno 20] Not a directory"
+    )
+    assert found["database"].endswith(
+        "; fix: set [database] embedded_dir to a writable directory, or [database] dsn to use an existing server"
+    )
+    assert found["share"].startswith("ok ")

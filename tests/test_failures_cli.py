@@ -1,5 +1,6 @@
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers import failures as failures_handler
 from tests.ops_seed import invoke, seed
+from tests.pg import PgServer
 
 
 async def run(config: Config, *argv: str) -> int:
@@ -176,3 +178,21 @@ def test_readme_failure_types_match_the_code() -> None:
     expected = {t.value: ("permanent" if t.permanent else "transient", ADVICE[t]) for t in ErrorType}
     expected[failures.BLACKLISTED] = ("permanent", failures.BLACKLIST_ADVICE)
     assert rows == expected
+
+
+async def test_failures_without_privileges_is_one_line(
+    pg: PgServer, database: str, make_config: Callable[..., Config]
+) -> None:
+    role = f"noperm_{os.getpid()}"
+    pg.psql(f"CREATE ROLE {role} LOGIN")
+    try:
+        config = make_config(database={"dsn": pg.dsn(database, user=role)})
+        with pytest.raises(UsageError) as info:
+            await run(config, "failures", "list")
+        assert str(info.value) == (
+            "permission denied for table face_detection_failures; have the database owner run the GRANTs from "
+            "`reactor db sql` (`reactor doctor` lists what is missing)"
+        )
+    finally:
+        pg.psql(f"DROP OWNED BY {role}", database)
+        pg.psql(f"DROP ROLE {role}")

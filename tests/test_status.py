@@ -1,4 +1,5 @@
 import json
+import os
 from collections.abc import Callable
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from reactor.config import Config
 from reactor.handlers import status as status_handler
 from tests.ops_seed import invoke, seed
+from tests.pg import PgServer
 
 
 async def test_status_json_counts_exactly(
@@ -94,3 +96,22 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
     # A stopped reactor removes its heartbeat row: nothing is shown as running.
     assert await invoke(status_handler.register, config, ["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["instances"] == []
+
+
+async def test_status_without_the_schema_is_one_line(
+    pg: PgServer, make_config: Callable[..., Config]
+) -> None:
+    from reactor.cli import UsageError
+
+    name = f"bare_{os.getpid()}"
+    pg.psql(f"CREATE DATABASE {name}")
+    try:
+        config = make_config(database={"dsn": pg.dsn(name)})
+        with pytest.raises(UsageError) as info:
+            await invoke(status_handler.register, config, ["status"])
+        assert str(info.value) == (
+            "relation \"face_metadata\" does not exist: the reactor's schema is not in this database; "
+            "run `reactor db init` (`reactor db check` lists what is missing)"
+        )
+    finally:
+        pg.drop_database(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from reactor import db, doctor
 from reactor.config import Config
@@ -17,9 +18,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn:
+    with contextlib.ExitStack() as stack:
+        dsn: str | None = None
+        startup_error: str | None = None
+        try:
+            dsn = stack.enter_context(db.resolved_dsn(config))
+        except db.DatabaseUnavailable as exc:  # the embedded server did not start: a finding, not a crash
+            startup_error = str(exc)
         checks = await doctor.run_checks(
-            config, dsn, detector=not args.skip_detector, emit=lambda check: print(check.line(), flush=True)
+            config, dsn, detector=not args.skip_detector, emit=lambda check: print(check.line(), flush=True),
+            startup_error=startup_error,
         )
     failed = [c for c in checks if not c.ok]
     print(f"{len(failed)} check(s) failed" if failed else "all checks ok")

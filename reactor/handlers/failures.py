@@ -12,7 +12,7 @@ from reactor import db, failures
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.errors import ADVICE, ErrorType
-from reactor.handlers.status import logs_to_stderr
+from reactor.handlers.status import database_problems, logs_to_stderr
 from reactor.paths import InvalidPath, PathMapper
 
 TYPES = sorted([*(t.value for t in ErrorType), failures.BLACKLISTED])
@@ -62,7 +62,7 @@ def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
 
 async def run_list(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn:
+    with db.resolved_dsn(config) as dsn, database_problems():
         async with db.connection(dsn, config) as conn:
             rows = await failures.list_failures(conn, args.type, args.permanent)
     if args.json:
@@ -101,7 +101,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
     if chosen != 1:
         raise UsageError("failures retry: give image paths, or --type TYPE, or --all (exactly one of them)")
     paths = db_paths(config, args.paths, strict=False)
-    with db.resolved_dsn(config) as dsn:
+    with db.resolved_dsn(config) as dsn, database_problems():
         async with db.connection(dsn, config) as conn:
             result = await failures.retry(
                 conn, config.database.channel, paths=paths, error_type=args.type, everything=args.all
@@ -112,7 +112,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
 async def run_forget(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     paths = db_paths(config, args.paths, strict=False)
-    with db.resolved_dsn(config) as dsn:
+    with db.resolved_dsn(config) as dsn, database_problems():
         async with db.connection(dsn, config) as conn:
             result = await failures.forget(conn, paths)
     return _report("forgotten", result)
@@ -123,7 +123,7 @@ async def run_blacklist(args: argparse.Namespace, config: Config) -> int:
     if not args.reason.strip():
         raise UsageError("blacklist: --reason must say why, e.g. --reason 'a painting, not a photo'")
     paths = db_paths(config, args.paths, strict=True)
-    with db.resolved_dsn(config) as dsn:
+    with db.resolved_dsn(config) as dsn, database_problems():
         async with db.connection(dsn, config) as conn:
             result = await failures.blacklist(conn, paths, args.reason)
     return _report("blacklisted", result)

@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
+
+import asyncpg
 
 from reactor import db, logs, status
+from reactor.cli import UsageError
 from reactor.config import Config
 
 
-def logs_to_stderr(args: argparse.Namespace, config: Config) -> None:
-    """These commands' output is their stdout; log lines (embedded database start/stop) go aside."""
+@contextlib.contextmanager
+def database_problems() -> Iterator[None]:
+    """A missing table or privilege becomes one line with the fix, not a traceback."""
+    try:
+        yield
+    except asyncpg.UndefinedTableError as exc:
+        raise UsageError(f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
+                         "(`reactor db check` lists what is missing)") from None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise UsageError(f"{exc}; have the database owner run the GRANTs from `reactor db sql` "
+                         "(`reactor doctor` lists what is missing)") from None
+
+
+def logs_to_stderr(args: argparse.Namespace, config: Config, level: str | None = None) -> None:
+    """These commands' output is their stdout; log lines (embedded database start/stop) go aside.
+
+    `level` replaces logging.level (not --log-level) for commands whose own output says enough.
+    """
     logs.configure(
         fmt=getattr(args, "log_format", None) or config.logging.format,
-        level=getattr(args, "log_level", None) or config.logging.level,
+        level=getattr(args, "log_level", None) or level or config.logging.level,
         stream=sys.stderr,
     )
 
@@ -27,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn:
+    with db.resolved_dsn(config) as dsn, database_problems():
         async with db.connection(dsn, config) as conn:
             report = await status.collect(conn, config.health.heartbeat_seconds)
     if args.json:
