@@ -85,6 +85,10 @@ class DetectionLoop:
             entry = await _or_stop(self.queue.get_entry(), stop)
             if entry is None:
                 return
+            if stop.is_set():
+                # Taken in the same turn as the stop: leave it for the next run.
+                self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
+                return
             await self.process(entry, stop)
 
     async def _wait_ready(self, stop: asyncio.Event) -> bool:
@@ -113,10 +117,17 @@ class DetectionLoop:
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
             return
-        result = await self._db(stop, lambda conn: claims.claim(
-            conn, entry.path, self.instance_id, self.config.service.lease_seconds,
-            manual=manual, redetect=entry.redetect,
-        ))
+        try:
+            result = await self._db(stop, lambda conn: claims.claim(
+                conn, entry.path, self.instance_id, self.config.service.lease_seconds,
+                manual=manual, redetect=entry.redetect,
+            ))
+        except asyncpg.CheckViolationError as exc:
+            # The schema's path rule (reactor_valid_image_path) is stricter than the
+            # configured images.derived_folders: the path can be neither claimed nor done.
+            rejected = InvalidPath(entry.path, "schema_rule", f"the database's path rule rejects it ({exc})")
+            await self._record_invalid(entry.path, rejected, manual, stop)
+            return
         if result is None:
             return
         if isinstance(result, str):
@@ -201,6 +212,10 @@ class DetectionLoop:
             except store.TRANSIENT_DB_ERRORS as exc:
                 self._db_state(False, exc)
                 await asyncio.sleep(backoff.next_delay())
+            except asyncpg.PostgresError as exc:
+                # Not a connection problem: the claim expires and the sweep tries again later.
+                log.error("persist_failed", path=claim.path, error=str(exc), effect="retried after the lease expires")
+                return
 
     async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
         failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})

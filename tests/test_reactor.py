@@ -267,3 +267,20 @@ async def test_database_down_at_start_is_waited_for(
             await asyncio.to_thread(pg.start)
         stop.set()
         await asyncio.wait_for(task, 150)
+
+
+async def test_path_the_schema_rejects_is_recorded_not_fatal(
+    make_config: Callable[..., Config], dsn: str, share: Path
+) -> None:
+    # Configured derived folders that omit "thumbs": the schema's floor still rejects it.
+    config = make_config(detector=HOG, sweep=NO_POLLING, images={"root": str(share), "derived_folders": ["crops"]})
+    paths = write_photos(share, ["thumbs/a.jpg", "ok/b.jpg"])
+    async with running(config, dsn) as reactor, connection(dsn) as conn:
+        await add_processed(conn, paths)
+
+        async def both() -> bool:
+            return len(await outcomes(conn)) == 2
+
+        await wait_until(both, 60, "both rows to get an outcome")
+        assert await outcomes(conn) == {"thumbs/a.jpg": ["failure:invalid_path"], "ok/b.jpg": ["result"]}
+        assert reactor.supervisor.restarts().get("detection") == 0
