@@ -142,3 +142,34 @@ async def test_reactor_sweep_asks_the_running_reactor_and_prints_counts(
     assert await conn.fetchval("SELECT count(*) FROM reactor_instances") == 0
     alone = await asyncio.to_thread(command)
     assert alone.returncode == 2 and "no running reactor" in alone.stderr
+
+
+async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
+    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path, procs: list[ReactorProcess]
+) -> None:
+    # The test engine never answers for this file, so the image in flight ends by the
+    # per-image timeout, during the shutdown.
+    config = process_config(
+        tmp_path, dsn, share, "sigterm",
+        detector={"engine": "tests.fault_engine", "timeout_seconds": 8.0},
+        service={"shutdown_grace_seconds": 30.0},
+        sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
+    )
+    paths = write_photos(share, ["slow/__hang__.jpg", "slow/next.jpg"])
+    reactor = ReactorProcess(config, tmp_path / "reactor.log").start()
+    procs.append(reactor)
+    await reactor.wait_event("detector_ready", 90)
+    await add_processed(conn, paths[:1])
+
+    async def in_flight() -> bool:
+        state = await conn.fetchval("SELECT state ->> 'current_image' FROM reactor_instances")
+        return state == paths[0]
+
+    await wait_until(in_flight, 60, "the slow image to be in flight")
+    await add_processed(conn, paths[1:])
+    assert await asyncio.to_thread(reactor.stop, 60) == 0
+    found = await outcomes(conn)
+    # The image in flight got its outcome; the queued one was left for the next run.
+    assert found == {paths[0]: ["failure:timeout"]}
+    assert await conn.fetchval("SELECT count(*) FROM reactor_claims") == 0
+    assert reactor.events("reactor_stopping") and reactor.events("reactor_stopped")
