@@ -168,7 +168,7 @@ class Scanner:
 
     async def scan(self, prefix: str = "") -> ScanDiff | None:
         """Walk (part of) the share and diff it against the snapshot; None if offline."""
-        if not self.share.check():
+        if not await self.share.acheck():
             return None
         started = time.monotonic()
         result = await asyncio.to_thread(walk, self.candidates, prefix)
@@ -176,7 +176,7 @@ class Scanner:
         self.scans += 1
         old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}
         changes = diff(old, result.files)
-        online_after = self.share.check()
+        online_after = await self.share.acheck()
         self.last_complete = result.complete and online_after
         trust_deletes = self.last_complete
         if changes.deleted and not trust_deletes:

@@ -96,6 +96,15 @@ class ShareMonitor:
         self._apply(reason)
         return self.online
 
+    async def acheck(self) -> bool:
+        """``check`` with the stat calls on a worker thread: a hard-mounted NFS share
+        that hangs must not freeze the event loop."""
+        reason = await asyncio.to_thread(probe, self.images)
+        if reason is None and time.monotonic() < self._hold_until:
+            reason = self._hold_reason
+        self._apply(reason)
+        return self.online
+
     def record_vanish(self, vanished: int, known: int) -> bool:
         """True when ``vanished`` of ``known`` files disappearing at once is an outage.
 
@@ -163,17 +172,13 @@ class ShareMonitor:
         """Check periodically while online, with doubling backoff while offline."""
         backoff = self.offline_initial
         while not stop.is_set():
-            # A hung network mount can block stat() for a long time: keep it off the loop.
-            reason = await asyncio.to_thread(probe, self.images)
-            if reason is None and time.monotonic() < self._hold_until:
-                reason = self._hold_reason
-            self._apply(reason)
+            await self.acheck()
             if self.online:
                 backoff = self.offline_initial
                 delay = self.online_interval
             else:
                 delay = backoff
-                if reason == "mass_vanish":
+                if self.reason == "mass_vanish":
                     delay = max(0.0, self._hold_until - time.monotonic()) + 0.01
                 backoff = min(self.offline_max, backoff * 2)
             self._wake.clear()

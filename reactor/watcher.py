@@ -93,7 +93,7 @@ class Watcher:
     async def _wait_online(self, stop: asyncio.Event) -> bool:
         """Wait for the share (the ShareMonitor's run loop, or our own slow re-check)."""
         while not stop.is_set():
-            if self.share.online or self.share.check():
+            if self.share.online or await self.share.acheck():
                 return True
             self.state = "share_offline"
             online = asyncio.ensure_future(self.share.wait_online())
@@ -186,7 +186,7 @@ class Watcher:
         """Standalone: registered files that are gone from the share are deletions."""
         registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
         missing = [p for p in registered if p not in self.scanner.snapshot]
-        if not missing or not self.scanner.last_complete or not self.share.check():
+        if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
         if self.share.record_vanish(len(missing), len(registered)):
             return
@@ -277,7 +277,7 @@ class Watcher:
             for path, _ in due:
                 del self._pending_deletes[path]
             files = sum(1 for _, d in due if not d)
-            if not self.share.check() or self.share.record_vanish(files, max(len(self.scanner.snapshot), 1)):
+            if not await self.share.acheck() or self.share.record_vanish(files, max(len(self.scanner.snapshot), 1)):
                 log.info("deletes_withheld", files=len(due), reason=self.share.reason)
                 continue
             present = await asyncio.to_thread(_existing, [self.candidates.local(p) for p, _ in due])

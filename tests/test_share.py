@@ -98,6 +98,7 @@ async def test_run_backs_off_while_offline_and_wakes_online(share: Path) -> None
     monitor.add_listener(on_change)
     moved = share.with_name("share-away")
     os.rename(share, moved)
+    assert monitor.check() is False  # seen offline before run() starts re-checking
     stop = asyncio.Event()
     task = asyncio.create_task(monitor.run(stop))
     try:
