@@ -4,6 +4,7 @@ instances on one database, `reactor sweep` against a running reactor, SIGTERM.""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -173,3 +174,21 @@ async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
     assert found == {paths[0]: ["failure:timeout"]}
     assert await conn.fetchval("SELECT count(*) FROM reactor_claims") == 0
     assert reactor.events("reactor_stopping") and reactor.events("reactor_stopped")
+
+
+async def test_sweep_once_processes_the_backlog_without_a_daemon(
+    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path
+) -> None:
+    config = process_config(tmp_path, dsn, share, "once")
+    paths = write_photos(share, [f"once/{i}.jpg" for i in range(3)])
+    await add_processed(conn, paths)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "reactor", "--config", str(config), "sweep", "--once", "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=170,
+    )
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout)
+    assert (counts["pending"], counts["queued"], counts["processed"]) == (3, 3, 3)
+    assert await count_results(conn, paths) == 3
+    assert await conn.fetchval("SELECT count(*) FROM reactor_claims") == 0
