@@ -196,3 +196,51 @@ async def test_failures_without_privileges_is_one_line(
     finally:
         pg.psql(f"DROP OWNED BY {role}", database)
         pg.psql(f"DROP ROLE {role}")
+
+
+async def test_retry_reaches_a_running_reactor_at_once(
+    dsn: str, share: Path, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reactor import samples
+    from reactor.service import Reactor
+
+    samples.write_jpeg(samples.astronaut(), share, "fixed.jpg")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('fixed.jpg', TRUE)")
+        # Permanently failed and backing off for a day: only `failures retry` brings it back.
+        await conn.execute(
+            "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type, "
+            "permanently_failed, next_retry_after) VALUES ('fixed.jpg', 2, 'was truncated', 'corrupt', TRUE, "
+            "now() + interval '1 day')"
+        )
+    finally:
+        await conn.close()
+    # A sweep interval of an hour: the sweep cannot be what picks the image up.
+    config = make_config(watcher={"enabled": False}, sweep={"interval_seconds": 3600, "poll_seconds": 3600})
+    reactor = Reactor(config, dsn)
+    stop = asyncio.Event()
+    run_task = asyncio.create_task(reactor.run(stop))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    try:
+        while not (reactor.listener and reactor.listener.state == "connected" and reactor.detector.state == "ready"):
+            assert loop.time() < deadline and not run_task.done(), "reactor did not become ready"
+            await asyncio.sleep(0.05)
+        assert await run(config, "failures", "retry", "fixed.jpg") == 0
+        # (The reactor's own log lines share this test's stdout; the command's lines come last.)
+        assert capsys.readouterr().out.splitlines()[-2:] == ["queued: fixed.jpg", "1 queued"]
+        conn = await asyncpg.connect(dsn)
+        try:
+            while (count := await conn.fetchval(
+                "SELECT face_count FROM face_metadata WHERE image_path = 'fixed.jpg'"
+            )) is None:
+                assert loop.time() < deadline and not run_task.done(), "retried image was not detected"
+                await asyncio.sleep(0.1)
+            assert count == 1
+            assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 0
+        finally:
+            await conn.close()
+    finally:
+        stop.set()
+        await asyncio.wait_for(run_task, 60)
