@@ -55,7 +55,7 @@ def faults_for(path: str) -> str:
 
 
 class FaultEngine(DlibEngine):
-    def detect(self, job: DetectionJob, data: bytes | None = None) -> Outcome:
+    def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         markers = faults_for(job.local_path)
         if "__crash__" in markers:
             os.abort()
@@ -66,7 +66,7 @@ class FaultEngine(DlibEngine):
                 time.sleep(3600)
         if "__raise__" in markers:
             raise ValueError("injected engine error")
-        return super().detect(job, data)
+        return super().detect_prefetched(job, data)
 
     def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
         for match in _AT_SCALE.finditer(faults_for(job.local_path)):

@@ -6,7 +6,10 @@ import asyncio
 import os
 from pathlib import Path
 
+from reactor.detector import child
 from reactor.detector.prefetch import Prefetcher, read_ahead
+from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
+from reactor.errors import ErrorType
 
 
 async def test_take_returns_the_bytes_read_ahead(tmp_path: Path) -> None:
@@ -59,3 +62,32 @@ def test_read_ahead_leaves_odd_files_to_the_child(tmp_path: Path) -> None:
     assert read_ahead(str(big), limit=1024) is None
     read = read_ahead(str(big))
     assert read is not None and read.size == 2048
+
+
+class PlainEngine:
+    """An engine with only the contract's ``detect(job)``, like bench/fast_engine.py."""
+
+    cuda = False
+
+    def __init__(self) -> None:
+        self.jobs: list[DetectionJob] = []
+
+    def detect(self, job: DetectionJob) -> Outcome:
+        self.jobs.append(job)
+        if job.local_path.endswith("boom.jpg"):
+            raise KeyError("boom")
+        return Detection(faces=(), model="hog", scale=1.0, original_size=(1, 1), decode_ms=0, detect_ms=0, encode_ms=0)
+
+
+def test_prefetched_bytes_are_optional_for_an_engine() -> None:
+    engine = PlainEngine()
+    job = DetectionJob(local_path="/photos/a.jpg")
+    assert isinstance(child.run_one(engine, job, b"\xff\xd8 bytes it cannot take"), Detection)
+    assert engine.jobs == [job]
+
+
+def test_an_engine_exception_becomes_a_runtime_failure() -> None:
+    outcome = child.run_one(PlainEngine(), DetectionJob(local_path="/photos/boom.jpg"))
+    assert isinstance(outcome, DetectionFailure)
+    assert outcome.error_type is ErrorType.RUNTIME
+    assert "KeyError" in outcome.message

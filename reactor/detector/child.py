@@ -61,8 +61,12 @@ def _build(config: DetectorConfig) -> Engine:
 
 def run_one(engine: Engine, job: DetectionJob, data: bytes | None = None) -> Outcome:
     """The engine's outcome; an exception it lets escape becomes a typed failure, not a dead child."""
+    with_bytes = getattr(engine, "detect_prefetched", None)
     try:
-        return engine.detect(job, data)
+        if data is not None and with_bytes is not None:
+            outcome: Outcome = with_bytes(job, data)
+            return outcome
+        return engine.detect(job)
     except MemoryError:
         return DetectionFailure(ErrorType.OOM, "out of memory in the detector process")
     except Exception as exc:

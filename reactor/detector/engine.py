@@ -63,7 +63,11 @@ class DlibEngine:
     def cuda(self) -> bool:
         return self._cuda
 
-    def detect(self, job: DetectionJob, data: bytes | None = None) -> Outcome:
+    def detect(self, job: DetectionJob) -> Outcome:
+        return self.detect_prefetched(job, None)
+
+    def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
+        """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
         target = round(self.config.max_dimension * max(self.config.scales))
         loaded = load_image(job.local_path, target, self.config.max_pixels, clock, data)

@@ -85,6 +85,8 @@ class Engine(Protocol):
     @property
     def cuda(self) -> bool: ...
 
-    def detect(self, job: DetectionJob, data: bytes | None = None) -> Outcome:
-        """``data``: the file's bytes when the parent read them ahead, else None (read the file)."""
-        ...
+    def detect(self, job: DetectionJob) -> Outcome: ...
+
+
+# An engine may also define ``detect_prefetched(job, data: bytes) -> Outcome``; the child
+# calls it when the parent read the file ahead (see prefetch.py), else plain ``detect``.
