@@ -198,3 +198,20 @@ async def test_prefetch_of_another_path_is_ignored(detector: Detector, library: 
     outcome = await detect(detector, library["cat.jpg"].path)
     assert isinstance(outcome, Detection) and outcome.face_count == 0
     assert detector.prefetch_hits == hits
+
+
+async def test_forced_cnn_model(tmp_path: Path) -> None:
+    # The CUDA path's model, run on the CPU on a small photo to keep it to a few seconds.
+    photo = samples.write_jpeg(samples.astronaut().resize((256, 256), Image.Resampling.LANCZOS), tmp_path, "small.jpg")
+    cnn = Detector(DetectorConfig(model="cnn"))
+    await cnn.start()
+    try:
+        outcome = await cnn.detect(DetectionJob(local_path=str(photo)))
+    finally:
+        await cnn.close()
+    assert isinstance(outcome, Detection)
+    assert outcome.model == "cnn" and outcome.rejected_weak == 0
+    [face] = outcome.faces
+    half = tuple(v // 2 for v in ASTRONAUT_FACE)
+    assert near((face.top, face.right, face.bottom, face.left), half, 10)
+    assert face.score > 0 and len(face.encoding) == 128
