@@ -121,20 +121,29 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
     """The heartbeat state as label/value pairs; known keys first, in a fixed order."""
     known = [
         ("queue_depth", "queue depth"),
+        ("queue_by_priority", "queue by priority"),
+        ("queue_dropped", "queue dropped"),
         ("current_image", "current image"),
         ("detector", "detector"),
+        ("detector_restarts", "detector restarts"),
         ("share_online", "share online"),
         ("listener", "listener"),
         ("database", "database"),
-        ("detector_restarts", "detector restarts"),
+        ("processed", "processed since start"),
         ("loop_lag_seconds", "loop lag (s)"),
     ]
+    # Shown elsewhere: the instance id heads the block, the share's reason joins its state.
+    hidden = {"instance_id", "share_reason"}
     out: list[tuple[str, str]] = []
     for key, label in known:
-        if key in state:
-            value = state[key]
-            out.append((label, "-" if value is None else _flat(value)))
-    out.extend((key, _flat(value)) for key, value in sorted(state.items()) if key not in dict(known))
+        if key not in state:
+            continue
+        value = "-" if state[key] is None else _flat(state[key])
+        if key == "share_online" and state[key] is False and state.get("share_reason"):
+            value += f" ({state['share_reason']})"
+        out.append((label, value))
+    labels = dict(known)
+    out.extend((key, _flat(value)) for key, value in sorted(state.items()) if key not in labels and key not in hidden)
     return out
 
 
