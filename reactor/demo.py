@@ -207,5 +207,7 @@ def render_summary(report: DemoReport, out: Path) -> str:
     lines.append(f"faces found: {report.faces}; failures: {len(report.failures)}")
     lines.append(f"contact sheet: {report.contact_sheet} ({report.boxes_drawn} faces boxed)")
     lines.append(f"summary:       {out / 'summary.json'}")
-    lines.append("explore:       REACTOR_DATABASE__EMBEDDED_DIR=" + str(out / DATABASE_DIR) + " reactor status")
+    # An empty DSN selects the embedded database even when config.toml names a server.
+    lines.append(f"explore:       REACTOR_DATABASE__DSN= REACTOR_DATABASE__EMBEDDED_DIR={out / DATABASE_DIR} "
+                 "reactor status")
     return "\n".join(lines)
