@@ -31,11 +31,12 @@ from reactor.health import HealthServer
 from reactor.listener import Listener
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
+from reactor.scheduler import SweepScheduler
 from reactor.schema import failure_columns
 from reactor.share import ShareMonitor
 from reactor.sql import Queries
-from reactor.store import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
-from reactor.supervisor import Supervisor, sleep_or_stop, wait_any
+from reactor.store import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
+from reactor.supervisor import Supervisor, sleep_or_stop
 from reactor.sweep import SweepCounts, Sweeper
 from reactor.watcher import Watcher
 from reactor.worker import DetectionLoop
@@ -74,10 +75,7 @@ class Reactor:
         self.side_tasks: dict[str, TaskFactory] = {}
         self.loop_lag = 0.0
         self.started_at = datetime.now(UTC)
-        self._sweep_wanted = asyncio.Event()
-        self._control_requests: list[str] = []
-        self._orphan_hints: set[str] = set()
-        self._orphan_wake = asyncio.Event()
+        self.scheduler = SweepScheduler(config, self.instance_id)
 
     # ------------------------------------------------------------------ state
 
@@ -101,9 +99,7 @@ class Reactor:
     # ------------------------------------------------------------------ events
 
     def request_sweep(self, request_id: str | None = None) -> None:
-        if request_id:
-            self._control_requests.append(request_id)
-        self._sweep_wanted.set()
+        self.scheduler.request(request_id)
 
     def on_notify(self, channel: str, data: dict[str, Any]) -> None:
         """A notification only enqueues (or wakes the sweep); it never does work itself."""
@@ -119,11 +115,9 @@ class Reactor:
             self.queue.put(path, Priority.MANUAL if kind == "manual" else Priority.NOTIFY)
         elif isinstance(path, str) and kind == "deleted":
             self.queue.discard(path)
-            self._orphan_hints.add(path)
-            self._orphan_wake.set()
+            self.scheduler.deleted(path)
 
     def _on_listener_connected(self, reconnected: bool) -> None:
-        metrics.LISTENER_CONNECTED.set(1)
         # First connect: the start-up sweep; reconnect: the catch-up sweep. Either
         # way after LISTEN, so nothing committed in between is missed.
         self.request_sweep()
@@ -230,19 +224,22 @@ class Reactor:
             self.watcher = Watcher(self.config, self.mapper, self.share, sink)
             self.side_tasks["watcher"] = self.watcher.run
         metrics.bind_queue(self.queue)
+        listener = self.listener
+        metrics.LISTENER_CONNECTED.set_function(lambda: float(listener.state == "connected"))
         metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
         metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.detector.restarts))
         return self.sweeper, self.worker
 
     def _start_tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
         assert self.listener is not None and self.worker is not None
+        assert self.sweeper is not None and self.pool is not None
         self.share.check()
-        listener, worker = self.listener, self.worker
+        listener, worker, sweeper, pool = self.listener, self.worker, self.sweeper, self.pool
         tasks: dict[str, TaskFactory] = {
             "share": self.share.run,
             "listener": listener.run,
-            "sweeper": self._sweep_loop,
-            "orphan_hints": self._orphan_loop,
+            "sweeper": lambda halt: self.scheduler.run(sweeper, pool, lambda: listener.state == "connected", halt),
+            "orphan_hints": lambda halt: self.scheduler.run_orphan_hints(sweeper, halt),
             "heartbeat": self._heartbeat_loop,
             "lease": self._lease_loop,
             "loop_lag": self._lag_loop,
@@ -270,7 +267,6 @@ class Reactor:
             await asyncio.wait({persisting}, timeout=CLEANUP_TIMEOUT_SECONDS)
 
     async def _cleanup(self, pool: asyncpg.Pool) -> None:
-        metrics.LISTENER_CONNECTED.set(0)
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT_SECONDS):
                 async with pool.acquire() as conn:
@@ -288,53 +284,6 @@ class Reactor:
         log.info("reactor_stopped", instance_id=self.instance_id)
 
     # ------------------------------------------------------------------ side tasks
-
-    async def _sweep_loop(self, halt: asyncio.Event) -> None:
-        assert self.sweeper is not None and self.listener is not None
-        while not halt.is_set():
-            connected = self.listener.state == "connected"
-            wait = self.config.sweep.interval_seconds if connected else self.config.sweep.poll_seconds
-            await wait_any(self._sweep_wanted, halt, seconds=wait)
-            if halt.is_set():
-                return
-            self._sweep_wanted.clear()
-            requests, self._control_requests = self._control_requests, []
-            deferred = False
-            try:
-                counts = await self.sweeper.sweep(halt)
-                reply, deferred = counts.as_dict(), counts.deferred
-            except ANY_DB_ERRORS as exc:
-                log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
-                reply = {"skipped": f"sweep failed: {exc}"}
-            await self._reply(requests, reply)
-            if deferred:
-                # The queue was full: sweep again as soon as a page fits.
-                await _or_halt(self.queue.wait_free(self.sweeper.room_needed), halt)
-                self._sweep_wanted.set()
-
-    async def _reply(self, requests: list[str], counts: dict[str, Any]) -> None:
-        if not requests or self.pool is None:
-            return
-        try:
-            async with self.pool.acquire() as conn:
-                for request_id in requests:
-                    payload = control.reply_payload(request_id, self.instance_id, counts)
-                    await control.send(conn, self.config.database.control_channel, payload)
-        except TRANSIENT_DB_ERRORS as exc:
-            log.warning("sweep_reply_failed", error=str(exc) or type(exc).__name__)
-
-    async def _orphan_loop(self, halt: asyncio.Event) -> None:
-        assert self.sweeper is not None
-        while not halt.is_set():
-            await wait_any(self._orphan_wake, halt)
-            self._orphan_wake.clear()
-            while self._orphan_hints and not halt.is_set():
-                path = self._orphan_hints.pop()
-                try:
-                    await self.sweeper.remove_orphan(path)
-                except TRANSIENT_DB_ERRORS:
-                    # The sweep removes it later; hints are only hints.
-                    break
 
     async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
         assert self.pool is not None
@@ -373,17 +322,3 @@ class Reactor:
 def _bind(factory: TaskFactory, halt: asyncio.Event) -> Callable[[], Awaitable[None]]:
     return lambda: factory(halt)
 
-
-async def _or_halt(aw: Awaitable[None], halt: asyncio.Event) -> None:
-    """Await ``aw`` unless ``halt`` is set first."""
-    task = asyncio.ensure_future(aw)
-    try:
-        await wait_any(_done_event(task), halt)
-    finally:
-        task.cancel()
-
-
-def _done_event(task: asyncio.Future[None]) -> asyncio.Event:
-    event = asyncio.Event()
-    task.add_done_callback(lambda _t: event.set())
-    return event

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from reactor import logs
 from reactor.backoff import Backoff
@@ -19,6 +20,7 @@ from reactor.backoff import Backoff
 log = logs.get("reactor.supervisor")
 
 Factory = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -93,3 +95,29 @@ async def wait_any(*events: asyncio.Event, seconds: float | None = None) -> None
     finally:
         for w in waiters:
             w.cancel()
+
+
+async def first_of(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """Await ``aw`` unless ``stop`` is set first (then cancel it and return None)."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def completed(aw: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await ``aw`` unless ``stop`` is set first; True if it completed."""
+
+    async def done() -> bool:
+        await aw
+        return True
+
+    return await first_of(done(), stop) is not None

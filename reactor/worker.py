@@ -26,7 +26,7 @@ from reactor.errors import ErrorType
 from reactor.paths import InvalidPath, PathMapper
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
-from reactor.supervisor import sleep_or_stop
+from reactor.supervisor import completed, first_of, sleep_or_stop
 
 log = logs.get("reactor.worker")
 T = TypeVar("T")
@@ -82,7 +82,7 @@ class DetectionLoop:
                 return
             if not await self._wait_ready(stop):
                 return
-            entry = await _or_stop(self.queue.get_entry(), stop)
+            entry = await first_of(self.queue.get_entry(), stop)
             if entry is None:
                 return
             if stop.is_set():
@@ -95,7 +95,7 @@ class DetectionLoop:
         """Share online and detector usable; False if stopped while waiting."""
         if not self.share.online:
             log.info("detection_paused", reason="share offline")
-            if not await _until(self.share.wait_online(), stop):
+            if not await completed(self.share.wait_online(), stop):
                 return False
             log.info("detection_resumed")
         backoff = Backoff(cap=300.0, first=5.0)
@@ -282,28 +282,3 @@ class DetectionLoop:
         log.info("retry_scheduled", path=record.path, type=record.error_type.value, tries=record.retry_count,
                  next_retry_after=record.next_retry_after.isoformat())
 
-
-async def _or_stop(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
-    """Await ``aw`` unless ``stop`` is set first (then cancel it and return None)."""
-    task = asyncio.ensure_future(aw)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None
-
-
-async def _until(aw: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Await ``aw`` unless ``stop`` is set first; True if it completed."""
-    return await _or_stop(_done(aw), stop) is not None
-
-
-async def _done(aw: Awaitable[None]) -> bool:
-    await aw
-    return True
