@@ -51,7 +51,7 @@ def parse_payload(payload: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("type"), str) else None
 
 
-def _enable_keepalive(conn: asyncpg.Connection) -> bool:
+def enable_keepalive(conn: asyncpg.Connection) -> bool:
     """TCP keepalive on the client side of the socket; False on a unix socket."""
     transport = getattr(conn, "_transport", None)
     sock = transport.get_extra_info("socket") if transport is not None else None
@@ -112,7 +112,7 @@ class Listener:
             "tcp_keepalives_count": str(KEEPALIVE_COUNT),
         }
         conn = await connect(self.dsn, self.config, server_settings=settings)
-        _enable_keepalive(conn)
+        enable_keepalive(conn)
         return conn
 
     async def _serve(self, conn: asyncpg.Connection, stop: asyncio.Event) -> str:
