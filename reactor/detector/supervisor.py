@@ -18,11 +18,9 @@ import asyncio
 import contextlib
 import dataclasses
 import multiprocessing
-import signal
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 from reactor import logs
 from reactor.config import DetectorConfig
@@ -36,11 +34,12 @@ from reactor.detector.types import (
     DetectionJob,
     Outcome,
 )
+from reactor.detector.waiting import describe_exit, reap, receive
 from reactor.errors import ErrorType
 
 log = logs.get("reactor.detector")
 
-# How long a child asked to exit, or already dying, may take before it is killed.
+# How long a child asked to exit may take before close() gives up waiting for the current image.
 _EXIT_GRACE_SECONDS = 5.0
 
 
@@ -133,17 +132,23 @@ class Detector:
         process.start()
         child_conn.close()  # only the child holds its end now, so its death reads as EOF here
         try:
-            kind, payload = await _receive(parent_conn, self._config.startup_timeout_seconds)
+            kind, payload = await receive(parent_conn, self._config.startup_timeout_seconds)
+        except asyncio.CancelledError:
+            # Shutdown while the models load: the half-started child must not outlive us.
+            process.kill()
+            process.join(1.0)
+            parent_conn.close()
+            raise
         except TimeoutError:
-            await _reap(process, kill=True)
+            await reap(process, kill=True)
             parent_conn.close()
             raise _StartFailed(f"not ready within {self._config.startup_timeout_seconds} s") from None
         except (EOFError, OSError):
-            code = await _reap(process, kill=False)
+            code = await reap(process, kill=False)
             parent_conn.close()
             raise _StartFailed(f"the process {describe_exit(code)} while loading models") from None
         if kind != "ready":
-            await _reap(process, kill=False)
+            await reap(process, kill=False)
             parent_conn.close()
             raise _StartFailed(str(payload))
         if self._ever_started:
@@ -205,7 +210,7 @@ class Detector:
             else:
                 # Megabytes through a pipe: written from a thread while the child reads them.
                 await asyncio.to_thread(conn.send, (job, data))
-            kind, payload = await _receive(conn, self._config.timeout_seconds)
+            kind, payload = await receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
             return DetectionFailure(
@@ -244,7 +249,7 @@ class Detector:
         if process is None:
             return None
         # A child that timed out or must be replaced is killed; one that crashed is dying already.
-        code = await _reap(process, kill=reason in ("timeout", "cuda_oom", "protocol"))
+        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol"))
         if conn is not None:
             conn.close()
         log.warning("detector_child_replaced", reason=reason, pid=process.pid, exit=describe_exit(code))
@@ -274,76 +279,9 @@ class Detector:
             if process is not None and conn is not None:
                 with contextlib.suppress(OSError):  # a child that already died has closed its end
                     conn.send(None)
-                code = await _reap(process, kill=False)
+                code = await reap(process, kill=False)
                 conn.close()
                 log.info("detector_stopped", pid=process.pid, exit=describe_exit(code))
             self._state = "stopped"
         finally:
             self._mutex().release()
-
-
-async def _receive(conn: Connection, seconds: float) -> tuple[str, Any]:
-    """One message from the child, without blocking the event loop; EOFError if it died."""
-    loop = asyncio.get_running_loop()
-    readable = loop.create_future()
-    fd = conn.fileno()
-
-    def on_readable() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(fd, on_readable)
-    try:
-        await asyncio.wait_for(readable, seconds)
-    finally:
-        loop.remove_reader(fd)
-    # The child sends each message in one write, so once bytes are there the rest follows at once.
-    message = conn.recv()
-    if not isinstance(message, tuple) or len(message) != 2:
-        return "invalid", message
-    return str(message[0]), message[1]
-
-
-async def _reap(process: BaseProcess, kill: bool) -> int | None:
-    """Wait for the child to exit (killing it first if asked) and return its exit code."""
-    if kill and process.is_alive():
-        process.kill()
-    if process.exitcode is None and not await _exited(process, _EXIT_GRACE_SECONDS):
-        process.kill()
-        await _exited(process, _EXIT_GRACE_SECONDS)
-    # The sentinel reads EOF as the child closes its files, a moment before it can be reaped.
-    process.join(1.0)
-    return process.exitcode
-
-
-async def _exited(process: BaseProcess, seconds: float) -> bool:
-    """Wait on the process sentinel, which becomes readable when the process ends."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    fd = process.sentinel
-
-    def on_exit() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(fd, on_exit)
-    try:
-        await asyncio.wait_for(done, seconds)
-    except TimeoutError:
-        return False
-    finally:
-        loop.remove_reader(fd)
-    return True
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    if code == child.EXIT_ENGINE_FAILED:
-        return "could not load the detection engine"
-    return f"exited with code {code}"
