@@ -6,6 +6,7 @@ Faults come from tests/fault_engine.py (selected by detector.engine), keyed by f
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import shutil
 import signal
@@ -222,3 +223,18 @@ def wait_for_exit(pid: int) -> None:
     """
     while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
         time.sleep(0.01)
+
+
+async def test_a_cancelled_start_leaves_no_child() -> None:
+    before = {p.pid for p in multiprocessing.active_children()}
+    detector = Detector(DetectorConfig(engine=ENGINE))
+    task = asyncio.create_task(detector.start())
+    for _ in range(100):
+        if detector.state == "starting":
+            break
+        await asyncio.sleep(0)
+    assert detector.state == "starting"  # the child is spawned and loading its models
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert {p.pid for p in multiprocessing.active_children()} <= before
