@@ -2,8 +2,8 @@
 
 A minimal HTTP/1.1 server on asyncio streams (no web framework for two GET routes).
 `/healthz` answers 200 only when the listener is connected or polling, the detector
-is alive, the share is online and the event loop is responsive; otherwise 503 with
-the reasons in JSON. `/metrics` serves the Prometheus registry in text format.
+is alive, the share is online, the database answers and the event loop is responsive;
+otherwise 503 with the reasons in JSON. `/metrics` serves the Prometheus registry in text format.
 
 The snapshot callable is the Reactor's `health_snapshot()`; this module only judges
 it, so a test can hand it any dict. Loop responsiveness is measured here: a ticker
@@ -50,6 +50,9 @@ def evaluate(snapshot: Mapping[str, Any], loop_lag_seconds: float) -> list[str]:
     if snapshot.get("share_online") is not True:
         why = snapshot.get("share_reason")
         reasons.append(f"share is offline ({why})" if why else "share is offline")
+    # Polling keeps the reactor working without its listener, but not without a database.
+    if snapshot.get("database") == "unavailable":
+        reasons.append("database is unavailable")
     if loop_lag_seconds > MAX_LOOP_LAG_SECONDS:
         reasons.append(f"event loop lagging {loop_lag_seconds:.1f} s")
     return reasons

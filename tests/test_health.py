@@ -92,10 +92,13 @@ async def test_healthz_reasons_for_listener_and_detector() -> None:
         assert status == 200
 
 
-def test_evaluate_loop_lag() -> None:
-    healthy = {"listener": "connected", "detector": "ready", "share_online": True}
+def test_evaluate_loop_lag_and_database() -> None:
+    healthy = {"listener": "connected", "detector": "ready", "share_online": True, "database": "ok"}
     assert evaluate(healthy, 0.1) == []
     assert evaluate(healthy, 3.0) == ["event loop lagging 3.0 s"]
+    assert evaluate({**healthy, "listener": "polling", "database": "unavailable"}, 0.0) == [
+        "database is unavailable"
+    ]
 
 
 async def test_broken_snapshot_is_503_not_a_crash() -> None:
