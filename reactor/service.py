@@ -47,6 +47,10 @@ log = logs.get("reactor.service")
 TaskFactory = Callable[[asyncio.Event], Awaitable[None]]
 LAG_TICK_SECONDS = 0.5
 CLEANUP_TIMEOUT_SECONDS = 5.0
+# A pooled connection that silently stopped carrying traffic would hang a query for
+# ever; past this the query fails as transient and the pool opens a new connection.
+# Every statement the reactor runs is one small keyset page or one image's rows.
+COMMAND_TIMEOUT_SECONDS = 60.0
 
 
 def default_instance_id() -> str:
@@ -188,7 +192,7 @@ class Reactor:
         while not stop.is_set():
             pool: asyncpg.Pool | None = None
             try:
-                pool = await create_pool(self.dsn, self.config)
+                pool = await create_pool(self.dsn, self.config, command_timeout=COMMAND_TIMEOUT_SECONDS)
                 async with pool.acquire() as conn:
                     self._failure_columns = await failure_columns(cast(asyncpg.Connection, conn))
             except UNAVAILABLE_ERRORS as exc:
