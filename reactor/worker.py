@@ -43,6 +43,7 @@ class DetectorLike(Protocol):
 class ShareLike(Protocol):
     online: bool
 
+    def check(self) -> bool: ...
     async def wait_online(self) -> None: ...
 
 
@@ -147,11 +148,13 @@ class DetectionLoop:
             self.current_claim = None
 
     def _must_wait(self, outcome: Outcome) -> bool:
-        # "File not found" is believed only while the share is online (an unmounted
-        # share looks like a library whose every photo was deleted).
+        # "File not found" (or an I/O error) is believed only while the share is online:
+        # an unmounted share looks like a library whose every photo was deleted. The
+        # share is looked at again now, not when its monitor last checked.
         return (
-            isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.MISSING
-            and not self.share.online
+            isinstance(outcome, DetectionFailure)
+            and outcome.error_type in (ErrorType.MISSING, ErrorType.UNREADABLE)
+            and not self.share.check()
         )
 
     async def _detect(self, claim: Claim, local: str) -> Outcome:
