@@ -72,15 +72,31 @@ async def run_list(args: argparse.Namespace, config: Config) -> int:
     if not rows:
         print("no failures")
         return 0
-    for row in rows:
-        state = "permanent" if row.permanent else f"retry after {failures.iso(row.next_retry_after)}"
-        print(f"{row.image_path}  {row.error_type}  tries={row.retry_count}  {state}  {row.last_error}")
+    table = [
+        (row.image_path, row.error_type, f"tries={row.retry_count}",
+         "permanent" if row.permanent else f"retry after {failures.iso(row.next_retry_after)}", row.last_error)
+        for row in rows
+    ]
+    # Align the short columns; a very long path only pushes its own line.
+    widths = [min(60, max(len(r[i]) for r in table)) for i in range(4)]
+    for r in table:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
     print(f"{len(rows)} failures")
     for t in sorted({r.error_type for r in rows}):
-        advice = ADVICE.get(ErrorType(t)) if t in ErrorType._value2member_map_ else failures.BLACKLIST_ADVICE
+        advice = advice_for(t)
         if advice:
             print(f"  {t}: {advice}")
     return 0
+
+
+def advice_for(error_type: str) -> str | None:
+    """What to do about a failure type, as in the README's table."""
+    if error_type == failures.BLACKLISTED:
+        return failures.BLACKLIST_ADVICE
+    try:
+        return ADVICE[ErrorType(error_type)]
+    except ValueError:
+        return None
 
 
 def _report(verb: str, result: failures.Changed) -> int:
