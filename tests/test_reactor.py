@@ -284,3 +284,30 @@ async def test_path_the_schema_rejects_is_recorded_not_fatal(
         await wait_until(both, 60, "both rows to get an outcome")
         assert await outcomes(conn) == {"thumbs/a.jpg": ["failure:invalid_path"], "ok/b.jpg": ["result"]}
         assert reactor.supervisor.restarts().get("detection") == 0
+
+
+async def test_bulk_hint_sweeps_and_deleted_hint_removes_the_results(
+    make_config: Callable[..., Config], dsn: str, share: Path
+) -> None:
+    config = make_config(detector=HOG, sweep=NO_POLLING)
+    paths = write_photos(share, ["bulk/1.jpg", "bulk/2.jpg"])
+    async with running(config, dsn) as reactor, connection(dsn) as conn:
+        assert reactor.sweeper is not None
+        # Rows whose own notifications never come; then the hint a big statement sends.
+        await conn.execute("ALTER TABLE ai_metadata DISABLE TRIGGER USER")
+        await add_processed(conn, paths)
+        await conn.execute("ALTER TABLE ai_metadata ENABLE TRIGGER USER")
+        await conn.execute("""SELECT pg_notify('face_reactor', '{"type": "bulk", "count": 2}')""")
+
+        async def both_done() -> bool:
+            return await count_results(conn, paths) == 2
+
+        await wait_until(both_done, 60, "the sweep a bulk hint asks for")
+        assert reactor.sweeper.completed == 2
+        await conn.execute("DELETE FROM ai_metadata WHERE image_path = $1", paths[0])
+
+        async def orphan_gone() -> bool:
+            return await count_results(conn, paths) == 1
+
+        await wait_until(orphan_gone, 30, "the deleted row's results to go")
+        assert await conn.fetchval("SELECT count(*) FROM face_detections WHERE image_path = $1", paths[0]) == 0
