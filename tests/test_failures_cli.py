@@ -1,6 +1,7 @@
 import asyncio
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -244,3 +245,14 @@ async def test_retry_reaches_a_running_reactor_at_once(
     finally:
         stop.set()
         await asyncio.wait_for(run_task, 60)
+
+
+async def test_list_says_when_each_is_retried(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(dsn)
+    assert await run(make_config(), "failures", "list", "--type", "timeout") == 0
+    rows = [re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["c/slow.jpg", "timeout", "tries=1", "due now", "timeout happened"]
+    assert rows[1][:3] == ["c/slower.jpg", "timeout", "tries=3"]
+    assert rows[1][3].startswith("retry after ")

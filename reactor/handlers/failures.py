@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -74,7 +75,7 @@ async def run_list(args: argparse.Namespace, config: Config) -> int:
         return 0
     table = [
         (row.image_path, row.error_type, f"tries={row.retry_count}",
-         "permanent" if row.permanent else f"retry after {failures.iso(row.next_retry_after)}", row.last_error)
+         _when(row), row.last_error)
         for row in rows
     ]
     # Align the short columns; a very long path only pushes its own line.
@@ -87,6 +88,14 @@ async def run_list(args: argparse.Namespace, config: Config) -> int:
         if advice:
             print(f"  {t}: {advice}")
     return 0
+
+
+def _when(row: failures.FailureRow) -> str:
+    if row.permanent:
+        return "permanent"
+    if row.next_retry_after is None or row.next_retry_after <= dt.datetime.now(dt.UTC):
+        return "due now"
+    return f"retry after {failures.iso(row.next_retry_after)}"
 
 
 def advice_for(error_type: str) -> str | None:
