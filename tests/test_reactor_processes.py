@@ -102,7 +102,8 @@ async def test_two_instances_detect_each_image_exactly_once(
         for r in await conn.fetch("SELECT instance_id, count(*) AS n FROM face_metadata GROUP BY 1")
     }
     assert sum(by_instance.values()) == len(paths)
-    assert set(by_instance) <= {"instance-a", "instance-b"}
+    # Both really worked (and raced for every notified image).
+    assert set(by_instance) == {"instance-a", "instance-b"}
 
 
 async def test_reactor_sweep_asks_the_running_reactor_and_prints_counts(
