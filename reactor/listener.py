@@ -163,9 +163,10 @@ class Listener:
 
     def _set_polling(self, reason: str, exc: BaseException | None) -> None:
         if self.state != "polling":
+            # Before the first connection nothing was lost yet; after it, every loss is.
             log.warning(
-                "listener_lost", reason=reason, error=str(exc) if exc else None,
-                poll_seconds=self.config.sweep.poll_seconds,
+                "listener_lost" if self._ever_connected else "listener_unavailable",
+                reason=reason, error=str(exc) if exc else None, poll_seconds=self.config.sweep.poll_seconds,
             )
         self.state = "polling"
 
