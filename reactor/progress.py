@@ -70,7 +70,15 @@ class Progress:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        # On an error the error's own one-line message is what the user reads: end a drawn
+        # bar's line so that message starts clean, and claim no "done".
+        self._closed = True
+        if self.mode == "bar" and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
 
     def set_total(self, total: int | None) -> None:
         self.total = total

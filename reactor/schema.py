@@ -9,6 +9,7 @@ import asyncpg
 
 from reactor import catalog, privileges, sql
 from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
+from reactor.progress import Progress
 
 __all__ = ["SCHEMA_VERSION", "InitReport", "PrivilegeError", "SchemaError", "failure_columns", "init_schema"]
 
@@ -119,18 +120,26 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
     ]
 
 
-async def _apply(conn: asyncpg.Connection, standalone: bool, channel: str) -> None:
-    await conn.execute(sql.text("schema.sql"))
-    if standalone:
-        await conn.execute(sql.text("standalone.sql"))
-    for name in trigger_files():
+async def _apply(conn: asyncpg.Connection, standalone: bool, channel: str, progress: Progress | None) -> None:
+    scripts = ["schema.sql", *(["standalone.sql"] if standalone else []), *trigger_files()]
+    if progress is not None:
+        progress.set_total(len(scripts) + 1)
+    for name in scripts:
         await conn.execute(sql.text(name))
+        if progress is not None:
+            progress.advance()
     await conn.execute(channel_sql(channel))
     await conn.execute(Q.record_version, SCHEMA_VERSION)
+    if progress is not None:
+        progress.advance()
 
 
 async def init_schema(
-    conn: asyncpg.Connection, *, standalone: bool, channel: str = DEFAULT_CHANNEL
+    conn: asyncpg.Connection,
+    *,
+    standalone: bool,
+    channel: str = DEFAULT_CHANNEL,
+    progress: Progress | None = None,
 ) -> InitReport:
     """Apply schema, (standalone) ai_metadata, and triggers in one transaction.
 
@@ -156,7 +165,7 @@ async def init_schema(
             report.applied = False
         else:
             try:
-                await _apply(conn, standalone, channel)
+                await _apply(conn, standalone, channel, progress)
             except asyncpg.InsufficientPrivilegeError as exc:
                 role = await conn.fetchval("SELECT current_user")
                 raise SchemaError(

@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from reactor import catalog, db, logs, schema
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.progress import Progress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +67,10 @@ def init_command(args: argparse.Namespace, config: Config) -> int:
 async def _init(dsn: str, config: Config, standalone: bool) -> schema.InitReport:
     async with db.connection(dsn, config) as conn:
         try:
-            return await schema.init_schema(conn, standalone=standalone, channel=config.database.channel)
+            with Progress(None, "db init") as progress:
+                return await schema.init_schema(
+                    conn, standalone=standalone, channel=config.database.channel, progress=progress
+                )
         except schema.SchemaError as exc:
             raise UsageError(str(exc)) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -11,6 +12,7 @@ from reactor import control, db, logs
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.run import install_stop_signals, prepare_embedded
+from reactor.progress import Progress, follow
 from reactor.queue import ImageQueue
 from reactor.service import Reactor
 from reactor.share import ShareMonitor
@@ -81,7 +83,19 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     reactor = Reactor(config, dsn)
-    counts = await reactor.run_once(stop)
+    with Progress(None, "sweep --once") as progress:
+        # The worker exists only once run_once has connected; until then nothing is done.
+        follower = asyncio.create_task(follow(
+            progress,
+            lambda: reactor.worker.processed if reactor.worker else 0,
+            lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
+        ))
+        try:
+            counts = await reactor.run_once(stop)
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
     if counts.skipped:
         print(f"reactor sweep: not swept: {counts.skipped}; try again in a moment", file=sys.stderr)
         return 1
