@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,14 +110,24 @@ def make_share(root: Path) -> Path:
 
 
 def link_copies(source: Path, share: Path, count: int, folder: str = "img", per_dir: int = 1000) -> list[str]:
-    """``count`` database paths, each a hard link to ``source`` (cheap: one inode)."""
+    """``count`` database paths, each a hard link to ``source`` (cheap: a few inodes)."""
     paths = []
+    current, copies = source, 0
     for i in range(count):
         rel = f"{folder}/{i // per_dir:04d}/{i:07d}{source.suffix}"
         target = share / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
-            os.link(source, target)
+            try:
+                os.link(current, target)
+            except OSError as exc:
+                if exc.errno != errno.EMLINK:
+                    raise
+                # ext4 allows 65,000 links per inode: start another copy.
+                copies += 1
+                current = source.with_name(f"{source.stem}_{copies}{source.suffix}")
+                shutil.copyfile(source, current)
+                os.link(current, target)
         paths.append(rel)
     return paths
 

@@ -24,6 +24,13 @@ class FastEngine:
     def cuda(self) -> bool:
         return False
 
+    def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
+        """The parent read the file ahead (reactor/detector prefetch): nothing left to read."""
+        if data is None:
+            return self.detect(job)
+        return Detection(faces=(), model="hog", scale=1.0, original_size=(1, 1), decode_ms=0.0, detect_ms=0.0,
+                         encode_ms=0.0, file_size_bytes=len(data))
+
     def detect(self, job: DetectionJob) -> Outcome:
         started = time.perf_counter()
         try:

@@ -164,10 +164,11 @@ async def run_audit(
     findings = {name: Finding(name) for name in CHECKS}
     findings["orphan_faces"].rows = [dict(r) for r in await conn.fetch(Q.orphan_faces)]
     findings["face_count_mismatch"].rows = [dict(r) for r in await conn.fetch(Q.face_count_mismatch)]
-    findings["invalid_paths"].rows = await _invalid_paths(conn, mapper)
+    judge = PathJudge(mapper)
+    findings["invalid_paths"].rows = await _invalid_paths(conn, judge)
     findings["superseded_failures"].rows = [dict(r) for r in await conn.fetch(Q.superseded_failures)]
     findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, stale_after_seconds(config))]
-    await _pending(conn, config, mapper, findings["pending_processed"])
+    await _pending(conn, config, judge, findings["pending_processed"])
     files = findings["missing_files"]
     if not check_files:
         files.skipped = "not checked (--skip-files)"
@@ -176,35 +177,74 @@ async def run_audit(
     elif mapper.windows and os.name != "nt":
         files.skipped = f"the share root {mapper.root} is a Windows path; run the audit on that machine"
     else:
-        await _missing_files(conn, config, mapper, files, file_candidates)
+        await _missing_files(conn, config, judge, files, file_candidates)
     return AuditReport(findings, share_online, share_reason)
 
 
-async def _invalid_paths(conn: asyncpg.Connection, mapper: PathMapper) -> list[dict[str, Any]]:
+async def _invalid_paths(conn: asyncpg.Connection, judge: PathJudge) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     # A cursor needs a transaction; inside repair's this is a savepoint.
     async with conn.transaction():
         async for r in conn.cursor(Q.reactor_paths, prefetch=5000):
             path = r["image_path"]
-            try:
-                mapper.validate(path)
-                reason = None if r["sql_valid"] else "database_rule"
-            except InvalidPath as exc:
-                reason = exc.reason
+            reason = judge.reason(path)
+            if reason is None and not r["sql_valid"]:
+                reason = "database_rule"
             if reason is not None:
                 rows.append({"table": r["table_name"], "image_path": path, "reason": reason, "token": r["token"]})
     return sorted(rows, key=lambda row: (row["table"], row["image_path"]))
 
 
-def _valid(mapper: PathMapper, path: str) -> bool:
-    try:
-        mapper.validate(path)
-    except InvalidPath:
-        return False
-    return True
+class PathJudge:
+    """PathMapper.validate for millions of rows: a folder's verdict is computed once.
+
+    Of validate's rules only the file name's own (empty, '.', '..', a backslash) and the
+    total length depend on more than the folder, so a path in a valid folder is judged
+    by those alone; anything else goes through validate itself, which names the reason.
+    """
+
+    MAX_FOLDERS = 100_000
+
+    def __init__(self, mapper: PathMapper) -> None:
+        self.mapper = mapper
+        self._folders: dict[str, bool] = {}
+
+    def reason(self, path: str) -> str | None:
+        folder, slash, name = path.rpartition("/")
+        if slash and self._folder_ok(folder) and self._name_ok(path, name):
+            return None
+        try:
+            self.mapper.validate(path)
+        except InvalidPath as exc:
+            return exc.reason
+        return None
+
+    def valid(self, path: str) -> bool:
+        return self.reason(path) is None
+
+    def _folder_ok(self, folder: str) -> bool:
+        ok = self._folders.get(folder)
+        if ok is None:
+            if len(self._folders) >= self.MAX_FOLDERS:
+                self._folders.clear()
+            try:
+                self.mapper.validate(folder + "/x")
+                ok = True
+            except InvalidPath:
+                ok = False
+            self._folders[folder] = ok
+        return ok
+
+    def _name_ok(self, path: str, name: str) -> bool:
+        return (
+            name not in ("", ".", "..")
+            and "\\" not in name
+            and "\x00" not in name
+            and len(path.encode("utf-8", "surrogateescape")) <= self.mapper.max_length
+        )
 
 
-async def _pending(conn: asyncpg.Connection, config: Config, mapper: PathMapper, finding: Finding) -> None:
+async def _pending(conn: asyncpg.Connection, config: Config, judge: PathJudge, finding: Finding) -> None:
     if await missing_tables(conn, ("ai_metadata",)):
         finding.skipped = "no ai_metadata table in this database"
         return
@@ -220,7 +260,7 @@ async def _pending(conn: asyncpg.Connection, config: Config, mapper: PathMapper,
     finding.rows = [
         {"image_path": r["image_path"], "since": r["since"], "column": column}
         for r in rows
-        if _valid(mapper, r["image_path"])
+        if judge.valid(r["image_path"])
     ]
 
 
@@ -231,7 +271,7 @@ def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
 async def _missing_files(
     conn: asyncpg.Connection,
     config: Config,
-    mapper: PathMapper,
+    judge: PathJudge,
     finding: Finding,
     candidates: Iterable[str] | None,
 ) -> None:
@@ -239,7 +279,7 @@ async def _missing_files(
     # stat() on a network share can block for a long time: keep it off the loop.
     if candidates is not None:
         present = [r["image_path"] for r in await conn.fetch(Q.results_present, sorted(set(candidates)))]
-        gone = await asyncio.to_thread(_absent, mapper, [p for p in present if _valid(mapper, p)])
+        gone = await asyncio.to_thread(_absent, judge.mapper, [p for p in present if judge.valid(p)])
         finding.rows = [{"image_path": p} for p in sorted(gone)]
         return
     known = 0
@@ -249,12 +289,12 @@ async def _missing_files(
         async for r in conn.cursor(Q.result_paths, prefetch=5000):
             known += 1
             # An invalid path is reported by invalid_paths and is never opened.
-            if _valid(mapper, r["image_path"]):
+            if judge.valid(r["image_path"]):
                 batch.append(r["image_path"])
             if len(batch) >= _STAT_BATCH:
-                gone.extend(await asyncio.to_thread(_absent, mapper, batch))
+                gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
                 batch = []
-    gone.extend(await asyncio.to_thread(_absent, mapper, batch))
+    gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
     if looks_like_outage(config, len(gone), known):
         finding.skipped = (
             f"{len(gone)} of {known} result files are missing at once: that looks like a share outage "

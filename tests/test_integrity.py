@@ -490,3 +490,25 @@ async def test_cli_audit_without_schema_is_one_line(conn: asyncpg.Connection, ds
     out = await asyncio.to_thread(cli, write_config(tmp_path / "r.toml", dsn, share), "audit")
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "reactor db init" in out.stderr
+
+
+def test_path_judge_agrees_with_the_mapper() -> None:
+    """The per-folder shortcut gives validate's verdict and reason on every kind of path."""
+    from reactor.paths import InvalidPath, PathMapper
+
+    mapper = PathMapper("/share", ("face_crops", "thumb*", "[p]reviews"), max_length=40)
+    judge = audit.PathJudge(mapper)
+    paths = [
+        "a.jpg", "2024/a.jpg", "2024/x/a.jpg", "2024/Face_Crops/a.jpg", "thumbnails/a.jpg", "thumbs2/a.jpg",
+        "previews/a.jpg", "reviews/a.jpg", "2024/../a.jpg", "2024/./a.jpg", "2024//a.jpg", "2024/", "2024/.",
+        "2024/..", "/abs/a.jpg", "C:/x/a.jpg", "2024\\a.jpg", "2024/a\\b.jpg", "", "2024/" + "n" * 40 + ".jpg",
+        "f" * 39 + "/a.jpg", "face_crops/a.jpg", "2024/face_crops.jpg",
+    ]
+    for _ in range(2):  # the second round answers from the folder cache
+        for path in paths:
+            try:
+                mapper.validate(path)
+                expected = None
+            except InvalidPath as exc:
+                expected = exc.reason
+            assert judge.reason(path) == expected, path
