@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 
 from reactor import db, logs, schema
 from reactor.config import Config
@@ -47,12 +48,12 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, request_stop, sig.name)
-        except NotImplementedError:
-            # Windows: no loop signal handlers; hop onto the loop from the handler.
+        if sys.platform == "win32":
+            # Windows event loops have no add_signal_handler: hop onto the loop from the handler.
             signal.signal(sig, lambda signum, _frame: loop.call_soon_threadsafe(request_stop,
                                                                                 signal.Signals(signum).name))
+        else:
+            loop.add_signal_handler(sig, request_stop, sig.name)
 
 
 async def serve(config: Config, dsn: str) -> int:
