@@ -16,7 +16,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
     server = start_server(tmp_path_factory.mktemp("pgdata"))
     build_template(server)
     yield server
-    server.server.cleanup()
+    server.shutdown()
 
 
 @pytest.fixture

@@ -57,6 +57,13 @@ class PgServer:
         self.stop()
         self.start()
 
+    def shutdown(self) -> None:
+        """End of the session. pgserver stops only the postmaster it started itself; one
+        started again by restart() would outlive the test run, so stop that one here."""
+        self.server.cleanup()
+        if (self.pgdata / "postmaster.pid").exists():
+            self.stop()
+
     def fresh_database(self) -> str:
         name = f"t_{os.getpid()}_{next(_counter)}"
         self.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
