@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -72,8 +73,8 @@ async def load(conn: asyncpg.Connection, rows: int, results: int, failures: int)
     await conn.execute("VACUUM ANALYZE face_detection_failures")
 
 
-async def explain(conn: asyncpg.Connection) -> dict[str, dict[str, object]]:
-    plans = {}
+async def explain(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
+    plans: dict[str, dict[str, Any]] = {}
     for name in SWEEP_QUERIES:
         query = getattr(Q, name)
         args = ("", 1000, "bench-explain") if "$3" in query else ("", 1000)
@@ -131,7 +132,7 @@ async def measure(pg: common.Postgres, work: Path, rows: int, within: float) -> 
         await conn.close()
     second = sweeps[1] if len(sweeps) > 1 else None
     sweep_s = float(first.get("seconds", 0.0))
-    baseline_ms = sum(float(p["baseline_unpaginated_ms"]) for p in plans.values())  # type: ignore[arg-type]
+    baseline_ms = sum(float(p["baseline_unpaginated_ms"]) for p in plans.values())
     return {
         "rows": rows, "results": results, "failures": failures, "load_s": round(load_s, 1),
         "startup_sweep": {k: first.get(k) for k in ("seconds", "retries", "pending", "queued", "orphans", "dropped")},

@@ -240,8 +240,8 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
     notified: list[dict[str, Any]] = []
     done = asyncio.Event()
 
-    def on_notify(_c: object, _pid: int, _channel: str, payload: str) -> None:
-        notified.append(json.loads(payload))
+    def on_notify(_c: object, _pid: int, _channel: str, payload: object) -> None:
+        notified.append(json.loads(str(payload)))
         if len(notified) >= len(REQUEUED):
             done.set()
 
@@ -375,7 +375,7 @@ async def test_audit_without_schema_says_what_to_run(conn: asyncpg.Connection, c
 @pytest.mark.parametrize("path", ["face_crops/IMG_1_face0.jpg", "2024/Thumbnails/IMG_2.jpg", "/mnt/photos/IMG_3.jpg",
                                   "C:/photos/IMG_4.jpg", "a/../b.jpg"])
 async def test_constraint_rejects_derived_and_absolute_paths(conn: asyncpg.Connection, table: str, path: str) -> None:
-    inserts = {
+    inserts: dict[str, tuple[str, *tuple[Any, ...]]] = {
         "face_metadata": ("INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)",),
         "face_detections": (
             "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,"
