@@ -512,3 +512,14 @@ def test_path_judge_agrees_with_the_mapper() -> None:
             except InvalidPath as exc:
                 expected = exc.reason
             assert judge.reason(path) == expected, path
+
+
+async def test_failure_without_a_type_cannot_hold_a_derived_path(conn: asyncpg.Connection) -> None:
+    """Only an invalid_path failure may record a refused path; a NULL type is no loophole."""
+    with pytest.raises(asyncpg.CheckViolationError) as caught:
+        await conn.execute("INSERT INTO face_detection_failures (image_path) VALUES ('face_crops/x_face0.jpg')")
+    assert constraints.path_rejection(caught.value, "face_crops/x_face0.jpg") is not None
+    await conn.execute(
+        "INSERT INTO face_detection_failures (image_path, last_error_type)"
+        " VALUES ('face_crops/x_face0.jpg', 'invalid_path')"
+    )
