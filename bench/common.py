@@ -212,8 +212,11 @@ class ReactorProcess:
         env.update(self.env or {})
         self.started_wall = time.time()
         self._log = open(self.log_file, "wb")  # noqa: SIM115 - closed in stop()
+        # BENCH_PROFILE=FILE runs the reactor under cProfile, its stats written to FILE on exit.
+        profile = os.environ.get("BENCH_PROFILE")
+        runner = ["-m", "cProfile", "-o", profile] if profile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reactor", "--config", str(self.config_file), "run"],
+            [sys.executable, *runner, "-m", "reactor", "--config", str(self.config_file), "run"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
         )
         self.sampler = MemorySampler(self.proc.pid, sample_interval)

@@ -305,13 +305,15 @@ class Reactor:
         assert self.pool is not None
         lease = self.config.service.lease_seconds
         while not await sleep_or_stop(halt, lease / 3):
-            claim = self.worker.current_claim if self.worker else None
-            if claim is None:
+            # The image being detected and the one being written (see reactor.worker).
+            in_flight = list(self.worker.in_flight.values()) if self.worker else []
+            if not in_flight:
                 continue
             try:
                 async with self.pool.acquire() as conn:
-                    if not await claims.renew(conn, claim, lease):
-                        log.warning("claim_lost", path=claim.path, token=claim.token)
+                    for claim in in_flight:
+                        if not await claims.renew(conn, claim, lease):
+                            log.warning("claim_lost", path=claim.path, token=claim.token)
             except TRANSIENT_DB_ERRORS:
                 pass  # fencing protects the result if the lease runs out meanwhile
 

@@ -4,6 +4,11 @@ For each entry: validate the path, claim it, wait for the share, detect, then
 persist the outcome. The write is shielded and retried across database restarts,
 so a shutdown or a broken connection never loses an outcome; if it still cannot
 be written, the claim expires and the sweep brings the image back.
+
+The write of one image overlaps the claim and detection of the next: at most one
+write is in flight, the next image's write waits for it, and the loop waits for
+it before it returns (so a shutdown drains it). Every claim between its claim and
+its write is in ``in_flight``, whose leases the heartbeat renews.
 """
 
 from __future__ import annotations
@@ -67,6 +72,8 @@ class DetectionLoop:
         self.failure_columns = failure_columns
         self.detector_unavailable = detector_unavailable
         self.current_claim: Claim | None = None
+        # Claims taken and not yet written or given back: the one being detected, the one being written.
+        self.in_flight: dict[str, Claim] = {}
         self.processed = 0
         self.db_ok = True
         self.persisting: asyncio.Task[None] | None = None
@@ -77,20 +84,34 @@ class DetectionLoop:
         return self.current_claim.path if self.current_claim else None
 
     async def run(self, stop: asyncio.Event, *, until_empty: bool = False) -> None:
-        """Work until ``stop``; with ``until_empty`` also return once the queue is empty."""
+        """Work until ``stop``; with ``until_empty`` also return once the queue is empty.
+
+        Returns only after the last outcome is written (or fenced)."""
         while not stop.is_set():
             if until_empty and len(self.queue) == 0:
-                return
+                break
             if not await self._wait_ready(stop):
-                return
-            entry = await first_of(self.queue.get_entry(), stop)
+                break
+            entry = self.queue.get_nowait() or await first_of(self.queue.get_entry(), stop)
             if entry is None:
-                return
+                break
             if stop.is_set():
                 # Taken in the same turn as the stop: leave it for the next run.
                 self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
-                return
+                break
             await self.process(entry, stop)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until the outcome being written is written (shielded: a cancel leaves the write running)."""
+        task = self.persisting
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)  # re-raises once what the write raised
+        finally:
+            if task.done() and self.persisting is task:
+                self.persisting = None
 
     async def _wait_ready(self, stop: asyncio.Event) -> bool:
         """Share online and detector usable; False if stopped while waiting."""
@@ -118,6 +139,10 @@ class DetectionLoop:
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
             return
+        if entry.path in self.in_flight:
+            # Its previous outcome is still being written: a claim now would take
+            # over that claim's token and fence the write.
+            await self.flush()
         try:
             result = await self._db(stop, lambda conn: claims.claim(
                 conn, entry.path, self.instance_id, self.config.service.lease_seconds,
@@ -135,17 +160,25 @@ class DetectionLoop:
             log.debug("image_skipped", path=entry.path, reason=result)
             return
         self.current_claim = result
+        self.in_flight[result.path] = result
+        handed_over = False
         try:
             outcome = await self._detect(result, str(local))
             if self._must_wait(outcome):
                 await self._give_back(result, entry)
                 return
+            # One write in flight at a time: the previous image's, which had this
+            # image's whole detection to finish.
+            await self.flush()
             self.persisting = asyncio.ensure_future(self._persist(result, outcome))
-            await asyncio.shield(self.persisting)
+            handed_over = True
         except DetectorGone:
             await self._give_back(result, entry)
         finally:
             self.current_claim = None
+            if not handed_over:
+                # Given back, or abandoned by an error: its lease must not be renewed.
+                self.in_flight.pop(result.path, None)
 
     def _must_wait(self, outcome: Outcome) -> bool:
         # "File not found" (or an I/O error) is believed only while the share is online:
@@ -193,6 +226,12 @@ class DetectionLoop:
 
     async def _persist(self, claim: Claim, outcome: Outcome) -> None:
         """Write the outcome, retrying across connection loss until it is written or fenced."""
+        try:
+            await self._write(claim, outcome)
+        finally:
+            self.in_flight.pop(claim.path, None)
+
+    async def _write(self, claim: Claim, outcome: Outcome) -> None:
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
         while True:
             try:

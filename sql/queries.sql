@@ -12,9 +12,18 @@
 -- A lease with a fencing token. A live lease of another instance blocks the
 -- claim (no row returned); an expired one is taken over with a new token. This
 -- instance may re-take its own claim (a commit whose reply was lost on a broken
--- connection): it detects one image at a time, so no write of its own is fenced.
+-- connection): the detection loop never claims a path whose result it is still
+-- writing, so no write of its own is fenced.
+-- The claim's commit does not wait for the WAL flush (synchronous_commit off, for
+-- this transaction only: set_config(..., true)). A crash of the server can lose
+-- only the last few claims, never a result: WAL is written in order, so the
+-- synchronous commit of a result flushes the claim before it too. A lost claim
+-- means the image's lease is simply not there: the result write finds no row for
+-- its token and is fenced (never written), and the image is claimed and detected
+-- again, like after an expired lease.
 INSERT INTO reactor_claims AS c (image_path, instance_id, token, lease_until)
-VALUES ($1, $2, nextval('reactor_claim_token_seq'), now() + make_interval(secs => $3::float8))
+SELECT $1::text, $2::text, nextval('reactor_claim_token_seq'), now() + make_interval(secs => $3::float8)
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
 ON CONFLICT (image_path) DO UPDATE
     SET instance_id = EXCLUDED.instance_id,
         token = EXCLUDED.token,
@@ -54,26 +63,40 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 
 -- ---------------------------------------------------------------- results
 
--- name: upsert_face_metadata
-INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
-                                decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
-ON CONFLICT (image_path) DO UPDATE
-    SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
-        original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
-        decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
-        instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now()
-
--- name: delete_face_detections
-DELETE FROM face_detections WHERE image_path = $1
+-- name: record_result
+-- A result in one statement, so it needs no transaction of its own when there are
+-- no faces: release this instance's claim by its fencing token, and only if that
+-- row was there (RETURNING feeds every other part) upsert face_metadata, delete
+-- the image's old face rows and its failure row. Returns false when fenced (another
+-- instance took the image over), in which case nothing was written. New face rows
+-- follow with insert_face_detection in the same transaction.
+-- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
+-- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id.
+WITH released AS (
+    DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING image_path
+), result AS (
+    INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
+                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at)
+    SELECT r.image_path, $3::int, $4::text, $5::real, $6::int, $7::int, $8::real, $9::real, $10::real,
+           $11::text, $2::bigint, now()
+    FROM released r
+    ON CONFLICT (image_path) DO UPDATE
+        SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
+            original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
+            decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
+            instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now()
+    RETURNING m.image_path
+), old_faces AS (
+    DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path
+), old_failure AS (
+    DELETE FROM face_detection_failures f USING released r WHERE f.image_path = r.image_path
+)
+SELECT EXISTS (SELECT 1 FROM result)
 
 -- name: insert_face_detection
 INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,
                              score, encoding, model, scale)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-
--- name: delete_failure
-DELETE FROM face_detection_failures WHERE image_path = $1
 
 -- ---------------------------------------------------------------- failures
 
