@@ -121,6 +121,26 @@ def test_rate_limiter_logs_first_then_counts() -> None:
     assert limiter.check(("corrupt", "truncated")) == (True, 2)
 
 
+def test_rate_limiter_forgets_keys_whose_window_passed() -> None:
+    now = [0.0]
+    limiter = RateLimiter(60.0, clock=lambda: now[0])
+    # One key per image, as "file not found: <path>" messages give: each is logged once.
+    for i in range(1000):
+        assert limiter.check(("missing", f"file not found: img/{i}.jpg")) == (True, 0)
+    assert limiter.check(("corrupt", "truncated")) == (True, 0)
+    assert limiter.check(("corrupt", "truncated")) == (False, 0)  # a suppressed count is now owed
+    assert len(limiter) == 1001
+    now[0] = 61.0
+    assert limiter.check(("oom", "x")) == (True, 0)
+    # The per-image keys are gone; the key with a suppressed count stays until it is reported.
+    assert len(limiter) == 2
+    assert limiter.check(("missing", "file not found: img/0.jpg")) == (True, 0)
+    assert limiter.check(("corrupt", "truncated")) == (True, 1)
+    now[0] = 200.0
+    assert limiter.check(("oom", "y")) == (True, 0)
+    assert len(limiter) == 1
+
+
 async def test_peek_shows_the_next_entry_without_taking_it() -> None:
     q = ImageQueue(5)
     assert q.peek() is None
