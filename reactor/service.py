@@ -28,6 +28,7 @@ from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
+from reactor.heap import HeapTrimmer
 from reactor.listener import Listener
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
@@ -247,6 +248,8 @@ class Reactor:
             "heartbeat": self._heartbeat_loop,
             "lease": self._lease_loop,
             "loop_lag": self._lag_loop,
+            # A storm frees as much as it allocates; glibc keeps the freed pages unless asked.
+            "heap_trim": HeapTrimmer(lambda: worker.processed).run,
             **self.side_tasks,
         }
         for name, factory in tasks.items():
