@@ -5,10 +5,12 @@ persist the outcome. The write is shielded and retried across database restarts,
 so a shutdown or a broken connection never loses an outcome; if it still cannot
 be written, the claim expires and the sweep brings the image back.
 
-The write of one image overlaps the claim and detection of the next: at most one
-write is in flight, the next image's write waits for it, and the loop waits for
-it before it returns (so a shutdown drains it). Every claim between its claim and
-its write is in ``in_flight``, whose leases the heartbeat renews.
+Three images overlap: while one is detected, the next is claimed and its bytes
+read ahead, and the previous one's outcome is written. Only one detection runs
+at a time; at most one write is in flight (the next write waits for it) and the
+loop waits for it before it returns, so a shutdown drains it; a claim taken ahead
+and not detected is given back. Every claim from its claim to its write is in
+``in_flight``, whose leases the service's lease loop renews.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import asyncpg
@@ -56,6 +59,15 @@ class DetectorGone(Exception):
     """The detector stopped being usable in the middle of an image."""
 
 
+@dataclass(frozen=True)
+class Ready:
+    """An image claimed by this instance, to be detected next."""
+
+    entry: Entry
+    claim: Claim
+    local: str
+
+
 class DetectionLoop:
     def __init__(
         self, config: Config, pool: asyncpg.Pool, queue: ImageQueue, detector: DetectorLike, share: ShareLike,
@@ -86,21 +98,57 @@ class DetectionLoop:
     async def run(self, stop: asyncio.Event, *, until_empty: bool = False) -> None:
         """Work until ``stop``; with ``until_empty`` also return once the queue is empty.
 
-        Returns only after the last outcome is written (or fenced)."""
-        while not stop.is_set():
-            if until_empty and len(self.queue) == 0:
-                break
-            if not await self._wait_ready(stop):
-                break
-            entry = self.queue.get_nowait() or await first_of(self.queue.get_entry(), stop)
-            if entry is None:
-                break
-            if stop.is_set():
-                # Taken in the same turn as the stop: leave it for the next run.
-                self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
-                break
-            await self.process(entry, stop)
-        await self.flush()
+        While one image is detected, the next one is taken from the queue and claimed
+        (``ahead``). Returns only after the last outcome is written (or fenced); a
+        claim taken ahead and not detected is given back."""
+        ahead: asyncio.Task[Ready | None] | None = None
+        try:
+            while not stop.is_set():
+                if not await self._wait_ready(stop):
+                    break
+                if ahead is not None:
+                    claiming, ahead = ahead, None
+                    ready = await claiming
+                else:
+                    if until_empty and len(self.queue) == 0:
+                        break
+                    entry = self.queue.get_nowait() or await first_of(self.queue.get_entry(), stop)
+                    if entry is None:
+                        break
+                    if stop.is_set():
+                        # Taken in the same turn as the stop: leave it for the next run.
+                        self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
+                        break
+                    ready = await self._prepare(entry, stop)
+                if ready is not None:
+                    ahead = self._claim_ahead(stop)
+                    await self._detect_and_write(ready)
+        finally:
+            await self._abandon(ahead)
+            await self.flush()
+
+    def _claim_ahead(self, stop: asyncio.Event) -> asyncio.Task[Ready | None] | None:
+        """Take the next entry and claim it now, so that its claim overlaps this detection."""
+        upcoming = self.queue.peek()
+        if upcoming is None or upcoming in self.in_flight:
+            # The same image again: it is claimed once its write is done (see _prepare).
+            return None
+        entry = self.queue.get_nowait()
+        assert entry is not None
+        return asyncio.ensure_future(self._prepare(entry, stop, read_ahead=True))
+
+    async def _abandon(self, ahead: asyncio.Task[Ready | None] | None) -> None:
+        """Give back a claim taken ahead that will not be detected in this run."""
+        if ahead is None:
+            return
+        # A claim cancelled before it was registered is never renewed: it expires, or
+        # goes with this instance's claims at shutdown. A registered one is released now.
+        ahead.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            ready = await ahead
+            if ready is not None:
+                self.in_flight.pop(ready.claim.path, None)
+                await self._give_back(ready.claim, ready.entry)
 
     async def flush(self) -> None:
         """Wait until the outcome being written is written (shielded: a cancel leaves the write running)."""
@@ -132,13 +180,18 @@ class DetectionLoop:
                     return False
         return True
 
-    async def process(self, entry: Entry, stop: asyncio.Event) -> None:
+    async def _prepare(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
+        """Validate and claim the image; None if it is invalid (recorded) or needs no detection."""
         manual = entry.priority is Priority.MANUAL
         try:
             local = await asyncio.to_thread(self.mapper.open_safely, entry.path)
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
-            return
+            return None
+        if read_ahead:
+            # Its bytes are read while the current image is detected. That detection took
+            # its own read-ahead when it started, before this thread hop returned.
+            self.detector.prefetch(str(local))
         if entry.path in self.in_flight:
             # Its previous outcome is still being written: a claim now would take
             # over that claim's token and fence the write.
@@ -153,32 +206,37 @@ class DetectionLoop:
             # configured images.derived_folders: the path can be neither claimed nor done.
             rejected = InvalidPath(entry.path, "schema_rule", f"the database's path rule rejects it ({exc})")
             await self._record_invalid(entry.path, rejected, manual, stop)
-            return
+            return None
         if result is None:
-            return
+            return None
         if isinstance(result, str):
             log.debug("image_skipped", path=entry.path, reason=result)
-            return
-        self.current_claim = result
+            return None
         self.in_flight[result.path] = result
+        return Ready(entry, result, str(local))
+
+    async def _detect_and_write(self, ready: Ready) -> None:
+        """Detect the claimed image and hand its outcome to the writer."""
+        claim, entry = ready.claim, ready.entry
+        self.current_claim = claim
         handed_over = False
         try:
-            outcome = await self._detect(result, str(local))
+            outcome = await self._detect(claim, ready.local)
             if self._must_wait(outcome):
-                await self._give_back(result, entry)
+                await self._give_back(claim, entry)
                 return
             # One write in flight at a time: the previous image's, which had this
             # image's whole detection to finish.
             await self.flush()
-            self.persisting = asyncio.ensure_future(self._persist(result, outcome))
+            self.persisting = asyncio.ensure_future(self._persist(claim, outcome))
             handed_over = True
         except DetectorGone:
-            await self._give_back(result, entry)
+            await self._give_back(claim, entry)
         finally:
             self.current_claim = None
             if not handed_over:
                 # Given back, or abandoned by an error: its lease must not be renewed.
-                self.in_flight.pop(result.path, None)
+                self.in_flight.pop(claim.path, None)
 
     def _must_wait(self, outcome: Outcome) -> bool:
         # "File not found" (or an I/O error) is believed only while the share is online:
@@ -193,27 +251,13 @@ class DetectionLoop:
     async def _detect(self, claim: Claim, local: str) -> Outcome:
         job = DetectionJob(local_path=local, attempt=claim.attempt, last_scale=claim.last_scale)
         started = time.monotonic()
-        detecting = asyncio.ensure_future(self.detector.detect(job))
-        # One turn of the loop lets detect() take this image's read-ahead before the
-        # hint for the next image replaces it (a late hint is only a missed read-ahead).
-        await asyncio.sleep(0)
-        self._hint_next()
         try:
-            outcome = await detecting
+            outcome = await self.detector.detect(job)
         except self.detector_unavailable as exc:
             log.error("detector_lost", path=claim.path, error=str(exc))
             raise DetectorGone(str(exc)) from None
         metrics.DETECTION_SECONDS.observe(time.monotonic() - started)
         return outcome
-
-    def _hint_next(self) -> None:
-        """Let the detector read the next image's bytes while it works on this one."""
-        upcoming = self.queue.peek()
-        if upcoming is None:
-            return
-        # An invalid path is recorded as invalid_path when its turn comes, never read.
-        with contextlib.suppress(InvalidPath):
-            self.detector.prefetch(str(self.mapper.to_local(upcoming)))
 
     async def _give_back(self, claim: Claim, entry: Entry) -> None:
         """Release the claim and queue the image again for later."""

@@ -41,6 +41,9 @@ log = logs.get("reactor.detector")
 
 # How long a child asked to exit may take before close() gives up waiting for the current image.
 _EXIT_GRACE_SECONDS = 5.0
+# A job this small is sent from the event loop: the child has read every earlier job
+# before answering it, so the pipe is empty and a write this size cannot block.
+_INLINE_SEND_BYTES = 32 * 1024
 
 
 class DetectorUnavailable(Exception):
@@ -205,8 +208,8 @@ class Detector:
         first = self._first_step(job)
         data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
         try:
-            if data is None:
-                conn.send((job, None))
+            if data is None or len(data) <= _INLINE_SEND_BYTES:
+                conn.send((job, data))
             else:
                 # Megabytes through a pipe: written from a thread while the child reads them.
                 await asyncio.to_thread(conn.send, (job, data))
