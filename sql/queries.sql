@@ -20,7 +20,10 @@
 -- synchronous commit of a result flushes the claim before it too. A lost claim
 -- means the image's lease is simply not there: the result write finds no row for
 -- its token and is fenced (never written), and the image is claimed and detected
--- again, like after an expired lease.
+-- again, like after an expired lease. The token sequence may then hand a lost
+-- token out again; if the new claimant gets it, the old write can still succeed
+-- and the new claimant's write is fenced instead: one result either way, from an
+-- instance that detected the image, and never over a newer one.
 INSERT INTO reactor_claims AS c (image_path, instance_id, token, lease_until)
 SELECT $1::text, $2::text, nextval('reactor_claim_token_seq'), now() + make_interval(secs => $3::float8)
 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
