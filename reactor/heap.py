@@ -7,7 +7,13 @@ resident size creeps up with the number of images while the memory actually in u
 flat (the storm benchmark: tracemalloc and pymalloc flat, glibc's free heap space rising).
 ``malloc_trim(0)`` releases the free pages anywhere in the heap. The trimmer calls it
 every ``interval`` seconds, and only when images were processed since the last call, so
-an idle reactor never pays for it. Where there is no glibc it does nothing.
+an idle reactor never pays for it.
+
+Worker threads (``asyncio.to_thread``: path checks, read-ahead, pipe writes) would each get
+an arena of their own, a separate heap that grows in steps and whose free top malloc_trim
+does not shrink. The reactor's threads run Python under the GIL, so they gain nothing from
+separate arenas: ``single_arena()`` makes every thread allocate from the main heap, which
+the trimmer keeps small. Where there is no glibc both do nothing.
 """
 
 from __future__ import annotations
@@ -20,28 +26,43 @@ from collections.abc import Callable
 from reactor.supervisor import sleep_or_stop
 
 TRIM_INTERVAL_SECONDS = 30.0
+# mallopt parameter (malloc.h): the most arenas glibc creates for threads.
+M_ARENA_MAX = -8
 
 Trim = Callable[[], bool]
 
 
-def _load_malloc_trim() -> Trim | None:
+def _glibc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(None)
-        malloc_trim = libc.malloc_trim  # glibc only (musl has none)
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]  # glibc only (musl has no malloc_trim)
+        libc.malloc_trim.restype = ctypes.c_int
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.mallopt.restype = ctypes.c_int
     except (OSError, AttributeError):
         return None
-    malloc_trim.argtypes = [ctypes.c_size_t]
-    malloc_trim.restype = ctypes.c_int
-
-    def trim() -> bool:
-        return bool(malloc_trim(0))
-
-    return trim
+    return libc
 
 
-_TRIM = _load_malloc_trim()
+def _trim_function(libc: ctypes.CDLL | None) -> Trim | None:
+    if libc is None:
+        return None
+    malloc_trim = libc.malloc_trim
+    return lambda: bool(malloc_trim(0))
+
+
+_LIBC = _glibc()
+_TRIM = _trim_function(_LIBC)
+
+
+def single_arena() -> bool:
+    """Let threads created from now on allocate from the main heap; True if glibc took it.
+
+    Call it before the first worker thread starts: a thread keeps the arena it has.
+    """
+    return _LIBC is not None and _LIBC.mallopt(M_ARENA_MAX, 1) == 1
 
 
 def available() -> bool:

@@ -21,14 +21,13 @@ from typing import Any, cast
 
 import asyncpg
 
-from reactor import claims, control, logs, metrics
+from reactor import claims, control, heap, logs, metrics
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
-from reactor.heap import HeapTrimmer
 from reactor.listener import Listener
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
@@ -130,6 +129,8 @@ class Reactor:
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Before any worker thread exists: threads share the main heap, which HeapTrimmer trims.
+        heap.single_arena()
         health = await self._start_health()
         pool = await self._connect(stop)
         if pool is None:
@@ -249,7 +250,7 @@ class Reactor:
             "lease": self._lease_loop,
             "loop_lag": self._lag_loop,
             # A storm frees as much as it allocates; glibc keeps the freed pages unless asked.
-            "heap_trim": HeapTrimmer(lambda: worker.processed).run,
+            "heap_trim": heap.HeapTrimmer(lambda: worker.processed).run,
             **self.side_tasks,
         }
         for name, factory in tasks.items():

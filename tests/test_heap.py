@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +53,24 @@ def test_freed_heap_pages_in_the_middle_of_the_heap_are_released() -> None:
     del blocks
     assert heap.release_free_memory()
     assert len(pin) == 4096
+
+
+_ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from reactor import heap
+if sys.argv[1] == "single":
+    assert heap.single_arena()
+kept = []
+worker = threading.Thread(target=lambda: kept.extend(bytearray(4096) for _ in range(256)))
+worker.start()
+worker.join()
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not heap.available(), reason="needs glibc's mallopt and malloc_stats")
+@pytest.mark.parametrize(("mode", "arenas"), [("single", 1), ("default", 2)])
+def test_single_arena_keeps_worker_threads_on_the_main_heap(mode: str, arenas: int) -> None:
+    out = subprocess.run([sys.executable, "-c", _ARENAS_SCRIPT, mode], capture_output=True, text=True,
+                         check=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert out.stderr.count("Arena ") == arenas, out.stderr
