@@ -28,6 +28,7 @@ from reactor import claims, logs, metrics, store
 from reactor.backoff import Backoff
 from reactor.claims import Claim
 from reactor.config import Config
+from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import ErrorType
@@ -202,9 +203,12 @@ class DetectionLoop:
                 manual=manual, redetect=entry.redetect,
             ))
         except asyncpg.CheckViolationError as exc:
+            rejection = path_rejection(exc, entry.path)
+            if rejection is None:
+                raise
             # The schema's path rule (reactor_valid_image_path) is stricter than the
             # configured images.derived_folders: the path can be neither claimed nor done.
-            rejected = InvalidPath(entry.path, "schema_rule", f"the database's path rule rejects it ({exc})")
+            rejected = InvalidPath(entry.path, "schema_rule", str(rejection))
             await self._record_invalid(entry.path, rejected, manual, stop)
             return None
         if result is None:

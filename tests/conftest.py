@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from reactor.config import Config, load
@@ -30,6 +31,16 @@ def database(pg: PgServer) -> Iterator[str]:
 @pytest.fixture
 def dsn(pg: PgServer, database: str) -> str:
     return pg.dsn(database)
+
+
+@pytest.fixture
+async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the test's fresh database, as the superuser."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 @pytest.fixture

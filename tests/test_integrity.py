@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,6 @@ from reactor.config import Config
 ENCODING = [0.01 * i for i in range(128)]
 REACTOR_TABLES = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims")
 GOOD = ("good/one_face.jpg", "good/no_faces.jpg")
-
-
-@pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(dsn)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 @pytest.fixture

@@ -31,13 +31,6 @@ def detection(n: int) -> Detection:
 
 
 @pytest.fixture
-async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    c = await asyncpg.connect(dsn)
-    yield c
-    await c.close()
-
-
-@pytest.fixture
 async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     p = await asyncpg.create_pool(dsn, min_size=1, max_size=3)
     assert p is not None
