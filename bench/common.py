@@ -332,5 +332,16 @@ def save(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
+def report(name: str, result: dict[str, Any], skip: tuple[str, ...] = ()) -> Path:
+    """Save the result to bench/out/<name>.json and print its scalar figures, aligned.
+    Keys in `skip` (long tables such as a timeline or EXPLAIN plans) are left to the caller."""
+    path = save(name, result)
+    shown = [key for key in result if key not in skip]
+    width = max(map(len, shown), default=0)
+    for key in shown:
+        print(f"{key:>{width}}: {result[key]}")
+    return path
+
+
 def mib(n: int) -> float:
     return round(n / 2**20, 1)

@@ -99,9 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     with common.workdir(args.keep) as work, common.postgres(work) as pg:
         result = asyncio.run(measure(pg, work, args.events, args.settle))
-    path = common.save("latency", result)
-    for key, value in result.items():
-        print(f"{key:>26}: {value}")
+    path = common.report("latency", result)
     print(f"saved {path}")
 
 

@@ -83,9 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     with common.workdir(args.keep) as work, common.postgres(work) as pg:
         result = asyncio.run(measure(pg, work, args.count, args.timeout))
-    path = common.save("overhead", result)
-    for key, value in result.items():
-        print(f"{key:>24}: {value}")
+    path = common.report("overhead", result)
     print(f"saved {path}")
 
 

@@ -157,10 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     with common.workdir(args.keep) as work, common.postgres(work) as pg:
         result = asyncio.run(measure(pg, work, args.rows, args.timeout))
-    path = common.save("scale", result)
-    for key, value in result.items():
-        if key != "explain":
-            print(f"{key:>32}: {value}")
+    path = common.report("scale", result, skip=("explain",))
     for name, plan in result["explain"].items():  # type: ignore[attr-defined]
         print(f"--- EXPLAIN {name} (index: {plan['uses_index']}, seq scans: {plan['seq_scans']})")
         print(plan["plan"])

@@ -92,10 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     with common.workdir(args.keep) as work, common.postgres(work) as pg:
         result = asyncio.run(measure(pg, work, args.rows, args.timeout))
-    path = common.save("storm", result)
-    for key, value in result.items():
-        if key != "timeline":
-            print(f"{key:>26}: {value}")
+    path = common.report("storm", result, skip=("timeline",))
     for point in result["timeline"]:  # type: ignore[attr-defined]
         print(f"  t={point['t']:>7}s done={point['done']:>7} rss={point['rss_mib']} MiB "
               f"child={point['child_rss_mib']} MiB")

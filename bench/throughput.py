@@ -88,9 +88,7 @@ def main() -> None:
     ratio = float(reactor["images_per_s"]) / float(bare["images_per_s"])  # type: ignore[arg-type]
     result = {"count": len(sources), "size": "4000x3000 JPEG q90", "reactor": reactor, "bare": bare,
               "ratio_reactor_to_bare": round(ratio, 3), "target_ratio": 1.0, "meets_target": ratio >= 1.0}
-    path = common.save("throughput", result)
-    for key, value in result.items():
-        print(f"{key:>22}: {value}")
+    path = common.report("throughput", result)
     print(f"saved {path}")
 
 
