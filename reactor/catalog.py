@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 import asyncpg
 
-from reactor import privileges, sql
+from reactor import legacy, privileges, sql
 
 Q = sql.Queries("catalog.sql")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
 CHANNEL_SETTING = "reactor.channel"
@@ -42,6 +42,13 @@ TABLES: dict[str, dict[str, str]] = {
         "instance_id": "text", "hostname": "text", "pid": "integer", "started_at": "timestamp with time zone",
         "heartbeat_at": "timestamp with time zone", "state": "jsonb",
     },
+    "reactor_redetect": {"image_path": "text", "reason": "text", "requested_at": "timestamp with time zone"},
+}
+# Types an adopted legacy table may have instead (reported as adapted, not different):
+# the legacy worker wrote detected_at without a time zone; the server's TimeZone
+# setting is then the reference for reading it.
+ADAPTED_TYPES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("face_metadata", "detected_at"): ("timestamp without time zone",),
 }
 # The legacy failures table: copies differ in column types (timestamp with or without
 # time zone) and may lack the optional columns, so only names are compared.
@@ -54,7 +61,7 @@ FAILURE_OPTIONAL = frozenset(
     {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at"}
 )
 # Tables whose image_path carries the reactor_valid_image_path CHECK constraint.
-PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims")
+PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims", "reactor_redetect")
 # Named indexes beyond primary keys and UNIQUE constraints: table -> index names.
 INDEXES: dict[str, tuple[str, ...]] = {
     FAILURES: ("idx_fdf_next_retry", "idx_fdf_error_type"),
@@ -67,6 +74,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "face_detections": ("image_path", "face_index"),
     "reactor_claims": ("image_path",),
     "reactor_instances": ("instance_id",),
+    "reactor_redetect": ("image_path",),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.
@@ -145,6 +153,8 @@ async def _check_tables(conn: asyncpg.Connection, report: CheckReport) -> None:
         for column, type_ in expected.items():
             if column not in actual:
                 report.add("column", f"{table}.{column}", "missing", f"expected {type_}")
+            elif actual[column] in ADAPTED_TYPES.get((table, column), ()):
+                report.add("column", f"{table}.{column}", "adapted", f"legacy {actual[column]}, read as {type_}")
             elif actual[column] != type_:
                 report.add("column", f"{table}.{column}", "different", f"expected {type_}, found {actual[column]}")
 
@@ -162,6 +172,26 @@ async def check_failures_table(conn: asyncpg.Connection, report: CheckReport) ->
     indexes = await conn.fetch(Q.table_indexes, FAILURES)
     if not any(r["is_unique"] and r["columns"] == ["image_path"] for r in indexes):
         report.add("index", f"{FAILURES}(image_path) UNIQUE", "missing", "failures are upserted by image_path")
+
+
+async def check_legacy_results(conn: asyncpg.Connection, report: CheckReport) -> None:
+    """An adopted legacy face_metadata: its JSON columns, what would fail a write, and
+    legacy faces not yet copied into face_detections."""
+    found = await legacy.columns(conn)
+    if not found:
+        return
+    shape = legacy.shape_of(found)
+    for name, type_ in shape.columns():
+        report.add("column", f"{legacy.TABLE}.{name}", "adapted",
+                   f"legacy JSON in {type_}: every new result writes it too")
+    for name, line in legacy.problems(found, tuple(TABLES[legacy.TABLE])):
+        report.add("column", name, "different", line)
+    if shape.boxes_type is not None and "model" in found and await readable(conn, legacy.TABLE) \
+            and await exists(conn, "face_detections"):
+        waiting = await conn.fetchval(Q.legacy_not_imported)
+        if waiting:
+            report.add("data", f"{legacy.TABLE} legacy faces", "advice",
+                       f"{waiting} legacy result(s) with faces not in face_detections; run `reactor db import-legacy`")
 
 
 async def _check_indexes(conn: asyncpg.Connection, report: CheckReport) -> None:
@@ -272,6 +302,7 @@ async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> 
     report = CheckReport(role=ctx["role"], database=ctx["database"], standalone=standalone)
     await _check_tables(conn, report)
     await check_failures_table(conn, report)
+    await check_legacy_results(conn, report)
     await _check_indexes(conn, report)
     await _check_constraints(conn, report)
     await _check_trigger(conn, report, channel)
@@ -282,3 +313,45 @@ async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> 
         status: Status = "advice" if need.privilege == "TRIGGER" and trigger_installed else "missing"
         report.add("privilege", f"{need.privilege} on {need.target}", status, need.reason)
     return report
+
+
+class SchemaUnusable(Exception):
+    """No result could be written with the schema as it is: the reactor refuses to detect.
+    The message names what is missing and the command that fixes it."""
+
+
+# Problems that make a result or failure write fail: a missing table or column, the
+# unique key the upserts need, a sequence, a privilege. A missing trigger or path
+# constraint does not (the sweep still finds the work, the application checks paths).
+_BLOCKING_KINDS = ("table", "column", "sequence", "privilege")
+
+
+def blocking(report: CheckReport) -> list[Finding]:
+    return [
+        f for f in report.problems
+        if f.kind in _BLOCKING_KINDS or (f.kind == "index" and ("PRIMARY KEY" in f.name or "UNIQUE" in f.name))
+    ]
+
+
+def advice(problems: list[Finding], role: str) -> str:
+    """What fixes these problems: `db init` cannot grant privileges to its own role."""
+    if problems and all(f.kind == "privilege" for f in problems):
+        return (f"ask the database owner to run the GRANTs printed by `reactor db sql --role {role}`, "
+                "then run `reactor db check`")
+    return (f"run `reactor db init` (or give the database owner the SQL from `reactor db sql --role {role}`), "
+            "then run `reactor db check`")
+
+
+async def require_writable(conn: asyncpg.Connection, channel: str) -> None:
+    """Refuse to start detecting when no outcome could be written (SchemaUnusable)."""
+    report = await check(conn, channel=channel, standalone=False)
+    problems = blocking(report)
+    if not problems:
+        return
+    first = problems[0]
+    what = f"{first.kind} {first.name} is {first.status}" + (f" ({first.detail})" if first.detail else "")
+    more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
+    raise SchemaUnusable(
+        f"results cannot be written (role {report.role}, database {report.database}): {what}{more}; "
+        f"{advice(problems, report.role)}"
+    )

@@ -32,6 +32,8 @@ class ImageState:
     backing_off: bool
     last_scale: float | None
     last_error_type: str | None
+    # `reactor redetect` asked for this image again: a result does not make it done.
+    redetect_requested: bool = False
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ImageState:
@@ -41,11 +43,12 @@ class ImageState:
         """Why this image needs no detection now, or None if it does.
 
         A manual request overrides backoff and the permanent state; a changed file
-        (redetect) also overrides an existing result.
+        (redetect) also overrides an existing result, and so does a re-detection
+        request, which otherwise waits out its failures' backoff like any image.
         """
         if not self.processed:
             return "not_processed"
-        if self.done and not redetect:
+        if self.done and not (redetect or self.redetect_requested):
             return "done"
         if manual or redetect:
             return None

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from reactor import config as config_mod
 from reactor import logs
+from reactor.catalog import SchemaUnusable
 from reactor.db import DatabaseUnavailable
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
-    except (config_mod.ConfigError, DatabaseUnavailable, UsageError) as exc:
+    except (config_mod.ConfigError, DatabaseUnavailable, SchemaUnusable, UsageError) as exc:
         print(f"reactor: {logs.mask(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

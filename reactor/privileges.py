@@ -13,11 +13,14 @@ from reactor import sql
 Q = sql.Queries("catalog.sql")
 
 # What the running reactor does with each table.
-READ_WRITE = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances")
+READ_WRITE = (
+    "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
+    "reactor_redetect",
+)
 READ_ONLY = ("ai_metadata", "reactor_schema")
 SEQUENCES = ("reactor_claim_token_seq",)
 # Serial columns whose sequence an INSERT needs (legacy names vary, so it is looked up).
-SERIALS = (("face_detection_failures", "id"),)
+SERIALS = (("face_detection_failures", "id"), ("face_metadata", "id"))
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 _SIMPLE_NAME = re.compile(r"^[a-z_][a-z0-9_$]*$")

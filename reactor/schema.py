@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor import catalog, privileges, sql
+from reactor import catalog, legacy, privileges, sql
 from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
 from reactor.progress import Progress
 
@@ -105,6 +105,7 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
             raise SchemaError(
                 f"ai_metadata cannot carry the trigger ({what}); point [database] dsn at the vision database"
             )
+    await _adoptable_results(conn)
     present = await failure_columns(conn)
     if not present:
         return []
@@ -118,6 +119,24 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
         f"{FAILURES} has no {column} column: failures are recorded without it"
         for column in sorted(FAILURE_OPTIONAL - present)
     ]
+
+
+async def _adoptable_results(conn: asyncpg.Connection) -> None:
+    """Refuse a face_metadata that no result could be written into after init: a legacy
+    table of another shape, or one whose paths repeat (no unique index can be built)."""
+    found = await legacy.columns(conn)
+    if not found:
+        return
+    lines = legacy.problems(found, tuple(catalog.TABLES[legacy.TABLE]))
+    if lines:
+        raise SchemaError(lines[0][1])
+    duplicates = await conn.fetch(Q.duplicate_paths) if await catalog.readable(conn, legacy.TABLE) else []
+    if duplicates:
+        listed = ", ".join(f"{r['image_path']!r} ({r['copies']} rows)" for r in duplicates)
+        raise SchemaError(
+            f"{legacy.TABLE} holds some image_path more than once ({listed}); results are keyed by path, so "
+            "keep one row per path (the newest detected_at) and run `reactor db init` again"
+        )
 
 
 async def _apply(conn: asyncpg.Connection, standalone: bool, channel: str, progress: Progress | None) -> None:
@@ -173,14 +192,14 @@ async def init_schema(
                     f"`reactor db sql --role {role}`"
                 ) from None
         for finding in (await catalog.check(conn, channel=channel, standalone=standalone)).adapted:
-            if finding.kind == "constraint":
+            if finding.kind == "constraint" or finding.name.startswith(f"{legacy.TABLE}."):
                 report.adapted.append(f"{finding.name}: {finding.detail}")
     return report
 
 
 def owner_sql(role: str, channel: str = DEFAULT_CHANNEL) -> str:
     """Everything a database owner runs for a role that may not create objects itself."""
-    legacy = "\n".join(
+    legacy_failures = "\n".join(
         f"ALTER TABLE {FAILURES} ADD COLUMN IF NOT EXISTS {column} {definition};"
         for column, definition in FAILURE_COLUMN_TYPES.items()
     )
@@ -190,7 +209,8 @@ def owner_sql(role: str, channel: str = DEFAULT_CHANNEL) -> str:
         "BEGIN;",
         sql.text("schema.sql"),
         "-- Columns a legacy face_detection_failures table may lack.",
-        legacy,
+        legacy_failures,
+        legacy.nullable_sql(tuple(catalog.TABLES[legacy.TABLE])),
         *(sql.text(name) for name in trigger_files()),
         channel_sql(channel),
         f"INSERT INTO reactor_schema (version) VALUES ({SCHEMA_VERSION})",

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from reactor import claims, control, heap, logs, metrics
+from reactor import catalog, claims, control, heap, legacy, logs, metrics
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
@@ -68,6 +68,7 @@ class Reactor:
         self.detector = Detector(config.detector)
         self.pool: asyncpg.Pool | None = None
         self._failure_columns: frozenset[str] = frozenset()
+        self._result_shape = legacy.NO_LEGACY
         # None until the first connection attempt, then whether the pool could be opened.
         self.database_up: bool | None = None
         self.listener: Listener | None = None
@@ -98,6 +99,7 @@ class Reactor:
             "current_image": self.worker.current if self.worker else None,
             "processed": self.worker.processed if self.worker else 0,
             "loop_lag_seconds": round(self.loop_lag, 3),
+            "write_blocked": self.worker.write_blocked if self.worker else None,
         }
 
     # ------------------------------------------------------------------ events
@@ -196,7 +198,15 @@ class Reactor:
             try:
                 pool = await create_pool(self.dsn, self.config, command_timeout=COMMAND_TIMEOUT_SECONDS)
                 async with pool.acquire() as conn:
-                    self._failure_columns = await failure_columns(cast(asyncpg.Connection, conn))
+                    raw = cast(asyncpg.Connection, conn)
+                    # Before anything is detected: an image is never detected for a write that cannot succeed.
+                    await catalog.require_writable(raw, self.config.database.channel)
+                    self._failure_columns = await failure_columns(raw)
+                    self._result_shape = await legacy.result_shape(raw)
+            except catalog.SchemaUnusable:
+                if pool is not None:
+                    await pool.close()
+                raise
             except UNAVAILABLE_ERRORS as exc:
                 if pool is not None:
                     pool.terminate()
@@ -218,7 +228,7 @@ class Reactor:
         )
         self.worker = DetectionLoop(
             self.config, pool, self.queue, self.detector, self.share, self.mapper, self.instance_id,
-            self._failure_columns, DetectorUnavailable,
+            self._failure_columns, DetectorUnavailable, self._result_shape,
         )
         self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)
         if self.config.watcher.enabled:

@@ -11,12 +11,14 @@ case, a photo with no faces, costs a single round trip.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from reactor import legacy
 from reactor.backoff import max_attempts
 from reactor.claims import Claim
 from reactor.config import RetryConfig
@@ -24,6 +26,7 @@ from reactor.db import DatabaseUnavailable
 from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure
 from reactor.errors import ErrorType
+from reactor.legacy import NO_LEGACY, ResultShape
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
@@ -70,20 +73,52 @@ async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
         raise Fenced(claim.path)
 
 
-async def record_success(conn: Conn, claim: Claim, result: Detection, instance_id: str) -> None:
-    """Write the result in one transaction; Fenced if the claim was taken over."""
+@functools.cache
+def record_result_sql(shape: ResultShape) -> str:
+    """sql/queries.sql record_result for this face_metadata: on an adopted legacy table
+    it also writes the legacy JSON columns, from parameter $12 on."""
+    columns = shape.columns()
+    fill = {
+        "/*legacy_columns*/": "".join(f", {name}" for name, _ in columns),
+        "/*legacy_values*/": "".join(f", ${12 + i}::text::{type_}" for i, (_, type_) in enumerate(columns)),
+        "/*legacy_updates*/": "".join(f", {name} = EXCLUDED.{name}" for name, _ in columns),
+    }
+    text = str(Q.record_result)
+    for marker, value in fill.items():
+        text = text.replace(marker, value)
+    return text
+
+
+def _legacy_args(shape: ResultShape, result: Detection) -> tuple[str, ...]:
+    if not shape.legacy:
+        return ()
+    boxes, encodings = legacy.encode(
+        [(f.top, f.right, f.bottom, f.left) for f in result.faces], [f.encoding for f in result.faces]
+    )
+    values = {legacy.BOXES: boxes, legacy.ENCODINGS: encodings}
+    return tuple(values[name] for name, _ in shape.columns())
+
+
+async def record_success(
+    conn: Conn, claim: Claim, result: Detection, instance_id: str, shape: ResultShape = NO_LEGACY
+) -> None:
+    """Write the result in one transaction; Fenced if the claim was taken over.
+
+    ``shape`` names the legacy JSON columns of an adopted face_metadata, which the
+    same statement fills (reactor.legacy)."""
     width, height = result.original_size
     args = (
         claim.path, claim.token, result.face_count, result.model, result.scale, width, height,
-        result.decode_ms, result.detect_ms, result.encode_ms, instance_id,
+        result.decode_ms, result.detect_ms, result.encode_ms, instance_id, *_legacy_args(shape, result),
     )
+    statement = record_result_sql(shape)
     if not result.faces:
         # A single statement is a transaction of its own.
-        if not await conn.fetchval(Q.record_result, *args):
+        if not await conn.fetchval(statement, *args):
             raise Fenced(claim.path)
         return
     async with conn.transaction():
-        if not await conn.fetchval(Q.record_result, *args):
+        if not await conn.fetchval(statement, *args):
             raise Fenced(claim.path)
         await conn.executemany(
             Q.insert_face_detection,

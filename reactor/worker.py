@@ -32,12 +32,22 @@ from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import ErrorType
+from reactor.legacy import NO_LEGACY, ResultShape
 from reactor.paths import InvalidPath, PathMapper
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
 from reactor.supervisor import completed, first_of, sleep_or_stop
 
 log = logs.get("reactor.worker")
+# Write errors that no retry mends: the schema or the role's privileges are wrong.
+SCHEMA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedTableError,
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.NotNullViolationError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.DatatypeMismatchError,
+)
 T = TypeVar("T")
 
 
@@ -73,7 +83,7 @@ class DetectionLoop:
     def __init__(
         self, config: Config, pool: asyncpg.Pool, queue: ImageQueue, detector: DetectorLike, share: ShareLike,
         mapper: PathMapper, instance_id: str, failure_columns: frozenset[str],
-        detector_unavailable: type[BaseException],
+        detector_unavailable: type[BaseException], result_shape: ResultShape = NO_LEGACY,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -84,6 +94,10 @@ class DetectionLoop:
         self.instance_id = instance_id
         self.failure_columns = failure_columns
         self.detector_unavailable = detector_unavailable
+        self.result_shape = result_shape
+        # Set when a write failed in a way no retry can mend (a missing column or
+        # privilege): detection stops until the schema is fixed and the reactor restarted.
+        self.write_blocked: str | None = None
         self.current_claim: Claim | None = None
         # Claims taken and not yet written or given back: the one being detected, the one being written.
         self.in_flight: dict[str, Claim] = {}
@@ -163,7 +177,11 @@ class DetectionLoop:
                 self.persisting = None
 
     async def _wait_ready(self, stop: asyncio.Event) -> bool:
-        """Share online and detector usable; False if stopped while waiting."""
+        """Share online and detector usable; False if stopped while waiting (or for good,
+        once writes are blocked: the service stays up and unhealthy until restarted)."""
+        if self.write_blocked is not None:
+            await stop.wait()
+            return False
         if not self.share.online:
             log.info("detection_paused", reason="share offline")
             if not await completed(self.share.wait_online(), stop):
@@ -285,7 +303,7 @@ class DetectionLoop:
             try:
                 async with self.pool.acquire() as conn:
                     if isinstance(outcome, Detection):
-                        await store.record_success(conn, claim, outcome, self.instance_id)
+                        await store.record_success(conn, claim, outcome, self.instance_id, self.result_shape)
                         self._detected(claim, outcome)
                     else:
                         record = await store.record_failure(
@@ -302,10 +320,24 @@ class DetectionLoop:
             except store.TRANSIENT_DB_ERRORS as exc:
                 self._db_state(False, exc)
                 await asyncio.sleep(backoff.next_delay())
+            except SCHEMA_ERRORS as exc:
+                self._block_writes(claim, exc)
+                return
             except asyncpg.PostgresError as exc:
                 # Not a connection problem: the claim expires and the sweep tries again later.
                 log.error("persist_failed", path=claim.path, error=str(exc), effect="retried after the lease expires")
                 return
+
+    def _block_writes(self, claim: Claim, exc: BaseException) -> None:
+        """No outcome can be written until the schema or the role's privileges are fixed:
+        stop detecting (``_wait_ready``) rather than detect images whose results are lost."""
+        if self.write_blocked is None:
+            self.write_blocked = (
+                f"writing results failed: {exc}; run `reactor db check` and do what it advises, "
+                "then restart the reactor"
+            )
+            log.error("results_unwritable", path=claim.path, error=str(exc), effect="detection stopped",
+                      advice="run `reactor db check` and do what it advises, then restart the reactor")
 
     async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
         failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})

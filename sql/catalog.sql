@@ -11,7 +11,8 @@ FROM pg_class AS c
 WHERE c.oid = to_regclass($1::text);
 
 -- name: table_columns
-SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null
+SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default
 FROM pg_attribute AS a
 WHERE a.attrelid = to_regclass($1::text) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;
@@ -86,3 +87,21 @@ WHERE reactor_schema.version IS DISTINCT FROM EXCLUDED.version;
 
 -- name: init_lock
 SELECT pg_advisory_xact_lock($1);
+
+-- name: duplicate_paths
+-- Paths that a legacy face_metadata holds more than once: a unique index on
+-- image_path cannot be built over them.
+SELECT image_path, count(*)::int AS copies
+FROM face_metadata
+GROUP BY image_path
+HAVING count(*) > 1
+ORDER BY image_path
+LIMIT 5;
+
+-- name: legacy_not_imported
+-- Legacy results (no model: the reactor did not write them) that have faces in the
+-- legacy columns and none in face_detections: `reactor db import-legacy` copies them.
+SELECT count(*)::int
+FROM face_metadata m
+WHERE m.model IS NULL AND coalesce(m.face_count, 0) > 0
+  AND NOT EXISTS (SELECT 1 FROM face_detections d WHERE d.image_path = m.image_path);

@@ -45,7 +45,8 @@ SELECT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = $1) AS done,
        coalesce((to_jsonb(f) ->> 'permanently_failed')::boolean, false) AS permanently_failed,
        coalesce(f.next_retry_after > now(), false) AS backing_off,
        (to_jsonb(f) ->> 'last_attempted_scale')::real AS last_scale,
-       f.last_error_type
+       f.last_error_type,
+       EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_requested
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN face_detection_failures f ON f.image_path = $1
 
@@ -74,25 +75,32 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- instance took the image over), in which case nothing was written. New face rows
 -- follow with insert_face_detection in the same transaction.
 -- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
--- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id.
+-- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id. On an adopted legacy
+-- face_metadata, reactor.store fills the three /*legacy_...*/ markers with the legacy
+-- JSON columns (face_locations, face_encodings: $12, $13 as JSON text, cast to the
+-- column's type), so that legacy readers see every new result too.
 WITH released AS (
     DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING image_path
 ), result AS (
     INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
-                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at)
+                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at
+                                    /*legacy_columns*/)
     SELECT r.image_path, $3::int, $4::text, $5::real, $6::int, $7::int, $8::real, $9::real, $10::real,
-           $11::text, $2::bigint, now()
+           $11::text, $2::bigint, now() /*legacy_values*/
     FROM released r
     ON CONFLICT (image_path) DO UPDATE
         SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
             original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
             decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
             instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now()
+            /*legacy_updates*/
     RETURNING m.image_path
 ), old_faces AS (
     DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path
 ), old_failure AS (
     DELETE FROM face_detection_failures f USING released r WHERE f.image_path = r.image_path
+), old_request AS (
+    DELETE FROM reactor_redetect q USING released r WHERE q.image_path = r.image_path
 )
 SELECT EXISTS (SELECT 1 FROM result)
 
@@ -153,12 +161,14 @@ ORDER BY f.image_path
 LIMIT $2
 
 -- name: pending_images
--- Processed rows with no result and no failure row: missed notifications.
+-- Processed rows with no result and no failure row: missed notifications, and
+-- results whose re-detection was requested (`reactor redetect`).
 SELECT a.image_path
 FROM ai_metadata a
 WHERE a.image_path > $1
   AND a.is_processed
-  AND NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)
+  AND (NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)
+       OR EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = a.image_path))
   AND NOT EXISTS (SELECT 1 FROM face_detection_failures f WHERE f.image_path = a.image_path)
   AND NOT EXISTS (SELECT 1 FROM reactor_claims c
                   WHERE c.image_path = a.image_path AND c.lease_until > now() AND c.instance_id <> $3)

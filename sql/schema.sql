@@ -40,6 +40,61 @@ CREATE TABLE IF NOT EXISTS face_metadata (
     CONSTRAINT face_metadata_path_valid CHECK (reactor_valid_image_path(image_path))
 );
 
+-- Adopting a legacy face_metadata (seeds/001, `save_face_data`): the table exists
+-- and other programs read it, so CREATE TABLE above changed nothing. The columns the
+-- reactor writes are added where missing, nullable (old rows have no value for
+-- them); no legacy column is dropped, renamed or rewritten, and columns the reactor
+-- does not know stay as they are. ALTER TABLE runs only when a column is missing:
+-- it takes an exclusive lock on a table that readers use.
+DO $$
+DECLARE
+    wanted CONSTANT TEXT[][] := ARRAY[
+        ['face_count', 'INTEGER'], ['model', 'TEXT'], ['scale', 'REAL'],
+        ['original_width', 'INTEGER'], ['original_height', 'INTEGER'], ['decode_ms', 'REAL'],
+        ['detect_ms', 'REAL'], ['encode_ms', 'REAL'], ['instance_id', 'TEXT'], ['claim_token', 'BIGINT'],
+        ['detected_at', 'TIMESTAMPTZ']];
+    i INTEGER;
+BEGIN
+    FOR i IN 1 .. array_length(wanted, 1) LOOP
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_attribute
+            WHERE attrelid = 'face_metadata'::regclass AND attname = wanted[i][1] AND NOT attisdropped
+        ) THEN
+            EXECUTE format('ALTER TABLE face_metadata ADD COLUMN %I %s', wanted[i][1], wanted[i][2]);
+        END IF;
+    END LOOP;
+    -- Results are upserted by image_path and face rows reference it: a legacy table
+    -- keyed by a serial id needs a unique index on the path. `reactor db init` refuses
+    -- first if legacy rows repeat a path.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_index x
+        WHERE x.indrelid = 'face_metadata'::regclass AND x.indisunique AND x.indpred IS NULL
+          AND x.indnatts = 1
+          AND x.indkey[0] = (SELECT attnum FROM pg_attribute
+                             WHERE attrelid = 'face_metadata'::regclass AND attname = 'image_path')
+    ) THEN
+        CREATE UNIQUE INDEX face_metadata_image_path_key ON face_metadata (image_path);
+    END IF;
+    -- Legacy rows predate the path rule (seeds/002: face crops): NOT VALID, as for failures.
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_constraint
+        WHERE conrelid = 'face_metadata'::regclass AND conname = 'face_metadata_path_valid'
+    ) THEN
+        ALTER TABLE face_metadata ADD CONSTRAINT face_metadata_path_valid
+            CHECK (reactor_valid_image_path(image_path)) NOT VALID;
+    END IF;
+END
+$$;
+
+-- Re-detection requested for an image that already has a result (`reactor redetect`):
+-- the request outlives restarts and failed tries, and goes with the next success.
+CREATE TABLE IF NOT EXISTS reactor_redetect (
+    image_path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    CONSTRAINT reactor_redetect_path_valid CHECK (reactor_valid_image_path(image_path))
+);
+
 -- One row per face: the box in the original, EXIF-oriented image's pixels.
 CREATE TABLE IF NOT EXISTS face_detections (
     image_path TEXT NOT NULL
@@ -52,10 +107,20 @@ CREATE TABLE IF NOT EXISTS face_detections (
     score REAL,
     encoding REAL[] NOT NULL CHECK (cardinality(encoding) = 128),
     model TEXT NOT NULL,
-    scale REAL NOT NULL,
+    -- NULL for faces imported from the legacy columns: their detection scale is unknown.
+    scale REAL,
     PRIMARY KEY (image_path, face_index),
     CONSTRAINT face_detections_path_valid CHECK (reactor_valid_image_path(image_path))
 );
+DO $$
+BEGIN
+    -- Schema version 1 had scale NOT NULL.
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'face_detections'::regclass
+               AND attname = 'scale' AND attnotnull) THEN
+        ALTER TABLE face_detections ALTER COLUMN scale DROP NOT NULL;
+    END IF;
+END
+$$;
 
 -- The legacy failures table (seeds/000, seeds/001). Production copies may lack
 -- columns such as file_size_bytes; the reactor adapts to what exists.

@@ -101,10 +101,7 @@ def render(report: catalog.CheckReport) -> str:
     if report.ok:
         lines.append(f"all in order ({where})")
     else:
-        lines.append(
-            f"{len(report.problems)} problem(s) ({where}): run `reactor db init`, or give the database owner "
-            f"the SQL from `reactor db sql --role {report.role}`"
-        )
+        lines.append(f"{len(report.problems)} problem(s) ({where}): {catalog.advice(report.problems, report.role)}")
     return "\n".join(line.rstrip() for line in lines)
 
 
