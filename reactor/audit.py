@@ -29,7 +29,10 @@ from reactor.sql import Queries
 
 Q = Queries("integrity.sql")
 
-REACTOR_TABLES = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances")
+REACTOR_TABLES = (
+    "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
+    "reactor_redetect",
+)
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.
 CHECKS: dict[str, str] = {
@@ -40,6 +43,12 @@ CHECKS: dict[str, str] = {
     "superseded_failures": "failure rows for images that also have a result",
     "pending_processed": "processed ai_metadata rows with neither result nor failure, older than the sweep interval",
     "dead_claims": "claims held by instances that are gone (lease expired or no fresh heartbeat)",
+    # Adopted legacy results (reactor.legacy): reported with the command that deals
+    # with them; repair leaves them alone.
+    "legacy_not_imported": "legacy results whose faces are only in the legacy JSON columns; "
+                           "run `reactor db import-legacy`",
+    "legacy_zero": "zero-face results the reactor did not write (the legacy worker saved failures as 0 faces); "
+                   "`reactor redetect --legacy-zero` re-detects them (requested: already asked)",
 }
 _STAT_BATCH = 2000
 
@@ -168,6 +177,8 @@ async def run_audit(
     findings["invalid_paths"].rows = await _invalid_paths(conn, judge)
     findings["superseded_failures"].rows = [dict(r) for r in await conn.fetch(Q.superseded_failures)]
     findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, stale_after_seconds(config))]
+    findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
+    findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
     await _pending(conn, config, judge, findings["pending_processed"])
     files = findings["missing_files"]
     if not check_files:

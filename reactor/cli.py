@@ -21,7 +21,9 @@ from reactor.catalog import SchemaUnusable
 from reactor.db import DatabaseUnavailable
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
-HANDLERS: tuple[str, ...] = ("db", "run", "sweep", "status", "failures", "doctor", "demo", "audit", "repair", "detect")
+HANDLERS: tuple[str, ...] = (
+    "db", "run", "sweep", "redetect", "status", "failures", "doctor", "demo", "audit", "repair", "detect",
+)
 
 
 class UsageError(Exception):

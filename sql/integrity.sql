@@ -32,6 +32,22 @@ LEFT JOIN (
     SELECT image_path, count(*) AS faces FROM face_detections GROUP BY image_path
 ) d ON d.image_path = m.image_path
 WHERE m.face_count <> coalesce(d.faces, 0)
+  -- A legacy result whose faces are still only in its JSON columns is not a
+  -- mismatch (repair would delete it): it is legacy_not_imported.
+  AND NOT (m.model IS NULL AND d.faces IS NULL)
+ORDER BY m.image_path;
+
+-- name: legacy_not_imported_rows
+SELECT m.image_path, m.face_count
+FROM face_metadata m
+WHERE m.model IS NULL AND coalesce(m.face_count, 0) > 0
+  AND NOT EXISTS (SELECT 1 FROM face_detections d WHERE d.image_path = m.image_path)
+ORDER BY m.image_path;
+
+-- name: legacy_zero_rows
+SELECT m.image_path, EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = m.image_path) AS requested
+FROM face_metadata m
+WHERE m.model IS NULL AND m.face_count = 0
 ORDER BY m.image_path;
 
 -- Every path in a reactor table, streamed through a cursor: the configured
@@ -61,6 +77,8 @@ SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) ORDER BY
 SELECT f.image_path, f.last_error_type, f.retry_count
 FROM face_detection_failures f
 WHERE EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = f.image_path)
+  -- A re-detection that failed keeps the old result beside its failure until it succeeds.
+  AND NOT EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = f.image_path)
 ORDER BY f.image_path;
 
 -- Processed rows with neither a result nor a failure, older than $1 seconds by the
@@ -167,3 +185,40 @@ FROM ai_metadata a
 WHERE a.image_path = ANY($2::text[])
   AND a.is_processed
   AND NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path);
+
+-- ---------------------------------------------------------------- legacy results
+
+-- Legacy results (no model: the reactor did not write them) with faces in the
+-- legacy columns and none in face_detections, one keyset page at a time. The JSON
+-- is read as text whatever the column's type (text, json or jsonb); run only when
+-- both legacy columns exist.
+-- name: legacy_to_import
+SELECT m.image_path, m.face_count, m.face_locations::text AS boxes, m.face_encodings::text AS encodings,
+       reactor_valid_image_path(m.image_path) AS path_valid
+FROM face_metadata m
+WHERE m.image_path > $1
+  AND m.model IS NULL AND coalesce(m.face_count, 0) > 0
+  AND NOT EXISTS (SELECT 1 FROM face_detections d WHERE d.image_path = m.image_path)
+ORDER BY m.image_path
+LIMIT $2;
+
+-- ON CONFLICT: a face row written meanwhile (a run beside this import) stays.
+-- name: legacy_insert_face
+INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,
+                             score, encoding, model, scale)
+SELECT $1, $2, $3, $4, $5, $6, NULL, $7, $8, NULL
+WHERE EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = $1 AND m.model IS NULL)
+ON CONFLICT (image_path, face_index) DO NOTHING;
+
+-- Zero-face results the reactor did not write: before its fix the legacy worker
+-- saved failures as face_count = 0 (seeds/001), so each may hide faces.
+-- name: legacy_zero_request
+-- Idempotent: a second run adds only what is neither requested nor re-detected.
+INSERT INTO reactor_redetect (image_path, reason)
+SELECT m.image_path, 'legacy_zero'
+FROM face_metadata m
+WHERE m.model IS NULL AND m.face_count = 0 AND reactor_valid_image_path(m.image_path)
+ON CONFLICT (image_path) DO NOTHING;
+
+-- name: redetect_requested
+SELECT count(*)::int FROM reactor_redetect WHERE reason = $1;

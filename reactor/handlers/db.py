@@ -11,7 +11,7 @@ import os
 import sys
 from urllib.parse import unquote, urlsplit
 
-from reactor import catalog, db, logs, schema
+from reactor import audit, catalog, db, legacy_import, logs, schema
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.progress import Progress
@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check.add_argument("--standalone", action="store_true", help=standalone_help)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(handler=check_command)
+
+    imports = actions.add_parser(
+        "import-legacy", help="copy the legacy worker's faces into face_detections (idempotent)",
+        description="Copy the boxes and encodings of legacy face_metadata rows into face_detections, in pages. "
+                    "Rows that cannot be read are listed and left as they are.",
+    )
+    imports.add_argument("--page-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    imports.add_argument("--json", action="store_true", help="print the report as JSON")
+    imports.set_defaults(handler=import_legacy_command)
 
     owner = actions.add_parser("sql", help="print the SQL a database owner runs, with GRANTs for a role")
     owner.add_argument("--role", help="the role the reactor connects as (default: the configured user)")
@@ -103,6 +112,35 @@ def render(report: catalog.CheckReport) -> str:
     else:
         lines.append(f"{len(report.problems)} problem(s) ({where}): {catalog.advice(report.problems, report.role)}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
+    _logs_to_stderr(args, config)
+    if args.page_size < 1:
+        raise UsageError("--page-size must be at least 1")
+    with db.resolved_dsn(config) as dsn:
+        report = asyncio.run(_import_legacy(dsn, config, args.page_size))
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    print(f"imported {report.faces} face(s) of {report.images} legacy result(s); "
+          f"{report.rejected} row(s) left as they are")
+    for problem in report.problems:
+        print(f"left\t{problem['image_path']}\t{problem['reason']}")
+    if report.rejected > len(report.problems):
+        print(f"... and {report.rejected - len(report.problems)} more (`reactor audit` lists legacy_not_imported)")
+    return 0
+
+
+async def _import_legacy(dsn: str, config: Config, page_size: int) -> legacy_import.ImportReport:
+    async with db.connection(dsn, config) as conn:
+        if await audit.missing_tables(conn):
+            raise UsageError("the reactor's tables are missing; run `reactor db init` first")
+        try:
+            with Progress(None, "db import-legacy") as progress:
+                return await legacy_import.import_legacy(conn, page_size=page_size, progress=progress)
+        except legacy_import.NotLegacy as exc:
+            raise UsageError(str(exc)) from None
 
 
 def sql_command(args: argparse.Namespace, config: Config) -> int:
