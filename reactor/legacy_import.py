@@ -20,7 +20,7 @@ import asyncpg
 from reactor import legacy, sql
 from reactor.progress import Progress
 
-Q = sql.Queries("integrity.sql")
+Q = sql.Queries("legacy.sql")
 CATALOG = sql.Queries("catalog.sql")
 # Problem rows listed in the report; the rest are counted.
 MAX_LISTED = 50

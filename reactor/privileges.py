@@ -110,17 +110,24 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
 def grant_sql(role: str) -> str:
     """GRANT statements that let `role` run the reactor on a database set up by its owner."""
     r = quote_ident(role)
+    serial_tables = ", ".join(f"to_regclass('{table}')" for table in sorted({t for t, _ in SERIALS}))
     lines = [
         f"GRANT SELECT ON ai_metadata, reactor_schema TO {r};",
         f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(READ_WRITE)} TO {r};",
         f"GRANT USAGE, SELECT ON SEQUENCE {', '.join(SEQUENCES)} TO {r};",
-        "-- The legacy failures table's id sequence, whatever its name.",
+        "-- The sequences behind the legacy tables' serial columns, whatever their names.",
         "DO $grant$",
-        "DECLARE seq text := pg_get_serial_sequence('face_detection_failures', 'id');",
+        "DECLARE seq text;",
         "BEGIN",
-        "    IF seq IS NOT NULL THEN",
+        "    FOR seq IN",
+        "        SELECT s.oid::regclass::text FROM pg_depend AS d",
+        "        JOIN pg_class AS s ON s.oid = d.objid AND s.relkind = 'S'",
+        "        WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass",
+        "          AND d.deptype IN ('a', 'i')",
+        f"          AND d.refobjid IN ({serial_tables})",
+        "    LOOP",
         f"        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', seq, {quote_literal(role)});",
-        "    END IF;",
+        "    END LOOP;",
         "END",
         "$grant$;",
         "-- Lets the role replace the trigger itself on a later upgrade (`reactor db init`).",

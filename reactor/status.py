@@ -49,6 +49,10 @@ class StatusReport:
     pending: int
     failures_by_type: list[FailureCount] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
+    # Adopted legacy results, those of them with zero faces, and re-detection requests.
+    legacy: int = 0
+    legacy_zero: int = 0
+    redetect_requested: int = 0
 
     @property
     def average_faces(self) -> float:
@@ -78,6 +82,9 @@ class StatusReport:
             "due_for_retry": self.due_for_retry,
             "failures_by_type": {f.error_type: asdict(f) for f in self.failures_by_type},
             "instances": [asdict(i) for i in self.instances],
+            "legacy_results": self.legacy,
+            "legacy_zero_face": self.legacy_zero,
+            "redetect_requested": self.redetect_requested,
         }
 
 
@@ -114,6 +121,9 @@ async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusR
         pending=pending,
         failures_by_type=by_type,
         instances=instances,
+        legacy=results["legacy"],
+        legacy_zero=results["legacy_zero"],
+        redetect_requested=results["redetect_requested"],
     )
 
 
@@ -160,6 +170,9 @@ def render_table(report: StatusReport) -> str:
         ("images processed", str(report.images)),
         ("faces found", str(report.faces)),
         ("average faces/image", f"{report.average_faces:.2f}"),
+        *([("  from the legacy worker", f"{report.legacy} ({report.legacy_zero} with zero faces)")]
+          if report.legacy else []),
+        *([("  re-detection requested", str(report.redetect_requested))] if report.redetect_requested else []),
         ("last detection", report.last_detection or "never"),
         ("pending", str(report.pending)),
         ("failures", str(report.failures)),

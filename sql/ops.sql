@@ -3,9 +3,14 @@
 -- (seeds/000, seeds/001); permanently_failed may be NULL on legacy rows, hence IS TRUE.
 
 -- name: status_results
+-- Legacy results (adopted from the legacy worker) have no model. A legacy
+-- detected_at without a time zone is read in the server's TimeZone (the cast).
 SELECT count(*) AS images,
        coalesce(sum(face_count), 0)::bigint AS faces,
-       max(detected_at) AS last_detection
+       max(detected_at)::timestamptz AS last_detection,
+       count(*) FILTER (WHERE model IS NULL) AS legacy,
+       count(*) FILTER (WHERE model IS NULL AND face_count = 0) AS legacy_zero,
+       (SELECT count(*) FROM reactor_redetect) AS redetect_requested
 FROM face_metadata;
 
 -- name: status_failures_by_type

@@ -150,6 +150,8 @@ EXPECTED = {
     "superseded_failures": {"retried/e.jpg", "banned/k.jpg"},
     "pending_processed": {"pending/f.jpg"},
     "dead_claims": {"claimed/expired.jpg", "claimed/stale.jpg"},
+    "legacy_not_imported": set(),
+    "legacy_zero": set(),
 }
 REQUEUED = {"orphan/a.jpg", "mismatch/b.jpg", "gone/d.jpg", "claimed/stale.jpg", "pending/f.jpg"}
 

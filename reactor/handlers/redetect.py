@@ -22,7 +22,7 @@ from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.sql import Queries
 
-Q = Queries("integrity.sql")
+Q = Queries("legacy.sql")
 LEGACY_ZERO = "legacy_zero"
 
 

@@ -1,0 +1,291 @@
+"""The reactor on a production-shaped database: the legacy worker's face_metadata
+(seeds/001, `save_face_data`) adopted in place, its faces imported, its lost faces
+recovered, and a schema that cannot hold a result refused. Real embedded PostgreSQL,
+real photos, and the `reactor` command in real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from reactor import legacy_import, samples
+from tests.pg import BIN, PgServer
+from tests.reactor_support import REPO, process_config, small_astronaut
+from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
+
+# The legacy worker's table: a serial key, JSON as text for the boxes (so that a
+# malformed row can exist), jsonb for the encodings, no time zone, and a column
+# of another program's that the reactor does not know.
+LEGACY_FACE_METADATA = """
+CREATE TABLE face_metadata (
+    id SERIAL PRIMARY KEY,
+    image_path TEXT NOT NULL UNIQUE,
+    face_count INTEGER NOT NULL,
+    face_locations TEXT NOT NULL,
+    face_encodings JSONB NOT NULL,
+    detected_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    reviewed_by TEXT
+);
+"""
+ENCODING = [round(0.01 * i, 2) for i in range(128)]
+LEGACY_ROWS = [
+    # path, face_count, face_locations, face_encodings
+    ("legacy/one_face.jpg", 1, "[[10, 60, 70, 5]]", json.dumps([ENCODING])),
+    ("legacy/two_faces.jpg", 2, "[[1, 2, 3, 4], [5, 6, 7, 8]]", json.dumps([ENCODING, ENCODING])),
+    ("legacy/zero_real.jpg", 0, "[]", "[]"),  # a photo without a face
+    ("legacy/zero_lost.jpg", 0, "[]", "[]"),  # a failure the legacy worker saved as 0 faces
+    ("legacy/zero_missing.jpg", 0, "[]", "[]"),  # its file is gone
+    ("legacy/malformed.jpg", 1, "[[10, 60, 70", json.dumps([ENCODING])),
+    ("legacy/miscounted.jpg", 3, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("legacy/short_encoding.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING[:100]])),
+]
+LEGACY_COLUMNS = "image_path, face_count, face_locations, face_encodings::text, detected_at, reviewed_by"
+
+
+def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "reactor", "--config", str(config), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture
+def production(pg: PgServer, tmp_path: Path, share: Path) -> Iterator[tuple[str, Path]]:
+    """A database shaped like production, not made by the reactor; its photos on the share."""
+    name = f"prod_{os.getpid()}_{tmp_path.name[-12:]}".lower().replace("-", "_")
+    pg.psql(f"CREATE DATABASE {name}")
+    pg.psql(UPSTREAM_AI_METADATA, name)
+    pg.psql(LEGACY_FAILURES, name)
+    pg.psql(LEGACY_FACE_METADATA, name)
+    values = ", ".join(
+        f"('{p}', {n}, '{boxes}', '{encodings}'::jsonb, '2024-05-01 12:00:00', 'alice')"
+        for p, n, boxes, encodings in LEGACY_ROWS
+    )
+    pg.psql(f"INSERT INTO face_metadata (image_path, face_count, face_locations, face_encodings, detected_at, "
+            f"reviewed_by) VALUES {values}", name)
+    processed = [p for p, *_ in LEGACY_ROWS] + ["new/astronaut.jpg", "new/coffee.jpg"]
+    pg.psql("INSERT INTO ai_metadata (image_path, is_processed) VALUES "
+            + ", ".join(f"('{p}', TRUE)" for p in processed), name)
+    for path in ("legacy/zero_lost.jpg", "new/astronaut.jpg"):
+        samples.write_jpeg(small_astronaut(), (share / path).parent, Path(path).name)
+    for path in ("legacy/zero_real.jpg", "new/coffee.jpg"):
+        samples.write_jpeg(samples.coffee().resize((256, 171)), (share / path).parent, Path(path).name)
+    config = process_config(tmp_path, pg.dsn(name), share, "prod")
+    yield name, config
+    pg.drop_database(name)
+
+
+@pytest.fixture
+async def prod_conn(pg: PgServer, production: tuple[str, Path]) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(pg.dsn(production[0]))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def legacy_rows(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
+    rows = await conn.fetch(f"SELECT {LEGACY_COLUMNS} FROM face_metadata WHERE image_path LIKE 'legacy/%' "
+                            "ORDER BY image_path")
+    return [tuple(r) for r in rows]
+
+
+async def init_and_check(config: Path) -> subprocess.CompletedProcess[str]:
+    init = await asyncio.to_thread(reactor_cli, config, "db", "init")
+    assert init.returncode == 0, init.stderr
+    check = await asyncio.to_thread(reactor_cli, config, "db", "check")
+    assert check.returncode == 0, check.stdout
+    return init
+
+
+async def test_production_database_is_adopted_and_new_results_are_written_in_both_forms(
+    production: tuple[str, Path], prod_conn: asyncpg.Connection
+) -> None:
+    _, config = production
+    before = await legacy_rows(prod_conn)
+    init = await init_and_check(config)
+    assert "adapted: face_metadata.detected_at" in init.stdout
+    assert "adapted: face_metadata.face_locations: legacy JSON in text" in init.stdout
+    # The reactor's columns were added nullable; nothing legacy was dropped or rewritten.
+    assert await legacy_rows(prod_conn) == before
+
+    once = await asyncio.to_thread(reactor_cli, config, "--log-format", "json", "sweep", "--once", "--json")
+    assert once.returncode == 0, once.stderr
+    assert not [line for line in once.stderr.splitlines() if '"level": "error"' in line]
+    # Legacy rows count as done: only the two new photos were detected.
+    assert json.loads(once.stdout)["processed"] == 2
+    assert await legacy_rows(prod_conn) == before
+
+    new = await prod_conn.fetchrow(
+        "SELECT face_count, face_locations, face_encodings::text AS enc, model FROM face_metadata "
+        "WHERE image_path = 'new/astronaut.jpg'"
+    )
+    assert new is not None and new["face_count"] == 1 and new["model"] == "hog"
+    face = await prod_conn.fetchrow(
+        "SELECT box_top, box_right, box_bottom, box_left, encoding FROM face_detections "
+        "WHERE image_path = 'new/astronaut.jpg'"
+    )
+    assert face is not None
+    assert json.loads(new["face_locations"]) == [[face["box_top"], face["box_right"], face["box_bottom"],
+                                                  face["box_left"]]]
+    encodings = json.loads(new["enc"])
+    assert len(encodings) == 1 and len(encodings[0]) == 128
+    assert encodings[0] == pytest.approx(list(face["encoding"]), abs=1e-6)
+    zero = await prod_conn.fetchrow(
+        "SELECT face_count, face_locations, face_encodings::text AS enc FROM face_metadata "
+        "WHERE image_path = 'new/coffee.jpg'"
+    )
+    assert zero is not None and (zero["face_count"], zero["face_locations"], zero["enc"]) == (0, "[]", "[]")
+
+    # A reader of the legacy format: SQL over the legacy box column, as other programs query it.
+    legacy_reader = await prod_conn.fetch(
+        "SELECT image_path, json_array_length(face_locations::json) AS boxes, "
+        "(face_locations::json -> 0 ->> 0)::int AS first_top FROM face_metadata "
+        "WHERE image_path <> 'legacy/malformed.jpg' ORDER BY image_path"
+    )
+    by_path = {r["image_path"]: r for r in legacy_reader}
+    assert by_path["new/astronaut.jpg"]["boxes"] == 1
+    assert by_path["new/astronaut.jpg"]["first_top"] == face["box_top"]
+
+    status = await asyncio.to_thread(reactor_cli, config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)
+    assert (counts["images_processed"], counts["legacy_results"], counts["legacy_zero_face"]) == (10, 8, 3)
+    assert counts["pending"] == 0
+
+
+async def test_import_legacy_copies_faces_once_and_reports_bad_rows(
+    production: tuple[str, Path], prod_conn: asyncpg.Connection
+) -> None:
+    _, config = production
+    await init_and_check(config)
+    first = await asyncio.to_thread(reactor_cli, config, "db", "import-legacy", "--json", "--page-size", "2")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert (report["images"], report["faces"], report["rejected"]) == (2, 3, 3)
+    reasons = {p["image_path"]: p["reason"] for p in report["problems"]}
+    assert reasons["legacy/malformed.jpg"].startswith("malformed JSON")
+    assert "face_count is 3 but face_locations holds 1 box" in reasons["legacy/miscounted.jpg"]
+    assert "encoding 0 is not 128 numbers (100)" in reasons["legacy/short_encoding.jpg"]
+    faces = await prod_conn.fetch(
+        "SELECT image_path, face_index, box_top, box_right, box_bottom, box_left, model, scale "
+        "FROM face_detections ORDER BY image_path, face_index"
+    )
+    assert [tuple(r) for r in faces] == [
+        ("legacy/one_face.jpg", 0, 10, 60, 70, 5, "legacy", None),
+        ("legacy/two_faces.jpg", 0, 1, 2, 3, 4, "legacy", None),
+        ("legacy/two_faces.jpg", 1, 5, 6, 7, 8, "legacy", None),
+    ]
+    second = await asyncio.to_thread(reactor_cli, config, "db", "import-legacy", "--json")
+    again = json.loads(second.stdout)
+    assert (again["images"], again["faces"], again["rejected"]) == (0, 0, 3)
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_detections") == 3
+    # The rows left as they were are what audit lists, with the command that deals with them.
+    audit = await asyncio.to_thread(reactor_cli, config, "audit", "--json", "--skip-files")
+    checks = {c["check"]: c for c in json.loads(audit.stdout)["checks"]}
+    assert checks["legacy_not_imported"]["count"] == 3
+    assert checks["face_count_mismatch"]["count"] == 0
+    assert checks["legacy_zero"]["count"] == 3
+
+
+async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod_conn: asyncpg.Connection) -> None:
+    _, config = production
+    await init_and_check(config)
+    asked = await asyncio.to_thread(reactor_cli, config, "redetect", "--legacy-zero", "--json")
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout) == {"added": 3, "waiting": 3, "woken": False}
+    once = await asyncio.to_thread(reactor_cli, config, "sweep", "--once", "--json")
+    assert once.returncode == 0, once.stderr
+    rows = {r["image_path"]: r for r in await prod_conn.fetch(
+        "SELECT image_path, face_count, model, face_locations, reviewed_by FROM face_metadata")}
+    # The photo with a face gets its face, legacy columns included; the other columns stay.
+    lost = rows["legacy/zero_lost.jpg"]
+    assert (lost["face_count"], lost["model"], lost["reviewed_by"]) == (1, "hog", "alice")
+    assert len(json.loads(lost["face_locations"])) == 1
+    # A real zero-face photo stays at zero, now written by the reactor.
+    assert (rows["legacy/zero_real.jpg"]["face_count"], rows["legacy/zero_real.jpg"]["model"]) == (0, "hog")
+    # A missing file keeps its legacy row; the failure is recorded beside it.
+    missing = rows["legacy/zero_missing.jpg"]
+    assert (missing["face_count"], missing["model"]) == (0, None)
+    failure = await prod_conn.fetchval(
+        "SELECT last_error_type FROM face_detection_failures WHERE image_path = 'legacy/zero_missing.jpg'"
+    )
+    assert failure == "missing"
+    # Idempotent: a second request adds only what is neither detected nor already requested.
+    again = await asyncio.to_thread(reactor_cli, config, "redetect", "--legacy-zero", "--json")
+    assert json.loads(again.stdout) == {"added": 0, "waiting": 1, "woken": False}
+
+
+async def test_a_schema_that_cannot_hold_a_result_is_refused(
+    production: tuple[str, Path], prod_conn: asyncpg.Connection
+) -> None:
+    _, config = production
+    await init_and_check(config)
+    await prod_conn.execute("ALTER TABLE face_metadata DROP COLUMN encode_ms")
+    for command in (("run",), ("sweep", "--once")):
+        result = await asyncio.to_thread(reactor_cli, config, *command, timeout=60)
+        assert result.returncode == 2, (command, result.stderr)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("reactor:")]
+        assert len(lines) == 1
+        assert "face_metadata.encode_ms is missing" in lines[0]
+        assert "run `reactor db init`" in lines[0]
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_metadata WHERE model IS NOT NULL") == 0
+    # The advice works.
+    await init_and_check(config)
+
+
+@pytest.mark.parametrize(
+    ("ddl", "expected"),
+    [
+        ("ALTER TABLE face_metadata ADD COLUMN owner_id INTEGER NOT NULL DEFAULT 0; "
+         "ALTER TABLE face_metadata ALTER COLUMN owner_id DROP DEFAULT",
+         "face_metadata.owner_id is NOT NULL without a default and the reactor cannot fill it"),
+        ("ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE bytea USING face_locations::bytea",
+         "face_metadata.face_locations is bytea"),
+    ],
+)
+async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
+    pg: PgServer, production: tuple[str, Path], ddl: str, expected: str
+) -> None:
+    name, config = production
+    pg.psql(ddl, name)
+    init = await asyncio.to_thread(reactor_cli, config, "db", "init")
+    assert init.returncode == 2
+    assert init.stderr.count("\n") == 1 and expected in init.stderr
+    check = await asyncio.to_thread(reactor_cli, config, "db", "check")
+    assert check.returncode == 1 and expected in check.stdout
+    if "NOT NULL" in expected:
+        # The owner's SQL makes such a column nullable, and then init goes through.
+        owner = await asyncio.to_thread(reactor_cli, config, "db", "sql", "--role", "postgres")
+        script = config.parent / "owner.sql"
+        script.write_text(owner.stdout)
+        subprocess.run([str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir,
+                        "-U", "postgres", "-d", name, "-f", str(script)], check=True, capture_output=True)
+        await init_and_check(config)
+
+
+def test_parse_row_rejects_each_kind_of_bad_legacy_row() -> None:
+    good = legacy_import.parse_row(1, "[[1, 2, 3, 4]]", json.dumps([ENCODING]))
+    assert good == [([1, 2, 3, 4], [float(v) for v in ENCODING])]
+    for boxes, encodings, why in [
+        ('{"a": 1}', "[]", "face_locations is not a JSON list"),
+        ("[[1, 2, 3, 4]]", "null", "face_encodings is not a JSON list"),
+        ("[[1, 2, 3, 4]]", "[]", "1 box(es) but 0 encoding(s)"),
+        ("[[1, 2, 3]]", json.dumps([ENCODING]), "box 0 is not [top, right, bottom, left]"),
+        ('[[1, 2, 3, "x"]]', json.dumps([ENCODING]), "box 0 is not"),
+        ("[[1.5, 2, 3, 4]]", json.dumps([ENCODING]), "box 0 is not"),
+        ("[[1, 2, 3, 4]]", json.dumps([["x"] * 128]), "encoding 0 is not 128 numbers"),
+        ("[" * 100000, "[]", "malformed JSON"),
+    ]:
+        with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            legacy_import.parse_row(1, boxes, encodings)
