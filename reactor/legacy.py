@@ -103,19 +103,38 @@ def problems(found: dict[str, Column], fillable: Sequence[str]) -> list[tuple[st
     """
     lines: list[tuple[str, str]] = []
     if found and "image_path" not in found:
-        lines.append((f"{TABLE}.image_path", f"{TABLE} has no image_path column: it is not a face_metadata the "
-                      "reactor can adopt; rename it and run `reactor db init` to create the reactor's own"))
+        lines.append(
+            (
+                f"{TABLE}.image_path",
+                f"{TABLE} has no image_path column: it is not a face_metadata the "
+                "reactor can adopt; rename it and run `reactor db init` to create the reactor's own",
+            )
+        )
     for column in found.values():
         if column.name in LEGACY_JSON_COLUMNS and not is_json_type(column.type):
-            lines.append((f"{TABLE}.{column.name}", f"{TABLE}.{column.name} is {column.type}: the reactor writes "
-                          f"the legacy {column.name} as JSON into text, json or jsonb; convert the column "
-                          f"(ALTER TABLE {TABLE} ALTER COLUMN {column.name} TYPE jsonb USING ...)"))
-        elif (column.not_null and not column.has_default and column.name not in fillable
-              and column.name not in LEGACY_JSON_COLUMNS):
-            lines.append((f"{TABLE}.{column.name}", f"{TABLE}.{column.name} is NOT NULL without a default and the "
-                          "reactor cannot fill it; ask the owner to run the SQL printed by `reactor db sql` (it "
-                          f"makes the column nullable), or give it a default (ALTER TABLE {TABLE} ALTER COLUMN "
-                          f"{column.name} SET DEFAULT ...)"))
+            lines.append(
+                (
+                    f"{TABLE}.{column.name}",
+                    f"{TABLE}.{column.name} is {column.type}: the reactor writes "
+                    f"the legacy {column.name} as JSON into text, json or jsonb; convert the column "
+                    f"(ALTER TABLE {TABLE} ALTER COLUMN {column.name} TYPE jsonb USING ...)",
+                )
+            )
+        elif (
+            column.not_null
+            and not column.has_default
+            and column.name not in fillable
+            and column.name not in LEGACY_JSON_COLUMNS
+        ):
+            lines.append(
+                (
+                    f"{TABLE}.{column.name}",
+                    f"{TABLE}.{column.name} is NOT NULL without a default and the "
+                    "reactor cannot fill it; ask the owner to run the SQL printed by `reactor db sql` (it "
+                    f"makes the column nullable), or give it a default (ALTER TABLE {TABLE} ALTER COLUMN "
+                    f"{column.name} SET DEFAULT ...)",
+                )
+            )
     return lines
 
 

@@ -55,7 +55,11 @@ def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
     return subprocess.run(
         [sys.executable, "-m", "reactor", "--config", str(config), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -71,11 +75,16 @@ def production(pg: PgServer, tmp_path: Path, share: Path) -> Iterator[tuple[str,
         f"('{p}', {n}, '{boxes}', '{encodings}'::jsonb, '2024-05-01 12:00:00', 'alice')"
         for p, n, boxes, encodings in LEGACY_ROWS
     )
-    pg.psql(f"INSERT INTO face_metadata (image_path, face_count, face_locations, face_encodings, detected_at, "
-            f"reviewed_by) VALUES {values}", name)
+    pg.psql(
+        f"INSERT INTO face_metadata (image_path, face_count, face_locations, face_encodings, detected_at, "
+        f"reviewed_by) VALUES {values}",
+        name,
+    )
     processed = [p for p, *_ in LEGACY_ROWS] + ["new/astronaut.jpg", "new/coffee.jpg"]
-    pg.psql("INSERT INTO ai_metadata (image_path, is_processed) VALUES "
-            + ", ".join(f"('{p}', TRUE)" for p in processed), name)
+    pg.psql(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES " + ", ".join(f"('{p}', TRUE)" for p in processed),
+        name,
+    )
     for path in ("legacy/zero_lost.jpg", "new/astronaut.jpg"):
         samples.write_jpeg(small_astronaut(), (share / path).parent, Path(path).name)
     for path in ("legacy/zero_real.jpg", "new/coffee.jpg"):
@@ -95,8 +104,9 @@ async def prod_conn(pg: PgServer, production: tuple[str, Path]) -> AsyncIterator
 
 
 async def legacy_rows(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
-    rows = await conn.fetch(f"SELECT {LEGACY_COLUMNS} FROM face_metadata WHERE image_path LIKE 'legacy/%' "
-                            "ORDER BY image_path")
+    rows = await conn.fetch(
+        f"SELECT {LEGACY_COLUMNS} FROM face_metadata WHERE image_path LIKE 'legacy/%' ORDER BY image_path"
+    )
     return [tuple(r) for r in rows]
 
 
@@ -136,8 +146,9 @@ async def test_production_database_is_adopted_and_new_results_are_written_in_bot
         "WHERE image_path = 'new/astronaut.jpg'"
     )
     assert face is not None
-    assert json.loads(new["face_locations"]) == [[face["box_top"], face["box_right"], face["box_bottom"],
-                                                  face["box_left"]]]
+    assert json.loads(new["face_locations"]) == [
+        [face["box_top"], face["box_right"], face["box_bottom"], face["box_left"]]
+    ]
     encodings = json.loads(new["enc"])
     assert len(encodings) == 1 and len(encodings[0]) == 128
     assert encodings[0] == pytest.approx(list(face["encoding"]), abs=1e-6)
@@ -206,8 +217,12 @@ async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod
     assert json.loads(asked.stdout) == {"added": 3, "waiting": 3, "woken": False}
     once = await asyncio.to_thread(reactor_cli, config, "sweep", "--once", "--json")
     assert once.returncode == 0, once.stderr
-    rows = {r["image_path"]: r for r in await prod_conn.fetch(
-        "SELECT image_path, face_count, model, face_locations, reviewed_by FROM face_metadata")}
+    rows = {
+        r["image_path"]: r
+        for r in await prod_conn.fetch(
+            "SELECT image_path, face_count, model, face_locations, reviewed_by FROM face_metadata"
+        )
+    }
     # The photo with a face gets its face, legacy columns included; the other columns stay.
     lost = rows["legacy/zero_lost.jpg"]
     assert (lost["face_count"], lost["model"], lost["reviewed_by"]) == (1, "hog", "alice")
@@ -247,11 +262,15 @@ async def test_a_schema_that_cannot_hold_a_result_is_refused(
 @pytest.mark.parametrize(
     ("ddl", "expected"),
     [
-        ("ALTER TABLE face_metadata ADD COLUMN owner_id INTEGER NOT NULL DEFAULT 0; "
-         "ALTER TABLE face_metadata ALTER COLUMN owner_id DROP DEFAULT",
-         "face_metadata.owner_id is NOT NULL without a default and the reactor cannot fill it"),
-        ("ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE bytea USING face_locations::bytea",
-         "face_metadata.face_locations is bytea"),
+        (
+            "ALTER TABLE face_metadata ADD COLUMN owner_id INTEGER NOT NULL DEFAULT 0; "
+            "ALTER TABLE face_metadata ALTER COLUMN owner_id DROP DEFAULT",
+            "face_metadata.owner_id is NOT NULL without a default and the reactor cannot fill it",
+        ),
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE bytea USING face_locations::bytea",
+            "face_metadata.face_locations is bytea",
+        ),
     ],
 )
 async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
@@ -269,8 +288,8 @@ async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
         owner = await asyncio.to_thread(reactor_cli, config, "db", "sql", "--role", "postgres")
         script = config.parent / "owner.sql"
         script.write_text(owner.stdout)
-        subprocess.run([str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir,
-                        "-U", "postgres", "-d", name, "-f", str(script)], check=True, capture_output=True)
+        psql = [str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir, "-U", "postgres"]
+        await asyncio.to_thread(subprocess.run, [*psql, "-d", name, "-f", str(script)], check=True, capture_output=True)
         await init_and_check(config)
 
 

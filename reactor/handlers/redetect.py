@@ -28,28 +28,36 @@ LEGACY_ZERO = "legacy_zero"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "redetect", help="detect images again that already have a result",
+        "redetect",
+        help="detect images again that already have a result",
         description="Request re-detection of results that may be wrong; a running reactor (or "
-                    "`reactor sweep --once`) processes the requests at backlog priority.",
+        "`reactor sweep --once`) processes the requests at backlog priority.",
     )
-    parser.add_argument("--legacy-zero", action="store_true", required=True,
-                        help="the zero-face results the legacy worker wrote (failures it saved as 0 faces)")
+    parser.add_argument(
+        "--legacy-zero",
+        action="store_true",
+        required=True,
+        help="the zero-face results the legacy worker wrote (failures it saved as 0 faces)",
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=redetect_command)
 
 
 def redetect_command(args: argparse.Namespace, config: Config) -> int:
     # The counts are this command's stdout; log lines go to stderr.
-    logs.configure(fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level,
-                   stream=sys.stderr)
+    logs.configure(
+        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
+    )
     with db.resolved_dsn(config) as dsn:
         counts = asyncio.run(_request(dsn, config))
     if args.json:
         print(json.dumps(counts))
         return 0
     woken = "a running reactor takes them now" if counts["woken"] else "run `reactor run` or `reactor sweep --once`"
-    print(f"re-detection requested for {counts['added']} more legacy zero-face result(s), "
-          f"{counts['waiting']} waiting in all: {woken}")
+    print(
+        f"re-detection requested for {counts['added']} more legacy zero-face result(s), "
+        f"{counts['waiting']} waiting in all: {woken}"
+    )
     return 0
 
 
