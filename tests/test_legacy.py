@@ -19,7 +19,15 @@ import pytest
 
 from reactor import legacy_import, samples
 from tests.pg import BIN, PgServer
-from tests.reactor_support import REPO, process_config, small_astronaut
+from tests.reactor_support import (
+    REPO,
+    ReactorProcess,
+    detections_per_path,
+    process_config,
+    small_astronaut,
+    wait_until,
+    write_photos,
+)
 from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
 
 # The legacy worker's table: a serial key, JSON as text for the boxes (so that a
@@ -308,3 +316,37 @@ def test_parse_row_rejects_each_kind_of_bad_legacy_row() -> None:
     ]:
         with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
             legacy_import.parse_row(1, boxes, encodings)
+
+
+async def test_a_write_that_fails_on_the_schema_stops_detection(
+    production: tuple[str, Path], prod_conn: asyncpg.Connection, tmp_path: Path, share: Path
+) -> None:
+    _, config = production
+    await init_and_check(config)
+    reactor = ReactorProcess(config, tmp_path / "blocked.log").start()
+    try:
+        await reactor.wait_event("reactor_started")
+        await reactor.wait_event("sweep_done")
+        # The schema changes under the running reactor: no result can be written now.
+        await prod_conn.execute("ALTER TABLE face_metadata DROP COLUMN encode_ms")
+        write_photos(share, ["later/a.jpg", "later/b.jpg"])
+        # The upstream table has no unique key (add_processed's ON CONFLICT needs one).
+        await prod_conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('later/a.jpg', TRUE)")
+        blocked = await reactor.wait_event("results_unwritable")
+        assert blocked["path"] == "later/a.jpg" and "encode_ms" in blocked["error"]
+
+        async def state_says_blocked() -> bool:
+            state = await prod_conn.fetchval("SELECT state ->> 'write_blocked' FROM reactor_instances")
+            return bool(state)
+
+        await wait_until(state_says_blocked, 30, "the heartbeat to say detection stopped")
+        await prod_conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('later/b.jpg', TRUE)")
+        swept = await asyncio.to_thread(reactor_cli, config, "sweep", "--json")
+        assert swept.returncode == 0, swept.stderr
+        # The image queued after the failure is never detected for a write that cannot succeed.
+        assert detections_per_path(reactor)["later/b.jpg"] == 0
+        assert not reactor.events("image_detected")
+        assert await asyncio.to_thread(reactor.stop, 60) == 0
+    finally:
+        reactor.ensure_dead()
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path LIKE 'later/%'") == 0
