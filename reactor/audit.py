@@ -46,7 +46,7 @@ CHECKS: dict[str, str] = {
     # Adopted legacy results (reactor.legacy): reported with the command that deals
     # with them; repair leaves them alone.
     "legacy_not_imported": "legacy results whose faces are only in the legacy JSON columns; "
-                           "run `reactor db import-legacy`",
+                           "`reactor db import-legacy` imports them, or lists why it cannot",
     "legacy_zero": "zero-face results the reactor did not write (the legacy worker saved failures as 0 faces); "
                    "`reactor redetect --legacy-zero` re-detects them (requested: already asked)",
 }

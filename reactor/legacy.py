@@ -140,10 +140,11 @@ def problems(found: dict[str, Column], fillable: Sequence[str]) -> list[tuple[st
 
 def encode(boxes: Sequence[Sequence[int]], encodings: Sequence[Sequence[float]]) -> tuple[str, str]:
     """The legacy columns' values: boxes as [top, right, bottom, left] lists and
-    encodings as lists of 128 floats, each a JSON list in face order."""
+    encodings as lists of 128 floats, each a JSON list in face order, formatted as the
+    legacy worker's json.dumps wrote them."""
     return (
-        json.dumps([[int(v) for v in box] for box in boxes], separators=(",", ":")),
-        json.dumps([[float(v) for v in enc] for enc in encodings], separators=(",", ":")),
+        json.dumps([[int(v) for v in box] for box in boxes]),
+        json.dumps([[float(v) for v in enc] for enc in encodings]),
     )
 
 
