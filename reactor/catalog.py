@@ -28,9 +28,10 @@ TABLES: dict[str, dict[str, str]] = {
         "image_path": "text", "face_count": "integer", "model": "text", "scale": "real",
         "original_width": "integer", "original_height": "integer", "decode_ms": "real", "detect_ms": "real",
         "encode_ms": "real", "instance_id": "text", "claim_token": "bigint", "detected_at": "timestamp with time zone",
+        "settings": "text",
     },
     "face_detections": {
-        "image_path": "text", "face_index": "integer", "box_top": "integer", "box_right": "integer",
+        "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer", "box_right": "integer",
         "box_bottom": "integer", "box_left": "integer", "score": "real", "encoding": "real[]", "model": "text",
         "scale": "real",
     },
@@ -42,7 +43,9 @@ TABLES: dict[str, dict[str, str]] = {
         "instance_id": "text", "hostname": "text", "pid": "integer", "started_at": "timestamp with time zone",
         "heartbeat_at": "timestamp with time zone", "state": "jsonb",
     },
-    "reactor_redetect": {"image_path": "text", "reason": "text", "requested_at": "timestamp with time zone"},
+    "reactor_redetect": {
+        "image_path": "text", "reason": "text", "mode": "text", "requested_at": "timestamp with time zone",
+    },
 }
 # Types an adopted legacy table may have instead (reported as adapted, not different):
 # the legacy worker wrote detected_at without a time zone; the server's TimeZone

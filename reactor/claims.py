@@ -34,6 +34,8 @@ class ImageState:
     last_error_type: str | None
     # `reactor redetect` asked for this image again: a result does not make it done.
     redetect_requested: bool = False
+    # refresh (faces keep their ids by overlap) or reset (all new ids); None: refresh.
+    redetect_mode: str | None = None
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ImageState:
@@ -68,6 +70,12 @@ class Claim:
     @property
     def attempt(self) -> int:
         return self.state.retry_count + 1
+
+    @property
+    def keep_face_ids(self) -> bool:
+        """Whether the faces found again keep their ids (``reactor.identity``): always,
+        unless a `reactor redetect --reset` asked for new ones."""
+        return self.state.redetect_mode != "reset"
 
     @property
     def last_scale(self) -> float | None:

@@ -18,13 +18,13 @@ from datetime import datetime
 
 import asyncpg
 
-from reactor import legacy
+from reactor import identity, legacy
 from reactor.backoff import max_attempts
 from reactor.claims import Claim
 from reactor.config import RetryConfig
 from reactor.db import DatabaseUnavailable
 from reactor.dbtypes import Conn
-from reactor.detector.types import Detection, DetectionFailure
+from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.errors import ErrorType
 from reactor.legacy import NO_LEGACY, ResultShape
 from reactor.sql import Queries
@@ -73,14 +73,19 @@ async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
         raise Fenced(claim.path)
 
 
+# Parameters of record_result before the legacy JSON columns (sql/queries.sql).
+_FIXED_PARAMS = 13
+
+
 @functools.cache
 def record_result_sql(shape: ResultShape) -> str:
     """sql/queries.sql record_result for this face_metadata: on an adopted legacy table
-    it also writes the legacy JSON columns, from parameter $12 on."""
+    it also writes the legacy JSON columns, from parameter $14 on."""
     columns = shape.columns()
+    first = _FIXED_PARAMS + 1
     fill = {
         "/*legacy_columns*/": "".join(f", {name}" for name, _ in columns),
-        "/*legacy_values*/": "".join(f", ${12 + i}::text::{type_}" for i, (_, type_) in enumerate(columns)),
+        "/*legacy_values*/": "".join(f", ${first + i}::text::{type_}" for i, (_, type_) in enumerate(columns)),
         "/*legacy_updates*/": "".join(f", {name} = EXCLUDED.{name}" for name, _ in columns),
     }
     text = str(Q.record_result)
@@ -99,20 +104,52 @@ def _legacy_args(shape: ResultShape, result: Detection) -> tuple[str, ...]:
     return tuple(values[name] for name, _ in shape.columns())
 
 
+def _face_args(path: str, index: int, face: Face, result: Detection) -> tuple[object, ...]:
+    return (path, index, face.top, face.right, face.bottom, face.left, face.score, list(face.encoding),
+            result.model, result.scale)
+
+
+async def _keep_identities(conn: Conn, path: str, result: Detection) -> None:
+    """Replace the image's faces, matched faces keeping their rows (reactor.identity)."""
+    old = [(r["face_id"], (r["box_top"], r["box_right"], r["box_bottom"], r["box_left"]))
+           for r in await conn.fetch(Q.faces_of_image, path)]
+    matching = identity.match(old, [(f.top, f.right, f.bottom, f.left) for f in result.faces])
+    if matching.removed:
+        await conn.execute(Q.delete_faces, list(matching.removed))
+    if len(matching.removed) < len(old):
+        await conn.execute(Q.shift_face_indexes, path)
+    updates, inserts = [], []
+    for index, (face, face_id) in enumerate(zip(result.faces, matching.kept, strict=True)):
+        if face_id is None:
+            inserts.append(_face_args(path, index, face, result))
+        else:
+            updates.append((face_id, *_face_args(path, index, face, result)[1:]))
+    if updates:
+        await conn.executemany(Q.update_face, updates)
+    if inserts:
+        await conn.executemany(Q.insert_face_detection, inserts)
+
+
 async def record_success(
-    conn: Conn, claim: Claim, result: Detection, instance_id: str, shape: ResultShape = NO_LEGACY
+    conn: Conn, claim: Claim, result: Detection, instance_id: str,
+    *, shape: ResultShape = NO_LEGACY, settings: str | None = None,
 ) -> None:
     """Write the result in one transaction; Fenced if the claim was taken over.
 
-    ``shape`` names the legacy JSON columns of an adopted face_metadata, which the
-    same statement fills (reactor.legacy)."""
+    An image detected again keeps the ids of the faces still there (reactor.identity),
+    unless its re-detection asked for new ones. ``shape`` names the legacy JSON
+    columns of an adopted face_metadata, which the same statement fills
+    (reactor.legacy); ``settings`` is the detector settings' fingerprint."""
     width, height = result.original_size
+    # Only an image that had a result can have face rows (they cascade with it).
+    match_faces = claim.state.done and claim.keep_face_ids
     args = (
         claim.path, claim.token, result.face_count, result.model, result.scale, width, height,
-        result.decode_ms, result.detect_ms, result.encode_ms, instance_id, *_legacy_args(shape, result),
+        result.decode_ms, result.detect_ms, result.encode_ms, instance_id, not match_faces, settings,
+        *_legacy_args(shape, result),
     )
     statement = record_result_sql(shape)
-    if not result.faces:
+    if not result.faces and not match_faces:
         # A single statement is a transaction of its own.
         if not await conn.fetchval(statement, *args):
             raise Fenced(claim.path)
@@ -120,13 +157,12 @@ async def record_success(
     async with conn.transaction():
         if not await conn.fetchval(statement, *args):
             raise Fenced(claim.path)
-        await conn.executemany(
-            Q.insert_face_detection,
-            [
-                (claim.path, i, f.top, f.right, f.bottom, f.left, f.score, list(f.encoding), result.model, result.scale)
-                for i, f in enumerate(result.faces)
-            ],
-        )
+        if match_faces:
+            await _keep_identities(conn, claim.path, result)
+        else:
+            await conn.executemany(
+                Q.insert_face_detection, [_face_args(claim.path, i, f, result) for i, f in enumerate(result.faces)]
+            )
 
 
 async def record_failure(

@@ -30,6 +30,7 @@ from reactor.claims import Claim
 from reactor.config import Config
 from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
+from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import ErrorType
 from reactor.legacy import NO_LEGACY, ResultShape
@@ -95,6 +96,7 @@ class DetectionLoop:
         self.failure_columns = failure_columns
         self.detector_unavailable = detector_unavailable
         self.result_shape = result_shape
+        self.settings = settings_fingerprint(config.detector)
         # Set when a write failed in a way no retry can mend (a missing column or
         # privilege): detection stops until the schema is fixed and the reactor restarted.
         self.write_blocked: str | None = None
@@ -303,7 +305,8 @@ class DetectionLoop:
             try:
                 async with self.pool.acquire() as conn:
                     if isinstance(outcome, Detection):
-                        await store.record_success(conn, claim, outcome, self.instance_id, self.result_shape)
+                        await store.record_success(conn, claim, outcome, self.instance_id,
+                                                   shape=self.result_shape, settings=self.settings)
                         self._detected(claim, outcome)
                     else:
                         record = await store.record_failure(

@@ -46,7 +46,8 @@ SELECT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = $1) AS done,
        coalesce(f.next_retry_after > now(), false) AS backing_off,
        (to_jsonb(f) ->> 'last_attempted_scale')::real AS last_scale,
        f.last_error_type,
-       EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_requested
+       EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_requested,
+       (SELECT q.mode FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_mode
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN face_detection_failures f ON f.image_path = $1
 
@@ -75,28 +76,30 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- instance took the image over), in which case nothing was written. New face rows
 -- follow with insert_face_detection in the same transaction.
 -- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
--- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id. On an adopted legacy
--- face_metadata, reactor.store fills the three /*legacy_...*/ markers with the legacy
--- JSON columns (face_locations, face_encodings: $12, $13 as JSON text, cast to the
--- column's type), so that legacy readers see every new result too.
+-- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id, $12 whether the old
+-- face rows go (false: reactor.store matches them to the new faces, which keep their
+-- ids), $13 the settings fingerprint. On an adopted legacy face_metadata,
+-- reactor.store fills the three /*legacy_...*/ markers with the legacy JSON columns
+-- (face_locations, face_encodings: $14, $15 as JSON text, cast to the column's
+-- type), so that legacy readers see every new result too.
 WITH released AS (
     DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING image_path
 ), result AS (
     INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
-                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at
-                                    /*legacy_columns*/)
+                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at,
+                                    settings /*legacy_columns*/)
     SELECT r.image_path, $3::int, $4::text, $5::real, $6::int, $7::int, $8::real, $9::real, $10::real,
-           $11::text, $2::bigint, now() /*legacy_values*/
+           $11::text, $2::bigint, now(), $13::text /*legacy_values*/
     FROM released r
     ON CONFLICT (image_path) DO UPDATE
         SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
             original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
             decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
-            instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now()
-            /*legacy_updates*/
+            instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now(),
+            settings = EXCLUDED.settings /*legacy_updates*/
     RETURNING m.image_path
 ), old_faces AS (
-    DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path
+    DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path AND $12::boolean
 ), old_failure AS (
     DELETE FROM face_detection_failures f USING released r WHERE f.image_path = r.image_path
 ), old_request AS (
@@ -108,6 +111,28 @@ SELECT EXISTS (SELECT 1 FROM result)
 INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,
                              score, encoding, model, scale)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+
+-- name: faces_of_image
+-- The faces a re-detection is matched against (reactor.identity), locked until it is written.
+SELECT face_id, box_top, box_right, box_bottom, box_left
+FROM face_detections WHERE image_path = $1
+ORDER BY face_index
+FOR UPDATE
+
+-- name: delete_faces
+DELETE FROM face_detections WHERE face_id = ANY($1::bigint[])
+
+-- name: shift_face_indexes
+-- Out of the way of the new order, so that updating the kept faces' indexes one by
+-- one never collides with the (image_path, face_index) key.
+UPDATE face_detections SET face_index = face_index + 1000000 WHERE image_path = $1
+
+-- name: update_face
+-- A face that is still there keeps its row (its id and any column others added).
+UPDATE face_detections
+SET face_index = $2, box_top = $3, box_right = $4, box_bottom = $5, box_left = $6,
+    score = $7, encoding = $8, model = $9, scale = $10
+WHERE face_id = $1
 
 -- ---------------------------------------------------------------- failures
 

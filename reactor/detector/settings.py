@@ -1,0 +1,28 @@
+"""The fingerprint of the detector settings that shape a result.
+
+Every result records it (face_metadata.settings), so that `reactor redetect
+--refresh --stale` can take exactly the results made with other settings than
+today's. It covers every detector setting except those that only say how the
+detector runs (time-outs, restarts, the engine module, guards, process counts):
+a setting added later changes what a result means unless it is listed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+from reactor.config import DetectorConfig
+
+# Settings that change how detection runs, not what it finds.
+OPERATIONAL = frozenset({
+    "timeout_seconds", "startup_timeout_seconds", "max_start_failures", "max_pixels", "engine",
+    "workers", "batch_size", "max_file_bytes", "prefer_smallest_algorithms_below_mb",
+})
+
+
+def settings_fingerprint(config: DetectorConfig) -> str:
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in OPERATIONAL}
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+    return digest[:16]
