@@ -31,8 +31,8 @@ TABLES: dict[str, dict[str, str]] = {
         "settings": "text",
     },
     "face_detections": {
-        "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer", "box_right": "integer",
-        "box_bottom": "integer", "box_left": "integer", "score": "real", "encoding": "real[]", "model": "text",
+        "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer",
+        "box_right": "integer", "box_bottom": "integer", "box_left": "integer", "score": "real", "encoding": "real[]", "model": "text",
         "scale": "real",
     },
     "reactor_claims": {

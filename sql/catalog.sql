@@ -105,3 +105,7 @@ SELECT count(*)::int
 FROM face_metadata m
 WHERE m.model IS NULL AND coalesce(m.face_count, 0) > 0
   AND NOT EXISTS (SELECT 1 FROM face_detections d WHERE d.image_path = m.image_path);
+
+-- name: vector_extension
+SELECT exists(SELECT 1 FROM pg_available_extensions WHERE name = 'vector') AS available,
+       (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS installed;
