@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from reactor import legacy, privileges, sql
+from reactor import legacy, privileges, sql, vectors
 
 Q = sql.Queries("catalog.sql")
 
@@ -32,8 +32,8 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "face_detections": {
         "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer",
-        "box_right": "integer", "box_bottom": "integer", "box_left": "integer", "score": "real", "encoding": "real[]", "model": "text",
-        "scale": "real",
+        "box_right": "integer", "box_bottom": "integer", "box_left": "integer", "score": "real",
+        "encoding": "real[]", "model": "text", "scale": "real",
     },
     "reactor_claims": {
         "image_path": "text", "instance_id": "text", "token": "bigint", "claimed_at": "timestamp with time zone",
@@ -197,6 +197,32 @@ async def check_legacy_results(conn: asyncpg.Connection, report: CheckReport) ->
                        f"{waiting} legacy result(s) with faces not in face_detections; run `reactor db import-legacy`")
 
 
+async def check_vectors(conn: asyncpg.Connection, report: CheckReport) -> None:
+    """Similarity search (reactor.vectors) is optional: its absence is advice, not a problem."""
+    available, installed = await vectors.state(conn)
+    if installed is None:
+        detail = ("available on the server but not installed: `reactor db init` as a superuser, or the owner's SQL "
+                  "from `reactor db sql`, installs it" if available else "not available on this server")
+        report.add("extension", vectors.EXTENSION, "advice", f"{detail}; until then `reactor similar` is off")
+        return
+    report.add("extension", vectors.EXTENSION, "ok", f"version {installed}")
+    if not await exists(conn, "face_detections"):
+        return
+    if not await conn.fetchval(Q.embedding_column):
+        report.add("column", "face_detections.embedding", "missing", "expected vector(128)")
+        return
+    present = {r["name"] for r in await conn.fetch(Q.table_indexes, "face_detections")}
+    report.add("index", vectors.INDEX, "ok" if vectors.INDEX in present else "missing", "HNSW on L2 distance")
+    triggers = {r["name"] for r in await conn.fetch(Q.table_triggers, "face_detections")}
+    report.add("trigger", vectors.TRIGGER, "ok" if vectors.TRIGGER in triggers else "missing",
+               "keeps embedding equal to encoding")
+    if await readable(conn, "face_detections"):
+        unfilled = await conn.fetchval(vectors.SEARCH.missing_embeddings)
+        if unfilled:
+            report.add("data", "face_detections.embedding", "advice",
+                       f"{unfilled} face(s) without an embedding yet; `reactor db init` fills them")
+
+
 async def _check_indexes(conn: asyncpg.Connection, report: CheckReport) -> None:
     for table, key in PRIMARY_KEYS.items():
         rows = await conn.fetch(Q.table_indexes, table)
@@ -306,6 +332,7 @@ async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> 
     await _check_tables(conn, report)
     await check_failures_table(conn, report)
     await check_legacy_results(conn, report)
+    await check_vectors(conn, report)
     await _check_indexes(conn, report)
     await _check_constraints(conn, report)
     await _check_trigger(conn, report, channel)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor import catalog, legacy, privileges, sql
+from reactor import catalog, legacy, privileges, sql, vectors
 from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
 from reactor.progress import Progress
 
@@ -185,6 +185,7 @@ async def init_schema(
         else:
             try:
                 await _apply(conn, standalone, channel, progress)
+                report.adapted.extend(await vectors.install(conn))
             except asyncpg.InsufficientPrivilegeError as exc:
                 role = await conn.fetchval("SELECT current_user")
                 raise SchemaError(
@@ -194,6 +195,9 @@ async def init_schema(
         for finding in (await catalog.check(conn, channel=channel, standalone=standalone)).adapted:
             if finding.kind == "constraint" or finding.name.startswith(f"{legacy.TABLE}."):
                 report.adapted.append(f"{finding.name}: {finding.detail}")
+    if report.applied:
+        # After the commit, in pages: a large face table is never locked as a whole.
+        await vectors.backfill(conn)
     return report
 
 
@@ -212,6 +216,7 @@ def owner_sql(role: str, channel: str = DEFAULT_CHANNEL) -> str:
         legacy_failures,
         legacy.nullable_sql(tuple(catalog.TABLES[legacy.TABLE])),
         *(sql.text(name) for name in trigger_files()),
+        vectors.owner_sql(),
         channel_sql(channel),
         f"INSERT INTO reactor_schema (version) VALUES ({SCHEMA_VERSION})",
         "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, applied_at = now();",

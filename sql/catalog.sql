@@ -109,3 +109,7 @@ WHERE m.model IS NULL AND coalesce(m.face_count, 0) > 0
 -- name: vector_extension
 SELECT exists(SELECT 1 FROM pg_available_extensions WHERE name = 'vector') AS available,
        (SELECT extversion FROM pg_extension WHERE extname = 'vector') AS installed;
+
+-- name: embedding_column
+SELECT exists(SELECT 1 FROM pg_attribute
+              WHERE attrelid = to_regclass('face_detections') AND attname = 'embedding' AND NOT attisdropped);

@@ -48,6 +48,8 @@ def test_embedded_init_and_check(tmp_path: Path) -> None:
     assert report["ok"] and report["standalone"]
     assert {f["name"] for f in report["findings"] if f["kind"] == "trigger"} == {
         "reactor_notify_insert", "reactor_notify_update", "reactor_notify_delete",
+        # pgserver ships pgvector: the embedding trigger of similarity search.
+        "reactor_face_embedding",
     }
     # Stopped cleanly on exit: no server left behind, and its log says so.
     assert not (data_dir / "postmaster.pid").exists()
