@@ -33,6 +33,8 @@ class SheetItem:
     boxes: Sequence[Box] = field(default_factory=tuple)
     failure: str | None = None  # the failure type, when the image has no result
     note: str = ""  # what the image is, e.g. "EXIF orientation 6"
+    # Draw only this face, cropped with a margin (`reactor similar --sheet`); the label is the note.
+    crop: Box | None = None
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -54,6 +56,11 @@ def _open(path: Path) -> Image.Image:
 def _face_tile(item: SheetItem) -> tuple[Image.Image, int]:
     """The image fitted into the tile with its boxes; returns the tile and boxes drawn."""
     image = _open(item.path)
+    if item.crop is not None:
+        top, right, bottom, left = item.crop
+        margin = max(right - left, bottom - top) // 3
+        image = image.crop((max(0, left - margin), max(0, top - margin),
+                            min(image.width, right + margin), min(image.height, bottom + margin)))
     scale = min(TILE / image.width, TILE / image.height)
     thumb = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     tile = Image.new("RGB", (TILE, TILE), BACKGROUND)
@@ -82,6 +89,8 @@ def _failure_tile(failure: str) -> Image.Image:
 
 
 def _label(item: SheetItem) -> str:
+    if item.crop is not None:
+        return item.note
     if item.failure is not None:
         text = f"failed: {item.failure}"
     else:

@@ -24,3 +24,14 @@ ORDER BY distance;
 
 -- name: missing_embeddings
 SELECT count(*)::int FROM face_detections WHERE embedding IS NULL;
+
+-- name: result_of
+SELECT face_count FROM face_metadata WHERE image_path = $1;
+
+-- name: search_breadth
+-- For this transaction: HNSW returns at most ef_search rows, so ask for the limit.
+SELECT set_config('hnsw.ef_search', $1::text, true);
+
+-- name: exact_search
+-- For this transaction: no index, every face compared (the benchmark's reference).
+SELECT set_config('enable_indexscan', 'off', true);
