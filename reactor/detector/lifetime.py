@@ -54,8 +54,12 @@ class IoCounters(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_uint64)
         for name in (
-            "ReadOperationCount", "WriteOperationCount", "OtherOperationCount",
-            "ReadTransferCount", "WriteTransferCount", "OtherTransferCount",
+            "ReadOperationCount",
+            "WriteOperationCount",
+            "OtherOperationCount",
+            "ReadTransferCount",
+            "WriteTransferCount",
+            "OtherTransferCount",
         )
     ]
 
@@ -109,8 +113,11 @@ def adopt(process: BaseProcess) -> None:
         except OSError as exc:
             # Windows 7 cannot nest jobs, and a job without JOB_OBJECT_LIMIT_BREAKAWAY_OK refuses.
             _job_failed = True
-            log.warning("detector_job_unavailable", error=str(exc),
-                        advice="a killed reactor may leave its detector child running; stop it with the service")
+            log.warning(
+                "detector_job_unavailable",
+                error=str(exc),
+                advice="a killed reactor may leave its detector child running; stop it with the service",
+            )
 
 
 if sys.platform == "win32":
