@@ -171,20 +171,32 @@ class Finding:
         return f"{self.path}:{self.line}: {self.api} exists on {self.platform} only; put it in a platform branch"
 
 
-def _platform_test(test: ast.expr) -> frozenset[str] | None:
-    """The platforms on which ``test`` is true, if it is a test on the platform; else None."""
+def _platform_test(test: ast.expr) -> tuple[frozenset[str], frozenset[str]]:
+    """The platforms on which ``test`` can be true, and those on which it can be false.
+
+    A test that says nothing about the platform can be either anywhere: (ANY, ANY).
+    """
     if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        inner = _platform_test(test.operand)
-        return None if inner is None else ANY - inner
+        true, false = _platform_test(test.operand)
+        return false, true
     if isinstance(test, ast.BoolOp):
         parts = [_platform_test(v) for v in test.values]
-        known = [p for p in parts if p is not None]
-        if not known:
-            return None
-        if isinstance(test.op, ast.And):  # true only where every known part is
-            return frozenset.intersection(*known)
-        return frozenset.union(*known) if len(known) == len(parts) else None
+        if isinstance(test.op, ast.And):  # true only where every part can be; false where any can be
+            return frozenset.intersection(*(t for t, _ in parts)), frozenset.union(*(f for _, f in parts))
+        return frozenset.union(*(t for t, _ in parts)), frozenset.intersection(*(f for _, f in parts))
+    where = _platform_of(test)
+    if where is None:
+        return ANY, ANY
+    if isinstance(test, ast.Compare) and isinstance(test.ops[0], ast.NotEq | ast.IsNot):
+        return ANY - where, where
+    return where, ANY - where
+
+
+def _platform_of(test: ast.expr) -> frozenset[str] | None:
+    """For ``sys.platform == "win32"`` and its kin: where the comparison (as ==) holds."""
     if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.comparators[0], ast.Constant):
+        if not isinstance(test.ops[0], ast.Eq | ast.Is | ast.NotEq | ast.IsNot):
+            return None
         subject, value = ast.unparse(test.left), test.comparators[0].value
         windows = {("sys.platform", "win32"), ("os.name", "nt"), ("platform.system()", "Windows")}
         posix = {
@@ -194,15 +206,9 @@ def _platform_test(test: ast.expr) -> frozenset[str] | None:
             ("platform.system()", "Linux"),
         }
         if (subject, value) in windows:
-            where = frozenset({WINDOWS})
-        elif (subject, value) in posix:
-            where = frozenset({POSIX})
-        else:
-            return None
-        if isinstance(test.ops[0], ast.Eq | ast.Is):
-            return where
-        if isinstance(test.ops[0], ast.NotEq | ast.IsNot):
-            return ANY - where
+            return frozenset({WINDOWS})
+        if (subject, value) in posix:
+            return frozenset({POSIX})
         return None
     if (
         isinstance(test, ast.Call)
@@ -234,12 +240,13 @@ class _Walker:
 
     def block(self, stmts: Iterable[ast.stmt], where: frozenset[str]) -> None:
         for stmt in stmts:
-            if isinstance(stmt, ast.If) and (cond := _platform_test(stmt.test)) is not None:
+            if isinstance(stmt, ast.If) and (cond := _platform_test(stmt.test)) != (ANY, ANY):
+                true, false = cond
                 self.node(stmt.test, where)
-                self.block(stmt.body, where & cond)
-                self.block(stmt.orelse, where - cond)
+                self.block(stmt.body, where & true)
+                self.block(stmt.orelse, where & false)
                 if _ends_block(stmt.body) and not stmt.orelse:
-                    where = where - cond  # `if not linux: return` narrows the rest of the block
+                    where = where & false  # `if not linux: return` narrows the rest of the block
                 continue
             if isinstance(stmt, ast.If) and _feature_test(stmt.test):
                 self.block(stmt.body, frozenset())
@@ -266,10 +273,9 @@ class _Walker:
                         self.node(item, where)
             elif isinstance(value, ast.AST):
                 if isinstance(node, ast.IfExp) and field in ("body", "orelse"):
-                    cond = _platform_test(node.test)
-                    if cond is not None:
-                        self.node(value, where & cond if field == "body" else where - cond)
-                        continue
+                    true, false = _platform_test(node.test)
+                    self.node(value, where & (true if field == "body" else false))
+                    continue
                 self.node(value, where)
 
     def check(self, node: ast.AST, where: frozenset[str]) -> None:

@@ -83,6 +83,12 @@ def test_platform_branches_are_understood() -> None:
             return libc.malloc_trim(0)
 
         n = len(os.sched_getaffinity(0)) if sys.platform != "win32" else os.cpu_count()
+        if sys.platform == "win32" or portable:
+            signal.signal(signal.SIGINT, h)
+        else:
+            loop.add_signal_handler(signal.SIGINT, h)
+        if sys.platform != "win32" and native:
+            loop.add_reader(fd, cb)
         if hasattr(os, "killpg"):
             os.killpg(1, 15)
         try:
@@ -107,7 +113,9 @@ def test_a_branch_for_the_wrong_platform_is_caught() -> None:
             if sys.platform == "win32":
                 return
             import winreg
-        """) == ["loop.add_reader", "libc.prctl", "import winreg"]
+        if sys.platform == "win32" or portable:
+            loop.add_signal_handler(signal.SIGINT, h)
+        """) == ["loop.add_reader", "libc.prctl", "import winreg", "loop.add_signal_handler"]
 
 
 def test_the_package_type_checks_as_windows_sees_it(tmp_path: Path) -> None:
