@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 
 from reactor.config import ImagesConfig, WatcherConfig
-from reactor.paths import InvalidPath, PathMapper
+from reactor.paths import InvalidPath, PathMapper, extended_length, plain_windows
 
 
 class Candidates:
@@ -42,15 +42,18 @@ class Candidates:
     def relative(self, local: str | os.PathLike[str]) -> str | None:
         """The forward-slash path of ``local`` under the root; None outside it or at the root."""
         flavour: type[PurePath] = PureWindowsPath if self.windows else PurePosixPath
+        name = os.fsdecode(local)
         try:
-            rel = flavour(os.fsdecode(local)).relative_to(flavour(self.root))
+            rel = flavour(plain_windows(name) if self.windows else name).relative_to(flavour(self.root))
         except ValueError:
             return None
         return "/".join(rel.parts) or None
 
     def local(self, rel: str) -> str:
-        return str(self.mapper.root_path.joinpath(*rel.split("/"))) if self.windows else os.path.join(
-            self.root, *rel.split("/"))
+        """The path of a database path (or folder prefix) to hand to the OS; see PathMapper.os_path."""
+        if self.windows:
+            return extended_length(str(self.mapper.root_path.joinpath(*rel.split("/"))))
+        return os.path.join(self.root, *rel.split("/"))
 
     def dir_path(self, local: str | os.PathLike[str]) -> str | None:
         """The database prefix (``a/b``) of a watched folder, or None if it is ignored."""

@@ -22,6 +22,7 @@ import asyncio
 import ctypes
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from reactor.supervisor import sleep_or_stop
 
@@ -32,7 +33,15 @@ M_ARENA_MAX = -8
 Trim = Callable[[], bool]
 
 
-def _glibc() -> ctypes.CDLL | None:
+@dataclass(frozen=True)
+class _Glibc:
+    """The two glibc functions, looked up in the Linux branch only (the portability check)."""
+
+    trim: Callable[[int], int]  # malloc_trim
+    set_option: Callable[[int, int], int]  # mallopt
+
+
+def _glibc() -> _Glibc | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -41,16 +50,16 @@ def _glibc() -> ctypes.CDLL | None:
         libc.malloc_trim.restype = ctypes.c_int
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         libc.mallopt.restype = ctypes.c_int
+        return _Glibc(libc.malloc_trim, libc.mallopt)
     except (OSError, AttributeError):
         return None
-    return libc
 
 
-def _trim_function(libc: ctypes.CDLL | None) -> Trim | None:
+def _trim_function(libc: _Glibc | None) -> Trim | None:
     if libc is None:
         return None
-    malloc_trim = libc.malloc_trim
-    return lambda: bool(malloc_trim(0))
+    trim = libc.trim
+    return lambda: bool(trim(0))
 
 
 _LIBC = _glibc()
@@ -62,7 +71,7 @@ def single_arena() -> bool:
 
     Call it before the first worker thread starts: a thread keeps the arena it has.
     """
-    return _LIBC is not None and _LIBC.mallopt(M_ARENA_MAX, 1) == 1
+    return _LIBC is not None and _LIBC.set_option(M_ARENA_MAX, 1) == 1
 
 
 def available() -> bool:

@@ -35,6 +35,48 @@ def _is_windows_root(root: str) -> bool:
     return root.startswith("\\\\") or (len(root) >= 2 and root[1] == ":" and root[0].isalpha())
 
 
+# Win32 refuses a path of MAX_PATH (260) characters or more unless it is in the extended-length
+# form, and a directory path of 248 or more (os.scandir also appends "\*"): from 248 on,
+# every Windows path the reactor opens gets the prefix. Windows' LongPathsEnabled is not needed.
+WINDOWS_LONG_PATH = 248
+_EXTENDED = "\\\\?\\"
+_EXTENDED_UNC = _EXTENDED + "UNC\\"
+
+
+def extended_length(path: str) -> str:
+    r"""A Windows path that Win32 opens whatever its length: ``\\?\Z:\...`` or ``\\?\UNC\nas\...``.
+
+    The extended form is taken literally (no ``/``, ``.`` or ``..`` processing), so the path
+    is normalised first; a short path is returned normalised and unprefixed.
+    """
+    plain = str(PureWindowsPath(plain_windows(path)))
+    if len(plain) < WINDOWS_LONG_PATH:
+        return plain
+    if plain.startswith("\\\\"):
+        return _EXTENDED_UNC + plain[2:]
+    if PureWindowsPath(plain).drive:
+        return _EXTENDED + plain
+    return plain  # relative: there is no extended form
+
+
+def plain_windows(path: str) -> str:
+    """The usual spelling of a Windows path that may be in the extended-length form."""
+    if path[:8].upper() == _EXTENDED_UNC.upper():
+        return "\\\\" + path[8:]
+    if path.startswith(_EXTENDED):
+        return path[4:]
+    return path
+
+
+def contained(real: PurePath, root: PurePath) -> bool:
+    """Whether ``real`` is ``root`` or under it; on Windows case-insensitively and whatever
+    the spelling (extended-length, / or \\), as the share itself compares names."""
+    if isinstance(real, PureWindowsPath) or isinstance(root, PureWindowsPath):
+        real = PureWindowsPath(plain_windows(str(real)))
+        root = PureWindowsPath(plain_windows(str(root)))
+    return real == root or root in real.parents
+
+
 @dataclass(frozen=True)
 class PathMapper:
     """Maps between relative database paths and paths under the share root."""
@@ -95,10 +137,28 @@ class PathMapper:
             raise InvalidPath(db_path, "escapes_root", "the path leads outside the share root")
         return local
 
+    def os_path(self, db_path: str) -> str:
+        """The path to hand to the operating system: extended-length on Windows when long."""
+        local = str(self.to_local(db_path))
+        return extended_length(local) if self.windows else local
+
+    def matches(self, db_path: str, local: str | os.PathLike[str]) -> bool:
+        """Whether ``local`` names the file of ``db_path``. On a Windows share names compare
+        case-insensitively: ``apple/IMG_0073.PNG`` is the file ``Apple\\img_0073.png``."""
+        try:
+            wanted = self.to_local(db_path)
+        except InvalidPath:
+            return False
+        if self.windows:
+            return PureWindowsPath(plain_windows(os.fspath(local))) == wanted
+        return PurePosixPath(os.fspath(local)) == wanted
+
     def to_db(self, local: str | os.PathLike[str]) -> str:
-        """The database path of a local path under the root; InvalidPath if outside."""
+        """The database path of a local path under the root; InvalidPath if outside.
+
+        The folder and file names keep the spelling of ``local`` (its case on Windows)."""
         flavour: type[PurePath] = PureWindowsPath if self.windows else PurePosixPath
-        local_p = flavour(os.fspath(local))
+        local_p = flavour(plain_windows(os.fspath(local)) if self.windows else os.fspath(local))
         root_p = flavour(self.root)
         try:
             rel = local_p.relative_to(root_p)
@@ -109,11 +169,12 @@ class PathMapper:
     def open_safely(self, db_path: str) -> Path:
         """The real local path, refusing symlinks that lead out of the share root.
 
-        Only for real (non-Windows-on-Linux) roots: it resolves the file on disk.
+        Only for real (non-Windows-on-Linux) roots: it resolves the file on disk. On Windows
+        the name may differ in case from the database's, and a long path comes back in the
+        extended-length form, so that it opens without LongPathsEnabled.
         """
-        local = Path(self.to_local(db_path))
         root = Path(self.root).resolve()
-        real = local.resolve()
-        if real != root and root not in real.parents:
+        real = Path(self.os_path(db_path)).resolve()
+        if not contained(real, root):
             raise InvalidPath(db_path, "escapes_root", "the path resolves outside the share root (symlink)")
-        return real
+        return Path(extended_length(str(real))) if self.windows else real

@@ -65,7 +65,7 @@ def walk(candidates: Candidates, start: str = "") -> Walk:
     stack = [start]
     while stack:
         prefix = stack.pop()
-        local = os.path.join(root, *prefix.split("/")) if prefix else root
+        local = candidates.local(prefix) if prefix else root
         try:
             with os.scandir(local) as it:
                 entries = list(it)

@@ -7,7 +7,8 @@ Faults, by a marker anywhere in the image's file name (or in a side file ``<imag
 
     __crash__          os.abort() while detecting (SIGABRT, like a failed dlib assertion)
     __segv__           a real segmentation fault (SIGSEGV)
-    __hang__           never answers (the per-image timeout must fire)
+    __hang__           never answers (the per-image timeout must fire); first writes its pid to
+                       ``<image>.hanging``, so a test knows the child is deaf to its pipe
     __raise__          an unexpected Python exception inside the engine
     __oom_at_S__       the error dlib raises on a CUDA out-of-memory, at cascade scale S (e.g. 1.0)
     __hostoom_at_S__   MemoryError at cascade scale S
@@ -23,7 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import resource
+import sys
 import time
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class FaultEngine(DlibEngine):
         if "__segv__" in markers:
             ctypes.string_at(0)
         if "__hang__" in markers:
+            Path(job.local_path + ".hanging").write_text(str(os.getpid()), encoding="utf-8")
             while True:
                 time.sleep(3600)
         if "__raise__" in markers:
@@ -89,7 +91,10 @@ def _startup_fault() -> None:
 
 
 def create_engine(config: DetectorConfig) -> FaultEngine:
-    # Injected aborts and segfaults must not leave core files in the working tree.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform != "win32":
+        import resource
+
+        # Injected aborts and segfaults must not leave core files in the working tree.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _startup_fault()
     return FaultEngine(config)

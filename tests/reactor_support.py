@@ -104,14 +104,15 @@ def process_config(tmp: Path, dsn: str, share: Path, name: str, **overrides: dic
 class ReactorProcess:
     """`python -m reactor run` with JSON logs captured to a file."""
 
-    def __init__(self, config: Path, log: Path, *command: str) -> None:
+    def __init__(self, config: Path, log: Path, *command: str, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
         self.command = command or ("run",)
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ReactorProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")} | self.extra_env
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "reactor", "--config", str(self.config), "--log-format", "json",
@@ -154,11 +155,11 @@ class ReactorProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
 
-    def stop(self, seconds: float = 120.0) -> int:
-        """SIGTERM and wait; the exit code."""
+    def stop(self, seconds: float = 120.0, sig: signal.Signals = signal.SIGTERM) -> int:
+        """SIGTERM (or ``sig``) and wait; the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         return self.proc.wait(seconds)
 
     def ensure_dead(self) -> None:

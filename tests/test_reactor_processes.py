@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from reactor.handlers.run import PORTABLE_SIGNALS_ENV
 from tests.reactor_support import (
     REPO,
     ReactorProcess,
@@ -139,8 +141,19 @@ async def test_reactor_sweep_asks_the_running_reactor_and_prints_counts(
     assert alone.returncode == 2 and "no running reactor" in alone.stderr
 
 
+@pytest.mark.parametrize(
+    ("sig", "env"),
+    [
+        (signal.SIGTERM, {}),
+        # Ctrl+C through the handlers Windows uses (signal.signal + call_soon_threadsafe), which
+        # is how NSSM stops the service there.
+        (signal.SIGINT, {PORTABLE_SIGNALS_ENV: "1"}),
+    ],
+    ids=["sigterm", "ctrl_c_windows_handlers"],
+)
 async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
-    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path, procs: list[ReactorProcess]
+    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path, procs: list[ReactorProcess],
+    sig: signal.Signals, env: dict[str, str],
 ) -> None:
     # The test engine never answers for this file, so the image in flight ends by the
     # per-image timeout, during the shutdown.
@@ -151,7 +164,7 @@ async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
         sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
     )
     paths = write_photos(share, ["slow/__hang__.jpg", "slow/next.jpg"])
-    reactor = ReactorProcess(config, tmp_path / "reactor.log").start()
+    reactor = ReactorProcess(config, tmp_path / "reactor.log", env=env).start()
     procs.append(reactor)
     await reactor.wait_event("detector_ready", 90)
     await add_processed(conn, paths[:1])
@@ -162,7 +175,8 @@ async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
 
     await wait_until(in_flight, 60, "the slow image to be in flight")
     await add_processed(conn, paths[1:])
-    assert await asyncio.to_thread(reactor.stop, 60) == 0
+    assert await asyncio.to_thread(reactor.stop, 60, sig) == 0
+    assert reactor.events("stop_requested")[0]["signal"] == sig.name
     found = await outcomes(conn)
     # The image in flight got its outcome; the queued one was left for the next run.
     assert found == {paths[0]: ["failure:timeout"]}

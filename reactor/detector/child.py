@@ -12,29 +12,25 @@ the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on t
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
-import signal
 import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
 from reactor.config import DetectorConfig
+from reactor.detector import lifetime
 from reactor.detector.types import DetectionFailure, DetectionJob, Engine, Outcome
 from reactor.errors import ErrorType
 
 # Exit status when the engine cannot be built; the parent counts it as a start-up failure.
 EXIT_ENGINE_FAILED = 3
-_PR_SET_PDEATHSIG = 1
 
 
 def serve(conn: Connection, config: DetectorConfig) -> None:
     """Entry point of the child process."""
-    # Ctrl-C reaches the whole process group; the parent decides how the child stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    lifetime.prepare_child()
     try:
         engine = _build(config)
     except BaseException as exc:  # anything, even SystemExit from a library, is a start-up failure
@@ -80,14 +76,3 @@ def _send(conn: Connection, message: tuple[str, Any]) -> None:
         conn.send(message)
     except (BrokenPipeError, EOFError, OSError):
         sys.exit(0)  # the parent is gone; nobody is left to tell
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this child if the reactor dies, so no orphan keeps the GPU."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return

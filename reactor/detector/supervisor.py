@@ -9,7 +9,8 @@ A crash, a hang or a CUDA out-of-memory in dlib kills at most the child, never t
 - children that die at start-up ``max_start_failures`` times in a row: ``DetectorUnavailable``
   and state "unavailable"; the reactor stops taking work and may call ``start()`` later.
 
-Waiting on the pipe uses ``loop.add_reader``, so the event loop never blocks on the child.
+Waiting on the pipe never blocks the event loop (``waiting.py``, the same on Linux and Windows),
+and the child dies with the reactor however the reactor ends (``lifetime.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ import contextlib
 import dataclasses
 import multiprocessing
 import time
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from reactor import logs
 from reactor.config import DetectorConfig
-from reactor.detector import cascade, child
+from reactor.detector import cascade, child, lifetime
 from reactor.detector.prefetch import Prefetcher
 from reactor.detector.types import (
     DETAIL_MODEL,
@@ -34,7 +34,7 @@ from reactor.detector.types import (
     DetectionJob,
     Outcome,
 )
-from reactor.detector.waiting import describe_exit, reap, receive
+from reactor.detector.waiting import ChildPipe, describe_exit, reap, receive
 from reactor.errors import ErrorType
 
 log = logs.get("reactor.detector")
@@ -58,7 +58,7 @@ class Detector:
     def __init__(self, config: DetectorConfig) -> None:
         self._config = config
         self._process: BaseProcess | None = None
-        self._conn: Connection | None = None
+        self._conn: ChildPipe | None = None
         self._state = "stopped"
         self._restarts = 0
         self._cuda = False
@@ -133,6 +133,7 @@ class Detector:
         # Started from the event-loop thread on purpose: the child's parent-death signal
         # fires when the *thread* that forked it exits, so no worker thread may do this.
         process.start()
+        lifetime.adopt(process)
         child_conn.close()  # only the child holds its end now, so its death reads as EOF here
         try:
             kind, payload = await receive(parent_conn, self._config.startup_timeout_seconds)

@@ -1,14 +1,21 @@
-"""`reactor run`: the reactor in the foreground until SIGTERM or SIGINT.
+"""`reactor run`: the reactor in the foreground until SIGTERM or SIGINT (Ctrl+C).
 
 The signal handlers only set the stop event; the Reactor then stops taking work,
 lets the image in flight finish (or time out) and writes its outcome, releases its
 claims and returns, and the command exits 0.
+
+On Windows a service manager (NSSM) stops a console program with Ctrl+C or Ctrl+Break:
+SIGINT and SIGBREAK there. Windows event loops have no ``add_signal_handler``, so the
+handler is a plain ``signal.signal`` one that hops onto the loop with
+``call_soon_threadsafe`` (the Proactor loop wakes for signals: it sets the wakeup fd).
+Tests select that path on Linux too (``PORTABLE_SIGNALS_ENV``), so it is not dead code.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -17,6 +24,9 @@ from reactor.config import Config
 from reactor.service import Reactor
 
 log = logs.get("reactor.run")
+
+# Tests only: "1" installs the Windows signal handlers on Linux.
+PORTABLE_SIGNALS_ENV = "REACTOR_TEST_PORTABLE_SIGNALS"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,19 +49,28 @@ async def prepare_embedded(config: Config, dsn: str) -> None:
             await schema.init_schema(conn, standalone=True, channel=config.database.channel)
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
+def stop_signals() -> list[signal.Signals]:
+    if sys.platform == "win32":
+        return [signal.SIGINT, signal.SIGBREAK, signal.SIGTERM]
+    return [signal.SIGTERM, signal.SIGINT]
+
+
+def install_stop_signals(stop: asyncio.Event, portable: bool | None = None) -> None:
     loop = asyncio.get_running_loop()
+    if portable is None:
+        portable = os.environ.get(PORTABLE_SIGNALS_ENV) == "1"
 
     def request_stop(name: str) -> None:
         if not stop.is_set():
             log.info("stop_requested", signal=name)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        if sys.platform == "win32":
-            # Windows event loops have no add_signal_handler: hop onto the loop from the handler.
-            signal.signal(sig, lambda signum, _frame: loop.call_soon_threadsafe(request_stop,
-                                                                                signal.Signals(signum).name))
+    def on_signal(signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(request_stop, signal.Signals(signum).name)
+
+    for sig in stop_signals():
+        if sys.platform == "win32" or portable:
+            signal.signal(sig, on_signal)
         else:
             loop.add_signal_handler(sig, request_stop, sig.name)
 
