@@ -153,7 +153,7 @@ async def _outcomes(conn: asyncpg.Connection, paths: list[str]) -> tuple[dict[st
 
 async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
     """Run the demo in `out` (an absolute path); give up waiting after `limit_seconds`."""
-    from reactor.handlers.run import prepare_embedded
+    from reactor.handlers.common import prepare_embedded
     from reactor.service import Reactor
 
     prepare_folder(out)

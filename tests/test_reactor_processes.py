@@ -14,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from reactor.handlers.run import PORTABLE_SIGNALS_ENV
+from reactor.handlers.common import PORTABLE_SIGNALS_ENV
 from tests.reactor_support import (
     REPO,
     ReactorProcess,

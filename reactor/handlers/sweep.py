@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 
 from reactor import control, db, logs
 from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.handlers.run import install_stop_signals, prepare_embedded
-from reactor.progress import Progress, follow
+from reactor.handlers.common import sweep_once_here
 from reactor.queue import ImageQueue
-from reactor.service import Reactor
 from reactor.share import ShareMonitor
 from reactor.sweep import SweepCounts, Sweeper
 
@@ -79,28 +76,11 @@ async def _remote(args: argparse.Namespace, config: Config, dsn: str) -> int:
 
 
 async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
-    await prepare_embedded(config, dsn)
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    reactor = Reactor(config, dsn)
-    with Progress(None, "sweep --once") as progress:
-        # The worker exists only once run_once has connected; until then nothing is done.
-        follower = asyncio.create_task(follow(
-            progress,
-            lambda: reactor.worker.processed if reactor.worker else 0,
-            lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
-        ))
-        try:
-            counts = await reactor.run_once(stop)
-        finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-    if counts.skipped:
-        print(f"reactor sweep: not swept: {counts.skipped}; try again in a moment", file=sys.stderr)
+    here = await sweep_once_here(config, dsn, "sweep --once")
+    if here.counts.skipped:
+        print(f"reactor sweep: not swept: {here.counts.skipped}; try again in a moment", file=sys.stderr)
         return 1
-    processed = reactor.worker.processed if reactor.worker else 0
-    _print_counts(args, {**counts.as_dict(), "processed": processed}, f"{reactor.instance_id} (--once)")
+    _print_counts(args, {**here.counts.as_dict(), "processed": here.processed}, f"{here.instance_id} (--once)")
     return 0
 
 

@@ -1,0 +1,93 @@
+"""Pieces several command handlers share (handlers never import each other).
+
+Stop signals: on Windows a service manager (NSSM) stops a console program with Ctrl+C
+or Ctrl+Break: SIGINT and SIGBREAK there. Windows event loops have no
+``add_signal_handler``, so the handler is a plain ``signal.signal`` one that hops onto
+the loop with ``call_soon_threadsafe`` (the Proactor loop wakes for signals: it sets
+the wakeup fd). Tests select that path on Linux too (``PORTABLE_SIGNALS_ENV``), so it
+is not dead code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from reactor import db, logs, schema
+from reactor.config import Config
+from reactor.progress import Progress, follow
+from reactor.service import Reactor
+from reactor.sweep import SweepCounts
+
+log = logs.get("reactor.run")
+
+# Tests only: "1" installs the Windows signal handlers on Linux.
+PORTABLE_SIGNALS_ENV = "REACTOR_TEST_PORTABLE_SIGNALS"
+
+
+async def prepare_embedded(config: Config, dsn: str) -> None:
+    """The embedded database is ours: apply the standalone schema before running."""
+    if config.embedded:
+        async with db.connection(dsn, config) as conn:
+            await schema.init_schema(conn, standalone=True, channel=config.database.channel)
+
+
+def stop_signals() -> list[signal.Signals]:
+    if sys.platform == "win32":
+        return [signal.SIGINT, signal.SIGBREAK, signal.SIGTERM]
+    return [signal.SIGTERM, signal.SIGINT]
+
+
+def install_stop_signals(stop: asyncio.Event, portable: bool | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    if portable is None:
+        portable = os.environ.get(PORTABLE_SIGNALS_ENV) == "1"
+
+    def request_stop(name: str) -> None:
+        if not stop.is_set():
+            log.info("stop_requested", signal=name)
+        stop.set()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(request_stop, signal.Signals(signum).name)
+
+    for sig in stop_signals():
+        if sys.platform == "win32" or portable:
+            signal.signal(sig, on_signal)
+        else:
+            loop.add_signal_handler(sig, request_stop, sig.name)
+
+
+@dataclass(frozen=True)
+class HereOutcome:
+    counts: SweepCounts
+    processed: int
+    instance_id: str
+
+
+async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
+    """One sweep and everything it queued, processed in this process (no daemon needed);
+    SIGTERM or Ctrl-C stops it gracefully, the image in flight written."""
+    await prepare_embedded(config, dsn)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    reactor = Reactor(config, dsn)
+    with Progress(None, label) as progress:
+        # The worker exists only once run_once has connected; until then nothing is done.
+        follower = asyncio.create_task(follow(
+            progress,
+            lambda: reactor.worker.processed if reactor.worker else 0,
+            lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
+        ))
+        try:
+            counts = await reactor.run_once(stop)
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+    processed = reactor.worker.processed if reactor.worker else 0
+    return HereOutcome(counts, processed, reactor.instance_id)
