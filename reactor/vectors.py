@@ -33,14 +33,18 @@ async def install(conn: asyncpg.Connection) -> list[str]:
     """Install sql/vector.sql inside `db init`'s transaction; what init adapted to, if anything."""
     available, _ = await state(conn)
     if not available:
-        return [f"the {EXTENSION} extension is not available on this server: similarity search "
-                "(`reactor similar`) is off; everything else works"]
+        return [
+            f"the {EXTENSION} extension is not available on this server: similarity search "
+            "(`reactor similar`) is off; everything else works"
+        ]
     try:
         async with conn.transaction():  # a savepoint: a refusal leaves the rest of init standing
             await conn.execute(sql.text("vector.sql"))
     except asyncpg.InsufficientPrivilegeError as exc:
-        return [f"the {EXTENSION} extension could not be installed ({exc}): similarity search is off; a superuser "
-                f"runs CREATE EXTENSION {EXTENSION} once, then `reactor db init` again"]
+        return [
+            f"the {EXTENSION} extension could not be installed ({exc}): similarity search is off; a superuser "
+            f"runs CREATE EXTENSION {EXTENSION} once, then `reactor db init` again"
+        ]
     return []
 
 
@@ -61,15 +65,17 @@ async def backfill(conn: Conn) -> int:
 def owner_sql() -> str:
     """sql/vector.sql for the owner's script, run only where psql finds the extension
     installable: CREATE EXTENSION vector needs a superuser (pgvector is not trusted)."""
-    return "\n".join([
-        "-- Similarity search (optional): where the pgvector extension can be installed.",
-        "SELECT exists(SELECT 1 FROM pg_available_extensions WHERE name = 'vector')",
-        "       AND (exists(SELECT 1 FROM pg_extension WHERE extname = 'vector')",
-        "            OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AS reactor_vector \\gset",
-        "\\if :reactor_vector",
-        sql.text("vector.sql"),
-        "\\else",
-        "\\echo 'face-reactor: the vector extension is not installed and this role cannot install it: "
-        "similarity search stays off (a superuser runs CREATE EXTENSION vector, then this file again)'",
-        "\\endif",
-    ])
+    return "\n".join(
+        [
+            "-- Similarity search (optional): where the pgvector extension can be installed.",
+            "SELECT exists(SELECT 1 FROM pg_available_extensions WHERE name = 'vector')",
+            "       AND (exists(SELECT 1 FROM pg_extension WHERE extname = 'vector')",
+            "            OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)) AS reactor_vector \\gset",
+            "\\if :reactor_vector",
+            sql.text("vector.sql"),
+            "\\else",
+            "\\echo 'face-reactor: the vector extension is not installed and this role cannot install it: "
+            "similarity search stays off (a superuser runs CREATE EXTENSION vector, then this file again)'",
+            "\\endif",
+        ]
+    )

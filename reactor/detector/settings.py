@@ -16,10 +16,19 @@ import json
 from reactor.config import DetectorConfig
 
 # Settings that change how detection runs, not what it finds.
-OPERATIONAL = frozenset({
-    "timeout_seconds", "startup_timeout_seconds", "max_start_failures", "max_pixels", "engine",
-    "workers", "batch_size", "max_file_bytes", "prefer_smallest_algorithms_below_mb",
-})
+OPERATIONAL = frozenset(
+    {
+        "timeout_seconds",
+        "startup_timeout_seconds",
+        "max_start_failures",
+        "max_pixels",
+        "engine",
+        "workers",
+        "batch_size",
+        "max_file_bytes",
+        "prefer_smallest_algorithms_below_mb",
+    }
+)
 
 
 def settings_fingerprint(config: DetectorConfig) -> str:

@@ -78,11 +78,13 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
     reactor = Reactor(config, dsn)
     with Progress(None, label) as progress:
         # The worker exists only once run_once has connected; until then nothing is done.
-        follower = asyncio.create_task(follow(
-            progress,
-            lambda: reactor.worker.processed if reactor.worker else 0,
-            lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
-        ))
+        follower = asyncio.create_task(
+            follow(
+                progress,
+                lambda: reactor.worker.processed if reactor.worker else 0,
+                lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
+            )
+        )
         try:
             counts = await reactor.run_once(stop)
         finally:

@@ -16,15 +16,20 @@ from reactor.paths import InvalidPath, PathMapper
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "similar", help="list the faces nearest to a face, across the library",
+        "similar",
+        help="list the faces nearest to a face, across the library",
         description="The faces nearest to one face of PATH by the distance between their encodings "
-                    "(dlib's same-person threshold is 0.6). Needs the vector extension (`reactor db check`).",
+        "(dlib's same-person threshold is 0.6). Needs the vector extension (`reactor db check`).",
     )
     parser.add_argument("path", metavar="PATH", help="the image, as in ai_metadata (or a file under the share root)")
     parser.add_argument("--face", type=int, help="which face of PATH, by index (needed when it has several)")
     parser.add_argument("--limit", type=int, default=20, help="at most this many faces (default 20)")
-    parser.add_argument("--max-distance", type=float, default=similar.SAME_PERSON_DISTANCE,
-                        help=f"only faces this close (default {similar.SAME_PERSON_DISTANCE})")
+    parser.add_argument(
+        "--max-distance",
+        type=float,
+        default=similar.SAME_PERSON_DISTANCE,
+        help=f"only faces this close (default {similar.SAME_PERSON_DISTANCE})",
+    )
     parser.add_argument("--sheet", metavar="FILE.png", help="also draw the query face and its matches as crops")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=similar_command)
@@ -41,8 +46,9 @@ def _db_path(mapper: PathMapper, given: str) -> str:
 
 
 def similar_command(args: argparse.Namespace, config: Config) -> int:
-    logs.configure(fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level,
-                   stream=sys.stderr)
+    logs.configure(
+        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
+    )
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
     if args.max_distance <= 0:
@@ -79,10 +85,18 @@ async def _search(
 
 def _draw(mapper: PathMapper, out: Path, query: similar.FaceRef, matches: list[similar.FaceRef]) -> None:
     items = [
-        contact_sheet.SheetItem(Path(query.image_path).name, Path(mapper.to_local(query.image_path)),
-                                crop=query.box, note="query"),
-        *(contact_sheet.SheetItem(Path(m.image_path).name, Path(mapper.to_local(m.image_path)), crop=m.box,
-                                  note=f"distance {m.distance:.3f}") for m in matches),
+        contact_sheet.SheetItem(
+            Path(query.image_path).name, Path(mapper.to_local(query.image_path)), crop=query.box, note="query"
+        ),
+        *(
+            contact_sheet.SheetItem(
+                Path(m.image_path).name,
+                Path(mapper.to_local(m.image_path)),
+                crop=m.box,
+                note=f"distance {m.distance:.3f}",
+            )
+            for m in matches
+        ),
     ]
     readable = [item for item in items if item.path.is_file()]
     contact_sheet.render(readable, out, f"faces like {query.image_path} face {query.face_index}")
