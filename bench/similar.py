@@ -74,37 +74,36 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def measure(dsn: str, encodings: np.ndarray, args: argparse.Namespace) -> dict[str, object]:
-    if True:
-        conn = await asyncpg.connect(dsn)
-        try:
-            started = time.monotonic()
-            # The embedding trigger fills the vector column as rows arrive; the index
-            # is built afterwards, as `reactor db init` does on an existing table.
-            await conn.execute("DROP INDEX idx_face_detections_embedding")
-            await load(conn, encodings)
-            loaded = time.monotonic() - started
-            started = time.monotonic()
-            await conn.execute("CREATE INDEX idx_face_detections_embedding ON face_detections "
-                               "USING hnsw (embedding vector_l2_ops)")
-            await conn.execute("ANALYZE face_detections")
-            indexed = time.monotonic() - started
-            ids = [r["face_id"] for r in await conn.fetch(
-                "SELECT face_id FROM face_detections ORDER BY random() LIMIT $1", args.queries)]
-            timings: dict[str, list[float]] = {"hnsw": [], "exact": []}
-            found = expected = 0
-            for face_id in ids:
-                answers = {}
-                for name, exact in (("exact", True), ("hnsw", False)):
-                    t0 = time.perf_counter()
-                    rows = await similar.nearest(conn, face_id, limit=args.limit,
-                                                 max_distance=similar.SAME_PERSON_DISTANCE, exact=exact)
-                    timings[name].append((time.perf_counter() - t0) * 1000)
-                    answers[name] = {r.face_id for r in rows}
-                expected += len(answers["exact"])
-                found += len(answers["exact"] & answers["hnsw"])
-            plan = await conn.fetch("EXPLAIN " + similar.Q.nearest_faces, ids[0], args.limit)
-        finally:
-            await conn.close()
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        # The embedding trigger fills the vector column as rows arrive; the index
+        # is built afterwards, as `reactor db init` does on an existing table.
+        await conn.execute("DROP INDEX idx_face_detections_embedding")
+        await load(conn, encodings)
+        loaded = time.monotonic() - started
+        started = time.monotonic()
+        await conn.execute("CREATE INDEX idx_face_detections_embedding ON face_detections "
+                           "USING hnsw (embedding vector_l2_ops)")
+        await conn.execute("ANALYZE face_detections")
+        indexed = time.monotonic() - started
+        ids = [r["face_id"] for r in await conn.fetch(
+            "SELECT face_id FROM face_detections ORDER BY random() LIMIT $1", args.queries)]
+        timings: dict[str, list[float]] = {"hnsw": [], "exact": []}
+        found = expected = 0
+        for face_id in ids:
+            answers = {}
+            for name, exact in (("exact", True), ("hnsw", False)):
+                t0 = time.perf_counter()
+                rows = await similar.nearest(conn, face_id, limit=args.limit,
+                                             max_distance=similar.SAME_PERSON_DISTANCE, exact=exact)
+                timings[name].append((time.perf_counter() - t0) * 1000)
+                answers[name] = {r.face_id for r in rows}
+            expected += len(answers["exact"])
+            found += len(answers["exact"] & answers["hnsw"])
+        plan = await conn.fetch("EXPLAIN " + similar.Q.nearest_faces, ids[0], args.limit)
+    finally:
+        await conn.close()
     p50 = {k: round(common.percentile(v, 50), 2) for k, v in timings.items()}
     p95 = {k: round(common.percentile(v, 95), 2) for k, v in timings.items()}
     return {
