@@ -18,7 +18,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from reactor import identity, samples
-from tests.reactor_support import REPO, add_processed, process_config, small_astronaut
+from tests.reactor_support import REPO, ReactorProcess, add_processed, process_config, small_astronaut
 
 pytestmark = pytest.mark.slow
 
@@ -251,3 +251,40 @@ def test_matching_by_overlap_best_first() -> None:
     crowded = identity.match([(1, (0, 100, 100, 0)), (2, (0, 150, 100, 50))], [(0, 140, 100, 40)])
     assert crowded.kept == (2,) and crowded.removed == (1,)
     assert identity.match([], []).kept == ()
+
+
+async def test_db_init_fills_embeddings_of_faces_written_without_them(conn: asyncpg.Connection, config: Path) -> None:
+    await conn.execute("ALTER TABLE face_detections DISABLE TRIGGER reactor_face_embedding")
+    await conn.execute(
+        "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ('old.jpg', 1, 'hog', 1)"
+    )
+    await conn.execute(
+        "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left, encoding, "
+        "model, scale) VALUES ('old.jpg', 0, 0, 10, 10, 0, array_fill(0.5::real, ARRAY[128]), 'hog', 1)"
+    )
+    await conn.execute("ALTER TABLE face_detections ENABLE TRIGGER reactor_face_embedding")
+    check = await asyncio.to_thread(reactor_cli, config, "db", "check")
+    assert "1 face(s) without an embedding yet; `reactor db init` fills them" in check.stdout
+    init = await asyncio.to_thread(reactor_cli, config, "db", "init")
+    assert init.returncode == 0, init.stderr
+    assert await conn.fetchval("SELECT count(*) FROM face_detections WHERE embedding IS NULL") == 0
+    check = await asyncio.to_thread(reactor_cli, config, "db", "check")
+    assert "without an embedding" not in check.stdout
+
+
+async def test_redetect_through_a_running_reactor_follows_its_progress(
+    conn: asyncpg.Connection, config: Path, share: Path, tmp_path: Path
+) -> None:
+    samples.write_jpeg(samples.collage(small_astronaut()), share, "c.jpg")
+    await add_processed(conn, ["c.jpg"])
+    reactor = ReactorProcess(config, tmp_path / "daemon.log").start()
+    try:
+        await reactor.wait_event("image_detected")
+        before = [r["face_id"] for r in await faces_of(conn, "c.jpg")]
+        counts = await cli_json(config, "redetect", "--refresh", "c.jpg")
+        assert counts["by"] != "here" and (counts["requested"], counts["answered"]) == (1, 1)
+        assert len(reactor.events("image_detected")) == 2
+        assert [r["face_id"] for r in await faces_of(conn, "c.jpg")] == before
+        assert await asyncio.to_thread(reactor.stop, 60) == 0
+    finally:
+        reactor.ensure_dead()
