@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,10 @@ def dlib_check() -> tuple[Check, bool]:
 
 def models_check() -> Check:
     try:
-        import face_recognition_models as frm
+        with warnings.catch_warnings():
+            # face_recognition_models imports pkg_resources, which warns on import (as in the engine).
+            warnings.simplefilter("ignore")
+            import face_recognition_models as frm
     except ImportError as exc:
         return _fail("models", f"cannot import face_recognition_models: {exc}",
                      "run `uv sync --frozen` (installs face-recognition-models)")

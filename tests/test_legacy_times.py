@@ -42,7 +42,8 @@ async def test_naive_failure_times_are_the_servers_zone(
         )
         base = load(None, env={})
         config = dataclasses.replace(
-            base, database=dataclasses.replace(base.database, dsn=pg.dsn(name)),
+            base,
+            database=dataclasses.replace(base.database, dsn=pg.dsn(name)),
             images=dataclasses.replace(base.images, root=str(tmp_path)),
         )
         assert await invoke(failures_handler.register, config, ["failures", "list", "--json"]) == 0

@@ -52,7 +52,8 @@ def _print_counts(args: argparse.Namespace, counts: dict[str, object], who: str)
     if args.json:
         print(json.dumps({"by": who, **counts}))
         return
-    summary = " ".join(f"{k}={counts.get(k, 0)}" for k in SUMMARY_KEYS)
+    keys = (*SUMMARY_KEYS, "processed") if "processed" in counts else SUMMARY_KEYS
+    summary = " ".join(f"{k}={counts.get(k, 0)}" for k in keys)
     extra = f" (orphans not removed: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
     print(f"sweep by {who}: {summary} in {counts.get('seconds', 0)} s{extra}")
 
@@ -85,10 +86,13 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
     reactor = Reactor(config, dsn)
     with Progress(None, "sweep --once") as progress:
         # The worker exists only once run_once has connected; until then nothing is done.
+        # An image taken from the queue is in flight (claimed, detected or being written)
+        # until its outcome is written: count it, or the total runs one or two short.
         follower = asyncio.create_task(follow(
             progress,
             lambda: reactor.worker.processed if reactor.worker else 0,
-            lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
+            lambda: reactor.worker.processed + len(reactor.queue) + len(reactor.worker.in_flight)
+            if reactor.worker else None,
         ))
         try:
             counts = await reactor.run_once(stop)
@@ -96,10 +100,13 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+        # The last poll may predate the last write: end on the run's own counts.
+        processed = reactor.worker.processed if reactor.worker else 0
+        progress.set_total(counts.queued)
+        progress.advance(processed - progress.done)
     if counts.skipped:
         print(f"reactor sweep: not swept: {counts.skipped}; try again in a moment", file=sys.stderr)
         return 1
-    processed = reactor.worker.processed if reactor.worker else 0
     _print_counts(args, {**counts.as_dict(), "processed": processed}, f"{reactor.instance_id} (--once)")
     return 0
 
