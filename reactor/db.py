@@ -27,10 +27,7 @@ class DatabaseUnavailable(Exception):
 
 def describe_target(dsn: str) -> str:
     """host=... port=... database=... for messages, from a DSN, without user or password."""
-    try:
-        return dsn_mod.parse(dsn).describe()
-    except dsn_mod.DsnError:
-        return "host=? port=? database=? (database.dsn is not valid)"
+    return dsn_mod.peek(dsn).describe()
 
 
 def asyncpg_dsn(dsn: str) -> str:
@@ -121,6 +118,9 @@ def connect_kwargs(config: Config) -> dict[str, Any]:
 
 
 def _unavailable(dsn: str, exc: BaseException, config: Config) -> DatabaseUnavailable:
+    # Config refuses a DSN with a password; should one get here anyway, an error that
+    # echoes the DSN must not show it.
+    logs.register_secret(dsn_mod.peek(dsn).password)
     target = describe_target(dsn)
     if isinstance(exc, asyncpg.InvalidPasswordError) and database_password(config) is None:
         return DatabaseUnavailable(

@@ -79,6 +79,19 @@ def parse(text: str) -> Dsn:
     return parsed
 
 
+def peek(text: str) -> Dsn:
+    """The DSN as read, without validating it: for messages and masking only."""
+    stripped = text.strip()
+    try:
+        if "://" in stripped:
+            return _parse_url(stripped, check_scheme=False)
+        if _KEY.match(stripped):
+            return _parse_pairs(stripped)
+        return _parse_url("postgresql://" + stripped, check_scheme=False)
+    except DsnError:
+        return Dsn()
+
+
 def _parse_url(text: str, *, check_scheme: bool = True) -> Dsn:
     scheme, _, rest = text.partition("://")
     if check_scheme and scheme.lower() not in SCHEMES:
