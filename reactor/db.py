@@ -98,10 +98,15 @@ def embedded_server(data_dir: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def resolved_dsn(config: Config) -> Iterator[str]:
-    """The configured DSN, or the embedded database's while the block runs."""
+def resolved_dsn(config: Config, *, embedded_on_purpose: bool = False) -> Iterator[str]:
+    """The configured DSN, or the embedded database's while the block runs.
+
+    `embedded_on_purpose`: the command always uses its own embedded database (the demo),
+    so database variables meant for a real server are no reason to stop.
+    """
     if config.embedded:
-        refuse_unintended_embedded(config)
+        if not embedded_on_purpose:
+            refuse_unintended_embedded(config)
         with embedded_server(config.database.embedded_dir) as dsn:
             yield dsn
     else:

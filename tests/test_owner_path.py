@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reactor import cli
+from reactor import cli, db
+from reactor import config as config_mod
 from tests.pg_tcp import ADMIN_PASSWORD, TcpServer, start_tcp_server
 from tests.reactor_support import process_config, write_photos
 from tests.test_db_cli import run
@@ -336,6 +337,9 @@ def test_mistyped_variable_stops_before_anything(
     line = main(monkeypatch, capsys, tmp_path, {var: "postgresql://vision@db.lan/vision"}, "db", "init")
     assert f"environment variable {var}: unknown; did you mean {meant}?" in line
     assert not (tmp_path / ".reactor").exists()
+    # Doing what it says: the name it suggests is read.
+    fixed = config_mod.load(None, env={meant: "postgresql://vision@db.lan/vision"})
+    assert fixed.database.dsn == "postgresql://vision@db.lan/vision" or meant == "REACTOR_DATABASE__PASSWORD"
 
 
 def test_database_variable_without_dsn_creates_no_embedded_database(
@@ -344,4 +348,9 @@ def test_database_variable_without_dsn_creates_no_embedded_database(
     line = main(monkeypatch, capsys, tmp_path, {"REACTOR_DATABASE__PASSWORD": REACTOR_PASSWORD}, "db", "init")
     assert "REACTOR_DATABASE__PASSWORD set but database.dsn is empty" in line
     assert "would create a new embedded database" in line
+    assert not (tmp_path / ".reactor").exists()
+    # Doing what it says: with the DSN set too, the configured server is used, nothing embedded.
+    env = {"REACTOR_DATABASE__PASSWORD": REACTOR_PASSWORD, "REACTOR_DATABASE__DSN": "postgresql://vision@db.lan/vision"}
+    with db.resolved_dsn(config_mod.load(None, env=env)) as target:
+        assert target == "postgresql://vision@db.lan/vision"
     assert not (tmp_path / ".reactor").exists()
