@@ -7,6 +7,7 @@ silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +20,9 @@ Q = sql.Queries("catalog.sql")
 SCHEMA_VERSION = 2
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
-CHANNEL_SETTING = "reactor.channel"
+# The trigger function's NOTIFY channel is a literal in its body (a custom setting
+# would need a superuser): sql/triggers/ai_metadata_notify.sql, `channel CONSTANT`.
+CHANNEL_LINE = re.compile(r"channel CONSTANT text := '([^']*)';")
 
 # Column name -> format_type() of every reactor-owned table.
 TABLES: dict[str, dict[str, str]] = {
@@ -272,17 +275,23 @@ async def ai_metadata_problems(conn: asyncpg.Connection) -> list[Finding]:
     return problems
 
 
+def installed_channel(source: str) -> str | None:
+    """The channel a trigger function's body notifies on, or None if it has no such line."""
+    found = CHANNEL_LINE.search(source)
+    return found.group(1) if found else None
+
+
 async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel: str) -> None:
     functions = await conn.fetch(Q.function_info, TRIGGER_FUNCTION)
     if not functions:
         report.add("function", TRIGGER_FUNCTION, "missing")
     else:
-        setting = f"{CHANNEL_SETTING}={channel}"
-        if setting in functions[0]["config"]:
+        installed = installed_channel(functions[0]["source"])
+        if installed == channel:
             report.add("function", TRIGGER_FUNCTION, "ok", f"notifies on channel {channel}")
         else:
             report.add("function", TRIGGER_FUNCTION, "different",
-                       f"does not notify on channel {channel} ({', '.join(functions[0]['config']) or 'no setting'})")
+                       f"notifies on channel {installed or '(none found)'}, not database.channel {channel}")
     if not await conn.fetch(Q.function_info, PATH_FUNCTION):
         report.add("function", PATH_FUNCTION, "missing")
     if not await exists(conn, AI_METADATA):
@@ -329,6 +338,12 @@ async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> 
     ctx = await conn.fetchrow(Q.role_context)
     assert ctx is not None
     report = CheckReport(role=ctx["role"], database=ctx["database"], standalone=standalone)
+    hidden = await privileges.schemas_without_usage(conn)
+    if hidden:
+        # Everything there looks missing to this role; the one problem is USAGE.
+        for schema in hidden:
+            report.add("privilege", f"USAGE on schema {schema}", "missing", "without it the role sees no table there")
+        return report
     await _check_tables(conn, report)
     await check_failures_table(conn, report)
     await check_legacy_results(conn, report)
@@ -347,41 +362,4 @@ async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> 
 
 class SchemaUnusable(Exception):
     """No result could be written with the schema as it is: the reactor refuses to detect.
-    The message names what is missing and the command that fixes it."""
-
-
-# Problems that make a result or failure write fail: a missing table or column, the
-# unique key the upserts need, a sequence, a privilege. A missing trigger or path
-# constraint does not (the sweep still finds the work, the application checks paths).
-_BLOCKING_KINDS = ("table", "column", "sequence", "privilege")
-
-
-def blocking(report: CheckReport) -> list[Finding]:
-    return [
-        f for f in report.problems
-        if f.kind in _BLOCKING_KINDS or (f.kind == "index" and ("PRIMARY KEY" in f.name or "UNIQUE" in f.name))
-    ]
-
-
-def advice(problems: list[Finding], role: str) -> str:
-    """What fixes these problems: `db init` cannot grant privileges to its own role."""
-    if problems and all(f.kind == "privilege" for f in problems):
-        return (f"ask the database owner to run the GRANTs printed by `reactor db sql --role {role}`, "
-                "then run `reactor db check`")
-    return (f"run `reactor db init` (or give the database owner the SQL from `reactor db sql --role {role}`), "
-            "then run `reactor db check`")
-
-
-async def require_writable(conn: asyncpg.Connection, channel: str) -> None:
-    """Refuse to start detecting when no outcome could be written (SchemaUnusable)."""
-    report = await check(conn, channel=channel, standalone=False)
-    problems = blocking(report)
-    if not problems:
-        return
-    first = problems[0]
-    what = f"{first.kind} {first.name} is {first.status}" + (f" ({first.detail})" if first.detail else "")
-    more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-    raise SchemaUnusable(
-        f"results cannot be written (role {report.role}, database {report.database}): {what}{more}; "
-        f"{advice(problems, report.role)}"
-    )
+    The message names what is missing and the command that fixes it (reactor.writable)."""

@@ -9,6 +9,7 @@ that, so adding a key never needs new plumbing.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -20,9 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reactor import dsn as dsn_mod
+
 ENV_PREFIX = "REACTOR_"
 CONFIG_ENV = "REACTOR_CONFIG"
 DEFAULT_CONFIG_FILE = "config.toml"
+PASSWORD_ENV = "REACTOR_DATABASE__PASSWORD"
+# Test hooks read by engines under tests/ (e.g. REACTOR_TEST_STARTUP_CRASHES), never by the reactor.
+TEST_ENV_PREFIX = "REACTOR_TEST_"
 _CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -259,8 +265,7 @@ def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin:
     known = {f.name for f in dataclasses.fields(cls)}
     if name == "database" and "password" in values:
         raise ConfigError(
-            f"{origin}: [database] password: a password never goes in a config file; "
-            "set REACTOR_DATABASE__PASSWORD or database.password_file instead"
+            f"{origin}: [database] password: {dsn_mod.PASSWORD_ADVICE}"
         )
     for key in values:
         if key not in known:
@@ -269,6 +274,29 @@ def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin:
             )
     kwargs = {k: _coerce(v, hints[k], f"{origin}: [{name}] {k}") for k, v in values.items()}
     return cls(**kwargs)
+
+
+def known_env() -> list[str]:
+    """Every REACTOR_* variable the reactor reads."""
+    names = [CONFIG_ENV, PASSWORD_ENV]
+    for section, cls in SECTIONS.items():
+        names += [f"{ENV_PREFIX}{section.upper()}__{f.name.upper()}" for f in dataclasses.fields(cls)]
+    return names
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A mistyped variable would be ignored silently (and, without a dsn, an embedded database
+    started in place of the real one): refuse it like an unknown key in the file."""
+    known = known_env()
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in known or var.startswith(TEST_ENV_PREFIX):
+            continue
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "see config.toml for the keys"
+        raise ConfigError(
+            f"environment variable {var}: unknown; {hint} (variables are REACTOR_<SECTION>__<KEY>, "
+            f"with two underscores)"
+        )
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -317,6 +345,7 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
             raise ConfigError(f"{origin}: [{section}]: unknown section; known sections are {', '.join(SECTIONS)}")
         if not isinstance(value, dict):
             raise ConfigError(f"{origin}: {section}: expected a [{section}] table")
+    _check_env_names(env)
     overrides = _env_overrides(env)
     sections: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
@@ -326,7 +355,18 @@ def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Conf
         sections[section] = dataclasses.replace(built, **overrides.get(section, {}))
     config = Config(**sections, source=f"{origin} + environment" if overrides else origin)
     _validate(config)
+    _validate_dsn(config, "dsn" in overrides.get("database", {}), origin)
     return config
+
+
+def _validate_dsn(config: Config, from_env: bool, origin: str) -> None:
+    if not config.database.dsn:
+        return
+    where = "environment variable REACTOR_DATABASE__DSN" if from_env else f"{origin}: [database] dsn"
+    try:
+        dsn_mod.parse(config.database.dsn)
+    except dsn_mod.DsnError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _validate(config: Config) -> None:
@@ -357,8 +397,8 @@ def _validate(config: Config) -> None:
 def database_password(config: Config, env: Mapping[str, str] | None = None) -> str | None:
     """The password from the environment or the password file; None when neither is set."""
     env = os.environ if env is None else env
-    if env.get("REACTOR_DATABASE__PASSWORD"):
-        return env["REACTOR_DATABASE__PASSWORD"]
+    if env.get(PASSWORD_ENV):
+        return env[PASSWORD_ENV]
     if config.database.password_file:
         try:
             return Path(config.database.password_file).read_text().splitlines()[0].strip()

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import socket
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from reactor import dsn as dsn_mod
 from reactor import logs
-from reactor.config import Config, database_password
+from reactor.config import ENV_PREFIX, Config, ConfigError, database_password
 
 log = logs.get("reactor.db")
 
@@ -25,13 +26,47 @@ class DatabaseUnavailable(Exception):
 
 
 def describe_target(dsn: str) -> str:
-    """host:port/database for messages, from a DSN, without user or password."""
-    parts = urlsplit(dsn)
-    query = parse_qs(parts.query)
-    host = parts.hostname or (query.get("host", [""])[0]) or os.environ.get("PGHOST", "localhost")
-    port = parts.port or int(query.get("port", ["5432"])[0])
-    database = (parts.path or "/").lstrip("/") or (query.get("dbname", [""])[0]) or parts.username or "postgres"
-    return f"host={host} port={port} database={database}"
+    """host=... port=... database=... for messages, from a DSN, without user or password."""
+    return dsn_mod.peek(dsn).describe()
+
+
+def asyncpg_dsn(dsn: str) -> str:
+    """What asyncpg reads: a URL as given, key/value pairs as the same URL."""
+    parsed = dsn_mod.parse(dsn)
+    return dsn if parsed.form == "url" else parsed.url()
+
+
+def configured_role(config: Config) -> str:
+    """The user the reactor connects as: the DSN's, else libpq's defaults."""
+    user = dsn_mod.parse(config.database.dsn).user if config.database.dsn else ""
+    return user or os.environ.get("PGUSER") or getpass.getuser()
+
+
+def configured_database(config: Config) -> str:
+    """The database the owner's SQL is for: the DSN's, else libpq's default, else vision."""
+    name = dsn_mod.parse(config.database.dsn).database if config.database.dsn else ""
+    return name or os.environ.get("PGDATABASE") or "vision"
+
+
+# REACTOR_DATABASE__* variables that make sense for the embedded database too.
+EMBEDDED_ENV = ("REACTOR_DATABASE__EMBEDDED_DIR",)
+
+
+def refuse_unintended_embedded(config: Config, env: Mapping[str, str] | None = None) -> None:
+    """No dsn but database variables set: the operator meant a real database (a typo, an
+    unset shell variable); creating an embedded one would look like success."""
+    env = os.environ if env is None else env
+    if (Path(config.database.embedded_dir) / "PG_VERSION").exists():
+        return  # an embedded database that exists already is joined, not created
+    database_vars = sorted(
+        v for v in env if v.startswith(f"{ENV_PREFIX}DATABASE__") and v not in EMBEDDED_ENV
+    )
+    if database_vars:
+        raise ConfigError(
+            f"{', '.join(database_vars)} set but database.dsn is empty: this would create a new embedded "
+            f"database in {Path(config.database.embedded_dir).resolve()}; set REACTOR_DATABASE__DSN to the vision "
+            f"database, or unset {', '.join(database_vars)} to use the embedded one"
+        )
 
 
 @contextlib.contextmanager
@@ -63,9 +98,15 @@ def embedded_server(data_dir: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def resolved_dsn(config: Config) -> Iterator[str]:
-    """The configured DSN, or the embedded database's while the block runs."""
+def resolved_dsn(config: Config, *, embedded_on_purpose: bool = False) -> Iterator[str]:
+    """The configured DSN, or the embedded database's while the block runs.
+
+    `embedded_on_purpose`: the command always uses its own embedded database (the demo),
+    so database variables meant for a real server are no reason to stop.
+    """
     if config.embedded:
+        if not embedded_on_purpose:
+            refuse_unintended_embedded(config)
         with embedded_server(config.database.embedded_dir) as dsn:
             yield dsn
     else:
@@ -75,18 +116,25 @@ def resolved_dsn(config: Config) -> Iterator[str]:
 def connect_kwargs(config: Config) -> dict[str, Any]:
     password = database_password(config)
     logs.register_secret(password)
-    # A password left in the DSN itself is masked too, wherever an error echoes it.
-    logs.register_secret(unquote(urlsplit(config.database.dsn).password or ""))
     kwargs: dict[str, Any] = {"timeout": config.database.connect_timeout_seconds}
     if password:
         kwargs["password"] = password
     return kwargs
 
 
-def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+def _unavailable(dsn: str, exc: BaseException, config: Config) -> DatabaseUnavailable:
+    # Config refuses a DSN with a password; should one get here anyway, an error that
+    # echoes the DSN must not show it.
+    logs.register_secret(dsn_mod.peek(dsn).password)
+    target = describe_target(dsn)
+    if isinstance(exc, asyncpg.InvalidPasswordError) and database_password(config) is None:
+        return DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at {target}: the server asks for a password and no password is "
+            "configured; set REACTOR_DATABASE__PASSWORD, PGPASSWORD or database.password_file"
+        )
     reason = logs.mask(str(exc) or type(exc).__name__)
     return DatabaseUnavailable(
-        f"cannot connect to PostgreSQL at {describe_target(dsn)}: {reason}; "
+        f"cannot connect to PostgreSQL at {target}: {reason}; "
         "check [database] dsn, that the server is running, and the password"
     )
 
@@ -97,23 +145,19 @@ _CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg
 async def connect(dsn: str, config: Config, **extra: Any) -> asyncpg.Connection:
     """One connection; DatabaseUnavailable (one line, no password) if it fails."""
     try:
-        conn: asyncpg.Connection = await asyncpg.connect(dsn, **connect_kwargs(config), **extra)
-    except asyncpg.InvalidPasswordError as exc:
-        raise _unavailable(dsn, exc) from None
-    except asyncpg.InvalidCatalogNameError as exc:
-        raise _unavailable(dsn, exc) from None
+        conn: asyncpg.Connection = await asyncpg.connect(asyncpg_dsn(dsn), **connect_kwargs(config), **extra)
     except _CONNECT_ERRORS as exc:
-        raise _unavailable(dsn, exc) from None
+        raise _unavailable(dsn, exc, config) from None
     return conn
 
 
 async def create_pool(dsn: str, config: Config, **extra: Any) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=config.database.pool_size, **connect_kwargs(config), **extra
+            asyncpg_dsn(dsn), min_size=1, max_size=config.database.pool_size, **connect_kwargs(config), **extra
         )
     except _CONNECT_ERRORS as exc:
-        raise _unavailable(dsn, exc) from None
+        raise _unavailable(dsn, exc, config) from None
     assert pool is not None
     return pool
 

@@ -161,7 +161,7 @@ async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
     library = build_library(out / "library")
     paths = [s.name for s in library]
     started = time.monotonic()
-    with db.resolved_dsn(config) as dsn:
+    with db.resolved_dsn(config, embedded_on_purpose=True) as dsn:
         await prepare_embedded(config, dsn)
         async with db.connection(dsn, config) as conn:
             await conn.execute(Q.demo_reset)

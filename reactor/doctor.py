@@ -14,13 +14,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-from reactor import catalog, db, mounts, share
+from reactor import advice, catalog, db, mounts, share
 from reactor.config import Config
 from reactor.detector.types import Detection, DetectionJob
 
@@ -80,15 +81,14 @@ async def database_checks(config: Config, dsn: str | None, startup_error: str | 
     problems = [f for f in report.problems if f.kind != "privilege"]
     if problems:
         listed = ", ".join(f"{f.kind} {f.name} {f.status}" for f in problems)
-        checks.append(_fail("schema", listed, "run `reactor db init`, or have the database owner run "
-                                              f"`reactor db sql --role {report.role}`"))
+        checks.append(_fail("schema", listed, f"run `reactor db init`, or {advice.owner_sql(report.role)}"))
     else:
         checks.append(_ok("schema", f"tables, indexes, constraints, trigger and version {catalog.SCHEMA_VERSION} "
                                     "in place"))
     lacking = [f.name for f in report.problems if f.kind == "privilege"]
     if lacking:
         checks.append(_fail("privileges", f"role {report.role} lacks {', '.join(lacking)}",
-                            f"have the database owner run the GRANTs from `reactor db sql --role {report.role}`"))
+                            advice.grants(report.role)))
     else:
         checks.append(_ok("privileges", f"role {report.role} has every privilege the reactor uses"))
     return checks
@@ -148,7 +148,10 @@ def dlib_check() -> tuple[Check, bool]:
 
 def models_check() -> Check:
     try:
-        import face_recognition_models as frm
+        with warnings.catch_warnings():
+            # face_recognition_models imports pkg_resources, which warns on import (as in the engine).
+            warnings.simplefilter("ignore")
+            import face_recognition_models as frm
     except ImportError as exc:
         return _fail("models", f"cannot import face_recognition_models: {exc}",
                      "run `uv sync --frozen` (installs face-recognition-models)")

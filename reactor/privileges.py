@@ -61,6 +61,12 @@ async def _table_privilege(conn: asyncpg.Connection, table: str, privilege: str)
     return bool(await conn.fetchval(Q.table_privilege, table, privilege))
 
 
+async def schemas_without_usage(conn: asyncpg.Connection) -> list[str]:
+    """Schemas holding ai_metadata or the reactor's tables where this role lacks USAGE."""
+    names = ["ai_metadata", *READ_WRITE, "reactor_schema"]
+    return [r["schema"] for r in await conn.fetch(Q.schemas_without_usage, names)]
+
+
 async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
     """Privileges the current role lacks on existing objects to run the reactor."""
     missing: list[Need] = []
@@ -110,8 +116,25 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
 def grant_sql(role: str) -> str:
     """GRANT statements that let `role` run the reactor on a database set up by its owner."""
     r = quote_ident(role)
+    lit = quote_literal(role)
     serial_tables = ", ".join(f"to_regclass('{table}')" for table in sorted({t for t, _ in SERIALS}))
     lines = [
+        "-- USAGE on the schema: without it the role sees none of the tables. Only the schema's",
+        "-- owner (on PostgreSQL 15+ the database owner, for public) or a superuser can grant it.",
+        "DO $usage$",
+        "DECLARE s text := current_schema();",
+        "BEGIN",
+        f"    IF NOT has_schema_privilege({lit}, s, 'USAGE') THEN",
+        f"        EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, {lit});",
+        f"        IF NOT has_schema_privilege({lit}, s, 'USAGE') THEN",
+        "            RAISE EXCEPTION 'face-reactor: role % cannot grant USAGE on schema %; its owner (%) runs: "
+        "GRANT USAGE ON SCHEMA % TO %',",
+        "                current_user, s, (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = s),",
+        f"                s, {lit};",
+        "        END IF;",
+        "    END IF;",
+        "END",
+        "$usage$;",
         f"GRANT SELECT ON ai_metadata, reactor_schema TO {r};",
         f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(READ_WRITE)} TO {r};",
         f"GRANT USAGE, SELECT ON SEQUENCE {', '.join(SEQUENCES)} TO {r};",
@@ -126,7 +149,7 @@ def grant_sql(role: str) -> str:
         "          AND d.deptype IN ('a', 'i')",
         f"          AND d.refobjid IN ({serial_tables})",
         "    LOOP",
-        f"        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', seq, {quote_literal(role)});",
+        f"        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', seq, {lit});",
         "    END LOOP;",
         "END",
         "$grant$;",

@@ -95,6 +95,8 @@ class Progress:
         if self._closed:
             return
         self._closed = True
+        if self.done == 0 and self.total is None:
+            return  # nothing was to do (e.g. `db init` on a current schema): nothing to report
         self._emit(final=True)
 
     # -- rendering -------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor import catalog, legacy, privileges, sql, vectors
+from reactor import advice, catalog, legacy, privileges, sql, vectors
 from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
 from reactor.progress import Progress
 
@@ -42,10 +42,8 @@ class PrivilegeError(SchemaError):
 
     def __init__(self, role: str, missing: list[privileges.Need]) -> None:
         what = ", ".join(f"{n.privilege} on {n.target}" for n in missing)
-        super().__init__(
-            f"role {role} lacks {what} ({missing[0].reason}); ask the database owner to run the SQL printed by "
-            f"`reactor db sql --role {role}`, then run `reactor db check`"
-        )
+        super().__init__(f"role {role} lacks {what} ({missing[0].reason}); {advice.owner_sql(role)}, "
+                         "then run `reactor db check`")
         self.role = role
         self.missing = missing
 
@@ -73,11 +71,13 @@ def validate_channel(channel: str) -> str:
     return channel
 
 
-def channel_sql(channel: str) -> str:
-    return (
-        f"ALTER FUNCTION {catalog.TRIGGER_FUNCTION}() "
-        f"SET {catalog.CHANNEL_SETTING} = {privileges.quote_literal(validate_channel(channel))};"
-    )
+def script(name: str, channel: str) -> str:
+    """A DDL file under sql/, with database.channel written into the trigger function."""
+    text = sql.text(name)
+    if name.startswith("triggers/") and catalog.CHANNEL_LINE.search(text):
+        line = f"channel CONSTANT text := {privileges.quote_literal(validate_channel(channel))};"
+        text = catalog.CHANNEL_LINE.sub(lambda _: line, text, count=1)
+    return text
 
 
 async def failure_columns(conn: asyncpg.Connection) -> frozenset[str]:
@@ -92,6 +92,13 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
         raise SchemaError(
             f"the database has reactor schema version {row['version']}, newer than this reactor's "
             f"{SCHEMA_VERSION}; upgrade face-reactor instead of running `reactor db init`"
+        )
+    hidden = await privileges.schemas_without_usage(conn)
+    if hidden:
+        role = await conn.fetchval("SELECT current_user")
+        raise SchemaError(
+            f"role {role} lacks USAGE on schema {', '.join(hidden)}, so it sees no table there; "
+            f"{advice.grants(role)}, then run `reactor db check`"
         )
     if not standalone and not await catalog.exists(conn, catalog.AI_METADATA):
         raise SchemaError(
@@ -144,10 +151,9 @@ async def _apply(conn: asyncpg.Connection, standalone: bool, channel: str, progr
     if progress is not None:
         progress.set_total(len(scripts) + 1)
     for name in scripts:
-        await conn.execute(sql.text(name))
+        await conn.execute(script(name, channel))
         if progress is not None:
             progress.advance()
-    await conn.execute(channel_sql(channel))
     await conn.execute(Q.record_version, SCHEMA_VERSION)
     if progress is not None:
         progress.advance()
@@ -178,8 +184,7 @@ async def init_schema(
             if current.problems:
                 lacking = ", ".join(f.name for f in current.problems)
                 raise SchemaError(
-                    f"the schema is current, but role {current.role} lacks {lacking}; ask the database owner to "
-                    f"run the GRANTs printed by `reactor db sql --role {current.role}`"
+                    f"the schema is current, but role {current.role} lacks {lacking}; {advice.grants(current.role)}"
                 )
             report.applied = False
         else:
@@ -188,10 +193,7 @@ async def init_schema(
                 report.adapted.extend(await vectors.install(conn))
             except asyncpg.InsufficientPrivilegeError as exc:
                 role = await conn.fetchval("SELECT current_user")
-                raise SchemaError(
-                    f"role {role}: {exc}; ask the database owner to run the SQL printed by "
-                    f"`reactor db sql --role {role}`"
-                ) from None
+                raise SchemaError(f"role {role}: {exc}; {advice.owner_sql(role)}") from None
         for finding in (await catalog.check(conn, channel=channel, standalone=standalone)).adapted:
             if finding.kind == "constraint" or finding.name.startswith(f"{legacy.TABLE}."):
                 report.adapted.append(f"{finding.name}: {finding.detail}")
@@ -201,23 +203,33 @@ async def init_schema(
     return report
 
 
-def owner_sql(role: str, channel: str = DEFAULT_CHANNEL) -> str:
+def _header(what: str, role: str, database: str) -> list[str]:
+    return [
+        f"-- face-reactor schema version {SCHEMA_VERSION}: {what} for the role {role}, database {database}.",
+        "-- Who may run it: docs/database-setup.md (a superuser, the owner of the database and of",
+        "-- ai_metadata, or the owner of ai_metadata with CREATE on the schema). For example:",
+        f"--     psql -v ON_ERROR_STOP=1 -U OWNER -h HOST -d {database} -f face-reactor.sql",
+        "-- It stops at the first error, and then nothing has changed (one transaction).",
+        "\\set ON_ERROR_STOP on",
+    ]
+
+
+def owner_sql(role: str, channel: str = DEFAULT_CHANNEL, database: str = "vision") -> str:
     """Everything a database owner runs for a role that may not create objects itself."""
     legacy_failures = "\n".join(
         f"ALTER TABLE {FAILURES} ADD COLUMN IF NOT EXISTS {column} {definition};"
         for column, definition in FAILURE_COLUMN_TYPES.items()
     )
     parts = [
-        f"-- face-reactor schema version {SCHEMA_VERSION}, for the role {role}.",
-        "-- Run as the owner of ai_metadata (or a superuser), e.g. psql -d vision -f face-reactor.sql",
+        *_header("the schema, the trigger and the GRANTs", role, database),
         "BEGIN;",
+        sql.blocks("owner.sql")["owner_preflight"],
         sql.text("schema.sql"),
         "-- Columns a legacy face_detection_failures table may lack.",
         legacy_failures,
         legacy.nullable_sql(tuple(catalog.TABLES[legacy.TABLE])),
-        *(sql.text(name) for name in trigger_files()),
+        *(script(name, channel) for name in trigger_files()),
         vectors.owner_sql(),
-        channel_sql(channel),
         f"INSERT INTO reactor_schema (version) VALUES ({SCHEMA_VERSION})",
         "ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version, applied_at = now();",
         "",
@@ -225,8 +237,15 @@ def owner_sql(role: str, channel: str = DEFAULT_CHANNEL) -> str:
         "COMMIT;",
         "",
         "-- Recommended: the sweep pages through processed paths. CONCURRENTLY does not block",
-        "-- the upstream pipeline's writes; it cannot run inside a transaction block.",
+        "-- the upstream pipeline's writes; it cannot run inside a transaction block, and",
+        "-- ON_ERROR_STOP keeps it from running after a failed transaction.",
         f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {catalog.SWEEP_INDEX}",
         "    ON ai_metadata (image_path) WHERE is_processed;",
     ]
+    return "\n".join(parts) + "\n"
+
+
+def grants_sql(role: str, database: str = "vision") -> str:
+    """Only the GRANTs (`reactor db sql --grants-only`), e.g. after a privilege was revoked."""
+    parts = [*_header("the GRANTs", role, database), "BEGIN;", privileges.grant_sql(role), "COMMIT;"]
     return "\n".join(parts) + "\n"

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from reactor import catalog, claims, control, heap, legacy, logs, metrics
+from reactor import catalog, claims, control, heap, legacy, logs, metrics, writable
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
@@ -200,7 +200,7 @@ class Reactor:
                 async with pool.acquire() as conn:
                     raw = cast(asyncpg.Connection, conn)
                     # Before anything is detected: an image is never detected for a write that cannot succeed.
-                    await catalog.require_writable(raw, self.config.database.channel)
+                    await writable.require_writable(raw, self.config.database.channel)
                     self._failure_columns = await failure_columns(raw)
                     self._result_shape = await legacy.result_shape(raw)
             except catalog.SchemaUnusable:

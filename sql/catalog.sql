@@ -51,7 +51,7 @@ ORDER BY t.tgname;
 -- name: function_info
 SELECT p.oid::bigint AS oid, pg_get_userbyid(p.proowner) AS owner,
        pg_has_role(current_user, p.proowner, 'USAGE') AS owned,
-       coalesce(p.proconfig, '{}') AS config
+       coalesce(p.proconfig, '{}') AS config, p.prosrc AS source
 FROM pg_proc AS p
 WHERE p.proname = $1::text AND pg_function_is_visible(p.oid);
 
@@ -113,3 +113,13 @@ SELECT exists(SELECT 1 FROM pg_available_extensions WHERE name = 'vector') AS av
 -- name: embedding_column
 SELECT exists(SELECT 1 FROM pg_attribute
               WHERE attrelid = to_regclass('face_detections') AND attname = 'embedding' AND NOT attisdropped);
+-- name: schemas_without_usage
+-- Schemas that hold one of these relations, invisible to the current role because
+-- it lacks USAGE there: to_regclass then finds nothing, as if the table did not exist.
+SELECT DISTINCT n.nspname::text AS schema, pg_get_userbyid(n.nspowner) AS owner
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relname = ANY($1::text[])
+  AND NOT has_schema_privilege(n.oid, 'USAGE')
+  AND to_regclass(c.relname::text) IS NULL
+ORDER BY 1;

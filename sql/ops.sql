@@ -1,6 +1,10 @@
 -- Operations: `reactor status`, `reactor failures`, `reactor blacklist`.
 -- Only the columns every legacy copy of face_detection_failures has are used here
 -- (seeds/000, seeds/001); permanently_failed may be NULL on legacy rows, hence IS TRUE.
+-- Legacy copies keep their times as `timestamp without time zone`; every time read
+-- from them is cast to timestamptz, which takes it as the server's TimeZone setting
+-- (the zone the legacy worker's CURRENT_TIMESTAMP defaults wrote it in): a no-op on a
+-- timestamptz column, and Python always gets an aware datetime.
 
 -- name: status_results
 -- Legacy results (adopted from the legacy worker) have no model. A legacy
@@ -45,8 +49,8 @@ SELECT image_path,
        coalesce(last_error_type, 'unknown') AS error_type,
        coalesce(retry_count, 0) AS retry_count,
        permanently_failed IS TRUE AS permanent,
-       next_retry_after,
-       last_failure_at,
+       next_retry_after::timestamptz AS next_retry_after,
+       last_failure_at::timestamptz AS last_failure_at,
        coalesce(last_error, '') AS last_error
 FROM face_detection_failures
 WHERE ($1::text IS NULL OR last_error_type = $1::text)

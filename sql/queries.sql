@@ -152,7 +152,8 @@ ON CONFLICT (image_path) DO UPDATE
         next_retry_after = now() + make_interval(
             secs => least($6::float8, $4::float8 * power($5::float8, coalesce(f.retry_count, 0))) * $7::float8),
         permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
-RETURNING retry_count, permanently_failed, next_retry_after
+-- A legacy column is timestamp without time zone: read it as the server's TimeZone (sql/ops.sql).
+RETURNING retry_count, permanently_failed, next_retry_after::timestamptz AS next_retry_after
 
 -- name: failure_set_original_size
 UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHERE image_path = $1

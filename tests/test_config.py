@@ -72,7 +72,7 @@ def test_environment_overrides_every_type(tmp_path: Path) -> None:
         ("[nope]\na = 1\n", "reactor.toml: [nope]: unknown section; known sections are database,"),
         ("database = 3\n", "reactor.toml: database: expected a [database] table"),
         ("[database\n", "reactor.toml: not valid TOML"),
-        ('[database]\npassword = "hunter2"\n', "[database] password: a password never goes in a config file"),
+        ('[database]\npassword = "hunter2"\n', "[database] password: a password never goes in the configuration"),
         ('[database]\nchannel = "Face-Reactor"\n', "[database] channel: expected a lower-case identifier"),
         ("[detector]\nscales = [0.5, 1.0]\n", "[detector] scales: expected a decreasing list"),
         ("[service]\nshutdown_grace_seconds = 10.0\n", "[service] shutdown_grace_seconds: expected more than"),

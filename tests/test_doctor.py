@@ -82,7 +82,7 @@ async def test_doctor_role_lacking_privileges(
         assert found["schema"].startswith("ok ")
         assert found["privileges"] == (
             f"fail  privileges  role {role} lacks INSERT on face_metadata, DELETE on face_metadata; "
-            f"fix: have the database owner run the GRANTs from `reactor db sql --role {role}`"
+            f"fix: ask the database owner to run the GRANTs printed by `reactor db sql --grants-only --role {role}`"
         )
     finally:
         pg.psql(f"DROP OWNED BY {role}", database)

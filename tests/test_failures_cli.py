@@ -191,8 +191,8 @@ async def test_failures_without_privileges_is_one_line(
         with pytest.raises(UsageError) as info:
             await run(config, "failures", "list")
         assert str(info.value) == (
-            "permission denied for table face_detection_failures; have the database owner run the GRANTs from "
-            "`reactor db sql` (`reactor doctor` lists what is missing)"
+            "permission denied for table face_detection_failures; ask the database owner to run the GRANTs printed "
+            f"by `reactor db sql --grants-only --role {role}` (`reactor doctor` lists what is missing)"
         )
     finally:
         pg.psql(f"DROP OWNED BY {role}", database)

@@ -90,7 +90,7 @@ def test_registered_secret_is_masked_in_errors_and_tracebacks(stream: io.StringI
 def test_unavailable_message_never_holds_the_password() -> None:
     config = cfg.load(None, env={})
     dsn = f"postgresql://vision:{PASSWORD}@127.0.0.1:9/vision"
-    exc = db._unavailable(dsn, OSError(f"could not connect to {dsn}"))
+    exc = db._unavailable(dsn, OSError(f"could not connect to {dsn}"), config)
     assert PASSWORD not in str(exc)
     assert "host=127.0.0.1 port=9 database=vision" in str(exc)
     assert config.embedded

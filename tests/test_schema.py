@@ -322,7 +322,8 @@ def test_owner_sql_mentions_grants_and_sweep_index() -> None:
     assert 'GRANT SELECT ON ai_metadata, reactor_schema TO "Vision User";' in text
     assert "GRANT SELECT, INSERT, UPDATE, DELETE ON face_metadata" in text
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_ai_metadata_processed_path" in text
-    assert "reactor.channel = 'face_reactor'" in text
+    assert "channel CONSTANT text := 'face_reactor';" in text
+    assert "\\set ON_ERROR_STOP on" in text
     assert BIN.exists()
 
 

@@ -78,11 +78,15 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
     reactor = Reactor(config, dsn)
     with Progress(None, label) as progress:
         # The worker exists only once run_once has connected; until then nothing is done.
+        # An image taken from the queue is in flight (claimed, detected or being written)
+        # until its outcome is written: count it, or the total runs one or two short.
         follower = asyncio.create_task(
             follow(
                 progress,
                 lambda: reactor.worker.processed if reactor.worker else 0,
-                lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
+                lambda: reactor.worker.processed + len(reactor.queue) + len(reactor.worker.in_flight)
+                if reactor.worker
+                else None,
             )
         )
         try:
@@ -91,5 +95,8 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-    processed = reactor.worker.processed if reactor.worker else 0
+        # The last poll may predate the last write: end on the run's own counts.
+        processed = reactor.worker.processed if reactor.worker else 0
+        progress.set_total(counts.queued)
+        progress.advance(processed - progress.done)
     return HereOutcome(counts, processed, reactor.instance_id)

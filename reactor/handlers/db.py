@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
-import os
 import sys
-from urllib.parse import unquote, urlsplit
 
-from reactor import audit, catalog, db, legacy_import, logs, schema
+from reactor import advice, audit, catalog, db, legacy_import, logs, privileges, schema
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.progress import Progress
@@ -45,6 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     owner = actions.add_parser("sql", help="print the SQL a database owner runs, with GRANTs for a role")
     owner.add_argument("--role", help="the role the reactor connects as (default: the configured user)")
+    owner.add_argument("--grants-only", action="store_true",
+                       help="only the GRANTs (the schema is in place; a privilege was revoked or the role is new)")
     owner.set_defaults(handler=sql_command)
 
 
@@ -52,12 +51,6 @@ def _logs_to_stderr(args: argparse.Namespace, config: Config) -> None:
     # These commands' output is their stdout; log lines (embedded start/stop) go aside.
     logs.configure(fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level,
                    stream=sys.stderr)
-
-
-def configured_role(config: Config) -> str:
-    """The user the reactor connects as: the DSN's, else libpq's defaults."""
-    user = urlsplit(config.database.dsn).username if config.database.dsn else None
-    return unquote(user) if user else os.environ.get("PGUSER") or getpass.getuser()
 
 
 def init_command(args: argparse.Namespace, config: Config) -> int:
@@ -88,20 +81,22 @@ def check_command(args: argparse.Namespace, config: Config) -> int:
     _logs_to_stderr(args, config)
     standalone = config.embedded or args.standalone
     with db.resolved_dsn(config) as dsn:
-        report = asyncio.run(_check(dsn, config, standalone))
+        report, can_apply = asyncio.run(_check(dsn, config, standalone))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        print(render(report))
+        print(render(report, can_apply))
     return 0 if report.ok else 1
 
 
-async def _check(dsn: str, config: Config, standalone: bool) -> catalog.CheckReport:
+async def _check(dsn: str, config: Config, standalone: bool) -> tuple[catalog.CheckReport, bool]:
     async with db.connection(dsn, config) as conn:
-        return await catalog.check(conn, channel=config.database.channel, standalone=standalone)
+        report = await catalog.check(conn, channel=config.database.channel, standalone=standalone)
+        can_apply = not await privileges.missing_init_privileges(conn, standalone=standalone)
+        return report, can_apply
 
 
-def render(report: catalog.CheckReport) -> str:
+def render(report: catalog.CheckReport, can_apply: bool) -> str:
     rows = [("STATUS", "KIND", "NAME", "DETAIL")]
     rows += [(f.status, f.kind, f.name, f.detail) for f in report.findings]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -110,7 +105,8 @@ def render(report: catalog.CheckReport) -> str:
     if report.ok:
         lines.append(f"all in order ({where})")
     else:
-        lines.append(f"{len(report.problems)} problem(s) ({where}): {catalog.advice(report.problems, report.role)}")
+        step = advice.for_problems(report.role, report.problems, can_apply)
+        lines.append(f"{len(report.problems)} problem(s) ({where}): {step}, then run `reactor db check` again")
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -144,8 +140,13 @@ async def _import_legacy(dsn: str, config: Config, page_size: int) -> legacy_imp
 
 
 def sql_command(args: argparse.Namespace, config: Config) -> int:
+    role = args.role or db.configured_role(config)
+    database = db.configured_database(config)
     try:
-        text = schema.owner_sql(args.role or configured_role(config), config.database.channel)
+        if args.grants_only:
+            text = schema.grants_sql(role, database)
+        else:
+            text = schema.owner_sql(role, config.database.channel, database)
     except schema.SchemaError as exc:
         raise UsageError(str(exc)) from None
     sys.stdout.write(text)

@@ -63,7 +63,7 @@ def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
 
 async def run_list(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn, database_problems():
+    with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
             rows = await failures.list_failures(conn, args.type, args.permanent)
     if args.json:
@@ -126,7 +126,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
     if chosen != 1:
         raise UsageError("failures retry: give image paths, or --type TYPE, or --all (exactly one of them)")
     paths = db_paths(config, args.paths, strict=False)
-    with db.resolved_dsn(config) as dsn, database_problems():
+    with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
             result = await failures.retry(
                 conn, config.database.channel, paths=paths, error_type=args.type, everything=args.all
@@ -137,7 +137,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
 async def run_forget(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     paths = db_paths(config, args.paths, strict=False)
-    with db.resolved_dsn(config) as dsn, database_problems():
+    with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
             result = await failures.forget(conn, paths)
     return _report("forgotten", result)
@@ -148,7 +148,7 @@ async def run_blacklist(args: argparse.Namespace, config: Config) -> int:
     if not args.reason.strip():
         raise UsageError("blacklist: --reason must say why, e.g. --reason 'a painting, not a photo'")
     paths = db_paths(config, args.paths, strict=True)
-    with db.resolved_dsn(config) as dsn, database_problems():
+    with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
             result = await failures.blacklist(conn, paths, args.reason)
     return _report("blacklisted", result)

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from reactor import db, logs, status
+from reactor import advice, db, logs, status
 from reactor.cli import UsageError
 from reactor.config import Config
 
 
 @contextlib.contextmanager
-def database_problems() -> Iterator[None]:
+def database_problems(config: Config) -> Iterator[None]:
     """A missing table or privilege becomes one line with the fix, not a traceback."""
     try:
         yield
@@ -24,8 +24,8 @@ def database_problems() -> Iterator[None]:
         raise UsageError(f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
                          "(`reactor db check` lists what is missing)") from None
     except asyncpg.InsufficientPrivilegeError as exc:
-        raise UsageError(f"{exc}; have the database owner run the GRANTs from `reactor db sql` "
-                         "(`reactor doctor` lists what is missing)") from None
+        grants = advice.grants(db.configured_role(config))
+        raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
 
 
 def logs_to_stderr(args: argparse.Namespace, config: Config, level: str | None = None) -> None:
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn, database_problems():
+    with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
             report = await status.collect(conn, config.health.heartbeat_seconds)
     if args.json:

@@ -49,7 +49,8 @@ def _print_counts(args: argparse.Namespace, counts: dict[str, object], who: str)
     if args.json:
         print(json.dumps({"by": who, **counts}))
         return
-    summary = " ".join(f"{k}={counts.get(k, 0)}" for k in SUMMARY_KEYS)
+    keys = (*SUMMARY_KEYS, "processed") if "processed" in counts else SUMMARY_KEYS
+    summary = " ".join(f"{k}={counts.get(k, 0)}" for k in keys)
     extra = f" (orphans not removed: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
     print(f"sweep by {who}: {summary} in {counts.get('seconds', 0)} s{extra}")
 

@@ -20,20 +20,22 @@
 -- is not ours to rely on, and a path change is exactly "old path gone, new path
 -- processed". A no-op UPDATE yields no difference and so sends nothing.
 --
--- The channel is the function's `reactor.channel` setting; `reactor db init` sets it
--- to database.channel with ALTER FUNCTION. The function runs as whichever role
--- writes ai_metadata (it is not SECURITY DEFINER): pg_notify needs no privilege.
+-- The channel is a literal in the function's body: `reactor db init` and `reactor db
+-- sql` write database.channel into the `channel CONSTANT` line below before running
+-- this file, and `reactor db check` reads it back. A literal, not a custom setting
+-- (`SET reactor.channel`): setting a custom parameter needs a superuser on PostgreSQL
+-- 15+, and the owner of ai_metadata is usually not one. The function runs as whichever
+-- role writes ai_metadata (it is not SECURITY DEFINER): pg_notify needs no privilege.
 
 CREATE OR REPLACE FUNCTION reactor_ai_metadata_notify() RETURNS trigger
 LANGUAGE plpgsql
-SET reactor.channel = 'face_reactor'
 AS $$
 DECLARE
     -- Above this many events in one statement, send one bulk hint instead.
     max_rows CONSTANT integer := 1000;
     -- pg_notify rejects payloads of 8000 bytes or more.
     max_payload CONSTANT integer := 7999;
-    channel text := coalesce(nullif(current_setting('reactor.channel', true), ''), 'face_reactor');
+    channel CONSTANT text := 'face_reactor';
     events refcursor;
     ev record;
     total integer := 0;
