@@ -77,6 +77,15 @@ async def count_results(conn: asyncpg.Connection, paths: list[str]) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = ANY($1)", paths))
 
 
+def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.CompletedProcess[str]:
+    """One `python -m reactor` command with this config file, to its end; no REACTOR_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "reactor", "--config", str(config), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env,
+    )
+
+
 def toml_config(**sections: dict[str, Any]) -> str:
     lines = []
     for name, values in sections.items():

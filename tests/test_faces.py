@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +15,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from reactor import identity, samples
-from tests.reactor_support import REPO, ReactorProcess, add_processed, process_config, small_astronaut
+from tests.reactor_support import ReactorProcess, add_processed, process_config, reactor_cli, small_astronaut
 
 pytestmark = pytest.mark.slow
-
-
-def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "reactor", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env=env,
-    )
 
 
 async def cli_json(config: Path, *args: str) -> Any:

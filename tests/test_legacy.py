@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,10 @@ import pytest
 from reactor import legacy_import, samples
 from tests.pg import BIN, PgServer
 from tests.reactor_support import (
-    REPO,
     ReactorProcess,
     detections_per_path,
     process_config,
+    reactor_cli,
     small_astronaut,
     wait_until,
     write_photos,
@@ -57,18 +56,6 @@ LEGACY_ROWS = [
     ("legacy/short_encoding.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING[:100]])),
 ]
 LEGACY_COLUMNS = "image_path, face_count, face_locations, face_encodings::text, detected_at, reviewed_by"
-
-
-def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "reactor", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-        env=env,
-    )
 
 
 @pytest.fixture
