@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
 import tempfile
 import time
 import warnings
@@ -23,6 +21,7 @@ import asyncpg
 
 from reactor import advice, catalog, db, mounts, share
 from reactor.config import Config
+from reactor.detector import gpu
 from reactor.detector.types import Detection, DetectionJob
 
 # The CNN detector needs this much free GPU memory at the smallest scales; less and
@@ -198,22 +197,14 @@ async def detector_check(config: Config) -> Check:
 def gpu_check(cuda: bool) -> Check:
     if not cuda:
         return _ok("gpu", "not used: this dlib has no CUDA, so detection runs HOG on the CPU")
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return _ok("gpu", "CUDA present; nvidia-smi not found, free memory unknown")
     try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
+        found = gpu.query()
+    except gpu.GpuQueryFailed as exc:
         return _fail("gpu", f"nvidia-smi failed: {exc}", "check the NVIDIA driver with `nvidia-smi`")
-    gpus, low = [], []
-    for row in out.strip().splitlines():
-        name, free, total = (c.strip() for c in row.split(","))
-        gpus.append(f"{name}: {free} MiB free of {total} MiB")
-        if free.isdigit() and int(free) < MIN_FREE_MIB:
-            low.append(name)
+    if found is None:
+        return _ok("gpu", "CUDA present; nvidia-smi not found, free memory unknown")
+    gpus = [f"{g.name}: {g.free_mib} MiB free of {g.total_mib} MiB" for g in found]
+    low = [g.name for g in found if g.free_mib is not None and g.free_mib < MIN_FREE_MIB]
     if not gpus:
         return _fail("gpu", "dlib has CUDA but nvidia-smi lists no GPU", "check the NVIDIA driver with `nvidia-smi`")
     if low:
