@@ -209,8 +209,9 @@ async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod
     await init_and_check(config)
     asked = await asyncio.to_thread(reactor_cli, config, "redetect", "--legacy-zero", "--json")
     assert asked.returncode == 0, asked.stderr
-    # No reactor is running: the requests are processed here.
-    assert json.loads(asked.stdout) == {"added": 3, "requested": 3, "by": "here", "processed": 3}
+    # No reactor is running: the requests are processed here, with the rest of the
+    # backlog (the two new photos).
+    assert json.loads(asked.stdout) == {"added": 3, "requested": 3, "by": "here", "processed": 5}
     rows = {
         r["image_path"]: r
         for r in await prod_conn.fetch(
