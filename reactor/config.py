@@ -116,6 +116,15 @@ class SweepConfig:
     page_size: int = 1000
     # How often to look for work while the listener is disconnected.
     poll_seconds: float = 30.0
+    # Orphans (results and failures whose ai_metadata row is gone) are marked, and
+    # purged only after this long, if still orphaned (reactor.orphans).
+    orphan_grace_hours: float = 72.0
+    # One sweep purges at most this many orphans per table, and no more than this
+    # fraction of the table once more than orphan_purge_min are due; past either
+    # bound it purges nothing and holds them until `reactor repair --purge-orphans`.
+    orphan_purge_max: int = 1000
+    orphan_purge_max_fraction: float = 0.05
+    orphan_purge_min: int = 20
 
 
 @dataclass(frozen=True)
@@ -352,6 +361,14 @@ def _validate(config: Config) -> None:
     for name, value in (("queue_size", config.service.queue_size), ("lease_seconds", config.service.lease_seconds)):
         if value <= 0:
             raise ConfigError(f"{where}: [service] {name}: expected a positive number, got {value}")
+    sweep = config.sweep
+    for name, number in (("orphan_grace_hours", sweep.orphan_grace_hours), ("orphan_purge_max", sweep.orphan_purge_max),
+                         ("orphan_purge_min", sweep.orphan_purge_min)):
+        if number < 0:
+            raise ConfigError(f"{where}: [sweep] {name}: expected zero or more, got {number}")
+    if not 0 <= sweep.orphan_purge_max_fraction <= 1:
+        raise ConfigError(f"{where}: [sweep] orphan_purge_max_fraction: expected a number in [0, 1], "
+                          f"got {sweep.orphan_purge_max_fraction}")
 
 
 def database_password(config: Config, env: Mapping[str, str] | None = None) -> str | None:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import asyncpg
 
-from reactor import logs
+from reactor import logs, orphans
 from reactor.sql import Queries
 
 Q = Queries("watcher.sql")
@@ -109,6 +109,16 @@ class DatabaseSink:
                 log.info("image_changed", path=f.path)
 
     async def moved(self, src: str, dst: str, *, directory: bool) -> None:
+        if not self.register_files:
+            # Vision mode: ai_metadata and so the paths of results are the upstream's.
+            # Its change of ai_metadata follows the move (a `deleted` hint marks the old
+            # path's rows orphaned, a notification brings the new path); results are
+            # never renamed or deleted on the watcher's word.
+            log.info("folder_moved" if directory else "image_moved", src=src, dst=dst, results=0, followed="upstream")
+            self.counts["moved"] += 1
+            if not directory:
+                self.enqueue(dst, False)
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             if directory:
                 src_p, dst_p = src.rstrip("/") + "/", dst.rstrip("/") + "/"
@@ -117,9 +127,8 @@ class DatabaseSink:
                 await conn.execute(Q.delete_failures_prefix, dst_p)
                 moved = _count(await conn.execute(Q.move_results_prefix, src_p, dst_p))
                 await conn.execute(Q.move_failures_prefix, src_p, dst_p)
-                if self.register_files:
-                    await conn.execute(Q.delete_registrations_prefix, dst_p)
-                    await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
+                await conn.execute(Q.delete_registrations_prefix, dst_p)
+                await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
                 log.info("folder_moved", src=src, dst=dst, results=moved)
             else:
                 # The destination's old content was replaced: its results go.
@@ -127,10 +136,9 @@ class DatabaseSink:
                 await conn.execute(Q.delete_failure, dst)
                 moved = _count(await conn.execute(Q.move_results, src, dst))
                 await conn.execute(Q.move_failure, src, dst)
-                if self.register_files:
-                    await conn.execute(Q.clear_registration_target, src, dst)
-                    await conn.execute(Q.move_registration, src, dst)
-                    await conn.execute(Q.register_files, [dst])
+                await conn.execute(Q.clear_registration_target, src, dst)
+                await conn.execute(Q.move_registration, src, dst)
+                await conn.execute(Q.register_files, [dst])
                 log.info("image_moved", src=src, dst=dst, results=moved)
         self.counts["moved"] += 1
         if not directory and not moved:
@@ -138,20 +146,26 @@ class DatabaseSink:
             self.enqueue(dst, False)
 
     async def deleted(self, path: str, *, directory: bool) -> None:
+        """A deletion marks the rows orphaned (reactor.orphans); only the grace period purges them.
+
+        Vision mode leaves results alone: the upstream's deletion of the ai_metadata row
+        is what marks them. Standalone mode owns the registration, which goes now; a file
+        that comes back is registered again and its rows are un-marked by the sweep.
+        """
+        if not self.register_files:
+            log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
+            self.counts["deleted"] += 1
+            return
+        prefix = path.rstrip("/") + "/"
         async with self.pool.acquire() as conn, conn.transaction():
             if directory:
-                prefix = path.rstrip("/") + "/"
-                removed = _count(await conn.execute(Q.delete_results_prefix, prefix))
-                await conn.execute(Q.delete_failures_prefix, prefix)
-                if self.register_files:
-                    await conn.execute(Q.delete_registrations_prefix, prefix)
-                log.info("folder_deleted", path=path, results=removed)
+                marked = await orphans.mark_gone(conn, [], [prefix])
+                await conn.execute(Q.delete_registrations_prefix, prefix)
+                log.info("folder_deleted", path=path, orphaned=marked)
             else:
-                removed = _count(await conn.execute(Q.delete_results, path))
-                await conn.execute(Q.delete_failure, path)
-                if self.register_files:
-                    await conn.execute(Q.delete_registration, path)
-                log.info("image_deleted", path=path, results=removed)
+                marked = await orphans.mark_gone(conn, [path], [])
+                await conn.execute(Q.delete_registration, path)
+                log.info("image_deleted", path=path, orphaned=marked)
         self.counts["deleted"] += 1
 
     async def rescanned(self, prefix: str) -> None:

@@ -4,8 +4,8 @@ A sweep runs when asked (start-up and reconnect via the listener, a ``bulk`` hin
 ``reactor sweep`` request on the control channel, a watcher rescan), every
 ``sweep.interval_seconds`` while the listener is connected, and every
 ``sweep.poll_seconds`` while it is not. A deferred sweep (the queue was full) runs
-again as soon as a page fits. ``deleted`` notifications remove that one path's
-orphaned rows without waiting for a sweep.
+again as soon as a page fits. ``deleted`` notifications mark that one path's
+rows orphaned without waiting for a sweep (reactor.orphans: held, never deleted at once).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class SweepScheduler:
             while self._orphan_hints and not halt.is_set():
                 path = self._orphan_hints.pop()
                 try:
-                    await sweeper.remove_orphan(path)
+                    await sweeper.mark_orphan(path)
                 except TRANSIENT_DB_ERRORS:
                     # The sweep removes it later; hints are only hints.
                     break

@@ -30,6 +30,7 @@ FAILURE_COLUMN_TYPES = {
     "last_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "next_retry_after": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "permanently_failed": "BOOLEAN DEFAULT FALSE",
+    "orphaned_at": "TIMESTAMPTZ",
 }
 
 

@@ -29,6 +29,7 @@ from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
 from reactor.listener import Listener
+from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
 from reactor.scheduler import SweepScheduler
@@ -215,6 +216,7 @@ class Reactor:
         self.sweeper = Sweeper(
             pool, self.queue, page_size=self.config.sweep.page_size, lease_seconds=self.config.service.lease_seconds,
             instance_id=self.instance_id, share_online=lambda: self.share.online,
+            orphan_policy=OrphanPolicy.from_config(self.config.sweep),
         )
         self.worker = DetectionLoop(
             self.config, pool, self.queue, self.detector, self.share, self.mapper, self.instance_id,

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from reactor import orphans
 from reactor.sql import Queries
 
 Q = Queries("ops.sql")
@@ -49,6 +50,8 @@ class StatusReport:
     pending: int
     failures_by_type: list[FailureCount] = field(default_factory=list)
     instances: list[Instance] = field(default_factory=list)
+    # Rows marked orphaned (their ai_metadata row is gone), per table, and whether held.
+    orphans: list[orphans.TableOrphans] = field(default_factory=list)
 
     @property
     def average_faces(self) -> float:
@@ -78,6 +81,8 @@ class StatusReport:
             "due_for_retry": self.due_for_retry,
             "failures_by_type": {f.error_type: asdict(f) for f in self.failures_by_type},
             "instances": [asdict(i) for i in self.instances],
+            "orphans": {o.table: o.as_dict() for o in self.orphans},
+            "orphans_held": any(o.held for o in self.orphans),
         }
 
 
@@ -87,7 +92,9 @@ def _state(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusReport:
+async def collect(
+    conn: asyncpg.Connection, heartbeat_seconds: float, policy: orphans.OrphanPolicy | None = None
+) -> StatusReport:
     results = await conn.fetchrow(Q.status_results)
     assert results is not None
     pending = await conn.fetchval(Q.status_pending)
@@ -114,6 +121,7 @@ async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusR
         pending=pending,
         failures_by_type=by_type,
         instances=instances,
+        orphans=await orphans.stats(conn, policy or orphans.OrphanPolicy()),
     )
 
 
@@ -168,6 +176,12 @@ def render_table(report: StatusReport) -> str:
     ]
     for f in report.failures_by_type:
         rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))
+    for o in report.orphans:
+        if not o.marked:
+            continue
+        since = f", oldest {o.oldest.isoformat()}" if o.oldest else ""
+        held = f"; HELD: {o.due} due exceed the bound {o.bound}, {orphans.RELEASE_HINT}" if o.held else ""
+        rows.append((f"orphaned {o.table}", f"{o.marked} marked, {o.due} past grace{since}{held}"))
     if not report.instances:
         rows.append(("running reactors", "none (no fresh heartbeat)"))
     for inst in report.instances:

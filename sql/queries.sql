@@ -165,31 +165,6 @@ WHERE a.image_path > $1
 ORDER BY a.image_path
 LIMIT $2
 
--- name: orphan_results
-SELECT m.image_path FROM face_metadata m
-WHERE m.image_path > $1
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
-ORDER BY m.image_path
-LIMIT $2
-
--- name: orphan_failures
-SELECT f.image_path FROM face_detection_failures f
-WHERE f.image_path > $1
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
-ORDER BY f.image_path
-LIMIT $2
-
--- name: delete_orphan_results
--- Re-checks the anti-join: a row that came back since the page was read stays.
-DELETE FROM face_metadata m
-WHERE m.image_path = ANY($1::text[])
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
-
--- name: delete_orphan_failures
-DELETE FROM face_detection_failures f
-WHERE f.image_path = ANY($1::text[])
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
-
 -- name: ai_metadata_is_empty
 SELECT NOT EXISTS (SELECT 1 FROM ai_metadata)
 

@@ -41,7 +41,7 @@ def test_embedded_init_and_check(tmp_path: Path) -> None:
     env = {"REACTOR_DATABASE__EMBEDDED_DIR": str(data_dir)}
     init = run("db", "init", env=env, cwd=tmp_path)
     assert init.returncode == 0, init.stderr
-    assert "schema version 1 applied (standalone" in init.stdout
+    assert "schema version 2 applied (standalone" in init.stdout
     check = run("db", "check", "--json", env=env, cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     report = json.loads(check.stdout)

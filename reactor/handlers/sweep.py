@@ -12,13 +12,14 @@ from reactor import control, db, logs
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.run import install_stop_signals, prepare_embedded
+from reactor.orphans import RELEASE_HINT, OrphanPolicy
 from reactor.progress import Progress, follow
 from reactor.queue import ImageQueue
 from reactor.service import Reactor
 from reactor.share import ShareMonitor
 from reactor.sweep import SweepCounts, Sweeper
 
-SUMMARY_KEYS = ("retries", "pending", "orphans", "queued", "dropped", "stale_claims")
+SUMMARY_KEYS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="sweep and process what it finds here, then exit")
-    mode.add_argument("--dry-run", action="store_true", help="list what would be queued or removed; change nothing")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="list what would be queued, marked orphaned or purged; change nothing")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the running reactor's answer (default 120)")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -53,7 +55,9 @@ def _print_counts(args: argparse.Namespace, counts: dict[str, object], who: str)
         print(json.dumps({"by": who, **counts}))
         return
     summary = " ".join(f"{k}={counts.get(k, 0)}" for k in SUMMARY_KEYS)
-    extra = f" (orphans not removed: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
+    extra = f" (orphans not purged: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
+    if counts.get("orphans_held"):
+        extra += f" (orphans held: {counts['orphans_held']}; {RELEASE_HINT})"
     print(f"sweep by {who}: {summary} in {counts.get('seconds', 0)} s{extra}")
 
 
@@ -111,14 +115,15 @@ async def _dry_run(args: argparse.Namespace, config: Config, dsn: str) -> int:
         share.check()
         sweeper = Sweeper(pool, ImageQueue(1), page_size=config.sweep.page_size,
                           lease_seconds=config.service.lease_seconds, instance_id="dry-run",
-                          share_online=lambda: share.online)
+                          share_online=lambda: share.online,
+                          orphan_policy=OrphanPolicy.from_config(config.sweep))
         counts: SweepCounts = await sweeper.sweep(dry_run=True)
     finally:
         await pool.close()
     if args.json:
         print(json.dumps({"paths": counts.paths, **counts.as_dict()}))
         return 0
-    for kind in ("retry", "pending", "orphan"):
+    for kind in ("retry", "pending", "orphan", "purge"):
         for path in counts.paths.get(kind, []):
             print(f"{kind}\t{path}")
     _print_counts(args, counts.as_dict(), "dry run (nothing changed)")
