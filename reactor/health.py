@@ -53,6 +53,8 @@ def evaluate(snapshot: Mapping[str, Any], loop_lag_seconds: float) -> list[str]:
     # Polling keeps the reactor working without its listener, but not without a database.
     if snapshot.get("database") == "unavailable":
         reasons.append("database is unavailable")
+    for task, why in (snapshot.get("tasks_failing") or {}).items():
+        reasons.append(f"task {task} keeps dying ({why}); it is restarted, see the task_died log lines")
     if loop_lag_seconds > MAX_LOOP_LAG_SECONDS:
         reasons.append(f"event loop lagging {loop_lag_seconds:.1f} s")
     return reasons

@@ -99,6 +99,8 @@ class Reactor:
             "current_image": self.worker.current if self.worker else None,
             "processed": self.worker.processed if self.worker else 0,
             "loop_lag_seconds": round(self.loop_lag, 3),
+            # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
+            "tasks_failing": self.supervisor.failing(),
         }
 
     # ------------------------------------------------------------------ events

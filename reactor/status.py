@@ -139,6 +139,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("database", "database"),
         ("processed", "processed since start"),
         ("loop_lag_seconds", "loop lag (s)"),
+        ("tasks_failing", "tasks failing"),
     ]
     # Shown elsewhere: the instance id heads the block, the share's reason joins its state.
     hidden = {"instance_id", "share_reason"}
@@ -146,7 +147,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
     for key, label in known:
         if key not in state:
             continue
-        value = "-" if state[key] is None else _flat(state[key])
+        value = "-" if state[key] is None else _flat(state[key]) or "none"
         if key == "share_online" and state[key] is False and state.get("share_reason"):
             value += f" ({state['share_reason']})"
         out.append((label, value))

@@ -105,7 +105,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
 -- name: record_failure
 -- $4 base, $5 multiplier, $6 cap (seconds), $7 jitter factor, $8 tries that make it permanent.
--- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter.
+-- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter; the exponent stops at
+-- 64 so that a row retried by hand thousands of times cannot overflow float8.
 INSERT INTO face_detection_failures AS f
     (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
 VALUES ($1, 1, $2, $3, now(),
@@ -117,7 +118,7 @@ ON CONFLICT (image_path) DO UPDATE
         last_error_type = EXCLUDED.last_error_type,
         last_failure_at = now(),
         next_retry_after = now() + make_interval(
-            secs => least($6::float8, $4::float8 * power($5::float8, coalesce(f.retry_count, 0))) * $7::float8),
+            secs => least($6::float8, $4::float8 * power($5::float8, least(coalesce(f.retry_count, 0), 64))) * $7::float8),
         permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
 RETURNING retry_count, permanently_failed, next_retry_after
 
