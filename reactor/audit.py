@@ -119,9 +119,8 @@ def share_state(config: Config) -> tuple[bool, str | None]:
 
 
 def looks_like_outage(config: Config, vanished: int, known: int) -> bool:
-    """ShareMonitor.record_vanish's rule, without its hold period and log line."""
-    watcher = config.watcher
-    return known > 0 and vanished >= max(1, watcher.vanish_min_files) and vanished / known > watcher.vanish_fraction
+    """The watcher's mass-vanish rule (reactor.share.is_mass_vanish)."""
+    return share.is_mass_vanish(config.watcher, vanished, known)
 
 
 def stale_after_seconds(config: Config) -> float:

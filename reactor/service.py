@@ -144,6 +144,7 @@ class Reactor:
         halt = asyncio.Event()
         try:
             await self._build(pool)
+            await self.share.acheck()
             self._start_tasks(stop, halt)
             await stop.wait()
             await self._shutdown(halt)
@@ -173,7 +174,7 @@ class Reactor:
         halt = asyncio.Event()
         try:
             sweeper, worker = await self._build(pool)
-            self.share.check()
+            await self.share.acheck()
             self.supervisor.start("share", lambda: self.share.run(halt), halt)
             self.supervisor.start("lease", lambda: self._lease_loop(halt), halt)
             total = SweepCounts()
@@ -243,7 +244,6 @@ class Reactor:
     def _start_tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
         assert self.listener is not None and self.worker is not None
         assert self.sweeper is not None and self.pool is not None
-        self.share.check()
         listener, worker, sweeper, pool = self.listener, self.worker, self.sweeper, self.pool
         tasks: dict[str, TaskFactory] = {
             "share": self.share.run,

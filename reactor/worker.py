@@ -52,7 +52,7 @@ class DetectorLike(Protocol):
 class ShareLike(Protocol):
     online: bool
 
-    def check(self) -> bool: ...
+    async def acheck(self) -> bool: ...
     async def wait_online(self) -> None: ...
 
 
@@ -226,7 +226,7 @@ class DetectionLoop:
         handed_over = False
         try:
             outcome = await self._detect(claim, ready.local)
-            if self._must_wait(outcome):
+            if await self._must_wait(outcome):
                 await self._give_back(claim, entry)
                 return
             # One write in flight at a time: the previous image's, which had this
@@ -242,14 +242,14 @@ class DetectionLoop:
                 # Given back, or abandoned by an error: its lease must not be renewed.
                 self.in_flight.pop(claim.path, None)
 
-    def _must_wait(self, outcome: Outcome) -> bool:
+    async def _must_wait(self, outcome: Outcome) -> bool:
         # "File not found" (or an I/O error) is believed only while the share is online:
         # an unmounted share looks like a library whose every photo was deleted. The
         # share is looked at again now, not when its monitor last checked.
         return (
             isinstance(outcome, DetectionFailure)
             and outcome.error_type in (ErrorType.MISSING, ErrorType.UNREADABLE)
-            and not self.share.check()
+            and not await self.share.acheck()
         )
 
     async def _detect(self, claim: Claim, local: str) -> Outcome:
