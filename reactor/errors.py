@@ -18,6 +18,7 @@ class ErrorType(StrEnum):
     TOO_LARGE = "too_large"  # over detector.max_pixels (decompression-bomb guard)
     OOM = "oom"  # out of memory at every scale, CNN and HOG
     TIMEOUT = "timeout"  # over detector.timeout_seconds; the child was replaced
+    IO_STALL = "io_stall"  # reading the file from the share stalled; not the detector's fault
     CRASH = "crash"  # the detector child died on this image
     RUNTIME = "runtime"  # any other error raised by the detector
     INVALID_PATH = "invalid_path"  # absolute, '..', derived folder, too long: never opened
@@ -26,6 +27,14 @@ class ErrorType(StrEnum):
     def permanent(self) -> bool:
         return self in PERMANENT
 
+
+# The type `reactor blacklist` records: excluded by a person, overridden by no hint.
+BLACKLISTED = "blacklisted"
+
+# Failures about reaching the file, not its content: a file event for the path (the
+# file was restored, or its permissions fixed) queues it again even when it is
+# permanently failed or backing off.
+FILE_ACCESS = frozenset({ErrorType.MISSING, ErrorType.UNREADABLE, ErrorType.IO_STALL})
 
 PERMANENT = frozenset({ErrorType.CORRUPT, ErrorType.UNSUPPORTED, ErrorType.TOO_LARGE, ErrorType.INVALID_PATH})
 
@@ -38,6 +47,7 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.TOO_LARGE: "over detector.max_pixels; raise it if the image is genuine",
     ErrorType.OOM: "out of memory at every scale; lower detector.max_dimension or free GPU memory",
     ErrorType.TIMEOUT: "detection took longer than detector.timeout_seconds; it is retried at a smaller scale",
+    ErrorType.IO_STALL: "reading the file stalled on the share (a hung mount?); it is retried at the same scale",
     ErrorType.CRASH: "the detector process died on this image; it is retried in a fresh process",
     ErrorType.RUNTIME: "an unexpected detector error; see last_error, it is retried",
     ErrorType.INVALID_PATH: "fix the path in ai_metadata: relative, forward slashes, no '..', no derived folder",

@@ -31,7 +31,7 @@ from reactor.config import Config
 from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.errors import ErrorType
+from reactor.errors import FILE_ACCESS, ErrorType
 from reactor.paths import InvalidPath, PathMapper
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
@@ -200,7 +200,7 @@ class DetectionLoop:
         try:
             result = await self._db(stop, lambda conn: claims.claim(
                 conn, entry.path, self.instance_id, self.config.service.lease_seconds,
-                manual=manual, redetect=entry.redetect,
+                manual=manual, redetect=entry.redetect, file_event=entry.priority is Priority.FILE_EVENT,
             ))
         except asyncpg.CheckViolationError as exc:
             rejection = path_rejection(exc, entry.path)
@@ -248,7 +248,7 @@ class DetectionLoop:
         # share is looked at again now, not when its monitor last checked.
         return (
             isinstance(outcome, DetectionFailure)
-            and outcome.error_type in (ErrorType.MISSING, ErrorType.UNREADABLE)
+            and outcome.error_type in FILE_ACCESS
             and not await self.share.acheck()
         )
 

@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from reactor import logs
 from reactor.config import DetectorConfig
 from reactor.detector import cascade, child
-from reactor.detector.prefetch import Prefetcher
+from reactor.detector.prefetch import Prefetcher, ReadStalled
 from reactor.detector.types import (
     DETAIL_MODEL,
     DETAIL_REPLACE_CHILD,
@@ -206,7 +206,11 @@ class Detector:
         conn = self._conn
         assert conn is not None
         first = self._first_step(job)
-        data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
+        try:
+            data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
+        except ReadStalled as exc:
+            # The child never saw this job: it stays, and the next try keeps its scale.
+            return DetectionFailure(ErrorType.IO_STALL, str(exc), details={DETAIL_MODEL: first.model})
         try:
             if data is None or len(data) <= _INLINE_SEND_BYTES:
                 conn.send((job, data))
