@@ -31,6 +31,20 @@ _WINDOWS_DEVICES = frozenset(
 )
 
 
+def recordable(path: str) -> str:
+    """A form of ``path`` the database can store: a name that is not valid UTF-8 (a lone
+    surrogate from the file system) has those bytes written as ``\\xNN`` escapes."""
+    try:
+        path.encode("utf-8")
+        return path.replace("\x00", "\\x00")
+    except UnicodeEncodeError:
+        try:
+            raw = path.encode("utf-8", "surrogateescape")  # the file system's own bytes
+        except UnicodeEncodeError:
+            raw = path.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
 def _is_windows_root(root: str) -> bool:
     return root.startswith("\\\\") or (len(root) >= 2 and root[1] == ":" and root[0].isalpha())
 
@@ -65,6 +79,10 @@ class PathMapper:
             raise InvalidPath(db_path, "empty", "the path is empty")
         if "\x00" in db_path:
             raise InvalidPath(db_path, "nul", "the path contains a NUL byte")
+        try:
+            db_path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPath(db_path, "undecodable", "the file name is not valid UTF-8") from None
         if len(db_path.encode("utf-8", "surrogateescape")) > self.max_length:
             raise InvalidPath(db_path, "too_long", f"the path is longer than {self.max_length} bytes")
         if "\\" in db_path:
@@ -112,8 +130,16 @@ class PathMapper:
         Only for real (non-Windows-on-Linux) roots: it resolves the file on disk.
         """
         local = Path(self.to_local(db_path))
-        root = Path(self.root).resolve()
-        real = local.resolve()
+        try:
+            root = Path(self.root).resolve()
+            real = local.resolve()
+        except RuntimeError:  # pathlib's "Symlink loop from ..."
+            raise InvalidPath(db_path, "symlink_loop", "the path is a symlink loop") from None
+        except OSError as exc:  # Windows: ERROR_CANT_RESOLVE_FILENAME, a name too long, ...
+            raise InvalidPath(db_path, "unresolvable", f"the path cannot be resolved: {exc}") from None
         if real != root and root not in real.parents:
             raise InvalidPath(db_path, "escapes_root", "the path resolves outside the share root (symlink)")
+        # The derived-folder rule holds for where the path leads, not only for its name.
+        if real != root and self.is_derived("/".join(real.relative_to(root).parts)):
+            raise InvalidPath(db_path, "derived", "the path resolves into a derived folder (symlink)")
         return real

@@ -32,12 +32,14 @@ from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import FILE_ACCESS, ErrorType
-from reactor.paths import InvalidPath, PathMapper
+from reactor.paths import InvalidPath, PathMapper, recordable
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
+from reactor.sql import Queries
 from reactor.supervisor import completed, first_of, sleep_or_stop
 
 log = logs.get("reactor.worker")
+Q = Queries("queries.sql")
 T = TypeVar("T")
 
 
@@ -120,10 +122,13 @@ class DetectionLoop:
                         # Taken in the same turn as the stop: leave it for the next run.
                         self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
                         break
-                    ready = await self._prepare(entry, stop)
+                    ready = await self._prepare_contained(entry, stop)
                 if ready is not None:
                     ahead = self._claim_ahead(stop)
-                    await self._detect_and_write(ready)
+                    try:
+                        await self._detect_and_write(ready)
+                    except Exception as exc:
+                        await self._contain(ready.entry.path, exc, stop)
         finally:
             await self._abandon(ahead)
             await self.flush()
@@ -136,7 +141,7 @@ class DetectionLoop:
             return None
         entry = self.queue.get_nowait()
         assert entry is not None
-        return asyncio.ensure_future(self._prepare(entry, stop, read_ahead=True))
+        return asyncio.ensure_future(self._prepare_contained(entry, stop, read_ahead=True))
 
     async def _abandon(self, ahead: asyncio.Task[Ready | None] | None) -> None:
         """Give back a claim taken ahead that will not be detected in this run."""
@@ -180,6 +185,30 @@ class DetectionLoop:
                 if await sleep_or_stop(stop, backoff.next_delay()):
                     return False
         return True
+
+    async def _prepare_contained(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
+        try:
+            return await self._prepare(entry, stop, read_ahead=read_ahead)
+        except Exception as exc:
+            await self._contain(entry.path, exc, stop)
+            return None
+
+    async def _contain(self, path: str, exc: Exception, stop: asyncio.Event) -> None:
+        """No input can stop detection: whatever one entry raises ends as its recorded failure."""
+        log.error("image_unexpected_error", path=recordable(path)[:300], error=f"{type(exc).__name__}: {exc}",
+                  exc_info=exc)
+        failure = DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000])
+
+        async def write(conn: Conn) -> store.FailureRecord:
+            return await store.record_failure(conn, recordable(path), failure, self.config.retry, self.failure_columns)
+
+        try:
+            record = await self._db(stop, write)
+        except Exception as again:  # the path itself may be what the database refuses
+            log.error("failure_unrecordable", path=recordable(path)[:300], error=str(again))
+            return
+        if record is not None:
+            self._failed(record, failure)
 
     async def _prepare(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
         """Validate and claim the image; None if it is invalid (recorded) or needs no detection."""
@@ -281,6 +310,8 @@ class DetectionLoop:
 
     async def _write(self, claim: Claim, outcome: Outcome) -> None:
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
+        # A connection lost during the commit leaves us not knowing whether it committed.
+        uncertain = False
         while True:
             try:
                 async with self.pool.acquire() as conn:
@@ -296,19 +327,38 @@ class DetectionLoop:
                 self.processed += 1
                 return
             except store.Fenced:
+                if uncertain and await self._landed(claim, outcome):
+                    # Our own earlier commit released the claim; its reply was lost.
+                    log.info("outcome_written", path=claim.path, token=claim.token, reply="lost")
+                    self.processed += 1
+                    return
                 metrics.IMAGES_PROCESSED.labels("fenced").inc()
                 log.warning("result_fenced", path=claim.path, token=claim.token)
                 return
             except store.TRANSIENT_DB_ERRORS as exc:
+                uncertain = True
                 self._db_state(False, exc)
                 await asyncio.sleep(backoff.next_delay())
             except asyncpg.PostgresError as exc:
-                # Not a connection problem: the claim expires and the sweep tries again later.
-                log.error("persist_failed", path=claim.path, error=str(exc), effect="retried after the lease expires")
-                return
+                # Not a connection problem: retrying the same write would fail the same way
+                # for ever. The image gets a failure (with backoff) instead of a loop.
+                log.error("persist_failed", path=claim.path, error=str(exc), effect="recorded as a runtime failure")
+                if isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.RUNTIME:
+                    return  # that was already the failure; the lease expires, the sweep decides
+                outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
+
+    async def _landed(self, claim: Claim, outcome: Outcome) -> bool:
+        try:
+            async with self.pool.acquire() as conn:
+                if isinstance(outcome, Detection):
+                    return bool(await conn.fetchval(Q.result_landed, claim.path, claim.token))
+                return bool(await conn.fetchval(Q.failure_landed, claim.path, claim.state.retry_count))
+        except store.TRANSIENT_DB_ERRORS:
+            return False
 
     async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
         failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})
+        path = recordable(path)  # a name that is not UTF-8 is recorded with its bytes escaped
 
         async def write(conn: Conn) -> store.FailureRecord | None:
             state = await claims.read_state(conn, path)

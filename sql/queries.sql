@@ -101,6 +101,11 @@ INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bot
                              score, encoding, model, scale)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
+-- name: result_landed
+-- After a write whose commit reply was lost: the result carries this claim's token
+-- only if that very transaction committed.
+SELECT EXISTS (SELECT 1 FROM face_metadata WHERE image_path = $1 AND claim_token = $2)
+
 -- ---------------------------------------------------------------- failures
 
 -- name: record_failure
@@ -121,6 +126,12 @@ ON CONFLICT (image_path) DO UPDATE
             secs => least($6::float8, $4::float8 * power($5::float8, least(coalesce(f.retry_count, 0), 64))) * $7::float8),
         permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
 RETURNING retry_count, permanently_failed, next_retry_after
+
+-- name: failure_landed
+-- The failure counterpart (legacy failure rows carry no token): the try count moved past
+-- the one this claim was taken at, while our lease was still ours.
+SELECT EXISTS (SELECT 1 FROM face_detection_failures f
+               WHERE f.image_path = $1 AND coalesce((to_jsonb(f) ->> 'retry_count')::int, 0) > $2)
 
 -- name: failure_set_original_size
 UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHERE image_path = $1
