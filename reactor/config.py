@@ -45,6 +45,9 @@ class DatabaseConfig:
     probe_interval_seconds: float = 15.0
     probe_timeout_seconds: float = 5.0
     reconnect_max_seconds: float = 30.0
+    # Roles, besides the reactor's own, whose `reactor sweep` requests and `manual`
+    # notifications are honoured (reactor.gate). Hints are honoured from anyone.
+    control_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from reactor import claims, control, heap, logs, metrics
+from reactor import claims, control, gate, heap, logs, metrics
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
@@ -81,6 +81,8 @@ class Reactor:
         self.loop_lag = 0.0
         self.started_at = datetime.now(UTC)
         self.scheduler = SweepScheduler(config, self.instance_id)
+        # Who may request sweeps and manual overrides; the reactor's own role joins at _build.
+        self.senders = gate.SenderCheck(lambda: self.pool, config.database.control_roles)
 
     # ------------------------------------------------------------------ state
 
@@ -108,21 +110,28 @@ class Reactor:
     def request_sweep(self, request_id: str | None = None) -> None:
         self.scheduler.request(request_id)
 
-    def on_notify(self, channel: str, data: dict[str, Any]) -> None:
-        """A notification only enqueues (or wakes the sweep); it never does work itself."""
-        kind = data["type"]
-        if channel == self.config.database.control_channel:
-            if kind == control.SWEEP_REQUEST and isinstance(data.get("id"), str):
-                self.request_sweep(data["id"])
+    def on_notify(self, channel: str, data: dict[str, Any], pid: int = 0) -> None:
+        """A notification only enqueues (or wakes the sweep); it never does work itself.
+
+        Payloads are validated and what acts (a sweep request, a manual override) is
+        honoured only from allowed roles (reactor.gate)."""
+        notice = gate.validate(channel, data, control_channel=self.config.database.control_channel, pid=pid)
+        if notice is None:
             return
-        path = data.get("path")
-        if kind == "bulk":
+        if notice.kind == control.SWEEP_REQUEST:
+            request_id = notice.request_id
+            self.senders.when_allowed(notice, lambda: self.request_sweep(request_id), lambda: None)
+        elif notice.kind == "bulk":
             self.request_sweep()
-        elif isinstance(path, str) and kind in ("processed", "manual"):
-            self.queue.put(path, Priority.MANUAL if kind == "manual" else Priority.NOTIFY)
-        elif isinstance(path, str) and kind == "deleted":
-            self.queue.discard(path)
-            self.scheduler.deleted(path)
+        elif notice.kind == "processed" and notice.path is not None:
+            self.queue.put(notice.path, Priority.NOTIFY)
+        elif notice.kind == "manual" and notice.path is not None:
+            path = notice.path
+            self.senders.when_allowed(notice, lambda: self.queue.put(path, Priority.MANUAL),
+                                      lambda: self.queue.put(path, Priority.NOTIFY))
+        elif notice.kind == "deleted" and notice.path is not None:
+            self.queue.discard(notice.path)
+            self.scheduler.deleted(notice.path)
 
     def _on_listener_connected(self, reconnected: bool) -> None:
         # First connect: the start-up sweep; reconnect: the catch-up sweep. Either
@@ -216,6 +225,9 @@ class Reactor:
         return None
 
     async def _build(self, pool: asyncpg.Pool) -> tuple[Sweeper, DetectionLoop]:
+        async with pool.acquire() as conn:
+            own_role = await conn.fetchval(Q.current_role)
+        self.senders.roles = self.senders.roles | {own_role}
         self.sweeper = Sweeper(
             pool, self.queue, page_size=self.config.sweep.page_size, lease_seconds=self.config.service.lease_seconds,
             instance_id=self.instance_id, share_online=lambda: self.share.online,

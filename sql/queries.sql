@@ -199,3 +199,11 @@ ORDER BY instance_id
 
 -- name: notify
 SELECT pg_notify($1, $2)
+
+-- name: backend_role
+-- Who sent a notification (reactor.gate): asyncpg hands over the notifying backend's
+-- pid; its role (usename) is visible in pg_stat_activity to every role.
+SELECT usename::text FROM pg_stat_activity WHERE pid = $1
+
+-- name: current_role
+SELECT current_user::text
