@@ -28,6 +28,7 @@ from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
+from reactor.instance_lock import InstanceLock
 from reactor.listener import Listener
 from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
@@ -59,10 +60,10 @@ def default_instance_id() -> str:
 
 
 class Reactor:
-    def __init__(self, config: Config, dsn: str) -> None:
+    def __init__(self, config: Config, dsn: str, instance_id: str | None = None) -> None:
         self.config = config
         self.dsn = dsn
-        self.instance_id = config.service.instance_id or default_instance_id()
+        self.instance_id = instance_id or config.service.instance_id or default_instance_id()
         self.queue = ImageQueue(config.service.queue_size)
         self.mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
         self.share = ShareMonitor(config.images, config.watcher)
@@ -149,11 +150,13 @@ class Reactor:
             if health is not None:
                 await health.close()
             return
+        lock = await self._lock_instance(pool, health)
         self.pool = pool
         halt = asyncio.Event()
         try:
             await self._build(pool)
             await self.share.acheck()
+            self.supervisor.start("instance_lock", lambda: lock.hold(halt, stop), halt)
             self._start_tasks(stop, halt)
             await stop.wait()
             await self._shutdown(halt)
@@ -161,6 +164,20 @@ class Reactor:
             halt.set()
             await self.supervisor.cancel_all()
             await self._cleanup(pool)
+            await lock.release()
+
+    async def _lock_instance(self, pool: asyncpg.Pool, health: HealthServer | None = None) -> InstanceLock:
+        """Take this instance id for this process; InstanceTaken (nothing touched) if another has it."""
+        lock = InstanceLock(self.config, self.dsn, self.instance_id)
+        try:
+            await lock.acquire()
+        except BaseException:
+            # Not ours to clean up: the claims under this id belong to the other process.
+            if health is not None:
+                await health.close()
+            await pool.close()
+            raise
+        return lock
 
     async def _start_health(self) -> HealthServer | None:
         """Bind /healthz and /metrics before anything else: a port in use ends the start
@@ -179,11 +196,13 @@ class Reactor:
         pool = await self._connect(stop)
         if pool is None:
             return SweepCounts(skipped="stopped")
+        lock = await self._lock_instance(pool)
         self.pool = pool
         halt = asyncio.Event()
         try:
             sweeper, worker = await self._build(pool)
             await self.share.acheck()
+            self.supervisor.start("instance_lock", lambda: lock.hold(halt, stop), halt)
             self.supervisor.start("share", lambda: self.share.run(halt), halt)
             self.supervisor.start("lease", lambda: self._lease_loop(halt), halt)
             total = SweepCounts()
@@ -200,6 +219,7 @@ class Reactor:
             halt.set()
             await self.supervisor.cancel_all()
             await self._cleanup(pool)
+            await lock.release()
 
     async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
         """The pool, retrying with backoff while the database is down (logged once per state)."""

@@ -205,5 +205,9 @@ SELECT pg_notify($1, $2)
 -- pid; its role (usename) is visible in pg_stat_activity to every role.
 SELECT usename::text FROM pg_stat_activity WHERE pid = $1
 
+-- name: instance_try_lock
+-- One process per instance id (reactor.instance_lock): a session lock, keyed on the id.
+SELECT pg_try_advisory_lock(hashtextextended('face-reactor-instance:' || $1::text, 0))
+
 -- name: current_role
 SELECT current_user::text

@@ -13,7 +13,9 @@ import signal
 import sys
 
 from reactor import db, logs, schema
+from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.instance_lock import InstanceTaken
 from reactor.service import Reactor
 
 log = logs.get("reactor.run")
@@ -60,5 +62,8 @@ async def serve(config: Config, dsn: str) -> int:
     await prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await Reactor(config, dsn).run(stop)
+    try:
+        await Reactor(config, dsn).run(stop)
+    except InstanceTaken as exc:
+        raise UsageError(str(exc)) from None
     return 0

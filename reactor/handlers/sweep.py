@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 
 from reactor import control, db, logs
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.run import install_stop_signals, prepare_embedded
+from reactor.instance_lock import InstanceTaken
 from reactor.orphans import RELEASE_HINT, OrphanPolicy
 from reactor.progress import Progress, follow
 from reactor.queue import ImageQueue
-from reactor.service import Reactor
+from reactor.service import Reactor, default_instance_id
 from reactor.share import ShareMonitor
 from reactor.sweep import SweepCounts, Sweeper
 
@@ -86,7 +88,10 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
     await prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    reactor = Reactor(config, dsn)
+    # An id of its own: beside a daemon with the configured id, the daemon's claims are
+    # never taken over (claims of one's own id may be re-taken) nor released at exit.
+    own_id = f"{config.service.instance_id or default_instance_id()}:once:{os.getpid()}"
+    reactor = Reactor(config, dsn, instance_id=own_id)
     with Progress(None, "sweep --once") as progress:
         # The worker exists only once run_once has connected; until then nothing is done.
         follower = asyncio.create_task(follow(
@@ -96,6 +101,8 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
         ))
         try:
             counts = await reactor.run_once(stop)
+        except InstanceTaken as exc:
+            raise UsageError(str(exc)) from None
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
