@@ -83,6 +83,12 @@ class DetectorConfig:
     max_start_failures: int = 3
     # Decompression-bomb guard, in pixels of the original image.
     max_pixels: int = 150_000_000
+    # A file larger than this is too_large before a byte of it is read.
+    max_file_bytes: int = 200 * 1024 * 1024
+    # Address-space limit of a CPU detector child (RLIMIT_AS, Linux), so a bomb fails its
+    # image (oom) instead of waking the OOM killer; 0 = no limit. Not applied on CUDA,
+    # whose driver reserves far more address space than it uses.
+    max_memory_mb: int = 8192
     # Import path of the engine run in the child. Only tests point this elsewhere.
     engine: str = "reactor.detector.engine"
 

@@ -58,6 +58,21 @@ def still_current(prefetched: Prefetched) -> bool:
     return now.st_size == prefetched.size and now.st_mtime_ns == prefetched.mtime_ns
 
 
+def _size_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None  # the child reports missing or unreadable itself
+
+
+async def file_size(path: str, wait_seconds: float) -> int | None:
+    """The file's size, or None if it cannot be looked at; ReadStalled if the stat hangs."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_size_of, path), wait_seconds)
+    except TimeoutError:
+        raise ReadStalled(f"looking at the file did not finish within {wait_seconds:g} s") from None
+
+
 class Prefetcher:
     """At most one read-ahead at a time: the image the reactor will detect next."""
 

@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from reactor import logs
 from reactor.config import DetectorConfig
 from reactor.detector import cascade, child
-from reactor.detector.prefetch import Prefetcher, ReadStalled
+from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
 from reactor.detector.types import (
     DETAIL_MODEL,
     DETAIL_REPLACE_CHILD,
@@ -60,6 +60,8 @@ class Detector:
         self._process: BaseProcess | None = None
         self._conn: Connection | None = None
         self._state = "stopped"
+        # True while a job is with the child (sent, answer not read yet).
+        self.job_in_child = False
         self._restarts = 0
         self._cuda = False
         self._ever_started = False
@@ -132,7 +134,8 @@ class Detector:
         started = time.perf_counter()
         # Started from the event-loop thread on purpose: the child's parent-death signal
         # fires when the *thread* that forked it exits, so no worker thread may do this.
-        process.start()
+        with child.without_secrets():
+            process.start()
         child_conn.close()  # only the child holds its end now, so its death reads as EOF here
         try:
             kind, payload = await receive(parent_conn, self._config.startup_timeout_seconds)
@@ -207,6 +210,13 @@ class Detector:
         assert conn is not None
         first = self._first_step(job)
         try:
+            size = await file_size(job.local_path, self._config.timeout_seconds)
+            if size is not None and size > self._config.max_file_bytes:
+                # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
+                self._prefetcher.discard()
+                return DetectionFailure(
+                    ErrorType.TOO_LARGE, f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
+                    file_size_bytes=size)
             data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
         except ReadStalled as exc:
             # The child never saw this job: it stays, and the next try keeps its scale.
@@ -217,6 +227,7 @@ class Detector:
             else:
                 # Megabytes through a pipe: written from a thread while the child reads them.
                 await asyncio.to_thread(conn.send, (job, data))
+            self.job_in_child = True
             kind, payload = await receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
@@ -239,9 +250,12 @@ class Detector:
             # the next job's, so it goes.
             self._kill_now()
             raise
+        finally:
+            self.job_in_child = False
         if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
             await self._discard(reason="protocol")
-            return DetectionFailure(ErrorType.RUNTIME, f"unexpected message from the detector process: {kind!r}")
+            return DetectionFailure(ErrorType.RUNTIME,
+                                    f"unexpected message from the detector process: {kind!r} {str(payload)[:200]}")
         outcome: Outcome = payload
         return outcome
 
