@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 from PIL import Image
 
