@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from reactor import logs, orphans
+from reactor.paths import recordable, unicode_variants
 from reactor.sql import Queries
 
 Q = Queries("watcher.sql")
@@ -82,6 +83,7 @@ class DatabaseSink:
     async def register(self, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
             return 0
+        paths = await self._without_invalid_names(paths)
         written = 0
         async with self.pool.acquire() as conn:
             for i in range(0, len(paths), REGISTER_CHUNK):
@@ -92,10 +94,21 @@ class DatabaseSink:
             log.info("files_registered", files=written)
         return written
 
+    async def _without_invalid_names(self, paths: Sequence[str]) -> list[str]:
+        """The paths PostgreSQL can store; the others (not UTF-8) are recorded as invalid_path."""
+        valid = [p for p in paths if _encodable(p)]
+        if len(valid) < len(paths):
+            invalid = [recordable(p) for p in paths if not _encodable(p)]
+            async with self.pool.acquire() as conn:
+                await conn.execute(Q.record_invalid_names, invalid)
+            log.warning("file_names_invalid", files=len(invalid), sample=invalid[:3], effect="recorded as invalid_path")
+        return valid
+
     async def ready(self, files: Sequence[ReadyFile]) -> None:
         if not files:
             return
-        await self.register([f.path for f in files])
+        await self.register([f.path for f in files])  # standalone: invalid names recorded here
+        files = [f for f in files if _encodable(f.path)] if self.register_files else await self._row_forms(files)
         changed = [f.path for f in files if f.changed]
         with_results: set[str] = set()
         if changed:
@@ -107,6 +120,21 @@ class DatabaseSink:
             self.counts["redetect" if redetect else "ready"] += 1
             if redetect:
                 log.info("image_changed", path=f.path)
+
+    async def _row_forms(self, files: Sequence[ReadyFile]) -> list[ReadyFile]:
+        """Vision mode: each file under the name its ai_metadata row spells (NFC or NFD)."""
+        files = [f for f in files if _encodable(f.path)]
+        odd = [f for f in files if not f.path.isascii()]
+        if not odd:
+            return files
+        async with self.pool.acquire() as conn:
+            rows = {r["image_path"] for r in await conn.fetch(
+                Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])}
+        out = []
+        for f in files:
+            form = next((v for v in unicode_variants(f.path) if v in rows), f.path) if not f.path.isascii() else f.path
+            out.append(ReadyFile(form, f.changed))
+        return out
 
     async def moved(self, src: str, dst: str, *, directory: bool) -> None:
         if not self.register_files:
@@ -185,6 +213,14 @@ class DatabaseSink:
                     return out
                 out.extend(r["image_path"] for r in rows)
                 last = out[-1]
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _count(status: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
@@ -43,6 +44,17 @@ def recordable(path: str) -> str:
         except UnicodeEncodeError:
             raw = path.encode("utf-8", "surrogatepass")
         return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def unicode_variants(path: str) -> list[str]:
+    """The path as written, then its NFC and NFD forms (macOS and some SMB clients write
+    NFD; most databases hold NFC): the same name, as different bytes."""
+    out = [path]
+    for form in ("NFC", "NFD"):
+        variant = unicodedata.normalize(form, path)
+        if variant not in out:
+            out.append(variant)
+    return out
 
 
 def _is_windows_root(root: str) -> bool:
@@ -130,6 +142,13 @@ class PathMapper:
         Only for real (non-Windows-on-Linux) roots: it resolves the file on disk.
         """
         local = Path(self.to_local(db_path))
+        if not db_path.isascii() and not local.exists():
+            # The row's name in the other Unicode normalization is the same file.
+            for variant in unicode_variants(db_path)[1:]:
+                candidate = Path(self.to_local(variant))
+                if candidate.exists():
+                    local = candidate
+                    break
         try:
             root = Path(self.root).resolve()
             real = local.resolve()

@@ -253,6 +253,11 @@ class Scanner:
             del self.snapshot[path]
         self.snapshot.update(files)
 
+    def forget_baseline(self) -> None:
+        """The baseline's files were not registered after all: the next scan is a baseline again."""
+        self.snapshot = {}
+        self.baseline_done = False
+
     # -- keeping the snapshot in step with native events ------------------------
 
     def record(self, path: str, sig: Signature) -> Signature | None:

@@ -167,7 +167,13 @@ class Watcher:
         self.rescans += 1
         if baseline:
             # Start-up: register what is there (standalone) and let the sweep find work.
-            await self.sink.register(list(self.scanner.snapshot))
+            # The files count as known only once their registration committed: if it
+            # fails, the next session walks and registers from scratch.
+            try:
+                await self.sink.register(list(self.scanner.snapshot))
+            except BaseException:
+                self.scanner.forget_baseline()
+                raise
             await self._reconcile_registered()
         else:
             now_ns = time.time_ns()

@@ -208,6 +208,7 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
     """Each named block in sql/watcher.sql parses and runs against the real schema."""
     args: dict[str, tuple[object, ...]] = {
         "has_results": (["a.jpg"],), "register_files": (["a.jpg"],), "registered_page": ("", 10),
+        "row_forms": (["a.jpg"],), "record_invalid_names": (["bad\\xff.jpg"],),
     }
     conn = await asyncpg.connect(dsn)
     try:
