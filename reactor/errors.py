@@ -15,7 +15,7 @@ class ErrorType(StrEnum):
     UNREADABLE = "unreadable"  # permission denied or an I/O error reading the file
     CORRUPT = "corrupt"  # a truncated or damaged image
     UNSUPPORTED = "unsupported"  # not an image, or a format Pillow cannot read
-    TOO_LARGE = "too_large"  # over detector.max_pixels (decompression-bomb guard)
+    TOO_LARGE = "too_large"  # over detector.max_pixels (decompression-bomb guard) or max_file_bytes
     OOM = "oom"  # out of memory at every scale, CNN and HOG
     TIMEOUT = "timeout"  # over detector.timeout_seconds; the child was replaced
     IO_STALL = "io_stall"  # reading the file from the share stalled; not the detector's fault
@@ -44,7 +44,7 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.UNREADABLE: "fix the file's permissions for the reactor's user; it is retried",
     ErrorType.CORRUPT: "replace the file; `reactor failures retry PATH` queues it again",
     ErrorType.UNSUPPORTED: "not an image the detector can read; convert it or ignore it",
-    ErrorType.TOO_LARGE: "over detector.max_pixels; raise it if the image is genuine",
+    ErrorType.TOO_LARGE: "over detector.max_pixels or max_file_bytes; raise it if the image is genuine",
     ErrorType.OOM: "out of memory at every scale; lower detector.max_dimension or free GPU memory",
     ErrorType.TIMEOUT: "detection took longer than detector.timeout_seconds; it is retried at a smaller scale",
     ErrorType.IO_STALL: "reading the file stalled on the share (a hung mount?); it is retried at the same scale",
