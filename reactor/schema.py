@@ -117,7 +117,8 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
         )
     return [
         f"{FAILURES} has no {column} column: failures are recorded without it"
-        for column in sorted(FAILURE_OPTIONAL - present)
+        # schema.sql adds orphaned_at itself (ALTER TABLE ... ADD COLUMN IF NOT EXISTS).
+        for column in sorted(FAILURE_OPTIONAL - present - {"orphaned_at"})
     ]
 
 
