@@ -197,7 +197,11 @@ class DetectionLoop:
         """No input can stop detection: whatever one entry raises ends as its recorded failure."""
         log.error("image_unexpected_error", path=recordable(path)[:300], error=f"{type(exc).__name__}: {exc}",
                   exc_info=exc)
-        failure = DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000])
+        await self._record_unclaimed(path, DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000]),
+                                     stop)
+
+    async def _record_unclaimed(self, path: str, failure: DetectionFailure, stop: asyncio.Event) -> None:
+        """A failure for an image that was never claimed (or whose claim is in doubt)."""
 
         async def write(conn: Conn) -> store.FailureRecord:
             return await store.record_failure(conn, recordable(path), failure, self.config.retry, self.failure_columns)
@@ -214,9 +218,17 @@ class DetectionLoop:
         """Validate and claim the image; None if it is invalid (recorded) or needs no detection."""
         manual = entry.priority is Priority.MANUAL
         try:
-            local = await asyncio.to_thread(self.mapper.open_safely, entry.path)
+            # Resolving touches the share: a hung mount must not hold the loop's next image.
+            local = await asyncio.wait_for(asyncio.to_thread(self.mapper.open_safely, entry.path),
+                                           self.config.detector.timeout_seconds)
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
+            return None
+        except TimeoutError:
+            await self.share.acheck()  # offline (probe_hung) if the whole share hangs: detection pauses
+            stall = DetectionFailure(ErrorType.IO_STALL, "resolving the path on the share did not finish within "
+                                     f"detector.timeout_seconds={self.config.detector.timeout_seconds:g}")
+            await self._record_unclaimed(entry.path, stall, stop)
             return None
         if read_ahead:
             # Its bytes are read while the current image is detected. That detection took

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,20 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
         return await real_claim(conn, path, *args, **kwargs)
 
     monkeypatch.setattr("reactor.worker.claims.claim", claim)
-    config = make_config(detector=HOG, sweep=NO_POLLING)
+    release = threading.Event()
+    real_resolve = PathMapper.open_safely
+
+    def resolve(self: PathMapper, db_path: str) -> Path:
+        if db_path == "stall.jpg":
+            release.wait(60)  # as resolving on a hung mount does
+        return real_resolve(self, db_path)
+
+    monkeypatch.setattr(PathMapper, "open_safely", resolve)
+    config = make_config(detector={**HOG, "timeout_seconds": 3.0}, sweep=NO_POLLING)
     conn = await asyncpg.connect(dsn)
     try:
         async with running(config, dsn) as reactor:
-            await add_processed(conn, ["loop/a.jpg", "boom.jpg"])
+            await add_processed(conn, ["loop/a.jpg", "boom.jpg", "stall.jpg"])
             for path in ("nul\x00.jpg", "lone\udcff.jpg", "x" * 5000 + ".jpg"):
                 payload = json.dumps({"type": "manual", "path": path})  # \u escapes: valid text for PG
                 await conn.execute("SELECT pg_notify('face_reactor', $1)", payload)
@@ -72,14 +82,15 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
             await wait_until(detected, 90, "the image after the poison entries to be detected")
 
             async def recorded() -> bool:
-                return bool(await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 2)
+                return bool(await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 3)
 
             await wait_until(recorded, 30, "a failure for each poison row")
             # The hints for paths with no ai_metadata row (they cannot have one) are
             # dropped by the claim's check; the rows that exist got their failure.
             rows = await conn.fetch("SELECT image_path, last_error_type FROM face_detection_failures ORDER BY 1")
             assert [(r["image_path"], r["last_error_type"]) for r in rows] == [
-                ("boom.jpg", "runtime"), ("loop/a.jpg", "invalid_path")]
+                ("boom.jpg", "runtime"), ("loop/a.jpg", "invalid_path"), ("stall.jpg", "io_stall")]
             assert reactor.supervisor.restarts().get("detection") == 0
     finally:
+        release.set()
         await conn.close()
