@@ -24,7 +24,8 @@ import asyncpg
 
 from reactor import share
 from reactor.config import Config
-from reactor.paths import InvalidPath, PathMapper
+from reactor.paths import InvalidPath, PathMapper, unicode_variants
+from reactor.scanner import certainly_gone
 from reactor.sql import Queries
 
 Q = Queries("integrity.sql")
@@ -128,9 +129,8 @@ def share_state(config: Config) -> tuple[bool, str | None]:
 
 
 def looks_like_outage(config: Config, vanished: int, known: int) -> bool:
-    """ShareMonitor.record_vanish's rule, without its hold period and log line."""
-    watcher = config.watcher
-    return known > 0 and vanished >= max(1, watcher.vanish_min_files) and vanished / known > watcher.vanish_fraction
+    """The watcher's mass-vanish rule (reactor.share.is_mass_vanish)."""
+    return share.is_mass_vanish(config.watcher, vanished, known)
 
 
 def stale_after_seconds(config: Config) -> float:
@@ -276,7 +276,12 @@ async def _pending(conn: asyncpg.Connection, config: Config, judge: PathJudge, f
 
 
 def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
-    return [p for p in paths if not os.path.isfile(mapper.to_local(p))]
+    """Paths whose file is certainly gone: EACCES, EIO or a vanished parent folder are
+    unknown, not missing (reactor.scanner.certainly_gone), and a name stored in the other
+    Unicode normalization (NFC/NFD) is the same file."""
+    locals_ = {p: [str(mapper.to_local(v)) for v in unicode_variants(p)] for p in paths}
+    states = certainly_gone([local for variants in locals_.values() for local in variants])
+    return [p for p, variants in locals_.items() if all(states[local] is True for local in variants)]
 
 
 async def _missing_files(

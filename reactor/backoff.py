@@ -22,9 +22,17 @@ def max_attempts(config: RetryConfig, error_type: ErrorType) -> int:
     return max(1, config.max_attempts)
 
 
+# 2.0 ** 1024 overflows a float (OverflowError); no cap needs more than 2 ** 64 steps.
+MAX_EXPONENT = 64
+
+
 @dataclass
 class Backoff:
-    """Capped, jittered doubling for reconnect loops: 0.5, 1, 2, ... up to ``cap``."""
+    """Capped, jittered doubling for reconnect loops: 0.5, 1, 2, ... up to ``cap``.
+
+    It never overflows: the exponent stops growing at MAX_EXPONENT, so the thousandth
+    (or millionth) attempt waits ``cap`` like the tenth.
+    """
 
     cap: float
     first: float = 0.5
@@ -32,7 +40,7 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        raw = min(self.cap, self.first * 2.0 ** self.attempt)
+        raw = min(self.cap, self.first * 2.0 ** min(self.attempt, MAX_EXPONENT))
         self.attempt += 1
         return raw * random.uniform(1.0 - self.jitter, 1.0)
 

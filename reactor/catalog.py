@@ -32,6 +32,7 @@ TABLES: dict[str, dict[str, str]] = {
         "original_width": "integer", "original_height": "integer", "decode_ms": "real", "detect_ms": "real",
         "encode_ms": "real", "instance_id": "text", "claim_token": "bigint", "detected_at": "timestamp with time zone",
         "settings": "text",
+        "orphaned_at": "timestamp with time zone",
     },
     "face_detections": {
         "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer",
@@ -64,13 +65,16 @@ FAILURE_REQUIRED = frozenset(
      "permanently_failed"}
 )
 FAILURE_OPTIONAL = frozenset(
-    {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at"}
+    {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at",
+     # Without it, failure rows whose ai_metadata row is gone are kept, never purged.
+     "orphaned_at"}
 )
 # Tables whose image_path carries the reactor_valid_image_path CHECK constraint.
 PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims", "reactor_redetect")
 # Named indexes beyond primary keys and UNIQUE constraints: table -> index names.
 INDEXES: dict[str, tuple[str, ...]] = {
-    FAILURES: ("idx_fdf_next_retry", "idx_fdf_error_type"),
+    FAILURES: ("idx_fdf_next_retry", "idx_fdf_error_type", "idx_fdf_orphaned"),
+    "face_metadata": ("idx_face_metadata_orphaned",),
     "reactor_claims": ("idx_reactor_claims_instance",),
 }
 SEQUENCES = ("reactor_claim_token_seq",)

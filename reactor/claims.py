@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from reactor.dbtypes import Conn
-from reactor.errors import ErrorType
+from reactor.errors import BLACKLISTED, FILE_ACCESS, ErrorType
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
@@ -41,18 +41,25 @@ class ImageState:
     def from_record(cls, row: asyncpg.Record) -> ImageState:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
-    def skip_reason(self, *, manual: bool = False, redetect: bool = False) -> str | None:
+    def skip_reason(self, *, manual: bool = False, redetect: bool = False, file_event: bool = False) -> str | None:
         """Why this image needs no detection now, or None if it does.
 
         A manual request overrides backoff and the permanent state; a changed file
         (redetect) also overrides an existing result, and so does a re-detection
-        request, which otherwise waits out its failures' backoff like any image.
+        request, which otherwise waits out its failures' backoff like any image. A file
+        event overrides them for a failure about reaching the file (missing, unreadable,
+        io_stall): the file is back. Nothing overrides the blacklist, which only
+        `reactor failures retry PATH` takes back in the database.
         """
         if not self.processed:
             return "not_processed"
+        if self.last_error_type == BLACKLISTED and self.permanently_failed:
+            return "blacklisted"
         if self.done and not (redetect or self.redetect_requested):
             return "done"
         if manual or redetect:
+            return None
+        if file_event and self.last_error_type in FILE_ACCESS:
             return None
         if self.permanently_failed:
             return "permanently_failed"
@@ -92,14 +99,14 @@ async def read_state(conn: Conn, path: str) -> ImageState:
 
 
 async def _claim_in_tx(
-    conn: Conn, path: str, instance_id: str, lease_seconds: float, *, manual: bool, redetect: bool
+    conn: Conn, path: str, instance_id: str, lease_seconds: float, *, manual: bool, redetect: bool, file_event: bool
 ) -> Claim | str:
     async with conn.transaction():
         token = await conn.fetchval(Q.claim_image, path, instance_id, lease_seconds)
         if token is None:
             return "claimed_elsewhere"
         state = await read_state(conn, path)
-        reason = state.skip_reason(manual=manual, redetect=redetect)
+        reason = state.skip_reason(manual=manual, redetect=redetect, file_event=file_event)
         if reason is not None:
             # Roll the claim back: nobody ever sees it.
             raise _NotEligible(reason)
@@ -114,11 +121,12 @@ class _NotEligible(Exception):
 
 async def claim(
     conn: Conn, path: str, instance_id: str, lease_seconds: float,
-    *, manual: bool = False, redetect: bool = False,
+    *, manual: bool = False, redetect: bool = False, file_event: bool = False,
 ) -> Claim | str:
     """A Claim, or the reason the image is not claimed ("claimed_elsewhere", "done", ...)."""
     try:
-        return await _claim_in_tx(conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect)
+        return await _claim_in_tx(conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect,
+                                  file_event=file_event)
     except _NotEligible as exc:
         return exc.reason
 

@@ -51,6 +51,9 @@ class DatabaseConfig:
     probe_interval_seconds: float = 15.0
     probe_timeout_seconds: float = 5.0
     reconnect_max_seconds: float = 30.0
+    # Roles, besides the reactor's own, whose `reactor sweep` requests and `manual`
+    # notifications are honoured (reactor.gate). Hints are honoured from anyone.
+    control_roles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,12 @@ class DetectorConfig:
     max_start_failures: int = 3
     # Decompression-bomb guard, in pixels of the original image.
     max_pixels: int = 150_000_000
+    # A file larger than this is too_large before a byte of it is read.
+    max_file_bytes: int = 200 * 1024 * 1024
+    # Address-space limit of a CPU detector child (RLIMIT_AS, Linux), so a bomb fails its
+    # image (oom) instead of waking the OOM killer; 0 = no limit. Not applied on CUDA,
+    # whose driver reserves far more address space than it uses.
+    max_memory_mb: int = 8192
     # Import path of the engine run in the child. Only tests point this elsewhere.
     engine: str = "reactor.detector.engine"
 
@@ -122,6 +131,15 @@ class SweepConfig:
     page_size: int = 1000
     # How often to look for work while the listener is disconnected.
     poll_seconds: float = 30.0
+    # Orphans (results and failures whose ai_metadata row is gone) are marked, and
+    # purged only after this long, if still orphaned (reactor.orphans).
+    orphan_grace_hours: float = 72.0
+    # One sweep purges at most this many orphans per table, and no more than this
+    # fraction of the table once more than orphan_purge_min are due; past either
+    # bound it purges nothing and holds them until `reactor repair --purge-orphans`.
+    orphan_purge_max: int = 1000
+    orphan_purge_max_fraction: float = 0.05
+    orphan_purge_min: int = 20
 
 
 @dataclass(frozen=True)
@@ -392,6 +410,14 @@ def _validate(config: Config) -> None:
     for name, value in (("queue_size", config.service.queue_size), ("lease_seconds", config.service.lease_seconds)):
         if value <= 0:
             raise ConfigError(f"{where}: [service] {name}: expected a positive number, got {value}")
+    sweep = config.sweep
+    for name, number in (("orphan_grace_hours", sweep.orphan_grace_hours), ("orphan_purge_max", sweep.orphan_purge_max),
+                         ("orphan_purge_min", sweep.orphan_purge_min)):
+        if number < 0:
+            raise ConfigError(f"{where}: [sweep] {name}: expected zero or more, got {number}")
+    if not 0 <= sweep.orphan_purge_max_fraction <= 1:
+        raise ConfigError(f"{where}: [sweep] orphan_purge_max_fraction: expected a number in [0, 1], "
+                          f"got {sweep.orphan_purge_max_fraction}")
 
 
 def database_password(config: Config, env: Mapping[str, str] | None = None) -> str | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reactor.dbtypes import Conn
+from reactor.gate import fit_reply
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
@@ -30,7 +31,9 @@ def request_payload(request_id: str) -> str:
 
 
 def reply_payload(request_id: str, instance_id: str, counts: dict[str, Any]) -> str:
-    return json.dumps({"type": SWEEP_REPLY, "id": request_id, "instance_id": instance_id, "counts": counts})
+    """The reply, always within the NOTIFY limit (reactor.gate.fit_reply)."""
+    return fit_reply({"type": SWEEP_REPLY, "id": request_id, "instance_id": instance_id, "counts": counts},
+                     json.dumps)
 
 
 async def send(conn: Conn, channel: str, payload: str) -> None:

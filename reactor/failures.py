@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from reactor.errors import BLACKLISTED as BLACKLISTED
 from reactor.sql import Queries
 
 Q = Queries("ops.sql")
 
-BLACKLISTED = "blacklisted"
 BLACKLIST_ADVICE = "excluded by `reactor blacklist`; `reactor failures retry PATH` takes it back"
 # Beyond this many retried paths, one NOTIFY per path would flood the reactor's
 # bounded queue; one "bulk" hint (the trigger's format) makes it sweep instead, and

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import asyncpg
 
-from reactor import logs
+from reactor import logs, orphans
+from reactor.paths import recordable, unicode_variants
 from reactor.sql import Queries
 
 Q = Queries("watcher.sql")
@@ -82,6 +83,7 @@ class DatabaseSink:
     async def register(self, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
             return 0
+        paths = await self._without_invalid_names(paths)
         written = 0
         async with self.pool.acquire() as conn:
             for i in range(0, len(paths), REGISTER_CHUNK):
@@ -92,10 +94,21 @@ class DatabaseSink:
             log.info("files_registered", files=written)
         return written
 
+    async def _without_invalid_names(self, paths: Sequence[str]) -> list[str]:
+        """The paths PostgreSQL can store; the others (not UTF-8) are recorded as invalid_path."""
+        valid = [p for p in paths if _encodable(p)]
+        if len(valid) < len(paths):
+            invalid = [recordable(p) for p in paths if not _encodable(p)]
+            async with self.pool.acquire() as conn:
+                await conn.execute(Q.record_invalid_names, invalid)
+            log.warning("file_names_invalid", files=len(invalid), sample=invalid[:3], effect="recorded as invalid_path")
+        return valid
+
     async def ready(self, files: Sequence[ReadyFile]) -> None:
         if not files:
             return
-        await self.register([f.path for f in files])
+        await self.register([f.path for f in files])  # standalone: invalid names recorded here
+        files = [f for f in files if _encodable(f.path)] if self.register_files else await self._row_forms(files)
         changed = [f.path for f in files if f.changed]
         with_results: set[str] = set()
         if changed:
@@ -108,7 +121,32 @@ class DatabaseSink:
             if redetect:
                 log.info("image_changed", path=f.path)
 
+    async def _row_forms(self, files: Sequence[ReadyFile]) -> list[ReadyFile]:
+        """Vision mode: each file under the name its ai_metadata row spells (NFC or NFD)."""
+        files = [f for f in files if _encodable(f.path)]
+        odd = [f for f in files if not f.path.isascii()]
+        if not odd:
+            return files
+        async with self.pool.acquire() as conn:
+            rows = {r["image_path"] for r in await conn.fetch(
+                Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])}
+        out = []
+        for f in files:
+            form = next((v for v in unicode_variants(f.path) if v in rows), f.path) if not f.path.isascii() else f.path
+            out.append(ReadyFile(form, f.changed))
+        return out
+
     async def moved(self, src: str, dst: str, *, directory: bool) -> None:
+        if not self.register_files:
+            # Vision mode: ai_metadata and so the paths of results are the upstream's.
+            # Its change of ai_metadata follows the move (a `deleted` hint marks the old
+            # path's rows orphaned, a notification brings the new path); results are
+            # never renamed or deleted on the watcher's word.
+            log.info("folder_moved" if directory else "image_moved", src=src, dst=dst, results=0, followed="upstream")
+            self.counts["moved"] += 1
+            if not directory:
+                self.enqueue(dst, False)
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             if directory:
                 src_p, dst_p = src.rstrip("/") + "/", dst.rstrip("/") + "/"
@@ -117,9 +155,8 @@ class DatabaseSink:
                 await conn.execute(Q.delete_failures_prefix, dst_p)
                 moved = _count(await conn.execute(Q.move_results_prefix, src_p, dst_p))
                 await conn.execute(Q.move_failures_prefix, src_p, dst_p)
-                if self.register_files:
-                    await conn.execute(Q.delete_registrations_prefix, dst_p)
-                    await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
+                await conn.execute(Q.delete_registrations_prefix, dst_p)
+                await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
                 log.info("folder_moved", src=src, dst=dst, results=moved)
             else:
                 # The destination's old content was replaced: its results go.
@@ -127,10 +164,9 @@ class DatabaseSink:
                 await conn.execute(Q.delete_failure, dst)
                 moved = _count(await conn.execute(Q.move_results, src, dst))
                 await conn.execute(Q.move_failure, src, dst)
-                if self.register_files:
-                    await conn.execute(Q.clear_registration_target, src, dst)
-                    await conn.execute(Q.move_registration, src, dst)
-                    await conn.execute(Q.register_files, [dst])
+                await conn.execute(Q.clear_registration_target, src, dst)
+                await conn.execute(Q.move_registration, src, dst)
+                await conn.execute(Q.register_files, [dst])
                 log.info("image_moved", src=src, dst=dst, results=moved)
         self.counts["moved"] += 1
         if not directory and not moved:
@@ -138,20 +174,26 @@ class DatabaseSink:
             self.enqueue(dst, False)
 
     async def deleted(self, path: str, *, directory: bool) -> None:
+        """A deletion marks the rows orphaned (reactor.orphans); only the grace period purges them.
+
+        Vision mode leaves results alone: the upstream's deletion of the ai_metadata row
+        is what marks them. Standalone mode owns the registration, which goes now; a file
+        that comes back is registered again and its rows are un-marked by the sweep.
+        """
+        if not self.register_files:
+            log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
+            self.counts["deleted"] += 1
+            return
+        prefix = path.rstrip("/") + "/"
         async with self.pool.acquire() as conn, conn.transaction():
             if directory:
-                prefix = path.rstrip("/") + "/"
-                removed = _count(await conn.execute(Q.delete_results_prefix, prefix))
-                await conn.execute(Q.delete_failures_prefix, prefix)
-                if self.register_files:
-                    await conn.execute(Q.delete_registrations_prefix, prefix)
-                log.info("folder_deleted", path=path, results=removed)
+                marked = await orphans.mark_gone(conn, [], [prefix])
+                await conn.execute(Q.delete_registrations_prefix, prefix)
+                log.info("folder_deleted", path=path, orphaned=marked)
             else:
-                removed = _count(await conn.execute(Q.delete_results, path))
-                await conn.execute(Q.delete_failure, path)
-                if self.register_files:
-                    await conn.execute(Q.delete_registration, path)
-                log.info("image_deleted", path=path, results=removed)
+                marked = await orphans.mark_gone(conn, [path], [])
+                await conn.execute(Q.delete_registration, path)
+                log.info("image_deleted", path=path, orphaned=marked)
         self.counts["deleted"] += 1
 
     async def rescanned(self, prefix: str) -> None:
@@ -171,6 +213,14 @@ class DatabaseSink:
                     return out
                 out.extend(r["image_path"] for r in rows)
                 last = out[-1]
+
+
+def _encodable(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _count(status: str) -> int:

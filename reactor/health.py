@@ -55,6 +55,8 @@ def evaluate(snapshot: Mapping[str, Any], loop_lag_seconds: float) -> list[str]:
         reasons.append("database is unavailable")
     if snapshot.get("write_blocked"):
         reasons.append(f"detection stopped: {snapshot['write_blocked']}")
+    for task, why in (snapshot.get("tasks_failing") or {}).items():
+        reasons.append(f"task {task} keeps dying ({why}); it is restarted, see the task_died log lines")
     if loop_lag_seconds > MAX_LOOP_LAG_SECONDS:
         reasons.append(f"event loop lagging {loop_lag_seconds:.1f} s")
     return reasons

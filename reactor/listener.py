@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 
-from reactor import logs, metrics
+from reactor import gate, logs, metrics
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import connect
@@ -39,14 +39,19 @@ KEEPALIVE_IDLE_SECONDS = 30
 KEEPALIVE_INTERVAL_SECONDS = 10
 KEEPALIVE_COUNT = 3
 
-NotifyHandler = Callable[[str, dict[str, Any]], None]
+# (channel, payload, pid of the notifying backend: see reactor.gate)
+# PostgreSQL caps a payload at 8000 bytes; nothing longer is parsed.
+MAX_PAYLOAD_CHARS = 8000
+NotifyHandler = Callable[[str, dict[str, Any], int], None]
 ConnectedHandler = Callable[[bool], None]
 
 
 def parse_payload(payload: str) -> dict[str, Any] | None:
+    if len(payload) > MAX_PAYLOAD_CHARS:
+        return None
     try:
         data = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[...]]]]" nested deeper than the parser goes
         return None
     return data if isinstance(data, dict) and isinstance(data.get("type"), str) else None
 
@@ -170,13 +175,13 @@ class Listener:
             )
         self.state = "polling"
 
-    def _dispatch(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
+    def _dispatch(self, _conn: Any, pid: int, channel: str, payload: object) -> None:
         data = parse_payload(str(payload))
         if data is None:
-            log.warning("notification_ignored", channel=channel, payload=str(payload)[:200])
+            gate.ignore(channel, "not_json", str(payload)[:200])
             return
         try:
-            self.on_notify(channel, data)
+            self.on_notify(channel, data, pid)
         except Exception:
             log.exception("notification_handler_failed", channel=channel)
 

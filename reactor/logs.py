@@ -28,11 +28,21 @@ def register_secret(secret: str | None) -> None:
         _secrets.add(secret)
 
 
+# A registered secret at least this long is masked wherever it appears; a shorter one
+# only as a whole word (a password "a" must not turn every "a" into "***"), and one
+# shorter than MIN_WORD_SECRET only inside a DSN or a password=... pair.
+MIN_FREE_SECRET = 8
+MIN_WORD_SECRET = 4
+
+
 def mask(text: str) -> str:
     text = _DSN_PASSWORD.sub(r"\g<scheme>***", text)
     text = _KV_PASSWORD.sub(r"\g<key>***", text)
     for secret in _secrets:
-        text = text.replace(secret, "***")
+        if len(secret) >= MIN_FREE_SECRET:
+            text = text.replace(secret, "***")
+        elif len(secret) >= MIN_WORD_SECRET:
+            text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", "***", text)
     return text
 
 

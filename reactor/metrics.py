@@ -42,6 +42,9 @@ SHARE_ONLINE = Gauge("reactor_share_online", "1 while the share is online (root 
                      registry=REGISTRY)
 DETECTOR_RESTARTS = Gauge("reactor_detector_restarts", "Detector child processes replaced so far.",
                           registry=REGISTRY)
+TASK_RESTARTS = Counter("reactor_task_restarts", "Supervised tasks restarted after dying or returning, by task.",
+                        ["task"], registry=REGISTRY)
+TASKS_FAILING = Gauge("reactor_tasks_failing", "Supervised tasks that keep dying (see /healthz).", registry=REGISTRY)
 SWEEPS = Counter("reactor_sweeps", "Sweeps run, by result (done, skipped).", ["result"], registry=REGISTRY)
 
 

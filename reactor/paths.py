@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
@@ -29,6 +30,31 @@ _WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*\x00-\x1f]')
 _WINDOWS_DEVICES = frozenset(
     {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 )
+
+
+def recordable(path: str) -> str:
+    """A form of ``path`` the database can store: a name that is not valid UTF-8 (a lone
+    surrogate from the file system) has those bytes written as ``\\xNN`` escapes."""
+    try:
+        path.encode("utf-8")
+        return path.replace("\x00", "\\x00")
+    except UnicodeEncodeError:
+        try:
+            raw = path.encode("utf-8", "surrogateescape")  # the file system's own bytes
+        except UnicodeEncodeError:
+            raw = path.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def unicode_variants(path: str) -> list[str]:
+    """The path as written, then its NFC and NFD forms (macOS and some SMB clients write
+    NFD; most databases hold NFC): the same name, as different bytes."""
+    out = [path]
+    for form in ("NFC", "NFD"):
+        variant = unicodedata.normalize(form, path)
+        if variant not in out:
+            out.append(variant)
+    return out
 
 
 def _is_windows_root(root: str) -> bool:
@@ -77,6 +103,14 @@ def contained(real: PurePath, root: PurePath) -> bool:
     return real == root or root in real.parents
 
 
+def _relative(real: PurePath, root: PurePath) -> str:
+    """``real`` under ``root`` (``contained`` holds) as a database path, whatever the spelling."""
+    if isinstance(real, PureWindowsPath) or isinstance(root, PureWindowsPath):
+        real = PureWindowsPath(plain_windows(str(real)))
+        root = PureWindowsPath(plain_windows(str(root)))
+    return "/".join(real.relative_to(root).parts)
+
+
 @dataclass(frozen=True)
 class PathMapper:
     """Maps between relative database paths and paths under the share root."""
@@ -107,6 +141,10 @@ class PathMapper:
             raise InvalidPath(db_path, "empty", "the path is empty")
         if "\x00" in db_path:
             raise InvalidPath(db_path, "nul", "the path contains a NUL byte")
+        try:
+            db_path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPath(db_path, "undecodable", "the file name is not valid UTF-8") from None
         if len(db_path.encode("utf-8", "surrogateescape")) > self.max_length:
             raise InvalidPath(db_path, "too_long", f"the path is longer than {self.max_length} bytes")
         if "\\" in db_path:
@@ -173,8 +211,24 @@ class PathMapper:
         the name may differ in case from the database's, and a long path comes back in the
         extended-length form, so that it opens without LongPathsEnabled.
         """
-        root = Path(self.root).resolve()
-        real = Path(self.os_path(db_path)).resolve()
+        local = Path(self.os_path(db_path))
+        if not db_path.isascii() and not local.exists():
+            # The row's name in the other Unicode normalization is the same file.
+            for variant in unicode_variants(db_path)[1:]:
+                candidate = Path(self.os_path(variant))
+                if candidate.exists():
+                    local = candidate
+                    break
+        try:
+            root = Path(self.root).resolve()
+            real = local.resolve()
+        except RuntimeError:  # pathlib's "Symlink loop from ..."
+            raise InvalidPath(db_path, "symlink_loop", "the path is a symlink loop") from None
+        except OSError as exc:  # Windows: ERROR_CANT_RESOLVE_FILENAME, a name too long, ...
+            raise InvalidPath(db_path, "unresolvable", f"the path cannot be resolved: {exc}") from None
         if not contained(real, root):
             raise InvalidPath(db_path, "escapes_root", "the path resolves outside the share root (symlink)")
+        # The derived-folder rule holds for where the path leads, not only for its name.
+        if real != root and self.is_derived(_relative(real, root)):
+            raise InvalidPath(db_path, "derived", "the path resolves into a derived folder (symlink)")
         return Path(extended_length(str(real))) if self.windows else real

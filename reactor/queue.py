@@ -33,6 +33,11 @@ class Entry:
     redetect: bool = False
 
 
+# A `manual` request jumps the queue, but a flood of them must not starve other work:
+# after this many MANUAL entries in a row, one entry of the next level goes first.
+MANUAL_BURST = 20
+
+
 class ImageQueue:
     def __init__(self, maxsize: int) -> None:
         if maxsize <= 0:
@@ -45,6 +50,7 @@ class ImageQueue:
         self._nonempty = asyncio.Event()
         self._changed = asyncio.Event()
         self.dropped = 0
+        self._manual_streak = 0
 
     def __len__(self) -> int:
         return len(self._where)
@@ -101,23 +107,28 @@ class ImageQueue:
         self._signal_change()
         return True
 
+    def _next_level(self) -> Priority | None:
+        levels = [p for p in Priority if self._levels[p]]
+        if not levels:
+            return None
+        if levels[0] is Priority.MANUAL and self._manual_streak >= MANUAL_BURST and len(levels) > 1:
+            return levels[1]
+        return levels[0]
+
     def peek(self) -> str | None:
         """The path get() would return next, without taking it."""
-        for level in Priority:
-            entries = self._levels[level]
-            if entries:
-                return next(iter(entries))
-        return None
+        level = self._next_level()
+        return None if level is None else next(iter(self._levels[level]))
 
     def get_nowait(self) -> Entry | None:
-        for level in Priority:
-            entries = self._levels[level]
-            if entries:
-                path, redetect = entries.popitem(last=False)
-                del self._where[path]
-                self._signal_change()
-                return Entry(path, level, redetect)
-        return None
+        level = self._next_level()
+        if level is None:
+            return None
+        path, redetect = self._levels[level].popitem(last=False)
+        del self._where[path]
+        self._manual_streak = self._manual_streak + 1 if level is Priority.MANUAL else 0
+        self._signal_change()
+        return Entry(path, level, redetect)
 
     async def get_entry(self) -> Entry:
         while True:

@@ -7,10 +7,13 @@ so both observers produce the same kinds of change.
 The snapshot holds what the watcher has handled: a change found by a walk stays
 pending until the watcher applies it (see ``_unchanged``).
 
-A vanished file is reported as deleted only when the walk finished without an I/O
-error and the share was online before and after it, and when fewer files vanished
-than ``watcher.vanish_fraction``. More than that is an outage (ShareMonitor); the
-same set vanishing again on a later scan, with the share online, confirms it.
+A partial outage is not a deletion. A vanished file is reported as deleted only
+when the share was online before and after the walk, and when no part of the walk
+that covers it failed: a folder that errors (EIO, EACCES, ESTALE, a dead automount
+or DFS link) or that was listed by its parent and then was not there (ENOENT) makes
+everything below it *unknown*, and a file whose stat fails is unknown itself. More
+than ``watcher.vanish_fraction`` vanishing at once is held for one more scan
+(reactor.share.VanishGuard); the files still gone then are reported.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 
 from reactor import logs
 from reactor.candidates import Candidates
-from reactor.share import ShareMonitor
+from reactor.share import ShareMonitor, VanishGuard
 
 log = logs.get("reactor.scanner")
 
@@ -37,10 +40,24 @@ class Walk:
     files: Snapshot
     dirs: int = 0
     errors: list[str] = field(default_factory=list)
+    # Database prefixes (folders, or single files) the walk could not see: "" is all.
+    unknown: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
         return not self.errors
+
+    def fail(self, prefix: str, code: str) -> None:
+        self.errors.append(f"{prefix or '.'}:{code}")
+        self.unknown.append(prefix)
+
+    def covers(self, path: str) -> bool:
+        """Whether the walk really looked at where ``path`` would be."""
+        return not any(in_prefix(path, prefix) for prefix in self.unknown)
+
+
+def _code(exc: OSError) -> str:
+    return str(errno.errorcode.get(exc.errno or 0, exc.errno))
 
 
 @dataclass
@@ -57,8 +74,8 @@ class ScanDiff:
 def walk(candidates: Candidates, start: str = "") -> Walk:
     """Every candidate photo under ``start`` (a database prefix, "" for the root).
 
-    Ignored folders are never entered. A folder that disappears during the walk is
-    skipped; any other error is recorded, so the caller does not believe deletions.
+    Ignored folders are never entered. A folder that errors, or disappears between
+    its parent's listing and its own, is recorded as unknown (never as emptied).
     """
     root = candidates.root
     result = Walk(files={})
@@ -70,11 +87,10 @@ def walk(candidates: Candidates, start: str = "") -> Walk:
             with os.scandir(local) as it:
                 entries = list(it)
         except FileNotFoundError:
-            if not prefix:
-                result.errors.append("root_missing")
+            result.fail(prefix, "root_missing" if not prefix else "ENOENT")
             continue
         except OSError as exc:
-            result.errors.append(f"{prefix or '.'}:{errno.errorcode.get(exc.errno or 0, exc.errno)}")
+            result.fail(prefix, _code(exc))
             continue
         result.dirs += 1
         for entry in entries:
@@ -87,16 +103,51 @@ def walk(candidates: Candidates, start: str = "") -> Walk:
                 if not candidates.image_name(name) or not entry.is_file(follow_symlinks=False):
                     continue
                 st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
             except OSError as exc:
-                result.errors.append(f"{prefix}/{name}:{errno.errorcode.get(exc.errno or 0, exc.errno)}")
+                # Listed a moment ago: ENOENT now is as unknown as EIO (the next walk decides).
+                result.fail(f"{prefix}/{name}" if prefix else name, _code(exc))
                 continue
             rel = f"{prefix}/{name}" if prefix else name
             if len(rel.encode("utf-8", "surrogateescape")) > candidates.mapper.max_length:
                 continue
             result.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
     return result
+
+
+def certainly_gone(paths: list[str]) -> dict[str, bool | None]:
+    """Per path: True if certainly gone, False if present, None if unknown.
+
+    Gone means "not found" for the path while its parent folder can still be looked
+    at: a parent that is itself missing or erroring may be a dead link or mount.
+    """
+    out: dict[str, bool | None] = {}
+    for path in paths:
+        try:
+            os.lstat(path)
+            out[path] = False
+            continue
+        except FileNotFoundError:
+            pass
+        except OSError:
+            out[path] = None
+            continue
+        try:
+            os.stat(os.path.dirname(path))
+            out[path] = True
+        except FileNotFoundError:
+            # The folder went too: gone if its own parent is there (a folder deletion).
+            out[path] = _parent_listable(os.path.dirname(path))
+        except OSError:
+            out[path] = None
+    return out
+
+
+def _parent_listable(folder: str) -> bool | None:
+    try:
+        os.stat(os.path.dirname(folder))
+        return True
+    except OSError:
+        return None
 
 
 def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
@@ -162,9 +213,8 @@ class Scanner:
         self.scans = 0
         self.last_scan_seconds = 0.0
         self.last_complete = False
-        # Paths of a mass vanish held back as an outage; seeing exactly these gone
-        # again, with the share online, confirms they were really deleted.
-        self._suspect: frozenset[str] = frozenset()
+        # A mass vanish is held for one more scan; the files still gone then are believed.
+        self.vanish = VanishGuard(share.watcher, "scan")
 
     async def scan(self, prefix: str = "") -> ScanDiff | None:
         """Walk (part of) the share and diff it against the snapshot; None if offline."""
@@ -178,15 +228,13 @@ class Scanner:
         changes = diff(old, result.files)
         online_after = await self.share.acheck()
         self.last_complete = result.complete and online_after
-        trust_deletes = self.last_complete
-        if changes.deleted and not trust_deletes:
-            log.warning("scan_deletes_withheld", prefix=prefix or ".", vanished=len(changes.deleted),
-                        errors=result.errors[:5], share_online=online_after)
-            changes.deleted = []
-        elif (changes.deleted and not self._confirmed(changes.deleted)
-              and self.share.record_vanish(len(changes.deleted), max(len(old), 1))):
-            self._suspect = frozenset(changes.deleted)
-            changes.deleted = []
+        if changes.deleted:
+            seen = [p for p in changes.deleted if online_after and result.covers(p)]
+            if len(seen) < len(changes.deleted):
+                log.warning("scan_deletes_withheld", prefix=prefix or ".", vanished=len(changes.deleted),
+                            unknown=len(changes.deleted) - len(seen), errors=result.errors[:5],
+                            share_online=online_after)
+            changes.deleted = self.vanish.believe(seen, max(len(old), 1))
         baseline = not self.baseline_done and not prefix
         self._replace(prefix, result.files if baseline else _unchanged(old, result.files, changes))
         if changes:
@@ -196,13 +244,6 @@ class Scanner:
                       seconds=round(self.last_scan_seconds, 3))
         return changes
 
-    def _confirmed(self, deleted: list[str]) -> bool:
-        if self._suspect and set(deleted) <= self._suspect:
-            log.warning("share_mass_vanish_confirmed", files=len(deleted))
-            self._suspect = frozenset()
-            return True
-        return False
-
     def _replace(self, prefix: str, files: Snapshot) -> None:
         if not prefix:
             self.snapshot = files
@@ -211,6 +252,11 @@ class Scanner:
         for path in [p for p in self.snapshot if in_prefix(p, prefix)]:
             del self.snapshot[path]
         self.snapshot.update(files)
+
+    def forget_baseline(self) -> None:
+        """The baseline's files were not registered after all: the next scan is a baseline again."""
+        self.snapshot = {}
+        self.baseline_done = False
 
     # -- keeping the snapshot in step with native events ------------------------
 

@@ -4,8 +4,8 @@ A sweep runs when asked (start-up and reconnect via the listener, a ``bulk`` hin
 ``reactor sweep`` request on the control channel, a watcher rescan), every
 ``sweep.interval_seconds`` while the listener is connected, and every
 ``sweep.poll_seconds`` while it is not. A deferred sweep (the queue was full) runs
-again as soon as a page fits. ``deleted`` notifications remove that one path's
-orphaned rows without waiting for a sweep.
+again as soon as a page fits. ``deleted`` notifications mark that one path's
+rows orphaned without waiting for a sweep (reactor.orphans: held, never deleted at once).
 """
 
 from __future__ import annotations
@@ -24,23 +24,32 @@ from reactor.sweep import Sweeper
 
 log = logs.get("reactor.scheduler")
 
+# Bounds on what notifications can pile up: request ids answered by one sweep, and
+# `deleted` hints (past it the hints go, and one sweep marks every orphan instead).
+MAX_REQUESTS = 32
+MAX_ORPHAN_HINTS = 10_000
+
 
 class SweepScheduler:
     def __init__(self, config: Config, instance_id: str) -> None:
         self.config = config
         self.instance_id = instance_id
         self._wanted = asyncio.Event()
-        self._requests: list[str] = []
+        # Repeated requests are coalesced: one sweep answers every id waiting.
+        self._requests: dict[str, None] = {}
         self._orphan_hints: set[str] = set()
         self._orphan_wake = asyncio.Event()
 
     def request(self, request_id: str | None = None) -> None:
         """Sweep soon; with a control request id, reply with the counts when done."""
-        if request_id:
-            self._requests.append(request_id)
+        if request_id and (request_id in self._requests or len(self._requests) < MAX_REQUESTS):
+            self._requests[request_id] = None
         self._wanted.set()
 
     def deleted(self, path: str) -> None:
+        if len(self._orphan_hints) >= MAX_ORPHAN_HINTS:
+            self.request(None)  # the sweep's orphan pass covers whatever is dropped here
+            return
         self._orphan_hints.add(path)
         self._orphan_wake.set()
 
@@ -53,7 +62,7 @@ class SweepScheduler:
             if halt.is_set():
                 return
             self._wanted.clear()
-            requests, self._requests = self._requests, []
+            requests, self._requests = list(self._requests), {}
             deferred = False
             try:
                 counts = await sweeper.sweep(halt)
@@ -85,7 +94,7 @@ class SweepScheduler:
             while self._orphan_hints and not halt.is_set():
                 path = self._orphan_hints.pop()
                 try:
-                    await sweeper.remove_orphan(path)
+                    await sweeper.mark_orphan(path)
                 except TRANSIENT_DB_ERRORS:
                     # The sweep removes it later; hints are only hints.
                     break

@@ -30,6 +30,7 @@ FAILURE_COLUMN_TYPES = {
     "last_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "next_retry_after": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "permanently_failed": "BOOLEAN DEFAULT FALSE",
+    "orphaned_at": "TIMESTAMPTZ",
 }
 
 
@@ -124,7 +125,8 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
         )
     return [
         f"{FAILURES} has no {column} column: failures are recorded without it"
-        for column in sorted(FAILURE_OPTIONAL - present)
+        # schema.sql adds orphaned_at itself (ALTER TABLE ... ADD COLUMN IF NOT EXISTS).
+        for column in sorted(FAILURE_OPTIONAL - present - {"orphaned_at"})
     ]
 
 

@@ -21,14 +21,16 @@ from typing import Any, cast
 
 import asyncpg
 
-from reactor import catalog, claims, control, heap, legacy, logs, metrics, writable
+from reactor import catalog, claims, control, gate, heap, legacy, logs, metrics, writable
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
+from reactor.instance_lock import InstanceLock
 from reactor.listener import Listener
+from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
 from reactor.scheduler import SweepScheduler
@@ -58,10 +60,10 @@ def default_instance_id() -> str:
 
 
 class Reactor:
-    def __init__(self, config: Config, dsn: str) -> None:
+    def __init__(self, config: Config, dsn: str, instance_id: str | None = None) -> None:
         self.config = config
         self.dsn = dsn
-        self.instance_id = config.service.instance_id or default_instance_id()
+        self.instance_id = instance_id or config.service.instance_id or default_instance_id()
         self.queue = ImageQueue(config.service.queue_size)
         self.mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
         self.share = ShareMonitor(config.images, config.watcher)
@@ -81,6 +83,8 @@ class Reactor:
         self.loop_lag = 0.0
         self.started_at = datetime.now(UTC)
         self.scheduler = SweepScheduler(config, self.instance_id)
+        # Who may request sweeps and manual overrides; the reactor's own role joins at _build.
+        self.senders = gate.SenderCheck(lambda: self.pool, config.database.control_roles)
 
     # ------------------------------------------------------------------ state
 
@@ -100,6 +104,8 @@ class Reactor:
             "processed": self.worker.processed if self.worker else 0,
             "loop_lag_seconds": round(self.loop_lag, 3),
             "write_blocked": self.worker.write_blocked if self.worker else None,
+            # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
+            "tasks_failing": self.supervisor.failing(),
         }
 
     # ------------------------------------------------------------------ events
@@ -107,21 +113,28 @@ class Reactor:
     def request_sweep(self, request_id: str | None = None) -> None:
         self.scheduler.request(request_id)
 
-    def on_notify(self, channel: str, data: dict[str, Any]) -> None:
-        """A notification only enqueues (or wakes the sweep); it never does work itself."""
-        kind = data["type"]
-        if channel == self.config.database.control_channel:
-            if kind == control.SWEEP_REQUEST and isinstance(data.get("id"), str):
-                self.request_sweep(data["id"])
+    def on_notify(self, channel: str, data: dict[str, Any], pid: int = 0) -> None:
+        """A notification only enqueues (or wakes the sweep); it never does work itself.
+
+        Payloads are validated and what acts (a sweep request, a manual override) is
+        honoured only from allowed roles (reactor.gate)."""
+        notice = gate.validate(channel, data, control_channel=self.config.database.control_channel, pid=pid)
+        if notice is None:
             return
-        path = data.get("path")
-        if kind == "bulk":
+        if notice.kind == control.SWEEP_REQUEST:
+            request_id = notice.request_id
+            self.senders.when_allowed(notice, lambda: self.request_sweep(request_id), lambda: None)
+        elif notice.kind == "bulk":
             self.request_sweep()
-        elif isinstance(path, str) and kind in ("processed", "manual"):
-            self.queue.put(path, Priority.MANUAL if kind == "manual" else Priority.NOTIFY)
-        elif isinstance(path, str) and kind == "deleted":
-            self.queue.discard(path)
-            self.scheduler.deleted(path)
+        elif notice.kind == "processed" and notice.path is not None:
+            self.queue.put(notice.path, Priority.NOTIFY)
+        elif notice.kind == "manual" and notice.path is not None:
+            path = notice.path
+            self.senders.when_allowed(notice, lambda: self.queue.put(path, Priority.MANUAL),
+                                      lambda: self.queue.put(path, Priority.NOTIFY))
+        elif notice.kind == "deleted" and notice.path is not None:
+            self.queue.discard(notice.path)
+            self.scheduler.deleted(notice.path)
 
     def _on_listener_connected(self, reconnected: bool) -> None:
         # First connect: the start-up sweep; reconnect: the catch-up sweep. Either
@@ -139,10 +152,13 @@ class Reactor:
             if health is not None:
                 await health.close()
             return
+        lock = await self._lock_instance(pool, health)
         self.pool = pool
         halt = asyncio.Event()
         try:
             await self._build(pool)
+            await self.share.acheck()
+            self.supervisor.start("instance_lock", lambda: lock.hold(halt, stop), halt)
             self._start_tasks(stop, halt)
             await stop.wait()
             await self._shutdown(halt)
@@ -150,6 +166,20 @@ class Reactor:
             halt.set()
             await self.supervisor.cancel_all()
             await self._cleanup(pool)
+            await lock.release()
+
+    async def _lock_instance(self, pool: asyncpg.Pool, health: HealthServer | None = None) -> InstanceLock:
+        """Take this instance id for this process; InstanceTaken (nothing touched) if another has it."""
+        lock = InstanceLock(self.config, self.dsn, self.instance_id)
+        try:
+            await lock.acquire()
+        except BaseException:
+            # Not ours to clean up: the claims under this id belong to the other process.
+            if health is not None:
+                await health.close()
+            await pool.close()
+            raise
+        return lock
 
     async def _start_health(self) -> HealthServer | None:
         """Bind /healthz and /metrics before anything else: a port in use ends the start
@@ -168,11 +198,13 @@ class Reactor:
         pool = await self._connect(stop)
         if pool is None:
             return SweepCounts(skipped="stopped")
+        lock = await self._lock_instance(pool)
         self.pool = pool
         halt = asyncio.Event()
         try:
             sweeper, worker = await self._build(pool)
-            self.share.check()
+            await self.share.acheck()
+            self.supervisor.start("instance_lock", lambda: lock.hold(halt, stop), halt)
             self.supervisor.start("share", lambda: self.share.run(halt), halt)
             self.supervisor.start("lease", lambda: self._lease_loop(halt), halt)
             total = SweepCounts()
@@ -189,6 +221,7 @@ class Reactor:
             halt.set()
             await self.supervisor.cancel_all()
             await self._cleanup(pool)
+            await lock.release()
 
     async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
         """The pool, retrying with backoff while the database is down (logged once per state)."""
@@ -222,9 +255,13 @@ class Reactor:
         return None
 
     async def _build(self, pool: asyncpg.Pool) -> tuple[Sweeper, DetectionLoop]:
+        async with pool.acquire() as conn:
+            own_role = await conn.fetchval(Q.current_role)
+        self.senders.roles = self.senders.roles | {own_role}
         self.sweeper = Sweeper(
             pool, self.queue, page_size=self.config.sweep.page_size, lease_seconds=self.config.service.lease_seconds,
             instance_id=self.instance_id, share_online=lambda: self.share.online,
+            orphan_policy=OrphanPolicy.from_config(self.config.sweep),
         )
         self.worker = DetectionLoop(
             self.config, pool, self.queue, self.detector, self.share, self.mapper, self.instance_id,
@@ -249,7 +286,6 @@ class Reactor:
     def _start_tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
         assert self.listener is not None and self.worker is not None
         assert self.sweeper is not None and self.pool is not None
-        self.share.check()
         listener, worker, sweeper, pool = self.listener, self.worker, self.sweeper, self.pool
         tasks: dict[str, TaskFactory] = {
             "share": self.share.run,

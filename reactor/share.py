@@ -6,8 +6,17 @@ exists, is a directory, holds the marker file, and (if configured) is still a mo
 point. Any error while checking (EIO, ESTALE, EACCES, a dead CIFS session) counts as
 offline too: when in doubt, believe nothing is missing.
 
-Call ``check`` and ``record_vanish`` on the event loop's thread: they may fire the
-transition listeners and set the ``wait_online`` event.
+Nothing here blocks the event loop: ``acheck`` runs the probe on a thread with a
+timeout (``PROBE_TIMEOUT_SECONDS``), and while a probe hangs (a hard NFS mount, a
+dead SMB session) the share is offline with reason ``probe_hung``, never "online by
+default"; no second thread is sent into the same hang. ``check`` is the synchronous
+probe for one-shot commands, not for the running service.
+
+Many files vanishing at once (``watcher.vanish_fraction``) is held once by a
+``VanishGuard`` and believed only if the same files are still gone at the next look;
+the share does not go offline for it, so a confirmed mass deletion cannot make it
+flap. What is believed then is only marked orphaned (reactor.orphans), and purged
+within a bound.
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ import contextlib
 import errno
 import os
 import stat
-import time
 from collections.abc import Callable
 
 from reactor import logs
@@ -26,6 +34,47 @@ from reactor.config import ImagesConfig, WatcherConfig
 log = logs.get("reactor.share")
 
 Listener = Callable[[bool], None]
+
+# A probe is a few stat calls; one that takes longer is a hung mount.
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+def is_mass_vanish(watcher: WatcherConfig, vanished: int, known: int) -> bool:
+    """More than watcher.vanish_fraction of the known files, and at least vanish_min_files."""
+    if vanished < max(1, watcher.vanish_min_files) or known <= 0:
+        return False
+    return vanished / known > watcher.vanish_fraction
+
+
+class VanishGuard:
+    """Holds a mass vanish once; the files still gone at the next look are believed.
+
+    Files that vanish on top of a held set are a fresh set (held again only if they
+    are themselves a mass vanish), so continuous deletions never hold forever.
+    """
+
+    def __init__(self, watcher: WatcherConfig, what: str) -> None:
+        self.watcher = watcher
+        self.what = what
+        self._suspect: frozenset[str] = frozenset()
+
+    @property
+    def holding(self) -> int:
+        return len(self._suspect)
+
+    def believe(self, vanished: list[str], known: int) -> list[str]:
+        """The vanished paths to treat as deleted now; the rest are held for one more look."""
+        confirmed = [p for p in vanished if p in self._suspect]
+        fresh = [p for p in vanished if p not in self._suspect]
+        self._suspect = frozenset()
+        if confirmed:
+            log.warning("share_mass_vanish_confirmed", source=self.what, files=len(confirmed))
+        if fresh and is_mass_vanish(self.watcher, len(fresh), known):
+            log.warning("share_mass_vanish", source=self.what, vanished=len(fresh), known=known,
+                        fraction=round(len(fresh) / max(known, 1), 3), held=True)
+            self._suspect = frozenset(fresh)
+            fresh = []
+        return confirmed + fresh
 
 
 def probe(images: ImagesConfig) -> str | None:
@@ -65,12 +114,14 @@ class ShareMonitor:
         online_interval: float = 10.0,
         offline_initial: float = 1.0,
         offline_max: float = 60.0,
+        probe_timeout: float = PROBE_TIMEOUT_SECONDS,
     ) -> None:
         self.images = images
         self.watcher = watcher or WatcherConfig()
         self.online_interval = online_interval
         self.offline_initial = offline_initial
         self.offline_max = offline_max
+        self.probe_timeout = probe_timeout
         self.online = False
         self.reason: str | None = "not_checked"
         self.transitions = 0
@@ -78,10 +129,8 @@ class ShareMonitor:
         self._listeners: list[Listener] = []
         self._online_event = asyncio.Event()
         self._wake = asyncio.Event()
-        # After a mass vanish the share stays offline until this monotonic time, even
-        # if the marker is still there: half a share disappearing is not a deletion.
-        self._hold_until = 0.0
-        self._hold_reason: str | None = None
+        # The probe thread in flight; while it hangs no other is started.
+        self._probe: asyncio.Future[str | None] | None = None
 
     # -- state -----------------------------------------------------------------
 
@@ -90,40 +139,20 @@ class ShareMonitor:
 
     def check(self) -> bool:
         """Look at the share now (a few stat calls), update the state, return online."""
-        reason = probe(self.images)
-        if reason is None and time.monotonic() < self._hold_until:
-            reason = self._hold_reason
-        self._apply(reason)
+        self._apply(probe(self.images))
         return self.online
 
     async def acheck(self) -> bool:
-        """``check`` with the stat calls on a worker thread: a hard-mounted NFS share
-        that hangs must not freeze the event loop."""
-        reason = await asyncio.to_thread(probe, self.images)
-        if reason is None and time.monotonic() < self._hold_until:
-            reason = self._hold_reason
+        """``check`` with the stat calls on a worker thread and a timeout: a hard-mounted
+        NFS share that hangs must not freeze the event loop, nor count as online."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(asyncio.to_thread(probe, self.images))
+        try:
+            reason = await asyncio.wait_for(asyncio.shield(self._probe), self.probe_timeout)
+        except TimeoutError:
+            reason = "probe_hung"
         self._apply(reason)
         return self.online
-
-    def record_vanish(self, vanished: int, known: int) -> bool:
-        """True when ``vanished`` of ``known`` files disappearing at once is an outage.
-
-        More than watcher.vanish_fraction (and at least vanish_min_files) counts as
-        one: the share goes offline for a hold period, and the caller must not report
-        those files as deleted.
-        """
-        if vanished < max(1, self.watcher.vanish_min_files) or known <= 0:
-            return False
-        if vanished / known <= self.watcher.vanish_fraction:
-            return False
-        hold = max(self.offline_initial, self.online_interval)
-        self._hold_until = time.monotonic() + hold
-        self._hold_reason = "mass_vanish"
-        log.warning("share_mass_vanish", root=self.images.root, vanished=vanished, known=known,
-                    fraction=round(vanished / known, 3), hold_seconds=hold)
-        self._apply("mass_vanish")
-        self._wake.set()
-        return True
 
     def _apply(self, reason: str | None) -> None:
         online = reason is None
@@ -155,8 +184,8 @@ class ShareMonitor:
             return f"create the marker file {marker} on the share (see README 'Watching the share')"
         if reason == "not_mounted":
             return f"mount the share at {self.images.root}, or set images.require_mount = false"
-        if reason == "mass_vanish":
-            return "many files vanished at once; detection pauses until the share is checked again"
+        if reason == "probe_hung":
+            return f"checking {self.images.root} did not finish in {self.probe_timeout:.0f} s: the mount hangs"
         return f"check that {self.images.root} is mounted and readable; detection resumes when it is"
 
     # -- waiting ---------------------------------------------------------------
@@ -178,8 +207,6 @@ class ShareMonitor:
                 delay = self.online_interval
             else:
                 delay = backoff
-                if self.reason == "mass_vanish":
-                    delay = max(0.0, self._hold_until - time.monotonic()) + 0.01
                 backoff = min(self.offline_max, backoff * 2)
             self._wake.clear()
             await wait_any(stop, self._wake, delay)

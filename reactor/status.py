@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from reactor import orphans
 from reactor.sql import Queries
 
 Q = Queries("ops.sql")
@@ -53,6 +54,8 @@ class StatusReport:
     legacy: int = 0
     legacy_zero: int = 0
     redetect_requested: int = 0
+    # Rows marked orphaned (their ai_metadata row is gone), per table, and whether held.
+    orphans: list[orphans.TableOrphans] = field(default_factory=list)
 
     @property
     def average_faces(self) -> float:
@@ -85,6 +88,8 @@ class StatusReport:
             "legacy_results": self.legacy,
             "legacy_zero_face": self.legacy_zero,
             "redetect_requested": self.redetect_requested,
+            "orphans": {o.table: o.as_dict() for o in self.orphans},
+            "orphans_held": any(o.held for o in self.orphans),
         }
 
 
@@ -94,7 +99,9 @@ def _state(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusReport:
+async def collect(
+    conn: asyncpg.Connection, heartbeat_seconds: float, policy: orphans.OrphanPolicy | None = None
+) -> StatusReport:
     results = await conn.fetchrow(Q.status_results)
     assert results is not None
     pending = await conn.fetchval(Q.status_pending)
@@ -124,6 +131,7 @@ async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusR
         legacy=results["legacy"],
         legacy_zero=results["legacy_zero"],
         redetect_requested=results["redetect_requested"],
+        orphans=await orphans.stats(conn, policy or orphans.OrphanPolicy()),
     )
 
 
@@ -141,6 +149,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("database", "database"),
         ("processed", "processed since start"),
         ("loop_lag_seconds", "loop lag (s)"),
+        ("tasks_failing", "tasks failing"),
     ]
     # Shown elsewhere: the instance id heads the block, the share's reason joins its state.
     hidden = {"instance_id", "share_reason"}
@@ -148,7 +157,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
     for key, label in known:
         if key not in state:
             continue
-        value = "-" if state[key] is None else _flat(state[key])
+        value = "-" if state[key] is None else _flat(state[key]) or "none"
         if key == "share_online" and state[key] is False and state.get("share_reason"):
             value += f" ({state['share_reason']})"
         out.append((label, value))
@@ -181,6 +190,12 @@ def render_table(report: StatusReport) -> str:
     ]
     for f in report.failures_by_type:
         rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))
+    for o in report.orphans:
+        if not o.marked:
+            continue
+        since = f", oldest {o.oldest.isoformat()}" if o.oldest else ""
+        held = f"; HELD: {o.due} due exceed the bound {o.bound}, {orphans.RELEASE_HINT}" if o.held else ""
+        rows.append((f"orphaned {o.table}", f"{o.marked} marked, {o.due} past grace{since}{held}"))
     if not report.instances:
         rows.append(("running reactors", "none (no fresh heartbeat)"))
     for inst in report.instances:

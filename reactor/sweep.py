@@ -2,8 +2,9 @@
 
 It queues retries that are due (RETRY priority) and processed rows that have no
 outcome (BACKLOG: missed notifications, dropped queue entries, a crashed
-instance's images once its lease expired), and removes orphans: results and
-failure rows whose ai_metadata row is gone.
+instance's images once its lease expired), and handles orphans, results and
+failure rows whose ai_metadata row is gone: they are marked, un-marked when the row
+comes back, and purged only after a grace period and within a bound (reactor.orphans).
 
 Pages use keyset pagination on image_path, so memory stays flat on a million
 rows. The sweep never overfills the queue: when a page no longer fits it stops
@@ -12,9 +13,9 @@ with ``deferred`` set, and the service sweeps again once the queue has drained
 holds a session advisory lock on one pooled connection while it runs, so two
 instances never sweep at once.
 
-Orphans are removed only while the share is online (an upstream pipeline may be
+Orphans are purged only while the share is online (an upstream pipeline may be
 deleting rows because it believes an unmounted share lost its files) and never
-when ai_metadata is empty (a truncated or rebuilt table is not a deletion).
+when ai_metadata is empty; a table refilled in batches is covered by the grace.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import asyncpg
 
-from reactor import claims, logs, metrics
+from reactor import claims, logs, metrics, orphans
 from reactor.dbtypes import Conn
 from reactor.queue import ImageQueue, Priority
 from reactor.sql import Queries
@@ -46,11 +47,16 @@ Found = Callable[[str, str], None]
 class SweepCounts:
     retries: int = 0
     pending: int = 0
+    # Orphans newly marked, un-marked because their row came back, and purged.
     orphans: int = 0
+    restored: int = 0
+    purged: int = 0
     queued: int = 0
     dropped: int = 0
     stale_claims: int = 0
     orphans_skipped: str | None = None
+    # Due orphans past the purge bound: kept, see `reactor status`.
+    orphans_held: str | None = None
     # Stopped early because the queue was full: sweep again once it drains.
     deferred: bool = False
     skipped: str | None = None
@@ -59,10 +65,11 @@ class SweepCounts:
 
     def add(self, other: SweepCounts) -> None:
         """Sum the counts of a follow-up sweep (``reactor sweep --once`` after a deferral)."""
-        for name in ("retries", "pending", "orphans", "queued", "dropped", "stale_claims"):
+        for name in ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.seconds = round(self.seconds + other.seconds, 3)
         self.orphans_skipped = other.orphans_skipped
+        self.orphans_held = other.orphans_held
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -74,6 +81,7 @@ class Sweeper:
     def __init__(
         self, pool: asyncpg.Pool, queue: ImageQueue, *, page_size: int, lease_seconds: float,
         instance_id: str, share_online: Callable[[], bool],
+        orphan_policy: orphans.OrphanPolicy | None = None,
     ) -> None:
         self.pool = pool
         self.queue = queue
@@ -81,6 +89,9 @@ class Sweeper:
         self.lease_seconds = lease_seconds
         self.instance_id = instance_id
         self.share_online = share_online
+        self.orphan_policy = orphan_policy or orphans.OrphanPolicy()
+        # Tables whose due orphans are held (past the bound): logged once, on the change.
+        self._held: set[str] = set()
         # Sweeps that ran (not skipped, not dry runs).
         self.completed = 0
 
@@ -117,14 +128,7 @@ class Sweeper:
             conn, Q.pending_images, Priority.BACKLOG, "pending", counts, stop, dry_run
         )
         counts.dropped = self.queue.dropped - dropped_before
-        if not self.share_online():
-            counts.orphans_skipped = "share offline"
-        elif await conn.fetchval(Q.ai_metadata_is_empty):
-            counts.orphans_skipped = "ai_metadata is empty"
-        else:
-            for select, delete in ((Q.orphan_results, Q.delete_orphan_results),
-                                   (Q.orphan_failures, Q.delete_orphan_failures)):
-                counts.orphans += await self._orphan_pages(conn, select, delete, counts, dry_run)
+        await self._orphans(conn, counts, dry_run)
         if not dry_run:
             counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
         return counts
@@ -153,30 +157,51 @@ class Sweeper:
             after = rows[-1]["image_path"]
         return found
 
-    async def _orphan_pages(
-        self, conn: Conn, select: str, delete: str, counts: SweepCounts, dry_run: bool
-    ) -> int:
-        removed = 0
-        after = ""
-        while True:
-            rows = await conn.fetch(select, after, self.page_size)
-            paths = [r["image_path"] for r in rows]
-            if dry_run:
-                counts.paths.setdefault("orphan", []).extend(paths)
-                removed += len(paths)
-            elif paths:
-                removed += claims.rows_affected(await conn.execute(delete, paths))
-            if len(rows) < self.page_size:
-                return removed
-            after = paths[-1]
-
-    async def remove_orphan(self, path: str) -> int:
-        """A `deleted` hint for one path: the same guarded delete as the sweep's."""
+    async def _orphans(self, conn: Conn, counts: SweepCounts, dry_run: bool) -> None:
+        """Mark new orphans, un-mark returned rows, purge those past their grace within the bound."""
+        policy = self.orphan_policy
+        tables = await orphans.tables_with_marks(conn)
+        for table in tables:
+            if not dry_run:
+                counts.restored += await orphans.restore(conn, table)
+            listed = counts.paths.setdefault("orphan", []) if dry_run else None
+            counts.orphans += await orphans.mark_pages(conn, table, self.page_size, listed)
+        if orphans.FAILURES not in tables:
+            counts.orphans_skipped = f"{orphans.FAILURES} has no orphaned_at column: its orphans are kept"
         if not self.share_online():
-            return 0
-        async with self.pool.acquire() as conn, conn.transaction():
-            removed = claims.rows_affected(await conn.execute(Q.delete_orphan_results, [path]))
-            removed += claims.rows_affected(await conn.execute(Q.delete_orphan_failures, [path]))
-        if removed:
-            log.info("orphan_removed", path=path)
-        return removed
+            counts.orphans_skipped = "share offline"
+            return
+        if await conn.fetchval(Q.ai_metadata_is_empty):
+            counts.orphans_skipped = "ai_metadata is empty"
+            return
+        held = []
+        for stat in await orphans.stats(conn, policy):
+            if stat.held:
+                held.append(f"{stat.table}: {stat.due} due > bound {stat.bound}")
+                if stat.table not in self._held and not dry_run:
+                    self._held.add(stat.table)
+                    log.warning("orphans_held", table=stat.table, due=stat.due, bound=stat.bound,
+                                release=orphans.RELEASE_HINT)
+                continue
+            if stat.table in self._held and not dry_run:
+                self._held.discard(stat.table)
+                log.info("orphans_released", table=stat.table, due=stat.due, bound=stat.bound)
+            if not stat.due:
+                continue
+            if dry_run:
+                counts.paths.setdefault("purge", []).extend(
+                    await orphans.due_paths(conn, stat.table, policy, self.page_size))
+            else:
+                purged = await orphans.purge(conn, stat.table, policy, self.page_size)
+                counts.purged += purged
+                if purged:
+                    log.info("orphans_purged", table=stat.table, rows=purged)
+        counts.orphans_held = "; ".join(held) or None
+
+    async def mark_orphan(self, path: str) -> int:
+        """A `deleted` hint for one path: the row is marked (if really orphaned), never deleted."""
+        async with self.pool.acquire() as conn:
+            marked = await orphans.mark_hint(conn, path)
+        if marked:
+            log.info("orphan_marked", path=path)
+        return marked

@@ -7,14 +7,16 @@ ends when the share goes offline or the observer dies; the next one starts the
 observer afresh and rescans, which reconciles whatever happened in between.
 
 Events are hints; the sweep is the truth (watchdog 654, 1019). A deletion is
-applied only after a short delay, if the file is still gone and the share is still
-online: an unmounted share must never look like a deleted library.
+applied only after a short delay, if the file is certainly still gone (a re-check
+that fails with anything but "not found", under a folder that is still there, is
+unknown and the deletion waits) and the share is still online: an unmounted share
+must never look like a deleted library. A mass vanish is held for one more look
+(reactor.share.VanishGuard). Applied deletions only mark rows orphaned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from reactor import logs
@@ -24,8 +26,8 @@ from reactor.file_events import FileEventSink, ReadyFile
 from reactor.mounts import ObserverChoice, choose_observer
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
-from reactor.scanner import Scanner, Signature
-from reactor.share import ShareMonitor, wait_any
+from reactor.scanner import Scanner, Signature, certainly_gone
+from reactor.share import ShareMonitor, VanishGuard, wait_any
 from reactor.stability import StabilityTracker
 
 log = logs.get("reactor.watcher")
@@ -55,6 +57,7 @@ class Watcher:
         self._listening = False
         # path -> (directory, due time): deletions wait a moment and are re-checked.
         self._pending_deletes: dict[str, tuple[bool, float]] = {}
+        self._vanish = VanishGuard(config.watcher, "events")
 
     @property
     def window(self) -> float:
@@ -164,7 +167,13 @@ class Watcher:
         self.rescans += 1
         if baseline:
             # Start-up: register what is there (standalone) and let the sweep find work.
-            await self.sink.register(list(self.scanner.snapshot))
+            # The files count as known only once their registration committed: if it
+            # fails, the next session walks and registers from scratch.
+            try:
+                await self.sink.register(list(self.scanner.snapshot))
+            except BaseException:
+                self.scanner.forget_baseline()
+                raise
             await self._reconcile_registered()
         else:
             now_ns = time.time_ns()
@@ -188,10 +197,9 @@ class Watcher:
         missing = [p for p in registered if p not in self.scanner.snapshot]
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
-        if self.share.record_vanish(len(missing), len(registered)):
-            return
+        # Each one is re-checked and mass-vanish guarded like an observed deletion.
         for path in missing:
-            await self.sink.deleted(path, directory=False)
+            self._queue_delete(path, directory=False)
 
     async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
         while not session_stop.is_set():
@@ -271,32 +279,44 @@ class Watcher:
         while not session_stop.is_set():
             await wait_any(session_stop, asyncio.Event(), tick)
             now = time.monotonic()
-            due = [(p, d) for p, (d, t) in self._pending_deletes.items() if t <= now]
+            due = {p: d for p, (d, t) in self._pending_deletes.items() if t <= now}
             if not due:
                 continue
-            for path, _ in due:
+            for path in due:
                 del self._pending_deletes[path]
-            files = sum(1 for _, d in due if not d)
-            if not await self.share.acheck() or self.share.record_vanish(files, max(len(self.scanner.snapshot), 1)):
+            if not await self.share.acheck():
                 log.info("deletes_withheld", files=len(due), reason=self.share.reason)
                 continue
-            present = await asyncio.to_thread(_existing, [self.candidates.local(p) for p, _ in due])
-            for path, directory in due:
-                if self.candidates.local(path) in present:
-                    continue  # replaced in the meantime (an editor's atomic save)
-                try:
-                    await self.sink.deleted(path, directory=directory)
-                except Exception as exc:
-                    log.warning("file_event_failed", path=path, error=str(exc))
-                    continue
-                if directory:
-                    self.scanner.forget_prefix(path)
-                else:
-                    self.scanner.forget(path)
+            states = await asyncio.to_thread(certainly_gone, [self.candidates.local(p) for p in due])
+            unknown = [p for p in due if states[self.candidates.local(p)] is None]
+            if unknown:
+                # EIO, EACCES, a vanished parent folder: not "deleted". Looked at again later.
+                log.info("deletes_withheld", files=len(unknown), reason="recheck_failed")
+                for path in unknown:
+                    self._pending_deletes[path] = (due[path], now + self.hold_seconds)
+            gone = [p for p in due if states[self.candidates.local(p)]]
+            believed = set(self._vanish.believe(gone, max(len(self.scanner.snapshot), 1)))
+            for path in gone:
+                if path not in believed:  # held: a mass vanish is looked at once more
+                    self._pending_deletes[path] = (due[path], now + self.hold_seconds)
+            for path in sorted(believed):
+                await self._apply_delete(path, due[path])
 
+    @property
+    def hold_seconds(self) -> float:
+        """How long a doubtful deletion waits before it is looked at again."""
+        return max(2.0, 2 * self.window, 2 * self.config.watcher.scan_interval_seconds)
 
-def _existing(paths: list[str]) -> set[str]:
-    return {p for p in paths if os.path.lexists(p)}
+    async def _apply_delete(self, path: str, directory: bool) -> None:
+        try:
+            await self.sink.deleted(path, directory=directory)
+        except Exception as exc:
+            log.warning("file_event_failed", path=path, error=str(exc))
+            return
+        if directory:
+            self.scanner.forget_prefix(path)
+        else:
+            self.scanner.forget(path)
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

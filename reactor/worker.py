@@ -32,11 +32,12 @@ from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
 from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.errors import ErrorType
+from reactor.errors import FILE_ACCESS, ErrorType
 from reactor.legacy import NO_LEGACY, ResultShape
-from reactor.paths import InvalidPath, PathMapper
+from reactor.paths import InvalidPath, PathMapper, recordable
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
+from reactor.sql import Queries
 from reactor.supervisor import completed, first_of, sleep_or_stop
 
 log = logs.get("reactor.worker")
@@ -49,6 +50,7 @@ SCHEMA_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.UndefinedFunctionError,
     asyncpg.DatatypeMismatchError,
 )
+Q = Queries("queries.sql")
 T = TypeVar("T")
 
 
@@ -63,7 +65,7 @@ class DetectorLike(Protocol):
 class ShareLike(Protocol):
     online: bool
 
-    def check(self) -> bool: ...
+    async def acheck(self) -> bool: ...
     async def wait_online(self) -> None: ...
 
 
@@ -136,10 +138,13 @@ class DetectionLoop:
                         # Taken in the same turn as the stop: leave it for the next run.
                         self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
                         break
-                    ready = await self._prepare(entry, stop)
+                    ready = await self._prepare_contained(entry, stop)
                 if ready is not None:
                     ahead = self._claim_ahead(stop)
-                    await self._detect_and_write(ready)
+                    try:
+                        await self._detect_and_write(ready)
+                    except Exception as exc:
+                        await self._contain(ready.entry.path, exc, stop)
         finally:
             await self._abandon(ahead)
             await self.flush()
@@ -152,7 +157,7 @@ class DetectionLoop:
             return None
         entry = self.queue.get_nowait()
         assert entry is not None
-        return asyncio.ensure_future(self._prepare(entry, stop, read_ahead=True))
+        return asyncio.ensure_future(self._prepare_contained(entry, stop, read_ahead=True))
 
     async def _abandon(self, ahead: asyncio.Task[Ready | None] | None) -> None:
         """Give back a claim taken ahead that will not be detected in this run."""
@@ -201,13 +206,49 @@ class DetectionLoop:
                     return False
         return True
 
+    async def _prepare_contained(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
+        try:
+            return await self._prepare(entry, stop, read_ahead=read_ahead)
+        except Exception as exc:
+            await self._contain(entry.path, exc, stop)
+            return None
+
+    async def _contain(self, path: str, exc: Exception, stop: asyncio.Event) -> None:
+        """No input can stop detection: whatever one entry raises ends as its recorded failure."""
+        log.error("image_unexpected_error", path=recordable(path)[:300], error=f"{type(exc).__name__}: {exc}",
+                  exc_info=exc)
+        await self._record_unclaimed(path, DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000]),
+                                     stop)
+
+    async def _record_unclaimed(self, path: str, failure: DetectionFailure, stop: asyncio.Event) -> None:
+        """A failure for an image that was never claimed (or whose claim is in doubt)."""
+
+        async def write(conn: Conn) -> store.FailureRecord:
+            return await store.record_failure(conn, recordable(path), failure, self.config.retry, self.failure_columns)
+
+        try:
+            record = await self._db(stop, write)
+        except Exception as again:  # the path itself may be what the database refuses
+            log.error("failure_unrecordable", path=recordable(path)[:300], error=str(again))
+            return
+        if record is not None:
+            self._failed(record, failure)
+
     async def _prepare(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
         """Validate and claim the image; None if it is invalid (recorded) or needs no detection."""
         manual = entry.priority is Priority.MANUAL
         try:
-            local = await asyncio.to_thread(self.mapper.open_safely, entry.path)
+            # Resolving touches the share: a hung mount must not hold the loop's next image.
+            local = await asyncio.wait_for(asyncio.to_thread(self.mapper.open_safely, entry.path),
+                                           self.config.detector.timeout_seconds)
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
+            return None
+        except TimeoutError:
+            await self.share.acheck()  # offline (probe_hung) if the whole share hangs: detection pauses
+            stall = DetectionFailure(ErrorType.IO_STALL, "resolving the path on the share did not finish within "
+                                     f"detector.timeout_seconds={self.config.detector.timeout_seconds:g}")
+            await self._record_unclaimed(entry.path, stall, stop)
             return None
         if read_ahead:
             # Its bytes are read while the current image is detected. That detection took
@@ -220,7 +261,7 @@ class DetectionLoop:
         try:
             result = await self._db(stop, lambda conn: claims.claim(
                 conn, entry.path, self.instance_id, self.config.service.lease_seconds,
-                manual=manual, redetect=entry.redetect,
+                manual=manual, redetect=entry.redetect, file_event=entry.priority is Priority.FILE_EVENT,
             ))
         except asyncpg.CheckViolationError as exc:
             rejection = path_rejection(exc, entry.path)
@@ -246,7 +287,7 @@ class DetectionLoop:
         handed_over = False
         try:
             outcome = await self._detect(claim, ready.local)
-            if self._must_wait(outcome):
+            if await self._must_wait(outcome):
                 await self._give_back(claim, entry)
                 return
             # One write in flight at a time: the previous image's, which had this
@@ -262,14 +303,14 @@ class DetectionLoop:
                 # Given back, or abandoned by an error: its lease must not be renewed.
                 self.in_flight.pop(claim.path, None)
 
-    def _must_wait(self, outcome: Outcome) -> bool:
+    async def _must_wait(self, outcome: Outcome) -> bool:
         # "File not found" (or an I/O error) is believed only while the share is online:
         # an unmounted share looks like a library whose every photo was deleted. The
         # share is looked at again now, not when its monitor last checked.
         return (
             isinstance(outcome, DetectionFailure)
-            and outcome.error_type in (ErrorType.MISSING, ErrorType.UNREADABLE)
-            and not self.share.check()
+            and outcome.error_type in FILE_ACCESS
+            and not await self.share.acheck()
         )
 
     async def _detect(self, claim: Claim, local: str) -> Outcome:
@@ -301,6 +342,8 @@ class DetectionLoop:
 
     async def _write(self, claim: Claim, outcome: Outcome) -> None:
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
+        # A connection lost during the commit leaves us not knowing whether it committed.
+        uncertain = False
         while True:
             try:
                 async with self.pool.acquire() as conn:
@@ -317,19 +360,37 @@ class DetectionLoop:
                 self.processed += 1
                 return
             except store.Fenced:
+                if uncertain and await self._landed(claim, outcome):
+                    # Our own earlier commit released the claim; its reply was lost.
+                    log.info("outcome_written", path=claim.path, token=claim.token, reply="lost")
+                    self.processed += 1
+                    return
                 metrics.IMAGES_PROCESSED.labels("fenced").inc()
                 log.warning("result_fenced", path=claim.path, token=claim.token)
                 return
             except store.TRANSIENT_DB_ERRORS as exc:
+                uncertain = True
                 self._db_state(False, exc)
                 await asyncio.sleep(backoff.next_delay())
             except SCHEMA_ERRORS as exc:
                 self._block_writes(claim, exc)
                 return
             except asyncpg.PostgresError as exc:
-                # Not a connection problem: the claim expires and the sweep tries again later.
-                log.error("persist_failed", path=claim.path, error=str(exc), effect="retried after the lease expires")
-                return
+                # Not a connection problem: retrying the same write would fail the same way
+                # for ever. The image gets a failure (with backoff) instead of a loop.
+                log.error("persist_failed", path=claim.path, error=str(exc), effect="recorded as a runtime failure")
+                if isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.RUNTIME:
+                    return  # that was already the failure; the lease expires, the sweep decides
+                outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
+
+    async def _landed(self, claim: Claim, outcome: Outcome) -> bool:
+        try:
+            async with self.pool.acquire() as conn:
+                if isinstance(outcome, Detection):
+                    return bool(await conn.fetchval(Q.result_landed, claim.path, claim.token))
+                return bool(await conn.fetchval(Q.failure_landed, claim.path, claim.state.retry_count))
+        except store.TRANSIENT_DB_ERRORS:
+            return False
 
     def _block_writes(self, claim: Claim, exc: BaseException) -> None:
         """No outcome can be written until the schema or the role's privileges are fixed:
@@ -344,6 +405,7 @@ class DetectionLoop:
 
     async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
         failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})
+        path = recordable(path)  # a name that is not UTF-8 is recorded with its bytes escaped
 
         async def write(conn: Conn) -> store.FailureRecord | None:
             state = await claims.read_state(conn, path)

@@ -72,8 +72,11 @@ WHERE last_error_type = $1::text
 RETURNING image_path;
 
 -- name: failures_retry_all
+-- Every failure but the blacklist: a person excluded those one by one, and only
+-- naming them (`reactor failures retry PATH`) takes them back.
 UPDATE face_detection_failures
 SET next_retry_after = now(), permanently_failed = FALSE, retry_count = 0
+WHERE last_error_type IS DISTINCT FROM 'blacklisted'
 RETURNING image_path;
 
 -- name: failures_forget

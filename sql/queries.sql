@@ -134,11 +134,17 @@ SET face_index = $2, box_top = $3, box_right = $4, box_bottom = $5, box_left = $
     score = $7, encoding = $8, model = $9, scale = $10
 WHERE face_id = $1
 
+-- name: result_landed
+-- After a write whose commit reply was lost: the result carries this claim's token
+-- only if that very transaction committed.
+SELECT EXISTS (SELECT 1 FROM face_metadata WHERE image_path = $1 AND claim_token = $2)
+
 -- ---------------------------------------------------------------- failures
 
 -- name: record_failure
 -- $4 base, $5 multiplier, $6 cap (seconds), $7 jitter factor, $8 tries that make it permanent.
--- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter.
+-- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter; the exponent stops at
+-- 64 so that a row retried by hand thousands of times cannot overflow float8.
 INSERT INTO face_detection_failures AS f
     (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
 VALUES ($1, 1, $2, $3, now(),
@@ -150,10 +156,16 @@ ON CONFLICT (image_path) DO UPDATE
         last_error_type = EXCLUDED.last_error_type,
         last_failure_at = now(),
         next_retry_after = now() + make_interval(
-            secs => least($6::float8, $4::float8 * power($5::float8, coalesce(f.retry_count, 0))) * $7::float8),
+            secs => least($6::float8, $4::float8 * power($5::float8, least(coalesce(f.retry_count, 0), 64))) * $7::float8),
         permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
 -- A legacy column is timestamp without time zone: read it as the server's TimeZone (sql/ops.sql).
 RETURNING retry_count, permanently_failed, next_retry_after::timestamptz AS next_retry_after
+
+-- name: failure_landed
+-- The failure counterpart (legacy failure rows carry no token): the try count moved past
+-- the one this claim was taken at, while our lease was still ours.
+SELECT EXISTS (SELECT 1 FROM face_detection_failures f
+               WHERE f.image_path = $1 AND coalesce((to_jsonb(f) ->> 'retry_count')::int, 0) > $2)
 
 -- name: failure_set_original_size
 UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHERE image_path = $1
@@ -201,31 +213,6 @@ WHERE a.image_path > $1
 ORDER BY a.image_path
 LIMIT $2
 
--- name: orphan_results
-SELECT m.image_path FROM face_metadata m
-WHERE m.image_path > $1
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
-ORDER BY m.image_path
-LIMIT $2
-
--- name: orphan_failures
-SELECT f.image_path FROM face_detection_failures f
-WHERE f.image_path > $1
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
-ORDER BY f.image_path
-LIMIT $2
-
--- name: delete_orphan_results
--- Re-checks the anti-join: a row that came back since the page was read stays.
-DELETE FROM face_metadata m
-WHERE m.image_path = ANY($1::text[])
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
-
--- name: delete_orphan_failures
-DELETE FROM face_detection_failures f
-WHERE f.image_path = ANY($1::text[])
-  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
-
 -- name: ai_metadata_is_empty
 SELECT NOT EXISTS (SELECT 1 FROM ai_metadata)
 
@@ -248,3 +235,15 @@ ORDER BY instance_id
 
 -- name: notify
 SELECT pg_notify($1, $2)
+
+-- name: backend_role
+-- Who sent a notification (reactor.gate): asyncpg hands over the notifying backend's
+-- pid; its role (usename) is visible in pg_stat_activity to every role.
+SELECT usename::text FROM pg_stat_activity WHERE pid = $1
+
+-- name: instance_try_lock
+-- One process per instance id (reactor.instance_lock): a session lock, keyed on the id.
+SELECT pg_try_advisory_lock(hashtextextended('face-reactor-instance:' || $1::text, 0))
+
+-- name: current_role
+SELECT current_user::text

@@ -206,3 +206,14 @@ CREATE TABLE IF NOT EXISTS reactor_instances (
     heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     state JSONB NOT NULL DEFAULT '{}'::jsonb
 );
+
+-- Orphans are held, not deleted (reactor.orphans): a result or failure whose
+-- ai_metadata row is gone is marked with the time, and purged only after
+-- sweep.orphan_grace_hours if it is still orphaned then. Added by ALTER so that
+-- existing (legacy) tables get the column too.
+ALTER TABLE face_metadata ADD COLUMN IF NOT EXISTS orphaned_at TIMESTAMPTZ;
+ALTER TABLE face_detection_failures ADD COLUMN IF NOT EXISTS orphaned_at TIMESTAMPTZ;
+CREATE INDEX IF NOT EXISTS idx_face_metadata_orphaned
+    ON face_metadata (orphaned_at) WHERE orphaned_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_fdf_orphaned
+    ON face_detection_failures (orphaned_at) WHERE orphaned_at IS NOT NULL;

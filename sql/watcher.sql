@@ -62,3 +62,16 @@ WHERE NOT ai_metadata.is_processed
 -- name: registered_page
 -- Keyset pagination over the registered paths, for the start-up reconciliation.
 SELECT image_path FROM ai_metadata WHERE image_path > $1 ORDER BY image_path LIMIT $2
+
+-- name: row_forms
+-- Vision mode: the ai_metadata spelling of file names the watcher saw (NFC/NFD variants).
+SELECT image_path FROM ai_metadata WHERE image_path = ANY($1::text[])
+
+-- name: record_invalid_names
+-- File names that are not valid UTF-8 cannot be registered or stored as they are: each
+-- is recorded once as a permanent invalid_path failure, its bytes escaped (\xNN).
+INSERT INTO face_detection_failures AS f
+    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
+SELECT p, 1, 'the file name is not valid UTF-8; rename the file', 'invalid_path', now(), now(), TRUE
+FROM unnest($1::text[]) AS t(p)
+ON CONFLICT (image_path) DO NOTHING

@@ -152,12 +152,12 @@ async def test_hang_reaches_the_timeout_and_the_child_is_replaced(photos: Path) 
 async def test_cancelled_detection_discards_the_busy_child(detector: Detector, photos: Path) -> None:
     hang = copy(photos, "cat.jpg", "cat__hang__.jpg")
     task = asyncio.create_task(detector.detect(DetectionJob(local_path=hang)))
-    # Once the task has run up to its first await, the job is with the child and the detector is busy.
-    for _ in range(100):
-        if detector.state == "busy":
+    # The parent reads the file (timed) before the job goes to the child.
+    for _ in range(500):
+        if detector.job_in_child:
             break
-        await asyncio.sleep(0)
-    assert detector.state == "busy"
+        await asyncio.sleep(0.01)
+    assert detector.state == "busy" and detector.job_in_child
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
-from reactor.detector import child
-from reactor.detector.prefetch import Prefetcher, read_ahead
+import pytest
+
+from reactor.claims import Claim, ImageState
+from reactor.detector import child, prefetch
+from reactor.detector.prefetch import Prefetcher, ReadStalled, read_ahead
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import ErrorType
 
@@ -20,7 +24,9 @@ async def test_take_returns_the_bytes_read_ahead(tmp_path: Path) -> None:
     assert prefetcher.start(str(path)) is read  # the same hint twice reads once
     assert await prefetcher.take(str(path), 5) == b"\xff\xd8 first version"
     assert prefetcher.hits == 1
-    assert await prefetcher.take(str(path), 5) is None  # used once
+    # Used once; without a hint the file is read now (the parent does every read, timed).
+    assert await prefetcher.take(str(path), 5) == b"\xff\xd8 first version"
+    assert prefetcher.hits == 1
 
 
 async def test_a_file_that_changed_after_the_read_is_not_used(tmp_path: Path) -> None:
@@ -48,8 +54,29 @@ async def test_another_path_discards_the_hint(tmp_path: Path) -> None:
     b.write_bytes(b"b")
     prefetcher = Prefetcher()
     prefetcher.start(str(a))
-    assert await prefetcher.take(str(b), 5) is None
-    assert await prefetcher.take(str(a), 5) is None  # the hint is gone
+    assert await prefetcher.take(str(b), 5) == b"b"  # read now, not from the hint
+    assert prefetcher.hits == 0
+
+
+async def test_a_read_that_stalls_is_read_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that hangs on the share is its own failure (io_stall), never a detection
+    timeout: the detector child never sees the job, and the next try keeps its scale."""
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8 photo")
+    release = threading.Event()
+
+    def hung_read(p: str, limit: int = 0) -> None:
+        release.wait(30)  # as a read from a hung mount does
+
+    monkeypatch.setattr(prefetch, "read_ahead", hung_read)
+    try:
+        with pytest.raises(ReadStalled):
+            await Prefetcher().take(str(path), 0.2)
+    finally:
+        release.set()
+    state = ImageState(done=False, processed=True, has_failure=True, retry_count=1, permanently_failed=False,
+                       backing_off=False, last_scale=0.5, last_error_type=ErrorType.IO_STALL.value)
+    assert Claim("a.jpg", 1, state).last_scale is None
 
 
 def test_read_ahead_leaves_odd_files_to_the_child(tmp_path: Path) -> None:

@@ -516,3 +516,25 @@ async def test_failure_without_a_type_cannot_hold_a_derived_path(conn: asyncpg.C
         "INSERT INTO face_detection_failures (image_path, last_error_type)"
         " VALUES ('face_crops/x_face0.jpg', 'invalid_path')"
     )
+
+
+def test_audit_counts_only_files_certainly_gone(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EACCES and EIO are not "missing", and neither is a name stored in the other
+    Unicode normalization; only "not found" under a folder that is there is."""
+    import errno
+    import unicodedata
+
+    from reactor.paths import PathMapper
+
+    touch(share, "ok/here.jpg", "ok/locked.jpg", unicodedata.normalize("NFD", "ok/café.jpg"))
+    real_lstat = os.lstat
+    locked = str(share / "ok" / "locked.jpg")
+
+    def lstat(path: str) -> os.stat_result:
+        if str(path) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_lstat(path)
+
+    monkeypatch.setattr("reactor.scanner.os.lstat", lstat)
+    paths = ["ok/here.jpg", "ok/locked.jpg", unicodedata.normalize("NFC", "ok/café.jpg"), "ok/gone.jpg"]
+    assert audit._absent(PathMapper(str(share)), paths) == ["ok/gone.jpg"]

@@ -120,3 +120,11 @@ def test_levels_filter(stream: io.StringIO) -> None:
     log.info("hidden")
     log.warning("shown")
     assert [line["event"] for line in lines(stream)] == ["shown"]
+
+
+def test_short_passwords_do_not_garble_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_secrets", set())
+    for secret in ("a", "pw12", "a-long-secret"):
+        logs.register_secret(secret)
+    line = "a cat at pw12, not pw123; x-a-long-secret-y postgresql://u:a@db/v password=a"
+    assert logs.mask(line) == "a cat at ***, not pw123; x-***-y postgresql://u:***@db/v password=***"

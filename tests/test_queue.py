@@ -8,7 +8,7 @@ import random
 from reactor.backoff import Backoff, max_attempts
 from reactor.config import RetryConfig
 from reactor.errors import ErrorType
-from reactor.queue import Entry, ImageQueue, Priority
+from reactor.queue import MANUAL_BURST, Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
 
 
@@ -148,3 +148,19 @@ async def test_peek_shows_the_next_entry_without_taking_it() -> None:
     q.put("n", Priority.NOTIFY)
     assert q.peek() == "n" and len(q) == 2
     assert (await q.get())[0] == "n"
+
+
+def test_a_flood_of_manual_requests_does_not_starve_other_work() -> None:
+    q = ImageQueue(1000)
+    for i in range(100):
+        q.put(f"manual/{i:03}.jpg", Priority.MANUAL)
+    q.put("new-photo.jpg", Priority.NOTIFY)
+    order = []
+    for _ in range(MANUAL_BURST + 2):
+        assert q.peek() is not None
+        peeked = q.peek()
+        entry = q.get_nowait()
+        assert entry is not None and entry.path == peeked
+        order.append(entry.path)
+    assert order.index("new-photo.jpg") == MANUAL_BURST
+    assert order[MANUAL_BURST + 1] == f"manual/{MANUAL_BURST:03}.jpg"

@@ -286,7 +286,7 @@ async def test_path_the_schema_rejects_is_recorded_not_fatal(
         assert reactor.supervisor.restarts().get("detection") == 0
 
 
-async def test_bulk_hint_sweeps_and_deleted_hint_removes_the_results(
+async def test_bulk_hint_sweeps_and_deleted_hint_marks_the_results_orphaned(
     make_config: Callable[..., Config], dsn: str, share: Path
 ) -> None:
     config = make_config(detector=HOG, sweep=NO_POLLING)
@@ -306,8 +306,11 @@ async def test_bulk_hint_sweeps_and_deleted_hint_removes_the_results(
         assert reactor.sweeper.completed == 2
         await conn.execute("DELETE FROM ai_metadata WHERE image_path = $1", paths[0])
 
-        async def orphan_gone() -> bool:
-            return await count_results(conn, paths) == 1
+        async def orphan_marked() -> bool:
+            return bool(await conn.fetchval("SELECT orphaned_at IS NOT NULL FROM face_metadata WHERE image_path = $1",
+                                            paths[0]))
 
-        await wait_until(orphan_gone, 30, "the deleted row's results to go")
-        assert await conn.fetchval("SELECT count(*) FROM face_detections WHERE image_path = $1", paths[0]) == 0
+        # Held, not deleted: the grace period (sweep.orphan_grace_hours) comes first.
+        await wait_until(orphan_marked, 30, "the deleted row's result to be marked orphaned")
+        assert await count_results(conn, paths) == 2
+        assert await conn.fetchval("SELECT count(*) FROM face_detections WHERE image_path = $1", paths[0]) == 1

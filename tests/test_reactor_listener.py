@@ -88,7 +88,7 @@ async def test_probe_notices_a_silent_connection_and_the_listener_reconnects(
                                    "reconnect_max_seconds": 1.0})
     received: list[dict[str, Any]] = []
     connected: list[bool] = []
-    listener = Listener(config, tcp_dsn, "test", lambda _ch, data: received.append(data), connected.append)
+    listener = Listener(config, tcp_dsn, "test", lambda _ch, data, _pid: received.append(data), connected.append)
     stop = asyncio.Event()
     task = asyncio.create_task(listener.run(stop))
     try:

@@ -1,17 +1,19 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from reactor import sql
 from reactor.candidates import Candidates
 from reactor.config import Config, ImagesConfig, WatcherConfig, load
 from reactor.mounts import choose_observer, mount_for, parse_mountinfo
 from reactor.paths import PathMapper
-from reactor.scanner import ScanDiff, Scanner, diff, walk
+from reactor.scanner import ScanDiff, Scanner, certainly_gone, diff, walk
 from reactor.share import ShareMonitor
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
@@ -110,6 +112,53 @@ def test_walk_of_a_missing_root_is_incomplete(tmp_path: Path) -> None:
     assert not w.complete and w.files == {}
 
 
+@pytest.mark.parametrize("error", [errno.EIO, errno.EACCES, errno.ENOENT, errno.ESTALE])
+async def test_a_subtree_that_errors_keeps_its_files(share: Path, monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    """A partial outage is not a deletion: the failing folder's files are unknown (ENOENT
+    on a folder its parent just listed too: a dead automount or DFS link), while the
+    healthy folder's real deletion is reported."""
+    make_tree(share, ["ok/a.jpg", "ok/b.jpg", "sick/c.jpg", "sick/d.jpg"])
+    images = dataclasses.replace(ImagesConfig(), root=str(share))
+    monitor = ShareMonitor(images, online_interval=0.0, offline_initial=0.0)
+    scanner = Scanner(Candidates(images, WatcherConfig(), PathMapper(str(share))), monitor)
+    assert await scanner.scan() is not None
+    (share / "ok" / "b.jpg").unlink()
+    real_scandir = os.scandir
+    sick = str(share / "sick")
+
+    def failing_scandir(path: str) -> object:
+        if str(path) == sick:
+            raise OSError(error, os.strerror(error), path)
+        return real_scandir(path)
+
+    monkeypatch.setattr("reactor.scanner.os.scandir", failing_scandir)
+    d = await scanner.scan()
+    assert d is not None and d.deleted == ["ok/b.jpg"]
+    assert "sick/c.jpg" in scanner.snapshot and "sick/d.jpg" in scanner.snapshot
+    # The folder heals: nothing under it was ever reported deleted.
+    monkeypatch.setattr("reactor.scanner.os.scandir", real_scandir)
+    scanner.forget("ok/b.jpg")
+    assert await scanner.scan() == ScanDiff()
+
+
+def test_a_recheck_that_fails_is_unknown_not_gone(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tree(share, ["here.jpg"])
+    (share / "dir").mkdir()
+    real_lstat = os.lstat
+    flaky = str(share / "flaky.jpg")
+
+    def lstat(path: str) -> os.stat_result:
+        if str(path) == flaky:
+            raise OSError(errno.EIO, "I/O error", path)
+        return real_lstat(path)
+
+    monkeypatch.setattr("reactor.scanner.os.lstat", lstat)
+    paths = [str(share / "here.jpg"), str(share / "gone.jpg"), flaky, str(share / "nodir" / "x" / "y.jpg"),
+             str(share / "dir" / "gone.jpg")]
+    states = certainly_gone(paths)
+    assert [states[p] for p in paths] == [False, True, None, None, True]
+
+
 async def test_scanner_withholds_a_mass_vanish_until_confirmed(share: Path) -> None:
     files = [f"d/{i:03}.jpg" for i in range(50)]
     make_tree(share, files)
@@ -126,14 +175,15 @@ async def test_scanner_withholds_a_mass_vanish_until_confirmed(share: Path) -> N
     assert d is not None and sorted(d.deleted) == files[:3]
     for rel in d.deleted:
         scanner.forget(rel)
-    # Half the share vanishing is an outage: nothing is reported, the snapshot keeps them.
+    # Half the share vanishing is held: nothing is reported, the snapshot keeps them.
     for rel in files[3:30]:
         (share / rel).unlink()
     d = await scanner.scan()
     assert d is not None and d.deleted == []
-    assert not monitor.online and monitor.reason == "mass_vanish"
     assert len(scanner.snapshot) == 47
-    # The hold (0 s here) is over and the same files are still gone: confirmed.
+    # The share does not go offline for it (a confirmed mass deletion must not flap it).
+    assert monitor.online
+    # The same files still gone at the next scan: believed.
     d = await scanner.scan()
     assert d is not None and sorted(d.deleted) == files[3:30]
     # Deletions stay pending in the snapshot until the watcher has applied them.
@@ -158,6 +208,7 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
     """Each named block in sql/watcher.sql parses and runs against the real schema."""
     args: dict[str, tuple[object, ...]] = {
         "has_results": (["a.jpg"],), "register_files": (["a.jpg"],), "registered_page": ("", 10),
+        "row_forms": (["a.jpg"],), "record_invalid_names": (["bad\\xff.jpg"],),
     }
     conn = await asyncpg.connect(dsn)
     try:

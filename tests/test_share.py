@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
+import threading
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
+from reactor import share as share_mod
 from reactor.config import ImagesConfig, WatcherConfig
-from reactor.share import ShareMonitor, probe
+from reactor.share import ShareMonitor, VanishGuard, probe
 
 
 def images_for(root: Path, **kw: object) -> ImagesConfig:
@@ -69,20 +71,61 @@ def test_a_failing_listener_does_not_break_the_monitor(share: Path) -> None:
     assert any(e["event"] == "share_listener_failed" for e in logs)
 
 
-def test_record_vanish_threshold(share: Path) -> None:
+def test_a_mass_vanish_is_held_once_then_believed_and_the_share_stays_online(share: Path) -> None:
     watcher = dataclasses.replace(WatcherConfig(), vanish_fraction=0.2, vanish_min_files=5)
     monitor = ShareMonitor(images_for(share), watcher, online_interval=30)
     assert monitor.check() is True
-    assert monitor.record_vanish(4, 10) is False  # under vanish_min_files
-    assert monitor.record_vanish(10, 100) is False  # 10 % is under the fraction
-    assert monitor.online is True
+    guard = VanishGuard(watcher, "test")
+    assert guard.believe(["a", "b", "c", "d"], 10) == ["a", "b", "c", "d"]  # under vanish_min_files
+    ten = [f"f{i}" for i in range(10)]
+    assert guard.believe(ten, 100) == ten  # 10 % is under the fraction
+    thirty = [f"g{i:02}" for i in range(30)]
     with capture_logs() as logs:
-        assert monitor.record_vanish(30, 100) is True
-    assert monitor.online is False
-    assert monitor.reason == "mass_vanish"
-    # The marker is still there, but the hold keeps the share offline.
-    assert monitor.check() is False
-    assert [e["event"] for e in logs] == ["share_mass_vanish", "share_offline"]
+        assert guard.believe(thirty, 100) == []
+        assert guard.holding == 30
+        # Still gone at the next look, with more deletions on top: the held ones are
+        # believed, the fresh ones (a mass vanish of their own) are held in turn.
+        more = [f"h{i:02}" for i in range(25)]
+        assert guard.believe(thirty + more, 100) == thirty
+        assert guard.believe(more, 70) == more
+    # No flapping: the share never went offline for it.
+    assert monitor.online is True and monitor.transitions == 1
+    assert [e["event"] for e in logs] == ["share_mass_vanish", "share_mass_vanish_confirmed", "share_mass_vanish",
+                                          "share_mass_vanish_confirmed"]
+
+
+async def test_a_hung_probe_is_offline_and_never_blocks_the_loop(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    calls = 0
+
+    def hung(images: object) -> str | None:
+        nonlocal calls
+        calls += 1
+        release.wait(30)
+        return None
+
+    monitor = ShareMonitor(images_for(share), probe_timeout=0.2)
+    monkeypatch.setattr(share_mod, "probe", hung)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    try:
+        assert await monitor.acheck() is False
+        assert monitor.reason == "probe_hung"
+        assert await monitor.acheck() is False
+        assert calls == 1  # no second thread sent into the same hang
+        assert ticks > 5  # the loop kept running meanwhile
+        release.set()
+        assert await monitor.acheck() is True
+    finally:
+        release.set()
+        task.cancel()
 
 
 async def test_run_backs_off_while_offline_and_wakes_online(share: Path) -> None:
@@ -113,20 +156,3 @@ async def test_run_backs_off_while_offline_and_wakes_online(share: Path) -> None
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-
-
-async def test_mass_vanish_hold_expires(share: Path) -> None:
-    watcher = dataclasses.replace(WatcherConfig(), vanish_fraction=0.2, vanish_min_files=1)
-    monitor = ShareMonitor(images_for(share), watcher, online_interval=0.05, offline_initial=0.05)
-    stop = asyncio.Event()
-    task = asyncio.create_task(monitor.run(stop))
-    try:
-        await asyncio.wait_for(monitor.wait_online(), 10)
-        assert monitor.record_vanish(5, 10) is True
-        assert not monitor.online
-        await asyncio.wait_for(monitor.wait_online(), 10)
-        assert monitor.online
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 5)

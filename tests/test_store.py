@@ -175,8 +175,11 @@ async def test_sweep_finds_pending_retries_and_orphans_page_by_page(pool: asyncp
     assert queue.priority_of("p/024.jpg") is Priority.BACKLOG
     assert "claimed.jpg" not in queue and "notdue.jpg" not in queue and "perm.jpg" not in queue
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 1
-        assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 3
+        # Orphans are marked, not deleted (reactor.orphans: the grace period comes first).
+        assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 2
+        assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 4
+        assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NOT NULL") == 1
+        assert await conn.fetchval("SELECT count(*) FROM face_detection_failures WHERE orphaned_at IS NOT NULL") == 1
 
 
 async def test_sweep_defers_instead_of_overfilling_the_queue(pool: asyncpg.Pool) -> None:
@@ -207,8 +210,10 @@ async def test_orphans_are_kept_while_the_share_is_offline(pool: asyncpg.Pool) -
     sweeper = Sweeper(pool, ImageQueue(10), page_size=10, lease_seconds=60.0, instance_id="me",
                       share_online=lambda: False)
     counts = await sweeper.sweep()
-    assert counts.orphans == 0 and counts.orphans_skipped == "share offline"
-    assert await sweeper.remove_orphan("gone.jpg") == 0
+    # Marked (no harm in that) but never purged while the share is offline.
+    assert counts.purged == 0 and counts.orphans_skipped == "share offline"
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 1
 
 
 async def test_only_one_instance_sweeps_at_a_time(pool: asyncpg.Pool, dsn: str) -> None:

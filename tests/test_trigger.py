@@ -234,3 +234,25 @@ async def test_trigger_errors_never_fail_the_upstream_write(conns: tuple[asyncpg
     assert [(f.name, f.status) for f in report.problems] == [("ai_metadata.is_processed", "different")]
     with pytest.raises(schema.SchemaError, match="ai_metadata cannot carry the trigger"):
         await schema.init_schema(db, standalone=False)
+
+
+async def test_a_filling_notify_queue_never_fails_the_upstreams_write(
+    conns: tuple[asyncpg.Connection, Collector],
+) -> None:
+    """A full queue fails the notifying transaction's commit; the trigger backs off first.
+    The queue's usage is shadowed through the writer's own search_path (the trigger is not
+    SECURITY DEFINER, so it resolves names as the writing session does)."""
+    db, col = conns
+    await db.execute("CREATE FUNCTION public.pg_notification_queue_usage() RETURNS double precision "
+                     "LANGUAGE sql AS 'SELECT current_setting(''test.queue_usage'')::float8'")
+    await db.execute("SET search_path = public, pg_catalog")
+    await db.execute("SET test.queue_usage = '0.6'")
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('q/1.jpg', TRUE), ('q/2.jpg', TRUE)")
+    assert await col.drain() == [{"type": "bulk", "count": 2}]
+    await db.execute("SET test.queue_usage = '0.95'")
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('q/3.jpg', TRUE)")
+    assert await col.drain() == []
+    assert await db.fetchval("SELECT count(*) FROM ai_metadata WHERE image_path LIKE 'q/%'") == 3
+    await db.execute("SET test.queue_usage = '0.0'")
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('q/4.jpg', TRUE)")
+    assert await col.drain() == [processed("q/4.jpg")]

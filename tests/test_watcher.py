@@ -51,10 +51,11 @@ async def test_a_slow_copy_is_enqueued_once_after_it_ends(
 async def test_a_rename_moves_results_without_detecting_again(
     observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
 ) -> None:
+    """Standalone: the reactor owns the registrations, so it moves them with the results."""
     (share / "a").mkdir()
     (share / "a" / "one.jpg").write_bytes(b"jpeg" * 100)
     (share / "a" / "two.jpg").write_bytes(b"jpeg" * 200)
-    async with running_watcher(fast(make_config, observer), dsn) as h:
+    async with running_watcher(fast(make_config, observer, register="always"), dsn) as h:
         await h.seed_result("a/one.jpg", faces=2)
         await h.seed_result("a/two.jpg", faces=1)
         await h.seed_failure("a/bad.jpg")
@@ -73,15 +74,35 @@ async def test_a_rename_moves_results_without_detecting_again(
         assert [p for p in h.puts if p.path.endswith(("uno.jpg", "two.jpg"))] == []
 
 
+async def test_vision_mode_moves_and_deletions_are_the_upstreams(
+    make_config: Callable[..., Config], dsn: str, share: Path,
+) -> None:
+    """Vision mode: the watcher never renames or deletes results; the upstream's change of
+    ai_metadata follows (a `deleted` hint marks, a notification brings the new path)."""
+    (share / "one.jpg").write_bytes(b"jpeg" * 100)
+    (share / "two.jpg").write_bytes(b"jpeg" * 100)
+    async with running_watcher(fast(make_config, "native"), dsn) as h:
+        await h.seed_result("one.jpg", faces=2)
+        await h.seed_result("two.jpg")
+        os.rename(share / "one.jpg", share / "uno.jpg")
+        os.unlink(share / "two.jpg")
+        await until(lambda: "uno.jpg" in h.paths_put(), what="the new path to be queued")
+        await until(lambda: h.sink.counts["deleted"] == 1, what="the deletion to be seen")
+        assert await h.results() == ["one.jpg", "two.jpg"]
+        assert await _orphaned(h) == []
+        assert [dict(r) for r in await h.fetch("SELECT count(*) AS n FROM face_detections")] == [{"n": 3}]
+
+
 @pytest.mark.parametrize("observer", OBSERVERS)
-async def test_deleting_a_file_removes_its_results(
+async def test_deleting_a_file_marks_its_results_orphaned(
     observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
 ) -> None:
+    """Standalone: a deletion drops the registration and marks the rows; only the grace purges."""
     for name in ("keep.jpg", "gone.jpg", "failed.jpg"):
         (share / name).write_bytes(b"x" * 10)
     (share / "old").mkdir()
     (share / "old" / "p.png").write_bytes(b"x" * 10)
-    async with running_watcher(fast(make_config, observer), dsn) as h:
+    async with running_watcher(fast(make_config, observer, register="always"), dsn) as h:
         for path in ("keep.jpg", "gone.jpg", "old/p.png"):
             await h.seed_result(path)
         await h.seed_failure("failed.jpg")
@@ -89,9 +110,12 @@ async def test_deleting_a_file_removes_its_results(
         os.unlink(share / "failed.jpg")
         os.unlink(share / "old" / "p.png")
         os.rmdir(share / "old")
-        await until(lambda: _results_are(h, ["keep.jpg"]), what="the deleted photos' results to go")
-        await until(lambda: _failure_paths(h, []), what="the failure row to go")
-        assert await h.fetch("SELECT 1 FROM face_detections WHERE image_path <> 'keep.jpg'") == []
+        gone = ["failed.jpg", "gone.jpg", "old/p.png"]
+        await until(lambda: _orphaned_are(h, gone), what="the deleted photos' rows to be marked")
+        assert await h.results() == ["gone.jpg", "keep.jpg", "old/p.png"]
+        assert await _failure_paths(h, ["failed.jpg"])
+        registered = [r["image_path"] for r in await h.fetch("SELECT image_path FROM ai_metadata")]
+        assert registered == ["keep.jpg"]
 
 
 async def test_changed_content_is_detected_again(make_config: Callable[..., Config], dsn: str, share: Path) -> None:
@@ -111,7 +135,7 @@ async def test_offline_share_orphans_nothing_and_resumes(
         (share / name).write_bytes(b"x" * 10)
     away = share.with_name("share-unmounted")
     with capture_logs() as logs:
-        async with running_watcher(fast(make_config, "native"), dsn) as h:
+        async with running_watcher(fast(make_config, "native", register="always"), dsn) as h:
             await h.seed_result("a.jpg")
             await h.seed_result("b.jpg")
             os.rename(share, away)  # the mount point vanishes, as an unmount does
@@ -129,8 +153,9 @@ async def test_offline_share_orphans_nothing_and_resumes(
             assert h.sweeps == 0
             os.rename(away, share)
             await until(lambda: "c.jpg" in h.paths_put(), what="processing to resume")
-            # Back online, the reconciliation sees that a.jpg is really gone.
-            await until(lambda: _results_are(h, ["b.jpg"]), what="the reconciled deletion")
+            # Back online, the reconciliation sees that a.jpg is really gone: marked, held.
+            await until(lambda: _orphaned_are(h, ["a.jpg"]), what="the reconciled deletion")
+            assert await h.results() == ["a.jpg", "b.jpg"]
     offline = [e for e in logs if e["event"] == "share_offline"]
     assert len(offline) == 1 and offline[0]["reason"] == "root_missing"
     assert h.sweeps == 1  # the reconciliation sweep after the share came back
@@ -193,6 +218,17 @@ async def _has(h: object, path: str) -> bool:
 
 async def _results_are(h: object, paths: list[str]) -> bool:
     return await h.results() == paths  # type: ignore[attr-defined]
+
+
+async def _orphaned(h: object) -> list[str]:
+    rows = await h.fetch(  # type: ignore[attr-defined]
+        "SELECT image_path FROM face_metadata WHERE orphaned_at IS NOT NULL UNION "
+        "SELECT image_path FROM face_detection_failures WHERE orphaned_at IS NOT NULL ORDER BY 1")
+    return [r["image_path"] for r in rows]
+
+
+async def _orphaned_are(h: object, paths: list[str]) -> bool:
+    return await _orphaned(h) == paths
 
 
 async def _failure_paths(h: object, paths: list[str]) -> bool:

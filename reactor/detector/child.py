@@ -8,19 +8,27 @@ the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on t
     parent -> child   (DetectionJob, bytes | None), or None to exit; the bytes are the
                       file's content when the parent read it ahead (see prefetch.py)
     child -> parent   ("result", Outcome) for each job
+
+Child to parent, every message is JSON checked field by field (reactor.detector.wire),
+never a pickle: the parent holds the database and must not run what the child sends.
+The child starts without the database's secrets in its environment (the supervisor
+spawns it with them removed) and, on Linux with a CPU engine, under RLIMIT_AS
+(detector.max_memory_mb): an image that needs more fails as ``oom``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 from reactor.config import DetectorConfig
-from reactor.detector import lifetime
+from reactor.detector import lifetime, wire
 from reactor.detector.types import DetectionFailure, DetectionJob, Engine, Outcome
 from reactor.errors import ErrorType
 
@@ -36,6 +44,7 @@ def serve(conn: Connection, config: DetectorConfig) -> None:
     except BaseException as exc:  # anything, even SystemExit from a library, is a start-up failure
         _send(conn, ("failed", f"{config.engine}: {type(exc).__name__}: {exc}"))
         sys.exit(EXIT_ENGINE_FAILED)
+    limit_memory(config, engine.cuda)
     _send(conn, ("ready", {"cuda": engine.cuda, "pid": os.getpid()}))
     while True:
         try:
@@ -73,6 +82,41 @@ def run_one(engine: Engine, job: DetectionJob, data: bytes | None = None) -> Out
 
 def _send(conn: Connection, message: tuple[str, Any]) -> None:
     try:
-        conn.send(message)
+        conn.send_bytes(wire.encode(*message))
     except (BrokenPipeError, EOFError, OSError):
         sys.exit(0)  # the parent is gone; nobody is left to tell
+
+
+# Environment variables the child must not inherit: libpq's (PGPASSWORD, ...), the
+# reactor's database settings (a DSN may embed a password), anything named like a secret.
+_SECRET_PREFIXES = ("PG", "REACTOR_DATABASE__", "DATABASE_URL")
+_SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "PASSFILE")
+
+
+def is_secret(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(_SECRET_PREFIXES) or any(word in upper for word in _SECRET_WORDS)
+
+
+@contextlib.contextmanager
+def without_secrets() -> Iterator[None]:
+    """os.environ without the secrets while the child is spawned (it copies the environment)."""
+    removed = {k: os.environ.pop(k) for k in [k for k in os.environ if is_secret(k)]}
+    try:
+        yield
+    finally:
+        os.environ.update(removed)
+
+
+def limit_memory(config: DetectorConfig, cuda: bool) -> bool:
+    """RLIMIT_AS for this process (Linux, CPU engine); True if a limit was set."""
+    if not sys.platform.startswith("linux") or cuda or config.max_memory_mb <= 0:
+        return False
+    import resource  # POSIX only: imported inside the platform branch
+
+    limit = config.max_memory_mb * 1024 * 1024
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return True

@@ -5,6 +5,11 @@ On a network share, reading a 5 MB phone photo can take as long as detecting fac
 ``detect`` is then called for the same path, the bytes travel to the child with the job, so
 the child decodes at once. It is only a hint: a file that changed, vanished, is too big or
 could not be read is simply read again by the child, which then reports any error itself.
+
+Without a hint ``take`` reads the file now, so every read of a photo happens here, under
+a time limit: a read that does not finish is ``ReadStalled`` (an ``io_stall`` failure, the
+share's fault), never a detection ``timeout`` that would move the next try down the
+scale cascade.
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from dataclasses import dataclass
 
 # Larger files are left to the child: holding them here would only double the memory.
 MAX_PREFETCH_BYTES = 32 * 1024 * 1024
+
+
+class ReadStalled(Exception):
+    """Reading the file from the share did not finish in time."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,21 @@ def still_current(prefetched: Prefetched) -> bool:
     return now.st_size == prefetched.size and now.st_mtime_ns == prefetched.mtime_ns
 
 
+def _size_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None  # the child reports missing or unreadable itself
+
+
+async def file_size(path: str, wait_seconds: float) -> int | None:
+    """The file's size, or None if it cannot be looked at; ReadStalled if the stat hangs."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_size_of, path), wait_seconds)
+    except TimeoutError:
+        raise ReadStalled(f"looking at the file did not finish within {wait_seconds:g} s") from None
+
+
 class Prefetcher:
     """At most one read-ahead at a time: the image the reactor will detect next."""
 
@@ -67,19 +91,27 @@ class Prefetcher:
         return self._task
 
     async def take(self, path: str, wait_seconds: float) -> bytes | None:
-        """The prefetched bytes of ``path`` if they are still the file's content, else None."""
-        if path != self._path or self._task is None:
-            self.discard()
-            return None
+        """The bytes of ``path`` (read ahead, or now) if they are still the file's content, else None.
+
+        Raises ReadStalled when the read (or the check that the file is unchanged) takes
+        longer than ``wait_seconds``.
+        """
+        hinted = path == self._path and self._task is not None
+        if not hinted:
+            self.start(path)
         task = self._task
+        assert task is not None
         self._path, self._task = None, None
         try:
             prefetched = await asyncio.wait_for(task, wait_seconds)
+            current = prefetched is not None and await asyncio.wait_for(
+                asyncio.to_thread(still_current, prefetched), wait_seconds)
         except TimeoutError:
+            raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
+        if prefetched is None or not current:
             return None
-        if prefetched is None or not await asyncio.to_thread(still_current, prefetched):
-            return None
-        self.hits += 1
+        if hinted:
+            self.hits += 1
         return prefetched.data
 
     def discard(self) -> None:

@@ -25,7 +25,7 @@ from multiprocessing.process import BaseProcess
 from reactor import logs
 from reactor.config import DetectorConfig
 from reactor.detector import cascade, child, lifetime
-from reactor.detector.prefetch import Prefetcher
+from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
 from reactor.detector.types import (
     DETAIL_MODEL,
     DETAIL_REPLACE_CHILD,
@@ -60,6 +60,8 @@ class Detector:
         self._process: BaseProcess | None = None
         self._conn: ChildPipe | None = None
         self._state = "stopped"
+        # True while a job is with the child (sent, answer not read yet).
+        self.job_in_child = False
         self._restarts = 0
         self._cuda = False
         self._ever_started = False
@@ -132,7 +134,8 @@ class Detector:
         started = time.perf_counter()
         # Started from the event-loop thread on purpose: the child's parent-death signal
         # fires when the *thread* that forked it exits, so no worker thread may do this.
-        process.start()
+        with child.without_secrets():
+            process.start()
         lifetime.adopt(process)
         child_conn.close()  # only the child holds its end now, so its death reads as EOF here
         try:
@@ -207,13 +210,25 @@ class Detector:
         conn = self._conn
         assert conn is not None
         first = self._first_step(job)
-        data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
+        try:
+            size = await file_size(job.local_path, self._config.timeout_seconds)
+            if size is not None and size > self._config.max_file_bytes:
+                # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
+                self._prefetcher.discard()
+                return DetectionFailure(
+                    ErrorType.TOO_LARGE, f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
+                    file_size_bytes=size)
+            data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
+        except ReadStalled as exc:
+            # The child never saw this job: it stays, and the next try keeps its scale.
+            return DetectionFailure(ErrorType.IO_STALL, str(exc), details={DETAIL_MODEL: first.model})
         try:
             if data is None or len(data) <= _INLINE_SEND_BYTES:
                 conn.send((job, data))
             else:
                 # Megabytes through a pipe: written from a thread while the child reads them.
                 await asyncio.to_thread(conn.send, (job, data))
+            self.job_in_child = True
             kind, payload = await receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
@@ -236,9 +251,12 @@ class Detector:
             # the next job's, so it goes.
             self._kill_now()
             raise
+        finally:
+            self.job_in_child = False
         if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
             await self._discard(reason="protocol")
-            return DetectionFailure(ErrorType.RUNTIME, f"unexpected message from the detector process: {kind!r}")
+            return DetectionFailure(ErrorType.RUNTIME,
+                                    f"unexpected message from the detector process: {kind!r} {str(payload)[:200]}")
         outcome: Outcome = payload
         return outcome
 

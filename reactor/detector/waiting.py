@@ -23,7 +23,7 @@ from multiprocessing.connection import wait as wait_objects
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from reactor.detector import child
+from reactor.detector import child, wire
 
 # How long a dying (or killed) child may take to exit before it is killed (again).
 EXIT_GRACE_SECONDS = 5.0
@@ -103,10 +103,11 @@ async def receive(conn: ChildPipe, seconds: float) -> tuple[str, Any]:
     """One message from the child, without blocking the event loop; EOFError if it died."""
     await wait_ready([conn], seconds)
     # The child sends each message in one write, so once bytes are there the rest follows at once.
-    message = conn.recv()
-    if not isinstance(message, tuple) or len(message) != 2:
-        return "invalid", message
-    return str(message[0]), message[1]
+    # JSON checked field by field, never unpickled (reactor.detector.wire).
+    try:
+        return wire.decode(conn.recv_bytes(wire.MAX_MESSAGE_BYTES))
+    except wire.BadMessage as exc:
+        return "invalid", str(exc)
 
 
 async def reap(process: BaseProcess, kill: bool) -> int | None:

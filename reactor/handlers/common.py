@@ -18,9 +18,11 @@ import sys
 from dataclasses import dataclass
 
 from reactor import db, logs, schema
+from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.instance_lock import InstanceTaken
 from reactor.progress import Progress, follow
-from reactor.service import Reactor
+from reactor.service import Reactor, default_instance_id
 from reactor.sweep import SweepCounts
 
 log = logs.get("reactor.run")
@@ -75,7 +77,10 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
     await prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    reactor = Reactor(config, dsn)
+    # An id of its own: beside a daemon with the configured id, the daemon's claims are
+    # never taken over (claims of one's own id may be re-taken) nor released at exit.
+    own_id = f"{config.service.instance_id or default_instance_id()}:once:{os.getpid()}"
+    reactor = Reactor(config, dsn, instance_id=own_id)
     with Progress(None, label) as progress:
         # The worker exists only once run_once has connected; until then nothing is done.
         # An image taken from the queue is in flight (claimed, detected or being written)
@@ -91,6 +96,8 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
         )
         try:
             counts = await reactor.run_once(stop)
+        except InstanceTaken as exc:
+            raise UsageError(str(exc)) from None
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     retry = actions.add_parser("retry", help="clear the backoff so the images are queued again at once")
     retry.add_argument("paths", nargs="*", metavar="PATH", help="image paths (relative to the share root)")
     retry.add_argument("--type", choices=TYPES, help="retry every failure of this type")
-    retry.add_argument("--all", action="store_true", help="retry every failure")
+    retry.add_argument("--all", action="store_true", help="retry every failure but blacklisted ones (name those)")
     retry.set_defaults(handler=run_retry)
 
     forget = actions.add_parser("forget", help="delete failure rows (the sweep queues the image again)")

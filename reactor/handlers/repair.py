@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
-from reactor import audit, db
+from reactor import audit, db, orphans
 from reactor import repair as repair_mod
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.dbtypes import Conn
 from reactor.handlers.audit import add_common
 
 
@@ -20,6 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_common(parser)
     parser.add_argument("--apply", action="store_true",
                         help="back up the affected rows, then change them in one transaction and re-queue images")
+    parser.add_argument("--purge-orphans", action="store_true",
+                        help="release held orphans: with --apply, purge every orphan past its grace period "
+                             "(sweep.orphan_grace_hours), whatever the per-sweep bound")
     parser.set_defaults(handler=run)
 
 
@@ -34,11 +39,55 @@ async def run(args: argparse.Namespace, config: Config) -> int:
                 )
             except (audit.SchemaMissing, repair_mod.RepairBusy) as exc:
                 raise UsageError(str(exc)) from None
+            held = await _orphans(conn, config, args, online, reason)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2 if sys.stdout.isatty() else None))
+        print(json.dumps({**result.to_dict(), "orphans": held}, indent=2 if sys.stdout.isatty() else None))
     else:
         print(render(result))
+        print(render_orphans(held, args))
     return 0
+
+
+async def _orphans(
+    conn: Conn, config: Config, args: argparse.Namespace, online: bool, reason: str | None
+) -> dict[str, Any]:
+    """The orphans marked, due and held per table; with --purge-orphans --apply, purge the due ones."""
+    policy = orphans.OrphanPolicy.from_config(config.sweep)
+    before = await orphans.stats(conn, policy)
+    out: dict[str, Any] = {"tables": {o.table: o.as_dict() for o in before}, "purged": {}}
+    if not args.purge_orphans:
+        return out
+    if not online:
+        raise UsageError(f"the share is offline ({reason}); orphans are purged only while it is online: "
+                         "mount the share, then run `reactor repair --purge-orphans --apply` again")
+    if args.apply:
+        async with conn.transaction():
+            for o in before:
+                out["purged"][o.table] = await orphans.purge(conn, o.table, policy, config.sweep.page_size)
+    else:
+        for o in before:
+            out.setdefault("would_purge", {})[o.table] = await orphans.due_paths(conn, o.table, policy,
+                                                                                 config.sweep.page_size)
+    return out
+
+
+def render_orphans(held: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = []
+    for table, o in held["tables"].items():
+        if not o["marked"]:
+            continue
+        state = f"HELD ({o['due']} due exceed the bound {o['bound']})" if o["held"] else "within the bound"
+        lines.append(f"orphaned {table}: {o['marked']} marked, {o['due']} past the grace period, {state}")
+    for table, paths in held.get("would_purge", {}).items():
+        lines.append(f"would purge {table}: {len(paths)} orphans")
+        lines.extend(f"    - {path}" for path in paths[:10])
+    for table, rows in held["purged"].items():
+        lines.append(f"purged {table}: {rows} orphans")
+    if any(o["held"] for o in held["tables"].values()) and not args.purge_orphans:
+        lines.append(f"held orphans are kept until you {orphans.RELEASE_HINT}")
+    elif args.purge_orphans and not args.apply:
+        lines.append("dry run: run `reactor repair --purge-orphans --apply` to purge them")
+    return "\n".join(lines) or "orphans: none marked"
 
 
 def render(result: repair_mod.RepairResult) -> str:

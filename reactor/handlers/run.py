@@ -11,8 +11,10 @@ import argparse
 import asyncio
 
 from reactor import db
+from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.common import install_stop_signals, prepare_embedded
+from reactor.instance_lock import InstanceTaken
 from reactor.service import Reactor
 
 
@@ -33,5 +35,8 @@ async def serve(config: Config, dsn: str) -> int:
     await prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await Reactor(config, dsn).run(stop)
+    try:
+        await Reactor(config, dsn).run(stop)
+    except InstanceTaken as exc:
+        raise UsageError(str(exc)) from None
     return 0

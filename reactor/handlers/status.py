@@ -13,6 +13,7 @@ import asyncpg
 from reactor import advice, db, logs, status
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.orphans import OrphanPolicy
 
 
 @contextlib.contextmanager
@@ -50,7 +51,8 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
-            report = await status.collect(conn, config.health.heartbeat_seconds)
+            report = await status.collect(conn, config.health.heartbeat_seconds,
+                                          OrphanPolicy.from_config(config.sweep))
     if args.json:
         print(json.dumps(report.as_json(), indent=2 if sys.stdout.isatty() else None))
     else:

@@ -11,11 +11,12 @@ from reactor import control, db, logs
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.common import sweep_once_here
+from reactor.orphans import RELEASE_HINT, OrphanPolicy
 from reactor.queue import ImageQueue
 from reactor.share import ShareMonitor
 from reactor.sweep import SweepCounts, Sweeper
 
-SUMMARY_KEYS = ("retries", "pending", "orphans", "queued", "dropped", "stale_claims")
+SUMMARY_KEYS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="sweep and process what it finds here, then exit")
-    mode.add_argument("--dry-run", action="store_true", help="list what would be queued or removed; change nothing")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="list what would be queued, marked orphaned or purged; change nothing")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the running reactor's answer (default 120)")
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -51,7 +53,9 @@ def _print_counts(args: argparse.Namespace, counts: dict[str, object], who: str)
         return
     keys = (*SUMMARY_KEYS, "processed") if "processed" in counts else SUMMARY_KEYS
     summary = " ".join(f"{k}={counts.get(k, 0)}" for k in keys)
-    extra = f" (orphans not removed: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
+    extra = f" (orphans not purged: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
+    if counts.get("orphans_held"):
+        extra += f" (orphans held: {counts['orphans_held']}; {RELEASE_HINT})"
     print(f"sweep by {who}: {summary} in {counts.get('seconds', 0)} s{extra}")
 
 
@@ -92,14 +96,15 @@ async def _dry_run(args: argparse.Namespace, config: Config, dsn: str) -> int:
         share.check()
         sweeper = Sweeper(pool, ImageQueue(1), page_size=config.sweep.page_size,
                           lease_seconds=config.service.lease_seconds, instance_id="dry-run",
-                          share_online=lambda: share.online)
+                          share_online=lambda: share.online,
+                          orphan_policy=OrphanPolicy.from_config(config.sweep))
         counts: SweepCounts = await sweeper.sweep(dry_run=True)
     finally:
         await pool.close()
     if args.json:
         print(json.dumps({"paths": counts.paths, **counts.as_dict()}))
         return 0
-    for kind in ("retry", "pending", "orphan"):
+    for kind in ("retry", "pending", "orphan", "purge"):
         for path in counts.paths.get(kind, []):
             print(f"{kind}\t{path}")
     _print_counts(args, counts.as_dict(), "dry run (nothing changed)")

@@ -20,6 +20,12 @@
 -- is not ours to rely on, and a path change is exactly "old path gone, new path
 -- processed". A no-op UPDATE yields no difference and so sends nothing.
 --
+-- The NOTIFY queue (8 GB by default) fills when a listener stops reading; a full queue
+-- fails the *commit* of the transaction that notified, outside any exception block. So
+-- the trigger looks at pg_notification_queue_usage() first: above half full it sends one
+-- bulk hint instead of a notification per row, above 90 % nothing (the reactor's sweep
+-- finds those rows anyway), and the upstream's write never fails for a hint.
+--
 -- The channel is a literal in the function's body: `reactor db init` and `reactor db
 -- sql` write database.channel into the `channel CONSTANT` line below before running
 -- this file, and `reactor db check` reads it back. A literal, not a custom setting
@@ -32,7 +38,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     -- Above this many events in one statement, send one bulk hint instead.
-    max_rows CONSTANT integer := 1000;
+    max_rows integer := 1000;
     -- pg_notify rejects payloads of 8000 bytes or more.
     max_payload CONSTANT integer := 7999;
     channel CONSTANT text := 'face_reactor';
@@ -43,10 +49,19 @@ DECLARE
     overflow integer := 0;
     payload text;
     payloads text[] := '{}';
+    queue_usage double precision;
 BEGIN
     -- A notification is only a hint (the sweep is the truth): whatever goes wrong
     -- here must never fail the upstream pipeline's write, so errors become a WARNING.
     BEGIN
+        queue_usage := pg_notification_queue_usage();
+        IF queue_usage > 0.9 THEN
+            RAISE WARNING 'face-reactor: NOTIFY queue % %% full, no notification sent (the sweep finds the rows)',
+                round((queue_usage * 100)::numeric, 1);
+            RETURN NULL;
+        ELSIF queue_usage > 0.5 THEN
+            max_rows := 0;  -- one bulk hint for the whole statement
+        END IF;
         IF TG_OP = 'INSERT' THEN
             OPEN events FOR
                 SELECT DISTINCT 'processed' AS type, image_path AS path

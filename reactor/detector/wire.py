@@ -1,0 +1,143 @@
+"""What the detector child may say to the reactor, as plain JSON, checked field by field.
+
+The child runs third-party code on untrusted images; the parent holds the database. So
+the parent never unpickles what the child sends (unpickling runs arbitrary code): each
+message is one JSON document of primitives, at most ``MAX_MESSAGE_BYTES``, and becomes a
+Detection or DetectionFailure only if every field has the expected type and range.
+Anything else is a protocol error (the child is replaced, the image gets ``runtime``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from reactor.detector.types import Detection, DetectionFailure, Face
+from reactor.errors import ErrorType
+
+# 1,000 faces of 128 floats fit comfortably; more is not a photo the reactor will store.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_FACES = 1000
+MAX_TEXT = 4000
+KINDS = ("ready", "failed", "result")
+
+
+class BadMessage(ValueError):
+    """A message from the child that is not one the protocol allows."""
+
+
+def encode(kind: str, payload: Any) -> bytes:
+    if isinstance(payload, Detection):
+        body: Any = {"detection": _detection(payload)}
+    elif isinstance(payload, DetectionFailure):
+        body = {"failure": _failure(payload)}
+    else:
+        body = payload
+    return json.dumps({"kind": kind, "payload": body}, allow_nan=False).encode()
+
+
+def _detection(d: Detection) -> dict[str, Any]:
+    return {
+        "faces": [[f.top, f.right, f.bottom, f.left, f.score, list(f.encoding)] for f in d.faces],
+        "model": d.model, "scale": d.scale, "original_size": list(d.original_size), "decode_ms": d.decode_ms,
+        "detect_ms": d.detect_ms, "encode_ms": d.encode_ms, "file_size_bytes": d.file_size_bytes,
+        "cascade_scale": d.cascade_scale, "upsample": d.upsample, "rejected_weak": d.rejected_weak,
+    }
+
+
+def _failure(f: DetectionFailure) -> dict[str, Any]:
+    return {"error_type": f.error_type.value, "message": f.message[:MAX_TEXT], "scale": f.scale,
+            "original_size": list(f.original_size) if f.original_size else None,
+            "file_size_bytes": f.file_size_bytes, "details": {str(k): str(v)[:MAX_TEXT] for k, v in f.details.items()}}
+
+
+def decode(raw: bytes) -> tuple[str, Any]:
+    """(kind, payload) with the payload validated; BadMessage otherwise."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"message of {len(raw)} bytes")
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(message, dict) or message.get("kind") not in KINDS:
+        raise BadMessage("no known kind")
+    kind, payload = message["kind"], message.get("payload")
+    if kind == "ready":
+        if not isinstance(payload, dict) or not isinstance(payload.get("cuda"), bool) \
+                or not _int(payload.get("pid")):
+            raise BadMessage("ready: expected cuda and pid")
+        return kind, {"cuda": payload["cuda"], "pid": payload["pid"]}
+    if kind == "failed":
+        return kind, _text(payload, "failed")
+    if isinstance(payload, dict) and set(payload) == {"detection"}:
+        return kind, _to_detection(payload["detection"])
+    if isinstance(payload, dict) and set(payload) == {"failure"}:
+        return kind, _to_failure(payload["failure"])
+    raise BadMessage("result: expected a detection or a failure")
+
+
+def _int(value: Any, low: int = 0, high: int = 2**62) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _num(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT * 4:
+        raise BadMessage(f"{what}: expected text")
+    return value
+
+
+def _size(value: Any, what: str) -> tuple[int, int]:
+    if not isinstance(value, list) or len(value) != 2 or not all(_int(v) for v in value):
+        raise BadMessage(f"{what}: expected [width, height]")
+    return value[0], value[1]
+
+
+def _to_detection(d: Any) -> Detection:
+    if not isinstance(d, dict):
+        raise BadMessage("detection: expected an object")
+    faces_raw = d.get("faces")
+    if not isinstance(faces_raw, list) or len(faces_raw) > MAX_FACES:
+        raise BadMessage("detection: expected a list of faces")
+    faces = []
+    for f in faces_raw:
+        if not (isinstance(f, list) and len(f) == 6 and all(_int(v, -2**31, 2**31) for v in f[:4]) and _num(f[4])
+                and isinstance(f[5], list) and len(f[5]) == 128 and all(_num(x) for x in f[5])):
+            raise BadMessage("detection: a face is not [top, right, bottom, left, score, 128 floats]")
+        faces.append(Face(f[0], f[1], f[2], f[3], float(f[4]), tuple(float(x) for x in f[5])))
+    numbers = ("scale", "decode_ms", "detect_ms", "encode_ms", "cascade_scale")
+    if not all(_num(d.get(k)) for k in numbers) or d.get("model") not in ("hog", "cnn") \
+            or not _int(d.get("upsample"), 0, 8) or not _int(d.get("rejected_weak")) \
+            or not (d.get("file_size_bytes") is None or _int(d.get("file_size_bytes"))):
+        raise BadMessage("detection: a field has the wrong type")
+    return Detection(
+        faces=tuple(faces), model=d["model"], scale=float(d["scale"]),
+        original_size=_size(d.get("original_size"), "detection"), decode_ms=float(d["decode_ms"]),
+        detect_ms=float(d["detect_ms"]), encode_ms=float(d["encode_ms"]), file_size_bytes=d["file_size_bytes"],
+        cascade_scale=float(d["cascade_scale"]), upsample=d["upsample"], rejected_weak=d["rejected_weak"],
+    )
+
+
+def _to_failure(f: Any) -> DetectionFailure:
+    if not isinstance(f, dict):
+        raise BadMessage("failure: expected an object")
+    try:
+        error_type = ErrorType(str(f.get("error_type")))
+    except ValueError:
+        raise BadMessage("failure: unknown error type") from None
+    details = f.get("details")
+    if not isinstance(details, dict) or len(details) > 20 \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in details.items()):
+        raise BadMessage("failure: details must map text to text")
+    scale, size, file_size = f.get("scale"), f.get("original_size"), f.get("file_size_bytes")
+    if not (scale is None or _num(scale)) or not (file_size is None or _int(file_size)):
+        raise BadMessage("failure: a field has the wrong type")
+    return DetectionFailure(
+        error_type, _text(f.get("message"), "failure")[:MAX_TEXT], scale=None if scale is None else float(scale),
+        original_size=None if size is None else _size(size, "failure"), file_size_bytes=file_size,
+        details={k[:100]: v[:MAX_TEXT] for k, v in details.items()},
+    )

@@ -1,0 +1,117 @@
+-- Orphans (reactor.orphans): results and failure rows whose ai_metadata row is gone.
+-- They are marked (orphaned_at), never deleted at once: an upstream table that is
+-- truncated and refilled, or a `deleted` hint for a file that comes back, must cost
+-- no result. A row whose ai_metadata row returns is un-marked; a marked row is
+-- purged only after the grace period, and only if it is still orphaned then.
+-- Every purge and mark re-checks the anti-join in its own statement, so a row that
+-- came back since a page was read is kept.
+
+-- name: orphan_results
+-- Keyset page of results that have no ai_metadata row and are not marked yet.
+SELECT m.image_path FROM face_metadata m
+WHERE m.image_path > $1
+  AND m.orphaned_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+ORDER BY m.image_path
+LIMIT $2
+
+-- name: orphan_failures
+SELECT f.image_path FROM face_detection_failures f
+WHERE f.image_path > $1
+  AND f.orphaned_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+ORDER BY f.image_path
+LIMIT $2
+
+-- name: mark_orphan_results
+UPDATE face_metadata m SET orphaned_at = now()
+WHERE m.image_path = ANY($1::text[])
+  AND m.orphaned_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+
+-- name: mark_orphan_failures
+UPDATE face_detection_failures f SET orphaned_at = now()
+WHERE f.image_path = ANY($1::text[])
+  AND f.orphaned_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+
+-- name: mark_gone_results
+-- The file itself is gone (a standalone watcher's deletion, the registration goes
+-- in the same transaction): no ai_metadata re-check. $1 exact paths, $2 folder
+-- prefixes ending in '/'.
+UPDATE face_metadata SET orphaned_at = now()
+WHERE orphaned_at IS NULL
+  AND (image_path = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS p(prefix)
+                                               WHERE starts_with(image_path, p.prefix)))
+
+-- name: mark_gone_failures
+UPDATE face_detection_failures SET orphaned_at = now()
+WHERE orphaned_at IS NULL
+  AND (image_path = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS p(prefix)
+                                               WHERE starts_with(image_path, p.prefix)))
+
+-- name: unmark_returned_results
+-- A row whose ai_metadata row came back is simply un-marked: nothing is detected again.
+UPDATE face_metadata m SET orphaned_at = NULL
+WHERE m.orphaned_at IS NOT NULL
+  AND EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+
+-- name: unmark_returned_failures
+UPDATE face_detection_failures f SET orphaned_at = NULL
+WHERE f.orphaned_at IS NOT NULL
+  AND EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+
+-- name: orphan_stats_results
+-- $1 grace in seconds. due: marked longer than the grace and still orphaned.
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE m.orphaned_at IS NOT NULL) AS marked,
+       count(*) FILTER (WHERE m.orphaned_at < now() - make_interval(secs => $1::float8)
+                          AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)) AS due,
+       min(m.orphaned_at) AS oldest
+FROM face_metadata m
+
+-- name: orphan_stats_failures
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE f.orphaned_at IS NOT NULL) AS marked,
+       count(*) FILTER (WHERE f.orphaned_at < now() - make_interval(secs => $1::float8)
+                          AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)) AS due,
+       min(f.orphaned_at) AS oldest
+FROM face_detection_failures f
+
+-- name: due_orphan_results
+-- $1 grace in seconds, $2 after this path, $3 page size (dry runs list these).
+SELECT m.image_path FROM face_metadata m
+WHERE m.image_path > $2
+  AND m.orphaned_at < now() - make_interval(secs => $1::float8)
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+ORDER BY m.image_path
+LIMIT $3
+
+-- name: due_orphan_failures
+SELECT f.image_path FROM face_detection_failures f
+WHERE f.image_path > $2
+  AND f.orphaned_at < now() - make_interval(secs => $1::float8)
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+ORDER BY f.image_path
+LIMIT $3
+
+-- name: purge_orphan_results
+-- Face rows go with their result (ON DELETE CASCADE).
+DELETE FROM face_metadata m
+WHERE m.image_path = ANY($2::text[])
+  AND m.orphaned_at < now() - make_interval(secs => $1::float8)
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+
+-- name: purge_orphan_failures
+DELETE FROM face_detection_failures f
+WHERE f.image_path = ANY($2::text[])
+  AND f.orphaned_at < now() - make_interval(secs => $1::float8)
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+
+-- name: orphan_columns
+-- Which of the two tables carry orphaned_at (a legacy failures table may not yet).
+SELECT c.relname AS table_name
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relname IN ('face_metadata', 'face_detection_failures')
+  AND pg_table_is_visible(c.oid)
+  AND a.attname = 'orphaned_at' AND NOT a.attisdropped

@@ -1,0 +1,106 @@
+"""The control channel is not an open door (issue 13): payloads are validated, requests
+that act are honoured only from allowed roles, replies fit a NOTIFY, hints are bounded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from reactor import control, gate
+from reactor.config import Config
+from reactor.listener import parse_payload
+from reactor.scheduler import MAX_ORPHAN_HINTS, MAX_REQUESTS, SweepScheduler
+from tests.pg import PgServer
+from tests.reactor_support import add_processed, wait_until, write_photos
+from tests.test_reactor import HOG, NO_POLLING, running
+
+CONTROL = "face_reactor_control"
+
+
+def test_payloads_that_are_not_what_they_should_be_are_dropped() -> None:
+    assert parse_payload("[" * 100_000 + "]" * 100_000) is None  # deeper than the parser goes
+    assert parse_payload("x" * 9000) is None
+    assert parse_payload('{"type": 1}') is None
+
+    def check(data: object, channel: str = "face_reactor") -> gate.Notice | None:
+        return gate.validate(channel, data, control_channel=CONTROL, pid=7)
+
+    assert check({"type": "sweep_request", "id": "x" * 7870}, CONTROL) is None
+    assert check({"type": "sweep_request", "id": {"nested": [1, 2]}}, CONTROL) is None
+    assert check({"type": "sweep_reply", "id": "ab"}, CONTROL) is None  # not for us
+    assert check({"type": "sweep_request", "id": "0123abcd"}, CONTROL) == gate.Notice(
+        CONTROL, "sweep_request", request_id="0123abcd", pid=7)
+    assert check({"type": "processed", "path": ["a.jpg"]}) is None
+    assert check({"type": "processed", "path": "a" * 5000}) is None
+    assert check({"type": "rm -rf", "path": "a.jpg"}) is None
+    assert check({"type": "manual", "path": "a.jpg"}) == gate.Notice("face_reactor", "manual", path="a.jpg", pid=7)
+
+
+def test_a_reply_always_fits_a_notify() -> None:
+    huge = {"queued": 3, "skipped": "sweep failed: " + "x" * 20_000, "orphans_held": "y" * 20_000}
+    payload = control.reply_payload("id1", "vm:1", huge)
+    assert len(payload.encode()) <= gate.MAX_REPLY_BYTES
+    assert json.loads(payload)["counts"]["queued"] == 3
+
+
+def test_pending_requests_and_hints_are_bounded(make_config: Callable[..., Config]) -> None:
+    scheduler = SweepScheduler(make_config(), "me")
+    for i in range(1000):
+        scheduler.request(f"id{i % 50}")
+        scheduler.request(f"fresh{i}")
+    assert len(scheduler._requests) == MAX_REQUESTS
+    for i in range(MAX_ORPHAN_HINTS + 500):
+        scheduler.deleted(f"gone/{i}.jpg")
+    assert len(scheduler._orphan_hints) == MAX_ORPHAN_HINTS
+
+
+@pytest.fixture
+async def intruder(pg: PgServer, database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A role that may connect and nothing else: NOTIFY needs no privilege."""
+    admin = await asyncpg.connect(pg.dsn(database))
+    await admin.execute("DO $$ BEGIN CREATE ROLE intruder LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    await admin.close()
+    conn = await asyncpg.connect(pg.dsn(database, user="intruder"))
+    yield conn
+    await conn.close()
+
+
+async def test_requests_from_other_roles_are_refused_and_detection_goes_on(
+    make_config: Callable[..., Config], dsn: str, share: Path, intruder: asyncpg.Connection,
+) -> None:
+    config = make_config(detector=HOG, sweep=NO_POLLING)
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with running(config, dsn) as reactor:
+            assert reactor.sweeper is not None
+            sweeps = reactor.sweeper.completed
+            await add_processed(conn, ["perm.jpg"])
+            await conn.execute("INSERT INTO face_detection_failures (image_path, retry_count, last_error_type, "
+                               "permanently_failed) VALUES ('perm.jpg', 5, 'corrupt', TRUE)")
+            # A 7,900-byte request, deep nesting, and well-formed requests from a role not allowed.
+            await intruder.execute("SELECT pg_notify($1, $2)", CONTROL,
+                                   json.dumps({"type": "sweep_request", "id": "x" * 7860}))
+            await intruder.execute("SELECT pg_notify($1, $2)", CONTROL, "[" * 3900 + "]" * 3900)
+            await intruder.execute("SELECT pg_notify($1, $2)", CONTROL, control.request_payload("intruder1"))
+            await intruder.execute("SELECT pg_notify('face_reactor', $1)",
+                                   json.dumps({"type": "manual", "path": "perm.jpg"}))
+            (next_path,) = write_photos(share, ["next.jpg"])
+            await add_processed(conn, [next_path])
+
+            async def detected() -> bool:
+                return bool(await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = $1", next_path))
+
+            await wait_until(detected, 90, "the next image to be detected")
+            row = await conn.fetchrow("SELECT retry_count, permanently_failed FROM face_detection_failures")
+            assert row is not None and tuple(row) == (5, True)  # the refused manual hint overrode nothing
+            # The reactor's own role is allowed: `reactor sweep` gets its answer.
+            replies = await control.request_sweep(conn, CONTROL, 30)
+            assert replies.swept is not None and replies.swept["instance_id"] == reactor.instance_id
+            # Exactly that one sweep ran: none of the intruder's requests (sent long before) did.
+            assert reactor.sweeper.completed == sweeps + 1
+    finally:
+        await conn.close()

@@ -1,0 +1,48 @@
+"""One instance id, one process (issue 13): real processes on the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+
+from tests.reactor_support import REPO, ReactorProcess, add_processed, process_config
+
+
+def reactor_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
+    return subprocess.run([sys.executable, "-m", "reactor", "--config", str(config), *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=150)
+
+
+async def test_a_second_process_with_the_same_id_refuses_and_sweep_once_leaves_the_daemon_alone(
+    dsn: str, share: Path, tmp_path: Path, conn: asyncpg.Connection,
+) -> None:
+    config = process_config(tmp_path, dsn, share, "twin", service={"instance_id": "twin",
+                                                                   "shutdown_grace_seconds": 90.0})
+    daemon = ReactorProcess(config, tmp_path / "daemon.log").start()
+    try:
+        await daemon.wait_event("reactor_started")
+        second = await asyncio.to_thread(reactor_cli, config, "run")
+        assert second.returncode == 2, second.stderr
+        refusal = [line for line in second.stderr.splitlines() if "instance id 'twin' is in use" in line]
+        assert len(refusal) == 1 and "give this one its own [service] instance_id" in refusal[0]
+        # The daemon's claim on an image it is working on (a live lease); no notification,
+        # so that only `sweep --once` could find the row.
+        await conn.execute("ALTER TABLE ai_metadata DISABLE TRIGGER USER")
+        await add_processed(conn, ["held.jpg"])
+        await conn.execute("ALTER TABLE ai_metadata ENABLE TRIGGER USER")
+        await conn.execute("INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) "
+                           "VALUES ('held.jpg', 'twin', nextval('reactor_claim_token_seq'), now() + interval '1 h')")
+        once = await asyncio.to_thread(reactor_cli, config, "sweep", "--once")
+        assert once.returncode == 0, once.stderr
+        assert "twin:once:" in once.stdout
+        rows = await conn.fetch("SELECT image_path, instance_id FROM reactor_claims")
+        assert [(r["image_path"], r["instance_id"]) for r in rows] == [("held.jpg", "twin")]
+        assert daemon.proc is not None and daemon.proc.poll() is None
+    finally:
+        assert daemon.stop() == 0
