@@ -12,6 +12,9 @@ SELECT m.image_path FROM face_metadata m
 WHERE m.image_path > $1
   AND m.orphaned_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+  -- A legacy row that breaks the path rule cannot be updated (its NOT VALID CHECK
+  -- applies to new versions of a row); it is `reactor audit`'s, not the sweep's.
+  AND reactor_valid_image_path(m.image_path)
 ORDER BY m.image_path
 LIMIT $2
 
@@ -20,6 +23,7 @@ SELECT f.image_path FROM face_detection_failures f
 WHERE f.image_path > $1
   AND f.orphaned_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+  AND (f.last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(f.image_path))
 ORDER BY f.image_path
 LIMIT $2
 
@@ -28,12 +32,14 @@ UPDATE face_metadata m SET orphaned_at = now()
 WHERE m.image_path = ANY($1::text[])
   AND m.orphaned_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+  AND reactor_valid_image_path(m.image_path)
 
 -- name: mark_orphan_failures
 UPDATE face_detection_failures f SET orphaned_at = now()
 WHERE f.image_path = ANY($1::text[])
   AND f.orphaned_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+  AND (f.last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(f.image_path))
 
 -- name: mark_gone_results
 -- The file itself is gone (a standalone watcher's deletion, the registration goes
@@ -43,12 +49,14 @@ UPDATE face_metadata SET orphaned_at = now()
 WHERE orphaned_at IS NULL
   AND (image_path = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS p(prefix)
                                                WHERE starts_with(image_path, p.prefix)))
+  AND reactor_valid_image_path(image_path)
 
 -- name: mark_gone_failures
 UPDATE face_detection_failures SET orphaned_at = now()
 WHERE orphaned_at IS NULL
   AND (image_path = ANY($1::text[]) OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS p(prefix)
                                                WHERE starts_with(image_path, p.prefix)))
+  AND (last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(image_path))
 
 -- name: unmark_returned_results
 -- A row whose ai_metadata row came back is simply un-marked: nothing is detected again.
