@@ -16,7 +16,7 @@ from reactor import privileges, sql
 
 Q = sql.Queries("catalog.sql")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
 CHANNEL_SETTING = "reactor.channel"
@@ -28,6 +28,7 @@ TABLES: dict[str, dict[str, str]] = {
         "image_path": "text", "face_count": "integer", "model": "text", "scale": "real",
         "original_width": "integer", "original_height": "integer", "decode_ms": "real", "detect_ms": "real",
         "encode_ms": "real", "instance_id": "text", "claim_token": "bigint", "detected_at": "timestamp with time zone",
+        "detect_width": "integer", "detect_height": "integer", "upsample": "integer", "min_face_px": "integer",
     },
     "face_detections": {
         "image_path": "text", "face_index": "integer", "box_top": "integer", "box_right": "integer",

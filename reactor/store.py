@@ -73,9 +73,11 @@ async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
 async def record_success(conn: Conn, claim: Claim, result: Detection, instance_id: str) -> None:
     """Write the result in one transaction; Fenced if the claim was taken over."""
     width, height = result.original_size
+    detect_width, detect_height = result.detect_size or (None, None)
     args = (
         claim.path, claim.token, result.face_count, result.model, result.scale, width, height,
         result.decode_ms, result.detect_ms, result.encode_ms, instance_id,
+        detect_width, detect_height, result.upsample, result.min_face_px,
     )
     if not result.faces:
         # A single statement is a transaction of its own.

@@ -74,20 +74,24 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- instance took the image over), in which case nothing was written. New face rows
 -- follow with insert_face_detection in the same transaction.
 -- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
--- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id.
+-- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id,
+-- $12 detect_width, $13 detect_height, $14 upsample, $15 min_face_px.
 WITH released AS (
     DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING image_path
 ), result AS (
     INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
-                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at)
+                                    decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at,
+                                    detect_width, detect_height, upsample, min_face_px)
     SELECT r.image_path, $3::int, $4::text, $5::real, $6::int, $7::int, $8::real, $9::real, $10::real,
-           $11::text, $2::bigint, now()
+           $11::text, $2::bigint, now(), $12::int, $13::int, $14::int, $15::int
     FROM released r
     ON CONFLICT (image_path) DO UPDATE
         SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
             original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
             decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
-            instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now()
+            instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now(),
+            detect_width = EXCLUDED.detect_width, detect_height = EXCLUDED.detect_height,
+            upsample = EXCLUDED.upsample, min_face_px = EXCLUDED.min_face_px
     RETURNING m.image_path
 ), old_faces AS (
     DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path

@@ -40,6 +40,16 @@ CREATE TABLE IF NOT EXISTS face_metadata (
     CONSTRAINT face_metadata_path_valid CHECK (reactor_valid_image_path(image_path))
 );
 
+-- The resolution each result was detected at (issue 16): the size of the image the model
+-- scanned, dlib's upsampling on top of it, and the smallest face (in the original's
+-- pixels) findable there. Added to tables made before these columns existed; NULL on
+-- rows written before them.
+ALTER TABLE face_metadata
+    ADD COLUMN IF NOT EXISTS detect_width INTEGER,
+    ADD COLUMN IF NOT EXISTS detect_height INTEGER,
+    ADD COLUMN IF NOT EXISTS upsample INTEGER,
+    ADD COLUMN IF NOT EXISTS min_face_px INTEGER;
+
 -- One row per face: the box in the original, EXIF-oriented image's pixels.
 CREATE TABLE IF NOT EXISTS face_detections (
     image_path TEXT NOT NULL
