@@ -11,6 +11,10 @@ at a time; at most one write is in flight (the next write waits for it) and the
 loop waits for it before it returns, so a shutdown drains it; a claim taken ahead
 and not detected is given back. Every claim from its claim to its write is in
 ``in_flight``, whose leases the service's lease loop renews.
+
+Several loops (one per detector child, see reactor.lanes) may share one queue and
+one ``in_flight``: each takes one image at a time, and a path held by one is never
+claimed by another until its outcome is written.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import ErrorType
+from reactor.inflight import InFlight
 from reactor.paths import InvalidPath, PathMapper
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
@@ -73,7 +78,7 @@ class DetectionLoop:
     def __init__(
         self, config: Config, pool: asyncpg.Pool, queue: ImageQueue, detector: DetectorLike, share: ShareLike,
         mapper: PathMapper, instance_id: str, failure_columns: frozenset[str],
-        detector_unavailable: type[BaseException],
+        detector_unavailable: type[BaseException], in_flight: InFlight | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -86,7 +91,7 @@ class DetectionLoop:
         self.detector_unavailable = detector_unavailable
         self.current_claim: Claim | None = None
         # Claims taken and not yet written or given back: the one being detected, the one being written.
-        self.in_flight: dict[str, Claim] = {}
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self.processed = 0
         self.db_ok = True
         self.persisting: asyncio.Task[None] | None = None
@@ -197,11 +202,15 @@ class DetectionLoop:
             # Its previous outcome is still being written: a claim now would take
             # over that claim's token and fence the write.
             await self.flush()
+        # The same for a claim another lane holds or is taking (see reactor.inflight).
+        await self.in_flight.reserve(entry.path)
         try:
             result = await self._db(stop, lambda conn: claims.claim(
                 conn, entry.path, self.instance_id, self.config.service.lease_seconds,
                 manual=manual, redetect=entry.redetect,
             ))
+            if isinstance(result, Claim):
+                self.in_flight[result.path] = result
         except asyncpg.CheckViolationError as exc:
             rejection = path_rejection(exc, entry.path)
             if rejection is None:
@@ -211,12 +220,13 @@ class DetectionLoop:
             rejected = InvalidPath(entry.path, "schema_rule", str(rejection))
             await self._record_invalid(entry.path, rejected, manual, stop)
             return None
+        finally:
+            self.in_flight.unreserve(entry.path)
         if result is None:
             return None
         if isinstance(result, str):
             log.debug("image_skipped", path=entry.path, reason=result)
             return None
-        self.in_flight[result.path] = result
         return Ready(entry, result, str(local))
 
     async def _detect_and_write(self, ready: Ready) -> None:

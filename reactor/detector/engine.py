@@ -51,7 +51,8 @@ class DlibEngine:
             import face_recognition.api as fr
         prepare_pillow()
         self._fr: Any = fr
-        self._cuda = bool(getattr(dlib, "DLIB_USE_CUDA", False)) and _cuda_devices(dlib) > 0
+        self._gpus = _cuda_devices(dlib) if getattr(dlib, "DLIB_USE_CUDA", False) else 0
+        self._cuda = self._gpus > 0
         self.models = cascade.models_for(config.model, self._cuda)
         # The first call of each detector sets up its buffers (and cuDNN on a GPU): done here,
         # so it counts against the start-up timeout, not against the first photo's.
@@ -62,6 +63,10 @@ class DlibEngine:
     @property
     def cuda(self) -> bool:
         return self._cuda
+
+    @property
+    def gpus(self) -> int:
+        return self._gpus
 
     def detect(self, job: DetectionJob) -> Outcome:
         return self.detect_prefetched(job, None)

@@ -87,8 +87,8 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
         # The worker exists only once run_once has connected; until then nothing is done.
         follower = asyncio.create_task(follow(
             progress,
-            lambda: reactor.worker.processed if reactor.worker else 0,
-            lambda: reactor.worker.processed + len(reactor.queue) if reactor.worker else None,
+            lambda: reactor.lanes.processed if reactor.worker else 0,
+            lambda: reactor.lanes.processed + len(reactor.queue) if reactor.worker else None,
         ))
         try:
             counts = await reactor.run_once(stop)
@@ -99,7 +99,7 @@ async def _once(args: argparse.Namespace, config: Config, dsn: str) -> int:
     if counts.skipped:
         print(f"reactor sweep: not swept: {counts.skipped}; try again in a moment", file=sys.stderr)
         return 1
-    processed = reactor.worker.processed if reactor.worker else 0
+    processed = reactor.lanes.processed
     _print_counts(args, {**counts.as_dict(), "processed": processed}, f"{reactor.instance_id} (--once)")
     return 0
 
