@@ -139,6 +139,9 @@ class DetectionLoop:
         if upcoming is None or upcoming in self.in_flight:
             # The same image again: it is claimed once its write is done (see _prepare).
             return None
+        if self.queue.waiting:
+            # Another lane is idle: the next image is its to detect now, not ours to hold.
+            return None
         entry = self.queue.get_nowait()
         assert entry is not None
         return asyncio.ensure_future(self._prepare(entry, stop, read_ahead=True))

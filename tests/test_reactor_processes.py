@@ -187,6 +187,11 @@ async def test_sigterm_with_both_children_busy_writes_both_outcomes(
     reactor = ReactorProcess(config, tmp_path / "reactor.log").start()
     procs.append(reactor)
     await reactor.wait_event("detection_lanes", 90)
+
+    async def both_ready() -> bool:
+        return len(reactor.events("detector_ready")) == 2
+
+    await wait_until(both_ready, 90, "both children to load their models")
     await add_processed(conn, paths[:2])
 
     async def both_busy() -> bool:
