@@ -69,10 +69,11 @@ class DetectorConfig:
     model: Literal["auto", "hog", "cnn"] = "auto"
     scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.33, 0.25)
     # The detection image is the original resized once, so that a face this size reaches
-    # the model's 80 px window, within a pixel budget per model (see cascade.choose_resolution).
+    # the model's smallest (HOG 64 px, CNN 80 px), within a pixel budget per model
+    # (see cascade.choose_resolution).
     min_face_px: int = 40
-    # HOG: 3200x2400 for a 4000x3000 photo, where the smallest face found is 100 px.
-    max_detect_pixels: int = 7_680_000
+    # HOG: 2560x1920 for a 4000x3000 photo, where the smallest face found is 100 px.
+    max_detect_pixels: int = 4_915_200
     # CNN on a GPU: its memory grows with the pixels; 4 Mpx fits a 4 GB card.
     cnn_max_detect_pixels: int = 4_000_000
     # Detector children: "auto" is one per core on a CPU-only dlib, one per GPU on CUDA.

@@ -9,10 +9,13 @@ import math
 import re
 from dataclasses import dataclass
 
-# Both dlib detectors slide a window of about 80x80 pixels: a smaller face is only found
-# in an enlarged image (dlib's upsampling doubles width and height; resizing the original
-# by the same factor sees the same faces, without resampling the photo twice).
-MODEL_MIN_FACE_PX = 80
+# The smallest face box each dlib detector finds in the image it scans: a smaller face is
+# only found in an enlarged image (dlib's upsampling doubles width and height; resizing the
+# original by the same factor sees the same faces, without resampling the photo twice).
+# HOG: measured with the astronaut pasted at known sizes (bench/photos.py, docs/benchmarks.md):
+# every face of 60 px and up, 88 % at 55, none at 50; 64 keeps a margin. CNN: the MMOD
+# model's window, about 80 px (dlib's documentation).
+MODEL_MIN_FACE_PX: dict[str, int] = {"hog": 64, "cnn": 80}
 
 # What dlib's CUDA code raises when the card is full (cudaMalloc, cuDNN, cuBLAS). It is a
 # plain RuntimeError, so the message is all there is to go on.
@@ -88,9 +91,9 @@ class Resolution:
 
 
 def choose_resolution(
-    original: tuple[int, int], min_face_px: int, max_pixels: int, cascade_scale: float = 1.0
+    original: tuple[int, int], min_face_px: int, max_pixels: int, cascade_scale: float = 1.0, model: str = "hog"
 ) -> Resolution:
-    """The size that brings a ``min_face_px`` face to the model's window, within ``max_pixels``.
+    """The size that brings a ``min_face_px`` face to the ``model``'s smallest, within ``max_pixels``.
 
     One factor for the whole photo: a small photo is enlarged (as far as the face needs and
     the budget allows), a large one reduced to the budget, never both. A cascade step below
@@ -98,7 +101,8 @@ def choose_resolution(
     ``min_face_px``, ``Resolution.min_face_px`` says which smallest face it does reach.
     """
     width, height = max(1, original[0]), max(1, original[1])
-    wanted = MODEL_MIN_FACE_PX / max(1, min_face_px)
+    window = MODEL_MIN_FACE_PX[model]
+    wanted = window / max(1, min_face_px)
     fits = math.sqrt(max(1, max_pixels) / (width * height))
     scale = min(wanted, fits) * cascade_scale
     size = scaled_size((width, height), scale)
@@ -107,7 +111,8 @@ def choose_resolution(
         scale *= 1.0 - 1.0 / max(size)
         size = scaled_size((width, height), scale)
     effective = size[0] / width
-    return Resolution(size, effective, 0, math.ceil(MODEL_MIN_FACE_PX / effective - 1e-6))
+    # Whole pixels make the factor a hair off (512 * 1.6 = 819.2 -> 819): not a smaller face.
+    return Resolution(size, effective, 0, math.ceil(window / effective - 0.05))
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

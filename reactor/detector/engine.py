@@ -101,7 +101,7 @@ class DlibEngine:
 
     def resolution(self, original_size: tuple[int, int], step: Step) -> cascade.Resolution:
         budget = self.config.cnn_max_detect_pixels if step.model == "cnn" else self.config.max_detect_pixels
-        return cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale)
+        return cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale, step.model)
 
     def _draft_dimension(self, original_size: tuple[int, int]) -> int:
         """The largest side any step may scan: libjpeg need not decode more than that."""
