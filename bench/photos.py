@@ -106,8 +106,16 @@ def _scaled(box: Box, factor: float) -> Box:
     return (round(box[0] * factor), round(box[1] * factor), round(box[2] * factor), round(box[3] * factor))
 
 
-def build(folder: Path, count: int, *, seed: int = 16, face_px: tuple[int, int] = (40, 60),
-          faces: tuple[int, int] = (1, 7), phone: bool = True, empty: int = 0) -> dict[str, list[Photo]]:
+def build(
+    folder: Path,
+    count: int,
+    *,
+    seed: int = 16,
+    face_px: tuple[int, int] = (40, 60),
+    faces: tuple[int, int] = (1, 7),
+    phone: bool = True,
+    empty: int = 0,
+) -> dict[str, list[Photo]]:
     """``count`` native photos (and their phone-sized copies) and ``empty`` face-free ones."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -154,6 +162,11 @@ class Score:
 
     def as_dict(self) -> dict[str, object]:
         recall = self.found / self.faces if self.faces else 1.0
-        return {"faces": self.faces, "found": self.found, "recall": round(recall, 3),
-                "false_positives": self.false_positives, "smallest_found_px": self.smallest_found_px,
-                "missed_px": sorted(self.missed_px or [])}
+        return {
+            "faces": self.faces,
+            "found": self.found,
+            "recall": round(recall, 3),
+            "false_positives": self.false_positives,
+            "smallest_found_px": self.smallest_found_px,
+            "missed_px": sorted(self.missed_px or []),
+        }

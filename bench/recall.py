@@ -63,8 +63,10 @@ def main() -> None:
         reactor = asyncio.run(reactor_scores(sets))
         legacy = legacy_scores(sets)
     goal = all(s["recall"] == 1.0 and s["false_positives"] == 0 for s in reactor.values())
-    common.report("recall", {"photos": {k: len(v) for k, v in sets.items()}, "reactor": reactor,
-                             "legacy": legacy, "meets_goal": goal})
+    common.report(
+        "recall",
+        {"photos": {k: len(v) for k, v in sets.items()}, "reactor": reactor, "legacy": legacy, "meets_goal": goal},
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ async def reactor_arm(pg: common.Postgres, work: Path, sources: list[photos.Phot
         truth[rel] = photo.faces
     conn = await asyncpg.connect(pg.dsn)
     try:
-        await conn.copy_records_to_table("ai_metadata", records=[(p, True) for p in truth],
-                                         columns=["image_path", "is_processed"])
+        await conn.copy_records_to_table(
+            "ai_metadata", records=[(p, True) for p in truth], columns=["image_path", "is_processed"]
+        )
         config = common.write_config(work / "reactor.toml", pg.dsn, share)
         reactor = common.ReactorProcess(config, work / "reactor.log")
         usage = CoreUsage().start()
@@ -92,13 +93,18 @@ async def reactor_arm(pg: common.Postgres, work: Path, sources: list[photos.Phot
     lanes = reactor.events("detection_lanes")
     assert stages is not None
     return {
-        "done": done, "failures": failures, "images_per_s": round(common.steady_rate(times), 3),
+        "done": done,
+        "failures": failures,
+        "images_per_s": round(common.steady_rate(times), 3),
         "end_to_end_s": round(finished - reactor.started_wall, 1),
         "children": lanes[0]["lanes"] if lanes else 1,
-        "detect_size": stages["size"], "smallest_face_px": stages["min_face"],
+        "detect_size": stages["size"],
+        "smallest_face_px": stages["min_face"],
         "ms_per_image": {k: round(float(stages[k] or 0.0), 1) for k in ("decode", "detect", "encode")},
-        "cpu_s_per_image": round(cpu_seconds / max(1, len(truth)), 2), **cores,
-        "peak_rss_mib": common.mib(peak), **score.as_dict(),
+        "cpu_s_per_image": round(cpu_seconds / max(1, len(truth)), 2),
+        **cores,
+        "peak_rss_mib": common.mib(peak),
+        **score.as_dict(),
     }
 
 
@@ -113,10 +119,16 @@ def legacy_arm(sources: list[photos.Photo]) -> dict[str, object]:
     score = photos.Score()
     for photo, found in zip(sources, boxes, strict=True):
         score.add(photo.faces, found)
-    return {"images_per_s": round(common.steady_rate(times), 3), "end_to_end_s": round(times[-1] - started, 1),
-            "detect_size": "1280x960, upsample 1", "smallest_face_px": 125,
-            "ms_per_image": stages.as_ms_per_image(), "cpu_s_per_image": round(cpu / max(1, len(sources)), 2),
-            **cores, **score.as_dict()}
+    return {
+        "images_per_s": round(common.steady_rate(times), 3),
+        "end_to_end_s": round(times[-1] - started, 1),
+        "detect_size": "1280x960, upsample 1",
+        "smallest_face_px": 125,
+        "ms_per_image": stages.as_ms_per_image(),
+        "cpu_s_per_image": round(cpu / max(1, len(sources)), 2),
+        **cores,
+        **score.as_dict(),
+    }
 
 
 def main() -> None:
@@ -133,9 +145,16 @@ def main() -> None:
     ratio = float(reactor["images_per_s"]) / float(legacy["images_per_s"])  # type: ignore[arg-type]
     faces = sum(len(p.faces) for p in sources)
     goal = ratio >= TARGET_RATIO and reactor["recall"] == 1.0 and reactor["false_positives"] == 0
-    result = {"count": len(sources), "faces": faces, "size": "4000x3000 JPEG q90, 1-7 faces of 100-300 px",
-              "reactor": reactor, "legacy": legacy, "ratio_reactor_to_legacy": round(ratio, 3),
-              "target_ratio": TARGET_RATIO, "meets_goal": goal}
+    result = {
+        "count": len(sources),
+        "faces": faces,
+        "size": "4000x3000 JPEG q90, 1-7 faces of 100-300 px",
+        "reactor": reactor,
+        "legacy": legacy,
+        "ratio_reactor_to_legacy": round(ratio, 3),
+        "target_ratio": TARGET_RATIO,
+        "meets_goal": goal,
+    }
     path = common.report("throughput", result)
     print(f"saved {path}")
 

@@ -134,9 +134,14 @@ class Lanes:
         out = []
         for index, lane in enumerate(self.lanes):
             loop = lane.loop
-            out.append({
-                "child": index, "pid": lane.detector.pid, "state": lane.detector.state,
-                "restarts": lane.detector.restarts, "current_image": loop.current if loop else None,
-                "processed": loop.processed if loop else 0,
-            })
+            out.append(
+                {
+                    "child": index,
+                    "pid": lane.detector.pid,
+                    "state": lane.detector.state,
+                    "restarts": lane.detector.restarts,
+                    "current_image": loop.current if loop else None,
+                    "processed": loop.processed if loop else 0,
+                }
+            )
         return out
