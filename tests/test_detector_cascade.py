@@ -82,9 +82,7 @@ def test_a_face_the_budget_allows_is_not_enlarged_beyond_need() -> None:
     assert lower.size == (800, 600) and lower.min_face_px == 128
 
 
-def test_bound_and_box_mapping() -> None:
-    assert cascade.bound_scale((512, 512), 1280) == 1.0
-    assert cascade.bound_scale((4000, 3000), 1280) == 0.32
+def test_box_mapping() -> None:
     assert cascade.scaled_size((4000, 3000), 0.32) == (1280, 960)
     box = cascade.to_original((100, 300, 200, 200), (1280, 960), (4000, 3000))
     assert box == (312, 938, 625, 625)

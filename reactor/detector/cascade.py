@@ -71,15 +71,6 @@ def has_step_below(models: tuple[str, ...], scales: tuple[float, ...], scale: fl
     return plan(models, scales, scale, model) != [failed]
 
 
-def bound_scale(size: tuple[int, int], max_dimension: int) -> float:
-    """The scale that fits the image inside max_dimension (never enlarging): the legacy
-    worker's resolution, kept for the baseline in bench/bare.py."""
-    longest = max(size)
-    if longest <= max_dimension or longest == 0:
-        return 1.0
-    return max_dimension / longest
-
-
 @dataclass(frozen=True)
 class Resolution:
     """The image the detector scans: one resize of the original, never more pixels than the budget."""
