@@ -9,19 +9,29 @@ run on the same files for comparison. Target: recall 1.00 and no false positive 
 reactor on every set.
 
     nice .venv/bin/python -m bench.recall [--count 12 --empty 8]
+
+``--hog-window`` measures instead what ``reactor.detector.cascade.MODEL_MIN_FACE_PX["hog"]``
+rests on: the share of faces of each box width that HOG finds in the image it scans, with
+no resizing and no upsampling (24 faces per width).
+
+    nice .venv/bin/python -m bench.recall --hog-window
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from bench import common, photos
 from bench.bare import Stages, legacy_detect, load_models
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionJob, Detector
+from reactor.detector.cascade import iou
 
 
 async def reactor_scores(sets: dict[str, list[photos.Photo]]) -> dict[str, dict[str, object]]:
@@ -52,12 +62,33 @@ def legacy_scores(sets: dict[str, list[photos.Photo]]) -> dict[str, dict[str, ob
     return out
 
 
+def hog_window(widths: tuple[int, ...] = (45, 50, 55, 60, 64, 70, 80)) -> dict[int, float]:
+    """Box width -> share of faces HOG finds at that width, scanning the photo as it is."""
+    fr = load_models()
+    backgrounds = photos._backgrounds()
+    found: dict[int, float] = {}
+    for width in widths:
+        hits = total = 0
+        for seed in range(6):
+            image, boxes = photos.group_photo(random.Random(seed * 100 + width), (1200, 900), [width] * 4, backgrounds)
+            rects = fr.face_locations(np.asarray(image), number_of_times_to_upsample=0, model="hog")
+            for box in boxes:
+                total += 1
+                hits += any(iou(box, r) >= photos.MATCH_IOU for r in rects)
+        found[width] = round(hits / total, 3)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=12, help="native photos (each also enlarged)")
     parser.add_argument("--empty", type=int, default=8, help="face-free photos")
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--hog-window", action="store_true", help="measure HOG's smallest face instead")
     args = parser.parse_args()
+    if args.hog_window:
+        common.report("hog_window", {"found_share_by_box_px": hog_window()})
+        return
     with tempfile.TemporaryDirectory(prefix="reactor-recall-") as tmp:
         sets = photos.build(Path(tmp), args.count, seed=args.seed, face_px=(40, 60), empty=args.empty)
         reactor = asyncio.run(reactor_scores(sets))
