@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from reactor import db
+from reactor.catalog import SCHEMA_VERSION
 from reactor.config import load
 from tests.pg import PgServer
 from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
@@ -41,7 +42,7 @@ def test_embedded_init_and_check(tmp_path: Path) -> None:
     env = {"REACTOR_DATABASE__EMBEDDED_DIR": str(data_dir)}
     init = run("db", "init", env=env, cwd=tmp_path)
     assert init.returncode == 0, init.stderr
-    assert "schema version 1 applied (standalone" in init.stdout
+    assert f"schema version {SCHEMA_VERSION} applied (standalone" in init.stdout
     check = run("db", "check", "--json", env=env, cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     report = json.loads(check.stdout)
