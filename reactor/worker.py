@@ -6,7 +6,7 @@ so a shutdown or a broken connection never loses an outcome; if it still cannot
 be written, the claim expires and the sweep brings the image back.
 
 Three images overlap: while one is detected, the next is claimed and its bytes
-read ahead, and the previous one's outcome is written. Only one detection runs
+read ahead, and the previous one's outcome is written. A loop runs one detection
 at a time; at most one write is in flight (the next write waits for it) and the
 loop waits for it before it returns, so a shutdown drains it; a claim taken ahead
 and not detected is given back. Every claim from its claim to its write is in
