@@ -32,12 +32,17 @@ from reactor.sweep import Sweeper
 
 async def _load(conn: asyncpg.Connection, done: list[str], storm: list[str]) -> None:
     await conn.execute("ALTER TABLE ai_metadata DISABLE TRIGGER USER")
-    await conn.copy_records_to_table("ai_metadata", records=[(p, True) for p in done],
-                                     columns=["image_path", "is_processed"])
-    await conn.copy_records_to_table("ai_metadata", records=[(p, False) for p in storm],
-                                     columns=["image_path", "is_processed"])
-    await conn.copy_records_to_table("face_metadata", records=[(p, 0, "hog", 1.0) for p in done],
-                                     columns=["image_path", "face_count", "model", "scale"])
+    await conn.copy_records_to_table(
+        "ai_metadata", records=[(p, True) for p in done], columns=["image_path", "is_processed"]
+    )
+    await conn.copy_records_to_table(
+        "ai_metadata", records=[(p, False) for p in storm], columns=["image_path", "is_processed"]
+    )
+    await conn.copy_records_to_table(
+        "face_metadata",
+        records=[(p, 0, "hog", 1.0) for p in done],
+        columns=["image_path", "face_count", "model", "scale"],
+    )
     await conn.execute("ALTER TABLE ai_metadata ENABLE TRIGGER USER")
     await conn.execute("VACUUM ANALYZE")
 
@@ -49,72 +54,82 @@ def _paths(total: int, storm: int) -> tuple[list[str], list[int]]:
     return paths, list(range(0, total, step))[:storm]
 
 
-async def storm_arm(work: Path, total: int, storm: int, within: float) -> dict[str, object]:
-    with common.postgres(work) as pg:
-        share = common.make_share(work / "share")
-        source = tiny_photo(work / "src")
-        paths, chosen = _paths(total, storm)
-        storm_paths = []
-        for i in chosen:
-            target = share / paths[i]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                target.hardlink_to(source)
-            except OSError:  # past the links one inode takes
-                source = tiny_photo(work / f"src{i}")
-                target.hardlink_to(source)
-            storm_paths.append(paths[i])
-        taken = set(chosen)
-        done = [p for i, p in enumerate(paths) if i not in taken]
-        conn = await asyncpg.connect(pg.dsn)
+async def storm_arm(pg: common.Postgres, work: Path, total: int, storm: int, within: float) -> dict[str, object]:
+    share = common.make_share(work / "share")
+    source = tiny_photo(work / "src")
+    paths, chosen = _paths(total, storm)
+    storm_paths = []
+    for i in chosen:
+        target = share / paths[i]
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await _load(conn, done, storm_paths)
-            config = common.write_config(work / "reactor.toml", pg.dsn, share, detector={"engine": "bench.fast_engine"})
-            reactor = common.ReactorProcess(config, work / "reactor.log")
-            reactor.start(sample_interval=1.0)
-            try:
-                await asyncio.to_thread(reactor.wait_event, "sweep_done", 300)
-                await asyncio.sleep(2.0)
-                before = len(reactor.events("sweep_done"))
-                started = time.time()
-                await conn.execute("UPDATE ai_metadata SET is_processed = TRUE WHERE NOT is_processed")
-                finished = await common.wait_done(conn, total, within, reactor, poll=1.0)
-                elapsed = time.time() - started
-            finally:
-                reactor.stop()
+            target.hardlink_to(source)
+        except OSError:  # past the links one inode takes
+            source = tiny_photo(work / f"src{i}")
+            target.hardlink_to(source)
+        storm_paths.append(paths[i])
+    taken = set(chosen)
+    done = [p for i, p in enumerate(paths) if i not in taken]
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await _load(conn, done, storm_paths)
+        config = common.write_config(work / "reactor.toml", pg.dsn, share, detector={"engine": "bench.fast_engine"})
+        reactor = common.ReactorProcess(config, work / "reactor.log")
+        reactor.start(sample_interval=1.0)
+        try:
+            await asyncio.to_thread(reactor.wait_event, "sweep_done", 300)
+            await asyncio.sleep(2.0)
+            before = len(reactor.events("sweep_done"))
+            started = time.time()
+            await conn.execute("UPDATE ai_metadata SET is_processed = TRUE WHERE NOT is_processed")
+            finished = await common.wait_done(conn, total, within, reactor, poll=1.0)
+            elapsed = time.time() - started
         finally:
-            await conn.close()
+            reactor.stop()
+    finally:
+        await conn.close()
     sweeps = reactor.events("sweep_done")[before:]
     sweep_s = sum(float(e.get("seconds", 0.0)) for e in sweeps)
     resumed = sum(1 for e in sweeps if e.get("resumed"))
-    return {"table_rows": total, "storm_rows": storm, "all_done": finished >= total,
-            "storm_s": round(elapsed, 1), "rows_per_s": round(storm / elapsed, 1), "sweeps": len(sweeps),
-            "sweeps_resumed": resumed, "sweep_s": round(sweep_s, 1),
-            "sweep_share_of_storm": round(sweep_s / elapsed, 3), "orphan_passes": sum(
-                1 for e in sweeps if "orphans_skipped" not in e)}
+    return {
+        "table_rows": total,
+        "storm_rows": storm,
+        "all_done": finished >= total,
+        "storm_s": round(elapsed, 1),
+        "rows_per_s": round(storm / elapsed, 1),
+        "sweeps": len(sweeps),
+        "sweeps_resumed": resumed,
+        "sweep_s": round(sweep_s, 1),
+        "sweep_share_of_storm": round(sweep_s / elapsed, 3),
+        "orphan_passes": sum(1 for e in sweeps if "orphans_skipped" not in e),
+    }
 
 
-async def cycle_cost(work: Path, total: int) -> dict[str, object]:
+async def cycle_cost(pg: common.Postgres, total: int) -> dict[str, object]:
     """One full sweep cycle over ``total`` done rows, nothing pending."""
-    with common.postgres(work) as pg:
-        paths = [f"lib/{i // 1000:04d}/{i:07d}.jpg" for i in range(total)]
-        conn = await asyncpg.connect(pg.dsn)
-        try:
-            await _load(conn, paths, [])
-        finally:
-            await conn.close()
-        pool = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=2)
-        try:
-            sweeper = Sweeper(pool, ImageQueue(10_000), page_size=1000, lease_seconds=60.0, instance_id="bench",
-                              share_online=lambda: True)
-            await sweeper.sweep()  # warm the cache, as a running reactor's would be
-            started = time.perf_counter()
-            counts = await sweeper.sweep()
-            seconds = time.perf_counter() - started
-        finally:
-            await pool.close()
-    return {"rows": total, "cycle_s": round(seconds, 2), "orphans": counts.orphans,
-            "us_per_row": round(seconds / total * 1e6, 2)}
+    paths = [f"lib/{i // 1000:04d}/{i:07d}.jpg" for i in range(total)]
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await _load(conn, paths, [])
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=2)
+    try:
+        sweeper = Sweeper(
+            pool, ImageQueue(10_000), page_size=1000, lease_seconds=60.0, instance_id="bench", share_online=lambda: True
+        )
+        await sweeper.sweep()  # warm the cache, as a running reactor's would be
+        started = time.perf_counter()
+        counts = await sweeper.sweep()
+        seconds = time.perf_counter() - started
+    finally:
+        await pool.close()
+    return {
+        "rows": total,
+        "cycle_s": round(seconds, 2),
+        "orphans": counts.orphans,
+        "us_per_row": round(seconds / total * 1e6, 2),
+    }
 
 
 def main() -> None:
@@ -127,19 +142,24 @@ def main() -> None:
     args = parser.parse_args()
     storms = []
     for total in (args.storm, args.large):
-        with common.workdir(args.keep) as work:
-            storms.append(asyncio.run(storm_arm(work, total, args.storm, args.timeout)))
+        with common.workdir(args.keep) as work, common.postgres(work) as pg:
+            storms.append(asyncio.run(storm_arm(pg, work, total, args.storm, args.timeout)))
             print(storms[-1], flush=True)
     cycles = []
     for total in (int(n) for n in args.cycle_rows.split(",") if n):
-        with common.workdir(args.keep) as work:
-            cycles.append(asyncio.run(cycle_cost(work, total)))
+        with common.workdir(args.keep) as work, common.postgres(work) as pg:
+            cycles.append(asyncio.run(cycle_cost(pg, total)))
             print(cycles[-1], flush=True)
     small, large = storms
     rate = float(large["rows_per_s"]) / float(small["rows_per_s"])  # type: ignore[arg-type]
-    result = {"small": small, "large": large, "rows_per_s_large_to_small": round(rate, 3),
-              "sweep_share_large": large["sweep_share_of_storm"], "cycles": cycles,
-              "meets_target": float(large["sweep_share_of_storm"]) < 0.10 and rate >= 0.9}  # type: ignore[arg-type]
+    result = {
+        "small": small,
+        "large": large,
+        "rows_per_s_large_to_small": round(rate, 3),
+        "sweep_share_large": large["sweep_share_of_storm"],
+        "cycles": cycles,
+        "meets_target": float(large["sweep_share_of_storm"]) < 0.10 and rate >= 0.9,  # type: ignore[arg-type]
+    }
     path = common.report("sweep_storm", result)
     print(f"saved {path}")
 
