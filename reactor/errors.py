@@ -36,7 +36,7 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.CORRUPT: "replace the file; `reactor failures retry PATH` queues it again",
     ErrorType.UNSUPPORTED: "not an image the detector can read; convert it or ignore it",
     ErrorType.TOO_LARGE: "over detector.max_pixels; raise it if the image is genuine",
-    ErrorType.OOM: "out of memory at every scale; lower detector.max_detect_pixels (cnn_max_detect_pixels on a GPU) or free GPU memory",
+    ErrorType.OOM: "out of memory at every scale; lower detector.cnn_max_detect_pixels or max_detect_pixels",
     ErrorType.TIMEOUT: "detection took longer than detector.timeout_seconds; it is retried at a smaller scale",
     ErrorType.CRASH: "the detector process died on this image; it is retried in a fresh process",
     ErrorType.RUNTIME: "an unexpected detector error; see last_error, it is retried",
