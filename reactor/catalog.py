@@ -33,6 +33,7 @@ TABLES: dict[str, dict[str, str]] = {
         "encode_ms": "real", "instance_id": "text", "claim_token": "bigint", "detected_at": "timestamp with time zone",
         "settings": "text",
         "orphaned_at": "timestamp with time zone",
+        "detect_width": "integer", "detect_height": "integer", "upsample": "integer", "min_face_px": "integer",
     },
     "face_detections": {
         "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer",

@@ -77,10 +77,16 @@ class ImagesConfig:
 class DetectorConfig:
     model: Literal["auto", "hog", "cnn"] = "auto"
     scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.33, 0.25)
-    max_dimension: int = 1280
-    # Upsampling is chosen so that a face this size in the original is still found.
+    # The detection image is the original resized once, so that a face this size reaches
+    # the model's smallest (HOG 64 px, CNN 80 px), within a pixel budget per model
+    # (see cascade.choose_resolution).
     min_face_px: int = 40
-    max_upsample: int = 2
+    # HOG: 2560x1920 for a 4000x3000 photo, where the smallest face found is 100 px.
+    max_detect_pixels: int = 4_915_200
+    # CNN on a GPU: its memory grows with the pixels; 4 Mpx fits a 4 GB card.
+    cnn_max_detect_pixels: int = 4_000_000
+    # Detector children: "auto" is one per core on a CPU-only dlib, one per GPU on CUDA.
+    workers: int | Literal["auto"] = "auto"
     # HOG boxes scoring below this are confirmed by CNN on a crop, or dropped.
     weak_score: float = 0.5
     encode_jitters: int = 1
@@ -230,7 +236,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 ) from None
         return tuple(items)
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type {tp}")
+        members = typing.get_args(tp)
+        for member in members:
+            try:
+                return _coerce(value, member, where)
+            except ConfigError:
+                continue
+        raise ConfigError(
+            f"{where}: expected {' or '.join(_type_name(m) for m in members)}, got {type(value).__name__} {value!r}"
+        )
     if tp is bool:
         if not isinstance(value, bool):
             raise bad
@@ -265,7 +279,7 @@ def _parse_env(raw: str, tp: Any) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         return raw
-    if tp is int:
+    if tp is int or (typing.get_origin(tp) in (typing.Union, types.UnionType) and int in typing.get_args(tp)):
         try:
             return int(raw)
         except ValueError:
@@ -278,6 +292,15 @@ def _parse_env(raw: str, tp: Any) -> Any:
     return raw
 
 
+# Keys that earlier versions had, and what to set instead.
+_REPLACED_KEYS = {
+    ("detector", "max_dimension"): "no longer used; the detection size comes from detector.min_face_px and "
+    "detector.max_detect_pixels (remove the key)",
+    ("detector", "max_upsample"): "no longer used; the photo is resized once to the size detector.min_face_px "
+    "needs, within detector.max_detect_pixels (remove the key)",
+}
+
+
 def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -286,6 +309,8 @@ def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin:
             f"{origin}: [database] password: {dsn_mod.PASSWORD_ADVICE}"
         )
     for key in values:
+        if (name, key) in _REPLACED_KEYS:
+            raise ConfigError(f"{origin}: [{name}] {key}: {_REPLACED_KEYS[name, key]}")
         if key not in known:
             raise ConfigError(
                 f"{origin}: [{name}] {key}: unknown key; known keys are {', '.join(sorted(known))}"
@@ -394,6 +419,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{where}: [detector] scales: expected numbers in (0, 1], got {list(det.scales)}")
     if list(det.scales) != sorted(det.scales, reverse=True):
         raise ConfigError(f"{where}: [detector] scales: expected a decreasing list, got {list(det.scales)}")
+    _validate_detector(det, where)
     if config.service.shutdown_grace_seconds <= det.timeout_seconds:
         raise ConfigError(
             f"{where}: [service] shutdown_grace_seconds: expected more than detector.timeout_seconds "
@@ -418,6 +444,27 @@ def _validate(config: Config) -> None:
     if not 0 <= sweep.orphan_purge_max_fraction <= 1:
         raise ConfigError(f"{where}: [sweep] orphan_purge_max_fraction: expected a number in [0, 1], "
                           f"got {sweep.orphan_purge_max_fraction}")
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _validate_detector(det: DetectorConfig, where: str) -> None:
+    for key in ("min_face_px", "max_detect_pixels", "cnn_max_detect_pixels"):
+        if getattr(det, key) <= 0:
+            raise ConfigError(f"{where}: [detector] {key}: expected a positive number, got {getattr(det, key)}")
+    if det.workers == "auto":
+        return
+    cores = cpu_cores()
+    if not 1 <= det.workers <= cores:
+        raise ConfigError(
+            f'{where}: [detector] workers: expected "auto" or 1 to {cores} (the cores of this machine), '
+            f"got {det.workers}; each worker is a detector process that keeps one core busy"
+        )
 
 
 def database_password(config: Config, env: Mapping[str, str] | None = None) -> str | None:

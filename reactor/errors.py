@@ -45,7 +45,7 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.CORRUPT: "replace the file; `reactor failures retry PATH` queues it again",
     ErrorType.UNSUPPORTED: "not an image the detector can read; convert it or ignore it",
     ErrorType.TOO_LARGE: "over detector.max_pixels or max_file_bytes; raise it if the image is genuine",
-    ErrorType.OOM: "out of memory at every scale; lower detector.max_dimension or free GPU memory",
+    ErrorType.OOM: "out of memory at every scale; lower detector.cnn_max_detect_pixels or max_detect_pixels",
     ErrorType.TIMEOUT: "detection took longer than detector.timeout_seconds; it is retried at a smaller scale",
     ErrorType.IO_STALL: "reading the file stalled on the share (a hung mount?); it is retried at the same scale",
     ErrorType.CRASH: "the detector process died on this image; it is retried in a fresh process",

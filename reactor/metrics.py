@@ -6,9 +6,11 @@ library's metrics out, and lets tests read exact values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from reactor.queue import ImageQueue, Priority
 
@@ -57,3 +59,37 @@ def bind_queue(queue: ImageQueue) -> None:
 
 def _depth(queue: ImageQueue, priority: Priority) -> Callable[[], float]:
     return lambda: float(queue.depth_by_priority()[priority.name.lower()])
+
+
+class _ChildCollector:
+    """Per-child gauges, read from the live detection lanes at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], list[dict[str, Any]]] = list
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        children = self.source()
+        busy = GaugeMetricFamily("reactor_detector_child_busy", "1 while this detector child is detecting an image.",
+                                 labels=["child"])
+        up = GaugeMetricFamily("reactor_detector_child_up", "1 while this detector child is started (ready or busy).",
+                               labels=["child"])
+        done = GaugeMetricFamily("reactor_detector_child_processed", "Outcomes written by this child's lane so far.",
+                                 labels=["child"])
+        restarts = GaugeMetricFamily("reactor_detector_child_restarts", "Times this detector child was replaced.",
+                                     labels=["child"])
+        for child in children:
+            label = [str(child["child"])]
+            busy.add_metric(label, float(child["state"] == "busy"))
+            up.add_metric(label, float(child["state"] in ("ready", "busy")))
+            done.add_metric(label, float(child["processed"]))
+            restarts.add_metric(label, float(child["restarts"]))
+        yield from (busy, up, done, restarts)
+
+
+_CHILDREN = _ChildCollector()
+REGISTRY.register(_CHILDREN)
+
+
+def bind_children(snapshot: Callable[[], list[dict[str, Any]]]) -> None:
+    """Read the per-child gauges from ``snapshot`` (reactor.lanes.Lanes.snapshot)."""
+    _CHILDREN.source = snapshot

@@ -48,6 +48,8 @@ class ImageQueue:
         self._levels: dict[Priority, OrderedDict[str, bool]] = {p: OrderedDict() for p in Priority}
         self._where: dict[str, Priority] = {}
         self._nonempty = asyncio.Event()
+        # Consumers blocked in get_entry: a detection lane with nothing to do.
+        self.waiting = 0
         self._changed = asyncio.Event()
         self.dropped = 0
         self._manual_streak = 0
@@ -136,7 +138,11 @@ class ImageQueue:
             if entry is not None:
                 return entry
             self._nonempty.clear()
-            await self._nonempty.wait()
+            self.waiting += 1
+            try:
+                await self._nonempty.wait()
+            finally:
+                self.waiting -= 1
 
     async def get(self) -> tuple[str, Priority]:
         entry = await self.get_entry()

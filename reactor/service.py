@@ -28,7 +28,9 @@ from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
+from reactor.inflight import InFlight
 from reactor.instance_lock import InstanceLock
+from reactor.lanes import Lanes
 from reactor.listener import Listener
 from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
@@ -41,7 +43,7 @@ from reactor.store import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
 from reactor.supervisor import Supervisor, sleep_or_stop
 from reactor.sweep import SweepCounts, Sweeper
 from reactor.watcher import Watcher
-from reactor.worker import DetectionLoop
+from reactor.worker import DetectionLoop, WriteBlock
 
 Q = Queries("queries.sql")
 log = logs.get("reactor.service")
@@ -67,14 +69,17 @@ class Reactor:
         self.queue = ImageQueue(config.service.queue_size)
         self.mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
         self.share = ShareMonitor(config.images, config.watcher)
-        self.detector = Detector(config.detector)
+        # One detector child and detection loop per core (CPU) or GPU (CUDA): reactor.lanes.
+        self.lanes = Lanes(config.detector)
         self.pool: asyncpg.Pool | None = None
         self._failure_columns: frozenset[str] = frozenset()
         self._result_shape = legacy.NO_LEGACY
+        self.write_block = WriteBlock()
         # None until the first connection attempt, then whether the pool could be opened.
         self.database_up: bool | None = None
         self.listener: Listener | None = None
         self.sweeper: Sweeper | None = None
+        # The first lane's loop (every lane's: self.lanes.loops).
         self.worker: DetectionLoop | None = None
         self.watcher: Watcher | None = None
         self.supervisor = Supervisor()
@@ -88,22 +93,28 @@ class Reactor:
 
     # ------------------------------------------------------------------ state
 
+    @property
+    def detector(self) -> Detector:
+        """The first lane's detector child."""
+        return self.lanes.first
+
     def health_snapshot(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance_id,
             "listener": self.listener.state if self.listener else "stopped",
-            "detector": self.detector.state,
-            "detector_restarts": self.detector.restarts,
+            "detector": self.lanes.state(),
+            "detector_restarts": self.lanes.restarts,
+            "detectors": self.lanes.snapshot(),
             "share_online": self.share.online,
             "share_reason": self.share.reason,
-            "database": "ok" if self.database_up and (self.worker is None or self.worker.db_ok) else "unavailable",
+            "database": "ok" if self.database_up and self.lanes.db_ok else "unavailable",
             "queue_depth": len(self.queue),
             "queue_by_priority": self.queue.depth_by_priority(),
             "queue_dropped": self.queue.dropped,
-            "current_image": self.worker.current if self.worker else None,
-            "processed": self.worker.processed if self.worker else 0,
+            "current_image": next(iter(self.lanes.current), None),
+            "processed": self.lanes.processed,
             "loop_lag_seconds": round(self.loop_lag, 3),
-            "write_blocked": self.worker.write_blocked if self.worker else None,
+            "write_blocked": self.write_block.reason,
             # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
             "tasks_failing": self.supervisor.failing(),
         }
@@ -202,7 +213,7 @@ class Reactor:
         self.pool = pool
         halt = asyncio.Event()
         try:
-            sweeper, worker = await self._build(pool)
+            sweeper, _ = await self._build(pool)
             await self.share.acheck()
             self.supervisor.start("instance_lock", lambda: lock.hold(halt, stop), halt)
             self.supervisor.start("share", lambda: self.share.run(halt), halt)
@@ -213,7 +224,7 @@ class Reactor:
                 if counts.skipped:
                     return counts
                 total.add(counts)
-                await worker.run(stop, until_empty=True)
+                await self.lanes.run(stop, until_empty=True)
                 if not counts.deferred:
                     break
             return total
@@ -263,10 +274,13 @@ class Reactor:
             instance_id=self.instance_id, share_online=lambda: self.share.online,
             orphan_policy=OrphanPolicy.from_config(self.config.sweep),
         )
-        self.worker = DetectionLoop(
-            self.config, pool, self.queue, self.detector, self.share, self.mapper, self.instance_id,
-            self._failure_columns, DetectorUnavailable, self._result_shape,
-        )
+        def make_loop(detector: Detector, in_flight: InFlight) -> DetectionLoop:
+            return DetectionLoop(
+                self.config, pool, self.queue, detector, self.share, self.mapper, self.instance_id,
+                self._failure_columns, DetectorUnavailable, self._result_shape, in_flight, self.write_block,
+            )
+
+        self.worker = self.lanes.bind(make_loop)
         self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)
         if self.config.watcher.enabled:
             # File events enter the same queue; the watcher's rescans ask for a sweep.
@@ -280,13 +294,14 @@ class Reactor:
         listener = self.listener
         metrics.LISTENER_CONNECTED.set_function(lambda: float(listener.state == "connected"))
         metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
-        metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.detector.restarts))
+        metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.lanes.restarts))
+        metrics.bind_children(self.lanes.snapshot)
         return self.sweeper, self.worker
 
     def _start_tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
         assert self.listener is not None and self.worker is not None
         assert self.sweeper is not None and self.pool is not None
-        listener, worker, sweeper, pool = self.listener, self.worker, self.sweeper, self.pool
+        listener, sweeper, pool, lanes = self.listener, self.sweeper, self.pool, self.lanes
         tasks: dict[str, TaskFactory] = {
             "share": self.share.run,
             "listener": listener.run,
@@ -296,29 +311,29 @@ class Reactor:
             "lease": self._lease_loop,
             "loop_lag": self._lag_loop,
             # A storm frees as much as it allocates; glibc keeps the freed pages unless asked.
-            "heap_trim": heap.HeapTrimmer(lambda: worker.processed).run,
+            "heap_trim": heap.HeapTrimmer(lambda: lanes.processed).run,
             **self.side_tasks,
         }
         for name, factory in tasks.items():
             self.supervisor.start(name, _bind(factory, halt), halt)
-        # The detection loop alone watches `stop`: side tasks (lease renewal among
-        # them) keep running until the image in flight is written.
-        self.supervisor.start("detection", lambda: worker.run(stop), stop)
+        # The detection lanes alone watch `stop`: side tasks (lease renewal among
+        # them) keep running until every lane's image in flight is written.
+        self.supervisor.start("detection", lambda: lanes.run(stop), stop)
         log.info("reactor_started", instance_id=self.instance_id, queue_size=self.queue.maxsize,
                  share_online=self.share.online)
 
     async def _shutdown(self, halt: asyncio.Event) -> None:
         grace = self.config.service.shutdown_grace_seconds
-        current = self.worker.current if self.worker else None
-        log.info("reactor_stopping", current_image=current, grace_seconds=grace)
+        current = self.lanes.current
+        log.info("reactor_stopping", current_images=current, grace_seconds=grace)
         if not await self.supervisor.drain(("detection",), grace):
             log.warning("shutdown_grace_exceeded", current_image=current)
         halt.set()
         await self.supervisor.cancel_all()
-        persisting = self.worker.persisting if self.worker else None
-        if persisting is not None and not persisting.done():
-            # The outcome write was shielded from the cancellation; give it a moment.
-            await asyncio.wait({persisting}, timeout=CLEANUP_TIMEOUT_SECONDS)
+        persisting = {task for task in self.lanes.persisting() if not task.done()}
+        if persisting:
+            # The outcome writes were shielded from the cancellation; give them a moment.
+            await asyncio.wait(persisting, timeout=CLEANUP_TIMEOUT_SECONDS)
 
     async def _cleanup(self, pool: asyncpg.Pool) -> None:
         try:
@@ -330,7 +345,7 @@ class Reactor:
         except TRANSIENT_DB_ERRORS as exc:
             log.warning("claims_not_released", error=str(exc) or type(exc).__name__,
                         effect="they expire after service.lease_seconds")
-        await self.detector.close()
+        await self.lanes.close()
         try:
             await asyncio.wait_for(pool.close(), CLEANUP_TIMEOUT_SECONDS)
         except TimeoutError:
@@ -355,8 +370,8 @@ class Reactor:
         assert self.pool is not None
         lease = self.config.service.lease_seconds
         while not await sleep_or_stop(halt, lease / 3):
-            # The image being detected and the one being written (see reactor.worker).
-            in_flight = list(self.worker.in_flight.values()) if self.worker else []
+            # Each lane's image being detected and the one being written (see reactor.worker).
+            in_flight = self.lanes.in_flight.values()
             if not in_flight:
                 continue
             try:

@@ -162,7 +162,23 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
             value += f" ({state['share_reason']})"
         out.append((label, value))
     labels = dict(known)
+    hidden.add("detectors")
     out.extend((key, _flat(value)) for key, value in sorted(state.items()) if key not in labels and key not in hidden)
+    out.extend(_child_lines(state.get("detectors")))
+    return out
+
+
+def _child_lines(children: Any) -> list[tuple[str, str]]:
+    """One line per detector child (reactor.lanes.Lanes.snapshot)."""
+    if not isinstance(children, list):
+        return []
+    out = []
+    for child in children:
+        if not isinstance(child, dict):
+            continue
+        image = child.get("current_image") or "-"
+        out.append((f"detector {child.get('child')}", f"pid {child.get('pid') or '-'}, {child.get('state')}, "
+                    f"image {image}, {child.get('processed', 0)} processed, {child.get('restarts', 0)} restarts"))
     return out
 
 

@@ -74,13 +74,13 @@ async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
 
 
 # Parameters of record_result before the legacy JSON columns (sql/queries.sql).
-_FIXED_PARAMS = 13
+_FIXED_PARAMS = 17
 
 
 @functools.cache
 def record_result_sql(shape: ResultShape) -> str:
     """sql/queries.sql record_result for this face_metadata: on an adopted legacy table
-    it also writes the legacy JSON columns, from parameter $14 on."""
+    it also writes the legacy JSON columns, from parameter $18 on."""
     columns = shape.columns()
     first = _FIXED_PARAMS + 1
     fill = {
@@ -143,10 +143,11 @@ async def record_success(
     width, height = result.original_size
     # Only an image that had a result can have face rows (they cascade with it).
     match_faces = claim.state.done and claim.keep_face_ids
+    detect_width, detect_height = result.detect_size or (None, None)
     args = (
         claim.path, claim.token, result.face_count, result.model, result.scale, width, height,
         result.decode_ms, result.detect_ms, result.encode_ms, instance_id, not match_faces, settings,
-        *_legacy_args(shape, result),
+        detect_width, detect_height, result.upsample, result.min_face_px, *_legacy_args(shape, result),
     )
     statement = record_result_sql(shape)
     if not result.faces and not match_faces:

@@ -8,10 +8,13 @@ comes back, and purged only after a grace period and within a bound (reactor.orp
 
 Pages use keyset pagination on image_path, so memory stays flat on a million
 rows. The sweep never overfills the queue: when a page no longer fits it stops
-with ``deferred`` set, and the service sweeps again once the queue has drained
-(rows queued before are de-duplicated, rows done meanwhile no longer match). It
-holds a session advisory lock on one pooled connection while it runs, so two
-instances never sweep at once.
+with ``deferred`` set, and the service sweeps again once the queue has drained.
+That next sweep resumes the same cycle where the deferred one stopped (its phase
+and keyset position), so a full cycle (retries, pending, orphans) reads each row
+about once however often it defers, and the orphan pass, which reads every
+result, runs once per full cycle, at its end. Rows that became pending behind the
+position are found by the next cycle. It holds a session advisory lock on one
+pooled connection while it runs, so two instances never sweep at once.
 
 Orphans are purged only while the share is online (an upstream pipeline may be
 deleting rows because it believes an unmounted share lost its files) and never
@@ -59,6 +62,8 @@ class SweepCounts:
     orphans_held: str | None = None
     # Stopped early because the queue was full: sweep again once it drains.
     deferred: bool = False
+    # Continued a deferred sweep's cycle from its position instead of starting a new one.
+    resumed: bool = False
     skipped: str | None = None
     seconds: float = 0.0
     paths: dict[str, list[str]] = field(default_factory=dict)
@@ -94,6 +99,8 @@ class Sweeper:
         self._held: set[str] = set()
         # Sweeps that ran (not skipped, not dry runs).
         self.completed = 0
+        # Where a deferred sweep stopped: (phase, last path read); None starts a new cycle.
+        self.resume_at: tuple[str, str] | None = None
 
     @property
     def room_needed(self) -> int:
@@ -123,27 +130,45 @@ class Sweeper:
     async def _run(self, conn: Conn, stop: asyncio.Event | None, *, dry_run: bool) -> SweepCounts:
         counts = SweepCounts()
         dropped_before = self.queue.dropped
-        counts.retries = await self._queue_pages(conn, Q.due_retries, Priority.RETRY, "retry", counts, stop, dry_run)
-        counts.pending = await self._queue_pages(
-            conn, Q.pending_images, Priority.BACKLOG, "pending", counts, stop, dry_run
-        )
+        # A dry run reads a whole cycle of its own and leaves the position alone.
+        phase, after = (None if dry_run else self.resume_at) or ("retry", "")
+        counts.resumed = not dry_run and self.resume_at is not None
+        phases = (("retry", Q.due_retries, Priority.RETRY), ("pending", Q.pending_images, Priority.BACKLOG))
+        start = [name for name, _, _ in phases].index(phase)
+        for name, query, priority in phases[start:]:
+            found, stopped_at = await self._queue_pages(conn, query, priority, name, counts, stop, dry_run, after)
+            setattr(counts, "retries" if name == "retry" else "pending", found)
+            after = ""
+            if stopped_at is not None:
+                if not dry_run:
+                    self.resume_at = (name, stopped_at)
+                break
+        else:
+            if not dry_run:
+                self.resume_at = None
         counts.dropped = self.queue.dropped - dropped_before
-        await self._orphans(conn, counts, dry_run)
+        if counts.deferred or (stop is not None and stop.is_set()):
+            # The orphan pass reads every result: once per full cycle, when it completes.
+            counts.orphans_skipped = "the cycle continues after the deferral"
+        else:
+            await self._orphans(conn, counts, dry_run)
         if not dry_run:
             counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
         return counts
 
     async def _queue_pages(
         self, conn: Conn, query: str, priority: Priority, kind: str,
-        counts: SweepCounts, stop: asyncio.Event | None, dry_run: bool,
-    ) -> int:
+        counts: SweepCounts, stop: asyncio.Event | None, dry_run: bool, after: str = "",
+    ) -> tuple[int, str | None]:
+        """Rows found, and the keyset position where it stopped early (None: read to the end)."""
         found = 0
-        after = ""
-        while stop is None or not stop.is_set():
+        while True:
+            if stop is not None and stop.is_set():
+                return found, after
             limit = self.page_size if dry_run else min(self.page_size, self.queue.free())
             if limit < self.room_needed:
                 counts.deferred = True
-                break
+                return found, after
             rows = await conn.fetch(query, after, limit, self.instance_id)
             for row in rows:
                 path = row["image_path"]
@@ -153,9 +178,8 @@ class Sweeper:
                 elif self.queue.put(path, priority):
                     counts.queued += 1
             if len(rows) < limit:
-                break
+                return found, None
             after = rows[-1]["image_path"]
-        return found
 
     async def _orphans(self, conn: Conn, counts: SweepCounts, dry_run: bool) -> None:
         """Mark new orphans, un-mark returned rows, purge those past their grace within the bound."""

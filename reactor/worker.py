@@ -6,11 +6,15 @@ so a shutdown or a broken connection never loses an outcome; if it still cannot
 be written, the claim expires and the sweep brings the image back.
 
 Three images overlap: while one is detected, the next is claimed and its bytes
-read ahead, and the previous one's outcome is written. Only one detection runs
+read ahead, and the previous one's outcome is written. A loop runs one detection
 at a time; at most one write is in flight (the next write waits for it) and the
 loop waits for it before it returns, so a shutdown drains it; a claim taken ahead
 and not detected is given back. Every claim from its claim to its write is in
 ``in_flight``, whose leases the service's lease loop renews.
+
+Several loops (one per detector child, see reactor.lanes) may share one queue and
+one ``in_flight``: each takes one image at a time, and a path held by one is never
+claimed by another until its outcome is written.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from reactor.dbtypes import Conn
 from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import FILE_ACCESS, ErrorType
+from reactor.inflight import InFlight
 from reactor.legacy import NO_LEGACY, ResultShape
 from reactor.paths import InvalidPath, PathMapper, recordable
 from reactor.queue import Entry, ImageQueue, Priority
@@ -69,6 +74,15 @@ class ShareLike(Protocol):
     async def wait_online(self) -> None: ...
 
 
+@dataclass
+class WriteBlock:
+    """Set when a write failed in a way no retry can mend (a missing column or privilege),
+    shared by every detection lane: detection stops until the schema is fixed and the
+    reactor restarted, so no image is detected for a write that cannot succeed."""
+
+    reason: str | None = None
+
+
 class DetectorGone(Exception):
     """The detector stopped being usable in the middle of an image."""
 
@@ -87,6 +101,7 @@ class DetectionLoop:
         self, config: Config, pool: asyncpg.Pool, queue: ImageQueue, detector: DetectorLike, share: ShareLike,
         mapper: PathMapper, instance_id: str, failure_columns: frozenset[str],
         detector_unavailable: type[BaseException], result_shape: ResultShape = NO_LEGACY,
+        in_flight: InFlight | None = None, blocked: WriteBlock | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -98,13 +113,11 @@ class DetectionLoop:
         self.failure_columns = failure_columns
         self.detector_unavailable = detector_unavailable
         self.result_shape = result_shape
+        self.blocked = blocked if blocked is not None else WriteBlock()
         self.settings = settings_fingerprint(config.detector)
-        # Set when a write failed in a way no retry can mend (a missing column or
-        # privilege): detection stops until the schema is fixed and the reactor restarted.
-        self.write_blocked: str | None = None
         self.current_claim: Claim | None = None
         # Claims taken and not yet written or given back: the one being detected, the one being written.
-        self.in_flight: dict[str, Claim] = {}
+        self.in_flight = in_flight if in_flight is not None else InFlight()
         self.processed = 0
         self.db_ok = True
         self.persisting: asyncio.Task[None] | None = None
@@ -155,6 +168,9 @@ class DetectionLoop:
         if upcoming is None or upcoming in self.in_flight:
             # The same image again: it is claimed once its write is done (see _prepare).
             return None
+        if self.queue.waiting:
+            # Another lane is idle: the next image is its to detect now, not ours to hold.
+            return None
         entry = self.queue.get_nowait()
         assert entry is not None
         return asyncio.ensure_future(self._prepare_contained(entry, stop, read_ahead=True))
@@ -186,7 +202,7 @@ class DetectionLoop:
     async def _wait_ready(self, stop: asyncio.Event) -> bool:
         """Share online and detector usable; False if stopped while waiting (or for good,
         once writes are blocked: the service stays up and unhealthy until restarted)."""
-        if self.write_blocked is not None:
+        if self.blocked.reason is not None:
             await stop.wait()
             return False
         if not self.share.online:
@@ -258,11 +274,15 @@ class DetectionLoop:
             # Its previous outcome is still being written: a claim now would take
             # over that claim's token and fence the write.
             await self.flush()
+        # The same for a claim another lane holds or is taking (see reactor.inflight).
+        await self.in_flight.reserve(entry.path)
         try:
             result = await self._db(stop, lambda conn: claims.claim(
                 conn, entry.path, self.instance_id, self.config.service.lease_seconds,
                 manual=manual, redetect=entry.redetect, file_event=entry.priority is Priority.FILE_EVENT,
             ))
+            if isinstance(result, Claim):
+                self.in_flight[result.path] = result
         except asyncpg.CheckViolationError as exc:
             rejection = path_rejection(exc, entry.path)
             if rejection is None:
@@ -272,12 +292,13 @@ class DetectionLoop:
             rejected = InvalidPath(entry.path, "schema_rule", str(rejection))
             await self._record_invalid(entry.path, rejected, manual, stop)
             return None
+        finally:
+            self.in_flight.unreserve(entry.path)
         if result is None:
             return None
         if isinstance(result, str):
             log.debug("image_skipped", path=entry.path, reason=result)
             return None
-        self.in_flight[result.path] = result
         return Ready(entry, result, str(local))
 
     async def _detect_and_write(self, ready: Ready) -> None:
@@ -395,8 +416,8 @@ class DetectionLoop:
     def _block_writes(self, claim: Claim, exc: BaseException) -> None:
         """No outcome can be written until the schema or the role's privileges are fixed:
         stop detecting (``_wait_ready``) rather than detect images whose results are lost."""
-        if self.write_blocked is None:
-            self.write_blocked = (
+        if self.blocked.reason is None:
+            self.blocked.reason = (
                 f"writing results failed: {exc}; run `reactor db check` and do what it advises, "
                 "then restart the reactor"
             )

@@ -78,25 +78,29 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
 -- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id, $12 whether the old
 -- face rows go (false: reactor.store matches them to the new faces, which keep their
--- ids), $13 the settings fingerprint. On an adopted legacy face_metadata,
--- reactor.store fills the three /*legacy_...*/ markers with the legacy JSON columns
--- (face_locations, face_encodings: $14, $15 as JSON text, cast to the column's
--- type), so that legacy readers see every new result too.
+-- ids), $13 the settings fingerprint, $14 detect_width, $15 detect_height, $16 upsample,
+-- $17 min_face_px. On an adopted legacy face_metadata, reactor.store fills the three
+-- /*legacy_...*/ markers with the legacy JSON columns (face_locations, face_encodings:
+-- $18, $19 as JSON text, cast to the column's type), so that legacy readers see every
+-- new result too.
 WITH released AS (
     DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING image_path
 ), result AS (
     INSERT INTO face_metadata AS m (image_path, face_count, model, scale, original_width, original_height,
                                     decode_ms, detect_ms, encode_ms, instance_id, claim_token, detected_at,
-                                    settings /*legacy_columns*/)
+                                    settings, detect_width, detect_height, upsample, min_face_px
+                                    /*legacy_columns*/)
     SELECT r.image_path, $3::int, $4::text, $5::real, $6::int, $7::int, $8::real, $9::real, $10::real,
-           $11::text, $2::bigint, now(), $13::text /*legacy_values*/
+           $11::text, $2::bigint, now(), $13::text, $14::int, $15::int, $16::int, $17::int /*legacy_values*/
     FROM released r
     ON CONFLICT (image_path) DO UPDATE
         SET face_count = EXCLUDED.face_count, model = EXCLUDED.model, scale = EXCLUDED.scale,
             original_width = EXCLUDED.original_width, original_height = EXCLUDED.original_height,
             decode_ms = EXCLUDED.decode_ms, detect_ms = EXCLUDED.detect_ms, encode_ms = EXCLUDED.encode_ms,
             instance_id = EXCLUDED.instance_id, claim_token = EXCLUDED.claim_token, detected_at = now(),
-            settings = EXCLUDED.settings /*legacy_updates*/
+            settings = EXCLUDED.settings, detect_width = EXCLUDED.detect_width,
+            detect_height = EXCLUDED.detect_height, upsample = EXCLUDED.upsample,
+            min_face_px = EXCLUDED.min_face_px /*legacy_updates*/
     RETURNING m.image_path
 ), old_faces AS (
     DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path AND $12::boolean

@@ -54,7 +54,12 @@ DECLARE
         ['face_count', 'INTEGER'], ['model', 'TEXT'], ['scale', 'REAL'],
         ['original_width', 'INTEGER'], ['original_height', 'INTEGER'], ['decode_ms', 'REAL'],
         ['detect_ms', 'REAL'], ['encode_ms', 'REAL'], ['instance_id', 'TEXT'], ['claim_token', 'BIGINT'],
-        ['detected_at', 'TIMESTAMPTZ'], ['settings', 'TEXT']];
+        ['detected_at', 'TIMESTAMPTZ'], ['settings', 'TEXT'],
+        -- The resolution each result was detected at: the size of the image the model
+        -- scanned, dlib's upsampling on top of it, and the smallest face (in the
+        -- original's pixels) findable there; NULL on rows written before them.
+        ['detect_width', 'INTEGER'], ['detect_height', 'INTEGER'], ['upsample', 'INTEGER'],
+        ['min_face_px', 'INTEGER']];
     i INTEGER;
 BEGIN
     FOR i IN 1 .. array_length(wanted, 1) LOOP

@@ -63,6 +63,9 @@ def make_config(dsn: str, share: Path, tmp_path: Path) -> Callable[..., Config]:
             "database": {"dsn": dsn, "embedded_dir": str(tmp_path / "unused-pgdata")},
             "images": {"root": str(share)},
             "health": {"enabled": False},
+            # Two detector children, whatever the cores of the machine running the tests,
+            # so that every reactor test also runs the lanes side by side.
+            "detector": {"workers": 2},
         }
         for section, overrides in sections.items():
             values.setdefault(section, {}).update(overrides)

@@ -10,6 +10,7 @@ Faults, by a marker anywhere in the image's file name (or in a side file ``<imag
     __hang__           never answers (the per-image timeout must fire); first writes its pid to
                        ``<image>.hanging``, so a test knows the child is deaf to its pipe
     __raise__          an unexpected Python exception inside the engine
+    __slow_S__         sleeps S seconds, then detects as usual (an image that keeps a child busy)
     __oom_at_S__       the error dlib raises on a CUDA out-of-memory, at cascade scale S (e.g. 1.0)
     __hostoom_at_S__   MemoryError at cascade scale S
 
@@ -43,6 +44,7 @@ CUDA_OOM_MESSAGE = (
     "/dlib/cuda/cuda_data_ptr.cpp:28. code: 2, reason: out of memory"
 )
 
+_SLOW = re.compile(r"__slow_(?P<seconds>[0-9.]+?)__")
 _AT_SCALE = re.compile(r"__(?P<kind>oom|hostoom)_at_(?P<scale>[0-9.]+?)__")
 
 
@@ -68,6 +70,8 @@ class FaultEngine(DlibEngine):
                 time.sleep(3600)
         if "__raise__" in markers:
             raise ValueError("injected engine error")
+        for slow in _SLOW.finditer(markers):
+            time.sleep(float(slow["seconds"]))
         return super().detect_prefetched(job, data)
 
     def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:

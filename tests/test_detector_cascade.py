@@ -34,18 +34,55 @@ def test_plan_never_returns_nothing() -> None:
     assert cascade.plan(("cnn", "hog"), (1.0, 0.5), last_scale=0.5, last_model="hog") == [Step("hog", 0.5)]
 
 
-def test_upsample_follows_the_applied_scale() -> None:
-    # A 40 px face must reach HOG's ~80 px window: once at full size, twice at half size.
-    assert cascade.choose_upsample(1.0, min_face_px=40, max_upsample=2) == 1
-    assert cascade.choose_upsample(0.5, min_face_px=40, max_upsample=2) == 2
-    assert cascade.choose_upsample(0.32, min_face_px=40, max_upsample=2) == 2  # capped
-    assert cascade.choose_upsample(0.32, min_face_px=40, max_upsample=3) == 3
-    assert cascade.choose_upsample(2.0, min_face_px=40, max_upsample=2) == 0
+BUDGET = DetectorConfig().max_detect_pixels
 
 
-def test_bound_and_box_mapping() -> None:
-    assert cascade.bound_scale((512, 512), 1280) == 1.0
-    assert cascade.bound_scale((4000, 3000), 1280) == 0.32
+def test_a_small_photo_is_enlarged_until_the_smallest_face_reaches_the_window() -> None:
+    # 500 px: a 40 px face needs 1.6 times the size to reach HOG's 64 px, twice for the CNN's 80.
+    chosen = cascade.choose_resolution((500, 375), min_face_px=40, max_pixels=BUDGET)
+    assert chosen.size == (800, 600) and chosen.scale == 1.6
+    assert chosen.upsample == 0 and chosen.min_face_px == 40
+    cnn = cascade.choose_resolution((500, 375), min_face_px=40, max_pixels=BUDGET, model="cnn")
+    assert cnn.size == (1000, 750) and cnn.min_face_px == 40
+
+
+def test_a_phone_photo_is_reduced_to_the_budget_and_says_which_face_it_can_find() -> None:
+    chosen = cascade.choose_resolution((4000, 3000), min_face_px=40, max_pixels=BUDGET)
+    assert chosen.size == (2560, 1920) and chosen.scale == 0.64
+    assert chosen.upsample == 0
+    assert chosen.min_face_px == 100  # the budget cannot reach 40 px here: 64 / 0.64
+
+
+def test_never_above_the_budget_never_both_reduced_and_enlarged() -> None:
+    for original in ((500, 375), (4000, 3000), (3000, 4000), (4032, 3024), (12000, 9000), (1, 1), (7, 20001)):
+        for budget in (1_000, 99_999, 1_000_000, BUDGET, 50_000_000):
+            for min_face in (20, 40, 80, 200):
+                for step, model in ((1.0, "hog"), (0.75, "cnn"), (0.33, "hog"), (1.0, "cnn")):
+                    chosen = cascade.choose_resolution(original, min_face, budget, step, model)
+                    window = cascade.MODEL_MIN_FACE_PX[model]
+                    width, height = chosen.size
+                    assert width * height <= budget or min(chosen.size) == 1, (original, budget, chosen)
+                    # One factor: enlarged means no upsampling on top, and never a reduction
+                    # followed by an enlargement (the old bound-then-upsample).
+                    assert chosen.upsample == 0
+                    assert (width >= original[0]) == (height >= original[1]) or min(chosen.size) == 1
+                    # The smallest face reported is the one the scanned size really reaches.
+                    assert chosen.min_face_px * chosen.scale >= window * 0.99
+                    # And where the budget has room for min_face, it is reached.
+                    needed = original[0] * original[1] * (window / min_face) ** 2
+                    if step == 1.0 and budget >= needed * 1.05 and min(original) > 10:
+                        assert chosen.min_face_px <= min_face, (original, budget, chosen)
+
+
+def test_a_face_the_budget_allows_is_not_enlarged_beyond_need() -> None:
+    chosen = cascade.choose_resolution((1600, 1200), min_face_px=64, max_pixels=BUDGET)
+    assert chosen.size == (1600, 1200) and chosen.scale == 1.0
+    # A cascade step lowers it from there.
+    lower = cascade.choose_resolution((1600, 1200), min_face_px=64, max_pixels=BUDGET, cascade_scale=0.5)
+    assert lower.size == (800, 600) and lower.min_face_px == 128
+
+
+def test_box_mapping() -> None:
     assert cascade.scaled_size((4000, 3000), 0.32) == (1280, 960)
     box = cascade.to_original((100, 300, 200, 200), (1280, 960), (4000, 3000))
     assert box == (312, 938, 625, 625)

@@ -3,7 +3,9 @@ import os
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import generate_latest
 
+from reactor import metrics
 from reactor.config import Config
 from reactor.handlers import status as status_handler
 from tests.ops_seed import invoke, seed
@@ -90,6 +92,15 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
         assert state["share_online"] is True
         assert state["queue_depth"] == 0
         assert state["current_image"] is None
+        # Each detector child, in the heartbeat, the table and /metrics.
+        assert [c["child"] for c in state["detectors"]] == [0, 1]
+        assert all(c["state"] == "ready" and c["pid"] for c in state["detectors"])
+        assert await invoke(status_handler.register, config, ["status"]) == 0
+        table = capsys.readouterr().out
+        assert "detector 0" in table and "detector 1" in table and "0 restarts" in table
+        scrape = generate_latest(metrics.REGISTRY).decode()
+        assert 'reactor_detector_child_up{child="1"} 1.0' in scrape
+        assert 'reactor_detector_child_busy{child="0"} 0.0' in scrape
     finally:
         stop.set()
         await asyncio.wait_for(run, 60)

@@ -15,7 +15,7 @@ from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.errors import ErrorType
 from reactor.queue import ImageQueue, Priority
 from reactor.schema import failure_columns
-from reactor.sweep import SWEEP_LOCK_KEY, Sweeper
+from reactor.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
 
 RETRY = RetryConfig(base_seconds=10.0, multiplier=2.0, max_delay_seconds=35.0, jitter=0.0,
                     max_attempts=3, max_attempts_permanent=2)
@@ -200,6 +200,36 @@ async def test_sweep_defers_instead_of_overfilling_the_queue(pool: asyncpg.Pool)
         if not counts.deferred:
             break
     assert sorted(seen) == paths
+
+
+async def test_a_deferred_sweep_resumes_its_cycle_and_orphans_run_once_at_its_end(pool: asyncpg.Pool) -> None:
+    paths = [f"r/{i:03}.jpg" for i in range(12)]
+    async with pool.acquire() as conn:
+        await processed(conn, *paths)
+        await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale) "
+                           "VALUES ('gone.jpg', 0, 'hog', 1)")
+    queue = ImageQueue(5)
+    sweeper = Sweeper(pool, queue, page_size=4, lease_seconds=60.0, instance_id="me", share_online=lambda: True)
+    sweeps: list[SweepCounts] = []
+    for _ in range(10):
+        counts = await sweeper.sweep()
+        sweeps.append(counts)
+        # Drained without writing outcomes: every row is still pending. A sweep that started
+        # again from the first path would find the same rows for ever.
+        while queue.get_nowait() is not None:
+            pass
+        if not counts.deferred:
+            break
+    assert not sweeps[-1].deferred and len(sweeps) > 2
+    assert sum(c.pending for c in sweeps) == len(paths)  # each row read once in the cycle
+    assert [c.resumed for c in sweeps] == [False] + [True] * (len(sweeps) - 1)
+    # The orphan pass ran once, when the cycle completed.
+    assert [c.orphans for c in sweeps] == [0] * (len(sweeps) - 1) + [1]
+    assert all(c.orphans_skipped == "the cycle continues after the deferral" for c in sweeps[:-1])
+    assert sweeper.resume_at is None
+    # The next sweep is a new cycle, from the first path.
+    again = await sweeper.sweep()
+    assert not again.resumed and again.pending >= 4
 
 
 async def test_orphans_are_kept_while_the_share_is_offline(pool: asyncpg.Pool) -> None:

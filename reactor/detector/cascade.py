@@ -1,4 +1,4 @@
-"""The detection plan: which model at which scale, how much upsampling, and box geometry.
+"""The detection plan: which model at which scale, at which resolution, and box geometry.
 
 Pure functions, no dlib: the engine asks them what to try, the tests check them directly.
 """
@@ -9,9 +9,13 @@ import math
 import re
 from dataclasses import dataclass
 
-# Both dlib detectors slide a window of about 80x80 pixels: a smaller face is only found
-# after the image is upsampled (each upsampling doubles width and height).
-MODEL_MIN_FACE_PX = 80
+# The smallest face box each dlib detector finds in the image it scans: a smaller face is
+# only found in an enlarged image (dlib's upsampling doubles width and height; resizing the
+# original by the same factor sees the same faces, without resampling the photo twice).
+# HOG: measured with the astronaut pasted at known sizes (bench/photos.py, docs/benchmarks.md):
+# every face of 60 px and up, 88 % at 55, none at 50; 64 keeps a margin. CNN: the MMOD
+# model's window, about 80 px (dlib's documentation).
+MODEL_MIN_FACE_PX: dict[str, int] = {"hog": 64, "cnn": 80}
 
 # What dlib's CUDA code raises when the card is full (cudaMalloc, cuDNN, cuBLAS). It is a
 # plain RuntimeError, so the message is all there is to go on.
@@ -24,7 +28,7 @@ _CUDA_OOM = re.compile(
 @dataclass(frozen=True)
 class Step:
     model: str  # "cnn" or "hog"
-    scale: float  # cascade scale, applied after the image is bounded by max_dimension
+    scale: float  # cascade scale: a factor on the resolution chosen by choose_resolution
 
 
 def models_for(model: str, cuda: bool) -> tuple[str, ...]:
@@ -67,21 +71,39 @@ def has_step_below(models: tuple[str, ...], scales: tuple[float, ...], scale: fl
     return plan(models, scales, scale, model) != [failed]
 
 
-def bound_scale(size: tuple[int, int], max_dimension: int) -> float:
-    """The scale that fits the image inside max_dimension (never enlarging)."""
-    longest = max(size)
-    if longest <= max_dimension or longest == 0:
-        return 1.0
-    return max_dimension / longest
+@dataclass(frozen=True)
+class Resolution:
+    """The image the detector scans: one resize of the original, never more pixels than the budget."""
+
+    size: tuple[int, int]  # (width, height) of the detection image
+    scale: float  # detection width / original width (above 1 enlarges, below 1 reduces)
+    upsample: int  # dlib's own upsampling on top of it: 0, since the resize already did it
+    min_face_px: int  # the smallest face, in the original's pixels, that the model can find there
 
 
-def choose_upsample(applied_scale: float, min_face_px: int, max_upsample: int) -> int:
-    """Upsampling that lets a face of min_face_px in the original reach the model's window."""
-    face = min_face_px * applied_scale
-    if face <= 0:
-        return max_upsample
-    needed = math.ceil(math.log2(MODEL_MIN_FACE_PX / face)) if face < MODEL_MIN_FACE_PX else 0
-    return max(0, min(max_upsample, needed))
+def choose_resolution(
+    original: tuple[int, int], min_face_px: int, max_pixels: int, cascade_scale: float = 1.0, model: str = "hog"
+) -> Resolution:
+    """The size that brings a ``min_face_px`` face to the ``model``'s smallest, within ``max_pixels``.
+
+    One factor for the whole photo: a small photo is enlarged (as far as the face needs and
+    the budget allows), a large one reduced to the budget, never both. A cascade step below
+    1.0 lowers the result further (out-of-memory, time-out). When the budget cannot reach
+    ``min_face_px``, ``Resolution.min_face_px`` says which smallest face it does reach.
+    """
+    width, height = max(1, original[0]), max(1, original[1])
+    window = MODEL_MIN_FACE_PX[model]
+    wanted = window / max(1, min_face_px)
+    fits = math.sqrt(max(1, max_pixels) / (width * height))
+    scale = min(wanted, fits) * cascade_scale
+    size = scaled_size((width, height), scale)
+    # Rounding may add a pixel on each side; the budget is a bound, so take it off again.
+    while size[0] * size[1] > max_pixels and min(size) > 1:
+        scale *= 1.0 - 1.0 / max(size)
+        size = scaled_size((width, height), scale)
+    effective = size[0] / width
+    # Whole pixels make the factor a hair off (512 * 1.6 = 819.2 -> 819): not a smaller face.
+    return Resolution(size, effective, 0, math.ceil(window / effective - 0.05))
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 Started by ``Detector`` with the multiprocessing spawn context, so it shares no state with
 the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on the pipe:
 
-    child -> parent   ("ready", {"cuda": bool, "pid": int}) once the models are loaded
+    child -> parent   ("ready", {"cuda": bool, "gpus": int, "pid": int}) once the models are loaded
                       ("failed", "reason") when the engine could not be built
     parent -> child   (DetectionJob, bytes | None), or None to exit; the bytes are the
                       file's content when the parent read it ahead (see prefetch.py)
@@ -36,16 +36,19 @@ from reactor.errors import ErrorType
 EXIT_ENGINE_FAILED = 3
 
 
-def serve(conn: Connection, config: DetectorConfig) -> None:
-    """Entry point of the child process."""
+def serve(conn: Connection, config: DetectorConfig, device: int | None = None) -> None:
+    """Entry point of the child process; ``device``: the CUDA device this child must use."""
     lifetime.prepare_child()
+    if device is not None:
+        select_cuda_device(device)
     try:
         engine = _build(config)
     except BaseException as exc:  # anything, even SystemExit from a library, is a start-up failure
         _send(conn, ("failed", f"{config.engine}: {type(exc).__name__}: {exc}"))
         sys.exit(EXIT_ENGINE_FAILED)
     limit_memory(config, engine.cuda)
-    _send(conn, ("ready", {"cuda": engine.cuda, "pid": os.getpid()}))
+    gpus = int(getattr(engine, "gpus", 0))
+    _send(conn, ("ready", {"cuda": engine.cuda, "gpus": gpus, "pid": os.getpid()}))
     while True:
         try:
             message = conn.recv()
@@ -55,6 +58,13 @@ def serve(conn: Connection, config: DetectorConfig) -> None:
             return
         job, data = message
         _send(conn, ("result", run_one(engine, job, data)))
+
+
+def select_cuda_device(device: int) -> None:
+    """Show this child only the one GPU it serves (set before dlib is imported), so that
+    several children on a multi-GPU machine do not all fill device 0."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[device % len(visible)] if visible else str(device)
 
 
 def _build(config: DetectorConfig) -> Engine:

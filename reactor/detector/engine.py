@@ -51,7 +51,8 @@ class DlibEngine:
             import face_recognition.api as fr
         prepare_pillow()
         self._fr: Any = fr
-        self._cuda = bool(getattr(dlib, "DLIB_USE_CUDA", False)) and _cuda_devices(dlib) > 0
+        self._gpus = _cuda_devices(dlib) if getattr(dlib, "DLIB_USE_CUDA", False) else 0
+        self._cuda = self._gpus > 0
         self.models = cascade.models_for(config.model, self._cuda)
         # The first call of each detector sets up its buffers (and cuDNN on a GPU): done here,
         # so it counts against the start-up timeout, not against the first photo's.
@@ -63,14 +64,17 @@ class DlibEngine:
     def cuda(self) -> bool:
         return self._cuda
 
+    @property
+    def gpus(self) -> int:
+        return self._gpus
+
     def detect(self, job: DetectionJob) -> Outcome:
         return self.detect_prefetched(job, None)
 
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
-        target = round(self.config.max_dimension * max(self.config.scales))
-        loaded = load_image(job.local_path, target, self.config.max_pixels, clock, data)
+        loaded = load_image(job.local_path, self._draft_dimension, self.config.max_pixels, clock, data)
         if isinstance(loaded, DetectionFailure):
             return loaded
         steps = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)
@@ -95,19 +99,22 @@ class DlibEngine:
         last = host_oom or steps[-1]
         return self._failure(loaded, ErrorType.OOM, "out of memory at every scale", last)
 
+    def resolution(self, original_size: tuple[int, int], step: Step) -> cascade.Resolution:
+        budget = self.config.cnn_max_detect_pixels if step.model == "cnn" else self.config.max_detect_pixels
+        return cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale, step.model)
+
+    def _draft_dimension(self, original_size: tuple[int, int]) -> int:
+        """The largest side any step may scan: libjpeg need not decode more than that."""
+        return max(max(self.resolution(original_size, Step(m, max(self.config.scales))).size) for m in self.models)
+
     def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
         """One model at one scale; raises MemoryError or dlib's RuntimeError on out-of-memory."""
         started = time.perf_counter()
-        applied = cascade.bound_scale(loaded.original_size, self.config.max_dimension) * step.scale
-        top_scale = cascade.bound_scale(loaded.original_size, self.config.max_dimension) * max(self.config.scales)
-        size = cascade.scaled_size(loaded.original_size, applied)
+        chosen = self.resolution(loaded.original_size, step)
+        size = chosen.size
+        # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
         image = _resized(loaded.pixels, size)
-        # A smaller cascade step exists to use less memory and time, so it never upsamples
-        # more than the first step would have: its effective resolution really is lower.
-        upsample = min(
-            cascade.choose_upsample(applied, self.config.min_face_px, self.config.max_upsample),
-            cascade.choose_upsample(top_scale, self.config.min_face_px, self.config.max_upsample),
-        )
+        upsample = chosen.upsample
         candidates = self._locate(step.model, image, upsample)
         boxes: list[tuple[Box, float]] = []
         rejected = 0
@@ -117,11 +124,7 @@ class DlibEngine:
                 continue
             boxes.append((cascade.clamp(box, size), score))
         detected = time.perf_counter()
-        encodings = (
-            self._fr.face_encodings(image, [b for b, _ in boxes], num_jitters=self.config.encode_jitters)
-            if boxes
-            else []
-        )
+        encodings = self._encodings(image, [b for b, _ in boxes])
         encoded = time.perf_counter()
         faces = tuple(
             Face(
@@ -134,7 +137,7 @@ class DlibEngine:
         return Detection(
             faces=faces,
             model=step.model,
-            scale=applied,
+            scale=chosen.scale,
             original_size=loaded.original_size,
             decode_ms=loaded.decode_ms,
             detect_ms=(detected - started) * 1000.0,
@@ -143,7 +146,15 @@ class DlibEngine:
             cascade_scale=step.scale,
             upsample=upsample,
             rejected_weak=rejected,
+            detect_size=size,
+            min_face_px=chosen.min_face_px,
         )
+
+    def _encodings(self, image: np.ndarray, boxes: list[Box]) -> list[Any]:
+        if not boxes:
+            return []
+        encodings: list[Any] = self._fr.face_encodings(image, boxes, num_jitters=self.config.encode_jitters)
+        return encodings
 
     def _locate(self, model: str, image: np.ndarray, upsample: int) -> list[tuple[Box, float]]:
         if model == "cnn":

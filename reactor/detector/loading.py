@@ -12,6 +12,7 @@ import io
 import struct
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,9 +110,14 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def load_image(
-    path: str, target_dimension: int, max_pixels: int, clock: float, prefetched: bytes | None = None
+    path: str,
+    target_dimension: Callable[[tuple[int, int]], int],
+    max_pixels: int,
+    clock: float,
+    prefetched: bytes | None = None,
 ) -> LoadedImage | DetectionFailure:
-    """Decode ``path`` upright; ``target_dimension`` is the largest side the detector will use.
+    """Decode ``path`` upright; ``target_dimension(oriented size)`` is the largest side the
+    detector will use on it, so a JPEG needing much less is decoded at 1/2, 1/4 or 1/8.
 
     ``clock`` is the ``time.perf_counter()`` when the job started, for ``decode_ms``;
     ``prefetched`` the file's bytes when the parent already read them.
@@ -137,7 +143,7 @@ def load_image(
                     file_size_bytes=size,
                 )
             width, height = oriented_size(image)
-            _draft(image, target_dimension, (width, height))
+            _draft(image, target_dimension((width, height)), (width, height))
             image.load()
             upright = ImageOps.exif_transpose(image)
             pixels = to_rgb(upright)

@@ -55,8 +55,13 @@ class _StartFailed(Exception):
 
 
 class Detector:
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: DetectorConfig, index: int = 0, device: int | None = None) -> None:
+        """``index`` names the child among several (reactor.lanes); ``device`` is the CUDA
+        device it must use, on a machine with more than one GPU (None: dlib's default)."""
         self._config = config
+        self.index = index
+        self._device = device
+        self._gpus = 0
         self._process: BaseProcess | None = None
         self._conn: ChildPipe | None = None
         self._state = "stopped"
@@ -79,6 +84,11 @@ class Detector:
     @property
     def cuda(self) -> bool:
         return self._cuda
+
+    @property
+    def gpus(self) -> int:
+        """CUDA devices the child saw when it last started (0 on a CPU-only dlib)."""
+        return self._gpus
 
     @property
     def pid(self) -> int | None:
@@ -130,7 +140,10 @@ class Detector:
     async def _spawn(self) -> None:
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
-        process = ctx.Process(target=child.serve, args=(child_conn, self._config), name="reactor-detector", daemon=True)
+        process = ctx.Process(
+            target=child.serve, args=(child_conn, self._config, self._device),
+            name=f"reactor-detector-{self.index}", daemon=True,
+        )
         started = time.perf_counter()
         # Started from the event-loop thread on purpose: the child's parent-death signal
         # fires when the *thread* that forked it exits, so no worker thread may do this.
@@ -163,8 +176,9 @@ class Detector:
         self._ever_started = True
         self._process, self._conn = process, parent_conn
         self._cuda = bool(payload.get("cuda", False))
+        self._gpus = int(payload.get("gpus", 0))
         ms = round((time.perf_counter() - started) * 1000)
-        log.info("detector_ready", pid=process.pid, cuda=self._cuda, model=self._config.model, ms=ms)
+        log.info("detector_ready", child=self.index, pid=process.pid, cuda=self._cuda, model=self._config.model, ms=ms)
 
     async def detect(self, job: DetectionJob) -> Outcome:
         """Detect faces in one image. Per-image problems come back as DetectionFailure;

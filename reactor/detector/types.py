@@ -39,18 +39,23 @@ class Face:
 class Detection:
     faces: tuple[Face, ...]
     model: str  # "hog" or "cnn" (the model that produced the boxes)
-    scale: float  # scale applied to the original image, max_dimension included
+    scale: float  # detection width / original width: the one resize applied to the original
     original_size: tuple[int, int]  # (width, height), oriented
     decode_ms: float
     detect_ms: float
     encode_ms: float
     file_size_bytes: int | None = None
-    # The cascade step that succeeded (an entry of detector.scales, before max_dimension).
+    # The cascade step that succeeded (an entry of detector.scales, a factor on the chosen size).
     cascade_scale: float = 1.0
     # dlib upsampling used (each one doubles width and height).
     upsample: int = 0
     # Weak HOG boxes that the CNN check on a crop did not confirm.
     rejected_weak: int = 0
+    # (width, height) of the image the model scanned, and the smallest face (in the
+    # original's pixels) it can find there: above detector.min_face_px when the pixel
+    # budget could not reach it on this photo.
+    detect_size: tuple[int, int] | None = None
+    min_face_px: int | None = None
 
     @property
     def face_count(self) -> int:

@@ -88,8 +88,8 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
         follower = asyncio.create_task(
             follow(
                 progress,
-                lambda: reactor.worker.processed if reactor.worker else 0,
-                lambda: reactor.worker.processed + len(reactor.queue) + len(reactor.worker.in_flight)
+                lambda: reactor.lanes.processed if reactor.worker else 0,
+                lambda: reactor.lanes.processed + len(reactor.queue) + len(reactor.lanes.in_flight)
                 if reactor.worker
                 else None,
             )
@@ -103,7 +103,7 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
         # The last poll may predate the last write: end on the run's own counts.
-        processed = reactor.worker.processed if reactor.worker else 0
+        processed = reactor.lanes.processed
         progress.set_total(counts.queued)
         progress.advance(processed - progress.done)
     return HereOutcome(counts, processed, reactor.instance_id)

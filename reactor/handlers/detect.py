@@ -48,7 +48,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
         for path, local in zip(args.paths, absolute, strict=True):
             outcome = await detector.detect(DetectionJob(local_path=local))
             failed += isinstance(outcome, DetectionFailure)
-            print(json.dumps(as_json(path, outcome, args.encodings)), flush=True)
+            print(json.dumps(as_json(path, outcome, args.encodings, config.detector.min_face_px)), flush=True)
     except DetectorUnavailable as exc:
         print(f"reactor: {exc}", file=sys.stderr)
         return EXIT_DETECTOR_UNAVAILABLE
@@ -62,7 +62,9 @@ def _absolute(paths: list[str]) -> list[str]:
     return [os.path.abspath(p) for p in paths]
 
 
-def as_json(path: str, outcome: Outcome, encodings: bool = False) -> dict[str, Any]:
+def as_json(path: str, outcome: Outcome, encodings: bool = False, min_face_px: int | None = None) -> dict[str, Any]:
+    """One result line; ``min_face_px`` (detector.min_face_px) adds a note when the pixel
+    budget could not reach it on this photo."""
     if isinstance(outcome, Detection):
         faces = []
         for face in outcome.faces:
@@ -76,7 +78,7 @@ def as_json(path: str, outcome: Outcome, encodings: bool = False) -> dict[str, A
             if encodings:
                 item["encoding"] = [round(x, 6) for x in face.encoding]
             faces.append(item)
-        return {
+        result: dict[str, Any] = {
             "path": path,
             "ok": True,
             "face_count": outcome.face_count,
@@ -84,7 +86,9 @@ def as_json(path: str, outcome: Outcome, encodings: bool = False) -> dict[str, A
             "model": outcome.model,
             "scale": round(outcome.scale, 4),
             "cascade_scale": outcome.cascade_scale,
+            "detect_size": list(outcome.detect_size) if outcome.detect_size else None,
             "upsample": outcome.upsample,
+            "min_face_px": outcome.min_face_px,
             "rejected_weak": outcome.rejected_weak,
             "original_size": list(outcome.original_size),
             "file_size_bytes": outcome.file_size_bytes,
@@ -94,6 +98,13 @@ def as_json(path: str, outcome: Outcome, encodings: bool = False) -> dict[str, A
                 "encode": round(outcome.encode_ms, 1),
             },
         }
+        if min_face_px is not None and outcome.min_face_px is not None and outcome.min_face_px > min_face_px:
+            result["note"] = (
+                f"faces under {outcome.min_face_px} px cannot be found in this photo: detector.max_detect_pixels "
+                f"does not reach detector.min_face_px={min_face_px} at {outcome.original_size[0]}x"
+                f"{outcome.original_size[1]}; raise the budget to find smaller faces (slower)"
+            )
+        return result
     return {
         "path": path,
         "ok": False,
