@@ -14,19 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reactor.detector.cascade import iou
+
 Box = tuple[int, int, int, int]  # top, right, bottom, left, as stored
 # Detections of the same face by different settings overlap far more than this;
 # two different faces in one photo almost never do.
 IOU_THRESHOLD = 0.4
-
-
-def iou(a: Box, b: Box) -> float:
-    top, right, bottom, left = max(a[0], b[0]), min(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
-    inter = max(0, right - left) * max(0, bottom - top)
-    area_a = max(0, a[1] - a[3]) * max(0, a[2] - a[0])
-    area_b = max(0, b[1] - b[3]) * max(0, b[2] - b[0])
-    union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ def _detection(d: Detection) -> dict[str, Any]:
         "model": d.model, "scale": d.scale, "original_size": list(d.original_size), "decode_ms": d.decode_ms,
         "detect_ms": d.detect_ms, "encode_ms": d.encode_ms, "file_size_bytes": d.file_size_bytes,
         "cascade_scale": d.cascade_scale, "upsample": d.upsample, "rejected_weak": d.rejected_weak,
+        "detect_size": list(d.detect_size) if d.detect_size else None, "min_face_px": d.min_face_px,
     }
 
 
@@ -65,9 +66,9 @@ def decode(raw: bytes) -> tuple[str, Any]:
     kind, payload = message["kind"], message.get("payload")
     if kind == "ready":
         if not isinstance(payload, dict) or not isinstance(payload.get("cuda"), bool) \
-                or not _int(payload.get("pid")):
-            raise BadMessage("ready: expected cuda and pid")
-        return kind, {"cuda": payload["cuda"], "pid": payload["pid"]}
+                or not _int(payload.get("pid")) or not _int(payload.get("gpus", 0), 0, 1024):
+            raise BadMessage("ready: expected cuda, gpus and pid")
+        return kind, {"cuda": payload["cuda"], "gpus": payload.get("gpus", 0), "pid": payload["pid"]}
     if kind == "failed":
         return kind, _text(payload, "failed")
     if isinstance(payload, dict) and set(payload) == {"detection"}:
@@ -112,13 +113,17 @@ def _to_detection(d: Any) -> Detection:
     numbers = ("scale", "decode_ms", "detect_ms", "encode_ms", "cascade_scale")
     if not all(_num(d.get(k)) for k in numbers) or d.get("model") not in ("hog", "cnn") \
             or not _int(d.get("upsample"), 0, 8) or not _int(d.get("rejected_weak")) \
-            or not (d.get("file_size_bytes") is None or _int(d.get("file_size_bytes"))):
+            or not (d.get("file_size_bytes") is None or _int(d.get("file_size_bytes"))) \
+            or not (d.get("min_face_px") is None or _int(d.get("min_face_px"))):
         raise BadMessage("detection: a field has the wrong type")
+    detect_size = d.get("detect_size")
     return Detection(
         faces=tuple(faces), model=d["model"], scale=float(d["scale"]),
         original_size=_size(d.get("original_size"), "detection"), decode_ms=float(d["decode_ms"]),
         detect_ms=float(d["detect_ms"]), encode_ms=float(d["encode_ms"]), file_size_bytes=d["file_size_bytes"],
         cascade_scale=float(d["cascade_scale"]), upsample=d["upsample"], rejected_weak=d["rejected_weak"],
+        detect_size=None if detect_size is None else _size(detect_size, "detection"),
+        min_face_px=d.get("min_face_px"),
     )
 
 
