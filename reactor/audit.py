@@ -31,7 +31,7 @@ Q = Queries("integrity.sql")
 
 REACTOR_TABLES = (
     "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
-    "reactor_redetect",
+    "reactor_redetect", "reactor_file_identity",
 )
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.

@@ -16,7 +16,7 @@ from reactor import legacy, privileges, sql
 
 Q = sql.Queries("catalog.sql")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
 CHANNEL_SETTING = "reactor.channel"
@@ -43,6 +43,9 @@ TABLES: dict[str, dict[str, str]] = {
         "heartbeat_at": "timestamp with time zone", "state": "jsonb",
     },
     "reactor_redetect": {"image_path": "text", "reason": "text", "requested_at": "timestamp with time zone"},
+    "reactor_file_identity": {
+        "image_path": "text", "size_bytes": "bigint", "mtime_ns": "bigint", "fingerprint": "text",
+    },
 }
 # Types an adopted legacy table may have instead (reported as adapted, not different):
 # the legacy worker wrote detected_at without a time zone; the server's TimeZone
@@ -58,7 +61,8 @@ FAILURE_REQUIRED = frozenset(
      "permanently_failed"}
 )
 FAILURE_OPTIONAL = frozenset(
-    {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at"}
+    {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at",
+     "file_mtime_ns"}
 )
 # Tables whose image_path carries the reactor_valid_image_path CHECK constraint.
 PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims", "reactor_redetect")
@@ -66,6 +70,7 @@ PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims", "
 INDEXES: dict[str, tuple[str, ...]] = {
     FAILURES: ("idx_fdf_next_retry", "idx_fdf_error_type"),
     "reactor_claims": ("idx_reactor_claims_instance",),
+    "reactor_file_identity": ("idx_reactor_file_identity_size",),
 }
 SEQUENCES = ("reactor_claim_token_seq",)
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -75,6 +80,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_claims": ("image_path",),
     "reactor_instances": ("instance_id",),
     "reactor_redetect": ("image_path",),
+    "reactor_file_identity": ("image_path",),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.

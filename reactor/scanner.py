@@ -27,7 +27,9 @@ from reactor.share import ShareMonitor
 
 log = logs.get("reactor.scanner")
 
-# (size, mtime_ns, inode): ints in a tuple keep 50,000 files in a few MB.
+# (size, mtime_ns, inode): ints in a tuple keep 50,000 files in a few MB. On a network
+# share the inode is 0: a client numbers files per mount (a remount renumbers them all,
+# a rename on the server gives a new one), so there a file is its path, size and mtime.
 Signature = tuple[int, int, int]
 Snapshot = dict[str, Signature]
 
@@ -54,7 +56,11 @@ class ScanDiff:
         return bool(self.created or self.modified or self.deleted or self.moved)
 
 
-def walk(candidates: Candidates, start: str = "") -> Walk:
+def signature(st: os.stat_result, use_inode: bool = True) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ino if use_inode else 0)
+
+
+def walk(candidates: Candidates, start: str = "", use_inode: bool = True) -> Walk:
     """Every candidate photo under ``start`` (a database prefix, "" for the root).
 
     Ignored folders are never entered. A folder that disappears during the walk is
@@ -95,7 +101,7 @@ def walk(candidates: Candidates, start: str = "") -> Walk:
             rel = f"{prefix}/{name}" if prefix else name
             if len(rel.encode("utf-8", "surrogateescape")) > candidates.mapper.max_length:
                 continue
-            result.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            result.files[rel] = signature(st, use_inode)
     return result
 
 
@@ -158,6 +164,8 @@ class Scanner:
         self.candidates = candidates
         self.share = share
         self.snapshot: Snapshot = {}
+        # False on network shares, whose inode numbers are not a file's identity.
+        self.use_inode = True
         self.baseline_done = False
         self.scans = 0
         self.last_scan_seconds = 0.0
@@ -171,7 +179,7 @@ class Scanner:
         if not await self.share.acheck():
             return None
         started = time.monotonic()
-        result = await asyncio.to_thread(walk, self.candidates, prefix)
+        result = await asyncio.to_thread(walk, self.candidates, prefix, self.use_inode)
         self.last_scan_seconds = time.monotonic() - started
         self.scans += 1
         old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}

@@ -25,12 +25,17 @@ FAILURE_COLUMN_TYPES = {
     "original_width": "INTEGER",
     "original_height": "INTEGER",
     "file_size_bytes": "BIGINT",
+    "file_mtime_ns": "BIGINT",
     "last_attempted_scale": "REAL",
     "first_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "last_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "next_retry_after": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "permanently_failed": "BOOLEAN DEFAULT FALSE",
 }
+
+
+# Optional failure columns that sql/schema.sql adds itself when they are missing.
+ADDED_BY_INIT = frozenset({"file_mtime_ns"})
 
 
 class SchemaError(Exception):
@@ -117,7 +122,7 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
         )
     return [
         f"{FAILURES} has no {column} column: failures are recorded without it"
-        for column in sorted(FAILURE_OPTIONAL - present)
+        for column in sorted(FAILURE_OPTIONAL - present - ADDED_BY_INIT)
     ]
 
 

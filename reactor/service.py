@@ -29,6 +29,7 @@ from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
 from reactor.listener import Listener
+from reactor.mounts import choose_observer, stability_window
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
 from reactor.scheduler import SweepScheduler
@@ -229,6 +230,7 @@ class Reactor:
         self.worker = DetectionLoop(
             self.config, pool, self.queue, self.detector, self.share, self.mapper, self.instance_id,
             self._failure_columns, DetectorUnavailable, self._result_shape,
+            incomplete_delay=stability_window(self.config, choose_observer(self.config)),
         )
         self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)
         if self.config.watcher.enabled:

@@ -21,7 +21,7 @@ from reactor import logs
 from reactor.candidates import Candidates
 from reactor.config import Config
 from reactor.file_events import FileEventSink, ReadyFile
-from reactor.mounts import ObserverChoice, choose_observer
+from reactor.mounts import ObserverChoice, choose_observer, stability_window
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
 from reactor.scanner import Scanner, Signature
@@ -58,8 +58,9 @@ class Watcher:
 
     @property
     def window(self) -> float:
-        network = self.choice is not None and self.choice.network
-        return self.config.watcher.network_stability_seconds if network else self.config.watcher.stability_seconds
+        if self.choice is None:
+            return self.config.watcher.stability_seconds
+        return stability_window(self.config, self.choice)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.config.watcher.enabled:
@@ -69,8 +70,10 @@ class Watcher:
             return
         self.choice = choose_observer(self.config)
         self.tracker.window = self.window
+        self.scanner.use_inode = self.tracker.use_inode = not self.choice.network
         log.info("watcher_observer", observer=self.choice.kind, reason=self.choice.reason, fstype=self.choice.fstype,
-                 mount_point=self.choice.mount_point, stability_seconds=self.window)
+                 mount_point=self.choice.mount_point, stability_seconds=self.window,
+                 file_identity="inode" if self.scanner.use_inode else "path_size_mtime")
         if not self._listening:  # the supervisor may run us again
             self.share.add_listener(self._on_share_change)
             self._listening = True

@@ -130,7 +130,9 @@ async def test_small_face_survives_the_downscale(detector: Detector, tmp_path: P
 
 BAD_FILES = [
     ("bad/empty.jpg", ErrorType.CORRUPT),
-    ("bad/truncated.jpg", ErrorType.CORRUPT),
+    # Cut short looks like a copy in progress; reactor.store makes it corrupt once it
+    # is found again unchanged.
+    ("bad/truncated.jpg", ErrorType.INCOMPLETE),
     ("bad/notes.jpg", ErrorType.UNSUPPORTED),
     ("bad/bomb.png", ErrorType.TOO_LARGE),
 ]
