@@ -29,8 +29,9 @@ MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 
 def config_for(root: str, **watcher: object) -> Config:
     base = load(None, env={})
-    return dataclasses.replace(base, images=dataclasses.replace(base.images, root=root),
-                               watcher=dataclasses.replace(base.watcher, **watcher))  # type: ignore[arg-type]
+    return dataclasses.replace(
+        base, images=dataclasses.replace(base.images, root=root), watcher=dataclasses.replace(base.watcher, **watcher)
+    )  # type: ignore[arg-type]
 
 
 def window(root: str, **watcher: object) -> float:

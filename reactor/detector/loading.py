@@ -100,7 +100,8 @@ def read_file(path: str) -> FileBytes | DetectionFailure:
             ErrorType.INCOMPLETE,
             f"changed while being read ({before.st_size} -> {after.st_size} bytes, {len(data)} read): "
             "still being written",
-            file_size_bytes=len(data), file_mtime_ns=after.st_mtime_ns,
+            file_size_bytes=len(data),
+            file_mtime_ns=after.st_mtime_ns,
         )
     return FileBytes(data, after.st_mtime_ns)
 
@@ -168,15 +169,24 @@ def load_image(
         return read
     loaded = _decode(path, read.data, target_dimension, max_pixels, clock)
     if isinstance(loaded, LoadedImage):
-        return LoadedImage(loaded.pixels, loaded.original_size, loaded.file_size_bytes, loaded.decode_ms,
-                           read.mtime_ns, fingerprint_of_bytes(read.data))
+        return LoadedImage(
+            loaded.pixels,
+            loaded.original_size,
+            loaded.file_size_bytes,
+            loaded.decode_ms,
+            read.mtime_ns,
+            fingerprint_of_bytes(read.data),
+        )
     cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
     if cut is not None:
         # Told apart from damage: the worker retries it soon, and only the same cut
         # file found again unchanged is recorded as corrupt (reactor.store).
-        return DetectionFailure(ErrorType.INCOMPLETE,
-                                f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}: still being written?",
-                                file_size_bytes=len(read.data), file_mtime_ns=read.mtime_ns)
+        return DetectionFailure(
+            ErrorType.INCOMPLETE,
+            f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}: still being written?",
+            file_size_bytes=len(read.data),
+            file_mtime_ns=read.mtime_ns,
+        )
     return dataclasses.replace(loaded, file_mtime_ns=read.mtime_ns)
 
 
