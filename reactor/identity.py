@@ -21,7 +21,7 @@ EDGE_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class FileIdentity:
     size: int
-    mtime_ns: int
+    mtime_ns: int | None  # None: not known (a result written without it)
     fingerprint: str
 
 

@@ -57,6 +57,12 @@ class ObserverChoice:
     def network(self) -> bool:
         return self.kind == "polling"
 
+    @property
+    def stable_inodes(self) -> bool:
+        """False on network filesystems: a client numbers files per mount, and a rename
+        on the server gives a new number, so there a file is its path, size and mtime."""
+        return not (self.reason == "unc_root" or is_network(self.fstype))
+
 
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as octal (\040).

@@ -19,6 +19,7 @@ import asyncio
 import errno
 import os
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reactor import logs
@@ -32,6 +33,8 @@ log = logs.get("reactor.scanner")
 # a rename on the server gives a new one), so there a file is its path, size and mtime.
 Signature = tuple[int, int, int]
 Snapshot = dict[str, Signature]
+# (vanished paths, appeared path -> (size, mtime_ns)) -> pairs that are one file moved.
+MatchMoves = Callable[[Sequence[str], Mapping[str, tuple[int, int]]], Awaitable[list[tuple[str, str]]]]
 
 
 @dataclass
@@ -164,8 +167,10 @@ class Scanner:
         self.candidates = candidates
         self.share = share
         self.snapshot: Snapshot = {}
-        # False on network shares, whose inode numbers are not a file's identity.
+        # False on network shares, whose inode numbers are not a file's identity; there
+        # ``match_moves`` (reactor.moves) tells a moved file by its content instead.
         self.use_inode = True
+        self.match_moves: MatchMoves | None = None
         self.baseline_done = False
         self.scans = 0
         self.last_scan_seconds = 0.0
@@ -184,6 +189,8 @@ class Scanner:
         self.scans += 1
         old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}
         changes = diff(old, result.files)
+        if self.match_moves is not None and not self.use_inode and changes.created and changes.deleted:
+            await self._pair_by_content(changes, result.files)
         online_after = await self.share.acheck()
         self.last_complete = result.complete and online_after
         trust_deletes = self.last_complete
@@ -203,6 +210,17 @@ class Scanner:
                       deleted=len(changes.deleted), moved=len(changes.moved),
                       seconds=round(self.last_scan_seconds, 3))
         return changes
+
+    async def _pair_by_content(self, changes: ScanDiff, files: Snapshot) -> None:
+        assert self.match_moves is not None
+        appeared = {p: (files[p][0], files[p][1]) for p in changes.created}
+        pairs = await self.match_moves(changes.deleted, appeared)
+        if not pairs:
+            return
+        sources, targets = {s for s, _ in pairs}, {d for _, d in pairs}
+        changes.moved.extend(pairs)
+        changes.created = [p for p in changes.created if p not in targets]
+        changes.deleted = [p for p in changes.deleted if p not in sources]
 
     def _confirmed(self, deleted: list[str]) -> bool:
         if self._suspect and set(deleted) <= self._suspect:

@@ -22,6 +22,7 @@ from reactor.candidates import Candidates
 from reactor.config import Config
 from reactor.file_events import FileEventSink, ReadyFile
 from reactor.mounts import ObserverChoice, choose_observer, stability_window
+from reactor.moves import MoveMatcher
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
 from reactor.scanner import Scanner, Signature
@@ -70,7 +71,9 @@ class Watcher:
             return
         self.choice = choose_observer(self.config)
         self.tracker.window = self.window
-        self.scanner.use_inode = self.tracker.use_inode = not self.choice.network
+        self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
+        if not self.choice.stable_inodes:
+            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local)
         log.info("watcher_observer", observer=self.choice.kind, reason=self.choice.reason, fstype=self.choice.fstype,
                  mount_point=self.choice.mount_point, stability_seconds=self.window,
                  file_identity="inode" if self.scanner.use_inode else "path_size_mtime")
@@ -167,8 +170,13 @@ class Watcher:
         self.rescans += 1
         if baseline:
             # Start-up: register what is there (standalone) and let the sweep find work.
+            registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
+            registered = await self._moved_while_away(registered)
             await self.sink.register(list(self.scanner.snapshot))
-            await self._reconcile_registered()
+            await self._reconcile_registered(registered)
+            # Permanent failures whose file changed while nobody was watching.
+            await self.sink.refresh_failures(
+                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()])
         else:
             now_ns = time.time_ns()
             for path in changes.created + changes.modified:
@@ -185,9 +193,22 @@ class Watcher:
         if reconcile:
             await self.sink.rescanned(prefix)
 
-    async def _reconcile_registered(self) -> None:
+    async def _moved_while_away(self, registered: list[str]) -> list[str]:
+        """Standalone, network share: files renamed on the server while the reactor was
+        away keep their results (reactor.moves). Returns ``registered`` less the moved."""
+        if self.scanner.match_moves is None or not registered or not self.scanner.last_complete:
+            return registered
+        known = set(registered)
+        missing = [p for p in registered if p not in self.scanner.snapshot]
+        appeared = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items() if p not in known}
+        moved = set()
+        for src, dst in await self.scanner.match_moves(missing, appeared):
+            await self._move(src, dst, directory=False)
+            moved.add(src)
+        return [p for p in registered if p not in moved]
+
+    async def _reconcile_registered(self, registered: list[str]) -> None:
         """Standalone: registered files that are gone from the share are deletions."""
-        registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
         missing = [p for p in registered if p not in self.scanner.snapshot]
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
@@ -241,7 +262,7 @@ class Watcher:
 
     async def _ready(self, path: str, sig: Signature, prior: Signature | None) -> None:
         try:
-            await self.sink.ready([ReadyFile(path, changed=prior is not None)])
+            await self.sink.ready([ReadyFile(path, changed=prior is not None, size=sig[0], mtime_ns=sig[1])])
         except Exception as exc:
             log.warning("file_event_failed", path=path, error=str(exc))
             self.tracker.touch(path, self.candidates.local(path))

@@ -159,6 +159,9 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
     """Each named block in sql/watcher.sql parses and runs against the real schema."""
     args: dict[str, tuple[object, ...]] = {
         "has_results": (["a.jpg"],), "register_files": (["a.jpg"],), "registered_page": ("", 10),
+        "requeue_changed_failures": (["a.jpg"], [1], [2], [True]),
+        "requeue_changed_failures_untracked": (["a.jpg"], [1], [2], [True]),
+        "file_identities": (["a.jpg"],),
     }
     conn = await asyncpg.connect(dsn)
     try:
