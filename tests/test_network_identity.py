@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,14 +28,13 @@ MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 """
 
 
-def config_for(root: str, **watcher: object) -> Config:
+def config_for(root: str, **watcher: Any) -> Config:
     base = load(None, env={})
-    return dataclasses.replace(
-        base, images=dataclasses.replace(base.images, root=root), watcher=dataclasses.replace(base.watcher, **watcher)
-    )  # type: ignore[arg-type]
+    images = dataclasses.replace(base.images, root=root)
+    return dataclasses.replace(base, images=images, watcher=dataclasses.replace(base.watcher, **watcher))
 
 
-def window(root: str, **watcher: object) -> float:
+def window(root: str, **watcher: Any) -> float:
     config = config_for(root, **watcher)
     return stability_window(config, choose_observer(config, MOUNTINFO))
 

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import os
 import shutil
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,17 +40,25 @@ def photo(folder: Path, name: str, n: int) -> Path:
     return samples.write_jpeg(image, folder, name)
 
 
+def write_with_a_pause(target: Path, data: bytes, pause: float) -> None:
+    with open(target, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        time.sleep(pause)
+        fh.write(data[len(data) // 2 :])
+
+
 @dataclass
 class Running:
     reactor: Reactor
     conn: asyncpg.Connection
     share: SshfsShare
-    logs: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[MutableMapping[str, Any]] = field(default_factory=list)
 
     def detected(self) -> Counter[str]:
         return Counter(e["path"] for e in self.logs if e["event"] == "image_detected")
 
-    def events(self, name: str) -> list[dict[str, Any]]:
+    def events(self, name: str) -> list[MutableMapping[str, Any]]:
         return [e for e in self.logs if e["event"] == name]
 
     async def results(self) -> list[str]:
@@ -75,8 +84,12 @@ def network_config(make_config: Callable[..., Config], share: SshfsShare, **watc
     return make_config(
         detector={"model": "hog", "timeout_seconds": 60.0},
         images={"root": str(share.mount), "register_files": "always", "require_mount": True},
-        watcher={"scan_interval_seconds": SCAN_SECONDS, "network_stability_seconds": 1.0,
-                 "attribute_cache_seconds": float(CACHE_SECONDS), **watcher},
+        watcher={
+            "scan_interval_seconds": SCAN_SECONDS,
+            "network_stability_seconds": 1.0,
+            "attribute_cache_seconds": float(CACHE_SECONDS),
+            **watcher,
+        },
         sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
     )
 
@@ -105,7 +118,10 @@ async def running(config: Config, dsn: str, share: SshfsShare) -> AsyncIterator[
 
 
 async def test_copies_in_progress_end_with_one_result_and_no_failure(
-    make_config: Callable[..., Config], dsn: str, sshfs: SshfsShare, tmp_path: Path,
+    make_config: Callable[..., Config],
+    dsn: str,
+    sshfs: SshfsShare,
+    tmp_path: Path,
 ) -> None:
     if not shutil.which("pv"):
         pytest.skip("pv is not installed (apt-get install pv; .ci/run does it)")
@@ -121,15 +137,13 @@ async def test_copies_in_progress_end_with_one_result_and_no_failure(
         # A rate-limited copy on the server side, about 3 s long.
         rate = max(1024, size // 3)
         copy = await asyncio.create_subprocess_shell(
-            f"pv -q -L {rate} '{source}' > '{sshfs.server / 'in' / 'slow.jpg'}'")
+            f"pv -q -L {rate} '{source}' > '{sshfs.server / 'in' / 'slow.jpg'}'"
+        )
         # A copy that stalls for longer than the window: half the file, a pause, the rest.
         # The detector then sees a JPEG without its end marker, which is not a damaged one.
         data = photo(tmp_path / "staging", "stall.jpg", 2).read_bytes()
-        with open(sshfs.server / "in" / "stall.jpg", "wb") as fh:
-            fh.write(data[: len(data) // 2])
-            fh.flush()
-            await asyncio.sleep(watcher.window + 3 * SCAN_SECONDS + 2.0)
-            fh.write(data[len(data) // 2 :])
+        pause = watcher.window + 3 * SCAN_SECONDS + 2.0
+        await asyncio.to_thread(write_with_a_pause, sshfs.server / "in" / "stall.jpg", data, pause)
         assert await copy.wait() == 0
 
         async def both_done() -> bool:
@@ -148,7 +162,9 @@ async def test_copies_in_progress_end_with_one_result_and_no_failure(
 
 
 async def test_remount_and_server_side_rename_detect_nothing_again(
-    make_config: Callable[..., Config], dsn: str, sshfs: SshfsShare,
+    make_config: Callable[..., Config],
+    dsn: str,
+    sshfs: SshfsShare,
 ) -> None:
     for n in range(4):
         photo(sshfs.server / "album", f"p{n}.jpg", n)
@@ -162,7 +178,8 @@ async def test_remount_and_server_side_rename_detect_nothing_again(
 
         await wait_until(all_done, 90, "results for the library")
         faces_before = await r.conn.fetch(
-            "SELECT image_path, face_index, box_top, box_left FROM face_detections ORDER BY 1, 2")
+            "SELECT image_path, face_index, box_top, box_left FROM face_detections ORDER BY 1, 2"
+        )
         inodes = {p: os.stat(sshfs.mount / p).st_ino for p in everything}
 
         # The connection drops and the share is mounted again: the new mount numbers
@@ -199,15 +216,19 @@ async def test_remount_and_server_side_rename_detect_nothing_again(
         await r.scans(2)
         assert r.detected() == Counter(everything)  # nothing detected again
         faces_after = await r.conn.fetch(
-            "SELECT image_path, face_index, box_top, box_left FROM face_detections ORDER BY 1, 2")
+            "SELECT image_path, face_index, box_top, box_left FROM face_detections ORDER BY 1, 2"
+        )
         assert [(f["image_path"].replace("renamed/", "album/"), *tuple(f)[1:]) for f in faces_after] == [
-            tuple(f) for f in faces_before]
+            tuple(f) for f in faces_before
+        ]
         registered = await r.conn.fetch("SELECT image_path FROM ai_metadata ORDER BY 1")
         assert [x["image_path"] for x in registered] == await r.results()
 
 
 async def test_a_dead_mount_records_no_failure_and_deletes_nothing(
-    make_config: Callable[..., Config], dsn: str, sshfs: SshfsShare,
+    make_config: Callable[..., Config],
+    dsn: str,
+    sshfs: SshfsShare,
 ) -> None:
     for n in range(3):
         photo(sshfs.server, f"k{n}.jpg", n)
@@ -243,7 +264,7 @@ async def test_a_dead_mount_records_no_failure_and_deletes_nothing(
 def test_sshfs_fixture_reports_why_it_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     from tests import sshfs_share
 
-    monkeypatch.setattr(sshfs_share.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(sshfs_share, "SSHD", None)
     reason = sshfs_share.unavailable()
     assert reason is not None and "not installed" in reason and "\n" not in reason
