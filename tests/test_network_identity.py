@@ -7,16 +7,19 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
-from reactor import samples
-from reactor.config import Config, load
+from reactor import samples, store
+from reactor.config import Config, RetryConfig, load
 from reactor.detector.loading import load_image, unfinished
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
+from reactor.file_events import DatabaseSink, ReadyFile
 from reactor.identity import fingerprint_of_bytes, read_identity
 from reactor.mounts import attribute_cache_seconds, choose_observer, parse_mountinfo, stability_window
 from reactor.scanner import diff
+from reactor.schema import failure_columns
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 35 22 0:31 / /mnt/smb rw,relatime shared:20 - cifs //nas/vision rw,vers=3.0,actimeo=30
@@ -121,3 +124,68 @@ def test_a_complete_but_damaged_jpeg_is_corrupt(tmp_path: Path) -> None:
     outcome = load_image(str(damaged), 200, 10**8, 0.0)
     assert isinstance(outcome, DetectionFailure)
     assert outcome.error_type is ErrorType.CORRUPT, outcome.message
+
+
+RETRY = RetryConfig(
+    base_seconds=10.0, multiplier=2.0, max_delay_seconds=35.0, jitter=0.0, max_attempts=3, max_attempts_permanent=2
+)
+
+
+def cut_short(size: int, mtime_ns: int) -> DetectionFailure:
+    return DetectionFailure(
+        ErrorType.INCOMPLETE,
+        f"JPEG without its end marker (FFD9) at {size} bytes",
+        file_size_bytes=size,
+        file_mtime_ns=mtime_ns,
+    )
+
+
+async def test_incomplete_is_not_a_try_until_found_again_unchanged(conn: asyncpg.Connection) -> None:
+    cols = await failure_columns(conn)
+    assert "file_mtime_ns" in cols
+    first = await store.record_failure(conn, "copy.jpg", cut_short(100, 1), RETRY, cols, incomplete_delay=4.0)
+    assert first.error_type is ErrorType.INCOMPLETE and first.retry_count == 0 and not first.permanently_failed
+    due = await conn.fetchval("SELECT next_retry_after - last_failure_at FROM face_detection_failures")
+    assert due.total_seconds() == pytest.approx(4.0, abs=0.5)
+    grown = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    assert grown.error_type is ErrorType.INCOMPLETE and grown.retry_count == 0  # still growing: no try counted
+    # The same cut file, unchanged a window later: it is damaged, not being copied.
+    again = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    assert again.error_type is ErrorType.CORRUPT and again.retry_count == 1
+    row = await conn.fetchrow("SELECT * FROM face_detection_failures")
+    assert row is not None
+    assert (row["last_error_type"], row["file_size_bytes"], row["file_mtime_ns"]) == ("corrupt", 200, 2)
+
+
+async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, conn: asyncpg.Connection) -> None:
+    cols = await failure_columns(conn)
+    for path in ("fixed.jpg", "same.jpg", "timeout.jpg"):
+        kind = ErrorType.TIMEOUT if path == "timeout.jpg" else ErrorType.CORRUPT
+        failure = DetectionFailure(kind, "damaged", file_size_bytes=100, file_mtime_ns=5)
+        for _ in range(3):
+            await store.record_failure(conn, path, failure, RETRY, cols)
+    # A legacy row without a recorded mtime: only a change the watcher saw counts.
+    await conn.execute(
+        "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type, "
+        "permanently_failed) VALUES ('legacy.jpg', 2, 'cut', 'corrupt', TRUE), "
+        "('legacy_seen.jpg', 2, 'cut', 'corrupt', TRUE)"
+    )
+    queued: list[str] = []
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        sink = DatabaseSink(pool, lambda p, r: queued.append(p) is None, register_files=False, failure_columns=cols)
+        requeued = await sink.refresh_failures(
+            [
+                ReadyFile("fixed.jpg", size=180, mtime_ns=9),
+                ReadyFile("same.jpg", size=100, mtime_ns=5),
+                ReadyFile("timeout.jpg", size=180, mtime_ns=9),
+                ReadyFile("legacy.jpg", size=1, mtime_ns=1),
+                ReadyFile("legacy_seen.jpg", changed=True, size=1, mtime_ns=1),
+            ]
+        )
+    finally:
+        await pool.close()
+    assert sorted(requeued) == sorted(queued) == ["fixed.jpg", "legacy_seen.jpg"]
+    left = {r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_detection_failures")}
+    assert left == {"same.jpg", "timeout.jpg", "legacy.jpg"}
