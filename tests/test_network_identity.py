@@ -174,7 +174,12 @@ async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, 
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
     try:
-        sink = DatabaseSink(pool, lambda p, r: queued.append(p) is None, register_files=False, failure_columns=cols)
+
+        def enqueue(path: str, redetect: bool) -> bool:
+            queued.append(path)
+            return True
+
+        sink = DatabaseSink(pool, enqueue, register_files=False, failure_columns=cols)
         requeued = await sink.refresh_failures(
             [
                 ReadyFile("fixed.jpg", size=180, mtime_ns=9),
