@@ -43,6 +43,7 @@ TABLES: dict[str, dict[str, str]] = {
         "heartbeat_at": "timestamp with time zone", "state": "jsonb",
     },
     "reactor_redetect": {"image_path": "text", "reason": "text", "requested_at": "timestamp with time zone"},
+    "reactor_held_deletions": {"image_path": "text", "held_at": "timestamp with time zone", "reason": "text"},
     "reactor_file_identity": {
         "image_path": "text", "size_bytes": "bigint", "mtime_ns": "bigint", "fingerprint": "text",
     },
@@ -81,6 +82,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_instances": ("instance_id",),
     "reactor_redetect": ("image_path",),
     "reactor_file_identity": ("image_path",),
+    "reactor_held_deletions": ("image_path",),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import asyncpg
 
-from reactor import logs
+from reactor import held, logs
 from reactor.identity import FileIdentity
 from reactor.sql import Queries
 
@@ -59,6 +59,13 @@ class FileEventSink(Protocol):
 
     async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
         """Standalone mode: the file identity of these paths' results (reactor.moves); else empty."""
+        ...
+
+    async def hold(self, paths: Sequence[str], reason: str) -> int:
+        """A confirmed mass vanish: hold these deletions for the operator (reactor.held)."""
+        ...
+
+    async def held_count(self) -> int:
         ...
 
     async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
@@ -111,6 +118,9 @@ class DatabaseSink:
             return
         await self.register([f.path for f in files])
         await self._requeue_changed(files)
+        async with self.pool.acquire() as conn:
+            for path in await held.release(conn, [f.path for f in files]):
+                log.info("held_deletion_released", path=path, reason="the file is on the share again")
         changed = [f.path for f in files if f.changed]
         with_results: set[str] = set()
         if changed:
@@ -176,6 +186,14 @@ class DatabaseSink:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(Q.file_identities, list(paths))
         return {r["image_path"]: FileIdentity(r["size_bytes"], r["mtime_ns"], r["fingerprint"]) for r in rows}
+
+    async def hold(self, paths: Sequence[str], reason: str) -> int:
+        async with self.pool.acquire() as conn:
+            return await held.hold(conn, paths, reason)
+
+    async def held_count(self) -> int:
+        async with self.pool.acquire() as conn:
+            return await held.count(conn)
 
     async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
         requeued = await self._requeue_changed(files)

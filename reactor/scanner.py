@@ -54,9 +54,11 @@ class ScanDiff:
     modified: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
+    # A confirmed mass vanish: held for the operator (reactor.held), never applied here.
+    held: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.created or self.modified or self.deleted or self.moved)
+        return bool(self.created or self.modified or self.deleted or self.moved or self.held)
 
 
 def signature(st: os.stat_result, use_inode: bool = True) -> Signature:
@@ -198,8 +200,9 @@ class Scanner:
             log.warning("scan_deletes_withheld", prefix=prefix or ".", vanished=len(changes.deleted),
                         errors=result.errors[:5], share_online=online_after)
             changes.deleted = []
-        elif (changes.deleted and not self._confirmed(changes.deleted)
-              and self.share.record_vanish(len(changes.deleted), max(len(old), 1))):
+        elif changes.deleted and self._confirmed(changes.deleted):
+            changes.held, changes.deleted = changes.deleted, []
+        elif changes.deleted and self.share.record_vanish(len(changes.deleted), max(len(old), 1)):
             self._suspect = frozenset(changes.deleted)
             changes.deleted = []
         baseline = not self.baseline_done and not prefix

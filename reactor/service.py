@@ -101,6 +101,7 @@ class Reactor:
             "processed": self.worker.processed if self.worker else 0,
             "loop_lag_seconds": round(self.loop_lag, 3),
             "write_blocked": self.worker.write_blocked if self.worker else None,
+            "held_deletions": self.watcher.held_deletions if self.watcher else 0,
         }
 
     # ------------------------------------------------------------------ events

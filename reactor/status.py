@@ -137,6 +137,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("detector", "detector"),
         ("detector_restarts", "detector restarts"),
         ("share_online", "share online"),
+        ("held_deletions", "held deletions"),
         ("listener", "listener"),
         ("database", "database"),
         ("processed", "processed since start"),

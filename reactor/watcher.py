@@ -18,6 +18,7 @@ import os
 import time
 
 from reactor import logs
+from reactor.audit import looks_like_outage
 from reactor.candidates import Candidates
 from reactor.config import Config
 from reactor.file_events import FileEventSink, ReadyFile
@@ -50,6 +51,8 @@ class Watcher:
         self.state = "stopped"
         self.sessions = 0
         self.rescans = 0
+        # Deletions held for the operator (reactor.held), as of the last full scan.
+        self.held_deletions = 0
         self.native: NativeObserver | None = None
         self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
         self._offline = asyncio.Event()
@@ -190,6 +193,10 @@ class Watcher:
                 await self._move(src, dst, directory=False)
             for path in changes.deleted:
                 self._queue_delete(path, directory=False)
+        if changes.held:
+            await self._hold(changes.held, "mass_vanish_confirmed")
+        if not prefix:
+            self.held_deletions = await self.sink.held_count()
         if reconcile:
             await self.sink.rescanned(prefix)
 
@@ -212,10 +219,23 @@ class Watcher:
         missing = [p for p in registered if p not in self.scanner.snapshot]
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
-        if self.share.record_vanish(len(missing), len(registered)):
+        if looks_like_outage(self.config, len(missing), len(registered)):
+            # Too many at once to take as deleted while nobody watched: the operator decides.
+            await self._hold(missing, "mass_vanish_at_start")
             return
         for path in missing:
             await self.sink.deleted(path, directory=False)
+
+    async def _hold(self, paths: list[str], reason: str) -> None:
+        """Hold these deletions once (reactor.held): logged, shown, never retried here."""
+        new = await self.sink.hold(paths, reason)
+        for path in paths:
+            self.scanner.forget(path)
+        self.held_deletions = await self.sink.held_count()
+        if new:
+            log.warning("deletions_held", files=new, held=self.held_deletions, reason=reason,
+                        advice="check the share; `reactor deletions` lists them, `reactor deletions --apply` "
+                               "deletes their results (with a backup); files that come back are released")
 
     async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
         while not session_stop.is_set():

@@ -196,6 +196,15 @@ CREATE TABLE IF NOT EXISTS reactor_file_identity (
 );
 CREATE INDEX IF NOT EXISTS idx_reactor_file_identity_size ON reactor_file_identity (size_bytes);
 
+-- Deletions held for the operator: a confirmed mass vanish (more than
+-- watcher.vanish_fraction of the share, seen twice) is a decision, not something the
+-- watcher applies. The results stay until `reactor deletions --apply` (with a backup).
+CREATE TABLE IF NOT EXISTS reactor_held_deletions (
+    image_path TEXT PRIMARY KEY,
+    held_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reason TEXT NOT NULL
+);
+
 -- Claims: an instance leases an image before detecting it. The token is a fencing
 -- token: a result is written only while its claim row still carries that token.
 CREATE SEQUENCE IF NOT EXISTS reactor_claim_token_seq;

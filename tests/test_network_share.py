@@ -23,8 +23,9 @@ import pytest
 from PIL import Image
 from structlog.testing import capture_logs
 
-from reactor import samples
+from reactor import audit, held, samples
 from reactor.config import Config
+from reactor.health import degraded, evaluate
 from reactor.service import Reactor
 from tests.reactor_support import small_astronaut, wait_until
 from tests.sshfs_share import CACHE_SECONDS, SshfsShare
@@ -268,3 +269,64 @@ def test_sshfs_fixture_reports_why_it_is_missing(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(sshfs_share, "SSHD", None)
     reason = sshfs_share.unavailable()
     assert reason is not None and "not installed" in reason and "\n" not in reason
+
+
+async def test_a_mass_deletion_is_held_once_then_applied_by_the_operator(
+    make_config: Callable[..., Config],
+    dsn: str,
+    sshfs: SshfsShare,
+) -> None:
+    names = [f"lib/m{n}.jpg" for n in range(10)]
+    for n, name in enumerate(names):
+        photo(sshfs.server / "lib", name.split("/")[1], n)
+    config = network_config(make_config, sshfs, vanish_min_files=3)
+    async with running(config, dsn, sshfs) as r:
+
+        async def all_done() -> bool:
+            return await r.results() == names
+
+        await wait_until(all_done, 90, "results for the library")
+        gone = names[:4]  # 40 %: more than watcher.vanish_fraction
+        for name in gone:
+            (sshfs.server / name).unlink()
+
+        async def held_rows() -> list[str]:
+            return [x["image_path"] for x in await r.conn.fetch("SELECT image_path FROM reactor_held_deletions")]
+
+        async def four_held() -> bool:
+            return sorted(await held_rows()) == gone
+
+        await wait_until(four_held, 60, "the mass deletion to be held")
+        photo(sshfs.server / "lib", "new.jpg", 42)  # the share stays online for what is there
+
+        async def new_done() -> bool:
+            return "lib/new.jpg" in await r.results()
+
+        await wait_until(new_done, 60, "the new photo's result")
+        await r.scans(4)
+        # Held once: no flapping between offline and online, no repeated withholding.
+        assert len(r.events("deletions_held")) == 1
+        assert len(r.events("share_mass_vanish")) == 1
+        assert r.reactor.share.online
+        assert set(gone) <= set(await r.results())  # nothing deleted yet
+        snapshot = r.reactor.health_snapshot()
+        assert snapshot["held_deletions"] == 4
+        assert evaluate(snapshot, 0.0) == [] and "4 deletions held" in degraded(snapshot)[0]
+        report = await audit.run_audit(r.conn, config, share_online=True, share_reason=None, check_files=False)
+        assert not report.clean and report["held_deletions"].count == 4
+
+        # One file comes back: released, its result kept, nothing detected again.
+        photo(sshfs.server / "lib", "m0.jpg", 0)
+
+        async def released() -> bool:
+            return sorted(await held_rows()) == gone[1:]
+
+        await wait_until(released, 30, "the returned file to be released")
+        result = await held.apply(r.conn, audit.mapper_for(config), standalone=True)
+        assert sorted(result.deleted) == gone[1:] and result.released == []
+        assert result.backups["face_metadata"][1] == 3 and result.backups["face_detections"][1] == 3
+        assert await r.results() == sorted(["lib/new.jpg", *names[:1], *names[4:]])
+        assert await held_rows() == []
+        await r.scans(2)
+        assert r.reactor.health_snapshot()["held_deletions"] == 0
+        assert r.detected() == Counter([*names, "lib/new.jpg"])
