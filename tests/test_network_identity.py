@@ -4,22 +4,27 @@ inodes, and the detector telling a copy in progress from a damaged photo."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from reactor import samples, store
+from reactor import held, samples, store
+from reactor.cli import UsageError
 from reactor.config import Config, RetryConfig, load
 from reactor.detector.loading import load_image, unfinished
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
 from reactor.file_events import DatabaseSink, ReadyFile
+from reactor.handlers import deletions as deletions_handler
 from reactor.identity import fingerprint_of_bytes, read_identity
 from reactor.mounts import attribute_cache_seconds, choose_observer, parse_mountinfo, stability_window
 from reactor.scanner import diff
 from reactor.schema import failure_columns
+from tests.ops_seed import invoke
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 35 22 0:31 / /mnt/smb rw,relatime shared:20 - cifs //nas/vision rw,vers=3.0,actimeo=30
@@ -194,3 +199,31 @@ async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, 
     assert sorted(requeued) == sorted(queued) == ["fixed.jpg", "legacy_seen.jpg"]
     left = {r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_detection_failures")}
     assert left == {"same.jpg", "timeout.jpg", "legacy.jpg"}
+
+
+async def test_deletions_command_lists_refuses_offline_and_applies_with_a_backup(
+    make_config: Callable[..., Config], conn: asyncpg.Connection, share: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(images={"register_files": "always", "marker": ".reactor-share"})
+    (share / "back.jpg").write_bytes(b"x")
+    for path in ("gone.jpg", "back.jpg"):
+        await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", path)
+        await conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)", path
+        )
+    await held.hold(conn, ["gone.jpg", "back.jpg"], "mass_vanish_confirmed")
+    assert await invoke(deletions_handler.register, config, ["deletions"]) == 0
+    out = capsys.readouterr().out
+    assert "2 held" in out and "gone.jpg" in out and "--apply" in out
+    (share / ".reactor-share").unlink(missing_ok=True)
+    with pytest.raises(UsageError, match="share is offline"):
+        await invoke(deletions_handler.register, config, ["deletions", "--apply"])
+    (share / ".reactor-share").touch()
+    assert await invoke(deletions_handler.register, config, ["deletions", "--apply", "--json"]) == 0
+    applied = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert applied["deleted"] == 1 and applied["released"] == ["back.jpg"]
+    backup = applied["backups"]["face_metadata"]["table"]
+    assert [r["image_path"] for r in await conn.fetch(f'SELECT image_path FROM "{backup}"')] == ["gone.jpg"]
+    assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata")] == ["back.jpg"]
+    assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM ai_metadata")] == ["back.jpg"]
+    assert await held.count(conn) == 0
