@@ -53,6 +53,8 @@ class StatusReport:
     legacy: int = 0
     legacy_zero: int = 0
     redetect_requested: int = 0
+    # Deletions held after a confirmed mass vanish, waiting for `reactor deletions --apply`.
+    held_deletions: int = 0
 
     @property
     def average_faces(self) -> float:
@@ -85,6 +87,7 @@ class StatusReport:
             "legacy_results": self.legacy,
             "legacy_zero_face": self.legacy_zero,
             "redetect_requested": self.redetect_requested,
+            "held_deletions": self.held_deletions,
         }
 
 
@@ -124,6 +127,7 @@ async def collect(conn: asyncpg.Connection, heartbeat_seconds: float) -> StatusR
         legacy=results["legacy"],
         legacy_zero=results["legacy_zero"],
         redetect_requested=results["redetect_requested"],
+        held_deletions=results["held_deletions"],
     )
 
 
@@ -179,6 +183,8 @@ def render_table(report: StatusReport) -> str:
         ("failures", str(report.failures)),
         ("  permanently failed", str(report.permanently_failed)),
         ("  due for retry", str(report.due_for_retry)),
+        *([("held deletions", f"{report.held_deletions} (review: `reactor deletions`; apply: --apply)")]
+          if report.held_deletions else []),
     ]
     for f in report.failures_by_type:
         rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))

@@ -10,7 +10,8 @@ SELECT count(*) AS images,
        max(detected_at)::timestamptz AS last_detection,
        count(*) FILTER (WHERE model IS NULL) AS legacy,
        count(*) FILTER (WHERE model IS NULL AND face_count = 0) AS legacy_zero,
-       (SELECT count(*) FROM reactor_redetect) AS redetect_requested
+       (SELECT count(*) FROM reactor_redetect) AS redetect_requested,
+       (SELECT count(*) FROM reactor_held_deletions) AS held_deletions
 FROM face_metadata;
 
 -- name: status_failures_by_type

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from structlog.testing import capture_logs
 
-from reactor import audit, held, samples
+from reactor import audit, held, samples, status
 from reactor.config import Config
 from reactor.health import degraded, evaluate
 from reactor.service import Reactor
@@ -312,6 +312,8 @@ async def test_a_mass_deletion_is_held_once_then_applied_by_the_operator(
         snapshot = r.reactor.health_snapshot()
         assert snapshot["held_deletions"] == 4
         assert evaluate(snapshot, 0.0) == [] and "4 deletions held" in degraded(snapshot)[0]
+        shown = await status.collect(r.conn, config.health.heartbeat_seconds)
+        assert shown.held_deletions == 4 and "held deletions" in status.render_table(shown)
         report = await audit.run_audit(r.conn, config, share_online=True, share_reason=None, check_files=False)
         assert not report.clean and report["held_deletions"].count == 4
 
