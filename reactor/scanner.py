@@ -10,7 +10,11 @@ pending until the watcher applies it (see ``_unchanged``).
 A vanished file is reported as deleted only when the walk finished without an I/O
 error and the share was online before and after it, and when fewer files vanished
 than ``watcher.vanish_fraction``. More than that is an outage (ShareMonitor); the
-same set vanishing again on a later scan, with the share online, confirms it.
+same set vanishing again on a later scan, with the share online, confirms it, and the
+confirmed set is reported as ``held``: a decision for the operator (reactor.held).
+
+On a network share the inode is no identity (``use_inode`` False): a rename there
+is a vanished and an appeared file, paired by content through ``match_moves``.
 """
 
 from __future__ import annotations

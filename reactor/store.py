@@ -154,7 +154,7 @@ async def record_failure(
         if incomplete and await _unchanged_since_incomplete(conn, path, failure, columns):
             failure = dataclasses.replace(
                 failure, error_type=ErrorType.CORRUPT,
-                message=f"cut short and unchanged since the last try: {failure.message}",
+                message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
             )
         message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
         if failure.error_type is ErrorType.INCOMPLETE:
@@ -185,12 +185,14 @@ async def record_failure(
 async def _unchanged_since_incomplete(
     conn: Conn, path: str, failure: DetectionFailure, columns: frozenset[str]
 ) -> bool:
+    """The file is exactly as at its last try, which found it cut short too (incomplete,
+    or already corrupt for that reason): not a copy in progress."""
     previous = await conn.fetchrow(Q.failure_previous, path)
-    if previous is None or previous["last_error_type"] != ErrorType.INCOMPLETE.value:
+    if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
         return False
     if {"file_size_bytes", "file_mtime_ns"} <= columns:
         was = await conn.fetchrow(Q.failure_previous_file, path)
         assert was is not None
         return (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)
     # A legacy table without those columns: the message names the size (loading.py).
-    return bool(previous["last_error"] == failure.message[:MAX_ERROR_TEXT])
+    return bool(str(previous["last_error"] or "").endswith(failure.message[:MAX_ERROR_TEXT]))

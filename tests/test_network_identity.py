@@ -160,6 +160,9 @@ async def test_incomplete_is_not_a_try_until_found_again_unchanged(conn: asyncpg
     row = await conn.fetchrow("SELECT * FROM face_detection_failures")
     assert row is not None
     assert (row["last_error_type"], row["file_size_bytes"], row["file_mtime_ns"]) == ("corrupt", 200, 2)
+    # Its retry finds the same cut file: corrupt again at once, then permanent.
+    last = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    assert last.error_type is ErrorType.CORRUPT and last.retry_count == 2 and last.permanently_failed
 
 
 async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, conn: asyncpg.Connection) -> None:

@@ -134,12 +134,13 @@ async def test_scanner_withholds_a_mass_vanish_until_confirmed(share: Path) -> N
     assert d is not None and d.deleted == []
     assert not monitor.online and monitor.reason == "mass_vanish"
     assert len(scanner.snapshot) == 47
-    # The hold (0 s here) is over and the same files are still gone: confirmed.
+    # The hold (0 s here) is over and the same files are still gone: confirmed, and
+    # held for the operator (reactor.held), not reported as deletions.
     d = await scanner.scan()
-    assert d is not None and sorted(d.deleted) == files[3:30]
-    # Deletions stay pending in the snapshot until the watcher has applied them.
+    assert d is not None and sorted(d.held) == files[3:30] and d.deleted == []
+    # They stay in the snapshot until the watcher has held them.
     assert len(scanner.snapshot) == 47
-    for rel in d.deleted:
+    for rel in d.held:
         scanner.forget(rel)
     assert await scanner.scan() == ScanDiff()
 
