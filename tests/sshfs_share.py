@@ -29,8 +29,12 @@ CACHE_SECONDS = 2
 
 def unavailable() -> str | None:
     """Why no sshfs share can be made here, or None."""
-    for name, path in (("sshd", SSHD), ("sshfs", shutil.which("sshfs")), ("ssh-keygen", shutil.which("ssh-keygen")),
-                       ("fusermount3", shutil.which("fusermount3") or shutil.which("fusermount"))):
+    for name, path in (
+        ("sshd", SSHD),
+        ("sshfs", shutil.which("sshfs")),
+        ("ssh-keygen", shutil.which("ssh-keygen")),
+        ("fusermount3", shutil.which("fusermount3") or shutil.which("fusermount")),
+    ):
         if not path:
             return f"{name} is not installed (apt-get install openssh-server sshfs pv; .ci/run does it)"
     if not os.path.exists("/dev/fuse"):
@@ -101,10 +105,16 @@ class SshfsShare:
 
     def connect(self) -> None:
         """Mount the server folder (again): every mount numbers inodes afresh."""
-        options = ",".join([
-            f"IdentityFile={self.base / 'keys' / 'user'}", "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null",
-            "LogLevel=ERROR", f"dcache_timeout={CACHE_SECONDS}", "reconnect",
-        ])
+        options = ",".join(
+            [
+                f"IdentityFile={self.base / 'keys' / 'user'}",
+                "StrictHostKeyChecking=no",
+                "UserKnownHostsFile=/dev/null",
+                "LogLevel=ERROR",
+                f"dcache_timeout={CACHE_SECONDS}",
+                "reconnect",
+            ]
+        )
         target = f"{getpass.getuser()}@127.0.0.1:{self.server}"
         with open(self.base / f"sshfs-{self.mounts}.log", "wb") as log:
             command = ["sshfs", "-f", "-p", str(self.port), "-o", options, target, str(self.mount)]
@@ -128,8 +138,11 @@ class SshfsShare:
 
     def disconnect(self) -> None:
         self.kill()
-        subprocess.run(["fusermount3" if shutil.which("fusermount3") else "fusermount", "-u", "-z", str(self.mount)],
-                       check=False, capture_output=True)
+        subprocess.run(
+            ["fusermount3" if shutil.which("fusermount3") else "fusermount", "-u", "-z", str(self.mount)],
+            check=False,
+            capture_output=True,
+        )
 
     def remount(self) -> None:
         self.disconnect()
