@@ -32,7 +32,7 @@ Q = Queries("integrity.sql")
 
 REACTOR_TABLES = (
     "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
-    "reactor_redetect",
+    "reactor_redetect", "reactor_file_identity", "reactor_held_deletions",
 )
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.
@@ -48,6 +48,8 @@ CHECKS: dict[str, str] = {
     # with them; repair leaves them alone.
     "legacy_not_imported": "legacy results whose faces are only in the legacy JSON columns; "
                            "`reactor db import-legacy` imports them, or lists why it cannot",
+    "held_deletions": "deletions held after a confirmed mass vanish; `reactor deletions --apply` backs up and "
+                      "deletes the results of those still missing",
     "legacy_zero": "zero-face results the reactor did not write (the legacy worker saved failures as 0 faces); "
                    "`reactor redetect --legacy-zero` re-detects them (requested: already asked)",
 }
@@ -179,6 +181,7 @@ async def run_audit(
     findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, stale_after_seconds(config))]
     findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
     findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
+    findings["held_deletions"].rows = [dict(r) for r in await conn.fetch(Q.held_deletion_rows)]
     await _pending(conn, config, judge, findings["pending_processed"])
     files = findings["missing_files"]
     if not check_files:

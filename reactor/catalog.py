@@ -17,7 +17,7 @@ from reactor import legacy, privileges, sql, vectors
 
 Q = sql.Queries("catalog.sql")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
 # The trigger function's NOTIFY channel is a literal in its body (a custom setting
@@ -51,6 +51,10 @@ TABLES: dict[str, dict[str, str]] = {
     "reactor_redetect": {
         "image_path": "text", "reason": "text", "mode": "text", "requested_at": "timestamp with time zone",
     },
+    "reactor_held_deletions": {"image_path": "text", "held_at": "timestamp with time zone", "reason": "text"},
+    "reactor_file_identity": {
+        "image_path": "text", "size_bytes": "bigint", "mtime_ns": "bigint", "fingerprint": "text",
+    },
 }
 # Types an adopted legacy table may have instead (reported as adapted, not different):
 # the legacy worker wrote detected_at without a time zone; the server's TimeZone
@@ -68,7 +72,7 @@ FAILURE_REQUIRED = frozenset(
 FAILURE_OPTIONAL = frozenset(
     {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at",
      # Without it, failure rows whose ai_metadata row is gone are kept, never purged.
-     "orphaned_at"}
+     "orphaned_at", "file_mtime_ns"}
 )
 # Tables whose image_path carries the reactor_valid_image_path CHECK constraint.
 PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims", "reactor_redetect")
@@ -77,6 +81,7 @@ INDEXES: dict[str, tuple[str, ...]] = {
     FAILURES: ("idx_fdf_next_retry", "idx_fdf_error_type", "idx_fdf_orphaned"),
     "face_metadata": ("idx_face_metadata_orphaned",),
     "reactor_claims": ("idx_reactor_claims_instance",),
+    "reactor_file_identity": ("idx_reactor_file_identity_size",),
 }
 SEQUENCES = ("reactor_claim_token_seq",)
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -86,6 +91,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_claims": ("image_path",),
     "reactor_instances": ("instance_id",),
     "reactor_redetect": ("image_path",),
+    "reactor_file_identity": ("image_path",),
+    "reactor_held_deletions": ("image_path",),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.

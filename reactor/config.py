@@ -122,6 +122,9 @@ class WatcherConfig:
     observer: Literal["auto", "native", "polling"] = "auto"
     stability_seconds: float = 2.0
     network_stability_seconds: float = 15.0
+    # How long the network client may show stale sizes and mtimes; -1: read it from the
+    # mount options (actimeo, acregmax) or use the filesystem type's default (mounts.py).
+    attribute_cache_seconds: float = -1.0
     scan_interval_seconds: float = 60.0
     # More than this fraction of known files vanishing at once is treated as an outage.
     vanish_fraction: float = 0.2
@@ -433,6 +436,12 @@ def _validate(config: Config) -> None:
                 f"{where}: [database] {key}: expected a lower-case identifier (letters, digits, _; "
                 f"at most 63), got {channel!r}"
             )
+    cache = config.watcher.attribute_cache_seconds
+    if cache != -1.0 and cache < 0:
+        raise ConfigError(
+            f"{where}: [watcher] attribute_cache_seconds: expected -1 (read it from the mount) or seconds >= 0, "
+            f"got {cache}"
+        )
     for name, value in (("queue_size", config.service.queue_size), ("lease_seconds", config.service.lease_seconds)):
         if value <= 0:
             raise ConfigError(f"{where}: [service] {name}: expected a positive number, got {value}")

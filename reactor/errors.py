@@ -14,6 +14,7 @@ class ErrorType(StrEnum):
     MISSING = "missing"  # file not found; trusted only while the share is online
     UNREADABLE = "unreadable"  # permission denied or an I/O error reading the file
     CORRUPT = "corrupt"  # a truncated or damaged image
+    INCOMPLETE = "incomplete"  # still being written: cut short, or changed while read
     UNSUPPORTED = "unsupported"  # not an image, or a format Pillow cannot read
     TOO_LARGE = "too_large"  # over detector.max_pixels (decompression-bomb guard) or max_file_bytes
     OOM = "oom"  # out of memory at every scale, CNN and HOG
@@ -43,6 +44,8 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.MISSING: "the file is gone from the share; it is retried, then marked orphaned",
     ErrorType.UNREADABLE: "fix the file's permissions for the reactor's user; it is retried",
     ErrorType.CORRUPT: "replace the file; `reactor failures retry PATH` queues it again",
+    ErrorType.INCOMPLETE: "still being copied; it is retried after the stability window, and is corrupt "
+    "only if found cut short again unchanged",
     ErrorType.UNSUPPORTED: "not an image the detector can read; convert it or ignore it",
     ErrorType.TOO_LARGE: "over detector.max_pixels or max_file_bytes; raise it if the image is genuine",
     ErrorType.OOM: "out of memory at every scale; lower detector.cnn_max_detect_pixels or max_detect_pixels",

@@ -15,7 +15,8 @@ from typing import Protocol
 
 import asyncpg
 
-from reactor import logs, orphans
+from reactor import held, logs, orphans
+from reactor.identity import FileIdentity
 from reactor.paths import recordable, unicode_variants
 from reactor.sql import Queries
 
@@ -33,6 +34,9 @@ class ReadyFile:
     path: str
     # The file was known before with another size or mtime: its content changed.
     changed: bool = False
+    # Its size and mtime now (None: not known), compared with those of a permanent failure.
+    size: int | None = None
+    mtime_ns: int | None = None
 
 
 class FileEventSink(Protocol):
@@ -54,6 +58,21 @@ class FileEventSink(Protocol):
         """A (re)scan finished or events were lost: reconcile with the database."""
         ...
 
+    async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
+        """Standalone mode: the file identity of these paths' results (reactor.moves); else empty."""
+        ...
+
+    async def hold(self, paths: Sequence[str], reason: str) -> int:
+        """A confirmed mass vanish: hold these deletions for the operator (reactor.held)."""
+        ...
+
+    async def held_count(self) -> int:
+        ...
+
+    async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
+        """Queue again the permanently failed photos among ``files`` that changed since they failed."""
+        ...
+
     async def registered(self) -> list[str]:
         """Paths this sink registered (standalone mode); empty when it registers nothing."""
         ...
@@ -73,8 +92,10 @@ class DatabaseSink:
         *,
         register_files: bool,
         request_sweep: Callable[[], None] | None = None,
+        failure_columns: frozenset[str] = frozenset(),
     ) -> None:
         self.pool = pool
+        self.failure_columns = failure_columns
         self.enqueue = enqueue
         self.register_files = register_files
         self.request_sweep = request_sweep
@@ -109,6 +130,10 @@ class DatabaseSink:
             return
         await self.register([f.path for f in files])  # standalone: invalid names recorded here
         files = [f for f in files if _encodable(f.path)] if self.register_files else await self._row_forms(files)
+        await self._requeue_changed(files)
+        async with self.pool.acquire() as conn:
+            for path in await held.release(conn, [f.path for f in files]):
+                log.info("held_deletion_released", path=path, reason="the file is on the share again")
         changed = [f.path for f in files if f.changed]
         with_results: set[str] = set()
         if changed:
@@ -195,6 +220,42 @@ class DatabaseSink:
                 await conn.execute(Q.delete_registration, path)
                 log.info("image_deleted", path=path, orphaned=marked)
         self.counts["deleted"] += 1
+
+    async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
+        # In vision-database mode the upstream's ai_metadata decides what a path is.
+        if not self.register_files or not paths:
+            return {}
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(Q.file_identities, list(paths))
+        return {r["image_path"]: FileIdentity(r["size_bytes"], r["mtime_ns"], r["fingerprint"]) for r in rows}
+
+    async def hold(self, paths: Sequence[str], reason: str) -> int:
+        async with self.pool.acquire() as conn:
+            return await held.hold(conn, paths, reason)
+
+    async def held_count(self) -> int:
+        async with self.pool.acquire() as conn:
+            return await held.count(conn)
+
+    async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
+        requeued = await self._requeue_changed(files)
+        for path in requeued:
+            self.enqueue(path, False)
+        return requeued
+
+    async def _requeue_changed(self, files: Sequence[ReadyFile]) -> list[str]:
+        query = Q.requeue_changed_failures if "file_mtime_ns" in self.failure_columns else (
+            Q.requeue_changed_failures_untracked)
+        requeued: list[str] = []
+        async with self.pool.acquire() as conn:
+            for i in range(0, len(files), REGISTER_CHUNK):
+                chunk = files[i : i + REGISTER_CHUNK]
+                rows = await conn.fetch(query, [f.path for f in chunk], [f.size for f in chunk],
+                                        [f.mtime_ns for f in chunk], [f.changed for f in chunk])
+                requeued.extend(r["image_path"] for r in rows)
+        for path in requeued:
+            log.info("failed_file_changed", path=path, effect="queued again")
+        return requeued
 
     async def rescanned(self, prefix: str) -> None:
         if self.request_sweep is not None:

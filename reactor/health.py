@@ -62,6 +62,16 @@ def evaluate(snapshot: Mapping[str, Any], loop_lag_seconds: float) -> list[str]:
     return reasons
 
 
+def degraded(snapshot: Mapping[str, Any]) -> list[str]:
+    """What needs a person although the reactor works: /healthz answers 200, "degraded"."""
+    notes: list[str] = []
+    held = snapshot.get("held_deletions") or 0
+    if held:
+        notes.append(f"{held} deletions held after a mass vanish; run `reactor deletions` to review, "
+                     "`reactor deletions --apply` to apply")
+    return notes
+
+
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -132,9 +142,10 @@ class HealthServer:
         # The reactor measures its own lag too; the worse of the two counts.
         lag = max(self.loop_lag_seconds, float(snap.get("loop_lag_seconds") or 0.0))
         reasons = evaluate(snap, lag)
+        notes = degraded(snap)
         body = {
-            "status": "unhealthy" if reasons else "ok",
-            "reasons": reasons,
+            "status": "unhealthy" if reasons else "degraded" if notes else "ok",
+            "reasons": reasons or notes,
             "loop_lag_seconds": round(lag, 3),
             "snapshot": _json_safe(snap),
         }

@@ -22,11 +22,27 @@ NETWORK_FSTYPES = frozenset({
 MOUNTINFO = "/proc/self/mountinfo"
 
 
+# How long a client may show cached sizes and mtimes when its mount options do not
+# say: cifs actimeo defaults to 1 s, NFS acregmax to 60 s, sshfs's caches to 20 s
+# (dcache_timeout; its options are the process's, not the kernel mount's).
+ATTRIBUTE_CACHE_DEFAULTS = {"cifs": 1.0, "smb3": 1.0, "nfs": 60.0, "nfs4": 60.0, "fuse.sshfs": 20.0}
+ATTRIBUTE_CACHE_UNKNOWN = 60.0
+# Windows' SMB client keeps file information for 10 s (FileInfoCacheLifetime).
+WINDOWS_SMB_CACHE = 10.0
+# Mount options that bound the attribute cache, in the order they are believed.
+ATTRIBUTE_CACHE_OPTIONS = ("acregmax", "actimeo", "attr_timeout", "cache_timeout", "dcache_timeout")
+
+
 @dataclass(frozen=True)
 class Mount:
     mount_point: str
     fstype: str
     source: str
+    # Per-mount and superblock options (mountinfo fields 6 and 11), name -> value.
+    options: tuple[tuple[str, str], ...] = ()
+
+    def option(self, name: str) -> str | None:
+        return next((v for k, v in self.options if k == name), None)
 
 
 @dataclass(frozen=True)
@@ -35,10 +51,17 @@ class ObserverChoice:
     reason: str
     fstype: str = ""
     mount_point: str = ""
+    mount: Mount | None = None
 
     @property
     def network(self) -> bool:
         return self.kind == "polling"
+
+    @property
+    def stable_inodes(self) -> bool:
+        """False on network filesystems: a client numbers files per mount, and a rename
+        on the server gives a new number, so there a file is its path, size and mtime."""
+        return not (self.reason == "unc_root" or is_network(self.fstype))
 
 
 def _unescape(field: str) -> str:
@@ -65,8 +88,56 @@ def parse_mountinfo(text: str) -> list[Mount]:
         tail = right.split()
         if not sep or len(fields) < 5 or len(tail) < 2:
             continue
-        mounts.append(Mount(mount_point=_unescape(fields[4]), fstype=tail[0], source=_unescape(tail[1])))
+        options = _options(fields[5]) + (_options(tail[2]) if len(tail) > 2 else ())
+        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), options))
     return mounts
+
+
+def _options(field: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in _unescape(field).split(","):
+        name, _, value = item.partition("=")
+        if name:
+            out.append((name, value))
+    return tuple(out)
+
+
+def attribute_cache_seconds(mount: Mount | None) -> float:
+    """How long the client may show a stale size or mtime: from the options where they
+    say (``acregmax``/``actimeo`` for cifs and NFS, ``attr_timeout``/``cache_timeout``
+    for FUSE), else the filesystem type's default; an unknown network type gets 60 s,
+    a local filesystem (or none known) 0."""
+    if mount is None:
+        return 0.0
+    if mount.option("noac") is not None:
+        return 0.0
+    for name in ATTRIBUTE_CACHE_OPTIONS:
+        value = mount.option(name)
+        try:
+            if value is not None and float(value) >= 0:
+                return float(value)
+        except ValueError:
+            continue
+    fstype = mount.fstype.lower()
+    return ATTRIBUTE_CACHE_DEFAULTS.get(fstype, ATTRIBUTE_CACHE_UNKNOWN if is_network(fstype) else 0.0)
+
+
+def stability_window(config: Config, choice: ObserverChoice) -> float:
+    """Seconds a file's size and mtime must stay the same before it is queued.
+
+    On a network share a stat can answer from the client's attribute cache, so a file
+    still being copied can look unchanged for that long: the window must outlast the
+    cache, with a margin, whatever watcher.network_stability_seconds says.
+    """
+    watcher = config.watcher
+    if not choice.network:
+        return watcher.stability_seconds
+    cache = watcher.attribute_cache_seconds
+    if cache < 0 and is_unc(config.images.root):
+        cache = WINDOWS_SMB_CACHE  # a UNC root: the Windows SMB client's caches
+    elif cache < 0:
+        cache = attribute_cache_seconds(choice.mount)
+    return max(watcher.network_stability_seconds, cache + max(2.0, cache / 2))
 
 
 def mount_for(path: str, mounts: list[Mount]) -> Mount | None:
@@ -81,6 +152,10 @@ def mount_for(path: str, mounts: list[Mount]) -> Mount | None:
     return best
 
 
+def is_unc(root: str) -> bool:
+    return root.startswith(("\\\\", "//"))
+
+
 def is_network(fstype: str) -> bool:
     low = fstype.lower()
     return low in NETWORK_FSTYPES or low.startswith(("nfs", "cifs", "smb"))
@@ -89,20 +164,23 @@ def is_network(fstype: str) -> bool:
 def choose_observer(config: Config, mountinfo: str | None = None) -> ObserverChoice:
     """Which observer watches images.root; watcher.observer other than auto forces one."""
     forced = config.watcher.observer
-    if forced != "auto":
-        return ObserverChoice(kind=forced, reason="configured")
     root = config.images.root
-    if root.startswith(("\\\\", "//")):
-        return ObserverChoice(kind="polling", reason="unc_root")
+    if is_unc(root):
+        return ObserverChoice(kind="polling" if forced == "auto" else forced,
+                              reason="unc_root" if forced == "auto" else "configured")
     if mountinfo is None:
         try:
             mountinfo = Path(MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
         except OSError:
-            # No /proc (Windows with a drive letter, macOS): the native observer.
-            return ObserverChoice(kind="native", reason="no_mountinfo")
-    real = os.path.realpath(root)
-    mount = mount_for(real, parse_mountinfo(mountinfo))
+            mountinfo = ""
+    mount = mount_for(os.path.realpath(root), parse_mountinfo(mountinfo)) if mountinfo else None
+    fstype, mount_point = (mount.fstype, mount.mount_point) if mount is not None else ("", "")
+    if forced != "auto":
+        return ObserverChoice(kind=forced, reason="configured", fstype=fstype, mount_point=mount_point, mount=mount)
+    if not mountinfo:
+        # No /proc (Windows with a drive letter, macOS): the native observer.
+        return ObserverChoice(kind="native", reason="no_mountinfo")
     if mount is None:
         return ObserverChoice(kind="native", reason="mount_unknown")
     kind = "polling" if is_network(mount.fstype) else "native"
-    return ObserverChoice(kind=kind, reason="filesystem_type", fstype=mount.fstype, mount_point=mount.mount_point)
+    return ObserverChoice(kind=kind, reason="filesystem_type", fstype=fstype, mount_point=mount_point, mount=mount)

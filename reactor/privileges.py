@@ -15,7 +15,7 @@ Q = sql.Queries("catalog.sql")
 # What the running reactor does with each table.
 READ_WRITE = (
     "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
-    "reactor_redetect",
+    "reactor_redetect", "reactor_file_identity", "reactor_held_deletions",
 )
 READ_ONLY = ("ai_metadata", "reactor_schema")
 SEQUENCES = ("reactor_claim_token_seq",)

@@ -13,7 +13,11 @@ that covers it failed: a folder that errors (EIO, EACCES, ESTALE, a dead automou
 or DFS link) or that was listed by its parent and then was not there (ENOENT) makes
 everything below it *unknown*, and a file whose stat fails is unknown itself. More
 than ``watcher.vanish_fraction`` vanishing at once is held for one more scan
-(reactor.share.VanishGuard); the files still gone then are reported.
+(reactor.share.VanishGuard); the files still gone then are a confirmed mass deletion,
+reported as ``held``: a decision for the operator (reactor.held).
+
+On a network share the inode is no identity (``use_inode`` False): a rename there
+is a vanished and an appeared file, paired by content through ``match_moves``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import errno
 import os
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reactor import logs
@@ -30,9 +35,13 @@ from reactor.share import ShareMonitor, VanishGuard
 
 log = logs.get("reactor.scanner")
 
-# (size, mtime_ns, inode): ints in a tuple keep 50,000 files in a few MB.
+# (size, mtime_ns, inode): ints in a tuple keep 50,000 files in a few MB. On a network
+# share the inode is 0: a client numbers files per mount (a remount renumbers them all,
+# a rename on the server gives a new one), so there a file is its path, size and mtime.
 Signature = tuple[int, int, int]
 Snapshot = dict[str, Signature]
+# (vanished paths, appeared path -> (size, mtime_ns)) -> pairs that are one file moved.
+MatchMoves = Callable[[Sequence[str], Mapping[str, tuple[int, int]]], Awaitable[list[tuple[str, str]]]]
 
 
 @dataclass
@@ -66,12 +75,18 @@ class ScanDiff:
     modified: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
+    # A confirmed mass vanish: held for the operator (reactor.held), never applied here.
+    held: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.created or self.modified or self.deleted or self.moved)
+        return bool(self.created or self.modified or self.deleted or self.moved or self.held)
 
 
-def walk(candidates: Candidates, start: str = "") -> Walk:
+def signature(st: os.stat_result, use_inode: bool = True) -> Signature:
+    return (st.st_size, st.st_mtime_ns, st.st_ino if use_inode else 0)
+
+
+def walk(candidates: Candidates, start: str = "", use_inode: bool = True) -> Walk:
     """Every candidate photo under ``start`` (a database prefix, "" for the root).
 
     Ignored folders are never entered. A folder that errors, or disappears between
@@ -110,7 +125,7 @@ def walk(candidates: Candidates, start: str = "") -> Walk:
             rel = f"{prefix}/{name}" if prefix else name
             if len(rel.encode("utf-8", "surrogateescape")) > candidates.mapper.max_length:
                 continue
-            result.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ino)
+            result.files[rel] = signature(st, use_inode)
     return result
 
 
@@ -209,6 +224,10 @@ class Scanner:
         self.candidates = candidates
         self.share = share
         self.snapshot: Snapshot = {}
+        # False on network shares, whose inode numbers are not a file's identity; there
+        # ``match_moves`` (reactor.moves) tells a moved file by its content instead.
+        self.use_inode = True
+        self.match_moves: MatchMoves | None = None
         self.baseline_done = False
         self.scans = 0
         self.last_scan_seconds = 0.0
@@ -221,11 +240,13 @@ class Scanner:
         if not await self.share.acheck():
             return None
         started = time.monotonic()
-        result = await asyncio.to_thread(walk, self.candidates, prefix)
+        result = await asyncio.to_thread(walk, self.candidates, prefix, self.use_inode)
         self.last_scan_seconds = time.monotonic() - started
         self.scans += 1
         old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}
         changes = diff(old, result.files)
+        if self.match_moves is not None and not self.use_inode and changes.created and changes.deleted:
+            await self._pair_by_content(changes, result.files)
         online_after = await self.share.acheck()
         self.last_complete = result.complete and online_after
         if changes.deleted:
@@ -234,7 +255,7 @@ class Scanner:
                 log.warning("scan_deletes_withheld", prefix=prefix or ".", vanished=len(changes.deleted),
                             unknown=len(changes.deleted) - len(seen), errors=result.errors[:5],
                             share_online=online_after)
-            changes.deleted = self.vanish.believe(seen, max(len(old), 1))
+            changes.deleted, changes.held = self.vanish.sort(seen, max(len(old), 1))
         baseline = not self.baseline_done and not prefix
         self._replace(prefix, result.files if baseline else _unchanged(old, result.files, changes))
         if changes:
@@ -243,6 +264,17 @@ class Scanner:
                       deleted=len(changes.deleted), moved=len(changes.moved),
                       seconds=round(self.last_scan_seconds, 3))
         return changes
+
+    async def _pair_by_content(self, changes: ScanDiff, files: Snapshot) -> None:
+        assert self.match_moves is not None
+        appeared = {p: (files[p][0], files[p][1]) for p in changes.created}
+        pairs = await self.match_moves(changes.deleted, appeared)
+        if not pairs:
+            return
+        sources, targets = {s for s, _ in pairs}, {d for _, d in pairs}
+        changes.moved.extend(pairs)
+        changes.created = [p for p in changes.created if p not in targets]
+        changes.deleted = [p for p in changes.deleted if p not in sources]
 
     def _replace(self, prefix: str, files: Snapshot) -> None:
         if not prefix:

@@ -25,6 +25,7 @@ FAILURE_COLUMN_TYPES = {
     "original_width": "INTEGER",
     "original_height": "INTEGER",
     "file_size_bytes": "BIGINT",
+    "file_mtime_ns": "BIGINT",
     "last_attempted_scale": "REAL",
     "first_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
     "last_failure_at": "TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP",
@@ -32,6 +33,10 @@ FAILURE_COLUMN_TYPES = {
     "permanently_failed": "BOOLEAN DEFAULT FALSE",
     "orphaned_at": "TIMESTAMPTZ",
 }
+
+
+# Optional failure columns that sql/schema.sql adds itself when they are missing.
+ADDED_BY_INIT = frozenset({"file_mtime_ns", "orphaned_at"})
 
 
 class SchemaError(Exception):
@@ -125,8 +130,7 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
         )
     return [
         f"{FAILURES} has no {column} column: failures are recorded without it"
-        # schema.sql adds orphaned_at itself (ALTER TABLE ... ADD COLUMN IF NOT EXISTS).
-        for column in sorted(FAILURE_OPTIONAL - present - {"orphaned_at"})
+        for column in sorted(FAILURE_OPTIONAL - present - ADDED_BY_INIT)
     ]
 
 

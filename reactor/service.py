@@ -32,6 +32,7 @@ from reactor.inflight import InFlight
 from reactor.instance_lock import InstanceLock
 from reactor.lanes import Lanes
 from reactor.listener import Listener
+from reactor.mounts import choose_observer, stability_window
 from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
 from reactor.queue import ImageQueue, Priority
@@ -117,6 +118,7 @@ class Reactor:
             "write_blocked": self.write_block.reason,
             # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
             "tasks_failing": self.supervisor.failing(),
+            "held_deletions": self.watcher.held_deletions if self.watcher else 0,
         }
 
     # ------------------------------------------------------------------ events
@@ -278,6 +280,7 @@ class Reactor:
             return DetectionLoop(
                 self.config, pool, self.queue, detector, self.share, self.mapper, self.instance_id,
                 self._failure_columns, DetectorUnavailable, self._result_shape, in_flight, self.write_block,
+                incomplete_delay=stability_window(self.config, choose_observer(self.config)),
             )
 
         self.worker = self.lanes.bind(make_loop)
@@ -287,6 +290,7 @@ class Reactor:
             sink = DatabaseSink(
                 pool, lambda path, redetect: self.queue.put(path, Priority.FILE_EVENT, redetect=redetect),
                 register_files=self.config.register_files, request_sweep=self.request_sweep,
+                failure_columns=self._failure_columns,
             )
             self.watcher = Watcher(self.config, self.mapper, self.share, sink)
             self.side_tasks["watcher"] = self.watcher.run

@@ -64,6 +64,14 @@ class VanishGuard:
 
     def believe(self, vanished: list[str], known: int) -> list[str]:
         """The vanished paths to treat as deleted now; the rest are held for one more look."""
+        deleted, confirmed = self.sort(vanished, known)
+        return confirmed + deleted
+
+    def sort(self, vanished: list[str], known: int) -> tuple[list[str], list[str]]:
+        """(deleted now, a confirmed mass vanish); a fresh mass vanish is held for one more look.
+
+        The confirmed set is a decision for the operator where the caller can hold it
+        (the scanner: reactor.held), so that a real mass deletion is applied once, by a person."""
         confirmed = [p for p in vanished if p in self._suspect]
         fresh = [p for p in vanished if p not in self._suspect]
         self._suspect = frozenset()
@@ -74,7 +82,7 @@ class VanishGuard:
                         fraction=round(len(fresh) / max(known, 1), 3), held=True)
             self._suspect = frozenset(fresh)
             fresh = []
-        return confirmed + fresh
+        return fresh, confirmed
 
 
 def probe(images: ImagesConfig) -> str | None:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from reactor import logs
-from reactor.scanner import Signature
+from reactor.scanner import Signature, signature
 
 log = logs.get("reactor.stability")
 
@@ -32,6 +32,7 @@ class StabilityTracker:
     def __init__(self, window: float, on_stable: OnStable) -> None:
         self.window = window
         self.on_stable = on_stable
+        self.use_inode = True
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
 
@@ -83,7 +84,7 @@ class StabilityTracker:
 
     async def _check_once(self) -> None:
         items = list(self._pending.items())
-        sigs = await asyncio.to_thread(_stat_all, [e.local for _, e in items])
+        sigs = await asyncio.to_thread(_stat_all, [e.local for _, e in items], self.use_inode)
         now = time.monotonic()
         for (path, entry), sig in zip(items, sigs, strict=True):
             if self._pending.get(path) is not entry:
@@ -101,7 +102,7 @@ class StabilityTracker:
                     log.exception("stable_file_failed", path=path)
 
 
-def _stat_all(locals_: list[str]) -> list[Signature | None]:
+def _stat_all(locals_: list[str], use_inode: bool) -> list[Signature | None]:
     out: list[Signature | None] = []
     for local in locals_:
         try:
@@ -109,5 +110,5 @@ def _stat_all(locals_: list[str]) -> list[Signature | None]:
         except OSError:
             out.append(None)
             continue
-        out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        out.append(signature(st, use_inode))
     return out

@@ -56,6 +56,8 @@ class StatusReport:
     redetect_requested: int = 0
     # Rows marked orphaned (their ai_metadata row is gone), per table, and whether held.
     orphans: list[orphans.TableOrphans] = field(default_factory=list)
+    # Deletions held after a confirmed mass vanish, waiting for `reactor deletions --apply`.
+    held_deletions: int = 0
 
     @property
     def average_faces(self) -> float:
@@ -90,6 +92,7 @@ class StatusReport:
             "redetect_requested": self.redetect_requested,
             "orphans": {o.table: o.as_dict() for o in self.orphans},
             "orphans_held": any(o.held for o in self.orphans),
+            "held_deletions": self.held_deletions,
         }
 
 
@@ -132,6 +135,7 @@ async def collect(
         legacy_zero=results["legacy_zero"],
         redetect_requested=results["redetect_requested"],
         orphans=await orphans.stats(conn, policy or orphans.OrphanPolicy()),
+        held_deletions=results["held_deletions"],
     )
 
 
@@ -145,6 +149,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("detector", "detector"),
         ("detector_restarts", "detector restarts"),
         ("share_online", "share online"),
+        ("held_deletions", "held deletions"),
         ("listener", "listener"),
         ("database", "database"),
         ("processed", "processed since start"),
@@ -203,6 +208,8 @@ def render_table(report: StatusReport) -> str:
         ("failures", str(report.failures)),
         ("  permanently failed", str(report.permanently_failed)),
         ("  due for retry", str(report.due_for_retry)),
+        *([("held deletions", f"{report.held_deletions} (review: `reactor deletions`; apply: --apply)")]
+          if report.held_deletions else []),
     ]
     for f in report.failures_by_type:
         rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))

@@ -11,6 +11,7 @@ case, a photo with no faces, costs a single round trip.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
-from reactor import identity, legacy
+from reactor import face_identity, legacy
 from reactor.backoff import max_attempts
 from reactor.claims import Claim
 from reactor.config import RetryConfig
@@ -74,13 +75,13 @@ async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
 
 
 # Parameters of record_result before the legacy JSON columns (sql/queries.sql).
-_FIXED_PARAMS = 17
+_FIXED_PARAMS = 20
 
 
 @functools.cache
 def record_result_sql(shape: ResultShape) -> str:
     """sql/queries.sql record_result for this face_metadata: on an adopted legacy table
-    it also writes the legacy JSON columns, from parameter $18 on."""
+    it also writes the legacy JSON columns, from parameter $21 on."""
     columns = shape.columns()
     first = _FIXED_PARAMS + 1
     fill = {
@@ -113,7 +114,7 @@ async def _keep_identities(conn: Conn, path: str, result: Detection) -> None:
     """Replace the image's faces, matched faces keeping their rows (reactor.identity)."""
     old = [(r["face_id"], (r["box_top"], r["box_right"], r["box_bottom"], r["box_left"]))
            for r in await conn.fetch(Q.faces_of_image, path)]
-    matching = identity.match(old, [(f.top, f.right, f.bottom, f.left) for f in result.faces])
+    matching = face_identity.match(old, [(f.top, f.right, f.bottom, f.left) for f in result.faces])
     if matching.removed:
         await conn.execute(Q.delete_faces, list(matching.removed))
     if len(matching.removed) < len(old):
@@ -147,7 +148,9 @@ async def record_success(
     args = (
         claim.path, claim.token, result.face_count, result.model, result.scale, width, height,
         result.decode_ms, result.detect_ms, result.encode_ms, instance_id, not match_faces, settings,
-        detect_width, detect_height, result.upsample, result.min_face_px, *_legacy_args(shape, result),
+        detect_width, detect_height, result.upsample, result.min_face_px,
+        result.file_size_bytes if result.fingerprint else None, result.file_mtime_ns, result.fingerprint,
+        *_legacy_args(shape, result),
     )
     statement = record_result_sql(shape)
     if not result.faces and not match_faces:
@@ -173,24 +176,38 @@ async def record_failure(
     retry: RetryConfig,
     columns: frozenset[str],
     claim: Claim | None = None,
+    incomplete_delay: float = 15.0,
 ) -> FailureRecord:
     """Upsert the failure row with its next try; Fenced if the claim was taken over.
 
     ``columns`` are the failures table's columns: optional ones that a legacy table
-    lacks are simply not written.
+    lacks are simply not written. An ``incomplete`` file is retried after
+    ``incomplete_delay`` seconds without counting a try, unless it is found exactly as
+    it was at the last incomplete try: a file cut short that stopped changing is corrupt.
     """
-    message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
     async with conn.transaction():
         await _release_fenced(conn, claim)
-        row = await conn.fetchrow(
-            Q.record_failure, path, message, failure.error_type.value, retry.base_seconds, retry.multiplier,
-            retry.max_delay_seconds, jitter_factor(retry), max_attempts(retry, failure.error_type),
-        )
+        incomplete = failure.error_type is ErrorType.INCOMPLETE
+        if incomplete and await _unchanged_since_incomplete(conn, path, failure, columns):
+            failure = dataclasses.replace(
+                failure, error_type=ErrorType.CORRUPT,
+                message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
+            )
+        message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
+        if failure.error_type is ErrorType.INCOMPLETE:
+            row = await conn.fetchrow(Q.record_incomplete, path, message, failure.error_type.value, incomplete_delay)
+        else:
+            row = await conn.fetchrow(
+                Q.record_failure, path, message, failure.error_type.value, retry.base_seconds, retry.multiplier,
+                retry.max_delay_seconds, jitter_factor(retry), max_attempts(retry, failure.error_type),
+            )
         assert row is not None
         if failure.original_size and {"original_width", "original_height"} <= columns:
             await conn.execute(Q.failure_set_original_size, path, *failure.original_size)
         if failure.file_size_bytes is not None and "file_size_bytes" in columns:
             await conn.execute(Q.failure_set_file_size, path, failure.file_size_bytes)
+        if "file_mtime_ns" in columns:
+            await conn.execute(Q.failure_set_file_mtime, path, failure.file_mtime_ns)
         if failure.scale is not None and "last_attempted_scale" in columns:
             await conn.execute(Q.failure_set_scale, path, failure.scale)
     return FailureRecord(
@@ -200,3 +217,19 @@ async def record_failure(
         permanently_failed=bool(row["permanently_failed"]),
         next_retry_after=row["next_retry_after"],
     )
+
+
+async def _unchanged_since_incomplete(
+    conn: Conn, path: str, failure: DetectionFailure, columns: frozenset[str]
+) -> bool:
+    """The file is exactly as at its last try, which found it cut short too (incomplete,
+    or already corrupt for that reason): not a copy in progress."""
+    previous = await conn.fetchrow(Q.failure_previous, path)
+    if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
+        return False
+    if {"file_size_bytes", "file_mtime_ns"} <= columns:
+        was = await conn.fetchrow(Q.failure_previous_file, path)
+        assert was is not None
+        return (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)
+    # A legacy table without those columns: the message names the size (loading.py).
+    return bool(str(previous["last_error"] or "").endswith(failure.message[:MAX_ERROR_TEXT]))

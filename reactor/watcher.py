@@ -20,10 +20,12 @@ import asyncio
 import time
 
 from reactor import logs
+from reactor.audit import looks_like_outage
 from reactor.candidates import Candidates
 from reactor.config import Config
 from reactor.file_events import FileEventSink, ReadyFile
-from reactor.mounts import ObserverChoice, choose_observer
+from reactor.mounts import ObserverChoice, choose_observer, stability_window
+from reactor.moves import MoveMatcher
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
 from reactor.scanner import Scanner, Signature, certainly_gone
@@ -51,6 +53,8 @@ class Watcher:
         self.state = "stopped"
         self.sessions = 0
         self.rescans = 0
+        # Deletions held for the operator (reactor.held), as of the last full scan.
+        self.held_deletions = 0
         self.native: NativeObserver | None = None
         self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
         self._offline = asyncio.Event()
@@ -61,8 +65,9 @@ class Watcher:
 
     @property
     def window(self) -> float:
-        network = self.choice is not None and self.choice.network
-        return self.config.watcher.network_stability_seconds if network else self.config.watcher.stability_seconds
+        if self.choice is None:
+            return self.config.watcher.stability_seconds
+        return stability_window(self.config, self.choice)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.config.watcher.enabled:
@@ -72,8 +77,12 @@ class Watcher:
             return
         self.choice = choose_observer(self.config)
         self.tracker.window = self.window
+        self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
+        if not self.choice.stable_inodes:
+            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local)
         log.info("watcher_observer", observer=self.choice.kind, reason=self.choice.reason, fstype=self.choice.fstype,
-                 mount_point=self.choice.mount_point, stability_seconds=self.window)
+                 mount_point=self.choice.mount_point, stability_seconds=self.window,
+                 file_identity="inode" if self.scanner.use_inode else "path_size_mtime")
         if not self._listening:  # the supervisor may run us again
             self.share.add_listener(self._on_share_change)
             self._listening = True
@@ -167,6 +176,8 @@ class Watcher:
         self.rescans += 1
         if baseline:
             # Start-up: register what is there (standalone) and let the sweep find work.
+            registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
+            registered = await self._moved_while_away(registered)
             # The files count as known only once their registration committed: if it
             # fails, the next session walks and registers from scratch.
             try:
@@ -174,7 +185,10 @@ class Watcher:
             except BaseException:
                 self.scanner.forget_baseline()
                 raise
-            await self._reconcile_registered()
+            await self._reconcile_registered(registered)
+            # Permanent failures whose file changed while nobody was watching.
+            await self.sink.refresh_failures(
+                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()])
         else:
             now_ns = time.time_ns()
             for path in changes.created + changes.modified:
@@ -188,18 +202,50 @@ class Watcher:
                 await self._move(src, dst, directory=False)
             for path in changes.deleted:
                 self._queue_delete(path, directory=False)
+        if changes.held:
+            await self._hold(changes.held, "mass_vanish_confirmed")
+        if not prefix:
+            self.held_deletions = await self.sink.held_count()
         if reconcile:
             await self.sink.rescanned(prefix)
 
-    async def _reconcile_registered(self) -> None:
+    async def _moved_while_away(self, registered: list[str]) -> list[str]:
+        """Standalone, network share: files renamed on the server while the reactor was
+        away keep their results (reactor.moves). Returns ``registered`` less the moved."""
+        if self.scanner.match_moves is None or not registered or not self.scanner.last_complete:
+            return registered
+        known = set(registered)
+        missing = [p for p in registered if p not in self.scanner.snapshot]
+        appeared = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items() if p not in known}
+        moved = set()
+        for src, dst in await self.scanner.match_moves(missing, appeared):
+            await self._move(src, dst, directory=False)
+            moved.add(src)
+        return [p for p in registered if p not in moved]
+
+    async def _reconcile_registered(self, registered: list[str]) -> None:
         """Standalone: registered files that are gone from the share are deletions."""
-        registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
         missing = [p for p in registered if p not in self.scanner.snapshot]
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
+            return
+        if looks_like_outage(self.config, len(missing), len(registered)):
+            # Too many at once to take as deleted while nobody watched: the operator decides.
+            await self._hold(missing, "mass_vanish_at_start")
             return
         # Each one is re-checked and mass-vanish guarded like an observed deletion.
         for path in missing:
             self._queue_delete(path, directory=False)
+
+    async def _hold(self, paths: list[str], reason: str) -> None:
+        """Hold these deletions once (reactor.held): logged, shown, never retried here."""
+        new = await self.sink.hold(paths, reason)
+        for path in paths:
+            self.scanner.forget(path)
+        self.held_deletions = await self.sink.held_count()
+        if new:
+            log.warning("deletions_held", files=new, held=self.held_deletions, reason=reason,
+                        advice="check the share; `reactor deletions` lists them, `reactor deletions --apply` "
+                               "deletes their results (with a backup); files that come back are released")
 
     async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
         while not session_stop.is_set():
@@ -246,7 +292,7 @@ class Watcher:
 
     async def _ready(self, path: str, sig: Signature, prior: Signature | None) -> None:
         try:
-            await self.sink.ready([ReadyFile(path, changed=prior is not None)])
+            await self.sink.ready([ReadyFile(path, changed=prior is not None, size=sig[0], mtime_ns=sig[1])])
         except Exception as exc:
             log.warning("file_event_failed", path=path, error=str(exc))
             self.tracker.touch(path, self.candidates.local(path))

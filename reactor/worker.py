@@ -102,6 +102,7 @@ class DetectionLoop:
         mapper: PathMapper, instance_id: str, failure_columns: frozenset[str],
         detector_unavailable: type[BaseException], result_shape: ResultShape = NO_LEGACY,
         in_flight: InFlight | None = None, blocked: WriteBlock | None = None,
+        incomplete_delay: float | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
@@ -115,6 +116,9 @@ class DetectionLoop:
         self.result_shape = result_shape
         self.blocked = blocked if blocked is not None else WriteBlock()
         self.settings = settings_fingerprint(config.detector)
+        # A file still being written is tried again after the share's stability window
+        # (reactor.mounts.stability_window): by then a network client's cache is fresh.
+        self.incomplete_delay = config.watcher.stability_seconds if incomplete_delay is None else incomplete_delay
         self.current_claim: Claim | None = None
         # Claims taken and not yet written or given back: the one being detected, the one being written.
         self.in_flight = in_flight if in_flight is not None else InFlight()
@@ -374,7 +378,8 @@ class DetectionLoop:
                         self._detected(claim, outcome)
                     else:
                         record = await store.record_failure(
-                            conn, claim.path, outcome, self.config.retry, self.failure_columns, claim
+                            conn, claim.path, outcome, self.config.retry, self.failure_columns, claim,
+                            self.incomplete_delay,
                         )
                         self._failed(record, outcome)
                 self._db_state(True)
@@ -478,6 +483,15 @@ class DetectionLoop:
     def _failed(self, record: store.FailureRecord, failure: DetectionFailure) -> None:
         metrics.IMAGES_PROCESSED.labels("failed").inc()
         metrics.FAILURES.labels(record.error_type.value).inc()
+        if record.error_type is ErrorType.INCOMPLETE:
+            # Not a failure of the image: look again once the window has passed (the
+            # sweep would too, but only at its interval). A small margin absorbs the
+            # difference between this clock and the database's.
+            log.info("image_incomplete", path=record.path, error=failure.message, retry_in=self.incomplete_delay)
+            asyncio.get_running_loop().call_later(
+                self.incomplete_delay + 0.5, self.queue.put, record.path, Priority.RETRY
+            )
+            return
         if record.permanently_failed:
             log.warning("permanently_failed", path=record.path, type=record.error_type.value,
                         tries=record.retry_count, error=failure.message, instance=self.instance_id)

@@ -185,3 +185,7 @@ FROM ai_metadata a
 WHERE a.image_path = ANY($2::text[])
   AND a.is_processed
   AND NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path);
+
+-- name: held_deletion_rows
+-- Deletions held after a confirmed mass vanish (reactor.held): a decision still open.
+SELECT image_path, held_at, reason FROM reactor_held_deletions ORDER BY image_path

@@ -14,7 +14,8 @@ SELECT count(*) AS images,
        max(detected_at)::timestamptz AS last_detection,
        count(*) FILTER (WHERE model IS NULL) AS legacy,
        count(*) FILTER (WHERE model IS NULL AND face_count = 0) AS legacy_zero,
-       (SELECT count(*) FROM reactor_redetect) AS redetect_requested
+       (SELECT count(*) FROM reactor_redetect) AS redetect_requested,
+       (SELECT count(*) FROM reactor_held_deletions) AS held_deletions
 FROM face_metadata;
 
 -- name: status_failures_by_type
@@ -115,10 +116,12 @@ FROM unnest($2::text[]) AS p;
 SELECT pg_notify($1::text, json_build_object('type', 'bulk', 'count', $2::int)::text);
 
 -- name: outcomes_done
--- How many of these paths have an outcome: a result or a failure.
+-- How many of these paths have an outcome: a result or a failure (a file still being
+-- written, `incomplete`, has none yet: it is tried again shortly).
 SELECT count(*) FROM unnest($1::text[]) AS t(p)
 WHERE EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = t.p)
-   OR EXISTS (SELECT 1 FROM face_detection_failures f WHERE f.image_path = t.p);
+   OR EXISTS (SELECT 1 FROM face_detection_failures f WHERE f.image_path = t.p
+              AND f.last_error_type IS DISTINCT FROM 'incomplete');
 
 -- name: outcome_results
 SELECT image_path, face_count, model FROM face_metadata WHERE image_path = ANY($1::text[]);
@@ -134,4 +137,5 @@ FROM face_detection_failures WHERE image_path = ANY($1::text[]);
 
 -- name: demo_reset
 -- `reactor demo` only, on its own embedded database: start from an empty library.
-TRUNCATE ai_metadata, face_detections, face_metadata, face_detection_failures, reactor_claims, reactor_instances;
+TRUNCATE ai_metadata, face_detections, reactor_file_identity, face_metadata, face_detection_failures, reactor_claims,
+    reactor_instances;

@@ -79,10 +79,11 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id, $12 whether the old
 -- face rows go (false: reactor.store matches them to the new faces, which keep their
 -- ids), $13 the settings fingerprint, $14 detect_width, $15 detect_height, $16 upsample,
--- $17 min_face_px. On an adopted legacy face_metadata, reactor.store fills the three
--- /*legacy_...*/ markers with the legacy JSON columns (face_locations, face_encodings:
--- $18, $19 as JSON text, cast to the column's type), so that legacy readers see every
--- new result too.
+-- $17 min_face_px; the file as read: $18 size, $19 mtime_ns, $20 fingerprint
+-- (reactor.identity; NULL: none kept). On an adopted legacy face_metadata,
+-- reactor.store fills the three /*legacy_...*/ markers with the legacy JSON columns
+-- (face_locations, face_encodings: $21, $22 as JSON text, cast to the column's type),
+-- so that legacy readers see every new result too.
 WITH released AS (
     DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING image_path
 ), result AS (
@@ -108,6 +109,14 @@ WITH released AS (
     DELETE FROM face_detection_failures f USING released r WHERE f.image_path = r.image_path
 ), old_request AS (
     DELETE FROM reactor_redetect q USING released r WHERE q.image_path = r.image_path
+), old_identity AS (
+    DELETE FROM reactor_file_identity i USING released r WHERE i.image_path = r.image_path AND $20::text IS NULL
+), identity AS (
+    -- The foreign key is checked at the end of the statement, after result's insert.
+    INSERT INTO reactor_file_identity (image_path, size_bytes, mtime_ns, fingerprint)
+    SELECT r.image_path, $18::bigint, $19::bigint, $20::text FROM released r WHERE $20::text IS NOT NULL
+    ON CONFLICT (image_path) DO UPDATE
+        SET size_bytes = EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns, fingerprint = EXCLUDED.fingerprint
 )
 SELECT EXISTS (SELECT 1 FROM result)
 
@@ -176,6 +185,30 @@ UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHE
 
 -- name: failure_set_file_size
 UPDATE face_detection_failures SET file_size_bytes = $2 WHERE image_path = $1
+
+-- name: failure_set_file_mtime
+UPDATE face_detection_failures SET file_mtime_ns = $2 WHERE image_path = $1
+
+-- name: failure_previous
+SELECT last_error_type, last_error FROM face_detection_failures WHERE image_path = $1
+
+-- name: failure_previous_file
+SELECT file_size_bytes, file_mtime_ns FROM face_detection_failures WHERE image_path = $1
+
+-- name: record_incomplete
+-- A file still being written: retried after $4 seconds, never permanent, and its
+-- tries are not counted (a row made for it starts at 0 tries; an existing row keeps
+-- its count and stays due no later than asked).
+INSERT INTO face_detection_failures AS f
+    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
+VALUES ($1, 0, $2, $3, now(), now() + make_interval(secs => $4::float8), FALSE)
+ON CONFLICT (image_path) DO UPDATE
+    SET last_error = EXCLUDED.last_error,
+        last_error_type = EXCLUDED.last_error_type,
+        last_failure_at = now(),
+        next_retry_after = EXCLUDED.next_retry_after,
+        permanently_failed = FALSE
+RETURNING retry_count, permanently_failed, next_retry_after
 
 -- name: failure_set_scale
 UPDATE face_detection_failures SET last_attempted_scale = $2 WHERE image_path = $1

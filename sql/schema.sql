@@ -184,9 +184,43 @@ BEGIN
 END
 $$;
 
+-- Schema version 3: the file's mtime when it failed (file_size_bytes holds its size),
+-- so that a permanent failure is tried again once the file changes (a copy that was
+-- caught half-written). Nullable; ALTER only when missing (it locks the table).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'face_detection_failures'::regclass
+                   AND attname = 'file_mtime_ns' AND NOT attisdropped) THEN
+        ALTER TABLE face_detection_failures ADD COLUMN file_mtime_ns BIGINT;
+    END IF;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS idx_fdf_next_retry
     ON face_detection_failures (next_retry_after) WHERE permanently_failed = FALSE;
 CREATE INDEX IF NOT EXISTS idx_fdf_error_type ON face_detection_failures (last_error_type);
+
+-- What the file of a result was when it was detected: size, mtime and a fingerprint of
+-- its first and last 64 KiB (reactor.identity). On a network share, where inodes are
+-- not stable, a vanished result whose identity reappears at another path is a move.
+-- It follows its result through ON UPDATE CASCADE and goes with it.
+CREATE TABLE IF NOT EXISTS reactor_file_identity (
+    image_path TEXT PRIMARY KEY
+        REFERENCES face_metadata (image_path) ON DELETE CASCADE ON UPDATE CASCADE,
+    size_bytes BIGINT NOT NULL,
+    mtime_ns BIGINT,
+    fingerprint TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_reactor_file_identity_size ON reactor_file_identity (size_bytes);
+
+-- Deletions held for the operator: a confirmed mass vanish (more than
+-- watcher.vanish_fraction of the share, seen twice) is a decision, not something the
+-- watcher applies. The results stay until `reactor deletions --apply` (with a backup).
+CREATE TABLE IF NOT EXISTS reactor_held_deletions (
+    image_path TEXT PRIMARY KEY,
+    held_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    reason TEXT NOT NULL
+);
 
 -- Claims: an instance leases an image before detecting it. The token is a fencing
 -- token: a result is written only while its claim row still carries that token.

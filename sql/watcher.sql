@@ -75,3 +75,28 @@ INSERT INTO face_detection_failures AS f
 SELECT p, 1, 'the file name is not valid UTF-8; rename the file', 'invalid_path', now(), now(), TRUE
 FROM unnest($1::text[]) AS t(p)
 ON CONFLICT (image_path) DO NOTHING
+
+-- name: requeue_changed_failures
+-- Photos permanently failed as corrupt, unsupported or too_large whose file is no longer
+-- the one that failed: a copy caught half-written and finished since. Their failure
+-- rows go, so they are detected as new. $1 paths, $2 sizes, $3 mtimes (ns), $4 whether
+-- the watcher saw the file change: the only evidence for a row without a recorded mtime.
+DELETE FROM face_detection_failures f
+USING unnest($1::text[], $2::bigint[], $3::bigint[], $4::bool[]) AS t(p, size, mtime, changed)
+WHERE f.image_path = t.p AND f.permanently_failed
+  AND f.last_error_type IN ('corrupt', 'unsupported', 'too_large')
+  AND CASE WHEN f.file_mtime_ns IS NULL THEN t.changed
+           ELSE f.file_mtime_ns IS DISTINCT FROM t.mtime OR f.file_size_bytes IS DISTINCT FROM t.size END
+RETURNING f.image_path
+
+-- name: requeue_changed_failures_untracked
+-- The same for a failures table without file_mtime_ns: only a change the watcher saw counts.
+DELETE FROM face_detection_failures f
+USING unnest($1::text[], $2::bigint[], $3::bigint[], $4::bool[]) AS t(p, size, mtime, changed)
+WHERE f.image_path = t.p AND f.permanently_failed AND t.changed
+  AND f.last_error_type IN ('corrupt', 'unsupported', 'too_large')
+RETURNING f.image_path
+
+-- name: file_identities
+-- What the files of these results were when detected (reactor.identity, reactor.moves).
+SELECT image_path, size_bytes, mtime_ns, fingerprint FROM reactor_file_identity WHERE image_path = ANY($1::text[])

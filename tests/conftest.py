@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,9 @@ import asyncpg
 import pytest
 
 from reactor.config import Config, load
+from tests import sshfs_share
 from tests.pg import PgServer, build_template, start_server
+from tests.sshfs_share import SshfsShare
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +78,25 @@ def make_config(dsn: str, share: Path, tmp_path: Path) -> Callable[..., Config]:
         return dataclasses.replace(base, **replaced)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def sshfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshfsShare]:
+    """A real network share (sshfs over a loopback sshd); skipped where it cannot be made."""
+    reason = sshfs_share.unavailable()
+    if reason:
+        pytest.skip(f"no sshfs share: {reason}")
+    server = SshfsShare(tmp_path_factory.mktemp("sshfs"))
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
+        server.close()
+        pytest.skip(f"no sshfs share: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sshfs(sshfs_server: SshfsShare) -> SshfsShare:
+    sshfs_server.reset()
+    return sshfs_server

@@ -159,7 +159,9 @@ async def test_the_cnn_check_drops_the_weak_shoulder_patch(tuned: Detector, libr
 
 BAD_FILES = [
     ("bad/empty.jpg", ErrorType.CORRUPT),
-    ("bad/truncated.jpg", ErrorType.CORRUPT),
+    # Cut short looks like a copy in progress; reactor.store makes it corrupt once it
+    # is found again unchanged.
+    ("bad/truncated.jpg", ErrorType.INCOMPLETE),
     ("bad/notes.jpg", ErrorType.UNSUPPORTED),
     ("bad/bomb.png", ErrorType.TOO_LARGE),
 ]

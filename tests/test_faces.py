@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from reactor import identity, samples
+from reactor import face_identity, samples
 from tests.reactor_support import ReactorProcess, add_processed, process_config, reactor_cli, small_astronaut
 
 pytestmark = pytest.mark.slow
@@ -229,13 +229,13 @@ async def test_without_the_vector_extension_faces_are_still_stored(
 def test_matching_by_overlap_best_first() -> None:
     old = [(10, (0, 100, 100, 0)), (11, (0, 300, 100, 200)), (12, (500, 600, 600, 500))]
     new = [(5, 305, 100, 205), (2, 98, 101, 1), (1000, 1100, 1100, 1000)]
-    matching = identity.match(old, new)
+    matching = face_identity.match(old, new)
     assert matching.kept == (11, 10, None)
     assert matching.removed == (12,)
     # A box overlapping two old faces takes the better one; the other stays unmatched.
-    crowded = identity.match([(1, (0, 100, 100, 0)), (2, (0, 150, 100, 50))], [(0, 140, 100, 40)])
+    crowded = face_identity.match([(1, (0, 100, 100, 0)), (2, (0, 150, 100, 50))], [(0, 140, 100, 40)])
     assert crowded.kept == (2,) and crowded.removed == (1,)
-    assert identity.match([], []).kept == ()
+    assert face_identity.match([], []).kept == ()
 
 
 async def test_db_init_fills_embeddings_of_faces_written_without_them(conn: asyncpg.Connection, config: Path) -> None:

@@ -52,8 +52,9 @@ def test_parse_mountinfo_and_choice() -> None:
     assert choice("/home/me/remote") == ("polling", "fuse.sshfs")
     assert choice("/data/photos") == ("native", "xfs")
     assert choice("\\\\nas\\vision_images") == ("polling", "unc_root")
-    assert choice("/mnt/vision_images", "native") == ("native", "configured")
-    assert choice("/data/photos", "polling") == ("polling", "configured")
+    # A forced observer still names the filesystem (its attribute cache sets the window).
+    assert choice("/mnt/vision_images", "native") == ("native", "cifs")
+    assert choice("/data/photos", "polling") == ("polling", "xfs")
 
 
 def test_choice_reads_this_machines_mountinfo(tmp_path: Path) -> None:
@@ -183,12 +184,13 @@ async def test_scanner_withholds_a_mass_vanish_until_confirmed(share: Path) -> N
     assert len(scanner.snapshot) == 47
     # The share does not go offline for it (a confirmed mass deletion must not flap it).
     assert monitor.online
-    # The same files still gone at the next scan: believed.
+    # The same files still gone at the next scan: a confirmed mass deletion, held for
+    # the operator (reactor.held), not reported as deletions.
     d = await scanner.scan()
-    assert d is not None and sorted(d.deleted) == files[3:30]
-    # Deletions stay pending in the snapshot until the watcher has applied them.
+    assert d is not None and sorted(d.held) == files[3:30] and d.deleted == []
+    # They stay in the snapshot until the watcher has held them.
     assert len(scanner.snapshot) == 47
-    for rel in d.deleted:
+    for rel in d.held:
         scanner.forget(rel)
     assert await scanner.scan() == ScanDiff()
 
@@ -209,6 +211,9 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
     args: dict[str, tuple[object, ...]] = {
         "has_results": (["a.jpg"],), "register_files": (["a.jpg"],), "registered_page": ("", 10),
         "row_forms": (["a.jpg"],), "record_invalid_names": (["bad\\xff.jpg"],),
+        "requeue_changed_failures": (["a.jpg"], [1], [2], [True]),
+        "requeue_changed_failures_untracked": (["a.jpg"], [1], [2], [True]),
+        "file_identities": (["a.jpg"],),
     }
     conn = await asyncpg.connect(dsn)
     try:

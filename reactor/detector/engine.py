@@ -143,6 +143,8 @@ class DlibEngine:
             detect_ms=(detected - started) * 1000.0,
             encode_ms=(encoded - detected) * 1000.0,
             file_size_bytes=loaded.file_size_bytes,
+            file_mtime_ns=loaded.file_mtime_ns,
+            fingerprint=loaded.fingerprint,
             cascade_scale=step.scale,
             upsample=upsample,
             rejected_weak=rejected,
@@ -196,6 +198,7 @@ class DlibEngine:
             original_size=loaded.original_size,
             file_size_bytes=loaded.file_size_bytes,
             details=details,
+            file_mtime_ns=loaded.file_mtime_ns,
         )
 
 

@@ -7,8 +7,10 @@ image (``corrupt``) or something that is not an image at all (``unsupported``).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
+import os
 import struct
 import time
 import warnings
@@ -20,6 +22,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
+from reactor.identity import fingerprint_of_bytes
 
 # Leading bytes of formats the reactor accepts: a file that starts like one of these but
 # cannot be decoded is a damaged image, anything else is not an image at all.
@@ -43,6 +46,15 @@ class LoadedImage:
     original_size: tuple[int, int]  # (width, height) of the full-size oriented image
     file_size_bytes: int
     decode_ms: float
+    # The file's mtime when it was read, and its content fingerprint (reactor.identity).
+    file_mtime_ns: int | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class FileBytes:
+    data: bytes
+    mtime_ns: int | None
 
 
 def prepare_pillow() -> None:
@@ -66,10 +78,14 @@ def _looks_like_image(head: bytes) -> bool:
     return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
-def read_file(path: str) -> bytes | DetectionFailure:
+def read_file(path: str) -> FileBytes | DetectionFailure:
+    """The whole file, or ``incomplete`` when its size or mtime changed while it was read
+    (a copy still under way: the reader must not see a mix of old and new bytes)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            before = os.fstat(fh.fileno())
+            data = fh.read()
+            after = os.fstat(fh.fileno())
     except FileNotFoundError:
         return DetectionFailure(ErrorType.MISSING, f"file not found: {path}")
     except NotADirectoryError:
@@ -80,6 +96,38 @@ def read_file(path: str) -> bytes | DetectionFailure:
         return DetectionFailure(ErrorType.UNREADABLE, f"permission denied: {path} ({exc.strerror})")
     except OSError as exc:
         return DetectionFailure(ErrorType.UNREADABLE, f"cannot read {path}: {exc.strerror or exc}")
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+        return DetectionFailure(
+            ErrorType.INCOMPLETE,
+            f"changed while being read ({before.st_size} -> {after.st_size} bytes, {len(data)} read): "
+            "still being written",
+            file_size_bytes=len(data),
+            file_mtime_ns=after.st_mtime_ns,
+        )
+    return FileBytes(data, after.st_mtime_ns)
+
+
+def _prefetched(path: str, data: bytes) -> FileBytes:
+    """Bytes the parent read ahead (it checked size and mtime around its read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return FileBytes(data, None)
+    return FileBytes(data, st.st_mtime_ns if st.st_size == len(data) else None)
+
+
+def unfinished(data: bytes) -> str | None:
+    """Why an image that failed to decode looks cut short rather than damaged, or None.
+
+    A copy in progress ends anywhere: a JPEG then lacks its end-of-image marker (FFD9)
+    and a PNG its IEND chunk. Other formats cannot tell, and stay ``corrupt``.
+    """
+    if data.startswith(b"\xff\xd8"):
+        # Some writers pad after EOI; a missing marker is what a partial copy looks like.
+        return None if data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9" else "JPEG without its end marker (FFD9)"
+    if data.startswith(b"\x89PNG"):
+        return None if b"IEND" in data[-16:] else "PNG without its IEND chunk"
+    return None
 
 
 def oriented_size(image: Image.Image) -> tuple[int, int]:
@@ -122,9 +170,35 @@ def load_image(
     ``clock`` is the ``time.perf_counter()`` when the job started, for ``decode_ms``;
     ``prefetched`` the file's bytes when the parent already read them.
     """
-    data = prefetched if prefetched is not None else read_file(path)
-    if isinstance(data, DetectionFailure):
-        return data
+    read = _prefetched(path, prefetched) if prefetched is not None else read_file(path)
+    if isinstance(read, DetectionFailure):
+        return read
+    loaded = _decode(path, read.data, target_dimension, max_pixels, clock)
+    if isinstance(loaded, LoadedImage):
+        return LoadedImage(
+            loaded.pixels,
+            loaded.original_size,
+            loaded.file_size_bytes,
+            loaded.decode_ms,
+            read.mtime_ns,
+            fingerprint_of_bytes(read.data),
+        )
+    cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
+    if cut is not None:
+        # Told apart from damage: the worker retries it soon, and only the same cut
+        # file found again unchanged is recorded as corrupt (reactor.store).
+        return DetectionFailure(
+            ErrorType.INCOMPLETE,
+            f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}: still being written?",
+            file_size_bytes=len(read.data),
+            file_mtime_ns=read.mtime_ns,
+        )
+    return dataclasses.replace(loaded, file_mtime_ns=read.mtime_ns)
+
+
+def _decode(
+    path: str, data: bytes, target_dimension: Callable[[tuple[int, int]], int], max_pixels: int, clock: float
+) -> LoadedImage | DetectionFailure:
     size = len(data)
     if size == 0:
         return DetectionFailure(ErrorType.CORRUPT, "empty file (0 bytes)", file_size_bytes=0)

@@ -45,6 +45,10 @@ class Detection:
     detect_ms: float
     encode_ms: float
     file_size_bytes: int | None = None
+    # The file as it was read (reactor.identity): a result keeps it, so that the same
+    # file appearing at another path on a network share is known as a move.
+    file_mtime_ns: int | None = None
+    fingerprint: str | None = None
     # The cascade step that succeeded (an entry of detector.scales, a factor on the chosen size).
     cascade_scale: float = 1.0
     # dlib upsampling used (each one doubles width and height).
@@ -72,6 +76,8 @@ class DetectionFailure:
     original_size: tuple[int, int] | None = None
     file_size_bytes: int | None = None
     details: dict[str, str] = field(default_factory=dict)
+    # The file's mtime when it failed: a permanent failure is tried again once it changes.
+    file_mtime_ns: int | None = None
 
 
 Outcome = Detection | DetectionFailure

@@ -1,0 +1,232 @@
+"""Network shares without a share: the attribute-cache window, file identity without
+inodes, and the detector telling a copy in progress from a damaged photo."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from reactor import held, samples, store
+from reactor.cli import UsageError
+from reactor.config import Config, RetryConfig, load
+from reactor.detector.loading import load_image, unfinished
+from reactor.detector.types import DetectionFailure
+from reactor.errors import ErrorType
+from reactor.file_events import DatabaseSink, ReadyFile
+from reactor.handlers import deletions as deletions_handler
+from reactor.identity import fingerprint_of_bytes, read_identity
+from reactor.mounts import attribute_cache_seconds, choose_observer, parse_mountinfo, stability_window
+from reactor.scanner import diff
+from reactor.schema import failure_columns
+from tests.ops_seed import invoke
+
+MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+35 22 0:31 / /mnt/smb rw,relatime shared:20 - cifs //nas/vision rw,vers=3.0,actimeo=30
+36 22 0:32 / /mnt/nfs rw shared:21 - nfs4 nas:/photos rw,vers=4.2,acregmin=3,acregmax=45,acdirmin=30
+37 22 0:33 / /mnt/sshfs rw,nosuid shared:22 - fuse.sshfs me@box:/pics rw,user_id=0,group_id=0
+38 22 0:34 / /mnt/nfs-noac rw shared:23 - nfs nas:/x rw,noac
+39 22 0:35 / /mnt/smb-default rw shared:24 - cifs //nas/y rw,vers=3.0
+40 22 0:36 / /mnt/odd rw shared:25 - fuse.rclone remote: rw
+"""
+
+
+def config_for(root: str, **watcher: Any) -> Config:
+    base = load(None, env={})
+    images = dataclasses.replace(base.images, root=root)
+    return dataclasses.replace(base, images=images, watcher=dataclasses.replace(base.watcher, **watcher))
+
+
+def window(root: str, **watcher: Any) -> float:
+    config = config_for(root, **watcher)
+    return stability_window(config, choose_observer(config, MOUNTINFO))
+
+
+def test_attribute_cache_is_read_from_the_mount_options() -> None:
+    by_point = {m.mount_point: m for m in parse_mountinfo(MOUNTINFO)}
+    assert attribute_cache_seconds(by_point["/mnt/smb"]) == 30.0
+    assert attribute_cache_seconds(by_point["/mnt/nfs"]) == 45.0  # acregmax wins over acregmin
+    assert attribute_cache_seconds(by_point["/mnt/nfs-noac"]) == 0.0
+    assert attribute_cache_seconds(by_point["/mnt/smb-default"]) == 1.0  # cifs's default actimeo
+    assert attribute_cache_seconds(by_point["/mnt/sshfs"]) == 20.0  # sshfs's default cache timeout
+    assert attribute_cache_seconds(by_point["/mnt/odd"]) == 60.0  # an unknown network type: safe
+    assert attribute_cache_seconds(by_point["/"]) == 0.0
+
+
+def test_the_window_outlasts_the_attribute_cache() -> None:
+    assert window("/mnt/smb/a") == 45.0  # 30 s cache + 15 s margin, over the 15 s configured
+    assert window("/mnt/smb-default/a") == 15.0  # a 1 s cache: the configured window is longer
+    assert window("/mnt/sshfs", network_stability_seconds=5.0) == 30.0
+    assert window("/mnt/sshfs", attribute_cache_seconds=2.0, network_stability_seconds=1.0) == 4.0
+    assert window("/mnt/nfs-noac", network_stability_seconds=1.0) == 2.0
+    assert window("/data") == 2.0  # local disk: watcher.stability_seconds
+    assert window("\\\\nas\\photos", network_stability_seconds=1.0) == 15.0  # Windows SMB: 10 s cache
+
+
+def test_a_remount_or_a_server_side_rename_changes_no_identity() -> None:
+    # Without inodes (network shares: 0), a remount that renumbers inodes changes
+    # nothing, and a path is modified only when its size or mtime changed.
+    before = {"a.jpg": (10, 100, 0), "b.jpg": (20, 200, 0)}
+    assert not diff(before, dict(before))
+    changed = diff(before, {"a.jpg": (10, 100, 0), "b.jpg": (21, 300, 0)})
+    assert changed.modified == ["b.jpg"] and not changed.created and not changed.deleted
+    # Identical size and mtime at another path is not taken as a move by the diff
+    # (no inode): the watcher confirms it by content fingerprint first.
+    renamed = diff(before, {"a.jpg": (10, 100, 0), "c/b.jpg": (20, 200, 0)})
+    assert renamed.created == ["c/b.jpg"] and renamed.deleted == ["b.jpg"] and not renamed.moved
+
+
+def test_fingerprint_of_a_file_matches_the_detectors(tmp_path: Path) -> None:
+    for size in (10, 64 * 1024, 100_000, 300_000):
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        path = tmp_path / f"f{size}.bin"
+        path.write_bytes(data)
+        identity = read_identity(str(path))
+        assert identity is not None and identity.size == size
+        assert identity.fingerprint == fingerprint_of_bytes(data)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"y" * 300_000)
+    assert read_identity(str(other)).fingerprint != fingerprint_of_bytes(b"x" * 300_000)  # type: ignore[union-attr]
+
+
+def cut(path: Path, fraction: float) -> bytes:
+    data = path.read_bytes()
+    return data[: int(len(data) * fraction)]
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_a_file_cut_short_is_incomplete_not_corrupt(tmp_path: Path, suffix: str) -> None:
+    image = samples.astronaut().resize((200, 200))
+    whole = tmp_path / f"whole.{suffix}"
+    image.save(whole, quality=90) if suffix == "jpg" else image.save(whole)
+    assert unfinished(whole.read_bytes()) is None
+    partial = tmp_path / f"partial.{suffix}"
+    partial.write_bytes(cut(whole, 0.5))
+    outcome = load_image(str(partial), 200, 10**8, 0.0)
+    assert isinstance(outcome, DetectionFailure)
+    assert outcome.error_type is ErrorType.INCOMPLETE, outcome.message
+    assert outcome.file_size_bytes == partial.stat().st_size
+    assert outcome.file_mtime_ns == partial.stat().st_mtime_ns
+    loaded = load_image(str(whole), 200, 10**8, 0.0)
+    assert not isinstance(loaded, DetectionFailure)
+    assert loaded.fingerprint == fingerprint_of_bytes(whole.read_bytes())
+    assert loaded.file_mtime_ns == whole.stat().st_mtime_ns
+
+
+def test_a_complete_but_damaged_jpeg_is_corrupt(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.jpg"
+    samples.astronaut().resize((200, 200)).save(whole, quality=90)
+    data = bytearray(whole.read_bytes())
+    # Keep the start and end markers, break the headers: damage, not a copy in progress.
+    data[2:400] = b"\x00" * 398
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(bytes(data))
+    outcome = load_image(str(damaged), 200, 10**8, 0.0)
+    assert isinstance(outcome, DetectionFailure)
+    assert outcome.error_type is ErrorType.CORRUPT, outcome.message
+
+
+RETRY = RetryConfig(
+    base_seconds=10.0, multiplier=2.0, max_delay_seconds=35.0, jitter=0.0, max_attempts=3, max_attempts_permanent=2
+)
+
+
+def cut_short(size: int, mtime_ns: int) -> DetectionFailure:
+    return DetectionFailure(
+        ErrorType.INCOMPLETE,
+        f"JPEG without its end marker (FFD9) at {size} bytes",
+        file_size_bytes=size,
+        file_mtime_ns=mtime_ns,
+    )
+
+
+async def test_incomplete_is_not_a_try_until_found_again_unchanged(conn: asyncpg.Connection) -> None:
+    cols = await failure_columns(conn)
+    assert "file_mtime_ns" in cols
+    first = await store.record_failure(conn, "copy.jpg", cut_short(100, 1), RETRY, cols, incomplete_delay=4.0)
+    assert first.error_type is ErrorType.INCOMPLETE and first.retry_count == 0 and not first.permanently_failed
+    due = await conn.fetchval("SELECT next_retry_after - last_failure_at FROM face_detection_failures")
+    assert due.total_seconds() == pytest.approx(4.0, abs=0.5)
+    grown = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    assert grown.error_type is ErrorType.INCOMPLETE and grown.retry_count == 0  # still growing: no try counted
+    # The same cut file, unchanged a window later: it is damaged, not being copied.
+    again = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    assert again.error_type is ErrorType.CORRUPT and again.retry_count == 1
+    row = await conn.fetchrow("SELECT * FROM face_detection_failures")
+    assert row is not None
+    assert (row["last_error_type"], row["file_size_bytes"], row["file_mtime_ns"]) == ("corrupt", 200, 2)
+    # Its retry finds the same cut file: corrupt again at once, then permanent.
+    last = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    assert last.error_type is ErrorType.CORRUPT and last.retry_count == 2 and last.permanently_failed
+
+
+async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, conn: asyncpg.Connection) -> None:
+    cols = await failure_columns(conn)
+    for path in ("fixed.jpg", "same.jpg", "timeout.jpg"):
+        kind = ErrorType.TIMEOUT if path == "timeout.jpg" else ErrorType.CORRUPT
+        failure = DetectionFailure(kind, "damaged", file_size_bytes=100, file_mtime_ns=5)
+        for _ in range(3):
+            await store.record_failure(conn, path, failure, RETRY, cols)
+    # A legacy row without a recorded mtime: only a change the watcher saw counts.
+    await conn.execute(
+        "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type, "
+        "permanently_failed) VALUES ('legacy.jpg', 2, 'cut', 'corrupt', TRUE), "
+        "('legacy_seen.jpg', 2, 'cut', 'corrupt', TRUE)"
+    )
+    queued: list[str] = []
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+
+        def enqueue(path: str, redetect: bool) -> bool:
+            queued.append(path)
+            return True
+
+        sink = DatabaseSink(pool, enqueue, register_files=False, failure_columns=cols)
+        requeued = await sink.refresh_failures(
+            [
+                ReadyFile("fixed.jpg", size=180, mtime_ns=9),
+                ReadyFile("same.jpg", size=100, mtime_ns=5),
+                ReadyFile("timeout.jpg", size=180, mtime_ns=9),
+                ReadyFile("legacy.jpg", size=1, mtime_ns=1),
+                ReadyFile("legacy_seen.jpg", changed=True, size=1, mtime_ns=1),
+            ]
+        )
+    finally:
+        await pool.close()
+    assert sorted(requeued) == sorted(queued) == ["fixed.jpg", "legacy_seen.jpg"]
+    left = {r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_detection_failures")}
+    assert left == {"same.jpg", "timeout.jpg", "legacy.jpg"}
+
+
+async def test_deletions_command_lists_refuses_offline_and_applies_with_a_backup(
+    make_config: Callable[..., Config], conn: asyncpg.Connection, share: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(images={"register_files": "always", "marker": ".reactor-share"})
+    (share / "back.jpg").write_bytes(b"x")
+    for path in ("gone.jpg", "back.jpg"):
+        await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", path)
+        await conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)", path
+        )
+    await held.hold(conn, ["gone.jpg", "back.jpg"], "mass_vanish_confirmed")
+    assert await invoke(deletions_handler.register, config, ["deletions"]) == 0
+    out = capsys.readouterr().out
+    assert "2 held" in out and "gone.jpg" in out and "--apply" in out
+    (share / ".reactor-share").unlink(missing_ok=True)
+    with pytest.raises(UsageError, match="share is offline"):
+        await invoke(deletions_handler.register, config, ["deletions", "--apply"])
+    (share / ".reactor-share").touch()
+    assert await invoke(deletions_handler.register, config, ["deletions", "--apply", "--json"]) == 0
+    applied = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert applied["deleted"] == 1 and applied["released"] == ["back.jpg"]
+    backup = applied["backups"]["face_metadata"]["table"]
+    assert [r["image_path"] for r in await conn.fetch(f'SELECT image_path FROM "{backup}"')] == ["gone.jpg"]
+    assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata")] == ["back.jpg"]
+    assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM ai_metadata")] == ["back.jpg"]
+    assert await held.count(conn) == 0
