@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from reactor.detector import waiting
+from reactor.detector import waiting, wire
 
 
 def helper_threads() -> list[threading.Thread]:
@@ -27,16 +27,17 @@ async def test_a_message_sent_while_waiting_is_received() -> None:
     with ours, theirs:
         waiter = asyncio.create_task(waiting.receive(ours, 60))
         await asyncio.sleep(0)  # the wait is under way (in its helper thread) before the send
-        await asyncio.to_thread(theirs.send, ("result", 42))
-        assert await waiter == ("result", 42)
+        # What the child sends: checked JSON (reactor.detector.wire), never a pickle.
+        await asyncio.to_thread(theirs.send_bytes, wire.encode("failed", "no models"))
+        assert await waiter == ("failed", "no models")
     assert_helpers_end()
 
 
 async def test_a_message_already_there_needs_no_thread() -> None:
     ours, theirs = multiprocessing.Pipe()
     with ours, theirs:
-        theirs.send(("ready", {"pid": 1}))
-        assert await waiting.receive(ours, 60) == ("ready", {"pid": 1})
+        theirs.send_bytes(wire.encode("ready", {"cuda": False, "pid": 1}))
+        assert await waiting.receive(ours, 60) == ("ready", {"cuda": False, "gpus": 0, "pid": 1})
     assert not helper_threads()
 
 
