@@ -107,12 +107,12 @@ def test_a_file_cut_short_is_incomplete_not_corrupt(tmp_path: Path, suffix: str)
     assert unfinished(whole.read_bytes()) is None
     partial = tmp_path / f"partial.{suffix}"
     partial.write_bytes(cut(whole, 0.5))
-    outcome = load_image(str(partial), 200, 10**8, 0.0)
+    outcome = load_image(str(partial), lambda _size: 200, 10**8, 0.0)
     assert isinstance(outcome, DetectionFailure)
     assert outcome.error_type is ErrorType.INCOMPLETE, outcome.message
     assert outcome.file_size_bytes == partial.stat().st_size
     assert outcome.file_mtime_ns == partial.stat().st_mtime_ns
-    loaded = load_image(str(whole), 200, 10**8, 0.0)
+    loaded = load_image(str(whole), lambda _size: 200, 10**8, 0.0)
     assert not isinstance(loaded, DetectionFailure)
     assert loaded.fingerprint == fingerprint_of_bytes(whole.read_bytes())
     assert loaded.file_mtime_ns == whole.stat().st_mtime_ns
@@ -126,7 +126,7 @@ def test_a_complete_but_damaged_jpeg_is_corrupt(tmp_path: Path) -> None:
     data[2:400] = b"\x00" * 398
     damaged = tmp_path / "damaged.jpg"
     damaged.write_bytes(bytes(data))
-    outcome = load_image(str(damaged), 200, 10**8, 0.0)
+    outcome = load_image(str(damaged), lambda _size: 200, 10**8, 0.0)
     assert isinstance(outcome, DetectionFailure)
     assert outcome.error_type is ErrorType.CORRUPT, outcome.message
 

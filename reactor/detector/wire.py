@@ -44,13 +44,15 @@ def _detection(d: Detection) -> dict[str, Any]:
         "detect_ms": d.detect_ms, "encode_ms": d.encode_ms, "file_size_bytes": d.file_size_bytes,
         "cascade_scale": d.cascade_scale, "upsample": d.upsample, "rejected_weak": d.rejected_weak,
         "detect_size": list(d.detect_size) if d.detect_size else None, "min_face_px": d.min_face_px,
+        "file_mtime_ns": d.file_mtime_ns, "fingerprint": d.fingerprint,
     }
 
 
 def _failure(f: DetectionFailure) -> dict[str, Any]:
     return {"error_type": f.error_type.value, "message": f.message[:MAX_TEXT], "scale": f.scale,
             "original_size": list(f.original_size) if f.original_size else None,
-            "file_size_bytes": f.file_size_bytes, "details": {str(k): str(v)[:MAX_TEXT] for k, v in f.details.items()}}
+            "file_size_bytes": f.file_size_bytes, "file_mtime_ns": f.file_mtime_ns,
+            "details": {str(k): str(v)[:MAX_TEXT] for k, v in f.details.items()}}
 
 
 def decode(raw: bytes) -> tuple[str, Any]:
@@ -80,6 +82,16 @@ def decode(raw: bytes) -> tuple[str, Any]:
 
 def _int(value: Any, low: int = 0, high: int = 2**62) -> bool:
     return type(value) is int and low <= value <= high
+
+
+def _optional_mtime(value: Any) -> bool:
+    # An mtime in nanoseconds may be before 1970 (negative) on a badly set share.
+    return value is None or _int(value, -(2**62), 2**62)
+
+
+def _optional_fingerprint(value: Any) -> bool:
+    # reactor.identity's fingerprint: a short hex digest.
+    return value is None or (isinstance(value, str) and len(value) <= 128 and value.isalnum())
 
 
 def _num(value: Any) -> bool:
@@ -114,7 +126,8 @@ def _to_detection(d: Any) -> Detection:
     if not all(_num(d.get(k)) for k in numbers) or d.get("model") not in ("hog", "cnn") \
             or not _int(d.get("upsample"), 0, 8) or not _int(d.get("rejected_weak")) \
             or not (d.get("file_size_bytes") is None or _int(d.get("file_size_bytes"))) \
-            or not (d.get("min_face_px") is None or _int(d.get("min_face_px"))):
+            or not (d.get("min_face_px") is None or _int(d.get("min_face_px"))) \
+            or not _optional_mtime(d.get("file_mtime_ns")) or not _optional_fingerprint(d.get("fingerprint")):
         raise BadMessage("detection: a field has the wrong type")
     detect_size = d.get("detect_size")
     return Detection(
@@ -123,7 +136,7 @@ def _to_detection(d: Any) -> Detection:
         detect_ms=float(d["detect_ms"]), encode_ms=float(d["encode_ms"]), file_size_bytes=d["file_size_bytes"],
         cascade_scale=float(d["cascade_scale"]), upsample=d["upsample"], rejected_weak=d["rejected_weak"],
         detect_size=None if detect_size is None else _size(detect_size, "detection"),
-        min_face_px=d.get("min_face_px"),
+        min_face_px=d.get("min_face_px"), file_mtime_ns=d.get("file_mtime_ns"), fingerprint=d.get("fingerprint"),
     )
 
 
@@ -139,10 +152,11 @@ def _to_failure(f: Any) -> DetectionFailure:
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in details.items()):
         raise BadMessage("failure: details must map text to text")
     scale, size, file_size = f.get("scale"), f.get("original_size"), f.get("file_size_bytes")
-    if not (scale is None or _num(scale)) or not (file_size is None or _int(file_size)):
+    if not (scale is None or _num(scale)) or not (file_size is None or _int(file_size)) \
+            or not _optional_mtime(f.get("file_mtime_ns")):
         raise BadMessage("failure: a field has the wrong type")
     return DetectionFailure(
         error_type, _text(f.get("message"), "failure")[:MAX_TEXT], scale=None if scale is None else float(scale),
         original_size=None if size is None else _size(size, "failure"), file_size_bytes=file_size,
-        details={k[:100]: v[:MAX_TEXT] for k, v in details.items()},
+        details={k[:100]: v[:MAX_TEXT] for k, v in details.items()}, file_mtime_ns=f.get("file_mtime_ns"),
     )
