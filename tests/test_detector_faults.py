@@ -20,6 +20,7 @@ import pytest_asyncio
 from reactor import samples
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, DetectorUnavailable
+from reactor.detector.budget import SAFETY, MemoryBudget
 from reactor.errors import ErrorType
 from tests import fault_engine
 
@@ -238,3 +239,48 @@ async def test_a_cancelled_start_leaves_no_child() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert {p.pid for p in multiprocessing.active_children()} <= before
+
+
+async def test_the_learned_budget_starts_the_next_image_below_the_size_that_ran_out(photos: Path) -> None:
+    # A detector of its own: the module's shared one has learned from other tests.
+    detector = Detector(DetectorConfig(engine=ENGINE, timeout_seconds=90))
+    await detector.start()
+    try:
+        await _learned_budget(detector, photos)
+    finally:
+        await detector.close()
+
+
+async def _learned_budget(detector: Detector, photos: Path) -> None:
+    # An out-of-memory at the full size: the child is replaced, the image succeeds one
+    # step lower, and the parent remembers both sizes (reactor.detector.budget).
+    failing = copy(photos, "astronaut.jpg", "astronaut__oom_at_1.0__.jpg")
+    first = await detector.detect(DetectionJob(local_path=failing))
+    assert isinstance(first, Detection) and first.detect_size is not None
+    learned = detector.budget.snapshot()["hog"]
+    ran_out = learned["smallest_oom_pixels"]
+    assert ran_out is not None and learned["largest_ok_pixels"] == first.detect_size[0] * first.detect_size[1]
+    assert first.detect_size[0] * first.detect_size[1] < ran_out
+    restarts = detector.restarts
+    # The next image of that size starts below the size that ran out, in the new child:
+    # no second out-of-memory, no restart, and the budget survived the first restart.
+    after = await detector.detect(DetectionJob(local_path=str(photos / "astronaut.jpg")))
+    assert isinstance(after, Detection) and after.detect_size is not None
+    assert after.cascade_scale == 1.0  # the first step, already within the learned cap
+    assert after.detect_size[0] * after.detect_size[1] < ran_out
+    assert detector.restarts == restarts
+
+
+async def test_the_budget_rules() -> None:
+    budget = MemoryBudget()
+    assert budget.cap("cnn", 4_000_000) == 4_000_000  # nothing learned: as configured
+    budget.succeeded("cnn", 1_000_000)
+    assert budget.caps() == {}  # a success alone caps nothing
+    budget.ran_out("cnn", 2_000_000)
+    assert budget.cap("cnn", 4_000_000) == int(2_000_000 * SAFETY)
+    assert budget.cap("hog", 4_000_000) == 4_000_000  # per model
+    budget.succeeded("cnn", 1_900_000)  # a larger success raises the known-good size
+    assert budget.cap("cnn", 4_000_000) == 1_900_000
+    budget.ran_out("cnn", 1_500_000)  # fragmentation: what fitted before does not now
+    assert budget.cap("cnn", 4_000_000) == int(1_500_000 * SAFETY)
+    assert budget.cap("cnn", 100) == 100  # never above what the image wants

@@ -22,6 +22,7 @@ from reactor.detector.cascade import Box, Step
 from reactor.detector.loading import LoadedImage, load_image, prepare_pillow
 from reactor.detector.types import (
     DETAIL_MODEL,
+    DETAIL_PIXELS,
     DETAIL_REPLACE_CHILD,
     Detection,
     DetectionFailure,
@@ -74,7 +75,8 @@ class DlibEngine:
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
-        loaded = load_image(job.local_path, self._draft_dimension, self.config.max_pixels, clock, data)
+        loaded = load_image(job.local_path, lambda size: self._draft_dimension(size, job), self.config.max_pixels,
+                            clock, data)
         if isinstance(loaded, DetectionFailure):
             return loaded
         steps = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)
@@ -88,29 +90,40 @@ class DlibEngine:
                 continue
             except RuntimeError as exc:
                 if cascade.is_cuda_oom(exc):
+                    width, height = self.resolution(loaded.original_size, step, job).size
                     return self._failure(
                         loaded,
                         ErrorType.OOM,
-                        f"CUDA out of memory ({step.model} at scale {step.scale}): {exc}",
+                        f"CUDA out of memory ({step.model} at scale {step.scale}, {width}x{height}): {exc}",
                         step,
                         replace_child=True,
+                        pixels=width * height,
                     )
                 return self._failure(loaded, ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}", step)
         last = host_oom or steps[-1]
         return self._failure(loaded, ErrorType.OOM, "out of memory at every scale", last)
 
-    def resolution(self, original_size: tuple[int, int], step: Step) -> cascade.Resolution:
+    def resolution(
+        self, original_size: tuple[int, int], step: Step, job: DetectionJob | None = None
+    ) -> cascade.Resolution:
         budget = self.config.cnn_max_detect_pixels if step.model == "cnn" else self.config.max_detect_pixels
-        return cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale, step.model)
+        chosen = cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale, step.model)
+        # What the GPU was learned to hold (the parent's budget) caps the size of any step;
+        # a step already below it (a retry under a failed one) keeps its own size.
+        cap = dict(job.max_detect_pixels).get(step.model) if job is not None else None
+        if cap is not None and chosen.size[0] * chosen.size[1] > cap:
+            chosen = cascade.choose_resolution(original_size, self.config.min_face_px, cap, 1.0, step.model)
+        return chosen
 
-    def _draft_dimension(self, original_size: tuple[int, int]) -> int:
+    def _draft_dimension(self, original_size: tuple[int, int], job: DetectionJob | None = None) -> int:
         """The largest side any step may scan: libjpeg need not decode more than that."""
-        return max(max(self.resolution(original_size, Step(m, max(self.config.scales))).size) for m in self.models)
+        top = max(self.config.scales)
+        return max(max(self.resolution(original_size, Step(m, top), job).size) for m in self.models)
 
     def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
         """One model at one scale; raises MemoryError or dlib's RuntimeError on out-of-memory."""
         started = time.perf_counter()
-        chosen = self.resolution(loaded.original_size, step)
+        chosen = self.resolution(loaded.original_size, step, job)
         size = chosen.size
         # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
         image = _resized(loaded.pixels, size)
@@ -186,11 +199,14 @@ class DlibEngine:
         return any(cascade.iou(in_crop, found) >= _VERIFY_IOU for found, _ in self._locate("cnn", crop, 0))
 
     def _failure(
-        self, loaded: LoadedImage, kind: ErrorType, message: str, step: Step, replace_child: bool = False
+        self, loaded: LoadedImage, kind: ErrorType, message: str, step: Step, replace_child: bool = False,
+        pixels: int | None = None,
     ) -> DetectionFailure:
         details = {DETAIL_MODEL: step.model}
         if replace_child:
             details[DETAIL_REPLACE_CHILD] = "1"
+        if pixels is not None:
+            details[DETAIL_PIXELS] = str(pixels)
         return DetectionFailure(
             kind,
             message,

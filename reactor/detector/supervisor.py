@@ -25,9 +25,11 @@ from multiprocessing.process import BaseProcess
 from reactor import logs
 from reactor.config import DetectorConfig
 from reactor.detector import cascade, child, lifetime
+from reactor.detector.budget import MemoryBudget
 from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
 from reactor.detector.types import (
     DETAIL_MODEL,
+    DETAIL_PIXELS,
     DETAIL_REPLACE_CHILD,
     Detection,
     DetectionFailure,
@@ -72,6 +74,8 @@ class Detector:
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
         self._prefetcher = Prefetcher()
+        # What the GPU holds, learned from out-of-memory errors; kept across child restarts.
+        self.budget = MemoryBudget()
 
     @property
     def state(self) -> str:
@@ -197,7 +201,7 @@ class Detector:
                     self._state = "ready" if self._process is not None else "stopped"
 
     async def _detect_with_replacements(self, job: DetectionJob) -> Outcome:
-        outcome = await self._run(job)
+        outcome = await self._run_within_budget(job)
         hops = len(self._config.scales) * 2
         while isinstance(outcome, DetectionFailure) and outcome.details.get(DETAIL_REPLACE_CHILD) == "1":
             await self._discard(reason="cuda_oom")
@@ -217,7 +221,24 @@ class Detector:
             except DetectorUnavailable:
                 return outcome
             self._state = "busy"
-            outcome = await self._run(job)
+            outcome = await self._run_within_budget(job)
+        return outcome
+
+    async def _run_within_budget(self, job: DetectionJob) -> Outcome:
+        """Run the job capped by the learned GPU budget, and learn from its outcome.
+
+        The budget lives here, in the parent, so it outlasts the child that a CUDA
+        out-of-memory replaces (reactor.detector.budget)."""
+        caps = self.budget.caps()
+        if caps:
+            job = dataclasses.replace(job, max_detect_pixels=tuple(sorted(caps.items())))
+        outcome = await self._run(job)
+        if isinstance(outcome, Detection) and outcome.detect_size is not None:
+            self.budget.succeeded(outcome.model, outcome.detect_size[0] * outcome.detect_size[1])
+        elif isinstance(outcome, DetectionFailure) and outcome.details.get(DETAIL_REPLACE_CHILD) == "1":
+            pixels = outcome.details.get(DETAIL_PIXELS, "")
+            if pixels.isdigit():
+                self.budget.ran_out(outcome.details.get(DETAIL_MODEL, "cnn"), int(pixels))
         return outcome
 
     async def _run(self, job: DetectionJob) -> Outcome:

@@ -22,6 +22,9 @@ class DetectionJob:
     last_scale: float | None = None
     # The model that failed at last_scale ("cnn"/"hog"); None means the first model tried.
     last_model: str | None = None
+    # Pixel caps per model learned from out-of-memory errors (reactor.detector.budget):
+    # the detection size never goes above them, whatever detector.*max_detect_pixels says.
+    max_detect_pixels: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ Outcome = Detection | DetectionFailure
 
 # DetectionFailure.details keys the engine sets for the parent.
 DETAIL_MODEL = "model"
+# The pixels (width x height) of the detection image that ran out of memory.
+DETAIL_PIXELS = "pixels"
 # "1" when the child must not run anything else (CUDA state after an out-of-memory, dlib
 # issue 1725): the parent replaces it and resubmits the job below the failed step.
 DETAIL_REPLACE_CHILD = "replace_child"
