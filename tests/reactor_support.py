@@ -77,6 +77,17 @@ async def count_results(conn: asyncpg.Connection, paths: list[str]) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = ANY($1)", paths))
 
 
+async def wait_watching(reactor: Any, task: asyncio.Task[Any], seconds: float = 60.0) -> None:
+    """Wait until an in-process Reactor's watcher is watching; raise what the run raised."""
+
+    async def watching() -> bool:
+        if task.done():
+            task.result()
+        return reactor.watcher is not None and reactor.watcher.state == "watching"
+
+    await wait_until(watching, seconds, "the watcher to start")
+
+
 def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.CompletedProcess[str]:
     """One `python -m reactor` command with this config file, to its end; no REACTOR_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}

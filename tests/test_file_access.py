@@ -12,7 +12,7 @@ from reactor import claims, failures
 from reactor.claims import Claim
 from reactor.config import Config
 from reactor.service import Reactor
-from tests.reactor_support import add_processed, wait_until, write_photos
+from tests.reactor_support import add_processed, wait_until, wait_watching, write_photos
 
 PERMANENT_MISSING = ("INSERT INTO face_detection_failures (image_path, retry_count, last_error_type, "
                      "permanently_failed, next_retry_after) VALUES ($1, 3, $2, TRUE, now() + interval '1 day')")
@@ -58,12 +58,7 @@ async def test_a_restored_file_is_detected_within_the_stability_window(
     task = asyncio.create_task(reactor.run(stop))
     try:
 
-        async def watching() -> bool:
-            if task.done():
-                task.result()
-            return reactor.watcher is not None and reactor.watcher.state == "watching"
-
-        await wait_until(watching, 60, "the watcher to start")
+        await wait_watching(reactor, task)
         (share / "restored").mkdir()
         await asyncio.to_thread(write_photos, share, ["restored/back.jpg"])
 

@@ -27,7 +27,7 @@ from reactor import audit, held, samples, status
 from reactor.config import Config
 from reactor.health import degraded, evaluate
 from reactor.service import Reactor
-from tests.reactor_support import small_astronaut, wait_until
+from tests.reactor_support import small_astronaut, wait_until, wait_watching
 from tests.sshfs_share import CACHE_SECONDS, SshfsShare
 
 SCAN_SECONDS = 0.5
@@ -105,12 +105,7 @@ async def running(config: Config, dsn: str, share: SshfsShare) -> AsyncIterator[
         task = asyncio.create_task(reactor.run(stop))
         try:
 
-            async def watching() -> bool:
-                if task.done():
-                    task.result()
-                return reactor.watcher is not None and reactor.watcher.state == "watching"
-
-            await wait_until(watching, 60, "the watcher to start")
+            await wait_watching(reactor, task)
             yield Running(reactor, conn, share, logs)
         finally:
             stop.set()

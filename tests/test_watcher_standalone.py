@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from reactor.config import Config
 from reactor.service import Reactor
-from tests.reactor_support import wait_until, write_photos
+from tests.reactor_support import wait_until, wait_watching, write_photos
 
 
 async def test_photos_dropped_into_an_empty_folder_get_results(
@@ -35,12 +35,7 @@ async def test_photos_dropped_into_an_empty_folder_get_results(
         task = asyncio.create_task(reactor.run(stop))
         try:
 
-            async def watching() -> bool:
-                if task.done():
-                    task.result()
-                return reactor.watcher is not None and reactor.watcher.state == "watching"
-
-            await wait_until(watching, 60, "the watcher to start")
+            await wait_watching(reactor, task)
             (share / "drop").mkdir()
             dropped = await asyncio.to_thread(write_photos, share, ["drop/a.jpg", "drop/b.JPG", "drop/c.jpg"])
             await asyncio.to_thread(write_photos, share, ["drop/face_crops/crop.jpg", "drop/partial.jpg.part"])
