@@ -49,8 +49,11 @@ class Stages:
 
     def as_ms_per_image(self) -> dict[str, float]:
         n = max(1, len(self.per_image))
-        return {"decode": round(self.decode / n * 1000, 1), "detect": round(self.detect / n * 1000, 1),
-                "encode": round(self.encode / n * 1000, 1)}
+        return {
+            "decode": round(self.decode / n * 1000, 1),
+            "detect": round(self.detect / n * 1000, 1),
+            "encode": round(self.encode / n * 1000, 1),
+        }
 
 
 def detect_one(fr: Any, path: str, config: DetectorConfig) -> int:

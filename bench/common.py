@@ -42,9 +42,26 @@ class Postgres:
         return f"postgresql://postgres@/postgres?host={self.pgdata}"
 
     def psql(self, sql_text: str) -> str:
-        out = subprocess.run([str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.pgdata),
-                              "-U", "postgres", "-d", "postgres", "-c", sql_text],
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                str(BIN / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.pgdata),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql_text,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout
 
 
@@ -217,7 +234,10 @@ class ReactorProcess:
         runner = ["-m", "cProfile", "-o", profile] if profile else []
         self.proc = subprocess.Popen(
             [sys.executable, *runner, "-m", "reactor", "--config", str(self.config_file), "run"],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
         )
         self.sampler = MemorySampler(self.proc.pid, sample_interval)
         self.sampler.start()
@@ -268,8 +288,9 @@ class ReactorProcess:
         raise TimeoutError(f"no {name!r} event within {timeout} s; see {self.log_file}")
 
 
-async def wait_done(conn: asyncpg.Connection, expected: int, within: float, proc: ReactorProcess | None = None,
-                    poll: float = 0.5) -> int:
+async def wait_done(
+    conn: asyncpg.Connection, expected: int, within: float, proc: ReactorProcess | None = None, poll: float = 0.5
+) -> int:
     """Wait until results + failures reach ``expected``; return the count reached."""
     deadline = time.monotonic() + within
     done = 0
@@ -319,14 +340,23 @@ def machine() -> dict[str, Any]:
     mem = 0
     with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
         mem = int(fh.readline().split()[1]) * 1024
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
-            "load_avg": os.getloadavg(), "python": sys.version.split()[0]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "load_avg": os.getloadavg(),
+        "python": sys.version.split()[0],
+    }
 
 
 def save(name: str, result: dict[str, Any]) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-              **result}
+    result = {
+        "benchmark": name,
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        **result,
+    }
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     return path

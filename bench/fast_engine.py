@@ -28,8 +28,16 @@ class FastEngine:
         """The parent read the file ahead (reactor/detector prefetch): nothing left to read."""
         if data is None:
             return self.detect(job)
-        return Detection(faces=(), model="hog", scale=1.0, original_size=(1, 1), decode_ms=0.0, detect_ms=0.0,
-                         encode_ms=0.0, file_size_bytes=len(data))
+        return Detection(
+            faces=(),
+            model="hog",
+            scale=1.0,
+            original_size=(1, 1),
+            decode_ms=0.0,
+            detect_ms=0.0,
+            encode_ms=0.0,
+            file_size_bytes=len(data),
+        )
 
     def detect(self, job: DetectionJob) -> Outcome:
         started = time.perf_counter()
@@ -38,8 +46,16 @@ class FastEngine:
         except FileNotFoundError:
             return DetectionFailure(ErrorType.MISSING, f"file not found: {job.local_path}")
         ms = (time.perf_counter() - started) * 1000.0
-        return Detection(faces=(), model="hog", scale=1.0, original_size=(1, 1), decode_ms=ms, detect_ms=0.0,
-                         encode_ms=0.0, file_size_bytes=size)
+        return Detection(
+            faces=(),
+            model="hog",
+            scale=1.0,
+            original_size=(1, 1),
+            decode_ms=ms,
+            detect_ms=0.0,
+            encode_ms=0.0,
+            file_size_bytes=size,
+        )
 
 
 def create_engine(config: DetectorConfig) -> FastEngine:

@@ -46,8 +46,12 @@ async def one_event(conn: asyncpg.Connection, path: str, within: float) -> dict[
         )
         if row is not None:
             total_ms = (row["done"] - row["committed"]) * 1000.0
-            return {"total_ms": total_ms, "detection_ms": row["detection_ms"],
-                    "overhead_ms": total_ms - row["detection_ms"], "faces": row["face_count"]}
+            return {
+                "total_ms": total_ms,
+                "detection_ms": row["detection_ms"],
+                "overhead_ms": total_ms - row["detection_ms"],
+                "faces": row["face_count"],
+            }
         await asyncio.sleep(0.005)
     raise TimeoutError(f"no result for {path} within {within} s")
 
@@ -81,12 +85,15 @@ async def measure(pg: common.Postgres, work: Path, events: int, settle: float) -
     return {
         "events": len(results),
         "first_event_total_ms": round(warm["total_ms"], 1),
-        "overhead_p50_ms": round(p50, 1), "overhead_p95_ms": round(common.percentile(overhead, 95), 1),
-        "total_p50_ms": round(common.percentile(total, 50), 1), "total_p95_ms": round(common.percentile(total, 95), 1),
+        "overhead_p50_ms": round(p50, 1),
+        "overhead_p95_ms": round(common.percentile(overhead, 95), 1),
+        "total_p50_ms": round(common.percentile(total, 50), 1),
+        "total_p95_ms": round(common.percentile(total, 95), 1),
         "reactor_detection_p50_ms": round(common.percentile(detection, 50), 1),
         "bare_detection_p50_ms": round(common.percentile(bare_ms, 50), 1),
         "ratio_total_to_bare_p50": round(common.percentile(total, 50) / common.percentile(bare_ms, 50), 3),
-        "target_overhead_p50_ms": TARGET_P50_MS, "meets_target": p50 < TARGET_P50_MS,
+        "target_overhead_p50_ms": TARGET_P50_MS,
+        "meets_target": p50 < TARGET_P50_MS,
         "faces_per_event": sorted({r["faces"] for r in results}),
     }
 

@@ -37,8 +37,9 @@ def tiny_photo(folder: Path) -> Path:
 async def load_backlog(dsn: str, paths: list[str]) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.copy_records_to_table("ai_metadata", records=[(p, True) for p in paths],
-                                         columns=["image_path", "is_processed"])
+        await conn.copy_records_to_table(
+            "ai_metadata", records=[(p, True) for p in paths], columns=["image_path", "is_processed"]
+        )
     finally:
         await conn.close()
 
@@ -65,12 +66,16 @@ async def measure(pg: common.Postgres, work: Path, count: int, within: float) ->
     bare_times, _ = await asyncio.to_thread(bare_loop, [str(share / p) for p in paths[:baseline_n]], DetectorConfig())
     bare_rate = common.steady_rate(bare_times)
     return {
-        "count": count, "done": done, "failures": failures,
+        "count": count,
+        "done": done,
+        "failures": failures,
         "reactor_images_per_s": round(rate, 1),
         "reactor_end_to_end_s": round(finished - reactor.started_wall, 1),
-        "bare_images_per_s": round(bare_rate, 1), "bare_count": baseline_n,
+        "bare_images_per_s": round(bare_rate, 1),
+        "bare_count": baseline_n,
         "ratio_reactor_to_bare": round(rate / bare_rate, 3) if bare_rate else None,
-        "target_images_per_s": TARGET, "meets_target": rate >= TARGET,
+        "target_images_per_s": TARGET,
+        "meets_target": rate >= TARGET,
         "reactor_peak_rss_mib": common.mib(peak),
     }
 

@@ -59,12 +59,12 @@ def path_sql(expr: str) -> str:
 async def load(conn: asyncpg.Connection, rows: int, results: int, failures: int) -> None:
     await conn.execute("SET session_replication_role = replica")  # a bulk load: no trigger
     await conn.execute(f"""INSERT INTO ai_metadata (image_path, is_processed, created_at)
-        SELECT {path_sql('i')}, TRUE, now() - interval '1 day' FROM generate_series(0, {rows - 1}) i""")
+        SELECT {path_sql("i")}, TRUE, now() - interval '1 day' FROM generate_series(0, {rows - 1}) i""")
     await conn.execute(f"""INSERT INTO face_metadata (image_path, face_count, model, scale, detected_at)
-        SELECT {path_sql('i')}, 0, 'hog', 1.0, now() - interval '1 day' FROM generate_series(0, {results - 1}) i""")
+        SELECT {path_sql("i")}, 0, 'hog', 1.0, now() - interval '1 day' FROM generate_series(0, {results - 1}) i""")
     await conn.execute(f"""INSERT INTO face_detection_failures
         (image_path, retry_count, last_error, last_error_type, next_retry_after)
-        SELECT {path_sql('i')}, 1, 'bench', 'timeout',
+        SELECT {path_sql("i")}, 1, 'bench', 'timeout',
                CASE WHEN i % 2 = 0 THEN now() - interval '1 hour' ELSE now() + interval '1 day' END
         FROM generate_series({results}, {results + failures - 1}) i""")
     await conn.execute("SET session_replication_role = DEFAULT")
@@ -83,15 +83,24 @@ async def explain(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
         started = time.perf_counter()
         await conn.fetchval(BASELINE[name])
         baseline_ms = (time.perf_counter() - started) * 1000.0
-        plans[name] = {"uses_index": "Index" in text, "seq_scans": text.count("Seq Scan"),
-                       "baseline_unpaginated_ms": round(baseline_ms, 1), "plan": text}
+        plans[name] = {
+            "uses_index": "Index" in text,
+            "seq_scans": text.count("Seq Scan"),
+            "baseline_unpaginated_ms": round(baseline_ms, 1),
+            "plan": text,
+        }
     return plans
 
 
 def reactor_cli(config: Path, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "reactor", "--config", str(config), *args],
-                         capture_output=True, text=True, cwd=common.REPO, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "reactor", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=common.REPO,
+        timeout=600,
+    )
     return time.perf_counter() - started, out
 
 
@@ -103,17 +112,20 @@ async def measure(pg: common.Postgres, work: Path, rows: int, within: float) -> 
         started = time.perf_counter()
         await load(conn, rows, results, failures)
         load_s = time.perf_counter() - started
-        todo = [r["image_path"] for r in await conn.fetch(
-            "SELECT image_path FROM ai_metadata a WHERE NOT EXISTS "
-            "(SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)")]
+        todo = [
+            r["image_path"]
+            for r in await conn.fetch(
+                "SELECT image_path FROM ai_metadata a WHERE NOT EXISTS "
+                "(SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)"
+            )
+        ]
         # The plans the start-up sweep meets: before any of the backlog is worked off.
         plans = await explain(conn)
         photo = tiny_photo(work / "src")
         for rel in todo:
             (share / rel).parent.mkdir(parents=True, exist_ok=True)
             (share / rel).hardlink_to(photo)
-        config = common.write_config(work / "reactor.toml", pg.dsn, share,
-                                     detector={"engine": "bench.fast_engine"})
+        config = common.write_config(work / "reactor.toml", pg.dsn, share, detector={"engine": "bench.fast_engine"})
         reactor = common.ReactorProcess(config, work / "reactor.log")
         reactor.start()
         try:
@@ -134,17 +146,25 @@ async def measure(pg: common.Postgres, work: Path, rows: int, within: float) -> 
     sweep_s = float(first.get("seconds", 0.0))
     baseline_ms = sum(float(p["baseline_unpaginated_ms"]) for p in plans.values())
     return {
-        "rows": rows, "results": results, "failures": failures, "load_s": round(load_s, 1),
+        "rows": rows,
+        "results": results,
+        "failures": failures,
+        "load_s": round(load_s, 1),
         "startup_sweep": {k: first.get(k) for k in ("seconds", "retries", "pending", "queued", "orphans", "dropped")},
         "second_sweep": {k: second.get(k) for k in ("seconds", "retries", "pending", "orphans")} if second else None,
-        "second_sweep_cli_s": round(second_cli_s, 2), "second_sweep_cli_rc": second_out.returncode,
+        "second_sweep_cli_s": round(second_cli_s, 2),
+        "second_sweep_cli_rc": second_out.returncode,
         "done": done,
         "baseline_unpaginated_queries_ms": round(baseline_ms, 1),
         "ratio_sweep_to_baseline": round(sweep_s * 1000.0 / baseline_ms, 2) if baseline_ms else None,
-        "reactor_peak_rss_mib": common.mib(peak), "detector_child_peak_rss_mib": common.mib(child_peak),
-        "target_sweep_s": TARGET_SWEEP_S, "target_rss_mib": TARGET_RSS_MIB,
-        "meets_sweep_target": sweep_s < TARGET_SWEEP_S, "meets_rss_target": common.mib(peak) < TARGET_RSS_MIB,
-        "audit_skip_files_s": round(audit_s, 2), "audit_rc": audit_out.returncode,
+        "reactor_peak_rss_mib": common.mib(peak),
+        "detector_child_peak_rss_mib": common.mib(child_peak),
+        "target_sweep_s": TARGET_SWEEP_S,
+        "target_rss_mib": TARGET_RSS_MIB,
+        "meets_sweep_target": sweep_s < TARGET_SWEEP_S,
+        "meets_rss_target": common.mib(peak) < TARGET_RSS_MIB,
+        "audit_skip_files_s": round(audit_s, 2),
+        "audit_rc": audit_out.returncode,
         "explain": plans,
     }
 

@@ -150,8 +150,10 @@ def main() -> None:
     print(f"scanner, first scan       {report['first_scan_seconds']:.3f} s  ({report['ratio_first_to_bare']}x)")
     print(f"scanner, unchanged share  {report['steady_scan_seconds']:.3f} s  ({report['ratio_steady_to_bare']}x)")
     print(f"scanner, {changed} changed     {report['scan_with_changes_seconds']:.3f} s")
-    print(f"snapshot                  {snapshot_bytes / 2**20:.1f} MiB ({report['snapshot_bytes_per_file']} B/file),"
-          f" scan peak {walk_peak / 2**20:.1f} MiB traced, max RSS {report['max_rss_mib']} MiB")
+    print(
+        f"snapshot                  {snapshot_bytes / 2**20:.1f} MiB ({report['snapshot_bytes_per_file']} B/file),"
+        f" scan peak {walk_peak / 2**20:.1f} MiB traced, max RSS {report['max_rss_mib']} MiB"
+    )
     print(f"wrote {OUT / 'scan.json'}")
 
 

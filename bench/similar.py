@@ -55,14 +55,29 @@ def library(faces: int, rng: np.random.Generator) -> np.ndarray:
 
 async def load(conn: asyncpg.Connection, encodings: np.ndarray) -> None:
     images = [(f"lib/{i // 1000:03d}/{i}.jpg",) for i in range(len(encodings))]
-    await conn.copy_records_to_table("face_metadata", records=[(p, 1, "hog", 1.0) for (p,) in images],
-                                     columns=["image_path", "face_count", "model", "scale"])
-    rows = [(p, 0, 0, 10, 10, 0, enc.astype(np.float32).tolist(), "hog", 1.0)
-            for (p,), enc in zip(images, encodings, strict=True)]
     await conn.copy_records_to_table(
-        "face_detections", records=rows,
-        columns=["image_path", "face_index", "box_top", "box_right", "box_bottom", "box_left", "encoding", "model",
-                 "scale"],
+        "face_metadata",
+        records=[(p, 1, "hog", 1.0) for (p,) in images],
+        columns=["image_path", "face_count", "model", "scale"],
+    )
+    rows = [
+        (p, 0, 0, 10, 10, 0, enc.astype(np.float32).tolist(), "hog", 1.0)
+        for (p,), enc in zip(images, encodings, strict=True)
+    ]
+    await conn.copy_records_to_table(
+        "face_detections",
+        records=rows,
+        columns=[
+            "image_path",
+            "face_index",
+            "box_top",
+            "box_right",
+            "box_bottom",
+            "box_left",
+            "encoding",
+            "model",
+            "scale",
+        ],
     )
 
 
@@ -83,20 +98,24 @@ async def measure(dsn: str, encodings: np.ndarray, args: argparse.Namespace) -> 
         await load(conn, encodings)
         loaded = time.monotonic() - started
         started = time.monotonic()
-        await conn.execute("CREATE INDEX idx_face_detections_embedding ON face_detections "
-                           "USING hnsw (embedding vector_l2_ops)")
+        await conn.execute(
+            "CREATE INDEX idx_face_detections_embedding ON face_detections USING hnsw (embedding vector_l2_ops)"
+        )
         await conn.execute("ANALYZE face_detections")
         indexed = time.monotonic() - started
-        ids = [r["face_id"] for r in await conn.fetch(
-            "SELECT face_id FROM face_detections ORDER BY random() LIMIT $1", args.queries)]
+        ids = [
+            r["face_id"]
+            for r in await conn.fetch("SELECT face_id FROM face_detections ORDER BY random() LIMIT $1", args.queries)
+        ]
         timings: dict[str, list[float]] = {"hnsw": [], "exact": []}
         found = expected = 0
         for face_id in ids:
             answers = {}
             for name, exact in (("exact", True), ("hnsw", False)):
                 t0 = time.perf_counter()
-                rows = await similar.nearest(conn, face_id, limit=args.limit,
-                                             max_distance=similar.SAME_PERSON_DISTANCE, exact=exact)
+                rows = await similar.nearest(
+                    conn, face_id, limit=args.limit, max_distance=similar.SAME_PERSON_DISTANCE, exact=exact
+                )
                 timings[name].append((time.perf_counter() - t0) * 1000)
                 answers[name] = {r.face_id for r in rows}
             expected += len(answers["exact"])
@@ -107,10 +126,15 @@ async def measure(dsn: str, encodings: np.ndarray, args: argparse.Namespace) -> 
     p50 = {k: round(common.percentile(v, 50), 2) for k, v in timings.items()}
     p95 = {k: round(common.percentile(v, 95), 2) for k, v in timings.items()}
     return {
-        "faces": args.faces, "queries": len(ids), "limit": args.limit,
-        "load_seconds": round(loaded, 1), "index_build_seconds": round(indexed, 1),
-        "hnsw_p50_ms": p50["hnsw"], "hnsw_p95_ms": p95["hnsw"],
-        "exact_p50_ms": p50["exact"], "exact_p95_ms": p95["exact"],
+        "faces": args.faces,
+        "queries": len(ids),
+        "limit": args.limit,
+        "load_seconds": round(loaded, 1),
+        "index_build_seconds": round(indexed, 1),
+        "hnsw_p50_ms": p50["hnsw"],
+        "hnsw_p95_ms": p95["hnsw"],
+        "exact_p50_ms": p50["exact"],
+        "exact_p95_ms": p95["exact"],
         "speedup_p50": round(p50["exact"] / p50["hnsw"], 1) if p50["hnsw"] else None,
         "neighbours_within_0.6": expected,
         "recall_at_0.6": round(found / expected, 4) if expected else None,

@@ -28,11 +28,11 @@ async def measure(pg: common.Postgres, work: Path, rows: int, within: float) -> 
     paths = common.link_copies(tiny_photo(work / "src"), share, rows, folder="storm")
     conn = await asyncpg.connect(pg.dsn)
     try:
-        await conn.copy_records_to_table("ai_metadata", records=[(p, False) for p in paths],
-                                         columns=["image_path", "is_processed"])
+        await conn.copy_records_to_table(
+            "ai_metadata", records=[(p, False) for p in paths], columns=["image_path", "is_processed"]
+        )
         await conn.execute("VACUUM ANALYZE ai_metadata")
-        config = common.write_config(work / "reactor.toml", pg.dsn, share,
-                                     detector={"engine": "bench.fast_engine"})
+        config = common.write_config(work / "reactor.toml", pg.dsn, share, detector={"engine": "bench.fast_engine"})
         reactor = common.ReactorProcess(config, work / "reactor.log")
         reactor.start(sample_interval=1.0)
         assert reactor.sampler is not None
@@ -54,8 +54,14 @@ async def measure(pg: common.Postgres, work: Path, rows: int, within: float) -> 
                     "SELECT (SELECT count(*) FROM face_metadata) + (SELECT count(*) FROM face_detection_failures)"
                 )
                 _, main_rss, child_rss = reactor.sampler.samples[-1]
-                timeline.append({"t": round(time.time() - started, 1), "done": done,
-                                 "rss_mib": common.mib(main_rss), "child_rss_mib": common.mib(child_rss)})
+                timeline.append(
+                    {
+                        "t": round(time.time() - started, 1),
+                        "done": done,
+                        "rss_mib": common.mib(main_rss),
+                        "child_rss_mib": common.mib(child_rss),
+                    }
+                )
             elapsed = time.time() - started
             peak = reactor.peak_rss()
         finally:
@@ -72,12 +78,19 @@ async def measure(pg: common.Postgres, work: Path, rows: int, within: float) -> 
         return None
 
     return {
-        "rows": rows, "done": done, "all_done": done >= rows,
+        "rows": rows,
+        "done": done,
+        "all_done": done >= rows,
         "seconds_until_all_done": round(elapsed, 1) if done >= rows else None,
-        "seconds_measured": round(elapsed, 1), "rows_per_s": round(done / elapsed, 1) if elapsed else None,
-        "update_statement_s": round(update_s, 2), "sweeps": bulk_hints,
-        "idle_rss_mib": common.mib(idle), "storm_max_rss_mib": max(storm_rss, default=None),
-        "rss_at_10pct_mib": rss_at(0.1), "rss_at_50pct_mib": rss_at(0.5), "rss_at_90pct_mib": rss_at(0.9),
+        "seconds_measured": round(elapsed, 1),
+        "rows_per_s": round(done / elapsed, 1) if elapsed else None,
+        "update_statement_s": round(update_s, 2),
+        "sweeps": bulk_hints,
+        "idle_rss_mib": common.mib(idle),
+        "storm_max_rss_mib": max(storm_rss, default=None),
+        "rss_at_10pct_mib": rss_at(0.1),
+        "rss_at_50pct_mib": rss_at(0.5),
+        "rss_at_90pct_mib": rss_at(0.9),
         "peak_hwm_mib": common.mib(peak),
         "ratio_storm_max_to_idle": round(max(storm_rss) / common.mib(idle), 3) if storm_rss and idle else None,
         "timeline": timeline[:: max(1, len(timeline) // 60)],
@@ -94,8 +107,10 @@ def main() -> None:
         result = asyncio.run(measure(pg, work, args.rows, args.timeout))
     path = common.report("storm", result, skip=("timeline",))
     for point in result["timeline"]:  # type: ignore[attr-defined]
-        print(f"  t={point['t']:>7}s done={point['done']:>7} rss={point['rss_mib']} MiB "
-              f"child={point['child_rss_mib']} MiB")
+        print(
+            f"  t={point['t']:>7}s done={point['done']:>7} rss={point['rss_mib']} MiB "
+            f"child={point['child_rss_mib']} MiB"
+        )
     print(f"saved {path}")
 
 

@@ -31,8 +31,14 @@ from reactor.sql import Queries
 Q = Queries("integrity.sql")
 
 REACTOR_TABLES = (
-    "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
-    "reactor_redetect", "reactor_file_identity", "reactor_held_deletions",
+    "face_metadata",
+    "face_detections",
+    "face_detection_failures",
+    "reactor_claims",
+    "reactor_instances",
+    "reactor_redetect",
+    "reactor_file_identity",
+    "reactor_held_deletions",
 )
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.
@@ -47,11 +53,11 @@ CHECKS: dict[str, str] = {
     # Adopted legacy results (reactor.legacy): reported with the command that deals
     # with them; repair leaves them alone.
     "legacy_not_imported": "legacy results whose faces are only in the legacy JSON columns; "
-                           "`reactor db import-legacy` imports them, or lists why it cannot",
+    "`reactor db import-legacy` imports them, or lists why it cannot",
     "held_deletions": "deletions held after a confirmed mass vanish; `reactor deletions --apply` backs up and "
-                      "deletes the results of those still missing",
+    "deletes the results of those still missing",
     "legacy_zero": "zero-face results the reactor did not write (the legacy worker saved failures as 0 faces); "
-                   "`reactor redetect --legacy-zero` re-detects them (requested: already asked)",
+    "`reactor redetect --legacy-zero` re-detects them (requested: already asked)",
 }
 _STAT_BATCH = 2000
 

@@ -28,32 +28,65 @@ CHANNEL_LINE = re.compile(r"channel CONSTANT text := '([^']*)';")
 TABLES: dict[str, dict[str, str]] = {
     "reactor_schema": {"singleton": "boolean", "version": "integer", "applied_at": "timestamp with time zone"},
     "face_metadata": {
-        "image_path": "text", "face_count": "integer", "model": "text", "scale": "real",
-        "original_width": "integer", "original_height": "integer", "decode_ms": "real", "detect_ms": "real",
-        "encode_ms": "real", "instance_id": "text", "claim_token": "bigint", "detected_at": "timestamp with time zone",
+        "image_path": "text",
+        "face_count": "integer",
+        "model": "text",
+        "scale": "real",
+        "original_width": "integer",
+        "original_height": "integer",
+        "decode_ms": "real",
+        "detect_ms": "real",
+        "encode_ms": "real",
+        "instance_id": "text",
+        "claim_token": "bigint",
+        "detected_at": "timestamp with time zone",
         "settings": "text",
         "orphaned_at": "timestamp with time zone",
-        "detect_width": "integer", "detect_height": "integer", "upsample": "integer", "min_face_px": "integer",
+        "detect_width": "integer",
+        "detect_height": "integer",
+        "upsample": "integer",
+        "min_face_px": "integer",
     },
     "face_detections": {
-        "face_id": "bigint", "image_path": "text", "face_index": "integer", "box_top": "integer",
-        "box_right": "integer", "box_bottom": "integer", "box_left": "integer", "score": "real",
-        "encoding": "real[]", "model": "text", "scale": "real",
+        "face_id": "bigint",
+        "image_path": "text",
+        "face_index": "integer",
+        "box_top": "integer",
+        "box_right": "integer",
+        "box_bottom": "integer",
+        "box_left": "integer",
+        "score": "real",
+        "encoding": "real[]",
+        "model": "text",
+        "scale": "real",
     },
     "reactor_claims": {
-        "image_path": "text", "instance_id": "text", "token": "bigint", "claimed_at": "timestamp with time zone",
+        "image_path": "text",
+        "instance_id": "text",
+        "token": "bigint",
+        "claimed_at": "timestamp with time zone",
         "lease_until": "timestamp with time zone",
     },
     "reactor_instances": {
-        "instance_id": "text", "hostname": "text", "pid": "integer", "started_at": "timestamp with time zone",
-        "heartbeat_at": "timestamp with time zone", "state": "jsonb",
+        "instance_id": "text",
+        "hostname": "text",
+        "pid": "integer",
+        "started_at": "timestamp with time zone",
+        "heartbeat_at": "timestamp with time zone",
+        "state": "jsonb",
     },
     "reactor_redetect": {
-        "image_path": "text", "reason": "text", "mode": "text", "requested_at": "timestamp with time zone",
+        "image_path": "text",
+        "reason": "text",
+        "mode": "text",
+        "requested_at": "timestamp with time zone",
     },
     "reactor_held_deletions": {"image_path": "text", "held_at": "timestamp with time zone", "reason": "text"},
     "reactor_file_identity": {
-        "image_path": "text", "size_bytes": "bigint", "mtime_ns": "bigint", "fingerprint": "text",
+        "image_path": "text",
+        "size_bytes": "bigint",
+        "mtime_ns": "bigint",
+        "fingerprint": "text",
     },
 }
 # Types an adopted legacy table may have instead (reported as adapted, not different):
@@ -66,13 +99,28 @@ ADAPTED_TYPES: dict[tuple[str, str], tuple[str, ...]] = {
 # time zone) and may lack the optional columns, so only names are compared.
 FAILURES = "face_detection_failures"
 FAILURE_REQUIRED = frozenset(
-    {"image_path", "retry_count", "last_error", "last_error_type", "last_failure_at", "next_retry_after",
-     "permanently_failed"}
+    {
+        "image_path",
+        "retry_count",
+        "last_error",
+        "last_error_type",
+        "last_failure_at",
+        "next_retry_after",
+        "permanently_failed",
+    }
 )
 FAILURE_OPTIONAL = frozenset(
-    {"id", "original_width", "original_height", "file_size_bytes", "last_attempted_scale", "first_failure_at",
-     # Without it, failure rows whose ai_metadata row is gone are kept, never purged.
-     "orphaned_at", "file_mtime_ns"}
+    {
+        "id",
+        "original_width",
+        "original_height",
+        "file_size_bytes",
+        "last_attempted_scale",
+        "first_failure_at",
+        # Without it, failure rows whose ai_metadata row is gone are kept, never purged.
+        "orphaned_at",
+        "file_mtime_ns",
+    }
 )
 # Tables whose image_path carries the reactor_valid_image_path CHECK constraint.
 PATH_TABLES = ("face_metadata", "face_detections", FAILURES, "reactor_claims", "reactor_redetect")
@@ -200,24 +248,37 @@ async def check_legacy_results(conn: asyncpg.Connection, report: CheckReport) ->
         return
     shape = legacy.shape_of(found)
     for name, type_ in shape.columns():
-        report.add("column", f"{legacy.TABLE}.{name}", "adapted",
-                   f"legacy JSON in {type_}: every new result writes it too")
+        report.add(
+            "column", f"{legacy.TABLE}.{name}", "adapted", f"legacy JSON in {type_}: every new result writes it too"
+        )
     for name, line in legacy.problems(found, tuple(TABLES[legacy.TABLE])):
         report.add("column", name, "different", line)
-    if shape.boxes_type is not None and "model" in found and await readable(conn, legacy.TABLE) \
-            and await exists(conn, "face_detections"):
+    if (
+        shape.boxes_type is not None
+        and "model" in found
+        and await readable(conn, legacy.TABLE)
+        and await exists(conn, "face_detections")
+    ):
         waiting = await conn.fetchval(Q.legacy_not_imported)
         if waiting:
-            report.add("data", f"{legacy.TABLE} legacy faces", "advice",
-                       f"{waiting} legacy result(s) with faces not in face_detections; run `reactor db import-legacy`")
+            report.add(
+                "data",
+                f"{legacy.TABLE} legacy faces",
+                "advice",
+                f"{waiting} legacy result(s) with faces not in face_detections; run `reactor db import-legacy`",
+            )
 
 
 async def check_vectors(conn: asyncpg.Connection, report: CheckReport) -> None:
     """Similarity search (reactor.vectors) is optional: its absence is advice, not a problem."""
     available, installed = await vectors.state(conn)
     if installed is None:
-        detail = ("available on the server but not installed: `reactor db init` as a superuser, or the owner's SQL "
-                  "from `reactor db sql`, installs it" if available else "not available on this server")
+        detail = (
+            "available on the server but not installed: `reactor db init` as a superuser, or the owner's SQL "
+            "from `reactor db sql`, installs it"
+            if available
+            else "not available on this server"
+        )
         report.add("extension", vectors.EXTENSION, "advice", f"{detail}; until then `reactor similar` is off")
         return
     report.add("extension", vectors.EXTENSION, "ok", f"version {installed}")
@@ -229,13 +290,21 @@ async def check_vectors(conn: asyncpg.Connection, report: CheckReport) -> None:
     present = {r["name"] for r in await conn.fetch(Q.table_indexes, "face_detections")}
     report.add("index", vectors.INDEX, "ok" if vectors.INDEX in present else "missing", "HNSW on L2 distance")
     triggers = {r["name"] for r in await conn.fetch(Q.table_triggers, "face_detections")}
-    report.add("trigger", vectors.TRIGGER, "ok" if vectors.TRIGGER in triggers else "missing",
-               "keeps embedding equal to encoding")
+    report.add(
+        "trigger",
+        vectors.TRIGGER,
+        "ok" if vectors.TRIGGER in triggers else "missing",
+        "keeps embedding equal to encoding",
+    )
     if await readable(conn, "face_detections"):
         unfilled = await conn.fetchval(vectors.SEARCH.missing_embeddings)
         if unfilled:
-            report.add("data", "face_detections.embedding", "advice",
-                       f"{unfilled} face(s) without an embedding yet; `reactor db init` fills them")
+            report.add(
+                "data",
+                "face_detections.embedding",
+                "advice",
+                f"{unfilled} face(s) without an embedding yet; `reactor db init` fills them",
+            )
 
 
 async def _check_indexes(conn: asyncpg.Connection, report: CheckReport) -> None:
@@ -254,8 +323,12 @@ async def _check_indexes(conn: asyncpg.Connection, report: CheckReport) -> None:
     if await exists(conn, "face_detections"):
         fks = [r for r in await conn.fetch(Q.foreign_keys, "face_detections") if "face_metadata" in r["definition"]]
         if not any("ON DELETE CASCADE" in r["definition"] and "ON UPDATE CASCADE" in r["definition"] for r in fks):
-            report.add("constraint", "face_detections -> face_metadata FOREIGN KEY", "missing",
-                       "faces must go with their result (ON DELETE/UPDATE CASCADE)")
+            report.add(
+                "constraint",
+                "face_detections -> face_metadata FOREIGN KEY",
+                "missing",
+                "faces must go with their result (ON DELETE/UPDATE CASCADE)",
+            )
     for seq in SEQUENCES:
         if not await exists(conn, seq):
             report.add("sequence", seq, "missing")
@@ -302,8 +375,12 @@ async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel:
         if installed == channel:
             report.add("function", TRIGGER_FUNCTION, "ok", f"notifies on channel {channel}")
         else:
-            report.add("function", TRIGGER_FUNCTION, "different",
-                       f"notifies on channel {installed or '(none found)'}, not database.channel {channel}")
+            report.add(
+                "function",
+                TRIGGER_FUNCTION,
+                "different",
+                f"notifies on channel {installed or '(none found)'}, not database.channel {channel}",
+            )
     if not await conn.fetch(Q.function_info, PATH_FUNCTION):
         report.add("function", PATH_FUNCTION, "missing")
     if not await exists(conn, AI_METADATA):
@@ -316,8 +393,12 @@ async def _check_trigger(conn: asyncpg.Connection, report: CheckReport, channel:
         row = actual.get(name)
         if row is None:
             report.add("trigger", name, "missing", f"on {AI_METADATA}")
-        elif row["function"] != TRIGGER_FUNCTION or row["type"] != tgtype or (row["old_table"] is not None) != old \
-                or (row["new_table"] is not None) != new:
+        elif (
+            row["function"] != TRIGGER_FUNCTION
+            or row["type"] != tgtype
+            or (row["old_table"] is not None) != old
+            or (row["new_table"] is not None) != new
+        ):
             report.add("trigger", name, "different", "not the statement-level trigger `reactor db init` installs")
         elif row["enabled"] == "D":
             report.add("trigger", name, "different", "disabled (ALTER TABLE ai_metadata ENABLE TRIGGER ...)")

@@ -120,13 +120,20 @@ class _NotEligible(Exception):
 
 
 async def claim(
-    conn: Conn, path: str, instance_id: str, lease_seconds: float,
-    *, manual: bool = False, redetect: bool = False, file_event: bool = False,
+    conn: Conn,
+    path: str,
+    instance_id: str,
+    lease_seconds: float,
+    *,
+    manual: bool = False,
+    redetect: bool = False,
+    file_event: bool = False,
 ) -> Claim | str:
     """A Claim, or the reason the image is not claimed ("claimed_elsewhere", "done", ...)."""
     try:
-        return await _claim_in_tx(conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect,
-                                  file_event=file_event)
+        return await _claim_in_tx(
+            conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect, file_event=file_event
+        )
     except _NotEligible as exc:
         return exc.reason
 

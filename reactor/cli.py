@@ -22,7 +22,18 @@ from reactor.db import DatabaseUnavailable
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
 HANDLERS: tuple[str, ...] = (
-    "db", "run", "sweep", "redetect", "similar", "status", "failures", "doctor", "demo", "audit", "repair", "detect",
+    "db",
+    "run",
+    "sweep",
+    "redetect",
+    "similar",
+    "status",
+    "failures",
+    "doctor",
+    "demo",
+    "audit",
+    "repair",
+    "detect",
     "deletions",
 )
 

@@ -66,7 +66,16 @@ class ImagesConfig:
     # fnmatch patterns matched against every folder of a path, case-insensitively.
     derived_folders: tuple[str, ...] = ("face_crops", "thumbnails", "thumbs", ".thumbnails")
     extensions: tuple[str, ...] = (
-        "jpg", "jpeg", "png", "heic", "heif", "webp", "tif", "tiff", "bmp", "gif",
+        "jpg",
+        "jpeg",
+        "png",
+        "heic",
+        "heif",
+        "webp",
+        "tif",
+        "tiff",
+        "bmp",
+        "gif",
     )
     max_path_length: int = 1024
     # auto: register files found on the share into ai_metadata in standalone mode only.
@@ -130,7 +139,15 @@ class WatcherConfig:
     vanish_fraction: float = 0.2
     vanish_min_files: int = 20
     ignore_patterns: tuple[str, ...] = (
-        ".*", "@eaDir", "#recycle", "#snapshot", "._*", "*.part", "*.tmp", "*.crdownload", "~$*",
+        ".*",
+        "@eaDir",
+        "#recycle",
+        "#snapshot",
+        "._*",
+        "*.part",
+        "*.tmp",
+        "*.crdownload",
+        "~$*",
     )
 
 
@@ -308,16 +325,12 @@ def _build_section(name: str, cls: type[Any], values: Mapping[str, Any], origin:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     if name == "database" and "password" in values:
-        raise ConfigError(
-            f"{origin}: [database] password: {dsn_mod.PASSWORD_ADVICE}"
-        )
+        raise ConfigError(f"{origin}: [database] password: {dsn_mod.PASSWORD_ADVICE}")
     for key in values:
         if (name, key) in _REPLACED_KEYS:
             raise ConfigError(f"{origin}: [{name}] {key}: {_REPLACED_KEYS[name, key]}")
         if key not in known:
-            raise ConfigError(
-                f"{origin}: [{name}] {key}: unknown key; known keys are {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"{origin}: [{name}] {key}: unknown key; known keys are {', '.join(sorted(known))}")
     kwargs = {k: _coerce(v, hints[k], f"{origin}: [{name}] {k}") for k, v in values.items()}
     return cls(**kwargs)
 
@@ -357,8 +370,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
                 try:
                     raw = _parse_env(env[var], hints[f.name])
                 except json.JSONDecodeError:
-                    raise ConfigError(f"{where}: expected {_type_name(hints[f.name])} as JSON or a comma list, "
-                                      f"got {env[var]!r}") from None
+                    raise ConfigError(
+                        f"{where}: expected {_type_name(hints[f.name])} as JSON or a comma list, got {env[var]!r}"
+                    ) from None
                 out.setdefault(section, {})[f.name] = _coerce(raw, hints[f.name], where)
     return out
 
@@ -446,13 +460,18 @@ def _validate(config: Config) -> None:
         if value <= 0:
             raise ConfigError(f"{where}: [service] {name}: expected a positive number, got {value}")
     sweep = config.sweep
-    for name, number in (("orphan_grace_hours", sweep.orphan_grace_hours), ("orphan_purge_max", sweep.orphan_purge_max),
-                         ("orphan_purge_min", sweep.orphan_purge_min)):
+    for name, number in (
+        ("orphan_grace_hours", sweep.orphan_grace_hours),
+        ("orphan_purge_max", sweep.orphan_purge_max),
+        ("orphan_purge_min", sweep.orphan_purge_min),
+    ):
         if number < 0:
             raise ConfigError(f"{where}: [sweep] {name}: expected zero or more, got {number}")
     if not 0 <= sweep.orphan_purge_max_fraction <= 1:
-        raise ConfigError(f"{where}: [sweep] orphan_purge_max_fraction: expected a number in [0, 1], "
-                          f"got {sweep.orphan_purge_max_fraction}")
+        raise ConfigError(
+            f"{where}: [sweep] orphan_purge_max_fraction: expected a number in [0, 1], "
+            f"got {sweep.orphan_purge_max_fraction}"
+        )
 
 
 def cpu_cores() -> int:

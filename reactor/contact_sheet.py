@@ -59,8 +59,14 @@ def _face_tile(item: SheetItem) -> tuple[Image.Image, int]:
     if item.crop is not None:
         top, right, bottom, left = item.crop
         margin = max(right - left, bottom - top) // 3
-        image = image.crop((max(0, left - margin), max(0, top - margin),
-                            min(image.width, right + margin), min(image.height, bottom + margin)))
+        image = image.crop(
+            (
+                max(0, left - margin),
+                max(0, top - margin),
+                min(image.width, right + margin),
+                min(image.height, bottom + margin),
+            )
+        )
     scale = min(TILE / image.width, TILE / image.height)
     thumb = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     tile = Image.new("RGB", (TILE, TILE), BACKGROUND)
@@ -70,7 +76,8 @@ def _face_tile(item: SheetItem) -> tuple[Image.Image, int]:
     for top, right, bottom, left in item.boxes:
         draw.rectangle(
             (ox + left * scale, oy + top * scale, ox + right * scale, oy + bottom * scale),
-            outline=BOX_COLOUR, width=3,
+            outline=BOX_COLOUR,
+            width=3,
         )
     return tile, len(item.boxes)
 

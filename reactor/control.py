@@ -32,8 +32,7 @@ def request_payload(request_id: str) -> str:
 
 def reply_payload(request_id: str, instance_id: str, counts: dict[str, Any]) -> str:
     """The reply, always within the NOTIFY limit (reactor.gate.fit_reply)."""
-    return fit_reply({"type": SWEEP_REPLY, "id": request_id, "instance_id": instance_id, "counts": counts},
-                     json.dumps)
+    return fit_reply({"type": SWEEP_REPLY, "id": request_id, "instance_id": instance_id, "counts": counts}, json.dumps)
 
 
 async def send(conn: Conn, channel: str, payload: str) -> None:

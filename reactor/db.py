@@ -58,9 +58,7 @@ def refuse_unintended_embedded(config: Config, env: Mapping[str, str] | None = N
     env = os.environ if env is None else env
     if (Path(config.database.embedded_dir) / "PG_VERSION").exists():
         return  # an embedded database that exists already is joined, not created
-    database_vars = sorted(
-        v for v in env if v.startswith(f"{ENV_PREFIX}DATABASE__") and v not in EMBEDDED_ENV
-    )
+    database_vars = sorted(v for v in env if v.startswith(f"{ENV_PREFIX}DATABASE__") and v not in EMBEDDED_ENV)
     if database_vars:
         raise ConfigError(
             f"{', '.join(database_vars)} set but database.dsn is empty: this would create a new embedded "

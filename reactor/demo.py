@@ -33,8 +33,13 @@ log = logs.get("reactor.demo")
 
 # The library, by sample name (reactor.samples); the order is the contact sheet's.
 LIBRARY = (
-    "astronaut.jpg", "collage_2x2.jpg", "astronaut_exif6.jpg", "astronaut.heic",
-    "cat.jpg", "coffee.jpg", "bad/truncated.jpg",
+    "astronaut.jpg",
+    "collage_2x2.jpg",
+    "astronaut_exif6.jpg",
+    "astronaut.heic",
+    "cat.jpg",
+    "coffee.jpg",
+    "bad/truncated.jpg",
 )
 # A folder holding this file was made by the demo, so a new run may replace it.
 FOLDER_MARKER = ".reactor-demo"
@@ -78,8 +83,9 @@ def demo_config(base: Config, out: Path) -> Config:
     return dataclasses.replace(
         base,
         database=dataclasses.replace(base.database, dsn="", embedded_dir=str(out / DATABASE_DIR)),
-        images=dataclasses.replace(base.images, root=str(out / "library"), marker=SHARE_MARKER,
-                                   require_mount=False, register_files="always"),
+        images=dataclasses.replace(
+            base.images, root=str(out / "library"), marker=SHARE_MARKER, require_mount=False, register_files="always"
+        ),
         # A reactor may already serve the configured health port on this machine.
         health=dataclasses.replace(base.health, enabled=False),
         service=dataclasses.replace(base.service, instance_id="demo"),
@@ -114,8 +120,7 @@ def build_library(root: Path) -> list[samples.Sample]:
     return sorted(built, key=lambda s: order[s.name])
 
 
-async def _wait_done(dsn: str, config: Config, paths: list[str], run: asyncio.Task[None],
-                     limit_seconds: float) -> int:
+async def _wait_done(dsn: str, config: Config, paths: list[str], run: asyncio.Task[None], limit_seconds: float) -> int:
     conn = await db.connect(dsn, config)
     try:
         deadline = time.monotonic() + limit_seconds
@@ -183,13 +188,21 @@ async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
         if s.name in results or s.name in failures
     ]
     sheet = out / "contact_sheet.png"
-    title = f"face-reactor demo: {len(results)} images detected, {sum(results.values())} faces, " \
-            f"{len(failures)} failed"
+    title = f"face-reactor demo: {len(results)} images detected, {sum(results.values())} faces, {len(failures)} failed"
     drawn = await asyncio.to_thread(contact_sheet.render, items, sheet, title)
-    expected = {name: (want.value if isinstance(want, ErrorType) else want)
-                for name, want in samples.expected(library).items()}
-    report = DemoReport(images=len(paths), done=done, seconds=seconds, results=results, failures=failures,
-                        expected=expected, boxes_drawn=drawn, contact_sheet=str(sheet))
+    expected = {
+        name: (want.value if isinstance(want, ErrorType) else want) for name, want in samples.expected(library).items()
+    }
+    report = DemoReport(
+        images=len(paths),
+        done=done,
+        seconds=seconds,
+        results=results,
+        failures=failures,
+        expected=expected,
+        boxes_drawn=drawn,
+        contact_sheet=str(sheet),
+    )
     (out / "summary.json").write_text(json.dumps(report.as_json(), indent=2) + "\n")
     log.info("demo_done", images=len(paths), done=done, faces=report.faces, failures=len(failures), seconds=seconds)
     return report
@@ -200,14 +213,18 @@ def render_summary(report: DemoReport, out: Path) -> str:
     width = max(len(name) for name in report.expected)
     for name, want in report.expected.items():
         got = report.actual(name)
-        shown = "no outcome" if got is None else (f"{got} face" + ("" if got == 1 else "s")
-                                                  if isinstance(got, int) else f"failed: {got}")
+        shown = (
+            "no outcome"
+            if got is None
+            else (f"{got} face" + ("" if got == 1 else "s") if isinstance(got, int) else f"failed: {got}")
+        )
         verdict = "as expected" if got == want else f"UNEXPECTED (expected {want})"
         lines.append(f"  {name.ljust(width)}  {shown:<16} {verdict}")
     lines.append(f"faces found: {report.faces}; failures: {len(report.failures)}")
     lines.append(f"contact sheet: {report.contact_sheet} ({report.boxes_drawn} faces boxed)")
     lines.append(f"summary:       {out / 'summary.json'}")
     # An empty DSN selects the embedded database even when config.toml names a server.
-    lines.append(f"explore:       REACTOR_DATABASE__DSN= REACTOR_DATABASE__EMBEDDED_DIR={out / DATABASE_DIR} "
-                 "reactor status")
+    lines.append(
+        f"explore:       REACTOR_DATABASE__DSN= REACTOR_DATABASE__EMBEDDED_DIR={out / DATABASE_DIR} reactor status"
+    )
     return "\n".join(lines)

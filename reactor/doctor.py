@@ -82,12 +82,12 @@ async def database_checks(config: Config, dsn: str | None, startup_error: str | 
         listed = ", ".join(f"{f.kind} {f.name} {f.status}" for f in problems)
         checks.append(_fail("schema", listed, f"run `reactor db init`, or {advice.owner_sql(report.role)}"))
     else:
-        checks.append(_ok("schema", f"tables, indexes, constraints, trigger and version {catalog.SCHEMA_VERSION} "
-                                    "in place"))
+        checks.append(
+            _ok("schema", f"tables, indexes, constraints, trigger and version {catalog.SCHEMA_VERSION} in place")
+        )
     lacking = [f.name for f in report.problems if f.kind == "privilege"]
     if lacking:
-        checks.append(_fail("privileges", f"role {report.role} lacks {', '.join(lacking)}",
-                            advice.grants(report.role)))
+        checks.append(_fail("privileges", f"role {report.role} lacks {', '.join(lacking)}", advice.grants(report.role)))
     else:
         checks.append(_ok("privileges", f"role {report.role} has every privilege the reactor uses"))
     return checks
@@ -103,17 +103,22 @@ def share_check(config: Config) -> Check:
     if reason is None:
         return _ok("share", f"{images.root} is online (marker {images.marker} present)")
     if reason == "marker_missing":
-        return _fail("share", f"marker {marker} is missing",
-                     f"mount the share, then create the marker file {marker} on it (README: Watching the share)")
+        return _fail(
+            "share",
+            f"marker {marker} is missing",
+            f"mount the share, then create the marker file {marker} on it (README: Watching the share)",
+        )
     if reason == "root_missing":
         return _fail("share", f"root {images.root} does not exist", "mount the share there, or set images.root")
     if reason == "root_not_directory":
         return _fail("share", f"root {images.root} is not a directory", "point images.root at the share's folder")
     if reason == "not_mounted":
-        return _fail("share", f"root {images.root} is not a mount point",
-                     "mount the share, or set images.require_mount = false")
-    return _fail("share", f"cannot read {images.root} ({reason})",
-                 "check that the share is mounted and readable by this user")
+        return _fail(
+            "share", f"root {images.root} is not a mount point", "mount the share, or set images.require_mount = false"
+        )
+    return _fail(
+        "share", f"cannot read {images.root} ({reason})", "check that the share is mounted and readable by this user"
+    )
 
 
 def observer_check(config: Config) -> Check:
@@ -140,8 +145,11 @@ def dlib_check() -> tuple[Check, bool]:
         try:
             devices = f", {dlib.cuda.get_num_devices()} device(s)"
         except Exception as exc:  # a CUDA build without a usable driver
-            return _fail("dlib", f"dlib {dlib.__version__} has CUDA but no device: {exc}",
-                         "install the NVIDIA driver, or set detector.model = \"hog\""), False
+            return _fail(
+                "dlib",
+                f"dlib {dlib.__version__} has CUDA but no device: {exc}",
+                'install the NVIDIA driver, or set detector.model = "hog"',
+            ), False
     return _ok("dlib", f"dlib {dlib.__version__}, CUDA {'yes' + devices if cuda else 'no (HOG on the CPU)'}"), cuda
 
 
@@ -152,8 +160,11 @@ def models_check() -> Check:
             warnings.simplefilter("ignore")
             import face_recognition_models as frm
     except ImportError as exc:
-        return _fail("models", f"cannot import face_recognition_models: {exc}",
-                     "run `uv sync --frozen` (installs face-recognition-models)")
+        return _fail(
+            "models",
+            f"cannot import face_recognition_models: {exc}",
+            "run `uv sync --frozen` (installs face-recognition-models)",
+        )
     files = [
         frm.pose_predictor_model_location(),
         frm.pose_predictor_five_point_model_location(),
@@ -162,8 +173,11 @@ def models_check() -> Check:
     ]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
-        return _fail("models", f"missing model files: {', '.join(missing)}",
-                     "reinstall it: `uv sync --frozen --reinstall-package face-recognition-models`")
+        return _fail(
+            "models",
+            f"missing model files: {', '.join(missing)}",
+            "reinstall it: `uv sync --frozen --reinstall-package face-recognition-models`",
+        )
     return _ok("models", f"face_recognition_models: {len(files)} model files present")
 
 
@@ -180,18 +194,31 @@ async def detector_check(config: Config) -> Check:
             elapsed = time.monotonic() - started
             outcome = await detector.detect(DetectionJob(local_path=str(photo)))
         except DetectorUnavailable as exc:
-            return _fail("detector", f"cannot start: {exc}", "run `reactor doctor` again after the dlib and models "
-                                                              "lines are ok; see the log above for the child's error")
+            return _fail(
+                "detector",
+                f"cannot start: {exc}",
+                "run `reactor doctor` again after the dlib and models "
+                "lines are ok; see the log above for the child's error",
+            )
         finally:
             await detector.close()
     if not isinstance(outcome, Detection):
-        return _fail("detector", f"failed on the sample photo: {outcome.error_type} {outcome.message}",
-                     "see the failure type in README 'Failure types'")
+        return _fail(
+            "detector",
+            f"failed on the sample photo: {outcome.error_type} {outcome.message}",
+            "see the failure type in README 'Failure types'",
+        )
     if len(outcome.faces) != 1:
-        return _fail("detector", f"found {len(outcome.faces)} faces in astronaut.jpg, expected 1",
-                     "check detector.scales, min_face_px and weak_score in the config")
-    return _ok("detector", f"started in {elapsed:.1f} s; found 1 face in the sample photo astronaut.jpg "
-                           f"({outcome.model}, {outcome.detect_ms:.0f} ms)")
+        return _fail(
+            "detector",
+            f"found {len(outcome.faces)} faces in astronaut.jpg, expected 1",
+            "check detector.scales, min_face_px and weak_score in the config",
+        )
+    return _ok(
+        "detector",
+        f"started in {elapsed:.1f} s; found 1 face in the sample photo astronaut.jpg "
+        f"({outcome.model}, {outcome.detect_ms:.0f} ms)",
+    )
 
 
 def gpu_check(cuda: bool) -> Check:
@@ -208,8 +235,12 @@ def gpu_check(cuda: bool) -> Check:
     if not gpus:
         return _fail("gpu", "dlib has CUDA but nvidia-smi lists no GPU", "check the NVIDIA driver with `nvidia-smi`")
     if low:
-        return _fail("gpu", "; ".join(gpus), f"free GPU memory (under {MIN_FREE_MIB} MiB on {', '.join(low)}): stop "
-                                             "other GPU programs, or set detector.model = \"hog\"")
+        return _fail(
+            "gpu",
+            "; ".join(gpus),
+            f"free GPU memory (under {MIN_FREE_MIB} MiB on {', '.join(low)}): stop "
+            'other GPU programs, or set detector.model = "hog"',
+        )
     return _ok("gpu", "; ".join(gpus))
 
 

@@ -48,11 +48,9 @@ class FileEventSink(Protocol):
         """Photos whose size and mtime have been stable for the stability window."""
         ...
 
-    async def moved(self, src: str, dst: str, *, directory: bool) -> None:
-        ...
+    async def moved(self, src: str, dst: str, *, directory: bool) -> None: ...
 
-    async def deleted(self, path: str, *, directory: bool) -> None:
-        ...
+    async def deleted(self, path: str, *, directory: bool) -> None: ...
 
     async def rescanned(self, prefix: str) -> None:
         """A (re)scan finished or events were lost: reconcile with the database."""
@@ -66,8 +64,7 @@ class FileEventSink(Protocol):
         """A confirmed mass vanish: hold these deletions for the operator (reactor.held)."""
         ...
 
-    async def held_count(self) -> int:
-        ...
+    async def held_count(self) -> int: ...
 
     async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
         """Queue again the permanently failed photos among ``files`` that changed since they failed."""
@@ -153,8 +150,10 @@ class DatabaseSink:
         if not odd:
             return files
         async with self.pool.acquire() as conn:
-            rows = {r["image_path"] for r in await conn.fetch(
-                Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])}
+            rows = {
+                r["image_path"]
+                for r in await conn.fetch(Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])
+            }
         out = []
         for f in files:
             form = next((v for v in unicode_variants(f.path) if v in rows), f.path) if not f.path.isascii() else f.path
@@ -244,14 +243,22 @@ class DatabaseSink:
         return requeued
 
     async def _requeue_changed(self, files: Sequence[ReadyFile]) -> list[str]:
-        query = Q.requeue_changed_failures if "file_mtime_ns" in self.failure_columns else (
-            Q.requeue_changed_failures_untracked)
+        query = (
+            Q.requeue_changed_failures
+            if "file_mtime_ns" in self.failure_columns
+            else (Q.requeue_changed_failures_untracked)
+        )
         requeued: list[str] = []
         async with self.pool.acquire() as conn:
             for i in range(0, len(files), REGISTER_CHUNK):
                 chunk = files[i : i + REGISTER_CHUNK]
-                rows = await conn.fetch(query, [f.path for f in chunk], [f.size for f in chunk],
-                                        [f.mtime_ns for f in chunk], [f.changed for f in chunk])
+                rows = await conn.fetch(
+                    query,
+                    [f.path for f in chunk],
+                    [f.size for f in chunk],
+                    [f.mtime_ns for f in chunk],
+                    [f.changed for f in chunk],
+                )
                 requeued.extend(r["image_path"] for r in rows)
         for path in requeued:
             log.info("failed_file_changed", path=path, effect="queued again")

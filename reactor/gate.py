@@ -58,8 +58,9 @@ def ignore(channel: str, problem: str, payload: object) -> None:
     """Drop a payload; logged once per channel and problem every five minutes (then counted)."""
     allowed, suppressed = _ignored.check((channel, problem))
     if allowed:
-        log.warning("notification_ignored", channel=channel, problem=problem, payload=repr(payload)[:200],
-                    suppressed=suppressed)
+        log.warning(
+            "notification_ignored", channel=channel, problem=problem, payload=repr(payload)[:200], suppressed=suppressed
+        )
 
 
 def validate(channel: str, data: object, *, control_channel: str, pid: int = 0) -> Notice | None:

@@ -67,8 +67,10 @@ def degraded(snapshot: Mapping[str, Any]) -> list[str]:
     notes: list[str] = []
     held = snapshot.get("held_deletions") or 0
     if held:
-        notes.append(f"{held} deletions held after a mass vanish; run `reactor deletions` to review, "
-                     "`reactor deletions --apply` to apply")
+        notes.append(
+            f"{held} deletions held after a mass vanish; run `reactor deletions` to review, "
+            "`reactor deletions --apply` to apply"
+        )
     return notes
 
 
@@ -178,9 +180,7 @@ class HealthServer:
             payload = json.dumps(body).encode() + b"\n"
             await self._respond(writer, status, "application/json", payload, head=method == "HEAD")
         elif path == "/metrics":
-            await self._respond(
-                writer, 200, CONTENT_TYPE_LATEST, generate_latest(self.registry), head=method == "HEAD"
-            )
+            await self._respond(writer, 200, CONTENT_TYPE_LATEST, generate_latest(self.registry), head=method == "HEAD")
         else:
             await self._respond(writer, 404, "text/plain", b"not found: try /healthz or /metrics\n")
 
@@ -196,8 +196,14 @@ class HealthServer:
         await writer.drain()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
 def _request_line(head: bytes) -> tuple[str, str]:

@@ -45,8 +45,11 @@ class InstanceLock:
 
     async def acquire(self) -> None:
         """Take the lock on a fresh connection; InstanceTaken if another process has it."""
-        conn = await db.connect(self.dsn, self.config, server_settings={
-            "application_name": f"face-reactor-instance:{self.instance_id}"[:63]})
+        conn = await db.connect(
+            self.dsn,
+            self.config,
+            server_settings={"application_name": f"face-reactor-instance:{self.instance_id}"[:63]},
+        )
         try:
             taken = await conn.fetchval(Q.instance_try_lock, self.instance_id)
         except BaseException:

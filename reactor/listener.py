@@ -63,8 +63,11 @@ def enable_keepalive(conn: asyncpg.Connection) -> bool:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
-                        ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
         option = getattr(socket, name, None)
         if option is not None:
             with contextlib.suppress(OSError):
@@ -171,7 +174,9 @@ class Listener:
             # Before the first connection nothing was lost yet; after it, every loss is.
             log.warning(
                 "listener_lost" if self._ever_connected else "listener_unavailable",
-                reason=reason, error=str(exc) if exc else None, poll_seconds=self.config.sweep.poll_seconds,
+                reason=reason,
+                error=str(exc) if exc else None,
+                poll_seconds=self.config.sweep.poll_seconds,
             )
         self.state = "polling"
 
@@ -197,4 +202,3 @@ async def _first(stop: asyncio.Event, lost: asyncio.Event, seconds: float) -> as
     if stop.is_set():
         return stop
     return lost if done else None
-

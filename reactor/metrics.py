@@ -20,17 +20,22 @@ QUEUE_DEPTH = Gauge(
     "reactor_queue_depth", "Images waiting in the in-memory queue, by priority.", ["priority"], registry=REGISTRY
 )
 QUEUE_DROPPED = Gauge(
-    "reactor_queue_dropped", "Entries dropped because the queue was full (the sweep finds them again).",
+    "reactor_queue_dropped",
+    "Entries dropped because the queue was full (the sweep finds them again).",
     registry=REGISTRY,
 )
 IMAGES_PROCESSED = Counter(
-    "reactor_images_processed", "Images with a recorded outcome, by outcome (detected, failed, fenced).",
-    ["outcome"], registry=REGISTRY,
+    "reactor_images_processed",
+    "Images with a recorded outcome, by outcome (detected, failed, fenced).",
+    ["outcome"],
+    registry=REGISTRY,
 )
 FAILURES = Counter("reactor_failures", "Recorded detection failures, by type.", ["type"], registry=REGISTRY)
 DETECTION_SECONDS = Histogram(
-    "reactor_detection_seconds", "Wall time of one detection, including the child round trip.",
-    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300), registry=REGISTRY,
+    "reactor_detection_seconds",
+    "Wall time of one detection, including the child round trip.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
 )
 FACES_FOUND = Counter("reactor_faces_found", "Faces found in successfully detected images.", registry=REGISTRY)
 LAST_SUCCESS = Gauge(
@@ -40,12 +45,16 @@ LISTENER_RECONNECTS = Counter(
     "reactor_listener_reconnects", "Times the LISTEN connection was re-established.", registry=REGISTRY
 )
 LISTENER_CONNECTED = Gauge("reactor_listener_connected", "1 while the LISTEN connection is up.", registry=REGISTRY)
-SHARE_ONLINE = Gauge("reactor_share_online", "1 while the share is online (root and marker present).",
-                     registry=REGISTRY)
-DETECTOR_RESTARTS = Gauge("reactor_detector_restarts", "Detector child processes replaced so far.",
-                          registry=REGISTRY)
-TASK_RESTARTS = Counter("reactor_task_restarts", "Supervised tasks restarted after dying or returning, by task.",
-                        ["task"], registry=REGISTRY)
+SHARE_ONLINE = Gauge(
+    "reactor_share_online", "1 while the share is online (root and marker present).", registry=REGISTRY
+)
+DETECTOR_RESTARTS = Gauge("reactor_detector_restarts", "Detector child processes replaced so far.", registry=REGISTRY)
+TASK_RESTARTS = Counter(
+    "reactor_task_restarts",
+    "Supervised tasks restarted after dying or returning, by task.",
+    ["task"],
+    registry=REGISTRY,
+)
 TASKS_FAILING = Gauge("reactor_tasks_failing", "Supervised tasks that keep dying (see /healthz).", registry=REGISTRY)
 SWEEPS = Counter("reactor_sweeps", "Sweeps run, by result (done, skipped).", ["result"], registry=REGISTRY)
 
@@ -69,14 +78,18 @@ class _ChildCollector:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         children = self.source()
-        busy = GaugeMetricFamily("reactor_detector_child_busy", "1 while this detector child is detecting an image.",
-                                 labels=["child"])
-        up = GaugeMetricFamily("reactor_detector_child_up", "1 while this detector child is started (ready or busy).",
-                               labels=["child"])
-        done = GaugeMetricFamily("reactor_detector_child_processed", "Outcomes written by this child's lane so far.",
-                                 labels=["child"])
-        restarts = GaugeMetricFamily("reactor_detector_child_restarts", "Times this detector child was replaced.",
-                                     labels=["child"])
+        busy = GaugeMetricFamily(
+            "reactor_detector_child_busy", "1 while this detector child is detecting an image.", labels=["child"]
+        )
+        up = GaugeMetricFamily(
+            "reactor_detector_child_up", "1 while this detector child is started (ready or busy).", labels=["child"]
+        )
+        done = GaugeMetricFamily(
+            "reactor_detector_child_processed", "Outcomes written by this child's lane so far.", labels=["child"]
+        )
+        restarts = GaugeMetricFamily(
+            "reactor_detector_child_restarts", "Times this detector child was replaced.", labels=["child"]
+        )
         for child in children:
             label = [str(child["child"])]
             busy.add_metric(label, float(child["state"] == "busy"))

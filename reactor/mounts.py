@@ -13,11 +13,31 @@ from pathlib import Path
 
 from reactor.config import Config
 
-NETWORK_FSTYPES = frozenset({
-    "cifs", "smb3", "smbfs", "smb", "nfs", "nfs4", "ncpfs", "afs", "9p", "ceph", "glusterfs",
-    "lustre", "davfs", "fuse.sshfs", "fuse.rclone", "fuse.glusterfs", "fuse.s3fs", "fuse.gcsfuse",
-    "fuse.smbnetfs", "fuse.davfs2", "fuse.cifs",
-})
+NETWORK_FSTYPES = frozenset(
+    {
+        "cifs",
+        "smb3",
+        "smbfs",
+        "smb",
+        "nfs",
+        "nfs4",
+        "ncpfs",
+        "afs",
+        "9p",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.rclone",
+        "fuse.glusterfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.smbnetfs",
+        "fuse.davfs2",
+        "fuse.cifs",
+    }
+)
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -166,8 +186,9 @@ def choose_observer(config: Config, mountinfo: str | None = None) -> ObserverCho
     forced = config.watcher.observer
     root = config.images.root
     if is_unc(root):
-        return ObserverChoice(kind="polling" if forced == "auto" else forced,
-                              reason="unc_root" if forced == "auto" else "configured")
+        return ObserverChoice(
+            kind="polling" if forced == "auto" else forced, reason="unc_root" if forced == "auto" else "configured"
+        )
     if mountinfo is None:
         try:
             mountinfo = Path(MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")

@@ -62,8 +62,9 @@ def to_raw(event: FileSystemEvent) -> RawEvent | None:
     kind = _KINDS.get(type(event))
     if kind is None:
         return None  # opened, closed-no-write, attrib, directory modified: no content change
-    return RawEvent(kind, os.fsdecode(event.src_path), os.fsdecode(event.dest_path or ""),
-                    event.is_directory, event.is_synthetic)
+    return RawEvent(
+        kind, os.fsdecode(event.src_path), os.fsdecode(event.dest_path or ""), event.is_directory, event.is_synthetic
+    )
 
 
 class _Handler(FileSystemEventHandler):

@@ -44,8 +44,12 @@ class OrphanPolicy:
 
     @classmethod
     def from_config(cls, sweep: SweepConfig) -> OrphanPolicy:
-        return cls(sweep.orphan_grace_hours * 3600.0, sweep.orphan_purge_max, sweep.orphan_purge_max_fraction,
-                   sweep.orphan_purge_min)
+        return cls(
+            sweep.orphan_grace_hours * 3600.0,
+            sweep.orphan_purge_max,
+            sweep.orphan_purge_max_fraction,
+            sweep.orphan_purge_min,
+        )
 
     def bound(self, total: int) -> int:
         """The most rows of a table of `total` rows that one sweep may purge."""
@@ -67,16 +71,34 @@ class TableOrphans:
         return self.due > self.bound
 
     def as_dict(self) -> dict[str, object]:
-        return {"table": self.table, "marked": self.marked, "due": self.due, "bound": self.bound,
-                "held": self.held, "oldest": self.oldest.isoformat() if self.oldest else None}
+        return {
+            "table": self.table,
+            "marked": self.marked,
+            "due": self.due,
+            "bound": self.bound,
+            "held": self.held,
+            "oldest": self.oldest.isoformat() if self.oldest else None,
+        }
 
 
 # table -> (page of unmarked orphans, mark, un-mark returned, stats, due page, purge)
 _QUERIES = {
-    RESULTS: (Q.orphan_results, Q.mark_orphan_results, Q.unmark_returned_results, Q.orphan_stats_results,
-              Q.due_orphan_results, Q.purge_orphan_results),
-    FAILURES: (Q.orphan_failures, Q.mark_orphan_failures, Q.unmark_returned_failures, Q.orphan_stats_failures,
-               Q.due_orphan_failures, Q.purge_orphan_failures),
+    RESULTS: (
+        Q.orphan_results,
+        Q.mark_orphan_results,
+        Q.unmark_returned_results,
+        Q.orphan_stats_results,
+        Q.due_orphan_results,
+        Q.purge_orphan_results,
+    ),
+    FAILURES: (
+        Q.orphan_failures,
+        Q.mark_orphan_failures,
+        Q.unmark_returned_failures,
+        Q.orphan_stats_failures,
+        Q.due_orphan_failures,
+        Q.purge_orphan_failures,
+    ),
 }
 
 
@@ -91,8 +113,9 @@ async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
     for table in await tables_with_marks(conn):
         row = await conn.fetchrow(_QUERIES[table][3], policy.grace_seconds)
         assert row is not None
-        out.append(TableOrphans(table, row["total"], row["marked"], row["due"], policy.bound(row["total"]),
-                                row["oldest"]))
+        out.append(
+            TableOrphans(table, row["total"], row["marked"], row["due"], policy.bound(row["total"]), row["oldest"])
+        )
     return out
 
 
@@ -134,8 +157,9 @@ async def purge(conn: Conn, table: str, policy: OrphanPolicy, page_size: int) ->
     """Delete the orphans of `table` past their grace that are still orphaned; ignores the bound."""
     purged = 0
     for i in range(0, len(paths := await due_paths(conn, table, policy, page_size)), page_size):
-        purged += claims.rows_affected(await conn.execute(_QUERIES[table][5], policy.grace_seconds,
-                                                          paths[i : i + page_size]))
+        purged += claims.rows_affected(
+            await conn.execute(_QUERIES[table][5], policy.grace_seconds, paths[i : i + page_size])
+        )
     return purged
 
 
@@ -156,4 +180,3 @@ async def mark_gone(conn: Conn, paths: list[str], prefixes: list[str]) -> int:
     if FAILURES in tables:
         await conn.execute(Q.mark_gone_failures, paths, prefixes)
     return marked
-

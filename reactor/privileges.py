@@ -14,8 +14,14 @@ Q = sql.Queries("catalog.sql")
 
 # What the running reactor does with each table.
 READ_WRITE = (
-    "face_metadata", "face_detections", "face_detection_failures", "reactor_claims", "reactor_instances",
-    "reactor_redetect", "reactor_file_identity", "reactor_held_deletions",
+    "face_metadata",
+    "face_detections",
+    "face_detection_failures",
+    "reactor_claims",
+    "reactor_instances",
+    "reactor_redetect",
+    "reactor_file_identity",
+    "reactor_held_deletions",
 )
 READ_ONLY = ("ai_metadata", "reactor_schema")
 SEQUENCES = ("reactor_claim_token_seq",)
@@ -106,8 +112,10 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
         for info in await conn.fetch(Q.function_info, function):
             if not info["owned"]:
                 missing.append(Need("ownership", f"function {function}", f"it is owned by {info['owner']}"))
-    if not standalone and await _exists(conn, "ai_metadata") and not await _table_privilege(
-        conn, "ai_metadata", "TRIGGER"
+    if (
+        not standalone
+        and await _exists(conn, "ai_metadata")
+        and not await _table_privilege(conn, "ai_metadata", "TRIGGER")
     ):
         missing.append(Need("TRIGGER", "ai_metadata", "to install the notify trigger"))
     return missing

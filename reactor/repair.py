@@ -81,8 +81,15 @@ class RepairPlan:
                 by_reason: dict[str, int] = defaultdict(int)
                 for reason in items.values():
                     by_reason[reason] += 1
-                out.append({"table": table, "action": "delete", "images": len(items), "by_reason": dict(by_reason),
-                            "sample": sorted(items)[:5]})
+                out.append(
+                    {
+                        "table": table,
+                        "action": "delete",
+                        "images": len(items),
+                        "by_reason": dict(by_reason),
+                        "sample": sorted(items)[:5],
+                    }
+                )
         return out
 
 
@@ -169,7 +176,11 @@ async def repair(
             # Under the lock: the plan is built from the rows as they are now. Only the
             # files found missing a moment ago are looked at again.
             report = await run_audit(
-                conn, config, share_online=share_online, share_reason=share_reason, check_files=check_files,
+                conn,
+                config,
+                share_online=share_online,
+                share_reason=share_reason,
+                check_files=check_files,
                 file_candidates=first["missing_files"].paths,
             )
             result = RepairResult(report, build_plan(report), applied=True)
@@ -182,8 +193,12 @@ async def repair(
             f"the reactor's tables stayed locked by other sessions ({exc.__class__.__name__}); nothing was "
             "changed; run `reactor repair --apply` again, or stop the reactor first"
         ) from None
-    log.info("repair_applied", backups={s: n for s, (_, n) in result.backups.items()}, deleted=result.deleted,
-             requeued=result.requeued)
+    log.info(
+        "repair_applied",
+        backups={s: n for s, (_, n) in result.backups.items()},
+        deleted=result.deleted,
+        requeued=result.requeued,
+    )
     return result
 
 
@@ -218,8 +233,9 @@ async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: 
     return name
 
 
-async def _copy(conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str,
-                *args: Any) -> None:
+async def _copy(
+    conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str, *args: Any
+) -> None:
     name = await _backup_table(conn, result, source, stamp)
     copied = _rows(await conn.execute(_fill(block, backup=name, source=source), *args))
     result.backups[source] = (name, result.backups[source][1] + copied)
@@ -236,8 +252,16 @@ async def _backup(conn: asyncpg.Connection, result: RepairResult, stamp: str) ->
         await _copy(conn, result, "face_detection_failures", stamp, Q.repair_backup_rows, paths, reason)
     if plan.claims:
         keys = list(plan.claims)
-        await _copy(conn, result, "reactor_claims", stamp, Q.repair_backup_claims,
-                    [p for p, _ in keys], [t for _, t in keys], [plan.claims[k] for k in keys])
+        await _copy(
+            conn,
+            result,
+            "reactor_claims",
+            stamp,
+            Q.repair_backup_claims,
+            [p for p, _ in keys],
+            [t for _, t in keys],
+            [plan.claims[k] for k in keys],
+        )
 
 
 async def _delete(conn: asyncpg.Connection, result: RepairResult) -> None:
@@ -245,13 +269,16 @@ async def _delete(conn: asyncpg.Connection, result: RepairResult) -> None:
     if plan.claims:
         keys = list(plan.claims)
         result.deleted["reactor_claims"] = _rows(
-            await conn.execute(Q.repair_delete_claims, [p for p, _ in keys], [t for _, t in keys]))
+            await conn.execute(Q.repair_delete_claims, [p for p, _ in keys], [t for _, t in keys])
+        )
     if plan.failures:
         result.deleted["face_detection_failures"] = _rows(
-            await conn.execute(Q.repair_delete_failures, sorted(plan.failures)))
+            await conn.execute(Q.repair_delete_failures, sorted(plan.failures))
+        )
     if plan.orphan_faces:
         result.deleted["face_detections"] = _rows(
-            await conn.execute(Q.repair_delete_orphan_faces, sorted(plan.orphan_faces)))
+            await conn.execute(Q.repair_delete_orphan_faces, sorted(plan.orphan_faces))
+        )
     if plan.results:
         result.deleted["face_metadata"] = _rows(await conn.execute(Q.repair_delete_results, sorted(plan.results)))
     if "face_detections" in result.backups:
@@ -266,8 +293,9 @@ async def _validate_constraints(conn: asyncpg.Connection) -> list[str]:
         try:
             # A savepoint: rows this repair does not judge (none today) must not undo it.
             async with conn.transaction():
-                await conn.execute(_fill(Q.repair_validate_constraint, source=row["table_name"],
-                                         constraint=row["constraint_name"]))
+                await conn.execute(
+                    _fill(Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"])
+                )
         except asyncpg.CheckViolationError:
             log.warning("constraint_still_not_valid", constraint=row["constraint_name"])
             continue

@@ -252,17 +252,29 @@ class Scanner:
         if changes.deleted:
             seen = [p for p in changes.deleted if online_after and result.covers(p)]
             if len(seen) < len(changes.deleted):
-                log.warning("scan_deletes_withheld", prefix=prefix or ".", vanished=len(changes.deleted),
-                            unknown=len(changes.deleted) - len(seen), errors=result.errors[:5],
-                            share_online=online_after)
+                log.warning(
+                    "scan_deletes_withheld",
+                    prefix=prefix or ".",
+                    vanished=len(changes.deleted),
+                    unknown=len(changes.deleted) - len(seen),
+                    errors=result.errors[:5],
+                    share_online=online_after,
+                )
             changes.deleted, changes.held = self.vanish.sort(seen, max(len(old), 1))
         baseline = not self.baseline_done and not prefix
         self._replace(prefix, result.files if baseline else _unchanged(old, result.files, changes))
         if changes:
-            log.debug("scan_done", prefix=prefix or ".", files=len(result.files), dirs=result.dirs,
-                      created=len(changes.created), modified=len(changes.modified),
-                      deleted=len(changes.deleted), moved=len(changes.moved),
-                      seconds=round(self.last_scan_seconds, 3))
+            log.debug(
+                "scan_done",
+                prefix=prefix or ".",
+                files=len(result.files),
+                dirs=result.dirs,
+                created=len(changes.created),
+                modified=len(changes.modified),
+                deleted=len(changes.deleted),
+                moved=len(changes.moved),
+                seconds=round(self.last_scan_seconds, 3),
+            )
         return changes
 
     async def _pair_by_content(self, changes: ScanDiff, files: Snapshot) -> None:
@@ -312,4 +324,4 @@ class Scanner:
 
     def move_prefix(self, src: str, dst: str) -> None:
         for path in [p for p in self.snapshot if in_prefix(p, src)]:
-            self.snapshot[dst + path[len(src):]] = self.snapshot.pop(path)
+            self.snapshot[dst + path[len(src) :]] = self.snapshot.pop(path)

@@ -48,8 +48,9 @@ class PrivilegeError(SchemaError):
 
     def __init__(self, role: str, missing: list[privileges.Need]) -> None:
         what = ", ".join(f"{n.privilege} on {n.target}" for n in missing)
-        super().__init__(f"role {role} lacks {what} ({missing[0].reason}); {advice.owner_sql(role)}, "
-                         "then run `reactor db check`")
+        super().__init__(
+            f"role {role} lacks {what} ({missing[0].reason}); {advice.owner_sql(role)}, then run `reactor db check`"
+        )
         self.role = role
         self.missing = missing
 

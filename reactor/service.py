@@ -143,8 +143,9 @@ class Reactor:
             self.queue.put(notice.path, Priority.NOTIFY)
         elif notice.kind == "manual" and notice.path is not None:
             path = notice.path
-            self.senders.when_allowed(notice, lambda: self.queue.put(path, Priority.MANUAL),
-                                      lambda: self.queue.put(path, Priority.NOTIFY))
+            self.senders.when_allowed(
+                notice, lambda: self.queue.put(path, Priority.MANUAL), lambda: self.queue.put(path, Priority.NOTIFY)
+            )
         elif notice.kind == "deleted" and notice.path is not None:
             self.queue.discard(notice.path)
             self.scheduler.deleted(notice.path)
@@ -272,14 +273,29 @@ class Reactor:
             own_role = await conn.fetchval(Q.current_role)
         self.senders.roles = self.senders.roles | {own_role}
         self.sweeper = Sweeper(
-            pool, self.queue, page_size=self.config.sweep.page_size, lease_seconds=self.config.service.lease_seconds,
-            instance_id=self.instance_id, share_online=lambda: self.share.online,
+            pool,
+            self.queue,
+            page_size=self.config.sweep.page_size,
+            lease_seconds=self.config.service.lease_seconds,
+            instance_id=self.instance_id,
+            share_online=lambda: self.share.online,
             orphan_policy=OrphanPolicy.from_config(self.config.sweep),
         )
+
         def make_loop(detector: Detector, in_flight: InFlight) -> DetectionLoop:
             return DetectionLoop(
-                self.config, pool, self.queue, detector, self.share, self.mapper, self.instance_id,
-                self._failure_columns, DetectorUnavailable, self._result_shape, in_flight, self.write_block,
+                self.config,
+                pool,
+                self.queue,
+                detector,
+                self.share,
+                self.mapper,
+                self.instance_id,
+                self._failure_columns,
+                DetectorUnavailable,
+                self._result_shape,
+                in_flight,
+                self.write_block,
                 incomplete_delay=stability_window(self.config, choose_observer(self.config)),
             )
 
@@ -288,8 +304,10 @@ class Reactor:
         if self.config.watcher.enabled:
             # File events enter the same queue; the watcher's rescans ask for a sweep.
             sink = DatabaseSink(
-                pool, lambda path, redetect: self.queue.put(path, Priority.FILE_EVENT, redetect=redetect),
-                register_files=self.config.register_files, request_sweep=self.request_sweep,
+                pool,
+                lambda path, redetect: self.queue.put(path, Priority.FILE_EVENT, redetect=redetect),
+                register_files=self.config.register_files,
+                request_sweep=self.request_sweep,
                 failure_columns=self._failure_columns,
             )
             self.watcher = Watcher(self.config, self.mapper, self.share, sink)
@@ -323,8 +341,12 @@ class Reactor:
         # The detection lanes alone watch `stop`: side tasks (lease renewal among
         # them) keep running until every lane's image in flight is written.
         self.supervisor.start("detection", lambda: lanes.run(stop), stop)
-        log.info("reactor_started", instance_id=self.instance_id, queue_size=self.queue.maxsize,
-                 share_online=self.share.online)
+        log.info(
+            "reactor_started",
+            instance_id=self.instance_id,
+            queue_size=self.queue.maxsize,
+            share_online=self.share.online,
+        )
 
     async def _shutdown(self, halt: asyncio.Event) -> None:
         grace = self.config.service.shutdown_grace_seconds
@@ -347,8 +369,11 @@ class Reactor:
                     await conn.execute(Q.remove_instance, self.instance_id)
             log.info("claims_released", count=released)
         except TRANSIENT_DB_ERRORS as exc:
-            log.warning("claims_not_released", error=str(exc) or type(exc).__name__,
-                        effect="they expire after service.lease_seconds")
+            log.warning(
+                "claims_not_released",
+                error=str(exc) or type(exc).__name__,
+                effect="they expire after service.lease_seconds",
+            )
         await self.lanes.close()
         try:
             await asyncio.wait_for(pool.close(), CLEANUP_TIMEOUT_SECONDS)
@@ -364,8 +389,9 @@ class Reactor:
             state = json.dumps(self.health_snapshot(), default=str)
             try:
                 async with self.pool.acquire() as conn:
-                    await conn.execute(Q.heartbeat, self.instance_id, socket.gethostname(), os.getpid(),
-                                       self.started_at, state)
+                    await conn.execute(
+                        Q.heartbeat, self.instance_id, socket.gethostname(), os.getpid(), self.started_at, state
+                    )
             except TRANSIENT_DB_ERRORS:
                 pass  # the detection loop logs database state changes
             await sleep_or_stop(halt, self.config.health.heartbeat_seconds)
@@ -396,4 +422,3 @@ class Reactor:
 
 def _bind(factory: TaskFactory, halt: asyncio.Event) -> Callable[[], Awaitable[None]]:
     return lambda: factory(halt)
-

@@ -78,8 +78,14 @@ class VanishGuard:
         if confirmed:
             log.warning("share_mass_vanish_confirmed", source=self.what, files=len(confirmed))
         if fresh and is_mass_vanish(self.watcher, len(fresh), known):
-            log.warning("share_mass_vanish", source=self.what, vanished=len(fresh), known=known,
-                        fraction=round(len(fresh) / max(known, 1), 3), held=True)
+            log.warning(
+                "share_mass_vanish",
+                source=self.what,
+                vanished=len(fresh),
+                known=known,
+                fraction=round(len(fresh) / max(known, 1), 3),
+                held=True,
+            )
             self._suspect = frozenset(fresh)
             fresh = []
         return fresh, confirmed
@@ -178,8 +184,7 @@ class ShareMonitor:
         if online:
             log.info("share_online", root=self.images.root)
         else:
-            log.warning("share_offline", root=self.images.root, reason=reason,
-                        advice=self._advice(reason))
+            log.warning("share_offline", root=self.images.root, reason=reason, advice=self._advice(reason))
         for cb in list(self._listeners):
             try:
                 cb(online)

@@ -182,8 +182,13 @@ def _child_lines(children: Any) -> list[tuple[str, str]]:
         if not isinstance(child, dict):
             continue
         image = child.get("current_image") or "-"
-        out.append((f"detector {child.get('child')}", f"pid {child.get('pid') or '-'}, {child.get('state')}, "
-                    f"image {image}, {child.get('processed', 0)} processed, {child.get('restarts', 0)} restarts"))
+        out.append(
+            (
+                f"detector {child.get('child')}",
+                f"pid {child.get('pid') or '-'}, {child.get('state')}, "
+                f"image {image}, {child.get('processed', 0)} processed, {child.get('restarts', 0)} restarts",
+            )
+        )
     return out
 
 
@@ -200,16 +205,22 @@ def render_table(report: StatusReport) -> str:
         ("images processed", str(report.images)),
         ("faces found", str(report.faces)),
         ("average faces/image", f"{report.average_faces:.2f}"),
-        *([("  from the legacy worker", f"{report.legacy} ({report.legacy_zero} with zero faces)")]
-          if report.legacy else []),
+        *(
+            [("  from the legacy worker", f"{report.legacy} ({report.legacy_zero} with zero faces)")]
+            if report.legacy
+            else []
+        ),
         *([("  re-detection requested", str(report.redetect_requested))] if report.redetect_requested else []),
         ("last detection", report.last_detection or "never"),
         ("pending", str(report.pending)),
         ("failures", str(report.failures)),
         ("  permanently failed", str(report.permanently_failed)),
         ("  due for retry", str(report.due_for_retry)),
-        *([("held deletions", f"{report.held_deletions} (review: `reactor deletions`; apply: --apply)")]
-          if report.held_deletions else []),
+        *(
+            [("held deletions", f"{report.held_deletions} (review: `reactor deletions`; apply: --apply)")]
+            if report.held_deletions
+            else []
+        ),
     ]
     for f in report.failures_by_type:
         rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))
@@ -222,8 +233,13 @@ def render_table(report: StatusReport) -> str:
     if not report.instances:
         rows.append(("running reactors", "none (no fresh heartbeat)"))
     for inst in report.instances:
-        rows.append(("reactor", f"{inst.instance_id} on {inst.hostname} pid {inst.pid}, "
-                                f"heartbeat {inst.heartbeat_age_seconds:.0f} s ago"))
+        rows.append(
+            (
+                "reactor",
+                f"{inst.instance_id} on {inst.hostname} pid {inst.pid}, "
+                f"heartbeat {inst.heartbeat_age_seconds:.0f} s ago",
+            )
+        )
         rows.extend((f"  {label}", value) for label, value in _state_lines(inst.state))
     width = max(len(label) for label, _ in rows)
     return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)

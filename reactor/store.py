@@ -106,14 +106,26 @@ def _legacy_args(shape: ResultShape, result: Detection) -> tuple[str, ...]:
 
 
 def _face_args(path: str, index: int, face: Face, result: Detection) -> tuple[object, ...]:
-    return (path, index, face.top, face.right, face.bottom, face.left, face.score, list(face.encoding),
-            result.model, result.scale)
+    return (
+        path,
+        index,
+        face.top,
+        face.right,
+        face.bottom,
+        face.left,
+        face.score,
+        list(face.encoding),
+        result.model,
+        result.scale,
+    )
 
 
 async def _keep_identities(conn: Conn, path: str, result: Detection) -> None:
     """Replace the image's faces, matched faces keeping their rows (reactor.identity)."""
-    old = [(r["face_id"], (r["box_top"], r["box_right"], r["box_bottom"], r["box_left"]))
-           for r in await conn.fetch(Q.faces_of_image, path)]
+    old = [
+        (r["face_id"], (r["box_top"], r["box_right"], r["box_bottom"], r["box_left"]))
+        for r in await conn.fetch(Q.faces_of_image, path)
+    ]
     matching = face_identity.match(old, [(f.top, f.right, f.bottom, f.left) for f in result.faces])
     if matching.removed:
         await conn.execute(Q.delete_faces, list(matching.removed))
@@ -132,8 +144,13 @@ async def _keep_identities(conn: Conn, path: str, result: Detection) -> None:
 
 
 async def record_success(
-    conn: Conn, claim: Claim, result: Detection, instance_id: str,
-    *, shape: ResultShape = NO_LEGACY, settings: str | None = None,
+    conn: Conn,
+    claim: Claim,
+    result: Detection,
+    instance_id: str,
+    *,
+    shape: ResultShape = NO_LEGACY,
+    settings: str | None = None,
 ) -> None:
     """Write the result in one transaction; Fenced if the claim was taken over.
 
@@ -146,10 +163,26 @@ async def record_success(
     match_faces = claim.state.done and claim.keep_face_ids
     detect_width, detect_height = result.detect_size or (None, None)
     args = (
-        claim.path, claim.token, result.face_count, result.model, result.scale, width, height,
-        result.decode_ms, result.detect_ms, result.encode_ms, instance_id, not match_faces, settings,
-        detect_width, detect_height, result.upsample, result.min_face_px,
-        result.file_size_bytes if result.fingerprint else None, result.file_mtime_ns, result.fingerprint,
+        claim.path,
+        claim.token,
+        result.face_count,
+        result.model,
+        result.scale,
+        width,
+        height,
+        result.decode_ms,
+        result.detect_ms,
+        result.encode_ms,
+        instance_id,
+        not match_faces,
+        settings,
+        detect_width,
+        detect_height,
+        result.upsample,
+        result.min_face_px,
+        result.file_size_bytes if result.fingerprint else None,
+        result.file_mtime_ns,
+        result.fingerprint,
         *_legacy_args(shape, result),
     )
     statement = record_result_sql(shape)
@@ -190,7 +223,8 @@ async def record_failure(
         incomplete = failure.error_type is ErrorType.INCOMPLETE
         if incomplete and await _unchanged_since_incomplete(conn, path, failure, columns):
             failure = dataclasses.replace(
-                failure, error_type=ErrorType.CORRUPT,
+                failure,
+                error_type=ErrorType.CORRUPT,
                 message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
             )
         message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
@@ -198,8 +232,15 @@ async def record_failure(
             row = await conn.fetchrow(Q.record_incomplete, path, message, failure.error_type.value, incomplete_delay)
         else:
             row = await conn.fetchrow(
-                Q.record_failure, path, message, failure.error_type.value, retry.base_seconds, retry.multiplier,
-                retry.max_delay_seconds, jitter_factor(retry), max_attempts(retry, failure.error_type),
+                Q.record_failure,
+                path,
+                message,
+                failure.error_type.value,
+                retry.base_seconds,
+                retry.multiplier,
+                retry.max_delay_seconds,
+                jitter_factor(retry),
+                max_attempts(retry, failure.error_type),
             )
         assert row is not None
         if failure.original_size and {"original_width", "original_height"} <= columns:

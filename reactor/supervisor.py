@@ -77,8 +77,9 @@ class Supervisor:
 
     def failing(self) -> dict[str, str]:
         """Tasks that keep dying: name -> what the last death was."""
-        return {name: f"died {t.consecutive} times in a row: {t.last_error}"
-                for name, t in self._tasks.items() if t.failing}
+        return {
+            name: f"died {t.consecutive} times in a row: {t.last_error}" for name, t in self._tasks.items() if t.failing
+        }
 
     async def _guard(self, entry: _Supervised, factory: Factory, until: asyncio.Event) -> None:
         name = entry.name

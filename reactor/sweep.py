@@ -84,8 +84,14 @@ class SweepCounts:
 
 class Sweeper:
     def __init__(
-        self, pool: asyncpg.Pool, queue: ImageQueue, *, page_size: int, lease_seconds: float,
-        instance_id: str, share_online: Callable[[], bool],
+        self,
+        pool: asyncpg.Pool,
+        queue: ImageQueue,
+        *,
+        page_size: int,
+        lease_seconds: float,
+        instance_id: str,
+        share_online: Callable[[], bool],
         orphan_policy: orphans.OrphanPolicy | None = None,
     ) -> None:
         self.pool = pool
@@ -157,8 +163,15 @@ class Sweeper:
         return counts
 
     async def _queue_pages(
-        self, conn: Conn, query: str, priority: Priority, kind: str,
-        counts: SweepCounts, stop: asyncio.Event | None, dry_run: bool, after: str = "",
+        self,
+        conn: Conn,
+        query: str,
+        priority: Priority,
+        kind: str,
+        counts: SweepCounts,
+        stop: asyncio.Event | None,
+        dry_run: bool,
+        after: str = "",
     ) -> tuple[int, str | None]:
         """Rows found, and the keyset position where it stopped early (None: read to the end)."""
         found = 0
@@ -204,8 +217,9 @@ class Sweeper:
                 held.append(f"{stat.table}: {stat.due} due > bound {stat.bound}")
                 if stat.table not in self._held and not dry_run:
                     self._held.add(stat.table)
-                    log.warning("orphans_held", table=stat.table, due=stat.due, bound=stat.bound,
-                                release=orphans.RELEASE_HINT)
+                    log.warning(
+                        "orphans_held", table=stat.table, due=stat.due, bound=stat.bound, release=orphans.RELEASE_HINT
+                    )
                 continue
             if stat.table in self._held and not dry_run:
                 self._held.discard(stat.table)
@@ -214,7 +228,8 @@ class Sweeper:
                 continue
             if dry_run:
                 counts.paths.setdefault("purge", []).extend(
-                    await orphans.due_paths(conn, stat.table, policy, self.page_size))
+                    await orphans.due_paths(conn, stat.table, policy, self.page_size)
+                )
             else:
                 purged = await orphans.purge(conn, stat.table, policy, self.page_size)
                 counts.purged += purged

@@ -80,9 +80,15 @@ class Watcher:
         self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
         if not self.choice.stable_inodes:
             self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local)
-        log.info("watcher_observer", observer=self.choice.kind, reason=self.choice.reason, fstype=self.choice.fstype,
-                 mount_point=self.choice.mount_point, stability_seconds=self.window,
-                 file_identity="inode" if self.scanner.use_inode else "path_size_mtime")
+        log.info(
+            "watcher_observer",
+            observer=self.choice.kind,
+            reason=self.choice.reason,
+            fstype=self.choice.fstype,
+            mount_point=self.choice.mount_point,
+            stability_seconds=self.window,
+            file_identity="inode" if self.scanner.use_inode else "path_size_mtime",
+        )
         if not self._listening:  # the supervisor may run us again
             self.share.add_listener(self._on_share_change)
             self._listening = True
@@ -95,8 +101,12 @@ class Watcher:
                 await self._session(stop)
             except Exception as exc:
                 died = _find(exc, ObserverDied)
-                log.warning("observer_died" if died else "watch_session_failed", error=str(died or exc),
-                            restart_in=backoff, exc_info=not died)
+                log.warning(
+                    "observer_died" if died else "watch_session_failed",
+                    error=str(died or exc),
+                    restart_in=backoff,
+                    exc_info=not died,
+                )
                 self.state = "restarting"
                 await wait_any(stop, asyncio.Event(), backoff)
                 backoff = 1.0 if time.monotonic() - started > 60 else min(RESTART_MAX_SECONDS, backoff * 2)
@@ -135,8 +145,13 @@ class Watcher:
             # A later one follows an outage or a dead observer, so events were missed.
             await self.rescan("", reconcile=self.sessions > 1)
             self.state = "watching"
-            log.info("watch_started", observer=self.choice.kind, files=len(self.scanner.snapshot),
-                     session=self.sessions, filtered=self.native.filtered if self.native else None)
+            log.info(
+                "watch_started",
+                observer=self.choice.kind,
+                files=len(self.scanner.snapshot),
+                session=self.sessions,
+                filtered=self.native.filtered if self.native else None,
+            )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.tracker.run(session_stop), name="watch-stability")
                 tg.create_task(self._consume(events, session_stop), name="watch-events")
@@ -188,7 +203,8 @@ class Watcher:
             await self._reconcile_registered(registered)
             # Permanent failures whose file changed while nobody was watching.
             await self.sink.refresh_failures(
-                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()])
+                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
+            )
         else:
             now_ns = time.time_ns()
             for path in changes.created + changes.modified:
@@ -243,9 +259,14 @@ class Watcher:
             self.scanner.forget(path)
         self.held_deletions = await self.sink.held_count()
         if new:
-            log.warning("deletions_held", files=new, held=self.held_deletions, reason=reason,
-                        advice="check the share; `reactor deletions` lists them, `reactor deletions --apply` "
-                               "deletes their results (with a backup); files that come back are released")
+            log.warning(
+                "deletions_held",
+                files=new,
+                held=self.held_deletions,
+                reason=reason,
+                advice="check the share; `reactor deletions` lists them, `reactor deletions --apply` "
+                "deletes their results (with a backup); files that come back are released",
+            )
 
     async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
         while not session_stop.is_set():

@@ -98,10 +98,19 @@ class Ready:
 
 class DetectionLoop:
     def __init__(
-        self, config: Config, pool: asyncpg.Pool, queue: ImageQueue, detector: DetectorLike, share: ShareLike,
-        mapper: PathMapper, instance_id: str, failure_columns: frozenset[str],
-        detector_unavailable: type[BaseException], result_shape: ResultShape = NO_LEGACY,
-        in_flight: InFlight | None = None, blocked: WriteBlock | None = None,
+        self,
+        config: Config,
+        pool: asyncpg.Pool,
+        queue: ImageQueue,
+        detector: DetectorLike,
+        share: ShareLike,
+        mapper: PathMapper,
+        instance_id: str,
+        failure_columns: frozenset[str],
+        detector_unavailable: type[BaseException],
+        result_shape: ResultShape = NO_LEGACY,
+        in_flight: InFlight | None = None,
+        blocked: WriteBlock | None = None,
         incomplete_delay: float | None = None,
     ) -> None:
         self.config = config
@@ -220,8 +229,11 @@ class DetectionLoop:
                 await self.detector.start()
             except self.detector_unavailable as exc:
                 if backoff.attempt == 0:
-                    log.error("detector_unavailable", error=str(exc),
-                              advice="run `reactor doctor`; detection resumes when the detector starts")
+                    log.error(
+                        "detector_unavailable",
+                        error=str(exc),
+                        advice="run `reactor doctor`; detection resumes when the detector starts",
+                    )
                 if await sleep_or_stop(stop, backoff.next_delay()):
                     return False
         return True
@@ -235,10 +247,12 @@ class DetectionLoop:
 
     async def _contain(self, path: str, exc: Exception, stop: asyncio.Event) -> None:
         """No input can stop detection: whatever one entry raises ends as its recorded failure."""
-        log.error("image_unexpected_error", path=recordable(path)[:300], error=f"{type(exc).__name__}: {exc}",
-                  exc_info=exc)
-        await self._record_unclaimed(path, DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000]),
-                                     stop)
+        log.error(
+            "image_unexpected_error", path=recordable(path)[:300], error=f"{type(exc).__name__}: {exc}", exc_info=exc
+        )
+        await self._record_unclaimed(
+            path, DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000]), stop
+        )
 
     async def _record_unclaimed(self, path: str, failure: DetectionFailure, stop: asyncio.Event) -> None:
         """A failure for an image that was never claimed (or whose claim is in doubt)."""
@@ -259,15 +273,19 @@ class DetectionLoop:
         manual = entry.priority is Priority.MANUAL
         try:
             # Resolving touches the share: a hung mount must not hold the loop's next image.
-            local = await asyncio.wait_for(asyncio.to_thread(self.mapper.open_safely, entry.path),
-                                           self.config.detector.timeout_seconds)
+            local = await asyncio.wait_for(
+                asyncio.to_thread(self.mapper.open_safely, entry.path), self.config.detector.timeout_seconds
+            )
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
             return None
         except TimeoutError:
             await self.share.acheck()  # offline (probe_hung) if the whole share hangs: detection pauses
-            stall = DetectionFailure(ErrorType.IO_STALL, "resolving the path on the share did not finish within "
-                                     f"detector.timeout_seconds={self.config.detector.timeout_seconds:g}")
+            stall = DetectionFailure(
+                ErrorType.IO_STALL,
+                "resolving the path on the share did not finish within "
+                f"detector.timeout_seconds={self.config.detector.timeout_seconds:g}",
+            )
             await self._record_unclaimed(entry.path, stall, stop)
             return None
         if read_ahead:
@@ -281,10 +299,18 @@ class DetectionLoop:
         # The same for a claim another lane holds or is taking (see reactor.inflight).
         await self.in_flight.reserve(entry.path)
         try:
-            result = await self._db(stop, lambda conn: claims.claim(
-                conn, entry.path, self.instance_id, self.config.service.lease_seconds,
-                manual=manual, redetect=entry.redetect, file_event=entry.priority is Priority.FILE_EVENT,
-            ))
+            result = await self._db(
+                stop,
+                lambda conn: claims.claim(
+                    conn,
+                    entry.path,
+                    self.instance_id,
+                    self.config.service.lease_seconds,
+                    manual=manual,
+                    redetect=entry.redetect,
+                    file_event=entry.priority is Priority.FILE_EVENT,
+                ),
+            )
             if isinstance(result, Claim):
                 self.in_flight[result.path] = result
         except asyncpg.CheckViolationError as exc:
@@ -373,12 +399,18 @@ class DetectionLoop:
             try:
                 async with self.pool.acquire() as conn:
                     if isinstance(outcome, Detection):
-                        await store.record_success(conn, claim, outcome, self.instance_id,
-                                                   shape=self.result_shape, settings=self.settings)
+                        await store.record_success(
+                            conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=self.settings
+                        )
                         self._detected(claim, outcome)
                     else:
                         record = await store.record_failure(
-                            conn, claim.path, outcome, self.config.retry, self.failure_columns, claim,
+                            conn,
+                            claim.path,
+                            outcome,
+                            self.config.retry,
+                            self.failure_columns,
+                            claim,
                             self.incomplete_delay,
                         )
                         self._failed(record, outcome)
@@ -426,8 +458,13 @@ class DetectionLoop:
                 f"writing results failed: {exc}; run `reactor db check` and do what it advises, "
                 "then restart the reactor"
             )
-            log.error("results_unwritable", path=claim.path, error=str(exc), effect="detection stopped",
-                      advice="run `reactor db check` and do what it advises, then restart the reactor")
+            log.error(
+                "results_unwritable",
+                path=claim.path,
+                error=str(exc),
+                effect="detection stopped",
+                advice="run `reactor db check` and do what it advises, then restart the reactor",
+            )
 
     async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
         failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})
@@ -476,8 +513,13 @@ class DetectionLoop:
         metrics.FACES_FOUND.inc(result.face_count)
         metrics.LAST_SUCCESS.set_to_current_time()
         log.info(
-            "image_detected", path=claim.path, faces=result.face_count, model=result.model, scale=result.scale,
-            ms=round(result.decode_ms + result.detect_ms + result.encode_ms, 1), instance=self.instance_id,
+            "image_detected",
+            path=claim.path,
+            faces=result.face_count,
+            model=result.model,
+            scale=result.scale,
+            ms=round(result.decode_ms + result.detect_ms + result.encode_ms, 1),
+            instance=self.instance_id,
         )
 
     def _failed(self, record: store.FailureRecord, failure: DetectionFailure) -> None:
@@ -493,14 +535,31 @@ class DetectionLoop:
             )
             return
         if record.permanently_failed:
-            log.warning("permanently_failed", path=record.path, type=record.error_type.value,
-                        tries=record.retry_count, error=failure.message, instance=self.instance_id)
+            log.warning(
+                "permanently_failed",
+                path=record.path,
+                type=record.error_type.value,
+                tries=record.retry_count,
+                error=failure.message,
+                instance=self.instance_id,
+            )
             return
         allowed, suppressed = self._limiter.check((record.error_type, failure.message))
         if not allowed:
             return
-        log.warning("image_failed", path=record.path, type=record.error_type.value, error=failure.message,
-                    tries=record.retry_count, suppressed=suppressed, instance=self.instance_id)
-        log.info("retry_scheduled", path=record.path, type=record.error_type.value, tries=record.retry_count,
-                 next_retry_after=record.next_retry_after.isoformat())
-
+        log.warning(
+            "image_failed",
+            path=record.path,
+            type=record.error_type.value,
+            error=failure.message,
+            tries=record.retry_count,
+            suppressed=suppressed,
+            instance=self.instance_id,
+        )
+        log.info(
+            "retry_scheduled",
+            path=record.path,
+            type=record.error_type.value,
+            tries=record.retry_count,
+            next_retry_after=record.next_retry_after.isoformat(),
+        )

@@ -72,9 +72,7 @@ def make_config(dsn: str, share: Path, tmp_path: Path) -> Callable[..., Config]:
         }
         for section, overrides in sections.items():
             values.setdefault(section, {}).update(overrides)
-        replaced = {
-            name: dataclasses.replace(getattr(base, name), **fields) for name, fields in values.items()
-        }
+        replaced = {name: dataclasses.replace(getattr(base, name), **fields) for name, fields in values.items()}
         return dataclasses.replace(base, **replaced)
 
     return make

@@ -38,23 +38,36 @@ async def seed(dsn: str) -> None:
             await conn.execute(
                 "INSERT INTO face_metadata (image_path, face_count, model, scale, detected_at) "
                 "VALUES ($1, $2, 'hog', 1.0, '2026-01-02T03:04:05Z')",
-                path, count,
+                path,
+                count,
             )
             for i in range(count):
                 await conn.execute(
                     "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, "
                     "box_left, score, encoding, model, scale) VALUES ($1, $2, 10, 60, 60, 10, 1.0, $3, 'hog', 1.0)",
-                    path, i, ENCODING,
+                    path,
+                    i,
+                    ENCODING,
                 )
         for path, etype, tries, permanent, offset in FAILURES:
             await conn.execute(
                 "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type, "
                 "permanently_failed, next_retry_after) "
                 "VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
-                path, tries, f"{etype} happened", etype, permanent, float(offset),
+                path,
+                tries,
+                f"{etype} happened",
+                etype,
+                permanent,
+                float(offset),
             )
-        state = {"queue_depth": 7, "current_image": "d/new1.jpg", "detector": "busy",
-                 "share_online": True, "listener": "connected"}
+        state = {
+            "queue_depth": 7,
+            "current_image": "d/new1.jpg",
+            "detector": "busy",
+            "share_online": True,
+            "listener": "connected",
+        }
         await conn.execute(
             "INSERT INTO reactor_instances (instance_id, hostname, pid, state) VALUES ('live', 'box', 42, $1::jsonb)",
             json.dumps(state),

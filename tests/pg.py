@@ -32,16 +32,33 @@ class PgServer:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
-            [str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.socket_dir,
-             "-U", "postgres", "-d", database, "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                str(BIN / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket_dir,
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout
 
     def pg_ctl(self, *args: str) -> None:
         subprocess.run(
             [str(BIN / "pg_ctl"), "-D", str(self.pgdata), "-w", "-l", str(self.pgdata / "restart.log"), *args],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
             # pg_ctl refuses to run as root; pgserver then runs PostgreSQL as its own user.
             user=self.server.system_user,
         )

@@ -93,7 +93,11 @@ def reactor_cli(config: Path, *args: str, timeout: float = 170) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
     return subprocess.run(
         [sys.executable, "-m", "reactor", "--config", str(config), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -135,9 +139,11 @@ class ReactorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")} | self.extra_env
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "reactor", "--config", str(self.config), "--log-format", "json",
-                 *self.command],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                [sys.executable, "-m", "reactor", "--config", str(self.config), "--log-format", "json", *self.command],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
             )
         return self
 

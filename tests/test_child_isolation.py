@@ -47,16 +47,31 @@ async def test_the_parent_never_unpickles_what_the_child_sends() -> None:
 
 def test_outcomes_cross_the_wire_unchanged() -> None:
     face = Face(top=1, right=50, bottom=60, left=2, score=0.75, encoding=tuple(0.01 * i for i in range(128)))
-    detection = Detection(faces=(face,), model="hog", scale=0.5, original_size=(640, 480), decode_ms=1.5,
-                          detect_ms=2.0, encode_ms=3.0, file_size_bytes=1234, cascade_scale=1.0, upsample=1,
-                          detect_size=(320, 240), min_face_px=128, file_mtime_ns=1_700_000_000_123_456_789,
-                          fingerprint="0123456789abcdef0123456789abcdef")
-    failure = DetectionFailure(ErrorType.OOM, "out of memory", scale=0.5, original_size=(9, 9),
-                               details={"model": "cnn"}, file_mtime_ns=42)
+    detection = Detection(
+        faces=(face,),
+        model="hog",
+        scale=0.5,
+        original_size=(640, 480),
+        decode_ms=1.5,
+        detect_ms=2.0,
+        encode_ms=3.0,
+        file_size_bytes=1234,
+        cascade_scale=1.0,
+        upsample=1,
+        detect_size=(320, 240),
+        min_face_px=128,
+        file_mtime_ns=1_700_000_000_123_456_789,
+        fingerprint="0123456789abcdef0123456789abcdef",
+    )
+    failure = DetectionFailure(
+        ErrorType.OOM, "out of memory", scale=0.5, original_size=(9, 9), details={"model": "cnn"}, file_mtime_ns=42
+    )
     for outcome in (detection, failure):
         assert wire.decode(wire.encode("result", outcome)) == ("result", outcome)
     assert wire.decode(wire.encode("ready", {"cuda": False, "pid": 42})) == (
-        "ready", {"cuda": False, "gpus": 0, "pid": 42})
+        "ready",
+        {"cuda": False, "gpus": 0, "pid": 42},
+    )
 
 
 async def test_the_child_holds_no_secrets_and_runs_under_a_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:

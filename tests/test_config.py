@@ -64,7 +64,7 @@ def test_environment_overrides_every_type(tmp_path: Path) -> None:
         ("[database]\nfoo = 1\n", "reactor.toml: [database] foo: unknown key; known keys are channel,"),
         ('[database]\npool_size = "four"\n', "reactor.toml: [database] pool_size: expected integer, got str 'four'"),
         ("[database]\npool_size = true\n", "[database] pool_size: expected integer, got bool True"),
-        ("[retry]\njitter = \"high\"\n", "[retry] jitter: expected number, got str 'high'"),
+        ('[retry]\njitter = "high"\n', "[retry] jitter: expected number, got str 'high'"),
         ("[watcher]\nenabled = 1\n", "[watcher] enabled: expected boolean, got int 1"),
         ('[detector]\nmodel = "gpu"\n', "[detector] model: expected 'auto' or 'hog' or 'cnn', got str 'gpu'"),
         ('[images]\nextensions = "jpg"\n', "[images] extensions: expected list of string, got str 'jpg'"),

@@ -33,7 +33,8 @@ def test_payloads_that_are_not_what_they_should_be_are_dropped() -> None:
     assert check({"type": "sweep_request", "id": {"nested": [1, 2]}}, CONTROL) is None
     assert check({"type": "sweep_reply", "id": "ab"}, CONTROL) is None  # not for us
     assert check({"type": "sweep_request", "id": "0123abcd"}, CONTROL) == gate.Notice(
-        CONTROL, "sweep_request", request_id="0123abcd", pid=7)
+        CONTROL, "sweep_request", request_id="0123abcd", pid=7
+    )
     assert check({"type": "processed", "path": ["a.jpg"]}) is None
     assert check({"type": "processed", "path": "a" * 5000}) is None
     assert check({"type": "rm -rf", "path": "a.jpg"}) is None
@@ -70,7 +71,10 @@ async def intruder(pg: PgServer, database: str) -> AsyncIterator[asyncpg.Connect
 
 
 async def test_requests_from_other_roles_are_refused_and_detection_goes_on(
-    make_config: Callable[..., Config], dsn: str, share: Path, intruder: asyncpg.Connection,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
+    intruder: asyncpg.Connection,
 ) -> None:
     config = make_config(detector=HOG, sweep=NO_POLLING)
     conn = await asyncpg.connect(dsn)
@@ -79,15 +83,19 @@ async def test_requests_from_other_roles_are_refused_and_detection_goes_on(
             assert reactor.sweeper is not None
             sweeps = reactor.sweeper.completed
             await add_processed(conn, ["perm.jpg"])
-            await conn.execute("INSERT INTO face_detection_failures (image_path, retry_count, last_error_type, "
-                               "permanently_failed) VALUES ('perm.jpg', 5, 'corrupt', TRUE)")
+            await conn.execute(
+                "INSERT INTO face_detection_failures (image_path, retry_count, last_error_type, "
+                "permanently_failed) VALUES ('perm.jpg', 5, 'corrupt', TRUE)"
+            )
             # A 7,900-byte request, deep nesting, and well-formed requests from a role not allowed.
-            await intruder.execute("SELECT pg_notify($1, $2)", CONTROL,
-                                   json.dumps({"type": "sweep_request", "id": "x" * 7860}))
+            await intruder.execute(
+                "SELECT pg_notify($1, $2)", CONTROL, json.dumps({"type": "sweep_request", "id": "x" * 7860})
+            )
             await intruder.execute("SELECT pg_notify($1, $2)", CONTROL, "[" * 3900 + "]" * 3900)
             await intruder.execute("SELECT pg_notify($1, $2)", CONTROL, control.request_payload("intruder1"))
-            await intruder.execute("SELECT pg_notify('face_reactor', $1)",
-                                   json.dumps({"type": "manual", "path": "perm.jpg"}))
+            await intruder.execute(
+                "SELECT pg_notify('face_reactor', $1)", json.dumps({"type": "manual", "path": "perm.jpg"})
+            )
             (next_path,) = write_photos(share, ["next.jpg"])
             await add_processed(conn, [next_path])
 

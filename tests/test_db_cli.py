@@ -47,7 +47,9 @@ def test_embedded_init_and_check(tmp_path: Path) -> None:
     report = json.loads(check.stdout)
     assert report["ok"] and report["standalone"]
     assert {f["name"] for f in report["findings"] if f["kind"] == "trigger"} == {
-        "reactor_notify_insert", "reactor_notify_update", "reactor_notify_delete",
+        "reactor_notify_insert",
+        "reactor_notify_update",
+        "reactor_notify_delete",
         # pgserver ships pgvector: the embedding trigger of similarity search.
         "reactor_face_embedding",
     }

@@ -28,14 +28,22 @@ def test_demo_completes_with_a_contact_sheet(tmp_path: Path) -> None:
     # Run where no config.toml is found: the demo needs nothing but its defaults.
     proc = subprocess.run(
         [sys.executable, "-m", "reactor", "demo", "--out", str(out), "--timeout", "150"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 7 and summary["done"] == 7
     assert summary["results"] == {
-        "astronaut.jpg": 1, "collage_2x2.jpg": 4, "astronaut_exif6.jpg": 1, "astronaut.heic": 1,
-        "cat.jpg": 0, "coffee.jpg": 0,
+        "astronaut.jpg": 1,
+        "collage_2x2.jpg": 4,
+        "astronaut_exif6.jpg": 1,
+        "astronaut.heic": 1,
+        "cat.jpg": 0,
+        "coffee.jpg": 0,
     }
     assert summary["failures"] == {"bad/truncated.jpg": "corrupt"}
     assert summary["faces"] == 7 and summary["boxes_drawn"] == 7 and summary["as_expected"] is True
@@ -55,7 +63,11 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
         [sys.executable, "-m", "reactor", "demo", "--out", str(precious)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (

@@ -54,7 +54,12 @@ def test_reactor_detect_says_when_the_budget_cannot_reach_min_face_px(tmp_path: 
     env["REACTOR_DETECTOR__MAX_DETECT_PIXELS"] = "160000"  # 400x400: the 512 px photo is reduced
     proc = subprocess.run(
         [sys.executable, "-m", "reactor", "--log-format", "json", "detect", str(sample.path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=170, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     [line] = [json.loads(raw) for raw in proc.stdout.splitlines()]

@@ -74,8 +74,16 @@ async def test_a_read_that_stalls_is_read_stalled(tmp_path: Path, monkeypatch: p
             await Prefetcher().take(str(path), 0.2)
     finally:
         release.set()
-    state = ImageState(done=False, processed=True, has_failure=True, retry_count=1, permanently_failed=False,
-                       backing_off=False, last_scale=0.5, last_error_type=ErrorType.IO_STALL.value)
+    state = ImageState(
+        done=False,
+        processed=True,
+        has_failure=True,
+        retry_count=1,
+        permanently_failed=False,
+        backing_off=False,
+        last_scale=0.5,
+        last_error_type=ErrorType.IO_STALL.value,
+    )
     assert Claim("a.jpg", 1, state).last_scale is None
 
 

@@ -92,8 +92,9 @@ async def test_doctor_role_lacking_privileges(
 async def test_doctor_database_unreachable(
     make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    config = make_config(database={"dsn": f"postgresql://postgres@/nowhere?host={tmp_path}&port=1",
-                                   "connect_timeout_seconds": 2.0})
+    config = make_config(
+        database={"dsn": f"postgresql://postgres@/nowhere?host={tmp_path}&port=1", "connect_timeout_seconds": 2.0}
+    )
     code, found = await run_doctor(config, capsys)
     assert code == 1
     assert found["database"].startswith(f"fail  database    cannot connect to PostgreSQL at host={tmp_path} port=1 ")

@@ -123,7 +123,9 @@ async def test_blacklist_marks_permanent_and_drops_results(
     for path in ("b/four.jpg", "c/slow.jpg"):
         row = rows[path]
         assert (row["last_error_type"], row["permanently_failed"], row["last_error"]) == (
-            "blacklisted", True, "a painting",
+            "blacklisted",
+            True,
+            "a painting",
         )
     conn = await asyncpg.connect(dsn)
     try:
@@ -135,7 +137,8 @@ async def test_blacklist_marks_permanent_and_drops_results(
     assert await run(make_config(), "failures", "list", "--type", "blacklisted", "--json") == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["image_path"], r["permanent"], r["next_retry_after"]) for r in listed] == [
-        ("b/four.jpg", True, "never"), ("c/slow.jpg", True, "never"),
+        ("b/four.jpg", True, "never"),
+        ("c/slow.jpg", True, "never"),
     ]
 
 
@@ -233,9 +236,9 @@ async def test_retry_reaches_a_running_reactor_at_once(
         assert capsys.readouterr().out.splitlines()[-2:] == ["queued: fixed.jpg", "1 queued"]
         conn = await asyncpg.connect(dsn)
         try:
-            while (count := await conn.fetchval(
-                "SELECT face_count FROM face_metadata WHERE image_path = 'fixed.jpg'"
-            )) is None:
+            while (
+                count := await conn.fetchval("SELECT face_count FROM face_metadata WHERE image_path = 'fixed.jpg'")
+            ) is None:
                 assert loop.time() < deadline and not run_task.done(), "retried image was not detected"
                 await asyncio.sleep(0.1)
             assert count == 1

@@ -14,8 +14,10 @@ from reactor.config import Config
 from reactor.service import Reactor
 from tests.reactor_support import add_processed, wait_until, wait_watching, write_photos
 
-PERMANENT_MISSING = ("INSERT INTO face_detection_failures (image_path, retry_count, last_error_type, "
-                     "permanently_failed, next_retry_after) VALUES ($1, 3, $2, TRUE, now() + interval '1 day')")
+PERMANENT_MISSING = (
+    "INSERT INTO face_detection_failures (image_path, retry_count, last_error_type, "
+    "permanently_failed, next_retry_after) VALUES ($1, 3, $2, TRUE, now() + interval '1 day')"
+)
 
 
 async def test_a_file_event_requeues_only_file_access_failures(conn: asyncpg.Connection) -> None:
@@ -44,7 +46,10 @@ async def test_nothing_but_naming_it_takes_back_a_blacklist(conn: asyncpg.Connec
 
 
 async def test_a_restored_file_is_detected_within_the_stability_window(
-    make_config: Callable[..., Config], dsn: str, share: Path, conn: asyncpg.Connection,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
+    conn: asyncpg.Connection,
 ) -> None:
     config = make_config(
         detector={"model": "hog", "timeout_seconds": 60.0},
@@ -57,7 +62,6 @@ async def test_a_restored_file_is_detected_within_the_stability_window(
     stop = asyncio.Event()
     task = asyncio.create_task(reactor.run(stop))
     try:
-
         await wait_watching(reactor, task)
         (share / "restored").mkdir()
         await asyncio.to_thread(write_photos, share, ["restored/back.jpg"])

@@ -63,8 +63,13 @@ async def wait_status(served: Served, want: int) -> dict[str, Any]:
 
 async def test_healthz_turns_503_when_share_goes_offline(share: Path, monitor: ShareMonitor) -> None:
     def snapshot() -> Mapping[str, Any]:
-        return {"listener": "connected", "detector": "ready", "share_online": monitor.online,
-                "share_reason": monitor.reason, "queue_depth": 0}
+        return {
+            "listener": "connected",
+            "detector": "ready",
+            "share_online": monitor.online,
+            "share_reason": monitor.reason,
+            "queue_depth": 0,
+        }
 
     async with serve(snapshot) as served:
         body = await wait_status(served, 200)
@@ -96,9 +101,7 @@ def test_evaluate_loop_lag_and_database() -> None:
     healthy = {"listener": "connected", "detector": "ready", "share_online": True, "database": "ok"}
     assert evaluate(healthy, 0.1) == []
     assert evaluate(healthy, 3.0) == ["event loop lagging 3.0 s"]
-    assert evaluate({**healthy, "listener": "polling", "database": "unavailable"}, 0.0) == [
-        "database is unavailable"
-    ]
+    assert evaluate({**healthy, "listener": "polling", "database": "unavailable"}, 0.0) == ["database is unavailable"]
 
 
 async def test_broken_snapshot_is_503_not_a_crash() -> None:
@@ -228,10 +231,15 @@ def test_reactor_run_with_the_health_port_in_use_exits_2(dsn: str, share: Path) 
         busy.listen()
         port = busy.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-        env.update(REACTOR_DATABASE__DSN=dsn, REACTOR_IMAGES__ROOT=str(share), REACTOR_HEALTH__PORT=str(port),
-                   PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        proc = subprocess.run([sys.executable, "-m", "reactor", "run"], cwd=share, env=env,
-                              capture_output=True, text=True, timeout=120)
+        env.update(
+            REACTOR_DATABASE__DSN=dsn,
+            REACTOR_IMAGES__ROOT=str(share),
+            REACTOR_HEALTH__PORT=str(port),
+            PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        )
+        proc = subprocess.run(
+            [sys.executable, "-m", "reactor", "run"], cwd=share, env=env, capture_output=True, text=True, timeout=120
+        )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"reactor: health port 127.0.0.1:{port} is already in use; "

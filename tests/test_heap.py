@@ -71,6 +71,12 @@ ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
 @pytest.mark.skipif(not heap.available(), reason="needs glibc's mallopt and malloc_stats")
 @pytest.mark.parametrize(("mode", "arenas"), [("single", 1), ("default", 2)])
 def test_single_arena_keeps_worker_threads_on_the_main_heap(mode: str, arenas: int) -> None:
-    out = subprocess.run([sys.executable, "-c", _ARENAS_SCRIPT, mode], capture_output=True, text=True,
-                         check=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", _ARENAS_SCRIPT, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stderr.count("Arena ") == arenas, out.stderr

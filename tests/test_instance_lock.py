@@ -15,15 +15,25 @@ from tests.reactor_support import REPO, ReactorProcess, add_processed, process_c
 
 def reactor_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
-    return subprocess.run([sys.executable, "-m", "reactor", "--config", str(config), *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=150)
+    return subprocess.run(
+        [sys.executable, "-m", "reactor", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=150,
+    )
 
 
 async def test_a_second_process_with_the_same_id_refuses_and_sweep_once_leaves_the_daemon_alone(
-    dsn: str, share: Path, tmp_path: Path, conn: asyncpg.Connection,
+    dsn: str,
+    share: Path,
+    tmp_path: Path,
+    conn: asyncpg.Connection,
 ) -> None:
-    config = process_config(tmp_path, dsn, share, "twin", service={"instance_id": "twin",
-                                                                   "shutdown_grace_seconds": 90.0})
+    config = process_config(
+        tmp_path, dsn, share, "twin", service={"instance_id": "twin", "shutdown_grace_seconds": 90.0}
+    )
     daemon = ReactorProcess(config, tmp_path / "daemon.log").start()
     try:
         await daemon.wait_event("reactor_started")
@@ -36,8 +46,10 @@ async def test_a_second_process_with_the_same_id_refuses_and_sweep_once_leaves_t
         await conn.execute("ALTER TABLE ai_metadata DISABLE TRIGGER USER")
         await add_processed(conn, ["held.jpg"])
         await conn.execute("ALTER TABLE ai_metadata ENABLE TRIGGER USER")
-        await conn.execute("INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) "
-                           "VALUES ('held.jpg', 'twin', nextval('reactor_claim_token_seq'), now() + interval '1 h')")
+        await conn.execute(
+            "INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) "
+            "VALUES ('held.jpg', 'twin', nextval('reactor_claim_token_seq'), now() + interval '1 h')"
+        )
         once = await asyncio.to_thread(reactor_cli, config, "sweep", "--once")
         assert once.returncode == 0, once.stderr
         assert "twin:once:" in once.stdout

@@ -41,7 +41,8 @@ def touch(share: Path, *paths: str) -> None:
 async def add_result(conn: asyncpg.Connection, path: str, face_count: int, face_rows: int) -> None:
     await conn.execute(
         "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, $2, 'hog', 1.0)",
-        path, face_count,
+        path,
+        face_count,
     )
     await add_faces(conn, path, face_rows)
 
@@ -51,7 +52,9 @@ async def add_faces(conn: asyncpg.Connection, path: str, n: int) -> None:
         await conn.execute(
             "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,"
             " score, encoding, model, scale) VALUES ($1, $2, 10, 60, 60, 10, 0.9, $3, 'hog', 1.0)",
-            path, i, ENCODING,
+            path,
+            i,
+            ENCODING,
         )
 
 
@@ -59,7 +62,9 @@ async def add_processed(conn: asyncpg.Connection, path: str, age_seconds: float 
     await conn.execute(
         "INSERT INTO ai_metadata (image_path, is_processed, created_at)"
         " VALUES ($1, $2, now() - make_interval(secs => $3))",
-        path, processed, age_seconds,
+        path,
+        processed,
+        age_seconds,
     )
 
 
@@ -74,8 +79,18 @@ async def without_path_check(conn: asyncpg.Connection, table: str, insert: Calla
 
 
 async def seed_corruption(conn: asyncpg.Connection, share: Path) -> None:
-    touch(share, *GOOD, "banned/k.jpg", "orphan/a.jpg", "mismatch/b.jpg", "previews/p.jpg", "retried/e.jpg",
-          "pending/f.jpg", "claimed/stale.jpg", "face_crops/c_face0.jpg")
+    touch(
+        share,
+        *GOOD,
+        "banned/k.jpg",
+        "orphan/a.jpg",
+        "mismatch/b.jpg",
+        "previews/p.jpg",
+        "retried/e.jpg",
+        "pending/f.jpg",
+        "claimed/stale.jpg",
+        "face_crops/c_face0.jpg",
+    )
     # Sound rows, which must never be reported or touched.
     await add_result(conn, GOOD[0], 1, 1)
     await add_result(conn, GOOD[1], 0, 0)
@@ -94,17 +109,25 @@ async def seed_corruption(conn: asyncpg.Connection, share: Path) -> None:
     await add_result(conn, "mismatch/b.jpg", 3, 1)
     await add_processed(conn, "mismatch/b.jpg")
     # A face crop recorded as a photo (seeds/002), and a site-specific derived folder.
-    await without_path_check(conn, "face_metadata", lambda: conn.execute(
-        "INSERT INTO face_metadata (image_path, face_count, model, scale)"
-        " VALUES ('face_crops/c_face0.jpg', 1, 'hog', 1)"
-    ))
+    await without_path_check(
+        conn,
+        "face_metadata",
+        lambda: conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale)"
+            " VALUES ('face_crops/c_face0.jpg', 1, 'hog', 1)"
+        ),
+    )
     await without_path_check(conn, "face_detections", lambda: add_faces(conn, "face_crops/c_face0.jpg", 1))
     await add_result(conn, "previews/p.jpg", 0, 0)
     # An absolute path in the legacy failures table; beside it, the reactor's own record
     # of a derived path it refused (type invalid_path), which is no corruption.
-    await without_path_check(conn, "face_detection_failures", lambda: conn.execute(
-        "INSERT INTO face_detection_failures (image_path, last_error_type) VALUES ('/mnt/photos/x.jpg', 'missing')"
-    ))
+    await without_path_check(
+        conn,
+        "face_detection_failures",
+        lambda: conn.execute(
+            "INSERT INTO face_detection_failures (image_path, last_error_type) VALUES ('/mnt/photos/x.jpg', 'missing')"
+        ),
+    )
     await conn.execute(
         "INSERT INTO face_detection_failures (image_path, last_error_type, permanently_failed)"
         " VALUES ('face_crops/x_face0.jpg', 'invalid_path', TRUE)"
@@ -216,7 +239,11 @@ async def test_repair_dry_run_changes_nothing(conn: asyncpg.Connection, config: 
     result = await repair.repair(conn, config, apply=False, share_online=online, share_reason=reason)
     assert not result.applied
     assert set(result.plan.results) == {
-        "mismatch/b.jpg", "face_crops/c_face0.jpg", "previews/p.jpg", "gone/d.jpg", "banned/k.jpg",
+        "mismatch/b.jpg",
+        "face_crops/c_face0.jpg",
+        "previews/p.jpg",
+        "gone/d.jpg",
+        "banned/k.jpg",
     }
     assert set(result.plan.failures) == {"/mnt/photos/x.jpg", "retried/e.jpg"}
     assert set(result.plan.orphan_faces) == {"orphan/a.jpg"}
@@ -251,7 +278,10 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
     assert all(n["type"] == "processed" for n in notified)
     assert result.requeued == len(REQUEUED)
     assert result.deleted == {
-        "reactor_claims": 2, "face_detection_failures": 2, "face_detections": 5, "face_metadata": 5,
+        "reactor_claims": 2,
+        "face_detection_failures": 2,
+        "face_detections": 5,
+        "face_metadata": 5,
     }
 
     tables = await backup_tables(conn)
@@ -264,19 +294,26 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
         return {(r["image_path"], r["repair_reason"]) for r in rows}
 
     assert await backed_up("face_metadata") == {
-        ("mismatch/b.jpg", "face_count_mismatch"), ("face_crops/c_face0.jpg", "invalid_paths"),
-        ("previews/p.jpg", "invalid_paths"), ("gone/d.jpg", "missing_files"), ("banned/k.jpg", "superseded_failures"),
+        ("mismatch/b.jpg", "face_count_mismatch"),
+        ("face_crops/c_face0.jpg", "invalid_paths"),
+        ("previews/p.jpg", "invalid_paths"),
+        ("gone/d.jpg", "missing_files"),
+        ("banned/k.jpg", "superseded_failures"),
     }
     assert await backed_up("face_detections") == {
-        ("orphan/a.jpg", "orphan_faces"), ("mismatch/b.jpg", "face_count_mismatch"),
-        ("face_crops/c_face0.jpg", "invalid_paths"), ("banned/k.jpg", "superseded_failures"),
+        ("orphan/a.jpg", "orphan_faces"),
+        ("mismatch/b.jpg", "face_count_mismatch"),
+        ("face_crops/c_face0.jpg", "invalid_paths"),
+        ("banned/k.jpg", "superseded_failures"),
     }
     assert await conn.fetchval(f'SELECT count(*) FROM "{by_source["face_detections"]}"') == 5
     assert await backed_up("face_detection_failures") == {
-        ("/mnt/photos/x.jpg", "invalid_paths"), ("retried/e.jpg", "superseded_failures"),
+        ("/mnt/photos/x.jpg", "invalid_paths"),
+        ("retried/e.jpg", "superseded_failures"),
     }
     assert await backed_up("reactor_claims") == {
-        ("claimed/expired.jpg", "dead_claims"), ("claimed/stale.jpg", "dead_claims"),
+        ("claimed/expired.jpg", "dead_claims"),
+        ("claimed/stale.jpg", "dead_claims"),
     }
     # The backup keeps whole rows: the encodings of the removed faces are still there.
     enc = await conn.fetchval(f'SELECT encoding FROM "{by_source["face_detections"]}" LIMIT 1')
@@ -290,7 +327,9 @@ async def test_repair_apply_fixes_backs_up_and_requeues(
     assert failures == {"face_crops/x_face0.jpg", "banned/k.jpg"}
     # The constraints added NOT VALID over the seeded rows now hold for every row.
     assert sorted(result.validated) == [
-        "face_detection_failures_path_valid", "face_detections_path_valid", "face_metadata_path_valid",
+        "face_detection_failures_path_valid",
+        "face_detections_path_valid",
+        "face_metadata_path_valid",
     ]
     assert await conn.fetchval("SELECT bool_and(convalidated) FROM pg_constraint WHERE conname LIKE '%path_valid'")
     assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM reactor_claims")] == ["claimed/live.jpg"]
@@ -366,19 +405,31 @@ async def test_audit_without_schema_says_what_to_run(conn: asyncpg.Connection, c
 
 
 @pytest.mark.parametrize("table", REACTOR_TABLES)
-@pytest.mark.parametrize("path", ["face_crops/IMG_1_face0.jpg", "2024/Thumbnails/IMG_2.jpg", "/mnt/photos/IMG_3.jpg",
-                                  "C:/photos/IMG_4.jpg", "a/../b.jpg"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "face_crops/IMG_1_face0.jpg",
+        "2024/Thumbnails/IMG_2.jpg",
+        "/mnt/photos/IMG_3.jpg",
+        "C:/photos/IMG_4.jpg",
+        "a/../b.jpg",
+    ],
+)
 async def test_constraint_rejects_derived_and_absolute_paths(conn: asyncpg.Connection, table: str, path: str) -> None:
     inserts: dict[str, tuple[str, *tuple[Any, ...]]] = {
         "face_metadata": ("INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)",),
         "face_detections": (
             "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,"
-            " encoding, model, scale) VALUES ($1, 0, 1, 2, 2, 1, $2, 'hog', 1)", ENCODING),
+            " encoding, model, scale) VALUES ($1, 0, 1, 2, 2, 1, $2, 'hog', 1)",
+            ENCODING,
+        ),
         # A failure of any type but invalid_path (the reactor's record of a refused path).
         "face_detection_failures": (
-            "INSERT INTO face_detection_failures (image_path, last_error_type) VALUES ($1, 'corrupt')",),
-        "reactor_claims": ("INSERT INTO reactor_claims (image_path, instance_id, token, lease_until)"
-                           " VALUES ($1, 'i', 1, now())",),
+            "INSERT INTO face_detection_failures (image_path, last_error_type) VALUES ($1, 'corrupt')",
+        ),
+        "reactor_claims": (
+            "INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) VALUES ($1, 'i', 1, now())",
+        ),
     }
     query, *extra = inserts[table]
     # Foreign keys off, so face_detections reaches its CHECK without a face_metadata row.
@@ -408,12 +459,20 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
     for backup, source in (("b_fm", "face_metadata"), ("b_fd", "face_detections"), ("b_rc", "reactor_claims")):
         await conn.execute(repair._fill(blocks["repair_create_backup"], backup=backup, source=source))
     args: dict[str, tuple[Any, ...]] = {
-        "missing_tables": (["face_metadata"],), "table_columns": ("ai_metadata",), "results_present": (["a"],),
-        "pending_processed": (300.0, "created_at"), "dead_claims": (60.0,), "backup_table_exists": ("b_fm",),
-        "repair_backup_rows": (["a"], "r"), "repair_backup_orphan_faces": (["a"], "r"),
-        "repair_backup_claims": (["a"], [1], ["r"]), "repair_delete_orphan_faces": (["a"],),
-        "repair_delete_results": (["a"],), "repair_delete_failures": (["a"],),
-        "repair_delete_claims": (["a"], [1]), "repair_requeue": ("face_reactor", ["a"]),
+        "missing_tables": (["face_metadata"],),
+        "table_columns": ("ai_metadata",),
+        "results_present": (["a"],),
+        "pending_processed": (300.0, "created_at"),
+        "dead_claims": (60.0,),
+        "backup_table_exists": ("b_fm",),
+        "repair_backup_rows": (["a"], "r"),
+        "repair_backup_orphan_faces": (["a"], "r"),
+        "repair_backup_claims": (["a"], [1], ["r"]),
+        "repair_delete_orphan_faces": (["a"],),
+        "repair_delete_results": (["a"],),
+        "repair_delete_failures": (["a"],),
+        "repair_delete_claims": (["a"], [1]),
+        "repair_requeue": ("face_reactor", ["a"]),
         "repair_unvalidated_constraints": (["face_metadata_path_valid"],),
     }
     targets = {"repair_backup_orphan_faces": "b_fd", "repair_backup_claims": "b_rc"}
@@ -422,8 +481,9 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
         for name, text in blocks.items():
             if name == "repair_create_backup":
                 continue
-            filled = repair._fill(text, backup=targets.get(name, "b_fm"), source="face_metadata",
-                                  constraint="face_metadata_path_valid")
+            filled = repair._fill(
+                text, backup=targets.get(name, "b_fm"), source="face_metadata", constraint="face_metadata_path_valid"
+            )
             await conn.fetch(filled, *args.get(name, ()))
             ran.append(name)
     assert len(ran) == len(blocks) - 1
@@ -441,7 +501,11 @@ def cli(config_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")}
     return subprocess.run(
         [sys.executable, "-m", "reactor", "--config", str(config_file), *args],
-        capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
     )
 
 
@@ -478,8 +542,9 @@ async def test_cli_audit_repair_audit(conn: asyncpg.Connection, dsn: str, share:
     assert clean.stdout.strip().endswith("audit: clean")
 
 
-async def test_cli_audit_without_schema_is_one_line(conn: asyncpg.Connection, dsn: str, share: Path,
-                                                    tmp_path: Path) -> None:
+async def test_cli_audit_without_schema_is_one_line(
+    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path
+) -> None:
     await conn.execute("DROP TABLE face_detections")
     out = await asyncio.to_thread(cli, write_config(tmp_path / "r.toml", dsn, share), "audit")
     assert out.returncode == 2
@@ -493,10 +558,29 @@ def test_path_judge_agrees_with_the_mapper() -> None:
     mapper = PathMapper("/share", ("face_crops", "thumb*", "[p]reviews"), max_length=40)
     judge = audit.PathJudge(mapper)
     paths = [
-        "a.jpg", "2024/a.jpg", "2024/x/a.jpg", "2024/Face_Crops/a.jpg", "thumbnails/a.jpg", "thumbs2/a.jpg",
-        "previews/a.jpg", "reviews/a.jpg", "2024/../a.jpg", "2024/./a.jpg", "2024//a.jpg", "2024/", "2024/.",
-        "2024/..", "/abs/a.jpg", "C:/x/a.jpg", "2024\\a.jpg", "2024/a\\b.jpg", "", "2024/" + "n" * 40 + ".jpg",
-        "f" * 39 + "/a.jpg", "face_crops/a.jpg", "2024/face_crops.jpg",
+        "a.jpg",
+        "2024/a.jpg",
+        "2024/x/a.jpg",
+        "2024/Face_Crops/a.jpg",
+        "thumbnails/a.jpg",
+        "thumbs2/a.jpg",
+        "previews/a.jpg",
+        "reviews/a.jpg",
+        "2024/../a.jpg",
+        "2024/./a.jpg",
+        "2024//a.jpg",
+        "2024/",
+        "2024/.",
+        "2024/..",
+        "/abs/a.jpg",
+        "C:/x/a.jpg",
+        "2024\\a.jpg",
+        "2024/a\\b.jpg",
+        "",
+        "2024/" + "n" * 40 + ".jpg",
+        "f" * 39 + "/a.jpg",
+        "face_crops/a.jpg",
+        "2024/face_crops.jpg",
     ]
     for _ in range(2):  # the second round answers from the folder cache
         for path in paths:

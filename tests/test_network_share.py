@@ -104,7 +104,6 @@ async def running(config: Config, dsn: str, share: SshfsShare) -> AsyncIterator[
     with capture_logs() as logs:
         task = asyncio.create_task(reactor.run(stop))
         try:
-
             await wait_watching(reactor, task)
             yield Running(reactor, conn, share, logs)
         finally:

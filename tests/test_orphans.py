@@ -35,20 +35,32 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 def sweeper(pool: asyncpg.Pool, policy: OrphanPolicy | None = None, online: bool = True) -> Sweeper:
-    return Sweeper(pool, ImageQueue(5000), page_size=500, lease_seconds=60.0, instance_id="me",
-                   share_online=lambda: online, orphan_policy=policy)
+    return Sweeper(
+        pool,
+        ImageQueue(5000),
+        page_size=500,
+        lease_seconds=60.0,
+        instance_id="me",
+        share_online=lambda: online,
+        orphan_policy=policy,
+    )
 
 
 async def seed_results(conn: Conn, paths: list[str]) -> None:
-    await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) SELECT p, TRUE FROM unnest($1::text[]) p",
-                       paths)
-    await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale) "
-                       "SELECT p, 0, 'hog', 1 FROM unnest($1::text[]) p", paths)
+    await conn.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) SELECT p, TRUE FROM unnest($1::text[]) p", paths
+    )
+    await conn.execute(
+        "INSERT INTO face_metadata (image_path, face_count, model, scale) "
+        "SELECT p, 0, 'hog', 1 FROM unnest($1::text[]) p",
+        paths,
+    )
 
 
 async def refill(conn: Conn, paths: list[str]) -> None:
-    await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) SELECT p, TRUE FROM unnest($1::text[]) p",
-                       paths)
+    await conn.execute(
+        "INSERT INTO ai_metadata (image_path, is_processed) SELECT p, TRUE FROM unnest($1::text[]) p", paths
+    )
 
 
 async def marked(conn: Conn) -> int:
@@ -147,8 +159,13 @@ async def test_deleted_hint_marks_instead_of_deleting(pool: asyncpg.Pool) -> Non
 
 def reactor_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REACTOR_", "PG"))}
-    return subprocess.run([sys.executable, "-m", "reactor", "--config", str(config), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "reactor", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 async def test_status_and_repair_show_held_orphans_and_release_them(
@@ -158,7 +175,8 @@ async def test_status_and_repair_show_held_orphans_and_release_them(
     await seed_results(conn, [*paths, "keep.jpg"])
     await conn.execute("DELETE FROM ai_metadata WHERE image_path <> 'keep.jpg'")
     await conn.execute(
-        "UPDATE face_metadata SET orphaned_at = now() - interval '100 hours' WHERE image_path <> 'keep.jpg'")
+        "UPDATE face_metadata SET orphaned_at = now() - interval '100 hours' WHERE image_path <> 'keep.jpg'"
+    )
     config = process_config(tmp_path, dsn, share, "orphans", sweep={"orphan_purge_max": 10})
     status = reactor_cli(config, "status", "--json")
     assert status.returncode == 0, status.stderr

@@ -43,7 +43,10 @@ def test_symlinks_are_resolved_before_the_rules(share: Path) -> None:
 
 
 async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
-    make_config: Callable[..., Config], dsn: str, share: Path, monkeypatch: pytest.MonkeyPatch,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (share / "loop").mkdir()
     os.symlink("b.jpg", share / "loop" / "a.jpg")
@@ -89,7 +92,10 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
             # dropped by the claim's check; the rows that exist got their failure.
             rows = await conn.fetch("SELECT image_path, last_error_type FROM face_detection_failures ORDER BY 1")
             assert [(r["image_path"], r["last_error_type"]) for r in rows] == [
-                ("boom.jpg", "runtime"), ("loop/a.jpg", "invalid_path"), ("stall.jpg", "io_stall")]
+                ("boom.jpg", "runtime"),
+                ("loop/a.jpg", "invalid_path"),
+                ("stall.jpg", "io_stall"),
+            ]
             assert reactor.supervisor.restarts().get("detection") == 0
     finally:
         release.set()

@@ -66,8 +66,9 @@ async def test_follow_polls_counters() -> None:
 
     counters = {"done": 0, "queued": 5}
     progress = Progress(None, "sweep --once", mode="off")
-    follower = asyncio.create_task(follow(progress, lambda: counters["done"],
-                                          lambda: counters["done"] + counters["queued"], every=0.01))
+    follower = asyncio.create_task(
+        follow(progress, lambda: counters["done"], lambda: counters["done"] + counters["queued"], every=0.01)
+    )
     try:
         counters.update(done=3, queued=4)
         deadline = asyncio.get_running_loop().time() + 10

@@ -114,8 +114,7 @@ async def test_listener_killed_rows_arrive_through_reconnect_and_catch_up(
 async def test_postgres_restart_mid_backlog_loses_nothing(
     make_config: Callable[..., Config], dsn: str, share: Path, pg: PgServer
 ) -> None:
-    config = make_config(detector=HOG, sweep={"interval_seconds": 3600.0, "poll_seconds": 1.0},
-                         database=FAST_LISTENER)
+    config = make_config(detector=HOG, sweep={"interval_seconds": 3600.0, "poll_seconds": 1.0}, database=FAST_LISTENER)
     paths = write_photos(share, [f"restart/{i:02}.jpg" for i in range(24)])
     async with running(config, dsn) as reactor:
         async with connection(dsn) as conn:
@@ -141,12 +140,19 @@ async def test_postgres_restart_mid_backlog_loses_nothing(
 async def test_poison_images_get_typed_failures_with_backoff_then_permanent(
     make_config: Callable[..., Config], dsn: str, share: Path
 ) -> None:
-    retry = {"base_seconds": 60.0, "multiplier": 3.0, "max_delay_seconds": 3600.0, "jitter": 0.1,
-             "max_attempts": 3, "max_attempts_permanent": 2}
+    retry = {
+        "base_seconds": 60.0,
+        "multiplier": 3.0,
+        "max_delay_seconds": 3600.0,
+        "jitter": 0.1,
+        "max_attempts": 3,
+        "max_attempts_permanent": 2,
+    }
     config = make_config(detector=HOG, sweep=NO_POLLING, retry=retry)
     good = write_photos(share, ["good/1.jpg", "good/2.jpg"])
-    bad = samples.build_library(share, include=lambda name: name in ("bad/truncated.jpg", "bad/empty.jpg",
-                                                                      "bad/notes.jpg"))
+    bad = samples.build_library(
+        share, include=lambda name: name in ("bad/truncated.jpg", "bad/empty.jpg", "bad/notes.jpg")
+    )
     expected: dict[str, Any] = {s.name: s.failure for s in bad}
     expected["gone/missing.jpg"] = ErrorType.MISSING
     invalid = ["/abs/photo.jpg", "face_crops/crop.jpg", "a/../b.jpg"]
@@ -309,8 +315,9 @@ async def test_bulk_hint_sweeps_and_deleted_hint_marks_the_results_orphaned(
         await conn.execute("DELETE FROM ai_metadata WHERE image_path = $1", paths[0])
 
         async def orphan_marked() -> bool:
-            return bool(await conn.fetchval("SELECT orphaned_at IS NOT NULL FROM face_metadata WHERE image_path = $1",
-                                            paths[0]))
+            return bool(
+                await conn.fetchval("SELECT orphaned_at IS NOT NULL FROM face_metadata WHERE image_path = $1", paths[0])
+            )
 
         # Held, not deleted: the grace period (sweep.orphan_grace_hours) comes first.
         await wait_until(orphan_marked, 30, "the deleted row's result to be marked orphaned")

@@ -52,8 +52,10 @@ class FreezingProxy:
         gate = asyncio.Event()
         gate.set()
         self._frozen.append(gate)
-        pipes = [asyncio.create_task(self._pipe(client_r, server_w, gate)),
-                 asyncio.create_task(self._pipe(server_r, client_w, gate))]
+        pipes = [
+            asyncio.create_task(self._pipe(client_r, server_w, gate)),
+            asyncio.create_task(self._pipe(server_r, client_w, gate)),
+        ]
         self._tasks.update(pipes)
         try:
             await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
@@ -84,8 +86,14 @@ async def test_probe_notices_a_silent_connection_and_the_listener_reconnects(
     make_config: Callable[..., Config], database: str, proxy: FreezingProxy
 ) -> None:
     tcp_dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
-    config = make_config(database={"dsn": tcp_dsn, "probe_interval_seconds": 0.5, "probe_timeout_seconds": 0.5,
-                                   "reconnect_max_seconds": 1.0})
+    config = make_config(
+        database={
+            "dsn": tcp_dsn,
+            "probe_interval_seconds": 0.5,
+            "probe_timeout_seconds": 0.5,
+            "reconnect_max_seconds": 1.0,
+        }
+    )
     received: list[dict[str, Any]] = []
     connected: list[bool] = []
     listener = Listener(config, tcp_dsn, "test", lambda _ch, data, _pid: received.append(data), connected.append)

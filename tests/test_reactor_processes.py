@@ -40,8 +40,14 @@ def procs() -> Iterator[list[ReactorProcess]]:
 async def test_kill_9_mid_backlog_then_restart_gives_one_outcome_per_row(
     conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path, procs: list[ReactorProcess]
 ) -> None:
-    config = process_config(tmp_path, dsn, share, "kill9", service={"lease_seconds": 3.0},
-                            sweep={"interval_seconds": 2.0, "poll_seconds": 2.0})
+    config = process_config(
+        tmp_path,
+        dsn,
+        share,
+        "kill9",
+        service={"lease_seconds": 3.0},
+        sweep={"interval_seconds": 2.0, "poll_seconds": 2.0},
+    )
     paths = write_photos(share, [f"kill/{i:02}.jpg" for i in range(30)])
     await add_processed(conn, paths)
     first = ReactorProcess(config, tmp_path / "first.log").start()
@@ -76,8 +82,14 @@ async def test_two_instances_detect_each_image_exactly_once(
     paths = write_photos(share, [f"pair/{i:03}.jpg" for i in range(100)])
     pair = []
     for name in ("a", "b"):
-        config = process_config(tmp_path, dsn, share, name, service={"instance_id": f"instance-{name}"},
-                                sweep={"interval_seconds": 5.0, "poll_seconds": 5.0})
+        config = process_config(
+            tmp_path,
+            dsn,
+            share,
+            name,
+            service={"instance_id": f"instance-{name}"},
+            sweep={"interval_seconds": 5.0, "poll_seconds": 5.0},
+        )
         pair.append(ReactorProcess(config, tmp_path / f"{name}.log").start())
     procs.extend(pair)
     for proc in pair:
@@ -118,7 +130,10 @@ async def test_reactor_sweep_asks_the_running_reactor_and_prints_counts(
     def command(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "reactor", "--config", str(config), "--log-format", "json", "sweep", *args],
-            capture_output=True, text=True, cwd=REPO, timeout=120,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
         )
 
     dry = await asyncio.to_thread(command, "--dry-run")
@@ -153,13 +168,21 @@ async def test_reactor_sweep_asks_the_running_reactor_and_prints_counts(
     ids=["sigterm", "ctrl_c_windows_handlers"],
 )
 async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
-    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path, procs: list[ReactorProcess],
-    sig: signal.Signals, env: dict[str, str],
+    conn: asyncpg.Connection,
+    dsn: str,
+    share: Path,
+    tmp_path: Path,
+    procs: list[ReactorProcess],
+    sig: signal.Signals,
+    env: dict[str, str],
 ) -> None:
     # The test engine never answers for this file, so the image in flight ends by the
     # per-image timeout, during the shutdown.
     config = process_config(
-        tmp_path, dsn, share, "sigterm",
+        tmp_path,
+        dsn,
+        share,
+        "sigterm",
         detector={"engine": "tests.fault_engine", "timeout_seconds": 8.0},
         service={"shutdown_grace_seconds": 30.0},
         sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
@@ -192,7 +215,10 @@ async def test_sigterm_with_both_children_busy_writes_both_outcomes(
     conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path, procs: list[ReactorProcess]
 ) -> None:
     config = process_config(
-        tmp_path, dsn, share, "sigterm2",
+        tmp_path,
+        dsn,
+        share,
+        "sigterm2",
         detector={"engine": "tests.fault_engine", "workers": 2, "timeout_seconds": 30.0},
         service={"shutdown_grace_seconds": 60.0},
         sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
@@ -232,7 +258,10 @@ async def test_sweep_once_processes_the_backlog_without_a_daemon(
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "reactor", "--config", str(config), "sweep", "--once", "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=170,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=170,
     )
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout)

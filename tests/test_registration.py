@@ -29,15 +29,19 @@ async def test_a_name_that_is_not_utf8_is_recorded_and_the_rest_of_its_batch_reg
         async with pool.acquire() as conn:
             rows = await conn.fetch("SELECT image_path FROM ai_metadata ORDER BY 1")
             assert [r["image_path"] for r in rows] == ["ok/a.jpg", "ok/b.jpg"]
-            failure = await conn.fetchrow("SELECT image_path, last_error_type, permanently_failed "
-                                          "FROM face_detection_failures")
+            failure = await conn.fetchrow(
+                "SELECT image_path, last_error_type, permanently_failed FROM face_detection_failures"
+            )
             assert failure is not None and tuple(failure) == ("bad\\xff.jpg", "invalid_path", True)
     finally:
         await pool.close()
 
 
 async def test_a_baseline_whose_registration_failed_is_registered_by_the_next_session(
-    make_config: Callable[..., Config], dsn: str, share: Path, monkeypatch: pytest.MonkeyPatch,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (share / "a.jpg").write_bytes(b"x" * 10)
     (share / "b.jpg").write_bytes(b"x" * 10)

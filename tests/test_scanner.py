@@ -41,7 +41,8 @@ def test_parse_mountinfo_and_choice() -> None:
     def choice(root: str, observer: str = "auto") -> tuple[str, str]:
         base = load(None, env={})
         cfg: Config = dataclasses.replace(
-            base, images=dataclasses.replace(base.images, root=root),
+            base,
+            images=dataclasses.replace(base.images, root=root),
             watcher=dataclasses.replace(base.watcher, observer=observer),  # type: ignore[arg-type]
         )
         c = choose_observer(cfg, MOUNTINFO)
@@ -70,8 +71,18 @@ def test_candidates(tmp_path: Path) -> None:
     root = str(tmp_path)
     ok = ["a.jpg", "b/IMG_0073(1).PNG", "c/d/e.HeIc", "x.webp"]
     bad = [
-        "face_crops/a.jpg", "b/Thumbnails/a.jpg", "@eaDir/a.jpg", "b/#recycle/a.jpg", "._a.jpg", ".hidden.jpg",
-        "a.jpg.part", "a.tmp", "~$a.jpg", "notes.txt", "b/.thumbnails/a.png", "a.jpg.crdownload",
+        "face_crops/a.jpg",
+        "b/Thumbnails/a.jpg",
+        "@eaDir/a.jpg",
+        "b/#recycle/a.jpg",
+        "._a.jpg",
+        ".hidden.jpg",
+        "a.jpg.part",
+        "a.tmp",
+        "~$a.jpg",
+        "notes.txt",
+        "b/.thumbnails/a.png",
+        "a.jpg.crdownload",
     ]
     for rel in ok:
         assert c.image_path(os.path.join(root, rel)) == rel, rel
@@ -154,8 +165,13 @@ def test_a_recheck_that_fails_is_unknown_not_gone(share: Path, monkeypatch: pyte
         return real_lstat(path)
 
     monkeypatch.setattr("reactor.scanner.os.lstat", lstat)
-    paths = [str(share / "here.jpg"), str(share / "gone.jpg"), flaky, str(share / "nodir" / "x" / "y.jpg"),
-             str(share / "dir" / "gone.jpg")]
+    paths = [
+        str(share / "here.jpg"),
+        str(share / "gone.jpg"),
+        flaky,
+        str(share / "nodir" / "x" / "y.jpg"),
+        str(share / "dir" / "gone.jpg"),
+    ]
     states = certainly_gone(paths)
     assert [states[p] for p in paths] == [False, True, None, None, True]
 
@@ -209,8 +225,11 @@ async def test_scanner_reports_nothing_while_offline(share: Path) -> None:
 async def test_every_watcher_sql_block_runs(dsn: str) -> None:
     """Each named block in sql/watcher.sql parses and runs against the real schema."""
     args: dict[str, tuple[object, ...]] = {
-        "has_results": (["a.jpg"],), "register_files": (["a.jpg"],), "registered_page": ("", 10),
-        "row_forms": (["a.jpg"],), "record_invalid_names": (["bad\\xff.jpg"],),
+        "has_results": (["a.jpg"],),
+        "register_files": (["a.jpg"],),
+        "registered_page": ("", 10),
+        "row_forms": (["a.jpg"],),
+        "record_invalid_names": (["bad\\xff.jpg"],),
         "requeue_changed_failures": (["a.jpg"], [1], [2], [True]),
         "requeue_changed_failures_untracked": (["a.jpg"], [1], [2], [True]),
         "file_identities": (["a.jpg"],),
@@ -223,6 +242,7 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
                 if params is None:
                     params = ("a/", "b/") if text.count("$2") else ("a.jpg",)
                 await conn.execute(text, *params) if "SELECT" not in text.split()[0] else await conn.fetch(
-                    text, *params)
+                    text, *params
+                )
     finally:
         await conn.close()

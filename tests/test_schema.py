@@ -133,7 +133,8 @@ async def test_check_catches_dropped_keys(admin: asyncpg.Connection) -> None:
     await admin.execute("ALTER TABLE reactor_claims DROP CONSTRAINT reactor_claims_pkey")
     report = await catalog.check(admin, channel="face_reactor", standalone=True)
     assert names(report, "missing") == {
-        "reactor_claims(image_path) PRIMARY KEY", "face_detections -> face_metadata FOREIGN KEY",
+        "reactor_claims(image_path) PRIMARY KEY",
+        "face_detections -> face_metadata FOREIGN KEY",
     }
 
 
@@ -157,13 +158,14 @@ async def test_check_catches_other_channel_constraint_and_version(admin: asyncpg
     await admin.execute("DROP INDEX idx_fdf_next_retry")
     report = await catalog.check(admin, channel="elsewhere", standalone=True)
     assert {(f.kind, f.status) for f in report.problems} == {
-        ("constraint", "missing"), ("version", "different"), ("function", "different"), ("index", "missing"),
+        ("constraint", "missing"),
+        ("version", "different"),
+        ("function", "different"),
+        ("index", "missing"),
     }
 
 
-async def test_check_catches_missing_privileges(
-    pg: PgServer, database: str, make_role: Callable[[str], str]
-) -> None:
+async def test_check_catches_missing_privileges(pg: PgServer, database: str, make_role: Callable[[str], str]) -> None:
     role = make_role(database)
     pg.psql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}", database)
     conn = await connect(pg, database, role)

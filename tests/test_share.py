@@ -90,8 +90,12 @@ def test_a_mass_vanish_is_held_once_then_believed_and_the_share_stays_online(sha
         assert guard.believe(more, 70) == more
     # No flapping: the share never went offline for it.
     assert monitor.online is True and monitor.transitions == 1
-    assert [e["event"] for e in logs] == ["share_mass_vanish", "share_mass_vanish_confirmed", "share_mass_vanish",
-                                          "share_mass_vanish_confirmed"]
+    assert [e["event"] for e in logs] == [
+        "share_mass_vanish",
+        "share_mass_vanish_confirmed",
+        "share_mass_vanish",
+        "share_mass_vanish_confirmed",
+    ]
 
 
 async def test_a_hung_probe_is_offline_and_never_blocks_the_loop(share: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,13 +23,27 @@ from tests.pg import PgServer
 DUMMY_PATH = "sql-block-test/dummy.jpg"
 
 SCALARS: dict[str, Any] = {
-    "text": DUMMY_PATH, "varchar": DUMMY_PATH, "bpchar": "x", "name": "face_metadata", "regclass": "face_metadata",
-    "int2": 1, "int4": 1, "int8": 1, "oid": 1,
-    "float4": 1.0, "float8": 1.0, "numeric": decimal.Decimal(1),
+    "text": DUMMY_PATH,
+    "varchar": DUMMY_PATH,
+    "bpchar": "x",
+    "name": "face_metadata",
+    "regclass": "face_metadata",
+    "int2": 1,
+    "int4": 1,
+    "int8": 1,
+    "oid": 1,
+    "float4": 1.0,
+    "float8": 1.0,
+    "numeric": decimal.Decimal(1),
     "bool": False,
-    "timestamptz": dt.datetime(2024, 1, 1, tzinfo=dt.UTC), "timestamp": dt.datetime(2024, 1, 1),
-    "date": dt.date(2024, 1, 1), "interval": dt.timedelta(seconds=1),
-    "json": "{}", "jsonb": "{}", "uuid": uuid.UUID(int=1), "bytea": b"",
+    "timestamptz": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+    "timestamp": dt.datetime(2024, 1, 1),
+    "date": dt.date(2024, 1, 1),
+    "interval": dt.timedelta(seconds=1),
+    "json": "{}",
+    "jsonb": "{}",
+    "uuid": uuid.UUID(int=1),
+    "bytea": b"",
 }
 # Errors that dummy values may cause at run time (a foreign key, a check, a cast of
 # the dummy text): the statement parsed, planned and executed, which is the point.

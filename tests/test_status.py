@@ -109,9 +109,7 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
     assert json.loads(capsys.readouterr().out)["instances"] == []
 
 
-async def test_status_without_the_schema_is_one_line(
-    pg: PgServer, make_config: Callable[..., Config]
-) -> None:
+async def test_status_without_the_schema_is_one_line(pg: PgServer, make_config: Callable[..., Config]) -> None:
     from reactor.cli import UsageError
 
     name = f"bare_{os.getpid()}"
@@ -121,7 +119,7 @@ async def test_status_without_the_schema_is_one_line(
         with pytest.raises(UsageError) as info:
             await invoke(status_handler.register, config, ["status"])
         assert str(info.value) == (
-            "relation \"face_metadata\" does not exist: the reactor's schema is not in this database; "
+            'relation "face_metadata" does not exist: the reactor\'s schema is not in this database; '
             "run `reactor db init` (`reactor db check` lists what is missing)"
         )
     finally:

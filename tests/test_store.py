@@ -17,8 +17,9 @@ from reactor.queue import ImageQueue, Priority
 from reactor.schema import failure_columns
 from reactor.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
 
-RETRY = RetryConfig(base_seconds=10.0, multiplier=2.0, max_delay_seconds=35.0, jitter=0.0,
-                    max_attempts=3, max_attempts_permanent=2)
+RETRY = RetryConfig(
+    base_seconds=10.0, multiplier=2.0, max_delay_seconds=35.0, jitter=0.0, max_attempts=3, max_attempts_permanent=2
+)
 
 
 def face(i: int) -> Face:
@@ -26,8 +27,16 @@ def face(i: int) -> Face:
 
 
 def detection(n: int) -> Detection:
-    return Detection(faces=tuple(face(i) for i in range(n)), model="hog", scale=1.0, original_size=(640, 480),
-                     decode_ms=1.0, detect_ms=2.0, encode_ms=3.0, file_size_bytes=1234)
+    return Detection(
+        faces=tuple(face(i) for i in range(n)),
+        model="hog",
+        scale=1.0,
+        original_size=(640, 480),
+        decode_ms=1.0,
+        detect_ms=2.0,
+        encode_ms=3.0,
+        file_size_bytes=1234,
+    )
 
 
 @pytest.fixture
@@ -39,8 +48,9 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def processed(conn: asyncpg.Connection, *paths: str) -> None:
-    await conn.executemany("INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)",
-                           [(p,) for p in paths])
+    await conn.executemany(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", [(p,) for p in paths]
+    )
 
 
 async def test_claim_is_exclusive_until_the_lease_expires(conn: asyncpg.Connection) -> None:
@@ -113,8 +123,11 @@ async def test_failure_backoff_and_permanent_state(conn: asyncpg.Connection) -> 
     assert rec.retry_count == 3 and rec.permanently_failed
     assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 0
     first = await store.record_failure(
-        conn, "corrupt.jpg", DetectionFailure(ErrorType.CORRUPT, "cut", original_size=(10, 20), file_size_bytes=99),
-        RETRY, cols,
+        conn,
+        "corrupt.jpg",
+        DetectionFailure(ErrorType.CORRUPT, "cut", original_size=(10, 20), file_size_bytes=99),
+        RETRY,
+        cols,
     )
     assert not first.permanently_failed
     second = await store.record_failure(conn, "corrupt.jpg", DetectionFailure(ErrorType.CORRUPT, "cut"), RETRY, cols)
@@ -125,8 +138,9 @@ async def test_failure_backoff_and_permanent_state(conn: asyncpg.Connection) -> 
 
 
 async def test_legacy_failures_table_without_optional_columns(conn: asyncpg.Connection) -> None:
-    await conn.execute("ALTER TABLE face_detection_failures DROP COLUMN file_size_bytes, "
-                       "DROP COLUMN last_attempted_scale")
+    await conn.execute(
+        "ALTER TABLE face_detection_failures DROP COLUMN file_size_bytes, DROP COLUMN last_attempted_scale"
+    )
     cols = await failure_columns(conn)
     assert "file_size_bytes" not in cols
     await processed(conn, "old.jpg")
@@ -150,18 +164,23 @@ async def test_invalid_paths_are_recorded_as_permanent_failures(conn: asyncpg.Co
 
 async def test_sweep_finds_pending_retries_and_orphans_page_by_page(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
-        await processed(conn, *[f"p/{i:03}.jpg" for i in range(25)], "due.jpg", "notdue.jpg", "perm.jpg", "done.jpg",
-                        "claimed.jpg")
+        await processed(
+            conn, *[f"p/{i:03}.jpg" for i in range(25)], "due.jpg", "notdue.jpg", "perm.jpg", "done.jpg", "claimed.jpg"
+        )
         await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('unprocessed.jpg', FALSE)")
         await conn.execute(
             "INSERT INTO face_detection_failures (image_path, retry_count, next_retry_after, permanently_failed) "
             "VALUES ('due.jpg', 1, now() - interval '1 s', FALSE), ('notdue.jpg', 1, now() + interval '1 h', FALSE), "
             "('perm.jpg', 2, now(), TRUE), ('gone-failure.jpg', 1, now(), FALSE)"
         )
-        await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale) "
-                           "VALUES ('done.jpg', 1, 'hog', 1), ('gone-result.jpg', 0, 'hog', 1)")
-        await conn.execute("INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) "
-                           "VALUES ('claimed.jpg', 'other', 1, now() + interval '1 h')")
+        await conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) "
+            "VALUES ('done.jpg', 1, 'hog', 1), ('gone-result.jpg', 0, 'hog', 1)"
+        )
+        await conn.execute(
+            "INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) "
+            "VALUES ('claimed.jpg', 'other', 1, now() + interval '1 h')"
+        )
     queue = ImageQueue(100)
     sweeper = Sweeper(pool, queue, page_size=4, lease_seconds=60.0, instance_id="me", share_online=lambda: True)
     dry = await sweeper.sweep(dry_run=True)
@@ -195,8 +214,10 @@ async def test_sweep_defers_instead_of_overfilling_the_queue(pool: asyncpg.Pool)
         taken = [e.path for e in (queue.get_nowait() for _ in range(len(queue))) if e is not None]
         seen.extend(taken)
         async with pool.acquire() as conn:  # what the detection loop would do with them
-            await conn.executemany("INSERT INTO face_metadata (image_path, face_count, model, scale) "
-                                   "VALUES ($1, 0, 'hog', 1)", [(p,) for p in taken])
+            await conn.executemany(
+                "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)",
+                [(p,) for p in taken],
+            )
         if not counts.deferred:
             break
     assert sorted(seen) == paths
@@ -206,8 +227,9 @@ async def test_a_deferred_sweep_resumes_its_cycle_and_orphans_run_once_at_its_en
     paths = [f"r/{i:03}.jpg" for i in range(12)]
     async with pool.acquire() as conn:
         await processed(conn, *paths)
-        await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale) "
-                           "VALUES ('gone.jpg', 0, 'hog', 1)")
+        await conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ('gone.jpg', 0, 'hog', 1)"
+        )
     queue = ImageQueue(5)
     sweeper = Sweeper(pool, queue, page_size=4, lease_seconds=60.0, instance_id="me", share_online=lambda: True)
     sweeps: list[SweepCounts] = []
@@ -235,10 +257,12 @@ async def test_a_deferred_sweep_resumes_its_cycle_and_orphans_run_once_at_its_en
 async def test_orphans_are_kept_while_the_share_is_offline(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         await processed(conn, "keep.jpg")
-        await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale) "
-                           "VALUES ('gone.jpg', 0, 'hog', 1)")
-    sweeper = Sweeper(pool, ImageQueue(10), page_size=10, lease_seconds=60.0, instance_id="me",
-                      share_online=lambda: False)
+        await conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ('gone.jpg', 0, 'hog', 1)"
+        )
+    sweeper = Sweeper(
+        pool, ImageQueue(10), page_size=10, lease_seconds=60.0, instance_id="me", share_online=lambda: False
+    )
     counts = await sweeper.sweep()
     # Marked (no harm in that) but never purged while the share is offline.
     assert counts.purged == 0 and counts.orphans_skipped == "share offline"
@@ -250,8 +274,9 @@ async def test_only_one_instance_sweeps_at_a_time(pool: asyncpg.Pool, dsn: str) 
     other = await asyncpg.connect(dsn)
     try:
         assert await other.fetchval("SELECT pg_try_advisory_lock($1)", SWEEP_LOCK_KEY)
-        sweeper = Sweeper(pool, ImageQueue(10), page_size=10, lease_seconds=60.0, instance_id="me",
-                          share_online=lambda: True)
+        sweeper = Sweeper(
+            pool, ImageQueue(10), page_size=10, lease_seconds=60.0, instance_id="me", share_online=lambda: True
+        )
         counts = await sweeper.sweep()
         assert counts.skipped == "another instance is sweeping"
     finally:

@@ -54,8 +54,13 @@ async def test_an_always_failing_task_is_still_restarted_after_2000_tries(monkey
     failing = sup.failing()
     assert "poison" in failing and "RuntimeError: poisoned" in failing["poison"]
     # What /healthz and `reactor status` make of the heartbeat snapshot.
-    snapshot = {"listener": "connected", "detector": "ready", "share_online": True, "database": "ok",
-                "tasks_failing": failing}
+    snapshot = {
+        "listener": "connected",
+        "detector": "ready",
+        "share_online": True,
+        "database": "ok",
+        "tasks_failing": failing,
+    }
     reasons = health.evaluate(snapshot, 0.0)
     assert len(reasons) == 1 and reasons[0].startswith("task poison keeps dying")
     lines = dict(status._state_lines(snapshot))

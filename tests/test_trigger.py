@@ -108,9 +108,7 @@ async def test_unprocessing_a_row_sends_nothing(conns: tuple[asyncpg.Connection,
 
 async def test_delete_notifies_processed_rows_only(conns: tuple[asyncpg.Connection, Collector]) -> None:
     db, col = conns
-    await db.execute(
-        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ('gone.jpg', TRUE), ('raw.jpg', FALSE)"
-    )
+    await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('gone.jpg', TRUE), ('raw.jpg', FALSE)")
     await col.drain()
     await db.execute("DELETE FROM ai_metadata")
     assert await col.drain() == [deleted("gone.jpg")]
@@ -200,8 +198,11 @@ async def test_upstream_role_without_privileges_of_its_own(pg: PgServer, databas
     role = f"upstream_{os.getpid()}"
     pg.psql(f"CREATE ROLE {role} LOGIN")
     try:
-        pg.psql(f"GRANT SELECT, INSERT, UPDATE ON ai_metadata TO {role}; "
-                f"GRANT USAGE ON SEQUENCE ai_metadata_id_seq TO {role}", database)
+        pg.psql(
+            f"GRANT SELECT, INSERT, UPDATE ON ai_metadata TO {role}; "
+            f"GRANT USAGE ON SEQUENCE ai_metadata_id_seq TO {role}",
+            database,
+        )
         pipeline = await asyncpg.connect(pg.dsn(database, user=role))
         listener = await asyncpg.connect(pg.dsn(database))
         try:
@@ -243,8 +244,10 @@ async def test_a_filling_notify_queue_never_fails_the_upstreams_write(
     The queue's usage is shadowed through the writer's own search_path (the trigger is not
     SECURITY DEFINER, so it resolves names as the writing session does)."""
     db, col = conns
-    await db.execute("CREATE FUNCTION public.pg_notification_queue_usage() RETURNS double precision "
-                     "LANGUAGE sql AS 'SELECT current_setting(''test.queue_usage'')::float8'")
+    await db.execute(
+        "CREATE FUNCTION public.pg_notification_queue_usage() RETURNS double precision "
+        "LANGUAGE sql AS 'SELECT current_setting(''test.queue_usage'')::float8'"
+    )
     await db.execute("SET search_path = public, pg_catalog")
     await db.execute("SET test.queue_usage = '0.6'")
     await db.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('q/1.jpg', TRUE), ('q/2.jpg', TRUE)")

@@ -21,15 +21,22 @@ OBSERVERS = ["native", "polling"]
 
 def fast(make_config: Callable[..., Config], observer: str, register: str = "never", window: float = 0.5) -> Config:
     return make_config(
-        watcher={"observer": observer, "stability_seconds": window, "network_stability_seconds": window,
-                 "scan_interval_seconds": 0.3},
+        watcher={
+            "observer": observer,
+            "stability_seconds": window,
+            "network_stability_seconds": window,
+            "scan_interval_seconds": 0.3,
+        },
         images={"register_files": register},
     )
 
 
 @pytest.mark.parametrize("observer", OBSERVERS)
 async def test_a_slow_copy_is_enqueued_once_after_it_ends(
-    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+    observer: str,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     # Writes 0.3 s apart, a 1 s window: the margin absorbs a loaded CI machine.
     async with running_watcher(fast(make_config, observer, window=1.0), dsn) as h:
@@ -41,15 +48,20 @@ async def test_a_slow_copy_is_enqueued_once_after_it_ends(
         await until(lambda: h.puts, what="the copied photo to be queued")
         assert h.puts[0].at >= copy_ended
         # A later polling scan or a late inotify event must not queue it again.
-        await until(lambda: h.watcher.tracker.__len__() == 0 and h.watcher.scanner.snapshot.get("2024/IMG_0001.JPG"),
-                    what="the tracker to settle")
+        await until(
+            lambda: h.watcher.tracker.__len__() == 0 and h.watcher.scanner.snapshot.get("2024/IMG_0001.JPG"),
+            what="the tracker to settle",
+        )
         assert h.paths_put() == ["2024/IMG_0001.JPG"]
         assert not h.puts[0].redetect
 
 
 @pytest.mark.parametrize("observer", OBSERVERS)
 async def test_a_rename_moves_results_without_detecting_again(
-    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+    observer: str,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     """Standalone: the reactor owns the registrations, so it moves them with the results."""
     (share / "a").mkdir()
@@ -75,7 +87,9 @@ async def test_a_rename_moves_results_without_detecting_again(
 
 
 async def test_vision_mode_moves_and_deletions_are_the_upstreams(
-    make_config: Callable[..., Config], dsn: str, share: Path,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     """Vision mode: the watcher never renames or deletes results; the upstream's change of
     ai_metadata follows (a `deleted` hint marks, a notification brings the new path)."""
@@ -95,7 +109,10 @@ async def test_vision_mode_moves_and_deletions_are_the_upstreams(
 
 @pytest.mark.parametrize("observer", OBSERVERS)
 async def test_deleting_a_file_marks_its_results_orphaned(
-    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+    observer: str,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     """Standalone: a deletion drops the registration and marks the rows; only the grace purges."""
     for name in ("keep.jpg", "gone.jpg", "failed.jpg"):
@@ -129,7 +146,9 @@ async def test_changed_content_is_detected_again(make_config: Callable[..., Conf
 
 
 async def test_offline_share_orphans_nothing_and_resumes(
-    make_config: Callable[..., Config], dsn: str, share: Path,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     for name in ("a.jpg", "b.jpg"):
         (share / name).write_bytes(b"x" * 10)
@@ -163,11 +182,22 @@ async def test_offline_share_orphans_nothing_and_resumes(
 
 @pytest.mark.parametrize("observer", OBSERVERS)
 async def test_derived_hidden_and_partial_files_are_never_queued(
-    observer: str, make_config: Callable[..., Config], dsn: str, share: Path,
+    observer: str,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     async with running_watcher(fast(make_config, observer, register="always"), dsn) as h:
-        ignored = ["face_crops/a.jpg", "thumbnails/b.jpg", "c.jpg.part", "@eaDir/d.jpg", "._e.jpg",
-                   ".f.jpg", "x/Thumbs/g.jpg", "~$h.jpg"]
+        ignored = [
+            "face_crops/a.jpg",
+            "thumbnails/b.jpg",
+            "c.jpg.part",
+            "@eaDir/d.jpg",
+            "._e.jpg",
+            ".f.jpg",
+            "x/Thumbs/g.jpg",
+            "~$h.jpg",
+        ]
         for rel in ignored:
             (share / rel).parent.mkdir(parents=True, exist_ok=True)
             (share / rel).write_bytes(b"x" * 100)
@@ -198,7 +228,9 @@ async def test_a_dead_observer_is_restarted(make_config: Callable[..., Config], 
 
 
 async def test_an_event_queue_overflow_triggers_a_rescan(
-    make_config: Callable[..., Config], dsn: str, share: Path,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     async with running_watcher(fast(make_config, "native"), dsn) as h:
         native = h.watcher.native
@@ -223,7 +255,8 @@ async def _results_are(h: object, paths: list[str]) -> bool:
 async def _orphaned(h: object) -> list[str]:
     rows = await h.fetch(  # type: ignore[attr-defined]
         "SELECT image_path FROM face_metadata WHERE orphaned_at IS NOT NULL UNION "
-        "SELECT image_path FROM face_detection_failures WHERE orphaned_at IS NOT NULL ORDER BY 1")
+        "SELECT image_path FROM face_detection_failures WHERE orphaned_at IS NOT NULL ORDER BY 1"
+    )
     return [r["image_path"] for r in rows]
 
 
@@ -247,10 +280,14 @@ async def test_a_move_onto_an_existing_photo_replaces_its_results(dsn: str) -> N
         async with pool.acquire() as conn:
             await sink.register(["src.jpg", "dst.jpg", "new.jpg"])
             for path, faces in (("src.jpg", 2), ("dst.jpg", 3)):
-                await conn.execute("INSERT INTO face_metadata (image_path, face_count, model, scale)"
-                                   " VALUES ($1, $2, 'hog', 1)", path, faces)
-            await conn.execute("INSERT INTO face_detection_failures (image_path, last_error_type)"
-                               " VALUES ('dst.jpg', 'corrupt')")
+                await conn.execute(
+                    "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, $2, 'hog', 1)",
+                    path,
+                    faces,
+                )
+            await conn.execute(
+                "INSERT INTO face_detection_failures (image_path, last_error_type) VALUES ('dst.jpg', 'corrupt')"
+            )
             await sink.moved("src.jpg", "dst.jpg", directory=False)
             rows = await conn.fetch("SELECT image_path, face_count FROM face_metadata ORDER BY 1")
             assert [(r["image_path"], r["face_count"]) for r in rows] == [("dst.jpg", 2)]

@@ -18,7 +18,9 @@ from tests.reactor_support import wait_until, wait_watching, write_photos
 
 
 async def test_photos_dropped_into_an_empty_folder_get_results(
-    make_config: Callable[..., Config], dsn: str, share: Path,
+    make_config: Callable[..., Config],
+    dsn: str,
+    share: Path,
 ) -> None:
     config = make_config(
         detector={"model": "hog", "timeout_seconds": 60.0},
@@ -34,7 +36,6 @@ async def test_photos_dropped_into_an_empty_folder_get_results(
     with capture_logs() as logs:
         task = asyncio.create_task(reactor.run(stop))
         try:
-
             await wait_watching(reactor, task)
             (share / "drop").mkdir()
             dropped = await asyncio.to_thread(write_photos, share, ["drop/a.jpg", "drop/b.JPG", "drop/c.jpg"])
@@ -55,8 +56,10 @@ async def test_photos_dropped_into_an_empty_folder_get_results(
             await asyncio.to_thread(os.rename, share / "drop" / "a.jpg", share / "drop" / "renamed.jpg")
 
             async def moved() -> bool:
-                rows = await conn.fetch("SELECT image_path FROM ai_metadata WHERE image_path LIKE 'drop/%' "
-                                        "AND image_path IN (SELECT image_path FROM face_metadata) ORDER BY 1")
+                rows = await conn.fetch(
+                    "SELECT image_path FROM ai_metadata WHERE image_path LIKE 'drop/%' "
+                    "AND image_path IN (SELECT image_path FROM face_metadata) ORDER BY 1"
+                )
                 return [r["image_path"] for r in rows] == ["drop/b.JPG", "drop/c.jpg", "drop/renamed.jpg"]
 
             await wait_until(moved, 30, "the rename to move results and registration")

@@ -55,18 +55,25 @@ class Harness:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, $2, 'hog', 1.0)",
-                path, faces)
+                path,
+                faces,
+            )
             for i in range(faces):
                 await conn.execute(
                     "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left,"
                     " score, encoding, model, scale) VALUES ($1, $2, 10, 60, 60, 10, 0.9, $3, 'hog', 1.0)",
-                    path, i, [0.01 * i] * 128)
+                    path,
+                    i,
+                    [0.01 * i] * 128,
+                )
 
     async def seed_failure(self, path: str) -> None:
         async with self.pool.acquire() as conn:
             await conn.execute(
                 "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type)"
-                " VALUES ($1, 1, 'corrupt', 'corrupt')", path)
+                " VALUES ($1, 1, 'corrupt', 'corrupt')",
+                path,
+            )
 
 
 async def until(predicate: Callable[[], Any], seconds: float = 15.0, what: str = "condition") -> None:

@@ -63,8 +63,11 @@ class MemoryBudget:
 
     def snapshot(self) -> dict[str, dict[str, int | None]]:
         return {
-            m: {"largest_ok_pixels": b.largest_ok, "smallest_oom_pixels": b.smallest_oom,
-                "cap_pixels": b.cap(2**62) if b.smallest_oom is not None else None}
+            m: {
+                "largest_ok_pixels": b.largest_ok,
+                "smallest_oom_pixels": b.smallest_oom,
+                "cap_pixels": b.cap(2**62) if b.smallest_oom is not None else None,
+            }
             for m, b in sorted(self._models.items())
         }
 

@@ -75,8 +75,9 @@ class DlibEngine:
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
-        loaded = load_image(job.local_path, lambda size: self._draft_dimension(size, job), self.config.max_pixels,
-                            clock, data)
+        loaded = load_image(
+            job.local_path, lambda size: self._draft_dimension(size, job), self.config.max_pixels, clock, data
+        )
         if isinstance(loaded, DetectionFailure):
             return loaded
         steps = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)
@@ -199,7 +200,12 @@ class DlibEngine:
         return any(cascade.iou(in_crop, found) >= _VERIFY_IOU for found, _ in self._locate("cnn", crop, 0))
 
     def _failure(
-        self, loaded: LoadedImage, kind: ErrorType, message: str, step: Step, replace_child: bool = False,
+        self,
+        loaded: LoadedImage,
+        kind: ErrorType,
+        message: str,
+        step: Step,
+        replace_child: bool = False,
         pixels: int | None = None,
     ) -> DetectionFailure:
         details = {DETAIL_MODEL: step.model}

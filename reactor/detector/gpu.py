@@ -34,7 +34,10 @@ def query(timeout: float = 20.0) -> list[Gpu] | None:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,memory.free,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=timeout, check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise GpuQueryFailed(str(exc)) from None

@@ -105,7 +105,8 @@ class Prefetcher:
         try:
             prefetched = await asyncio.wait_for(task, wait_seconds)
             current = prefetched is not None and await asyncio.wait_for(
-                asyncio.to_thread(still_current, prefetched), wait_seconds)
+                asyncio.to_thread(still_current, prefetched), wait_seconds
+            )
         except TimeoutError:
             raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
         if prefetched is None or not current:

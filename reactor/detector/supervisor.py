@@ -145,8 +145,10 @@ class Detector:
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         process = ctx.Process(
-            target=child.serve, args=(child_conn, self._config, self._device),
-            name=f"reactor-detector-{self.index}", daemon=True,
+            target=child.serve,
+            args=(child_conn, self._config, self._device),
+            name=f"reactor-detector-{self.index}",
+            daemon=True,
         )
         started = time.perf_counter()
         # Started from the event-loop thread on purpose: the child's parent-death signal
@@ -251,8 +253,10 @@ class Detector:
                 # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
                 self._prefetcher.discard()
                 return DetectionFailure(
-                    ErrorType.TOO_LARGE, f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
-                    file_size_bytes=size)
+                    ErrorType.TOO_LARGE,
+                    f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
+                    file_size_bytes=size,
+                )
             data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
         except ReadStalled as exc:
             # The child never saw this job: it stays, and the next try keeps its scale.
@@ -290,8 +294,9 @@ class Detector:
             self.job_in_child = False
         if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
             await self._discard(reason="protocol")
-            return DetectionFailure(ErrorType.RUNTIME,
-                                    f"unexpected message from the detector process: {kind!r} {str(payload)[:200]}")
+            return DetectionFailure(
+                ErrorType.RUNTIME, f"unexpected message from the detector process: {kind!r} {str(payload)[:200]}"
+            )
         outcome: Outcome = payload
         return outcome
 

@@ -40,19 +40,33 @@ def encode(kind: str, payload: Any) -> bytes:
 def _detection(d: Detection) -> dict[str, Any]:
     return {
         "faces": [[f.top, f.right, f.bottom, f.left, f.score, list(f.encoding)] for f in d.faces],
-        "model": d.model, "scale": d.scale, "original_size": list(d.original_size), "decode_ms": d.decode_ms,
-        "detect_ms": d.detect_ms, "encode_ms": d.encode_ms, "file_size_bytes": d.file_size_bytes,
-        "cascade_scale": d.cascade_scale, "upsample": d.upsample, "rejected_weak": d.rejected_weak,
-        "detect_size": list(d.detect_size) if d.detect_size else None, "min_face_px": d.min_face_px,
-        "file_mtime_ns": d.file_mtime_ns, "fingerprint": d.fingerprint,
+        "model": d.model,
+        "scale": d.scale,
+        "original_size": list(d.original_size),
+        "decode_ms": d.decode_ms,
+        "detect_ms": d.detect_ms,
+        "encode_ms": d.encode_ms,
+        "file_size_bytes": d.file_size_bytes,
+        "cascade_scale": d.cascade_scale,
+        "upsample": d.upsample,
+        "rejected_weak": d.rejected_weak,
+        "detect_size": list(d.detect_size) if d.detect_size else None,
+        "min_face_px": d.min_face_px,
+        "file_mtime_ns": d.file_mtime_ns,
+        "fingerprint": d.fingerprint,
     }
 
 
 def _failure(f: DetectionFailure) -> dict[str, Any]:
-    return {"error_type": f.error_type.value, "message": f.message[:MAX_TEXT], "scale": f.scale,
-            "original_size": list(f.original_size) if f.original_size else None,
-            "file_size_bytes": f.file_size_bytes, "file_mtime_ns": f.file_mtime_ns,
-            "details": {str(k): str(v)[:MAX_TEXT] for k, v in f.details.items()}}
+    return {
+        "error_type": f.error_type.value,
+        "message": f.message[:MAX_TEXT],
+        "scale": f.scale,
+        "original_size": list(f.original_size) if f.original_size else None,
+        "file_size_bytes": f.file_size_bytes,
+        "file_mtime_ns": f.file_mtime_ns,
+        "details": {str(k): str(v)[:MAX_TEXT] for k, v in f.details.items()},
+    }
 
 
 def decode(raw: bytes) -> tuple[str, Any]:
@@ -67,8 +81,12 @@ def decode(raw: bytes) -> tuple[str, Any]:
         raise BadMessage("no known kind")
     kind, payload = message["kind"], message.get("payload")
     if kind == "ready":
-        if not isinstance(payload, dict) or not isinstance(payload.get("cuda"), bool) \
-                or not _int(payload.get("pid")) or not _int(payload.get("gpus", 0), 0, 1024):
+        if (
+            not isinstance(payload, dict)
+            or not isinstance(payload.get("cuda"), bool)
+            or not _int(payload.get("pid"))
+            or not _int(payload.get("gpus", 0), 0, 1024)
+        ):
             raise BadMessage("ready: expected cuda, gpus and pid")
         return kind, {"cuda": payload["cuda"], "gpus": payload.get("gpus", 0), "pid": payload["pid"]}
     if kind == "failed":
@@ -118,25 +136,46 @@ def _to_detection(d: Any) -> Detection:
         raise BadMessage("detection: expected a list of faces")
     faces = []
     for f in faces_raw:
-        if not (isinstance(f, list) and len(f) == 6 and all(_int(v, -2**31, 2**31) for v in f[:4]) and _num(f[4])
-                and isinstance(f[5], list) and len(f[5]) == 128 and all(_num(x) for x in f[5])):
+        if not (
+            isinstance(f, list)
+            and len(f) == 6
+            and all(_int(v, -(2**31), 2**31) for v in f[:4])
+            and _num(f[4])
+            and isinstance(f[5], list)
+            and len(f[5]) == 128
+            and all(_num(x) for x in f[5])
+        ):
             raise BadMessage("detection: a face is not [top, right, bottom, left, score, 128 floats]")
         faces.append(Face(f[0], f[1], f[2], f[3], float(f[4]), tuple(float(x) for x in f[5])))
     numbers = ("scale", "decode_ms", "detect_ms", "encode_ms", "cascade_scale")
-    if not all(_num(d.get(k)) for k in numbers) or d.get("model") not in ("hog", "cnn") \
-            or not _int(d.get("upsample"), 0, 8) or not _int(d.get("rejected_weak")) \
-            or not (d.get("file_size_bytes") is None or _int(d.get("file_size_bytes"))) \
-            or not (d.get("min_face_px") is None or _int(d.get("min_face_px"))) \
-            or not _optional_mtime(d.get("file_mtime_ns")) or not _optional_fingerprint(d.get("fingerprint")):
+    if (
+        not all(_num(d.get(k)) for k in numbers)
+        or d.get("model") not in ("hog", "cnn")
+        or not _int(d.get("upsample"), 0, 8)
+        or not _int(d.get("rejected_weak"))
+        or not (d.get("file_size_bytes") is None or _int(d.get("file_size_bytes")))
+        or not (d.get("min_face_px") is None or _int(d.get("min_face_px")))
+        or not _optional_mtime(d.get("file_mtime_ns"))
+        or not _optional_fingerprint(d.get("fingerprint"))
+    ):
         raise BadMessage("detection: a field has the wrong type")
     detect_size = d.get("detect_size")
     return Detection(
-        faces=tuple(faces), model=d["model"], scale=float(d["scale"]),
-        original_size=_size(d.get("original_size"), "detection"), decode_ms=float(d["decode_ms"]),
-        detect_ms=float(d["detect_ms"]), encode_ms=float(d["encode_ms"]), file_size_bytes=d["file_size_bytes"],
-        cascade_scale=float(d["cascade_scale"]), upsample=d["upsample"], rejected_weak=d["rejected_weak"],
+        faces=tuple(faces),
+        model=d["model"],
+        scale=float(d["scale"]),
+        original_size=_size(d.get("original_size"), "detection"),
+        decode_ms=float(d["decode_ms"]),
+        detect_ms=float(d["detect_ms"]),
+        encode_ms=float(d["encode_ms"]),
+        file_size_bytes=d["file_size_bytes"],
+        cascade_scale=float(d["cascade_scale"]),
+        upsample=d["upsample"],
+        rejected_weak=d["rejected_weak"],
         detect_size=None if detect_size is None else _size(detect_size, "detection"),
-        min_face_px=d.get("min_face_px"), file_mtime_ns=d.get("file_mtime_ns"), fingerprint=d.get("fingerprint"),
+        min_face_px=d.get("min_face_px"),
+        file_mtime_ns=d.get("file_mtime_ns"),
+        fingerprint=d.get("fingerprint"),
     )
 
 
@@ -148,15 +187,25 @@ def _to_failure(f: Any) -> DetectionFailure:
     except ValueError:
         raise BadMessage("failure: unknown error type") from None
     details = f.get("details")
-    if not isinstance(details, dict) or len(details) > 20 \
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in details.items()):
+    if (
+        not isinstance(details, dict)
+        or len(details) > 20
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in details.items())
+    ):
         raise BadMessage("failure: details must map text to text")
     scale, size, file_size = f.get("scale"), f.get("original_size"), f.get("file_size_bytes")
-    if not (scale is None or _num(scale)) or not (file_size is None or _int(file_size)) \
-            or not _optional_mtime(f.get("file_mtime_ns")):
+    if (
+        not (scale is None or _num(scale))
+        or not (file_size is None or _int(file_size))
+        or not _optional_mtime(f.get("file_mtime_ns"))
+    ):
         raise BadMessage("failure: a field has the wrong type")
     return DetectionFailure(
-        error_type, _text(f.get("message"), "failure")[:MAX_TEXT], scale=None if scale is None else float(scale),
-        original_size=None if size is None else _size(size, "failure"), file_size_bytes=file_size,
-        details={k[:100]: v[:MAX_TEXT] for k, v in details.items()}, file_mtime_ns=f.get("file_mtime_ns"),
+        error_type,
+        _text(f.get("message"), "failure")[:MAX_TEXT],
+        scale=None if scale is None else float(scale),
+        original_size=None if size is None else _size(size, "failure"),
+        file_size_bytes=file_size,
+        details={k[:100]: v[:MAX_TEXT] for k, v in details.items()},
+        file_mtime_ns=f.get("file_mtime_ns"),
     )

@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
     parser.add_argument("--sample", type=int, default=5, metavar="N", help="rows shown per check (default 5)")
-    parser.add_argument("--skip-files", action="store_true",
-                        help="do not stat every result's file (slow on a large network share)")
+    parser.add_argument(
+        "--skip-files", action="store_true", help="do not stat every result's file (slow on a large network share)"
+    )
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:

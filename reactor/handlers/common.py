@@ -89,9 +89,11 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
             follow(
                 progress,
                 lambda: reactor.lanes.processed if reactor.worker else 0,
-                lambda: reactor.lanes.processed + len(reactor.queue) + len(reactor.lanes.in_flight)
-                if reactor.worker
-                else None,
+                lambda: (
+                    reactor.lanes.processed + len(reactor.queue) + len(reactor.lanes.in_flight)
+                    if reactor.worker
+                    else None
+                ),
             )
         )
         try:

@@ -32,9 +32,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check.set_defaults(handler=check_command)
 
     imports = actions.add_parser(
-        "import-legacy", help="copy the legacy worker's faces into face_detections (idempotent)",
+        "import-legacy",
+        help="copy the legacy worker's faces into face_detections (idempotent)",
         description="Copy the boxes and encodings of legacy face_metadata rows into face_detections, in pages. "
-                    "Rows that cannot be read are listed and left as they are.",
+        "Rows that cannot be read are listed and left as they are.",
     )
     imports.add_argument("--page-size", type=int, default=1000, help="rows per transaction (default 1000)")
     imports.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -42,15 +43,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     owner = actions.add_parser("sql", help="print the SQL a database owner runs, with GRANTs for a role")
     owner.add_argument("--role", help="the role the reactor connects as (default: the configured user)")
-    owner.add_argument("--grants-only", action="store_true",
-                       help="only the GRANTs (the schema is in place; a privilege was revoked or the role is new)")
+    owner.add_argument(
+        "--grants-only",
+        action="store_true",
+        help="only the GRANTs (the schema is in place; a privilege was revoked or the role is new)",
+    )
     owner.set_defaults(handler=sql_command)
 
 
 def _logs_to_stderr(args: argparse.Namespace, config: Config) -> None:
     # These commands' output is their stdout; log lines (embedded start/stop) go aside.
-    logs.configure(fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level,
-                   stream=sys.stderr)
+    logs.configure(
+        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
+    )
 
 
 def init_command(args: argparse.Namespace, config: Config) -> int:
@@ -119,8 +124,10 @@ def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps(report.as_dict()))
         return 0
-    print(f"imported {report.faces} face(s) of {report.images} legacy result(s); "
-          f"{report.rejected} row(s) left as they are")
+    print(
+        f"imported {report.faces} face(s) of {report.images} legacy result(s); "
+        f"{report.rejected} row(s) left as they are"
+    )
     for problem in report.problems:
         print(f"left\t{problem['image_path']}\t{problem['reason']}")
     if report.rejected > len(report.problems):

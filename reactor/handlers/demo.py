@@ -14,9 +14,10 @@ from reactor.handlers.status import logs_to_stderr
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "demo", help="run the reactor on sample photos and draw a contact sheet",
+        "demo",
+        help="run the reactor on sample photos and draw a contact sheet",
         description="Build a small sample library, run the reactor on an embedded database until every photo "
-                    "has a result or a failure, print a summary and write a contact sheet PNG.",
+        "has a result or a failure, print a summary and write a contact sheet PNG.",
     )
     parser.add_argument("--out", default="demo-out", help="demo folder, replaced on each run (default: demo-out)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
     report = asyncio.run(demo.run_demo(config, out, args.timeout))
     print(demo.render_summary(report, out))
     if report.done < report.images:
-        print(f"reactor demo: only {report.done} of {report.images} images done after {args.timeout:.0f} s; "
-              "see the log lines above (rerun with --log-level info)")
+        print(
+            f"reactor demo: only {report.done} of {report.images} images done after {args.timeout:.0f} s; "
+            "see the log lines above (rerun with --log-level info)"
+        )
         return 1
     return 0

@@ -26,7 +26,10 @@ async def run(args: argparse.Namespace, config: Config) -> int:
         except db.DatabaseUnavailable as exc:  # the embedded server did not start: a finding, not a crash
             startup_error = str(exc)
         checks = await doctor.run_checks(
-            config, dsn, detector=not args.skip_detector, emit=lambda check: print(check.line(), flush=True),
+            config,
+            dsn,
+            detector=not args.skip_detector,
+            emit=lambda check: print(check.line(), flush=True),
             startup_error=startup_error,
         )
     failed = [c for c in checks if not c.ok]

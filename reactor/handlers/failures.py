@@ -73,11 +73,7 @@ async def run_list(args: argparse.Namespace, config: Config) -> int:
     if not rows:
         print("no failures")
         return 0
-    table = [
-        (row.image_path, row.error_type, f"tries={row.retry_count}",
-         _when(row), row.last_error)
-        for row in rows
-    ]
+    table = [(row.image_path, row.error_type, f"tries={row.retry_count}", _when(row), row.last_error) for row in rows]
     # Align the short columns; a very long path only pushes its own line.
     widths = [min(60, max(len(r[i]) for r in table)) for i in range(4)]
     for r in table:

@@ -20,11 +20,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "repair", help="fix what `reactor audit` finds: dry run by default, --apply to change (with backups)"
     )
     add_common(parser)
-    parser.add_argument("--apply", action="store_true",
-                        help="back up the affected rows, then change them in one transaction and re-queue images")
-    parser.add_argument("--purge-orphans", action="store_true",
-                        help="release held orphans: with --apply, purge every orphan past its grace period "
-                             "(sweep.orphan_grace_hours), whatever the per-sweep bound")
+    parser.add_argument(
+        "--apply",
+        action="store_true",
+        help="back up the affected rows, then change them in one transaction and re-queue images",
+    )
+    parser.add_argument(
+        "--purge-orphans",
+        action="store_true",
+        help="release held orphans: with --apply, purge every orphan past its grace period "
+        "(sweep.orphan_grace_hours), whatever the per-sweep bound",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -34,7 +40,11 @@ async def run(args: argparse.Namespace, config: Config) -> int:
         async with db.connection(dsn, config) as conn:
             try:
                 result = await repair_mod.repair(
-                    conn, config, apply=args.apply, share_online=online, share_reason=reason,
+                    conn,
+                    config,
+                    apply=args.apply,
+                    share_online=online,
+                    share_reason=reason,
                     check_files=not args.skip_files,
                 )
             except (audit.SchemaMissing, repair_mod.RepairBusy) as exc:
@@ -58,16 +68,19 @@ async def _orphans(
     if not args.purge_orphans:
         return out
     if not online:
-        raise UsageError(f"the share is offline ({reason}); orphans are purged only while it is online: "
-                         "mount the share, then run `reactor repair --purge-orphans --apply` again")
+        raise UsageError(
+            f"the share is offline ({reason}); orphans are purged only while it is online: "
+            "mount the share, then run `reactor repair --purge-orphans --apply` again"
+        )
     if args.apply:
         async with conn.transaction():
             for o in before:
                 out["purged"][o.table] = await orphans.purge(conn, o.table, policy, config.sweep.page_size)
     else:
         for o in before:
-            out.setdefault("would_purge", {})[o.table] = await orphans.due_paths(conn, o.table, policy,
-                                                                                 config.sweep.page_size)
+            out.setdefault("would_purge", {})[o.table] = await orphans.due_paths(
+                conn, o.table, policy, config.sweep.page_size
+            )
     return out
 
 

@@ -20,7 +20,8 @@ from reactor.service import Reactor
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "run", help="run the reactor in the foreground",
+        "run",
+        help="run the reactor in the foreground",
         description="Run the reactor in the foreground; SIGTERM or Ctrl-C stops it gracefully.",
     )
     parser.set_defaults(handler=run_command)

@@ -22,8 +22,10 @@ def database_problems(config: Config) -> Iterator[None]:
     try:
         yield
     except asyncpg.UndefinedTableError as exc:
-        raise UsageError(f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
-                         "(`reactor db check` lists what is missing)") from None
+        raise UsageError(
+            f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
+            "(`reactor db check` lists what is missing)"
+        ) from None
     except asyncpg.InsufficientPrivilegeError as exc:
         grants = advice.grants(db.configured_role(config))
         raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
@@ -51,8 +53,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
-            report = await status.collect(conn, config.health.heartbeat_seconds,
-                                          OrphanPolicy.from_config(config.sweep))
+            report = await status.collect(conn, config.health.heartbeat_seconds, OrphanPolicy.from_config(config.sweep))
     if args.json:
         print(json.dumps(report.as_json(), indent=2 if sys.stdout.isatty() else None))
     else:

@@ -21,24 +21,28 @@ SUMMARY_KEYS = ("retries", "pending", "orphans", "restored", "purged", "queued",
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "sweep", help="find missed, due and orphaned images now",
+        "sweep",
+        help="find missed, due and orphaned images now",
         description="Ask the running reactor to sweep now and print what it found. "
-                    "--once sweeps and processes here without a daemon; --dry-run only lists.",
+        "--once sweeps and processes here without a daemon; --dry-run only lists.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="sweep and process what it finds here, then exit")
-    mode.add_argument("--dry-run", action="store_true",
-                      help="list what would be queued, marked orphaned or purged; change nothing")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds to wait for the running reactor's answer (default 120)")
+    mode.add_argument(
+        "--dry-run", action="store_true", help="list what would be queued, marked orphaned or purged; change nothing"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the running reactor's answer (default 120)"
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=sweep_command)
 
 
 def sweep_command(args: argparse.Namespace, config: Config) -> int:
     # The output is this command's stdout; log lines go to stderr.
-    logs.configure(fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level,
-                   stream=sys.stderr)
+    logs.configure(
+        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
+    )
     with db.resolved_dsn(config) as dsn:
         if args.dry_run:
             return asyncio.run(_dry_run(args, config, dsn))
@@ -75,8 +79,11 @@ async def _remote(args: argparse.Namespace, config: Config, dsn: str) -> int:
         reason = replies.skipped[0].get("counts", {}).get("skipped")
         print(f"reactor sweep: not swept: {reason}; try again in a moment", file=sys.stderr)
         return 1
-    print(f"reactor sweep: no answer from {', '.join(live)} within {args.timeout:g} s; "
-          "check that it is running (`reactor status`) or raise --timeout", file=sys.stderr)
+    print(
+        f"reactor sweep: no answer from {', '.join(live)} within {args.timeout:g} s; "
+        "check that it is running (`reactor status`) or raise --timeout",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -94,10 +101,15 @@ async def _dry_run(args: argparse.Namespace, config: Config, dsn: str) -> int:
     try:
         share = ShareMonitor(config.images, config.watcher)
         share.check()
-        sweeper = Sweeper(pool, ImageQueue(1), page_size=config.sweep.page_size,
-                          lease_seconds=config.service.lease_seconds, instance_id="dry-run",
-                          share_online=lambda: share.online,
-                          orphan_policy=OrphanPolicy.from_config(config.sweep))
+        sweeper = Sweeper(
+            pool,
+            ImageQueue(1),
+            page_size=config.sweep.page_size,
+            lease_seconds=config.service.lease_seconds,
+            instance_id="dry-run",
+            share_online=lambda: share.online,
+            orphan_policy=OrphanPolicy.from_config(config.sweep),
+        )
         counts: SweepCounts = await sweeper.sweep(dry_run=True)
     finally:
         await pool.close()
