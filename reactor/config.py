@@ -96,6 +96,13 @@ class DetectorConfig:
     cnn_max_detect_pixels: int = 4_000_000
     # Detector children: "auto" is one per core on a CPU-only dlib, one per GPU on CUDA.
     workers: int | Literal["auto"] = "auto"
+    # Images of one detection size scanned in one CNN call (reactor.detector.batching):
+    # "auto" fits as many as the CNN pixel budget holds, at most 8, on a GPU, and is off
+    # on a CPU-only dlib; a number forces that many, on a CPU too.
+    batch_size: int | Literal["auto"] = "auto"
+    # Cards with less memory than this (MiB) make dlib choose its smallest cuDNN
+    # algorithms (dlib issue 1126: slower, but a 4 GB card then fits); 0: never.
+    prefer_smallest_algorithms_below_mb: int = 6144
     # HOG boxes scoring below this are confirmed by CNN on a crop, or dropped.
     weak_score: float = 0.5
     encode_jitters: int = 1
@@ -481,10 +488,24 @@ def cpu_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# More photos in one CNN call than this only adds GPU memory, not speed.
+MAX_BATCH_SIZE = 64
+
+
 def _validate_detector(det: DetectorConfig, where: str) -> None:
     for key in ("min_face_px", "max_detect_pixels", "cnn_max_detect_pixels"):
         if getattr(det, key) <= 0:
             raise ConfigError(f"{where}: [detector] {key}: expected a positive number, got {getattr(det, key)}")
+    if det.batch_size != "auto" and not 1 <= det.batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f'{where}: [detector] batch_size: expected "auto" or 1 to {MAX_BATCH_SIZE}, got {det.batch_size}; '
+            "it is how many photos of one size the CNN scans in one call"
+        )
+    if det.prefer_smallest_algorithms_below_mb < 0:
+        raise ConfigError(
+            f"{where}: [detector] prefer_smallest_algorithms_below_mb: expected 0 (never) or a size in MiB, "
+            f"got {det.prefer_smallest_algorithms_below_mb}"
+        )
     if det.workers == "auto":
         return
     cores = cpu_cores()

@@ -142,6 +142,8 @@ class Lanes:
                     "restarts": lane.detector.restarts,
                     "current_image": loop.current if loop else None,
                     "processed": loop.processed if loop else 0,
+                    # Only where batching is on (the CNN on a GPU, or forced).
+                    **({"batched": lane.detector.batched} if lane.detector.batch_limit > 1 else {}),
                     # Only once an out-of-memory taught it something (CUDA).
                     **({"gpu_budget": lane.detector.budget.snapshot()} if lane.detector.budget.caps() else {}),
                 }

@@ -15,6 +15,10 @@ and not detected is given back. Every claim from its claim to its write is in
 Several loops (one per detector child, see reactor.lanes) may share one queue and
 one ``in_flight``: each takes one image at a time, and a path held by one is never
 claimed by another until its outcome is written.
+
+A detector that batches (``batch_limit`` above 1: the CNN on a GPU, see
+reactor.detector.batching) is given up to that many claimed images at once, taken from
+what the queue holds at that moment; their outcomes are written one after the other.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -64,7 +68,10 @@ class DetectorLike(Protocol):
     def state(self) -> str: ...
     async def start(self) -> None: ...
     async def detect(self, job: DetectionJob) -> Outcome: ...
+    async def detect_many(self, jobs: Sequence[DetectionJob]) -> list[Outcome]: ...
     def prefetch(self, local_path: str) -> None: ...
+    @property
+    def batch_limit(self) -> int: ...
 
 
 class ShareLike(Protocol):
@@ -166,14 +173,31 @@ class DetectionLoop:
                         break
                     ready = await self._prepare_contained(entry, stop)
                 if ready is not None:
+                    batch = [ready, *await self._batch_more(stop)]
                     ahead = self._claim_ahead(stop)
                     try:
-                        await self._detect_and_write(ready)
+                        await self._detect_and_write(batch)
                     except Exception as exc:
-                        await self._contain(ready.entry.path, exc, stop)
+                        for each in batch:
+                            await self._contain(each.entry.path, exc, stop)
         finally:
             await self._abandon(ahead)
             await self.flush()
+
+    async def _batch_more(self, stop: asyncio.Event) -> list[Ready]:
+        """More claimed images for the detector's batch, from what the queue holds now
+        (never waiting for more to arrive, never taking what an idle lane waits for)."""
+        more: list[Ready] = []
+        while len(more) + 1 < self.detector.batch_limit and not stop.is_set():
+            upcoming = self.queue.peek()
+            if upcoming is None or upcoming in self.in_flight or self.queue.waiting:
+                break
+            entry = self.queue.get_nowait()
+            assert entry is not None
+            ready = await self._prepare_contained(entry, stop)
+            if ready is not None:
+                more.append(ready)
+        return more
 
     def _claim_ahead(self, stop: asyncio.Event) -> asyncio.Task[Ready | None] | None:
         """Take the next entry and claim it now, so that its claim overlaps this detection."""
@@ -331,28 +355,33 @@ class DetectionLoop:
             return None
         return Ready(entry, result, str(local))
 
-    async def _detect_and_write(self, ready: Ready) -> None:
-        """Detect the claimed image and hand its outcome to the writer."""
-        claim, entry = ready.claim, ready.entry
-        self.current_claim = claim
-        handed_over = False
+    async def _detect_and_write(self, batch: list[Ready]) -> None:
+        """Detect the claimed images (one, or a batch) and hand their outcomes to the writer."""
+        self.current_claim = batch[0].claim
+        handed_over: set[str] = set()
         try:
-            outcome = await self._detect(claim, ready.local)
-            if await self._must_wait(outcome):
-                await self._give_back(claim, entry)
-                return
-            # One write in flight at a time: the previous image's, which had this
-            # image's whole detection to finish.
+            outcomes = await self._detect(batch)
+            written: list[tuple[Claim, Outcome]] = []
+            for ready, outcome in zip(batch, outcomes, strict=True):
+                if await self._must_wait(outcome):
+                    await self._give_back(ready.claim, ready.entry)
+                else:
+                    written.append((ready.claim, outcome))
+            # One write in flight at a time: the previous images', which had these
+            # images' whole detection to finish.
             await self.flush()
-            self.persisting = asyncio.ensure_future(self._persist(claim, outcome))
-            handed_over = True
+            if written:
+                self.persisting = asyncio.ensure_future(self._persist_all(written))
+                handed_over = {claim.path for claim, _ in written}
         except DetectorGone:
-            await self._give_back(claim, entry)
+            for ready in batch:
+                await self._give_back(ready.claim, ready.entry)
         finally:
             self.current_claim = None
-            if not handed_over:
-                # Given back, or abandoned by an error: its lease must not be renewed.
-                self.in_flight.pop(claim.path, None)
+            for ready in batch:
+                if ready.claim.path not in handed_over:
+                    # Given back, or abandoned by an error: its lease must not be renewed.
+                    self.in_flight.pop(ready.claim.path, None)
 
     async def _must_wait(self, outcome: Outcome) -> bool:
         # "File not found" (or an I/O error) is believed only while the share is online:
@@ -364,16 +393,21 @@ class DetectionLoop:
             and not await self.share.acheck()
         )
 
-    async def _detect(self, claim: Claim, local: str) -> Outcome:
-        job = DetectionJob(local_path=local, attempt=claim.attempt, last_scale=claim.last_scale)
+    async def _detect(self, batch: list[Ready]) -> list[Outcome]:
+        jobs = [DetectionJob(local_path=r.local, attempt=r.claim.attempt, last_scale=r.claim.last_scale) for r in batch]
         started = time.monotonic()
         try:
-            outcome = await self.detector.detect(job)
+            if len(jobs) == 1:
+                outcomes = [await self.detector.detect(jobs[0])]
+            else:
+                outcomes = await self.detector.detect_many(jobs)
         except self.detector_unavailable as exc:
-            log.error("detector_lost", path=claim.path, error=str(exc))
+            log.error("detector_lost", path=batch[0].claim.path, images=len(batch), error=str(exc))
             raise DetectorGone(str(exc)) from None
-        metrics.DETECTION_SECONDS.observe(time.monotonic() - started)
-        return outcome
+        each = (time.monotonic() - started) / len(jobs)
+        for _ in jobs:
+            metrics.DETECTION_SECONDS.observe(each)
+        return outcomes
 
     async def _give_back(self, claim: Claim, entry: Entry) -> None:
         """Release the claim and queue the image again for later."""
@@ -383,6 +417,17 @@ class DetectionLoop:
         except store.TRANSIENT_DB_ERRORS:
             pass  # the lease expires on its own
         self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
+
+    async def _persist_all(self, written: list[tuple[Claim, Outcome]]) -> None:
+        """Write each outcome in turn; if one write raises, the claims after it are let go
+        (their leases expire and the sweep brings the images back)."""
+        for index, (claim, outcome) in enumerate(written):
+            try:
+                await self._persist(claim, outcome)
+            except BaseException:
+                for later, _ in written[index + 1 :]:
+                    self.in_flight.pop(later.path, None)
+                raise
 
     async def _persist(self, claim: Claim, outcome: Outcome) -> None:
         """Write the outcome, retrying across connection loss until it is written or fenced."""

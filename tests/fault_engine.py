@@ -13,6 +13,11 @@ Faults, by a marker anywhere in the image's file name (or in a side file ``<imag
     __slow_S__         sleeps S seconds, then detects as usual (an image that keeps a child busy)
     __oom_at_S__       the error dlib raises on a CUDA out-of-memory, at cascade scale S (e.g. 1.0)
     __hostoom_at_S__   MemoryError at cascade scale S
+    __batchoom__       the CUDA out-of-memory error from any CNN call that scans this image
+                       together with others (a batch); alone it detects as usual
+
+In a batch (``detect_batch``) each image's faults apply as they would alone: one
+``__crash__`` image kills the child in the middle of the batch.
 
 Start-up faults, for the supervision tests, come from the environment the child inherits:
 
@@ -27,10 +32,13 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from reactor.config import DetectorConfig
-from reactor.detector.cascade import Step
+from reactor.detector.cascade import Box, Step
 from reactor.detector.engine import DlibEngine
 from reactor.detector.loading import LoadedImage
 from reactor.detector.types import Detection, DetectionJob, Outcome
@@ -58,21 +66,24 @@ def faults_for(path: str) -> str:
 
 
 class FaultEngine(DlibEngine):
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__(config)
+        self._batch_oom = False
+
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
-        markers = faults_for(job.local_path)
-        if "__crash__" in markers:
-            os.abort()
-        if "__segv__" in markers:
-            ctypes.string_at(0)
-        if "__hang__" in markers:
-            Path(job.local_path + ".hanging").write_text(str(os.getpid()), encoding="utf-8")
-            while True:
-                time.sleep(3600)
-        if "__raise__" in markers:
-            raise ValueError("injected engine error")
-        for slow in _SLOW.finditer(markers):
-            time.sleep(float(slow["seconds"]))
+        _process_faults(job)
         return super().detect_prefetched(job, data)
+
+    def detect_batch(self, items: Sequence[tuple[DetectionJob, bytes | None]]) -> list[Outcome]:
+        for job, _ in items:
+            _process_faults(job)
+        self._batch_oom = any("__batchoom__" in faults_for(job.local_path) for job, _ in items)
+        return super().detect_batch(items)
+
+    def _locate_batch(self, images: list[np.ndarray], upsample: int) -> list[list[tuple[Box, float]]]:
+        if self._batch_oom:
+            raise RuntimeError(CUDA_OOM_MESSAGE)
+        return super()._locate_batch(images, upsample)
 
     def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
         for match in _AT_SCALE.finditer(faults_for(job.local_path)):
@@ -81,6 +92,23 @@ class FaultEngine(DlibEngine):
                     raise RuntimeError(CUDA_OOM_MESSAGE)
                 raise MemoryError("injected host out-of-memory")
         return super().detect_step(job, loaded, step)
+
+
+def _process_faults(job: DetectionJob) -> None:
+    """The faults that strike the whole process while it works on ``job``."""
+    markers = faults_for(job.local_path)
+    if "__crash__" in markers:
+        os.abort()
+    if "__segv__" in markers:
+        ctypes.string_at(0)
+    if "__hang__" in markers:
+        Path(job.local_path + ".hanging").write_text(str(os.getpid()), encoding="utf-8")
+        while True:
+            time.sleep(3600)
+    if "__raise__" in markers:
+        raise ValueError("injected engine error")
+    for slow in _SLOW.finditer(markers):
+        time.sleep(float(slow["seconds"]))
 
 
 def _startup_fault() -> None:

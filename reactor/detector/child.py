@@ -3,11 +3,13 @@
 Started by ``Detector`` with the multiprocessing spawn context, so it shares no state with
 the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on the pipe:
 
-    child -> parent   ("ready", {"cuda": bool, "gpus": int, "pid": int}) once the models are loaded
+    child -> parent   ("ready", {"cuda": bool, "gpus": int, "pid": int, "gpu_memory_mb": int | None,
+                      "smallest_algorithms": bool}) once the models are loaded
                       ("failed", "reason") when the engine could not be built
     parent -> child   (DetectionJob, bytes | None), or None to exit; the bytes are the
-                      file's content when the parent read it ahead (see prefetch.py)
-    child -> parent   ("result", Outcome) for each job
+                      file's content when the parent read it ahead (see prefetch.py);
+                      or a list of such pairs: a batch (see batching.py)
+    child -> parent   ("result", Outcome) for each job, in the order of the batch
 
 Child to parent, every message is JSON checked field by field (reactor.detector.wire),
 never a pickle: the parent holds the database and must not run what the child sends.
@@ -29,7 +31,7 @@ from typing import Any
 
 from reactor.config import DetectorConfig
 from reactor.detector import lifetime, wire
-from reactor.detector.types import DetectionFailure, DetectionJob, Engine, Outcome
+from reactor.detector.types import DETAIL_ALONE, DetectionFailure, DetectionJob, Engine, Outcome
 from reactor.errors import ErrorType
 
 # Exit status when the engine cannot be built; the parent counts it as a start-up failure.
@@ -47,8 +49,14 @@ def serve(conn: Connection, config: DetectorConfig, device: int | None = None) -
         _send(conn, ("failed", f"{config.engine}: {type(exc).__name__}: {exc}"))
         sys.exit(EXIT_ENGINE_FAILED)
     limit_memory(config, engine.cuda)
-    gpus = int(getattr(engine, "gpus", 0))
-    _send(conn, ("ready", {"cuda": engine.cuda, "gpus": gpus, "pid": os.getpid()}))
+    ready = {
+        "cuda": engine.cuda,
+        "gpus": int(getattr(engine, "gpus", 0)),
+        "pid": os.getpid(),
+        "gpu_memory_mb": getattr(engine, "gpu_memory_mb", None),
+        "smallest_algorithms": bool(getattr(engine, "smallest_algorithms", False)),
+    }
+    _send(conn, ("ready", ready))
     while True:
         try:
             message = conn.recv()
@@ -56,6 +64,10 @@ def serve(conn: Connection, config: DetectorConfig, device: int | None = None) -
             return  # the parent is gone
         if message is None:
             return
+        if isinstance(message, list):
+            for outcome in run_batch(engine, message):
+                _send(conn, ("result", outcome))
+            continue
         job, data = message
         _send(conn, ("result", run_one(engine, job, data)))
 
@@ -82,12 +94,31 @@ def run_one(engine: Engine, job: DetectionJob, data: bytes | None = None) -> Out
             outcome: Outcome = with_bytes(job, data)
             return outcome
         return engine.detect(job)
-    except MemoryError:
-        return DetectionFailure(ErrorType.OOM, "out of memory in the detector process")
+    except Exception as exc:  # MemoryError included
+        return failure_of(exc)
+
+
+def run_batch(engine: Engine, items: list[tuple[DetectionJob, bytes | None]]) -> list[Outcome]:
+    """Each photo's outcome; an exception that escapes the batch sends every photo back alone."""
+    together = getattr(engine, "detect_batch", None)
+    if together is None:
+        return [run_one(engine, job, data) for job, data in items]
+    try:
+        outcomes: list[Outcome] = together(items)
+        return outcomes
     except Exception as exc:
-        where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-        origin = f" at {where[0].filename}:{where[0].lineno}" if where else ""
-        return DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}{origin}")
+        failure = failure_of(exc)
+        alone = DetectionFailure(failure.error_type, failure.message, details={DETAIL_ALONE: "1"})
+        return [alone for _ in items]
+
+
+def failure_of(exc: BaseException) -> DetectionFailure:
+    """What an exception that escaped the engine becomes."""
+    if isinstance(exc, MemoryError):
+        return DetectionFailure(ErrorType.OOM, "out of memory in the detector process")
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    origin = f" at {where[0].filename}:{where[0].lineno}" if where else ""
+    return DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}{origin}")
 
 
 def _send(conn: Connection, message: tuple[str, Any]) -> None:

@@ -9,18 +9,23 @@ which starts below the failed step.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from reactor.config import DetectorConfig
-from reactor.detector import cascade
+from reactor.detector import batching, cascade, gpu
 from reactor.detector.cascade import Box, Step
 from reactor.detector.loading import LoadedImage, load_image, prepare_pillow
 from reactor.detector.types import (
+    DETAIL_ALONE,
     DETAIL_MODEL,
     DETAIL_PIXELS,
     DETAIL_REPLACE_CHILD,
@@ -40,6 +45,17 @@ _VERIFY_BOX_PX = 100
 _VERIFY_IOU = 0.3
 
 
+@dataclass(frozen=True)
+class _Scan:
+    """One photo of a batch, decoded and sized, waiting for its CNN call."""
+
+    index: int
+    job: DetectionJob
+    loaded: LoadedImage
+    step: Step
+    chosen: cascade.Resolution
+
+
 class DlibEngine:
     """Finds faces in one image at a time; the override point for tests is ``detect_step``."""
 
@@ -55,6 +71,11 @@ class DlibEngine:
         self._gpus = _cuda_devices(dlib) if getattr(dlib, "DLIB_USE_CUDA", False) else 0
         self._cuda = self._gpus > 0
         self.models = cascade.models_for(config.model, self._cuda)
+        # Decided before the first CNN call, which is when cuDNN picks its algorithms.
+        self.gpu_memory_mb = _card_memory_mb() if self._cuda else None
+        self.smallest_algorithms = _prefers_smallest(config, self.gpu_memory_mb)
+        if self.smallest_algorithms:
+            dlib.set_dnn_prefer_smallest_algorithms()
         # The first call of each detector sets up its buffers (and cuDNN on a GPU): done here,
         # so it counts against the start-up timeout, not against the first photo's.
         blank = np.zeros((100, 100, 3), dtype=np.uint8)
@@ -80,6 +101,10 @@ class DlibEngine:
         )
         if isinstance(loaded, DetectionFailure):
             return loaded
+        return self._detect_loaded(job, loaded)
+
+    def _detect_loaded(self, job: DetectionJob, loaded: LoadedImage) -> Outcome:
+        """The cascade on one decoded photo: each (model, scale) step until one succeeds."""
         steps = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)
         host_oom: Step | None = None
         for step in steps:
@@ -121,15 +146,79 @@ class DlibEngine:
         top = max(self.config.scales)
         return max(max(self.resolution(original_size, Step(m, top), job).size) for m in self.models)
 
+    def detect_batch(self, items: Sequence[tuple[DetectionJob, bytes | None]]) -> list[Outcome]:
+        """Several photos: those whose first step is the CNN at one detection size are
+        scanned together, ``batching.per_call`` at a time; the others one by one."""
+        outcomes: dict[int, Outcome] = {}
+        groups: dict[tuple[tuple[int, int], int], list[_Scan]] = {}
+        for index, (job, data) in enumerate(items):
+            clock = time.perf_counter()
+            loaded = load_image(
+                job.local_path, functools.partial(self._draft_dimension, job=job), self.config.max_pixels, clock, data
+            )
+            if isinstance(loaded, DetectionFailure):
+                outcomes[index] = loaded
+                continue
+            step = cascade.plan(self.models, self.config.scales, job.last_scale, job.last_model)[0]
+            if step.model != "cnn":
+                outcomes[index] = self._detect_loaded(job, loaded)
+                continue
+            chosen = self.resolution(loaded.original_size, step, job)
+            groups.setdefault((chosen.size, chosen.upsample), []).append(_Scan(index, job, loaded, step, chosen))
+        for (size, upsample), scans in groups.items():
+            cap = dict(scans[0].job.max_detect_pixels).get("cnn")
+            for chunk in batching.chunks(scans, batching.per_call(self.config, self._cuda, size[0] * size[1], cap)):
+                if len(chunk) == 1:
+                    outcomes[chunk[0].index] = self._detect_loaded(chunk[0].job, chunk[0].loaded)
+                else:
+                    outcomes.update(self._detect_together(chunk, upsample))
+        return [outcomes[i] for i in range(len(items))]
+
+    def _detect_together(self, chunk: list[_Scan], upsample: int) -> dict[int, Outcome]:
+        started = time.perf_counter()
+        images = [_resized(scan.loaded.pixels, scan.chosen.size) for scan in chunk]
+        pixels = sum(scan.chosen.size[0] * scan.chosen.size[1] for scan in chunk)
+        try:
+            found = self._locate_batch(images, upsample)
+        except (MemoryError, RuntimeError) as exc:
+            # Not any one photo's fault: each is detected again on its own.
+            cuda_oom = isinstance(exc, RuntimeError) and cascade.is_cuda_oom(exc)
+            kind = ErrorType.OOM if cuda_oom or isinstance(exc, MemoryError) else ErrorType.RUNTIME
+            message = f"a batch of {len(chunk)} ({pixels} pixels) failed: {type(exc).__name__}: {exc}"
+            return {
+                scan.index: self._failure(
+                    scan.loaded, kind, message, scan.step, replace_child=cuda_oom, pixels=pixels, alone=True
+                )
+                for scan in chunk
+            }
+        each_ms = (time.perf_counter() - started) * 1000.0 / len(chunk)
+        return {
+            scan.index: self._finish(scan.job, scan.loaded, scan.step, scan.chosen, image, candidates, each_ms)
+            for scan, image, candidates in zip(chunk, images, found, strict=True)
+        }
+
     def detect_step(self, job: DetectionJob, loaded: LoadedImage, step: Step) -> Detection:
         """One model at one scale; raises MemoryError or dlib's RuntimeError on out-of-memory."""
         started = time.perf_counter()
         chosen = self.resolution(loaded.original_size, step, job)
-        size = chosen.size
         # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
-        image = _resized(loaded.pixels, size)
-        upsample = chosen.upsample
-        candidates = self._locate(step.model, image, upsample)
+        image = _resized(loaded.pixels, chosen.size)
+        candidates = self._locate(step.model, image, chosen.upsample)
+        return self._finish(job, loaded, step, chosen, image, candidates, (time.perf_counter() - started) * 1000.0)
+
+    def _finish(
+        self,
+        job: DetectionJob,
+        loaded: LoadedImage,
+        step: Step,
+        chosen: cascade.Resolution,
+        image: np.ndarray,
+        candidates: list[tuple[Box, float]],
+        detect_ms: float,
+    ) -> Detection:
+        """The result from the model's boxes: weak HOG boxes checked, faces encoded."""
+        started = time.perf_counter()
+        size, upsample = chosen.size, chosen.upsample
         boxes: list[tuple[Box, float]] = []
         rejected = 0
         for box, score in candidates:
@@ -138,6 +227,7 @@ class DlibEngine:
                 continue
             boxes.append((cascade.clamp(box, size), score))
         detected = time.perf_counter()
+        detect_ms += (detected - started) * 1000.0
         encodings = self._encodings(image, [b for b, _ in boxes])
         encoded = time.perf_counter()
         faces = tuple(
@@ -154,7 +244,7 @@ class DlibEngine:
             scale=chosen.scale,
             original_size=loaded.original_size,
             decode_ms=loaded.decode_ms,
-            detect_ms=(detected - started) * 1000.0,
+            detect_ms=detect_ms,
             encode_ms=(encoded - detected) * 1000.0,
             file_size_bytes=loaded.file_size_bytes,
             file_mtime_ns=loaded.file_mtime_ns,
@@ -178,6 +268,10 @@ class DlibEngine:
             return [(_css(d.rect), float(d.confidence)) for d in found]
         rects, scores, _ = self._fr.face_detector.run(image, upsample, 0.0)
         return [(_css(r), float(s)) for r, s in zip(rects, scores, strict=True)]
+
+    def _locate_batch(self, images: list[np.ndarray], upsample: int) -> list[list[tuple[Box, float]]]:
+        found = self._fr.cnn_face_detector(images, upsample, batch_size=len(images))
+        return [[(_css(d.rect), float(d.confidence)) for d in dets] for dets in found]
 
     def _confirmed(self, image: np.ndarray, box: Box) -> bool:
         """Run the CNN on a crop around a weak HOG box: the shoulder patch test."""
@@ -207,10 +301,13 @@ class DlibEngine:
         step: Step,
         replace_child: bool = False,
         pixels: int | None = None,
+        alone: bool = False,
     ) -> DetectionFailure:
         details = {DETAIL_MODEL: step.model}
         if replace_child:
             details[DETAIL_REPLACE_CHILD] = "1"
+        if alone:
+            details[DETAIL_ALONE] = "1"
         if pixels is not None:
             details[DETAIL_PIXELS] = str(pixels)
         return DetectionFailure(
@@ -240,6 +337,27 @@ def _cuda_devices(dlib: Any) -> int:
         return int(dlib.cuda.get_num_devices())
     except Exception:  # a CUDA build on a machine whose driver is missing or broken
         return 0
+
+
+def _card_memory_mb() -> int | None:
+    """The memory of the card this child uses (the first it is shown), from nvidia-smi."""
+    try:
+        cards = gpu.query()
+    except gpu.GpuQueryFailed:
+        return None
+    if not cards:
+        return None
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    card = (
+        cards[int(shown)] if shown.isdigit() and int(shown) < len(cards) else min(cards, key=lambda c: c.total_mib or 0)
+    )
+    return card.total_mib
+
+
+def _prefers_smallest(config: DetectorConfig, memory_mb: int | None) -> bool:
+    """dlib's smallest cuDNN algorithms on a card below the configured size (dlib issue 1126)."""
+    threshold = config.prefer_smallest_algorithms_below_mb
+    return threshold > 0 and memory_mb is not None and memory_mb < threshold
 
 
 def create_engine(config: DetectorConfig) -> DlibEngine:

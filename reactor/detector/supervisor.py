@@ -6,6 +6,8 @@ A crash, a hang or a CUDA out-of-memory in dlib kills at most the child, never t
 - the child dies on an image (segfault, abort, OOM killer): ``crash`` for that image, new child;
 - CUDA out-of-memory: the child is replaced at once and the same image resumes below the
   failed (model, scale) step, because dlib's CUDA state may be broken (dlib issue 1725);
+- a batch (``detect_many``, see batching.py) that crashes, hangs or runs out of memory:
+  each of its images is detected again alone, so only the image at fault fails;
 - children that die at start-up ``max_start_failures`` times in a row: ``DetectorUnavailable``
   and state "unavailable"; the reactor stops taking work and may call ``start()`` later.
 
@@ -20,14 +22,16 @@ import contextlib
 import dataclasses
 import multiprocessing
 import time
+from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 
 from reactor import logs
 from reactor.config import DetectorConfig
-from reactor.detector import cascade, child, lifetime
+from reactor.detector import batching, cascade, child, lifetime
 from reactor.detector.budget import MemoryBudget
 from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
 from reactor.detector.types import (
+    DETAIL_ALONE,
     DETAIL_MODEL,
     DETAIL_PIXELS,
     DETAIL_REPLACE_CHILD,
@@ -71,9 +75,12 @@ class Detector:
         self.job_in_child = False
         self._restarts = 0
         self._cuda = False
+        self._smallest_algorithms = False
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
         self._prefetcher = Prefetcher()
+        # Images whose outcome came from a batch (for `reactor status`).
+        self.batched = 0
         # What the GPU holds, learned from out-of-memory errors; kept across child restarts.
         self.budget = MemoryBudget()
 
@@ -93,6 +100,11 @@ class Detector:
     def gpus(self) -> int:
         """CUDA devices the child saw when it last started (0 on a CPU-only dlib)."""
         return self._gpus
+
+    @property
+    def batch_limit(self) -> int:
+        """How many claimed images ``detect_many`` takes at once (1: no batching)."""
+        return batching.batch_limit(self._config, self._cuda)
 
     @property
     def pid(self) -> int | None:
@@ -183,24 +195,63 @@ class Detector:
         self._process, self._conn = process, parent_conn
         self._cuda = bool(payload.get("cuda", False))
         self._gpus = int(payload.get("gpus", 0))
+        self._smallest_algorithms = bool(payload.get("smallest_algorithms", False))
         ms = round((time.perf_counter() - started) * 1000)
-        log.info("detector_ready", child=self.index, pid=process.pid, cuda=self._cuda, model=self._config.model, ms=ms)
+        gpu = (
+            {
+                "gpu_memory_mb": payload.get("gpu_memory_mb"),
+                "smallest_algorithms": self._smallest_algorithms,
+                "batch_limit": self.batch_limit,
+            }
+            if self._cuda
+            else {}
+        )
+        log.info(
+            "detector_ready", child=self.index, pid=process.pid, cuda=self._cuda, model=self._config.model, ms=ms, **gpu
+        )
 
     async def detect(self, job: DetectionJob) -> Outcome:
         """Detect faces in one image. Per-image problems come back as DetectionFailure;
         only DetectorUnavailable is raised, when no child can be started."""
         async with self._mutex():
-            if self._process is not None and not self._process.is_alive():
-                # Killed while idle (the kernel's OOM killer, an operator): not this image's fault.
-                await self._discard(reason="died_idle")
-            if self._process is None:
-                await self.start()
+            await self._child_ready()
             self._state = "busy"
             try:
                 return await self._detect_with_replacements(job)
             finally:
-                if self._state == "busy":
-                    self._state = "ready" if self._process is not None else "stopped"
+                self._idle()
+
+    async def detect_many(self, jobs: Sequence[DetectionJob]) -> list[Outcome]:
+        """Detect several images, in one CNN call where they share a detection size
+        (batching.py); an outcome per job, in order. Raises as ``detect`` does."""
+        if len(jobs) <= 1:
+            return [await self.detect(job) for job in jobs]
+        async with self._mutex():
+            await self._child_ready()
+            self._state = "busy"
+            try:
+                outcomes = await self._run_batch(jobs)
+                done: list[Outcome] = []
+                for job, outcome in zip(jobs, outcomes, strict=True):
+                    if outcome is None:
+                        await self._child_ready()
+                        self._state = "busy"
+                        outcome = await self._detect_with_replacements(job)
+                    done.append(outcome)
+                return done
+            finally:
+                self._idle()
+
+    async def _child_ready(self) -> None:
+        if self._process is not None and not self._process.is_alive():
+            # Killed while idle (the kernel's OOM killer, an operator): not this image's fault.
+            await self._discard(reason="died_idle")
+        if self._process is None:
+            await self.start()
+
+    def _idle(self) -> None:
+        if self._state == "busy":
+            self._state = "ready" if self._process is not None else "stopped"
 
     async def _detect_with_replacements(self, job: DetectionJob) -> Outcome:
         outcome = await self._run_within_budget(job)
@@ -231,22 +282,91 @@ class Detector:
 
         The budget lives here, in the parent, so it outlasts the child that a CUDA
         out-of-memory replaces (reactor.detector.budget)."""
+        outcome = await self._run(self._capped(job))
+        self._learn(outcome)
+        return outcome
+
+    def _capped(self, job: DetectionJob) -> DetectionJob:
         caps = self.budget.caps()
-        if caps:
-            job = dataclasses.replace(job, max_detect_pixels=tuple(sorted(caps.items())))
-        outcome = await self._run(job)
+        return dataclasses.replace(job, max_detect_pixels=tuple(sorted(caps.items()))) if caps else job
+
+    def _learn(self, outcome: Outcome) -> None:
         if isinstance(outcome, Detection) and outcome.detect_size is not None:
             self.budget.succeeded(outcome.model, outcome.detect_size[0] * outcome.detect_size[1])
         elif isinstance(outcome, DetectionFailure) and outcome.details.get(DETAIL_REPLACE_CHILD) == "1":
+            # A batch's failure carries the pixels of the whole batch: the memory it needed.
             pixels = outcome.details.get(DETAIL_PIXELS, "")
             if pixels.isdigit():
                 self.budget.ran_out(outcome.details.get(DETAIL_MODEL, "cnn"), int(pixels))
-        return outcome
 
-    async def _run(self, job: DetectionJob) -> Outcome:
+    async def _run_batch(self, jobs: Sequence[DetectionJob]) -> list[Outcome | None]:
+        """One exchange with the child for several jobs; None where a job must run alone."""
+        outcomes: list[Outcome | None] = [None] * len(jobs)
+        items: list[tuple[int, DetectionJob, bytes | None]] = []
+        for index, job in enumerate(jobs):
+            capped = self._capped(job)
+            read = await self._read(capped)
+            if isinstance(read, DetectionFailure):
+                outcomes[index] = read
+            else:
+                items.append((index, capped, read))
+        if len(items) < 2:
+            return outcomes  # what is left runs alone, as any single job
+        answers = await self._exchange_batch([(job, data) for _, job, data in items])
+        replace = False
+        for (index, _, _), answer in zip(items, answers, strict=True):
+            if answer is None:
+                continue
+            self._learn(answer)
+            if isinstance(answer, DetectionFailure) and answer.details.get(DETAIL_ALONE) == "1":
+                replace = replace or answer.details.get(DETAIL_REPLACE_CHILD) == "1"
+                continue
+            outcomes[index] = answer
+            self.batched += 1
+        if replace:
+            await self._discard(reason="cuda_oom")
+        alone = sum(1 for index, _, _ in items if outcomes[index] is None)
+        if alone:
+            log.warning("detector_batch_split", child=self.index, batch=len(items), alone=alone)
+        return outcomes
+
+    async def _exchange_batch(self, items: list[tuple[DetectionJob, bytes | None]]) -> list[Outcome | None]:
+        """The child's answers to a batch, in order; None for each one it did not give."""
         conn = self._conn
         assert conn is not None
-        first = self._first_step(job)
+        answers: list[Outcome | None] = []
+        try:
+            await self._send(conn, items, sum(len(data or b"") for _, data in items))
+            self.job_in_child = True
+            # The whole batch is scanned before the first answer comes.
+            wait = self._config.timeout_seconds * len(items)
+            for _ in items:
+                kind, payload = await receive(conn, wait)
+                if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
+                    await self._discard(reason="protocol")
+                    break
+                answers.append(payload)
+                wait = self._config.timeout_seconds
+        except TimeoutError:
+            await self._discard(reason="timeout")
+        except (EOFError, OSError):
+            await self._discard(reason="crash")
+        except asyncio.CancelledError:
+            self._kill_now()
+            raise
+        finally:
+            self.job_in_child = False
+        return answers + [None] * (len(items) - len(answers))
+
+    async def _send(self, conn: ChildPipe, message: object, nbytes: int) -> None:
+        if nbytes <= _INLINE_SEND_BYTES:
+            conn.send(message)
+        else:
+            # Megabytes through a pipe: written from a thread while the child reads them.
+            await asyncio.to_thread(conn.send, message)
+
+    async def _read(self, job: DetectionJob) -> bytes | DetectionFailure | None:
+        """The file's bytes for the child (None: it reads them), or why it never gets the job."""
         try:
             size = await file_size(job.local_path, self._config.timeout_seconds)
             if size is not None and size > self._config.max_file_bytes:
@@ -257,16 +377,20 @@ class Detector:
                     f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
                     file_size_bytes=size,
                 )
-            data = await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
+            return await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
         except ReadStalled as exc:
             # The child never saw this job: it stays, and the next try keeps its scale.
-            return DetectionFailure(ErrorType.IO_STALL, str(exc), details={DETAIL_MODEL: first.model})
+            return DetectionFailure(ErrorType.IO_STALL, str(exc), details={DETAIL_MODEL: self._first_step(job).model})
+
+    async def _run(self, job: DetectionJob) -> Outcome:
+        conn = self._conn
+        assert conn is not None
+        first = self._first_step(job)
+        data = await self._read(job)
+        if isinstance(data, DetectionFailure):
+            return data
         try:
-            if data is None or len(data) <= _INLINE_SEND_BYTES:
-                conn.send((job, data))
-            else:
-                # Megabytes through a pipe: written from a thread while the child reads them.
-                await asyncio.to_thread(conn.send, (job, data))
+            await self._send(conn, (job, data), len(data or b""))
             self.job_in_child = True
             kind, payload = await receive(conn, self._config.timeout_seconds)
         except TimeoutError:

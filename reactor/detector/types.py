@@ -92,6 +92,9 @@ DETAIL_PIXELS = "pixels"
 # "1" when the child must not run anything else (CUDA state after an out-of-memory, dlib
 # issue 1725): the parent replaces it and resubmits the job below the failed step.
 DETAIL_REPLACE_CHILD = "replace_child"
+# "1" when the photo failed as part of a batch (reactor.detector.batching), not on its
+# own: the parent detects it again alone, so that only a photo at fault fails.
+DETAIL_ALONE = "alone"
 
 
 class Engine(Protocol):
@@ -106,3 +109,5 @@ class Engine(Protocol):
 
 # An engine may also define ``detect_prefetched(job, data: bytes) -> Outcome``; the child
 # calls it when the parent read the file ahead (see prefetch.py), else plain ``detect``.
+# And ``detect_batch([(job, data | None), ...]) -> [Outcome, ...]`` for several photos at
+# once (reactor.detector.batching); without it the child detects them one by one.

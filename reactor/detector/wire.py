@@ -86,9 +86,14 @@ def decode(raw: bytes) -> tuple[str, Any]:
             or not isinstance(payload.get("cuda"), bool)
             or not _int(payload.get("pid"))
             or not _int(payload.get("gpus", 0), 0, 1024)
+            or not (payload.get("gpu_memory_mb") is None or _int(payload.get("gpu_memory_mb")))
+            or not isinstance(payload.get("smallest_algorithms", False), bool)
         ):
-            raise BadMessage("ready: expected cuda, gpus and pid")
-        return kind, {"cuda": payload["cuda"], "gpus": payload.get("gpus", 0), "pid": payload["pid"]}
+            raise BadMessage("ready: expected cuda, gpus, pid, gpu_memory_mb and smallest_algorithms")
+        ready = {"cuda": payload["cuda"], "gpus": payload.get("gpus", 0), "pid": payload["pid"]}
+        # What a CUDA child decided at start (reactor.detector.engine), when it says so.
+        ready.update({k: payload[k] for k in ("gpu_memory_mb", "smallest_algorithms") if k in payload})
+        return kind, ready
     if kind == "failed":
         return kind, _text(payload, "failed")
     if isinstance(payload, dict) and set(payload) == {"detection"}:
