@@ -64,11 +64,13 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
 
     def resolve(self: PathMapper, db_path: str) -> Path:
         if db_path == "stall.jpg":
-            release.wait(20)  # as resolving on a hung mount does: far past the 3 s time limit
+            release.wait(60)  # as resolving on a hung mount does: far past the 10 s time limit
         return real_resolve(self, db_path)
 
     monkeypatch.setattr(PathMapper, "open_safely", resolve)
-    config = make_config(detector={**HOG, "timeout_seconds": 3.0}, sweep=NO_POLLING)
+    # The limit bounds the hung resolve and also each detection: 10 s leaves a fresh child
+    # on a loaded machine time for the next image (3 s did not, and its retry comes too late).
+    config = make_config(detector={**HOG, "timeout_seconds": 10.0}, sweep=NO_POLLING)
     conn = await asyncpg.connect(dsn)
     try:
         async with running(config, dsn) as reactor:
