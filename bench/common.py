@@ -71,10 +71,10 @@ def postgres(workdir: Path) -> Iterator[Postgres]:
     pgdata = workdir / "pgdata"
     # First start creates the cluster; the setting needs a restart, which pgserver does
     # (as its own system user when run as root) on the second get_server.
-    pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()  # type: ignore[attr-defined]
+    pgserver.get_server(pgdata, cleanup_mode="stop").cleanup()
     with open(pgdata / "postgresql.conf", "a") as conf:
         conf.write("\ntrack_commit_timestamp = on\n")
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
     pg = Postgres(pgdata, server)
     try:
 

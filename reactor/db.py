@@ -79,7 +79,7 @@ def embedded_server(data_dir: str) -> Iterator[str]:
             warnings.simplefilter("ignore")
             import pgserver  # imported lazily: only standalone mode needs it
 
-            server = pgserver.get_server(path, cleanup_mode="stop")  # type: ignore[attr-defined]
+            server = pgserver.get_server(path, cleanup_mode="stop")
     # pgserver raises whatever initdb/pg_ctl or the filesystem raised; all mean the same to a user.
     except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -153,7 +153,7 @@ class ReactorProcess:
         return self.proc.pid
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
-        found = []
+        found: list[dict[str, Any]] = []
         if not self.log.exists():
             return found
         for line in self.log.read_text(errors="replace").splitlines():

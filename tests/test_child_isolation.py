@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 from PIL import Image
 

@@ -15,7 +15,12 @@ from reactor import heap
 def test_trims_only_when_work_was_done_since_the_last_trim() -> None:
     done = [0]
     calls: list[int] = []
-    trimmer = heap.HeapTrimmer(lambda: done[0], trim=lambda: calls.append(done[0]) is None)
+
+    def trim() -> bool:
+        calls.append(done[0])
+        return True
+
+    trimmer = heap.HeapTrimmer(lambda: done[0], trim=trim)
     assert trimmer.maybe_trim()  # the first look trims what start-up left behind
     assert not trimmer.maybe_trim()  # idle: nothing to give back
     done[0] = 500

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -190,7 +190,9 @@ async def test_poison_images_get_typed_failures_with_backoff_then_permanent(
             reactor.request_sweep()
 
             async def retried() -> bool:
-                return await conn.fetchval("SELECT sum(retry_count) FROM face_detection_failures") == before + due
+                return cast(
+                    bool, await conn.fetchval("SELECT sum(retry_count) FROM face_detection_failures") == before + due
+                )
 
             await wait_until(retried, 90, "the due retries to run")
 
@@ -207,7 +209,10 @@ async def test_poison_images_get_typed_failures_with_backoff_then_permanent(
                 delay = rows[path]["next_retry_after"] - rows[path]["last_failure_at"]
                 assert timedelta(seconds=160) < delay < timedelta(seconds=200)
         await retry_now()
-        missing = await conn.fetchrow("SELECT * FROM face_detection_failures WHERE image_path = 'gone/missing.jpg'")
+        missing = cast(
+            asyncpg.Record,
+            await conn.fetchrow("SELECT * FROM face_detection_failures WHERE image_path = 'gone/missing.jpg'"),
+        )
         assert missing["retry_count"] == 3 and missing["permanently_failed"]
         assert await conn.fetchval("SELECT count(*) FROM face_detection_failures WHERE NOT permanently_failed") == 0
         assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path <> ALL($1)", good) == 0

@@ -194,7 +194,7 @@ async def test_sigterm_mid_image_writes_its_outcome_and_exits_0(
     await add_processed(conn, paths[:1])
 
     async def in_flight() -> bool:
-        state = await conn.fetchval("SELECT state ->> 'current_image' FROM reactor_instances")
+        state: str | None = await conn.fetchval("SELECT state ->> 'current_image' FROM reactor_instances")
         return state == paths[0]
 
     await wait_until(in_flight, 60, "the slow image to be in flight")

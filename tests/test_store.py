@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from reactor import claims, store
 from reactor.claims import Claim
 from reactor.config import RetryConfig
+from reactor.dbtypes import Conn
 from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.errors import ErrorType
 from reactor.queue import ImageQueue, Priority
@@ -47,7 +49,7 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-async def processed(conn: asyncpg.Connection, *paths: str) -> None:
+async def processed(conn: Conn, *paths: str) -> None:
     await conn.executemany(
         "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", [(p,) for p in paths]
     )
@@ -65,7 +67,7 @@ async def test_claim_is_exclusive_until_the_lease_expires(conn: asyncpg.Connecti
     with pytest.raises(store.Fenced):
         await store.record_success(conn, first, detection(1), "one")
     await store.record_success(conn, second, detection(2), "two")
-    row = await conn.fetchrow("SELECT face_count, instance_id, claim_token FROM face_metadata")
+    row = cast(asyncpg.Record, await conn.fetchrow("SELECT face_count, instance_id, claim_token FROM face_metadata"))
     assert dict(row) == {"face_count": 2, "instance_id": "two", "claim_token": second.token}
     assert await conn.fetchval("SELECT count(*) FROM reactor_claims") == 0
 
@@ -132,7 +134,9 @@ async def test_failure_backoff_and_permanent_state(conn: asyncpg.Connection) -> 
     assert not first.permanently_failed
     second = await store.record_failure(conn, "corrupt.jpg", DetectionFailure(ErrorType.CORRUPT, "cut"), RETRY, cols)
     assert second.permanently_failed and second.retry_count == 2
-    row = await conn.fetchrow("SELECT * FROM face_detection_failures WHERE image_path = 'corrupt.jpg'")
+    row = cast(
+        asyncpg.Record, await conn.fetchrow("SELECT * FROM face_detection_failures WHERE image_path = 'corrupt.jpg'")
+    )
     assert (row["original_width"], row["original_height"], row["file_size_bytes"]) == (10, 20, 99)
     assert row["last_error_type"] == "corrupt"
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -32,9 +32,9 @@ class Collector:
         self.received: list[dict[str, Any]] = []
         self.sentinel = asyncio.Event()
 
-    def on_notify(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+    def on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
         assert channel == self.channel
-        data = json.loads(payload)
+        data = json.loads(cast(str, payload))  # asyncpg sends a str; its stubs promise only an object
         if data == {"type": "sentinel"}:
             self.sentinel.set()
         else:

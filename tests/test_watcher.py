@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from reactor.config import Config
 from reactor.file_events import DatabaseSink
-from tests.watch_harness import running_watcher, until, write_slowly
+from tests.watch_harness import Harness, running_watcher, until, write_slowly
 
 OBSERVERS = ["native", "polling"]
 
@@ -244,28 +244,28 @@ async def test_an_event_queue_overflow_triggers_a_rescan(
         assert any(e["event"] == "event_queue_overflow" for e in logs)
 
 
-async def _has(h: object, path: str) -> bool:
-    return path in await h.results()  # type: ignore[attr-defined]
+async def _has(h: Harness, path: str) -> bool:
+    return path in await h.results()
 
 
-async def _results_are(h: object, paths: list[str]) -> bool:
-    return await h.results() == paths  # type: ignore[attr-defined]
+async def _results_are(h: Harness, paths: list[str]) -> bool:
+    return await h.results() == paths
 
 
-async def _orphaned(h: object) -> list[str]:
-    rows = await h.fetch(  # type: ignore[attr-defined]
+async def _orphaned(h: Harness) -> list[str]:
+    rows = await h.fetch(
         "SELECT image_path FROM face_metadata WHERE orphaned_at IS NOT NULL UNION "
         "SELECT image_path FROM face_detection_failures WHERE orphaned_at IS NOT NULL ORDER BY 1"
     )
     return [r["image_path"] for r in rows]
 
 
-async def _orphaned_are(h: object, paths: list[str]) -> bool:
+async def _orphaned_are(h: Harness, paths: list[str]) -> bool:
     return await _orphaned(h) == paths
 
 
-async def _failure_paths(h: object, paths: list[str]) -> bool:
-    rows = await h.fetch("SELECT image_path FROM face_detection_failures ORDER BY 1")  # type: ignore[attr-defined]
+async def _failure_paths(h: Harness, paths: list[str]) -> bool:
+    rows = await h.fetch("SELECT image_path FROM face_detection_failures ORDER BY 1")
     return [r["image_path"] for r in rows] == paths
 
 
@@ -275,7 +275,12 @@ async def test_a_move_onto_an_existing_photo_replaces_its_results(dsn: str) -> N
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     assert pool is not None
     queued: list[tuple[str, bool]] = []
-    sink = DatabaseSink(pool, lambda p, r: queued.append((p, r)) is None, register_files=True)
+
+    def enqueue(path: str, redetect: bool) -> bool:
+        queued.append((path, redetect))
+        return True
+
+    sink = DatabaseSink(pool, enqueue, register_files=True)
     try:
         async with pool.acquire() as conn:
             await sink.register(["src.jpg", "dst.jpg", "new.jpg"])
