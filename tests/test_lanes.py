@@ -87,7 +87,8 @@ async def test_a_crash_in_one_child_fails_only_its_image_while_the_other_detects
         async def all_counted() -> bool:
             # A lane counts an outcome once its connection is back in the pool, a moment
             # after the commit that made it visible here.
-            return sum(c["processed"] for c in reactor.lanes.snapshot()) >= len(paths)
+            counted: int = sum(c["processed"] for c in reactor.lanes.snapshot())
+            return counted >= len(paths)
 
         await wait_until(all_counted, 10, "every outcome counted by its lane")
         found = await outcomes(conn)
