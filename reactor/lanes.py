@@ -19,7 +19,7 @@ from typing import Any
 
 from reactor import logs
 from reactor.config import DetectorConfig, cpu_cores
-from reactor.detector import Detector, DetectorUnavailable
+from reactor.detector import Detector, DetectorState, DetectorUnavailable
 from reactor.inflight import InFlight
 from reactor.worker import DetectionLoop
 
@@ -121,10 +121,10 @@ class Lanes:
     def persisting(self) -> list[asyncio.Task[None]]:
         return [loop.persisting for loop in self.loops if loop.persisting is not None]
 
-    def state(self) -> str:
+    def state(self) -> DetectorState:
         """One word for all children: the worst of them, or busy/ready."""
         states = [lane.detector.state for lane in self.lanes]
-        for word in ("unavailable", "starting", "busy", "ready"):
+        for word in (DetectorState.UNAVAILABLE, DetectorState.STARTING, DetectorState.BUSY, DetectorState.READY):
             if word in states:
                 return word
         return states[0]

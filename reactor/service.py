@@ -25,7 +25,7 @@ from reactor import catalog, claims, control, gate, heap, legacy, logs, metrics,
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
-from reactor.detector import Detector, DetectorUnavailable
+from reactor.detector import Detector
 from reactor.file_events import DatabaseSink
 from reactor.health import HealthServer
 from reactor.inflight import InFlight
@@ -292,7 +292,6 @@ class Reactor:
                 self.mapper,
                 self.instance_id,
                 self._failure_columns,
-                DetectorUnavailable,
                 self._result_shape,
                 in_flight,
                 self.write_block,

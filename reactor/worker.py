@@ -38,6 +38,7 @@ from reactor.claims import Claim
 from reactor.config import Config
 from reactor.constraints import path_rejection
 from reactor.dbtypes import Conn
+from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import FILE_ACCESS, ErrorType
@@ -65,7 +66,7 @@ T = TypeVar("T")
 
 class DetectorLike(Protocol):
     @property
-    def state(self) -> str: ...
+    def state(self) -> DetectorState: ...
     async def start(self) -> None: ...
     async def detect(self, job: DetectionJob) -> Outcome: ...
     async def detect_many(self, jobs: Sequence[DetectionJob]) -> list[Outcome]: ...
@@ -114,7 +115,6 @@ class DetectionLoop:
         mapper: PathMapper,
         instance_id: str,
         failure_columns: frozenset[str],
-        detector_unavailable: type[BaseException],
         result_shape: ResultShape = NO_LEGACY,
         in_flight: InFlight | None = None,
         blocked: WriteBlock | None = None,
@@ -128,7 +128,6 @@ class DetectionLoop:
         self.mapper = mapper
         self.instance_id = instance_id
         self.failure_columns = failure_columns
-        self.detector_unavailable = detector_unavailable
         self.result_shape = result_shape
         self.blocked = blocked if blocked is not None else WriteBlock()
         self.settings = settings_fingerprint(config.detector)
@@ -248,10 +247,10 @@ class DetectionLoop:
                 return False
             log.info("detection_resumed")
         backoff = Backoff(cap=300.0, first=5.0)
-        while self.detector.state in ("stopped", "unavailable"):
+        while self.detector.state in (DetectorState.STOPPED, DetectorState.UNAVAILABLE):
             try:
                 await self.detector.start()
-            except self.detector_unavailable as exc:
+            except DetectorUnavailable as exc:
                 if backoff.attempt == 0:
                     log.error(
                         "detector_unavailable",
@@ -401,7 +400,7 @@ class DetectionLoop:
                 outcomes = [await self.detector.detect(jobs[0])]
             else:
                 outcomes = await self.detector.detect_many(jobs)
-        except self.detector_unavailable as exc:
+        except DetectorUnavailable as exc:
             log.error("detector_lost", path=batch[0].claim.path, images=len(batch), error=str(exc))
             raise DetectorGone(str(exc)) from None
         each = (time.monotonic() - started) / len(jobs)
@@ -437,33 +436,33 @@ class DetectionLoop:
             self.in_flight.pop(claim.path, None)
 
     async def _write(self, claim: Claim, outcome: Outcome) -> None:
-        backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
-        # A connection lost during the commit leaves us not knowing whether it committed.
-        uncertain = False
+        tries = 0
+
+        async def write(conn: Conn) -> store.FailureRecord | None:
+            nonlocal tries
+            tries += 1
+            if isinstance(outcome, Detection):
+                await store.record_success(
+                    conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=self.settings
+                )
+                return None
+            return await store.record_failure(
+                conn, claim.path, outcome, self.config.retry, self.failure_columns, claim, self.incomplete_delay
+            )
+
         while True:
             try:
-                async with self.pool.acquire() as conn:
-                    if isinstance(outcome, Detection):
-                        await store.record_success(
-                            conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=self.settings
-                        )
-                        self._detected(claim, outcome)
-                    else:
-                        record = await store.record_failure(
-                            conn,
-                            claim.path,
-                            outcome,
-                            self.config.retry,
-                            self.failure_columns,
-                            claim,
-                            self.incomplete_delay,
-                        )
-                        self._failed(record, outcome)
-                self._db_state(True)
+                # No stop: a shutdown waits for the write (across connection loss), never drops it.
+                record = await self._db(None, write)
+                if isinstance(outcome, Detection):
+                    self._detected(claim, outcome)
+                elif record is not None:
+                    self._failed(record, outcome)
                 self.processed += 1
                 return
             except store.Fenced:
-                if uncertain and await self._landed(claim, outcome):
+                # After a lost connection we do not know whether the earlier try committed.
+                if tries > 1 and await self._landed(claim, outcome):
                     # Our own earlier commit released the claim; its reply was lost.
                     log.info("outcome_written", path=claim.path, token=claim.token, reply="lost")
                     self.processed += 1
@@ -471,10 +470,6 @@ class DetectionLoop:
                 metrics.IMAGES_PROCESSED.labels("fenced").inc()
                 log.warning("result_fenced", path=claim.path, token=claim.token)
                 return
-            except store.TRANSIENT_DB_ERRORS as exc:
-                uncertain = True
-                self._db_state(False, exc)
-                await asyncio.sleep(backoff.next_delay())
             except SCHEMA_ERRORS as exc:
                 self._block_writes(claim, exc)
                 return
@@ -530,10 +525,11 @@ class DetectionLoop:
         if record is not None:
             self._failed(record, failure)
 
-    async def _db(self, stop: asyncio.Event, op: Callable[[Conn], Awaitable[T]]) -> T | None:
-        """Run ``op`` on a pooled connection, retrying while the database is away; None if stopped."""
+    async def _db(self, stop: asyncio.Event | None, op: Callable[[Conn], Awaitable[T]]) -> T | None:
+        """Run ``op`` on a pooled connection, retrying while the database is away; None if
+        ``stop`` is set first (without ``stop``: until it ran). Other errors propagate."""
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
-        while not stop.is_set():
+        while stop is None or not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
                     result = await op(conn)
@@ -541,7 +537,9 @@ class DetectionLoop:
                 return result
             except store.TRANSIENT_DB_ERRORS as exc:
                 self._db_state(False, exc)
-                if await sleep_or_stop(stop, backoff.next_delay()):
+                if stop is None:
+                    await asyncio.sleep(backoff.next_delay())
+                elif await sleep_or_stop(stop, backoff.next_delay()):
                     break
         return None
 

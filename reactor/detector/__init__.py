@@ -5,6 +5,15 @@ child (``engine``); the reactor process imports nothing heavier than Pillow from
 """
 
 from reactor.detector.supervisor import Detector, DetectorUnavailable
-from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Face, Outcome
+from reactor.detector.types import Detection, DetectionFailure, DetectionJob, DetectorState, Face, Outcome
 
-__all__ = ["Detection", "DetectionFailure", "DetectionJob", "Detector", "DetectorUnavailable", "Face", "Outcome"]
+__all__ = [
+    "Detection",
+    "DetectionFailure",
+    "DetectionJob",
+    "Detector",
+    "DetectorState",
+    "DetectorUnavailable",
+    "Face",
+    "Outcome",
+]

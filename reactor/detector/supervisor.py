@@ -38,6 +38,7 @@ from reactor.detector.types import (
     Detection,
     DetectionFailure,
     DetectionJob,
+    DetectorState,
     Outcome,
 )
 from reactor.detector.waiting import ChildPipe, describe_exit, reap, receive
@@ -70,7 +71,7 @@ class Detector:
         self._gpus = 0
         self._process: BaseProcess | None = None
         self._conn: ChildPipe | None = None
-        self._state = "stopped"
+        self._state = DetectorState.STOPPED
         # True while a job is with the child (sent, answer not read yet).
         self.job_in_child = False
         self._restarts = 0
@@ -85,7 +86,7 @@ class Detector:
         self.budget = MemoryBudget()
 
     @property
-    def state(self) -> str:
+    def state(self) -> DetectorState:
         return self._state
 
     @property
@@ -134,18 +135,18 @@ class Detector:
         """
         if self._process is not None:
             return
-        self._state = "starting"
+        self._state = DetectorState.STARTING
         failures = 0
         while True:
             try:
                 await self._spawn()
-                self._state = "ready"
+                self._state = DetectorState.READY
                 return
             except _StartFailed as exc:
                 failures += 1
                 log.warning("detector_start_failed", attempt=failures, reason=str(exc))
                 if failures >= self._config.max_start_failures:
-                    self._state = "unavailable"
+                    self._state = DetectorState.UNAVAILABLE
                     log.error("detector_unavailable", failures=failures, reason=str(exc))
                     raise DetectorUnavailable(
                         f"the detector process failed to start {failures} times in a row ({exc}); "
@@ -215,7 +216,7 @@ class Detector:
         only DetectorUnavailable is raised, when no child can be started."""
         async with self._mutex():
             await self._child_ready()
-            self._state = "busy"
+            self._state = DetectorState.BUSY
             try:
                 return await self._detect_with_replacements(job)
             finally:
@@ -228,14 +229,14 @@ class Detector:
             return [await self.detect(job) for job in jobs]
         async with self._mutex():
             await self._child_ready()
-            self._state = "busy"
+            self._state = DetectorState.BUSY
             try:
                 outcomes = await self._run_batch(jobs)
                 done: list[Outcome] = []
                 for job, outcome in zip(jobs, outcomes, strict=True):
                     if outcome is None:
                         await self._child_ready()
-                        self._state = "busy"
+                        self._state = DetectorState.BUSY
                         outcome = await self._detect_with_replacements(job)
                     done.append(outcome)
                 return done
@@ -250,8 +251,8 @@ class Detector:
             await self.start()
 
     def _idle(self) -> None:
-        if self._state == "busy":
-            self._state = "ready" if self._process is not None else "stopped"
+        if self._state == DetectorState.BUSY:
+            self._state = DetectorState.READY if self._process is not None else DetectorState.STOPPED
 
     async def _detect_with_replacements(self, job: DetectionJob) -> Outcome:
         outcome = await self._run_within_budget(job)
@@ -273,7 +274,7 @@ class Detector:
                 await self.start()
             except DetectorUnavailable:
                 return outcome
-            self._state = "busy"
+            self._state = DetectorState.BUSY
             outcome = await self._run_within_budget(job)
         return outcome
 
@@ -457,7 +458,7 @@ class Detector:
             await asyncio.wait_for(self._mutex().acquire(), self._config.timeout_seconds + _EXIT_GRACE_SECONDS)
         except TimeoutError:
             self._kill_now()
-            self._state = "stopped"
+            self._state = DetectorState.STOPPED
             return
         try:
             process, conn = self._process, self._conn
@@ -468,6 +469,6 @@ class Detector:
                 code = await reap(process, kill=False)
                 conn.close()
                 log.info("detector_stopped", pid=process.pid, exit=describe_exit(code))
-            self._state = "stopped"
+            self._state = DetectorState.STOPPED
         finally:
             self._mutex().release()

@@ -7,9 +7,20 @@ imports neither dlib nor face_recognition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from reactor.errors import ErrorType
+
+
+class DetectorState(StrEnum):
+    """Where a detector child stands; the words `reactor status` and /healthz show."""
+
+    STOPPED = "stopped"
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    UNAVAILABLE = "unavailable"  # children keep dying at start-up: DetectorUnavailable
 
 
 @dataclass(frozen=True)
