@@ -43,29 +43,21 @@ from typing import Any
 from bench import photos
 from reactor import samples
 from reactor.config import DetectorConfig
-from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector
+from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, gpu
 from reactor.errors import ErrorType
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
 def gpu_memory_used() -> int | None:
-    """MiB in use on the first GPU, from nvidia-smi; None without one."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
+    """MiB in use on the first GPU (reactor.detector.gpu's nvidia-smi query); None without one."""
     try:
-        out = subprocess.run(
-            [smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+        cards = gpu.query(timeout=10)
+    except gpu.GpuQueryFailed:
         return None
-    first = out.strip().splitlines()[0].strip() if out.strip() else ""
-    return int(first) if first.isdigit() else None
+    if not cards or cards[0].total_mib is None or cards[0].free_mib is None:
+        return None
+    return cards[0].total_mib - cards[0].free_mib
 
 
 class PeakSampler:
@@ -249,7 +241,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         # Few pixels, so that a CPU-only CNN takes seconds.
         base = dataclasses.replace(base, cnn_max_detect_pixels=300_000)
-    result: dict[str, Any] = {"args": vars(args), "nvidia_smi": _smi_header()}
+    result: dict[str, Any] = {"args": vars(args), "gpus": _cards()}
     print(f"== samples ({base.model}, defaults)", flush=True)
     result["samples"] = await sample_library(DetectorConfig(timeout_seconds=args.timeout), work / "samples")
     print(json.dumps(result["samples"]), flush=True)
@@ -288,17 +280,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _smi_header() -> str | None:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run(
-            [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+def _cards() -> list[str] | None:
+    with contextlib.suppress(gpu.GpuQueryFailed):
+        cards = gpu.query(timeout=10)
+        return None if cards is None else [f"{c.name}, {c.total_mib} MiB" for c in cards]
     return None
 
 
