@@ -10,12 +10,12 @@ reply with ``counts.skipped``, so the command waits for a reply that swept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from reactor.aio import wait_any
 from reactor.dbtypes import Conn
 from reactor.gate import fit_reply
 from reactor.sql import Queries
@@ -75,8 +75,7 @@ async def request_sweep(conn: Conn, channel: str, wait_seconds: float) -> SweepR
     await conn.add_listener(channel, on_reply)
     try:
         await send(conn, channel, request_payload(replies.request_id))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), wait_seconds)
+        await wait_any(done, seconds=wait_seconds)
     finally:
         await conn.remove_listener(channel, on_reply)
     return replies

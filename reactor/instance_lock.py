@@ -16,10 +16,10 @@ import asyncio
 import asyncpg
 
 from reactor import db, logs
+from reactor.aio import sleep_or_stop
 from reactor.config import Config
 from reactor.sql import Queries
 from reactor.store import TRANSIENT_DB_ERRORS
-from reactor.supervisor import sleep_or_stop
 
 Q = Queries("queries.sql")
 log = logs.get("reactor.instance_lock")

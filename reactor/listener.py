@@ -26,11 +26,11 @@ from typing import Any
 import asyncpg
 
 from reactor import gate, logs, metrics
+from reactor.aio import sleep_or_stop, wait_any
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import connect
 from reactor.store import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
-from reactor.supervisor import sleep_or_stop
 
 log = logs.get("reactor.listener")
 
@@ -151,7 +151,7 @@ class Listener:
         interval = self.config.database.probe_interval_seconds
         timeout = self.config.database.probe_timeout_seconds
         while True:
-            done = await _first(stop, lost, interval)
+            done = await wait_any(stop, lost, seconds=interval)
             if done is stop:
                 return "stopped"
             if done is lost or conn.is_closed():
@@ -189,16 +189,3 @@ class Listener:
             self.on_notify(channel, data, pid)
         except Exception:
             log.exception("notification_handler_failed", channel=channel)
-
-
-async def _first(stop: asyncio.Event, lost: asyncio.Event, seconds: float) -> asyncio.Event | None:
-    """Which event fired first, or None after ``seconds``."""
-    waiters = {asyncio.ensure_future(stop.wait()): stop, asyncio.ensure_future(lost.wait()): lost}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    if stop.is_set():
-        return stop
-    return lost if done else None

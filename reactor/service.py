@@ -22,6 +22,7 @@ from typing import Any, cast
 import asyncpg
 
 from reactor import catalog, claims, control, gate, heap, legacy, logs, metrics, writable
+from reactor.aio import sleep_or_stop
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
@@ -41,7 +42,7 @@ from reactor.schema import failure_columns
 from reactor.share import ShareMonitor
 from reactor.sql import Queries
 from reactor.store import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
-from reactor.supervisor import Supervisor, sleep_or_stop
+from reactor.supervisor import Supervisor
 from reactor.sweep import SweepCounts, Sweeper
 from reactor.watcher import Watcher
 from reactor.worker import DetectionLoop, WriteBlock

@@ -22,13 +22,13 @@ within a bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import stat
 from collections.abc import Callable
 
 from reactor import logs
+from reactor.aio import wait_any
 from reactor.config import ImagesConfig, WatcherConfig
 
 log = logs.get("reactor.share")
@@ -222,17 +222,4 @@ class ShareMonitor:
                 delay = backoff
                 backoff = min(self.offline_max, backoff * 2)
             self._wake.clear()
-            await wait_any(stop, self._wake, delay)
-
-
-async def wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    """Return when either event is set or ``seconds`` have passed."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-        for w in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
+            await wait_any(stop, self._wake, seconds=delay)

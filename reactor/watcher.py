@@ -20,6 +20,7 @@ import asyncio
 import time
 
 from reactor import logs
+from reactor.aio import first_of, sleep_or_stop, wait_any
 from reactor.audit import looks_like_outage
 from reactor.candidates import Candidates
 from reactor.config import Config
@@ -29,7 +30,7 @@ from reactor.moves import MoveMatcher
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
 from reactor.scanner import Scanner, Signature, certainly_gone
-from reactor.share import ShareMonitor, VanishGuard, wait_any
+from reactor.share import ShareMonitor, VanishGuard
 from reactor.stability import StabilityTracker
 
 log = logs.get("reactor.watcher")
@@ -108,7 +109,7 @@ class Watcher:
                     exc_info=not died,
                 )
                 self.state = "restarting"
-                await wait_any(stop, asyncio.Event(), backoff)
+                await sleep_or_stop(stop, backoff)
                 backoff = 1.0 if time.monotonic() - started > 60 else min(RESTART_MAX_SECONDS, backoff * 2)
         self.state = "stopped"
 
@@ -118,11 +119,7 @@ class Watcher:
             if self.share.online or await self.share.acheck():
                 return True
             self.state = "share_offline"
-            online = asyncio.ensure_future(self.share.wait_online())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([online, stopper], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
-            online.cancel()
-            stopper.cancel()
+            await first_of(self.share.wait_online(), stop, seconds=5.0)
         return False
 
     def _on_share_change(self, online: bool) -> None:
@@ -166,7 +163,7 @@ class Watcher:
                 log.info("watch_paused", reason=self.share.reason if not self.share.online else "restart")
 
     async def _until_end(self, stop: asyncio.Event, session_stop: asyncio.Event) -> None:
-        await wait_any(stop, self._offline, float("inf"))
+        await wait_any(stop, self._offline)
         session_stop.set()
 
     async def _supervise(self, session_stop: asyncio.Event) -> None:
@@ -174,8 +171,7 @@ class Watcher:
         assert self.choice is not None
         interval = SUPERVISE_SECONDS if self.native else self.config.watcher.scan_interval_seconds
         while not session_stop.is_set():
-            await wait_any(session_stop, asyncio.Event(), interval)
-            if session_stop.is_set():
+            if await sleep_or_stop(session_stop, interval):
                 return
             if self.native is not None and not self.native.alive():
                 raise ObserverDied("a watchdog observer or emitter thread has stopped")
@@ -270,14 +266,10 @@ class Watcher:
 
     async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
         while not session_stop.is_set():
-            getter = asyncio.ensure_future(events.get())
-            stopper = asyncio.ensure_future(session_stop.wait())
-            done, _ = await asyncio.wait([getter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if getter not in done:
-                getter.cancel()
+            event = await first_of(events.get(), session_stop)
+            if event is None:
                 return
-            await self._handle(getter.result())
+            await self._handle(event)
 
     async def _handle(self, ev: RawEvent) -> None:
         c = self.candidates
@@ -344,7 +336,7 @@ class Watcher:
     async def _flush_deletes(self, session_stop: asyncio.Event) -> None:
         tick = max(0.05, min(0.5, self.window / 4))
         while not session_stop.is_set():
-            await wait_any(session_stop, asyncio.Event(), tick)
+            await sleep_or_stop(session_stop, tick)
             now = time.monotonic()
             due = {p: d for p, (d, t) in self._pending_deletes.items() if t <= now}
             if not due:

@@ -29,6 +29,7 @@ from typing import Protocol, TypeVar
 import asyncpg
 
 from reactor import claims, logs, metrics, store
+from reactor.aio import completed, first_of, sleep_or_stop
 from reactor.backoff import Backoff
 from reactor.claims import Claim
 from reactor.config import Config
@@ -43,7 +44,6 @@ from reactor.paths import InvalidPath, PathMapper, recordable
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
 from reactor.sql import Queries
-from reactor.supervisor import completed, first_of, sleep_or_stop
 
 log = logs.get("reactor.worker")
 # Write errors that no retry mends: the schema or the role's privileges are wrong.
