@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from reactor.dbtypes import Conn
+from reactor.dbtypes import Conn, rows_affected
 from reactor.errors import BLACKLISTED, FILE_ACCESS, ErrorType
 from reactor.sql import Queries
 
@@ -153,9 +153,3 @@ async def release_instance(conn: Conn, instance_id: str) -> int:
 
 async def purge_stale(conn: Conn, older_than_seconds: float) -> int:
     return rows_affected(await conn.execute(Q.purge_stale_claims, older_than_seconds))
-
-
-def rows_affected(status: str) -> int:
-    """Rows affected, from a command tag such as 'UPDATE 3'."""
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

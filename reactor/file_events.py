@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from reactor import held, logs, orphans
+from reactor.dbtypes import rows_affected
 from reactor.identity import FileIdentity
 from reactor.paths import recordable, unicode_variants
 from reactor.sql import Queries
@@ -106,7 +107,7 @@ class DatabaseSink:
         async with self.pool.acquire() as conn:
             for i in range(0, len(paths), REGISTER_CHUNK):
                 status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
-                written += _count(status)
+                written += rows_affected(status)
         self.counts["registered"] += written
         if written:
             log.info("files_registered", files=written)
@@ -177,7 +178,7 @@ class DatabaseSink:
                 # Stale rows under the destination belong to files that no longer exist.
                 await conn.execute(Q.delete_results_prefix, dst_p)
                 await conn.execute(Q.delete_failures_prefix, dst_p)
-                moved = _count(await conn.execute(Q.move_results_prefix, src_p, dst_p))
+                moved = rows_affected(await conn.execute(Q.move_results_prefix, src_p, dst_p))
                 await conn.execute(Q.move_failures_prefix, src_p, dst_p)
                 await conn.execute(Q.delete_registrations_prefix, dst_p)
                 await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
@@ -186,7 +187,7 @@ class DatabaseSink:
                 # The destination's old content was replaced: its results go.
                 await conn.execute(Q.delete_results, dst)
                 await conn.execute(Q.delete_failure, dst)
-                moved = _count(await conn.execute(Q.move_results, src, dst))
+                moved = rows_affected(await conn.execute(Q.move_results, src, dst))
                 await conn.execute(Q.move_failure, src, dst)
                 await conn.execute(Q.clear_registration_target, src, dst)
                 await conn.execute(Q.move_registration, src, dst)
@@ -289,8 +290,3 @@ def _encodable(path: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _count(status: str) -> int:
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

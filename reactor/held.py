@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from reactor import logs
-from reactor.dbtypes import Conn
+from reactor.dbtypes import Conn, rows_affected
 from reactor.paths import PathMapper
 from reactor.repair import BACKUP_PREFIX
 from reactor.sql import Queries
@@ -96,7 +96,7 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
             status = await conn.execute(
                 _fill(BACKUP.repair_backup_rows, backup=backup, source=table), gone, "held deletion applied"
             )
-            result.backups[table] = (backup, int(status.split()[-1]))
+            result.backups[table] = (backup, rows_affected(status))
         for table in tables:
             await conn.execute(_fill(Q.held_delete, source=table), gone)
         await conn.execute(Q.release_deletions, gone)

@@ -33,6 +33,7 @@ from reactor import logs
 from reactor.audit import AuditReport, missing_tables, run_audit
 from reactor.config import Config
 from reactor.constraints import PATH_CONSTRAINTS
+from reactor.dbtypes import rows_affected
 from reactor.sql import Queries
 
 log = logs.get("reactor.repair")
@@ -209,10 +210,6 @@ def _fill(sql_text: str, **identifiers: str) -> str:
     return sql_text
 
 
-def _rows(status: str) -> int:
-    return int(status.split()[-1])
-
-
 def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for path, reason in items.items():
@@ -237,7 +234,7 @@ async def _copy(
     conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str, *args: Any
 ) -> None:
     name = await _backup_table(conn, result, source, stamp)
-    copied = _rows(await conn.execute(_fill(block, backup=name, source=source), *args))
+    copied = rows_affected(await conn.execute(_fill(block, backup=name, source=source), *args))
     result.backups[source] = (name, result.backups[source][1] + copied)
 
 
@@ -268,19 +265,20 @@ async def _delete(conn: asyncpg.Connection, result: RepairResult) -> None:
     plan = result.plan
     if plan.claims:
         keys = list(plan.claims)
-        result.deleted["reactor_claims"] = _rows(
+        result.deleted["reactor_claims"] = rows_affected(
             await conn.execute(Q.repair_delete_claims, [p for p, _ in keys], [t for _, t in keys])
         )
     if plan.failures:
-        result.deleted["face_detection_failures"] = _rows(
+        result.deleted["face_detection_failures"] = rows_affected(
             await conn.execute(Q.repair_delete_failures, sorted(plan.failures))
         )
     if plan.orphan_faces:
-        result.deleted["face_detections"] = _rows(
+        result.deleted["face_detections"] = rows_affected(
             await conn.execute(Q.repair_delete_orphan_faces, sorted(plan.orphan_faces))
         )
     if plan.results:
-        result.deleted["face_metadata"] = _rows(await conn.execute(Q.repair_delete_results, sorted(plan.results)))
+        deleted = await conn.execute(Q.repair_delete_results, sorted(plan.results))
+        result.deleted["face_metadata"] = rows_affected(deleted)
     if "face_detections" in result.backups:
         # Face rows of deleted results go by ON DELETE CASCADE; under the lock they are
         # exactly the rows copied into the backup.

@@ -27,9 +27,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from reactor import audit, claims, control, db, logs
+from reactor import audit, control, db, logs
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.dbtypes import rows_affected
 from reactor.detector.settings import settings_fingerprint
 from reactor.handlers.common import sweep_once_here
 from reactor.progress import Progress
@@ -115,7 +116,7 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
         if await audit.missing_tables(conn):
             raise UsageError("the reactor's tables are missing; run `reactor db init` first")
         if args.cancel:
-            return {"cancelled": claims.rows_affected(await conn.execute(Q.cancel, sel.paths, sel.prefix))}
+            return {"cancelled": rows_affected(await conn.execute(Q.cancel, sel.paths, sel.prefix))}
         batch, counts = await _record(conn, args, config, sel)
         live = await control.live_instances(conn, config.health.heartbeat_seconds)
         counts["by"] = live[0] if live else "here"
@@ -132,17 +133,17 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
 
 async def _record(conn: Any, args: argparse.Namespace, config: Config, sel: Selection) -> tuple[str, dict[str, Any]]:
     if args.legacy_zero:
-        added = claims.rows_affected(await conn.execute(LEGACY.legacy_zero_request))
+        added = rows_affected(await conn.execute(LEGACY.legacy_zero_request))
         waiting = int(await conn.fetchval(LEGACY.redetect_requested, LEGACY_ZERO))
         return LEGACY_ZERO, {"added": added, "requested": waiting}
     if args.missing:
-        retried = claims.rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
+        retried = rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
         pending = int(await conn.fetchval(Q.pending_selected, sel.paths, sel.prefix)) if not sel.error_type else 0
         return "missing", {"retried": retried, "pending": pending}
     mode = "reset" if args.reset else "refresh"
     batch = f"{mode}:{uuid.uuid4().hex[:12]}"
     stale = settings_fingerprint(config.detector) if args.stale else None
-    requested = claims.rows_affected(
+    requested = rows_affected(
         await conn.execute(Q.request_results, batch, mode, sel.paths, sel.prefix, sel.error_type, sel.model, stale)
     )
     return batch, {"mode": mode, "requested": requested}
