@@ -542,6 +542,37 @@ async def test_cli_audit_repair_audit(conn: asyncpg.Connection, dsn: str, share:
     assert clean.stdout.strip().endswith("audit: clean")
 
 
+def json_log_events(stderr: str) -> list[str]:
+    return [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+
+
+async def test_cli_repair_json_is_pure_json(conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path) -> None:
+    """`repair --apply --json` logs that it applied; the line goes to stderr, not into the JSON."""
+    await conn.execute("SET session_replication_role = replica")
+    await add_faces(conn, "orphan/a.jpg", 1)
+    await conn.execute("SET session_replication_role = DEFAULT")
+    applied = await asyncio.to_thread(cli, write_config(tmp_path / "r.toml", dsn, share), "repair", "--apply", "--json")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["applied"] is True
+    assert "repair_applied" in json_log_events(applied.stderr)
+
+
+async def test_cli_audit_and_repair_json_on_the_embedded_database(share: Path, tmp_path: Path) -> None:
+    """The embedded database logs its start and stop: to stderr, so that stdout stays one JSON object."""
+    config = tmp_path / "embedded.toml"
+    config.write_text(
+        f'[database]\ndsn = ""\nembedded_dir = "{tmp_path / "pgdata"}"\n[images]\nroot = "{share}"\n'
+        '[health]\nenabled = false\n[logging]\nformat = "json"\n'
+    )
+    init = await asyncio.to_thread(cli, config, "db", "init")
+    assert init.returncode == 0, init.stderr
+    for command in (("audit", "--json"), ("repair", "--json")):
+        out = await asyncio.to_thread(cli, config, *command)
+        assert out.returncode == 0, out.stderr
+        assert isinstance(json.loads(out.stdout), dict), out.stdout
+        assert "embedded_db_starting" in json_log_events(out.stderr)
+
+
 async def test_cli_audit_without_schema_is_one_line(
     conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path
 ) -> None:

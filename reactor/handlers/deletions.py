@@ -11,6 +11,7 @@ import asyncpg
 from reactor import audit, db, held
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.handlers.common import logs_to_stderr
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     online, reason = audit.share_state(config)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:

@@ -13,7 +13,8 @@ from reactor import db, failures
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.errors import ADVICE, ErrorType
-from reactor.handlers.status import database_problems, logs_to_stderr
+from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.status import database_problems
 from reactor.paths import InvalidPath, PathMapper
 
 TYPES = sorted([*(t.value for t in ErrorType), failures.BLACKLISTED])

@@ -22,17 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from reactor import audit, control, db, logs
+from reactor import audit, control, db
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.dbtypes import rows_affected
 from reactor.detector.settings import settings_fingerprint
-from reactor.handlers.common import sweep_once_here
+from reactor.handlers.common import logs_to_stderr, sweep_once_here
 from reactor.progress import Progress
 from reactor.sql import Queries
 
@@ -97,10 +96,7 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 
 def redetect_command(args: argparse.Namespace, config: Config) -> int:
-    # The counts are this command's stdout; log lines go to stderr.
-    logs.configure(
-        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
-    )
+    logs_to_stderr(args, config)
     selection = _selection(args)
     with db.resolved_dsn(config) as dsn:
         counts = asyncio.run(_redetect(args, config, dsn, selection))

@@ -7,10 +7,10 @@ import asyncio
 import json
 import sys
 
-from reactor import control, db, logs
+from reactor import control, db
 from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.handlers.common import sweep_once_here
+from reactor.handlers.common import logs_to_stderr, sweep_once_here
 from reactor.orphans import RELEASE_HINT, OrphanPolicy
 from reactor.queue import ImageQueue
 from reactor.share import ShareMonitor
@@ -39,10 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def sweep_command(args: argparse.Namespace, config: Config) -> int:
-    # The output is this command's stdout; log lines go to stderr.
-    logs.configure(
-        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
-    )
+    logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn:
         if args.dry_run:
             return asyncio.run(_dry_run(args, config, dsn))
