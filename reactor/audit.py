@@ -24,6 +24,7 @@ import asyncpg
 
 from reactor import share
 from reactor.config import Config
+from reactor.instances import gone_after_seconds
 from reactor.paths import InvalidPath, PathMapper, unicode_variants
 from reactor.scanner import certainly_gone
 from reactor.sql import Queries
@@ -141,10 +142,10 @@ def looks_like_outage(config: Config, vanished: int, known: int) -> bool:
     return share.is_mass_vanish(config.watcher, vanished, known)
 
 
-def stale_after_seconds(config: Config) -> float:
-    """A heartbeat older than this means the instance is gone: three missed beats, and
-    never less than a lease, so a claim is not called dead while it could be valid."""
-    return max(3 * config.health.heartbeat_seconds, config.service.lease_seconds)
+def dead_claim_after_seconds(config: Config) -> float:
+    """A claim is dead once its instance is gone (reactor.instances), and never before a
+    lease could have run out: a claim is not called dead while it could be valid."""
+    return max(gone_after_seconds(config.health.heartbeat_seconds), config.service.lease_seconds)
 
 
 async def missing_tables(conn: asyncpg.Connection, tables: Sequence[str] = REACTOR_TABLES) -> list[str]:
@@ -184,7 +185,7 @@ async def run_audit(
     judge = PathJudge(mapper)
     findings["invalid_paths"].rows = await _invalid_paths(conn, judge)
     findings["superseded_failures"].rows = [dict(r) for r in await conn.fetch(Q.superseded_failures)]
-    findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, stale_after_seconds(config))]
+    findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, dead_claim_after_seconds(config))]
     findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
     findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
     findings["held_deletions"].rows = [dict(r) for r in await conn.fetch(Q.held_deletion_rows)]

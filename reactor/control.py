@@ -18,6 +18,7 @@ from typing import Any
 from reactor.aio import wait_any
 from reactor.dbtypes import Conn
 from reactor.gate import fit_reply
+from reactor.instances import gone_after_seconds
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
@@ -47,8 +48,8 @@ class SweepReplies:
 
 
 async def live_instances(conn: Conn, heartbeat_seconds: float) -> list[str]:
-    """Instances whose heartbeat is recent (three missed beats mean gone)."""
-    rows = await conn.fetch(Q.live_instances, max(3 * heartbeat_seconds, 5.0))
+    """Instances that are not gone (reactor.instances)."""
+    rows = await conn.fetch(Q.live_instances, gone_after_seconds(heartbeat_seconds))
     return [r["instance_id"] for r in rows]
 
 
