@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from reactor.dbtypes import Conn, rows_affected
-from reactor.errors import BLACKLISTED, FILE_ACCESS, ErrorType
+from reactor.errors import FILE_ACCESS, ErrorType
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
@@ -53,7 +53,7 @@ class ImageState:
         """
         if not self.processed:
             return "not_processed"
-        if self.last_error_type == BLACKLISTED and self.permanently_failed:
+        if self.last_error_type == ErrorType.BLACKLISTED and self.permanently_failed:
             return "blacklisted"
         if self.done and not (redetect or self.redetect_requested):
             return "done"

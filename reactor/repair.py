@@ -34,6 +34,7 @@ from reactor.audit import AuditReport, missing_tables, run_audit
 from reactor.config import Config
 from reactor.constraints import PATH_CONSTRAINTS
 from reactor.dbtypes import rows_affected
+from reactor.errors import ErrorType
 from reactor.sql import Queries
 
 log = logs.get("reactor.repair")
@@ -138,7 +139,7 @@ def build_plan(report: AuditReport) -> RepairPlan:
             plan.results.setdefault(path, check)
             plan.requeue.add(path)
     for row in report["superseded_failures"].rows:
-        if row["last_error_type"] == "blacklisted":
+        if row["last_error_type"] == ErrorType.BLACKLISTED:
             # The user's blacklist wins over a result written after it: an image is in
             # one state, and a blacklisted one keeps no results (`reactor blacklist`).
             plan.results.setdefault(row["image_path"], "superseded_failures")
@@ -152,7 +153,7 @@ def build_plan(report: AuditReport) -> RepairPlan:
     # a blacklisted image is never detected again.
     plan.requeue -= {row["image_path"] for row in report["invalid_paths"].rows}
     plan.requeue -= {
-        r["image_path"] for r in report["superseded_failures"].rows if r["last_error_type"] == "blacklisted"
+        r["image_path"] for r in report["superseded_failures"].rows if r["last_error_type"] == ErrorType.BLACKLISTED
     }
     return plan
 

@@ -17,7 +17,7 @@ from reactor.handlers.common import logs_to_stderr
 from reactor.handlers.status import database_problems
 from reactor.paths import InvalidPath, PathMapper
 
-TYPES = sorted([*(t.value for t in ErrorType), failures.BLACKLISTED])
+TYPES = sorted(t.value for t in ErrorType)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,8 +97,6 @@ def _when(row: failures.FailureRow) -> str:
 
 def advice_for(error_type: str) -> str | None:
     """What to do about a failure type, as in the README's table."""
-    if error_type == failures.BLACKLISTED:
-        return failures.BLACKLIST_ADVICE
     try:
         return ADVICE[ErrorType(error_type)]
     except ValueError:
