@@ -26,21 +26,12 @@ from reactor import share
 from reactor.config import Config
 from reactor.instances import gone_after_seconds
 from reactor.paths import InvalidPath, PathMapper, unicode_variants
+from reactor.relations import REACTOR_TABLES
 from reactor.scanner import certainly_gone
 from reactor.sql import Queries
 
 Q = Queries("integrity.sql")
 
-REACTOR_TABLES = (
-    "face_metadata",
-    "face_detections",
-    "face_detection_failures",
-    "reactor_claims",
-    "reactor_instances",
-    "reactor_redetect",
-    "reactor_file_identity",
-    "reactor_held_deletions",
-)
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.
 CHECKS: dict[str, str] = {

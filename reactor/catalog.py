@@ -14,6 +14,7 @@ from typing import Any, Literal
 import asyncpg
 
 from reactor import legacy, privileges, sql, vectors
+from reactor.relations import SEQUENCES
 
 Q = sql.Queries("catalog.sql")
 
@@ -131,7 +132,6 @@ INDEXES: dict[str, tuple[str, ...]] = {
     "reactor_claims": ("idx_reactor_claims_instance",),
     "reactor_file_identity": ("idx_reactor_file_identity_size",),
 }
-SEQUENCES = ("reactor_claim_token_seq",)
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_schema": ("singleton",),
     "face_metadata": ("image_path",),

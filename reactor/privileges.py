@@ -9,22 +9,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from reactor import sql
+from reactor.relations import REACTOR_TABLES, SEQUENCES
 
 Q = sql.Queries("catalog.sql")
 
-# What the running reactor does with each table.
-READ_WRITE = (
-    "face_metadata",
-    "face_detections",
-    "face_detection_failures",
-    "reactor_claims",
-    "reactor_instances",
-    "reactor_redetect",
-    "reactor_file_identity",
-    "reactor_held_deletions",
-)
 READ_ONLY = ("ai_metadata", "reactor_schema")
-SEQUENCES = ("reactor_claim_token_seq",)
 # Serial columns whose sequence an INSERT needs (legacy names vary, so it is looked up).
 SERIALS = (("face_detection_failures", "id"), ("face_metadata", "id"))
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -69,14 +58,14 @@ async def _table_privilege(conn: asyncpg.Connection, table: str, privilege: str)
 
 async def schemas_without_usage(conn: asyncpg.Connection) -> list[str]:
     """Schemas holding ai_metadata or the reactor's tables where this role lacks USAGE."""
-    names = ["ai_metadata", *READ_WRITE, "reactor_schema"]
+    names = ["ai_metadata", *REACTOR_TABLES, "reactor_schema"]
     return [r["schema"] for r in await conn.fetch(Q.schemas_without_usage, names)]
 
 
 async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
     """Privileges the current role lacks on existing objects to run the reactor."""
     missing: list[Need] = []
-    for table in READ_ONLY + READ_WRITE:
+    for table in READ_ONLY + REACTOR_TABLES:
         if not await _exists(conn, table):
             continue
         wanted = ("SELECT",) if table in READ_ONLY else TABLE_PRIVILEGES
@@ -101,7 +90,7 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
     missing: list[Need] = []
     if not ctx["can_create"]:
         missing.append(Need("CREATE", f"schema {ctx['schema']}", "to create the reactor's tables and functions"))
-    owned = [*READ_WRITE, "reactor_schema", *SEQUENCES]
+    owned = [*REACTOR_TABLES, "reactor_schema", *SEQUENCES]
     if standalone:
         owned.append("ai_metadata")
     for relation in owned:
@@ -144,7 +133,7 @@ def grant_sql(role: str) -> str:
         "END",
         "$usage$;",
         f"GRANT SELECT ON ai_metadata, reactor_schema TO {r};",
-        f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(READ_WRITE)} TO {r};",
+        f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(REACTOR_TABLES)} TO {r};",
         f"GRANT USAGE, SELECT ON SEQUENCE {', '.join(SEQUENCES)} TO {r};",
         "-- The sequences behind the legacy tables' serial columns, whatever their names.",
         "DO $grant$",
