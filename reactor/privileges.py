@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from reactor import sql
-from reactor.relations import REACTOR_TABLES, SEQUENCES
+from reactor.relations import REACTOR_TABLES, SEQUENCES, exists
 
 Q = sql.Queries("catalog.sql")
 
@@ -48,10 +48,6 @@ async def _serial_sequences(conn: asyncpg.Connection) -> list[str]:
     return found
 
 
-async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
-    return await conn.fetchrow(Q.relation_info, relation) is not None
-
-
 async def _table_privilege(conn: asyncpg.Connection, table: str, privilege: str) -> bool:
     return bool(await conn.fetchval(Q.table_privilege, table, privilege))
 
@@ -66,7 +62,7 @@ async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
     """Privileges the current role lacks on existing objects to run the reactor."""
     missing: list[Need] = []
     for table in READ_ONLY + REACTOR_TABLES:
-        if not await _exists(conn, table):
+        if not await exists(conn, table):
             continue
         wanted = ("SELECT",) if table in READ_ONLY else TABLE_PRIVILEGES
         for privilege in wanted:
@@ -74,9 +70,9 @@ async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
                 reason = "the reactor reads it" if privilege == "SELECT" else "the reactor writes it"
                 missing.append(Need(privilege, table, reason))
     for seq in (*SEQUENCES, *await _serial_sequences(conn)):
-        if await _exists(conn, seq) and not await conn.fetchval(Q.sequence_privilege, seq):
+        if await exists(conn, seq) and not await conn.fetchval(Q.sequence_privilege, seq):
             missing.append(Need("USAGE", seq, "inserting rows draws from this sequence"))
-    if await _exists(conn, "ai_metadata") and not await _table_privilege(conn, "ai_metadata", "TRIGGER"):
+    if await exists(conn, "ai_metadata") and not await _table_privilege(conn, "ai_metadata", "TRIGGER"):
         missing.append(Need("TRIGGER", "ai_metadata", "needed to install the notify trigger"))
     return missing
 
@@ -103,7 +99,7 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
                 missing.append(Need("ownership", f"function {function}", f"it is owned by {info['owner']}"))
     if (
         not standalone
-        and await _exists(conn, "ai_metadata")
+        and await exists(conn, "ai_metadata")
         and not await _table_privilege(conn, "ai_metadata", "TRIGGER")
     ):
         missing.append(Need("TRIGGER", "ai_metadata", "to install the notify trigger"))

@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from reactor import logs
+from reactor import logs, relations
 from reactor.audit import AuditReport, missing_tables, run_audit
 from reactor.config import Config
 from reactor.constraints import PATH_CONSTRAINTS
@@ -223,7 +223,7 @@ async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: 
         return result.backups[source][0]
     name = f"{BACKUP_PREFIX}{stamp}_{source}"
     suffix = 1
-    while (await conn.fetchval(Q.backup_table_exists, name)) is True:
+    while await relations.exists(conn, name):
         suffix += 1
         name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
     await conn.execute(_fill(Q.repair_create_backup, backup=name, source=source))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor import advice, catalog, legacy, privileges, sql, vectors
+from reactor import advice, catalog, legacy, privileges, relations, sql, vectors
 from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
 from reactor.progress import Progress
 
@@ -107,7 +107,7 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
             f"role {role} lacks USAGE on schema {', '.join(hidden)}, so it sees no table there; "
             f"{advice.grants(role)}, then run `reactor db check`"
         )
-    if not standalone and not await catalog.exists(conn, catalog.AI_METADATA):
+    if not standalone and not await relations.exists(conn, catalog.AI_METADATA):
         raise SchemaError(
             "ai_metadata not found: point [database] dsn at the vision database, "
             "or run `reactor db init --standalone` to create ai_metadata here"
