@@ -114,11 +114,6 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime | date) else v for k, v in row.items()}
 
 
-def mapper_for(config: Config) -> PathMapper:
-    images = config.images
-    return PathMapper(images.root, tuple(images.derived_folders), images.max_path_length)
-
-
 def share_state(config: Config) -> tuple[bool, str | None]:
     """Whether the share is online now (root, directory, marker, mount) and why not.
 
@@ -169,7 +164,7 @@ async def run_audit(
             f"the reactor's tables are missing ({', '.join(missing)}); run `reactor db init` "
             "(or `reactor db sql` for the SQL a database owner must run)"
         )
-    mapper = mapper_for(config)
+    mapper = PathMapper.for_images(config.images)
     findings = {name: Finding(name) for name in CHECKS}
     findings["orphan_faces"].rows = [dict(r) for r in await conn.fetch(Q.orphan_faces)]
     findings["face_count_mismatch"].rows = [dict(r) for r in await conn.fetch(Q.face_count_mismatch)]

@@ -14,6 +14,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reactor.config import ImagesConfig
 
 
 class InvalidPath(ValueError):
@@ -118,6 +122,11 @@ class PathMapper:
     root: str
     derived_folders: tuple[str, ...] = ("face_crops", "thumbnails")
     max_length: int = 1024
+
+    @classmethod
+    def for_images(cls, images: ImagesConfig) -> PathMapper:
+        """The mapper of the configured share ([images] root, derived_folders, max_path_length)."""
+        return cls(images.root, tuple(images.derived_folders), images.max_path_length)
 
     @property
     def windows(self) -> bool:

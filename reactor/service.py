@@ -69,7 +69,7 @@ class Reactor:
         self.dsn = dsn
         self.instance_id = instance_id or config.service.instance_id or default_instance_id()
         self.queue = ImageQueue(config.service.queue_size)
-        self.mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
+        self.mapper = PathMapper.for_images(config.images)
         self.share = ShareMonitor(config.images, config.watcher)
         # One detector child and detection loop per core (CPU) or GPU (CUDA): reactor.lanes.
         self.lanes = Lanes(config.detector)

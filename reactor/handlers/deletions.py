@@ -12,6 +12,7 @@ from reactor import audit, db, held
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.common import logs_to_stderr
+from reactor.paths import PathMapper
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,7 +43,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
                     f"the share is offline ({reason}): a missing file cannot be believed; mount it "
                     "(README: Watching the share), then run `reactor deletions --apply` again"
                 )
-            result = await held.apply(conn, audit.mapper_for(config), standalone=config.register_files)
+            result = await held.apply(conn, PathMapper.for_images(config.images), standalone=config.register_files)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2 if sys.stdout.isatty() else None))
         return 0

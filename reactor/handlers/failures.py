@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
     """Database paths from arguments: relative paths as given, local paths under the root converted."""
-    mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
+    mapper = PathMapper.for_images(config.images)
     out: list[str] = []
     for arg in raw:
         local = os.path.isabs(arg) or arg.startswith("\\\\")

@@ -51,8 +51,7 @@ def similar_command(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("--limit must be at least 1")
     if args.max_distance <= 0:
         raise UsageError("--max-distance must be above 0")
-    images = config.images
-    mapper = PathMapper(images.root, tuple(images.derived_folders), images.max_path_length)
+    mapper = PathMapper.for_images(config.images)
     path = _db_path(mapper, args.path)
     with db.resolved_dsn(config) as dsn:
         query, matches = asyncio.run(_search(dsn, config, path, args))
