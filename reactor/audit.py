@@ -123,11 +123,6 @@ def share_state(config: Config) -> tuple[bool, str | None]:
     return reason is None, reason
 
 
-def looks_like_outage(config: Config, vanished: int, known: int) -> bool:
-    """The watcher's mass-vanish rule (reactor.share.is_mass_vanish)."""
-    return share.is_mass_vanish(config.watcher, vanished, known)
-
-
 def dead_claim_after_seconds(config: Config) -> float:
     """A claim is dead once its instance is gone (reactor.instances), and never before a
     lease could have run out: a claim is not called dead while it could be valid."""
@@ -307,7 +302,7 @@ async def _missing_files(
                 gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
                 batch = []
     gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
-    if looks_like_outage(config, len(gone), known):
+    if share.is_mass_vanish(config.watcher, len(gone), known):
         finding.skipped = (
             f"{len(gone)} of {known} result files are missing at once: that looks like a share outage "
             "or the wrong mount, not deletions; check images.root and the marker"

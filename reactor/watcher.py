@@ -21,7 +21,6 @@ import time
 
 from reactor import logs
 from reactor.aio import first_of, sleep_or_stop, wait_any
-from reactor.audit import looks_like_outage
 from reactor.candidates import Candidates
 from reactor.config import Config
 from reactor.file_events import FileEventSink, ReadyFile
@@ -30,7 +29,7 @@ from reactor.moves import MoveMatcher
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
 from reactor.scanner import Scanner, Signature, certainly_gone
-from reactor.share import ShareMonitor, VanishGuard
+from reactor.share import ShareMonitor, VanishGuard, is_mass_vanish
 from reactor.stability import StabilityTracker
 
 log = logs.get("reactor.watcher")
@@ -240,7 +239,7 @@ class Watcher:
         missing = [p for p in registered if p not in self.scanner.snapshot]
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
-        if looks_like_outage(self.config, len(missing), len(registered)):
+        if is_mass_vanish(self.config.watcher, len(missing), len(registered)):
             # Too many at once to take as deleted while nobody watched: the operator decides.
             await self._hold(missing, "mass_vanish_at_start")
             return
