@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -28,7 +27,7 @@ from reactor.config import Config
 from reactor.db import create_pool
 from reactor.detector import Detector, DetectorUnavailable
 from reactor.file_events import DatabaseSink
-from reactor.health import HealthServer
+from reactor.health import HealthServer, LoopLag
 from reactor.inflight import InFlight
 from reactor.instance_lock import InstanceLock
 from reactor.lanes import Lanes
@@ -51,7 +50,6 @@ Q = Queries("queries.sql")
 log = logs.get("reactor.service")
 
 TaskFactory = Callable[[asyncio.Event], Awaitable[None]]
-LAG_TICK_SECONDS = 0.5
 CLEANUP_TIMEOUT_SECONDS = 5.0
 # A pooled connection that silently stopped carrying traffic would hang a query for
 # ever; past this the query fails as transient and the pool opens a new connection.
@@ -87,7 +85,7 @@ class Reactor:
         self.supervisor = Supervisor()
         # Extra supervised tasks (watcher, health server): name -> factory(halt).
         self.side_tasks: dict[str, TaskFactory] = {}
-        self.loop_lag = 0.0
+        self.loop_lag = LoopLag()
         self.started_at = datetime.now(UTC)
         self.scheduler = SweepScheduler(config, self.instance_id)
         # Who may request sweeps and manual overrides; the reactor's own role joins at _build.
@@ -115,7 +113,7 @@ class Reactor:
             "queue_dropped": self.queue.dropped,
             "current_image": next(iter(self.lanes.current), None),
             "processed": self.lanes.processed,
-            "loop_lag_seconds": round(self.loop_lag, 3),
+            "loop_lag_seconds": round(self.loop_lag.seconds, 3),
             "write_blocked": self.write_block.reason,
             # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
             "tasks_failing": self.supervisor.failing(),
@@ -332,7 +330,7 @@ class Reactor:
             "orphan_hints": lambda halt: self.scheduler.run_orphan_hints(sweeper, halt),
             "heartbeat": self._heartbeat_loop,
             "lease": self._lease_loop,
-            "loop_lag": self._lag_loop,
+            "loop_lag": self.loop_lag.run,
             # A storm frees as much as it allocates; glibc keeps the freed pages unless asked.
             "heap_trim": heap.HeapTrimmer(lambda: lanes.processed).run,
             **self.side_tasks,
@@ -412,13 +410,6 @@ class Reactor:
                             log.warning("claim_lost", path=claim.path, token=claim.token)
             except TRANSIENT_DB_ERRORS:
                 pass  # fencing protects the result if the lease runs out meanwhile
-
-    async def _lag_loop(self, halt: asyncio.Event) -> None:
-        while True:
-            before = time.monotonic()
-            if await sleep_or_stop(halt, LAG_TICK_SECONDS):
-                return
-            self.loop_lag = max(0.0, time.monotonic() - before - LAG_TICK_SECONDS)
 
 
 def _bind(factory: TaskFactory, halt: asyncio.Event) -> Callable[[], Awaitable[None]]:
