@@ -28,7 +28,7 @@ import stat
 from collections.abc import Callable
 
 from reactor import logs
-from reactor.aio import wait_any
+from reactor.aio import sleep_or_stop
 from reactor.config import ImagesConfig, WatcherConfig
 
 log = logs.get("reactor.share")
@@ -142,7 +142,6 @@ class ShareMonitor:
         self._known = False
         self._listeners: list[Listener] = []
         self._online_event = asyncio.Event()
-        self._wake = asyncio.Event()
         # The probe thread in flight; while it hangs no other is started.
         self._probe: asyncio.Future[str | None] | None = None
 
@@ -206,10 +205,6 @@ class ShareMonitor:
     async def wait_online(self) -> None:
         await self._online_event.wait()
 
-    def poke(self) -> None:
-        """Ask ``run`` to check again now (for example after an I/O error elsewhere)."""
-        self._wake.set()
-
     async def run(self, stop: asyncio.Event) -> None:
         """Check periodically while online, with doubling backoff while offline."""
         backoff = self.offline_initial
@@ -221,5 +216,4 @@ class ShareMonitor:
             else:
                 delay = backoff
                 backoff = min(self.offline_max, backoff * 2)
-            self._wake.clear()
-            await wait_any(stop, self._wake, seconds=delay)
+            await sleep_or_stop(stop, delay)
