@@ -65,6 +65,3 @@ class Queries:
             return blocks(self._relative)[name]
         except KeyError:
             raise AttributeError(f"no SQL block {name!r} in sql/{self._relative}") from None
-
-    def names(self) -> list[str]:
-        return sorted(blocks(self._relative))
