@@ -83,6 +83,8 @@ class Reactor:
         self.worker: DetectionLoop | None = None
         self.watcher: Watcher | None = None
         self.supervisor = Supervisor()
+        # /healthz and /metrics, once bound (health.enabled).
+        self.health: HealthServer | None = None
         # Extra supervised tasks (watcher, health server): name -> factory(halt).
         self.side_tasks: dict[str, TaskFactory] = {}
         self.loop_lag = LoopLag()
@@ -159,13 +161,13 @@ class Reactor:
     async def run(self, stop: asyncio.Event) -> None:
         # Before any worker thread exists: threads share the main heap, which HeapTrimmer trims.
         heap.single_arena()
-        health = await self._start_health()
+        await self._start_health()
         pool = await self._connect(stop)
         if pool is None:
-            if health is not None:
-                await health.close()
+            if self.health is not None:
+                await self.health.close()
             return
-        lock = await self._lock_instance(pool, health)
+        lock = await self._lock_instance(pool)
         self.pool = pool
         halt = asyncio.Event()
         try:
@@ -181,30 +183,29 @@ class Reactor:
             await self._cleanup(pool)
             await lock.release()
 
-    async def _lock_instance(self, pool: asyncpg.Pool, health: HealthServer | None = None) -> InstanceLock:
+    async def _lock_instance(self, pool: asyncpg.Pool) -> InstanceLock:
         """Take this instance id for this process; InstanceTaken (nothing touched) if another has it."""
         lock = InstanceLock(self.config, self.dsn, self.instance_id)
         try:
             await lock.acquire()
         except BaseException:
             # Not ours to clean up: the claims under this id belong to the other process.
-            if health is not None:
-                await health.close()
+            if self.health is not None:
+                await self.health.close()
             await pool.close()
             raise
         return lock
 
-    async def _start_health(self) -> HealthServer | None:
+    async def _start_health(self) -> None:
         """Bind /healthz and /metrics before anything else: a port in use ends the start
         with one line naming health.port (ConfigError, exit 2). Served until `halt`, so it
         answers during the shutdown too."""
         if not self.config.health.enabled:
-            return None
+            return
         health = HealthServer(self.config.health, self.health_snapshot, metrics.REGISTRY)
         await health.start()
         self.side_tasks["health"] = health.run
-        self.health: HealthServer | None = health
-        return health
+        self.health = health
 
     async def run_once(self, stop: asyncio.Event) -> SweepCounts:
         """`reactor sweep --once`: one sweep, process what it queued, return its counts."""
