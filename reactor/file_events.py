@@ -97,7 +97,6 @@ class DatabaseSink:
         self.enqueue = enqueue
         self.register_files = register_files
         self.request_sweep = request_sweep
-        self.counts = {"ready": 0, "redetect": 0, "moved": 0, "deleted": 0, "registered": 0}
 
     async def register(self, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
@@ -108,7 +107,6 @@ class DatabaseSink:
             for i in range(0, len(paths), REGISTER_CHUNK):
                 status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
                 written += rows_affected(status)
-        self.counts["registered"] += written
         if written:
             log.info("files_registered", files=written)
         return written
@@ -140,7 +138,6 @@ class DatabaseSink:
         for f in files:
             redetect = f.path in with_results
             self.enqueue(f.path, redetect)
-            self.counts["redetect" if redetect else "ready"] += 1
             if redetect:
                 log.info("image_changed", path=f.path)
 
@@ -168,7 +165,6 @@ class DatabaseSink:
             # path's rows orphaned, a notification brings the new path); results are
             # never renamed or deleted on the watcher's word.
             log.info("folder_moved" if directory else "image_moved", src=src, dst=dst, results=0, followed="upstream")
-            self.counts["moved"] += 1
             if not directory:
                 self.enqueue(dst, False)
             return
@@ -193,7 +189,6 @@ class DatabaseSink:
                 await conn.execute(Q.move_registration, src, dst)
                 await conn.execute(Q.register_files, [dst])
                 log.info("image_moved", src=src, dst=dst, results=moved)
-        self.counts["moved"] += 1
         if not directory and not moved:
             # Nothing was detected for the source yet: the new path needs detection.
             self.enqueue(dst, False)
@@ -207,7 +202,6 @@ class DatabaseSink:
         """
         if not self.register_files:
             log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
-            self.counts["deleted"] += 1
             return
         prefix = path.rstrip("/") + "/"
         async with self.pool.acquire() as conn, conn.transaction():
@@ -219,7 +213,6 @@ class DatabaseSink:
                 marked = await orphans.mark_gone(conn, [path], [])
                 await conn.execute(Q.delete_registration, path)
                 log.info("image_deleted", path=path, orphaned=marked)
-        self.counts["deleted"] += 1
 
     async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
         # In vision-database mode the upstream's ai_metadata decides what a path is.
