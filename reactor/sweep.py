@@ -43,8 +43,6 @@ SWEEP_LOCK_KEY = 0x46414345_0002
 # Expired claims older than this many leases are deleted by the sweep.
 STALE_CLAIM_LEASES = 10
 
-Found = Callable[[str, str], None]
-
 # The counts a sweep adds up and `reactor sweep` prints, in that order.
 COUNTS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims")
 
