@@ -6,7 +6,7 @@ keepalive on its socket (moot on a unix socket), and a ``SELECT 1`` probe with a
 timeout, which also catches a connection that silently stopped carrying traffic.
 
 On loss it reconnects with capped, jittered backoff, LISTENs again and only then
-calls ``on_connected(reconnected=True)``, which asks for a catch-up sweep: a row
+calls ``on_connected()``, which asks for a catch-up sweep: a row
 processed while the connection was down is found by that sweep, and one processed
 after the LISTEN is notified. While disconnected the state is "polling": the
 service sweeps every ``sweep.poll_seconds`` instead.
@@ -43,7 +43,7 @@ KEEPALIVE_COUNT = 3
 # PostgreSQL caps a payload at 8000 bytes; nothing longer is parsed.
 MAX_PAYLOAD_CHARS = 8000
 NotifyHandler = Callable[[str, dict[str, Any], int], None]
-ConnectedHandler = Callable[[bool], None]
+ConnectedHandler = Callable[[], None]
 
 
 def parse_payload(payload: str) -> dict[str, Any] | None:
@@ -140,7 +140,7 @@ class Listener:
             else:
                 log.info("listener_connected", channels=list(self.channels))
             # Only now, after LISTEN: a catch-up sweep sees everything committed before it.
-            self.on_connected(reconnected)
+            self.on_connected()
             return await self._watch(conn, lost, stop)
         except TRANSIENT_DB_ERRORS as exc:
             return f"error: {type(exc).__name__}"

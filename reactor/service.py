@@ -151,7 +151,7 @@ class Reactor:
             self.queue.discard(notice.path)
             self.scheduler.deleted(notice.path)
 
-    def _on_listener_connected(self, reconnected: bool) -> None:
+    def _on_listener_connected(self) -> None:
         # First connect: the start-up sweep; reconnect: the catch-up sweep. Either
         # way after LISTEN, so nothing committed in between is missed.
         self.request_sweep()
