@@ -70,11 +70,7 @@ class Watcher:
         return stability_window(self.config, self.choice)
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.config.watcher.enabled:
-            log.info("watcher_disabled")
-            self.state = "disabled"
-            await stop.wait()
-            return
+        # Only started with watcher.enabled (reactor.service).
         self.choice = choose_observer(self.config)
         self.tracker.window = self.window
         self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
