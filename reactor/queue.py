@@ -60,9 +60,6 @@ class ImageQueue:
     def __contains__(self, path: object) -> bool:
         return path in self._where
 
-    def priority_of(self, path: str) -> Priority | None:
-        return self._where.get(path)
-
     def depth_by_priority(self) -> dict[str, int]:
         return {p.name.lower(): len(level) for p, level in self._levels.items()}
 

@@ -58,10 +58,6 @@ class VanishGuard:
         self.what = what
         self._suspect: frozenset[str] = frozenset()
 
-    @property
-    def holding(self) -> int:
-        return len(self._suspect)
-
     def believe(self, vanished: list[str], known: int) -> list[str]:
         """The vanished paths to treat as deleted now; the rest are held for one more look."""
         deleted, confirmed = self.sort(vanished, known)

@@ -18,6 +18,7 @@ import pytest
 
 from reactor import audit, constraints, repair, sql
 from reactor.config import Config
+from tests.peek import is_path_violation
 
 ENCODING = [0.01 * i for i in range(128)]
 REACTOR_TABLES = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims")
@@ -436,7 +437,7 @@ async def test_constraint_rejects_derived_and_absolute_paths(conn: asyncpg.Conne
     await conn.execute("SET session_replication_role = replica")
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         await conn.execute(query, path, *extra)
-    assert constraints.is_path_violation(caught.value)
+    assert is_path_violation(caught.value)
     rejected = constraints.path_rejection(caught.value, path)
     assert rejected is not None and rejected.table == table
     message = str(rejected)

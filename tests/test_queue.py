@@ -10,6 +10,7 @@ from reactor.config import RetryConfig
 from reactor.errors import ErrorType
 from reactor.queue import MANUAL_BURST, Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
+from tests.peek import priority_of
 
 
 async def drain(queue: ImageQueue) -> list[Entry]:
@@ -36,7 +37,7 @@ async def test_a_path_is_queued_once_and_keeps_its_highest_priority() -> None:
     assert q.put("a.jpg", Priority.NOTIFY)
     assert q.put("a.jpg", Priority.RETRY)  # lower priority: ignored, still one entry
     assert len(q) == 1
-    assert q.priority_of("a.jpg") is Priority.NOTIFY
+    assert priority_of(q, "a.jpg") is Priority.NOTIFY
     assert q.depth_by_priority() == {"manual": 0, "notify": 1, "file_event": 0, "retry": 0, "backlog": 0}
     path, priority = await q.get()
     assert (path, priority) == ("a.jpg", Priority.NOTIFY)
