@@ -159,8 +159,6 @@ class Reactor:
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
-        # Before any worker thread exists: threads share the main heap, which HeapTrimmer trims.
-        heap.single_arena()
         await self._start_health()
         pool = await self._connect(stop)
         if pool is None:
