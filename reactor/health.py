@@ -26,12 +26,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from reactor import logs
 from reactor.aio import sleep_or_stop
 from reactor.config import ConfigError, HealthConfig
+from reactor.listener import ListenerState
 
 log = logs.get("reactor.health")
 
 Snapshot = Callable[[], Mapping[str, Any]]
 
-LISTENER_OK = frozenset({"connected", "polling"})
+LISTENER_OK = frozenset({ListenerState.CONNECTED, ListenerState.POLLING})
 DETECTOR_OK = frozenset({"ready", "busy"})
 # The loop counts as unresponsive when a 0.5 s sleep wakes up this much late.
 MAX_LOOP_LAG_SECONDS = 2.0

@@ -21,6 +21,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -44,6 +45,16 @@ KEEPALIVE_COUNT = 3
 MAX_PAYLOAD_CHARS = 8000
 NotifyHandler = Callable[[str, dict[str, Any], int], None]
 ConnectedHandler = Callable[[], None]
+
+
+class ListenerState(StrEnum):
+    """What the LISTEN connection is doing; shown in the heartbeat and /healthz."""
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    # Disconnected: the service sweeps every sweep.poll_seconds until it is back.
+    POLLING = "polling"
 
 
 def parse_payload(payload: str) -> dict[str, Any] | None:
@@ -85,9 +96,13 @@ class Listener:
         self.on_notify = on_notify
         self.on_connected = on_connected
         self.channels = (config.database.channel, config.database.control_channel)
-        self.state = "stopped"
+        self.state = ListenerState.STOPPED
         self.reconnects = 0
         self._ever_connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self.state == ListenerState.CONNECTED
 
     @property
     def application_name(self) -> str:
@@ -95,7 +110,7 @@ class Listener:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
-        self.state = "connecting"
+        self.state = ListenerState.CONNECTING
         try:
             while not stop.is_set():
                 try:
@@ -109,7 +124,7 @@ class Listener:
                 if not stop.is_set():
                     self._set_polling(reason, None)
         finally:
-            self.state = "stopped"
+            self.state = ListenerState.STOPPED
 
     async def _connect(self) -> asyncpg.Connection:
         settings = {
@@ -132,7 +147,7 @@ class Listener:
                 await conn.add_listener(channel, self._dispatch)
             reconnected = self._ever_connected
             self._ever_connected = True
-            self.state = "connected"
+            self.state = ListenerState.CONNECTED
             if reconnected:
                 self.reconnects += 1
                 metrics.LISTENER_RECONNECTS.inc()
@@ -170,7 +185,7 @@ class Listener:
             conn.terminate()
 
     def _set_polling(self, reason: str, exc: BaseException | None) -> None:
-        if self.state != "polling":
+        if self.state != ListenerState.POLLING:
             # Before the first connection nothing was lost yet; after it, every loss is.
             log.warning(
                 "listener_lost" if self._ever_connected else "listener_unavailable",
@@ -178,7 +193,7 @@ class Listener:
                 error=str(exc) if exc else None,
                 poll_seconds=self.config.sweep.poll_seconds,
             )
-        self.state = "polling"
+        self.state = ListenerState.POLLING
 
     def _dispatch(self, _conn: Any, pid: int, channel: str, payload: object) -> None:
         data = parse_payload(str(payload))

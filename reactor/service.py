@@ -31,7 +31,7 @@ from reactor.health import HealthServer, LoopLag
 from reactor.inflight import InFlight
 from reactor.instance_lock import InstanceLock
 from reactor.lanes import Lanes
-from reactor.listener import Listener
+from reactor.listener import Listener, ListenerState
 from reactor.mounts import choose_observer, stability_window
 from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
@@ -103,7 +103,7 @@ class Reactor:
     def health_snapshot(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance_id,
-            "listener": self.listener.state if self.listener else "stopped",
+            "listener": self.listener.state if self.listener else ListenerState.STOPPED,
             "detector": self.lanes.state(),
             "detector_restarts": self.lanes.restarts,
             "detectors": self.lanes.snapshot(),
@@ -312,7 +312,7 @@ class Reactor:
             self.side_tasks["watcher"] = self.watcher.run
         metrics.bind_queue(self.queue)
         listener = self.listener
-        metrics.LISTENER_CONNECTED.set_function(lambda: float(listener.state == "connected"))
+        metrics.LISTENER_CONNECTED.set_function(lambda: float(listener.connected))
         metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
         metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.lanes.restarts))
         metrics.bind_children(self.lanes.snapshot)
@@ -325,7 +325,7 @@ class Reactor:
         tasks: dict[str, TaskFactory] = {
             "share": self.share.run,
             "listener": listener.run,
-            "sweeper": lambda halt: self.scheduler.run(sweeper, pool, lambda: listener.state == "connected", halt),
+            "sweeper": lambda halt: self.scheduler.run(sweeper, pool, lambda: listener.connected, halt),
             "orphan_hints": lambda halt: self.scheduler.run_orphan_hints(sweeper, halt),
             "heartbeat": self._heartbeat_loop,
             "lease": self._lease_loop,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from enum import StrEnum
 
 from reactor import logs
 from reactor.aio import first_of, sleep_or_stop, wait_any
@@ -38,6 +39,15 @@ SUPERVISE_SECONDS = 1.0
 RESTART_MAX_SECONDS = 60.0
 
 
+class WatcherState(StrEnum):
+    STOPPED = "stopped"
+    # The share is offline: no session until it is back.
+    SHARE_OFFLINE = "share_offline"
+    WATCHING = "watching"
+    # The session failed or its observer died: a new one starts after a backoff.
+    RESTARTING = "restarting"
+
+
 class ObserverDied(RuntimeError):
     pass
 
@@ -50,7 +60,7 @@ class Watcher:
         self.candidates = Candidates(config.images, config.watcher, mapper)
         self.scanner = Scanner(self.candidates, share)
         self.choice: ObserverChoice | None = None
-        self.state = "stopped"
+        self.state = WatcherState.STOPPED
         self.sessions = 0
         self.rescans = 0
         # Deletions held for the operator (reactor.held), as of the last full scan.
@@ -103,17 +113,17 @@ class Watcher:
                     restart_in=backoff,
                     exc_info=not died,
                 )
-                self.state = "restarting"
+                self.state = WatcherState.RESTARTING
                 await sleep_or_stop(stop, backoff)
                 backoff = 1.0 if time.monotonic() - started > 60 else min(RESTART_MAX_SECONDS, backoff * 2)
-        self.state = "stopped"
+        self.state = WatcherState.STOPPED
 
     async def _wait_online(self, stop: asyncio.Event) -> bool:
         """Wait for the share (the ShareMonitor's run loop, or our own slow re-check)."""
         while not stop.is_set():
             if self.share.online or await self.share.acheck():
                 return True
-            self.state = "share_offline"
+            self.state = WatcherState.SHARE_OFFLINE
             await first_of(self.share.wait_online(), stop, seconds=5.0)
         return False
 
@@ -136,7 +146,7 @@ class Watcher:
             # The first session needs no extra sweep: the reactor sweeps at start-up.
             # A later one follows an outage or a dead observer, so events were missed.
             await self.rescan("", reconcile=self.sessions > 1)
-            self.state = "watching"
+            self.state = WatcherState.WATCHING
             log.info(
                 "watch_started",
                 observer=self.choice.kind,

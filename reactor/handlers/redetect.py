@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reactor import audit, control, db
+from reactor.claims import RedetectMode
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.dbtypes import rows_affected
@@ -136,7 +137,7 @@ async def _record(conn: Any, args: argparse.Namespace, config: Config, sel: Sele
         retried = rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
         pending = int(await conn.fetchval(Q.pending_selected, sel.paths, sel.prefix)) if not sel.error_type else 0
         return "missing", {"retried": retried, "pending": pending}
-    mode = "reset" if args.reset else "refresh"
+    mode = RedetectMode.RESET if args.reset else RedetectMode.REFRESH
     batch = f"{mode}:{uuid.uuid4().hex[:12]}"
     stale = settings_fingerprint(config.detector) if args.stale else None
     requested = rows_affected(
