@@ -165,3 +165,16 @@ def test_a_flood_of_manual_requests_does_not_starve_other_work() -> None:
         order.append(entry.path)
     assert order.index("new-photo.jpg") == MANUAL_BURST
     assert order[MANUAL_BURST + 1] == f"manual/{MANUAL_BURST:03}.jpg"
+
+
+def test_drops_are_counted_by_the_queue_dropped_counter() -> None:
+    from reactor import metrics
+
+    q = ImageQueue(1)
+    metrics.bind_queue(q)
+    before = metrics.REGISTRY.get_sample_value("reactor_queue_dropped_total") or 0.0
+    q.put("a", Priority.BACKLOG)
+    assert not q.put("b", Priority.BACKLOG)  # full of work as good: b is dropped
+    assert q.put("c", Priority.NOTIFY)  # better work: a is evicted
+    assert q.dropped == 2
+    assert metrics.REGISTRY.get_sample_value("reactor_queue_dropped_total") == before + 2
