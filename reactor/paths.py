@@ -213,7 +213,7 @@ class PathMapper:
             raise InvalidPath(str(local), "outside", f"the path is not under the share root {self.root}") from None
         return self.validate("/".join(rel.parts))
 
-    def open_safely(self, db_path: str) -> Path:
+    def resolve_in_share(self, db_path: str) -> Path:
         """The real local path, refusing symlinks that lead out of the share root.
 
         Only for real (non-Windows-on-Linux) roots: it resolves the file on disk. On Windows

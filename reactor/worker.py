@@ -274,7 +274,7 @@ class DetectionLoop:
         try:
             # Resolving touches the share: a hung mount must not hold the loop's next image.
             local = await asyncio.wait_for(
-                asyncio.to_thread(self.mapper.open_safely, entry.path), self.config.detector.timeout_seconds
+                asyncio.to_thread(self.mapper.resolve_in_share, entry.path), self.config.detector.timeout_seconds
             )
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
