@@ -35,7 +35,7 @@ from reactor.config import Config
 from reactor.constraints import PATH_CONSTRAINTS
 from reactor.dbtypes import rows_affected
 from reactor.errors import ErrorType
-from reactor.sql import Queries
+from reactor.sql import Queries, fill_identifiers
 
 log = logs.get("reactor.repair")
 Q = Queries("integrity.sql")
@@ -204,13 +204,6 @@ async def repair(
     return result
 
 
-def _fill(sql_text: str, **identifiers: str) -> str:
-    # Identifiers cannot be bind parameters; these are generated names, quoted anyway.
-    for key, name in identifiers.items():
-        sql_text = sql_text.replace("{" + key + "}", '"' + name.replace('"', '""') + '"')
-    return sql_text
-
-
 def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for path, reason in items.items():
@@ -226,7 +219,7 @@ async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: 
     while await relations.exists(conn, name):
         suffix += 1
         name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
-    await conn.execute(_fill(Q.repair_create_backup, backup=name, source=source))
+    await conn.execute(fill_identifiers(Q.repair_create_backup, backup=name, source=source))
     result.backups[source] = (name, 0)
     return name
 
@@ -235,7 +228,7 @@ async def _copy(
     conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str, *args: Any
 ) -> None:
     name = await _backup_table(conn, result, source, stamp)
-    copied = rows_affected(await conn.execute(_fill(block, backup=name, source=source), *args))
+    copied = rows_affected(await conn.execute(fill_identifiers(block, backup=name, source=source), *args))
     result.backups[source] = (name, result.backups[source][1] + copied)
 
 
@@ -293,7 +286,9 @@ async def _validate_constraints(conn: asyncpg.Connection) -> list[str]:
             # A savepoint: rows this repair does not judge (none today) must not undo it.
             async with conn.transaction():
                 await conn.execute(
-                    _fill(Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"])
+                    fill_identifiers(
+                        Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"]
+                    )
                 )
         except asyncpg.CheckViolationError:
             log.warning("constraint_still_not_valid", constraint=row["constraint_name"])

@@ -458,7 +458,7 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
     """Every named block of sql/integrity.sql parses and runs (backup names filled in)."""
     blocks = sql.blocks("integrity.sql")
     for backup, source in (("b_fm", "face_metadata"), ("b_fd", "face_detections"), ("b_rc", "reactor_claims")):
-        await conn.execute(repair._fill(blocks["repair_create_backup"], backup=backup, source=source))
+        await conn.execute(sql.fill_identifiers(blocks["repair_create_backup"], backup=backup, source=source))
     args: dict[str, tuple[Any, ...]] = {
         "missing_tables": (["face_metadata"],),
         "table_columns": ("ai_metadata",),
@@ -482,7 +482,7 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
         for name, text in blocks.items():
             if name == "repair_create_backup":
                 continue
-            filled = repair._fill(
+            filled = sql.fill_identifiers(
                 text, backup=targets.get(name, "b_fm"), source="face_metadata", constraint="face_metadata_path_valid"
             )
             await conn.fetch(filled, *args.get(name, ()))
