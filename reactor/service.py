@@ -176,10 +176,7 @@ class Reactor:
             await stop.wait()
             await self._shutdown(halt)
         finally:
-            halt.set()
-            await self.supervisor.cancel_all()
-            await self._cleanup(pool)
-            await lock.release()
+            await self._teardown(halt, pool, lock)
 
     async def _lock_instance(self, pool: asyncpg.Pool) -> InstanceLock:
         """Take this instance id for this process; InstanceTaken (nothing touched) if another has it."""
@@ -230,10 +227,7 @@ class Reactor:
                     break
             return total
         finally:
-            halt.set()
-            await self.supervisor.cancel_all()
-            await self._cleanup(pool)
-            await lock.release()
+            await self._teardown(halt, pool, lock)
 
     async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
         """The pool, retrying with backoff while the database is down (logged once per state)."""
@@ -358,6 +352,14 @@ class Reactor:
         if persisting:
             # The outcome writes were shielded from the cancellation; give them a moment.
             await asyncio.wait(persisting, timeout=CLEANUP_TIMEOUT_SECONDS)
+
+    async def _teardown(self, halt: asyncio.Event, pool: asyncpg.Pool, lock: InstanceLock) -> None:
+        """However the run ended: every task stopped, the claims released and the pool
+        closed, and only then the instance lock (another process may take the id next)."""
+        halt.set()
+        await self.supervisor.cancel_all()
+        await self._cleanup(pool)
+        await lock.release()
 
     async def _cleanup(self, pool: asyncpg.Pool) -> None:
         try:
