@@ -24,22 +24,14 @@ import asyncpg
 
 from reactor import share
 from reactor.config import Config
+from reactor.instances import gone_after_seconds
 from reactor.paths import InvalidPath, PathMapper, unicode_variants
+from reactor.relations import REACTOR_TABLES
 from reactor.scanner import certainly_gone
 from reactor.sql import Queries
 
 Q = Queries("integrity.sql")
 
-REACTOR_TABLES = (
-    "face_metadata",
-    "face_detections",
-    "face_detection_failures",
-    "reactor_claims",
-    "reactor_instances",
-    "reactor_redetect",
-    "reactor_file_identity",
-    "reactor_held_deletions",
-)
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.
 CHECKS: dict[str, str] = {
@@ -122,11 +114,6 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime | date) else v for k, v in row.items()}
 
 
-def mapper_for(config: Config) -> PathMapper:
-    images = config.images
-    return PathMapper(images.root, tuple(images.derived_folders), images.max_path_length)
-
-
 def share_state(config: Config) -> tuple[bool, str | None]:
     """Whether the share is online now (root, directory, marker, mount) and why not.
 
@@ -136,15 +123,10 @@ def share_state(config: Config) -> tuple[bool, str | None]:
     return reason is None, reason
 
 
-def looks_like_outage(config: Config, vanished: int, known: int) -> bool:
-    """The watcher's mass-vanish rule (reactor.share.is_mass_vanish)."""
-    return share.is_mass_vanish(config.watcher, vanished, known)
-
-
-def stale_after_seconds(config: Config) -> float:
-    """A heartbeat older than this means the instance is gone: three missed beats, and
-    never less than a lease, so a claim is not called dead while it could be valid."""
-    return max(3 * config.health.heartbeat_seconds, config.service.lease_seconds)
+def dead_claim_after_seconds(config: Config) -> float:
+    """A claim is dead once its instance is gone (reactor.instances), and never before a
+    lease could have run out: a claim is not called dead while it could be valid."""
+    return max(gone_after_seconds(config.health.heartbeat_seconds), config.service.lease_seconds)
 
 
 async def missing_tables(conn: asyncpg.Connection, tables: Sequence[str] = REACTOR_TABLES) -> list[str]:
@@ -177,14 +159,14 @@ async def run_audit(
             f"the reactor's tables are missing ({', '.join(missing)}); run `reactor db init` "
             "(or `reactor db sql` for the SQL a database owner must run)"
         )
-    mapper = mapper_for(config)
+    mapper = PathMapper.for_images(config.images)
     findings = {name: Finding(name) for name in CHECKS}
     findings["orphan_faces"].rows = [dict(r) for r in await conn.fetch(Q.orphan_faces)]
     findings["face_count_mismatch"].rows = [dict(r) for r in await conn.fetch(Q.face_count_mismatch)]
     judge = PathJudge(mapper)
     findings["invalid_paths"].rows = await _invalid_paths(conn, judge)
     findings["superseded_failures"].rows = [dict(r) for r in await conn.fetch(Q.superseded_failures)]
-    findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, stale_after_seconds(config))]
+    findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, dead_claim_after_seconds(config))]
     findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
     findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
     findings["held_deletions"].rows = [dict(r) for r in await conn.fetch(Q.held_deletion_rows)]
@@ -320,7 +302,7 @@ async def _missing_files(
                 gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
                 batch = []
     gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
-    if looks_like_outage(config, len(gone), known):
+    if share.is_mass_vanish(config.watcher, len(gone), known):
         finding.skipped = (
             f"{len(gone)} of {known} result files are missing at once: that looks like a share outage "
             "or the wrong mount, not deletions; check images.root and the marker"

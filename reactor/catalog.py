@@ -14,6 +14,7 @@ from typing import Any, Literal
 import asyncpg
 
 from reactor import legacy, privileges, sql, vectors
+from reactor.relations import SEQUENCES, exists
 
 Q = sql.Queries("catalog.sql")
 
@@ -131,7 +132,6 @@ INDEXES: dict[str, tuple[str, ...]] = {
     "reactor_claims": ("idx_reactor_claims_instance",),
     "reactor_file_identity": ("idx_reactor_file_identity_size",),
 }
-SEQUENCES = ("reactor_claim_token_seq",)
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_schema": ("singleton",),
     "face_metadata": ("image_path",),
@@ -203,10 +203,6 @@ class CheckReport:
 
 async def columns_of(conn: asyncpg.Connection, table: str) -> dict[str, str]:
     return {r["name"]: r["type"] for r in await conn.fetch(Q.table_columns, table)}
-
-
-async def exists(conn: asyncpg.Connection, relation: str) -> bool:
-    return await conn.fetchrow(Q.relation_info, relation) is not None
 
 
 async def _check_tables(conn: asyncpg.Connection, report: CheckReport) -> None:

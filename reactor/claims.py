@@ -12,14 +12,35 @@ A result is written only if the claim row still carries the writer's token
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import asyncpg
 
-from reactor.dbtypes import Conn
-from reactor.errors import BLACKLISTED, FILE_ACCESS, ErrorType
+from reactor.dbtypes import Conn, rows_affected
+from reactor.errors import FILE_ACCESS, ErrorType
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
+
+
+class Skip(StrEnum):
+    """Why an image is not claimed now (the `image_skipped` log line's reason)."""
+
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    NOT_PROCESSED = "not_processed"
+    BLACKLISTED = "blacklisted"
+    DONE = "done"
+    PERMANENTLY_FAILED = "permanently_failed"
+    BACKING_OFF = "backing_off"
+
+
+class RedetectMode(StrEnum):
+    """How `reactor redetect` asked for a result again (reactor_redetect.mode)."""
+
+    # The faces found again keep their ids by box overlap (reactor.identity).
+    REFRESH = "refresh"
+    # Every face gets a new id.
+    RESET = "reset"
 
 
 @dataclass(frozen=True)
@@ -34,14 +55,14 @@ class ImageState:
     last_error_type: str | None
     # `reactor redetect` asked for this image again: a result does not make it done.
     redetect_requested: bool = False
-    # refresh (faces keep their ids by overlap) or reset (all new ids); None: refresh.
+    # A RedetectMode value; None: refresh.
     redetect_mode: str | None = None
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> ImageState:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
-    def skip_reason(self, *, manual: bool = False, redetect: bool = False, file_event: bool = False) -> str | None:
+    def skip_reason(self, *, manual: bool = False, redetect: bool = False, file_event: bool = False) -> Skip | None:
         """Why this image needs no detection now, or None if it does.
 
         A manual request overrides backoff and the permanent state; a changed file
@@ -52,19 +73,19 @@ class ImageState:
         `reactor failures retry PATH` takes back in the database.
         """
         if not self.processed:
-            return "not_processed"
-        if self.last_error_type == BLACKLISTED and self.permanently_failed:
-            return "blacklisted"
+            return Skip.NOT_PROCESSED
+        if self.last_error_type == ErrorType.BLACKLISTED and self.permanently_failed:
+            return Skip.BLACKLISTED
         if self.done and not (redetect or self.redetect_requested):
-            return "done"
+            return Skip.DONE
         if manual or redetect:
             return None
         if file_event and self.last_error_type in FILE_ACCESS:
             return None
         if self.permanently_failed:
-            return "permanently_failed"
+            return Skip.PERMANENTLY_FAILED
         if self.backing_off:
-            return "backing_off"
+            return Skip.BACKING_OFF
         return None
 
 
@@ -82,7 +103,7 @@ class Claim:
     def keep_face_ids(self) -> bool:
         """Whether the faces found again keep their ids (``reactor.identity``): always,
         unless a `reactor redetect --reset` asked for new ones."""
-        return self.state.redetect_mode != "reset"
+        return self.state.redetect_mode != RedetectMode.RESET
 
     @property
     def last_scale(self) -> float | None:
@@ -100,11 +121,11 @@ async def read_state(conn: Conn, path: str) -> ImageState:
 
 async def _claim_in_tx(
     conn: Conn, path: str, instance_id: str, lease_seconds: float, *, manual: bool, redetect: bool, file_event: bool
-) -> Claim | str:
+) -> Claim | Skip:
     async with conn.transaction():
         token = await conn.fetchval(Q.claim_image, path, instance_id, lease_seconds)
         if token is None:
-            return "claimed_elsewhere"
+            return Skip.CLAIMED_ELSEWHERE
         state = await read_state(conn, path)
         reason = state.skip_reason(manual=manual, redetect=redetect, file_event=file_event)
         if reason is not None:
@@ -114,7 +135,7 @@ async def _claim_in_tx(
 
 
 class _NotEligible(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: Skip) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -128,8 +149,8 @@ async def claim(
     manual: bool = False,
     redetect: bool = False,
     file_event: bool = False,
-) -> Claim | str:
-    """A Claim, or the reason the image is not claimed ("claimed_elsewhere", "done", ...)."""
+) -> Claim | Skip:
+    """A Claim, or the reason the image is not claimed."""
     try:
         return await _claim_in_tx(
             conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect, file_event=file_event
@@ -153,9 +174,3 @@ async def release_instance(conn: Conn, instance_id: str) -> int:
 
 async def purge_stale(conn: Conn, older_than_seconds: float) -> int:
     return rows_affected(await conn.execute(Q.purge_stale_claims, older_than_seconds))
-
-
-def rows_affected(status: str) -> int:
-    """Rows affected, from a command tag such as 'UPDATE 3'."""
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

@@ -29,7 +29,15 @@ DEFAULT_CONFIG_FILE = "config.toml"
 PASSWORD_ENV = "REACTOR_DATABASE__PASSWORD"
 # Test hooks read by engines under tests/ (e.g. REACTOR_TEST_STARTUP_CRASHES), never by the reactor.
 TEST_ENV_PREFIX = "REACTOR_TEST_"
+# NOTIFY channels are written into the trigger's DDL (reactor.schema): plain
+# lower-case identifiers only, within PostgreSQL's 63-byte limit.
 _CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+CHANNEL_RULE = "a lower-case identifier (letters, digits, _; at most 63)"
+
+
+def is_channel_name(channel: str) -> bool:
+    """Whether ``channel`` is a NOTIFY channel the reactor accepts (CHANNEL_RULE)."""
+    return _CHANNEL.match(channel) is not None
 
 
 class ConfigError(Exception):
@@ -451,12 +459,8 @@ def _validate(config: Config) -> None:
         )
     for key in ("channel", "control_channel"):
         channel = getattr(config.database, key)
-        # Channels are embedded in the trigger's DDL; keep them plain identifiers.
-        if not _CHANNEL.match(channel):
-            raise ConfigError(
-                f"{where}: [database] {key}: expected a lower-case identifier (letters, digits, _; "
-                f"at most 63), got {channel!r}"
-            )
+        if not is_channel_name(channel):
+            raise ConfigError(f"{where}: [database] {key}: expected {CHANNEL_RULE}, got {channel!r}")
     cache = config.watcher.attribute_cache_seconds
     if cache != -1.0 and cache < 0:
         raise ConfigError(

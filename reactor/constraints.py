@@ -44,10 +44,6 @@ class PathRejected(Exception):
         self.constraint = constraint
 
 
-def is_path_violation(exc: BaseException) -> bool:
-    return isinstance(exc, asyncpg.CheckViolationError) and exc.constraint_name in PATH_CONSTRAINTS
-
-
 def path_rejection(exc: BaseException, path: str | None = None) -> PathRejected | None:
     """PathRejected for a violation of one of the path constraints; None for anything else."""
     if not isinstance(exc, asyncpg.CheckViolationError):

@@ -10,14 +10,15 @@ reply with ``counts.skipped``, so the command waits for a reply that swept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from reactor.aio import wait_any
 from reactor.dbtypes import Conn
 from reactor.gate import fit_reply
+from reactor.instances import gone_after_seconds
 from reactor.sql import Queries
 
 Q = Queries("queries.sql")
@@ -47,8 +48,8 @@ class SweepReplies:
 
 
 async def live_instances(conn: Conn, heartbeat_seconds: float) -> list[str]:
-    """Instances whose heartbeat is recent (three missed beats mean gone)."""
-    rows = await conn.fetch(Q.live_instances, max(3 * heartbeat_seconds, 5.0))
+    """Instances that are not gone (reactor.instances)."""
+    rows = await conn.fetch(Q.live_instances, gone_after_seconds(heartbeat_seconds))
     return [r["instance_id"] for r in rows]
 
 
@@ -75,8 +76,7 @@ async def request_sweep(conn: Conn, channel: str, wait_seconds: float) -> SweepR
     await conn.add_listener(channel, on_reply)
     try:
         await send(conn, channel, request_payload(replies.request_id))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), wait_seconds)
+        await wait_any(done, seconds=wait_seconds)
     finally:
         await conn.remove_listener(channel, on_reply)
     return replies

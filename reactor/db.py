@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import os
-import socket
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
@@ -137,7 +135,8 @@ def _unavailable(dsn: str, exc: BaseException, config: Config) -> DatabaseUnavai
     )
 
 
-_CONNECT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, socket.gaierror)
+# OSError covers a refused connection, a timeout and a name that does not resolve (socket.gaierror).
+_CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 async def connect(dsn: str, config: Config, **extra: Any) -> asyncpg.Connection:

@@ -1,4 +1,5 @@
-"""One name for "a connection", whether opened directly or borrowed from the pool."""
+"""One name for "a connection", whether opened directly or borrowed from the pool,
+and what its commands return."""
 
 from __future__ import annotations
 
@@ -8,3 +9,9 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
+
+
+def rows_affected(status: str) -> int:
+    """Rows affected, from a command tag such as 'UPDATE 3'; 0 for a tag without a count."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

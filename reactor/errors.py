@@ -23,21 +23,23 @@ class ErrorType(StrEnum):
     CRASH = "crash"  # the detector child died on this image
     RUNTIME = "runtime"  # any other error raised by the detector
     INVALID_PATH = "invalid_path"  # absolute, '..', derived folder, too long: never opened
+    # Recorded by `reactor blacklist`, never by a detection: excluded by a person,
+    # overridden by no hint.
+    BLACKLISTED = "blacklisted"
 
     @property
     def permanent(self) -> bool:
         return self in PERMANENT
 
 
-# The type `reactor blacklist` records: excluded by a person, overridden by no hint.
-BLACKLISTED = "blacklisted"
-
 # Failures about reaching the file, not its content: a file event for the path (the
 # file was restored, or its permissions fixed) queues it again even when it is
 # permanently failed or backing off.
 FILE_ACCESS = frozenset({ErrorType.MISSING, ErrorType.UNREADABLE, ErrorType.IO_STALL})
 
-PERMANENT = frozenset({ErrorType.CORRUPT, ErrorType.UNSUPPORTED, ErrorType.TOO_LARGE, ErrorType.INVALID_PATH})
+PERMANENT = frozenset(
+    {ErrorType.CORRUPT, ErrorType.UNSUPPORTED, ErrorType.TOO_LARGE, ErrorType.INVALID_PATH, ErrorType.BLACKLISTED}
+)
 
 # What each type means and what to do, for the README and `reactor failures list`.
 ADVICE: dict[ErrorType, str] = {
@@ -54,4 +56,5 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.CRASH: "the detector process died on this image; it is retried in a fresh process",
     ErrorType.RUNTIME: "an unexpected detector error; see last_error, it is retried",
     ErrorType.INVALID_PATH: "fix the path in ai_metadata: relative, forward slashes, no '..', no derived folder",
+    ErrorType.BLACKLISTED: "excluded by `reactor blacklist`; `reactor failures retry PATH` takes it back",
 }

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor.errors import BLACKLISTED as BLACKLISTED
 from reactor.sql import Queries
 
 Q = Queries("ops.sql")
 
-BLACKLIST_ADVICE = "excluded by `reactor blacklist`; `reactor failures retry PATH` takes it back"
 # Beyond this many retried paths, one NOTIFY per path would flood the reactor's
 # bounded queue; one "bulk" hint (the trigger's format) makes it sweep instead, and
 # the sweep finds them because they are due now.

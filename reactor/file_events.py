@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from reactor import held, logs, orphans
+from reactor.dbtypes import rows_affected
 from reactor.identity import FileIdentity
 from reactor.paths import recordable, unicode_variants
 from reactor.sql import Queries
@@ -96,7 +97,6 @@ class DatabaseSink:
         self.enqueue = enqueue
         self.register_files = register_files
         self.request_sweep = request_sweep
-        self.counts = {"ready": 0, "redetect": 0, "moved": 0, "deleted": 0, "registered": 0}
 
     async def register(self, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
@@ -106,8 +106,7 @@ class DatabaseSink:
         async with self.pool.acquire() as conn:
             for i in range(0, len(paths), REGISTER_CHUNK):
                 status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
-                written += _count(status)
-        self.counts["registered"] += written
+                written += rows_affected(status)
         if written:
             log.info("files_registered", files=written)
         return written
@@ -139,7 +138,6 @@ class DatabaseSink:
         for f in files:
             redetect = f.path in with_results
             self.enqueue(f.path, redetect)
-            self.counts["redetect" if redetect else "ready"] += 1
             if redetect:
                 log.info("image_changed", path=f.path)
 
@@ -167,7 +165,6 @@ class DatabaseSink:
             # path's rows orphaned, a notification brings the new path); results are
             # never renamed or deleted on the watcher's word.
             log.info("folder_moved" if directory else "image_moved", src=src, dst=dst, results=0, followed="upstream")
-            self.counts["moved"] += 1
             if not directory:
                 self.enqueue(dst, False)
             return
@@ -177,7 +174,7 @@ class DatabaseSink:
                 # Stale rows under the destination belong to files that no longer exist.
                 await conn.execute(Q.delete_results_prefix, dst_p)
                 await conn.execute(Q.delete_failures_prefix, dst_p)
-                moved = _count(await conn.execute(Q.move_results_prefix, src_p, dst_p))
+                moved = rows_affected(await conn.execute(Q.move_results_prefix, src_p, dst_p))
                 await conn.execute(Q.move_failures_prefix, src_p, dst_p)
                 await conn.execute(Q.delete_registrations_prefix, dst_p)
                 await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
@@ -186,13 +183,12 @@ class DatabaseSink:
                 # The destination's old content was replaced: its results go.
                 await conn.execute(Q.delete_results, dst)
                 await conn.execute(Q.delete_failure, dst)
-                moved = _count(await conn.execute(Q.move_results, src, dst))
+                moved = rows_affected(await conn.execute(Q.move_results, src, dst))
                 await conn.execute(Q.move_failure, src, dst)
                 await conn.execute(Q.clear_registration_target, src, dst)
                 await conn.execute(Q.move_registration, src, dst)
                 await conn.execute(Q.register_files, [dst])
                 log.info("image_moved", src=src, dst=dst, results=moved)
-        self.counts["moved"] += 1
         if not directory and not moved:
             # Nothing was detected for the source yet: the new path needs detection.
             self.enqueue(dst, False)
@@ -206,7 +202,6 @@ class DatabaseSink:
         """
         if not self.register_files:
             log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
-            self.counts["deleted"] += 1
             return
         prefix = path.rstrip("/") + "/"
         async with self.pool.acquire() as conn, conn.transaction():
@@ -218,7 +213,6 @@ class DatabaseSink:
                 marked = await orphans.mark_gone(conn, [path], [])
                 await conn.execute(Q.delete_registration, path)
                 log.info("image_deleted", path=path, orphaned=marked)
-        self.counts["deleted"] += 1
 
     async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
         # In vision-database mode the upstream's ai_metadata decides what a path is.
@@ -289,8 +283,3 @@ def _encodable(path: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _count(status: str) -> int:
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

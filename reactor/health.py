@@ -6,8 +6,9 @@ is alive, the share is online, the database answers and the event loop is respon
 otherwise 503 with the reasons in JSON. `/metrics` serves the Prometheus registry in text format.
 
 The snapshot callable is the Reactor's `health_snapshot()`; this module only judges
-it, so a test can hand it any dict. Loop responsiveness is measured here: a ticker
-that sleeps a fixed interval and records how late it woke up.
+it, so a test can hand it any dict. Loop responsiveness is measured by ``LoopLag``: a
+ticker that sleeps a fixed interval and records how late it woke up. The server runs
+one, and so does the Reactor (its lag goes into the heartbeat); /healthz takes the worse.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from reactor import logs
+from reactor.aio import sleep_or_stop
 from reactor.config import ConfigError, HealthConfig
+from reactor.listener import ListenerState
 
 log = logs.get("reactor.health")
 
 Snapshot = Callable[[], Mapping[str, Any]]
 
-LISTENER_OK = frozenset({"connected", "polling"})
+LISTENER_OK = frozenset({ListenerState.CONNECTED, ListenerState.POLLING})
 DETECTOR_OK = frozenset({"ready", "busy"})
 # The loop counts as unresponsive when a 0.5 s sleep wakes up this much late.
 MAX_LOOP_LAG_SECONDS = 2.0
@@ -74,6 +77,20 @@ def degraded(snapshot: Mapping[str, Any]) -> list[str]:
     return notes
 
 
+class LoopLag:
+    """How late a ``TICK_SECONDS`` sleep wakes up: the event loop's responsiveness."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while True:
+            before = time.monotonic()
+            if await sleep_or_stop(stop, TICK_SECONDS):
+                return
+            self.seconds = max(0.0, time.monotonic() - before - TICK_SECONDS)
+
+
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -85,7 +102,7 @@ class HealthServer:
         self.config = config
         self.snapshot = snapshot
         self.registry = registry
-        self.loop_lag_seconds = 0.0
+        self.loop_lag = LoopLag()
         self._server: asyncio.Server | None = None
 
     @property
@@ -114,7 +131,7 @@ class HealthServer:
         """Serve until `stop`; binds first if `start()` was not called (or after a restart)."""
         if self._server is None:
             await self.start()
-        ticker = asyncio.create_task(self._measure_lag(stop), name="health-loop-lag")
+        ticker = asyncio.create_task(self.loop_lag.run(stop), name="health-loop-lag")
         try:
             await stop.wait()
         finally:
@@ -130,19 +147,13 @@ class HealthServer:
             await server.wait_closed()
             log.info("health_stopped")
 
-    async def _measure_lag(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            before = time.monotonic()
-            await asyncio.sleep(TICK_SECONDS)
-            self.loop_lag_seconds = max(0.0, time.monotonic() - before - TICK_SECONDS)
-
     def healthz(self) -> tuple[int, dict[str, Any]]:
         try:
             snap = dict(self.snapshot())
         except Exception as exc:  # a broken snapshot is itself a health failure, not a crash
             return 503, {"status": "unhealthy", "reasons": [f"health snapshot failed: {exc!r}"]}
         # The reactor measures its own lag too; the worse of the two counts.
-        lag = max(self.loop_lag_seconds, float(snap.get("loop_lag_seconds") or 0.0))
+        lag = max(self.loop_lag.seconds, float(snap.get("loop_lag_seconds") or 0.0))
         reasons = evaluate(snap, lag)
         notes = degraded(snap)
         body = {

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from reactor.supervisor import sleep_or_stop
+from reactor.aio import sleep_or_stop
 
 TRIM_INTERVAL_SECONDS = 30.0
 # mallopt parameter (malloc.h): the most arenas glibc creates for threads.

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from reactor import logs
-from reactor.dbtypes import Conn
+from reactor.dbtypes import Conn, rows_affected
 from reactor.paths import PathMapper
 from reactor.repair import BACKUP_PREFIX
-from reactor.sql import Queries
+from reactor.sql import Queries, fill_identifiers
 
 Q = Queries("held.sql")
 # The backup tables and their filling are `reactor repair`'s (sql/integrity.sql).
@@ -92,13 +92,13 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
         tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
         for table in tables:
             backup = f"{BACKUP_PREFIX}{stamp}_held_{table}"[:63]
-            await conn.execute(_fill(BACKUP.repair_create_backup, backup=backup, source=table))
+            await conn.execute(fill_identifiers(BACKUP.repair_create_backup, backup=backup, source=table))
             status = await conn.execute(
-                _fill(BACKUP.repair_backup_rows, backup=backup, source=table), gone, "held deletion applied"
+                fill_identifiers(BACKUP.repair_backup_rows, backup=backup, source=table), gone, "held deletion applied"
             )
-            result.backups[table] = (backup, int(status.split()[-1]))
+            result.backups[table] = (backup, rows_affected(status))
         for table in tables:
-            await conn.execute(_fill(Q.held_delete, source=table), gone)
+            await conn.execute(fill_identifiers(Q.held_delete, source=table), gone)
         await conn.execute(Q.release_deletions, gone)
         result.deleted = gone
     log.info(
@@ -108,9 +108,3 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
         backups={s: t for s, (t, _) in result.backups.items()},
     )
     return result
-
-
-def _fill(sql_text: str, **identifiers: str) -> str:
-    for key, name in identifiers.items():
-        sql_text = sql_text.replace("{" + key + "}", '"' + name.replace('"', '""') + '"')
-    return sql_text

@@ -16,10 +16,10 @@ import asyncio
 import asyncpg
 
 from reactor import db, logs
+from reactor.aio import sleep_or_stop
 from reactor.config import Config
 from reactor.sql import Queries
-from reactor.store import TRANSIENT_DB_ERRORS
-from reactor.supervisor import sleep_or_stop
+from reactor.store import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
 
 Q = Queries("queries.sql")
 log = logs.get("reactor.instance_lock")
@@ -69,7 +69,7 @@ class InstanceLock:
                 if conn is not None and not conn.is_closed():
                     await asyncio.wait_for(conn.fetchval("SELECT 1"), self.config.database.probe_timeout_seconds)
                     continue
-            except (TimeoutError, *TRANSIENT_DB_ERRORS):  # type: ignore[misc]
+            except TRANSIENT_DB_ERRORS:
                 pass
             await self._drop()
             try:
@@ -79,7 +79,7 @@ class InstanceLock:
                 log.error("instance_id_taken", instance_id=self.instance_id, error=str(exc))
                 on_taken.set()
                 return
-            except (db.DatabaseUnavailable, *TRANSIENT_DB_ERRORS):  # type: ignore[misc]
+            except UNAVAILABLE_ERRORS:
                 continue  # the database is away: the rest of the reactor rides it out too
 
     async def _drop(self) -> None:
@@ -93,5 +93,5 @@ class InstanceLock:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), 5.0)
-            except (TimeoutError, *TRANSIENT_DB_ERRORS):  # type: ignore[misc]
+            except TRANSIENT_DB_ERRORS:
                 conn.terminate()

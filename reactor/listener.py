@@ -6,7 +6,7 @@ keepalive on its socket (moot on a unix socket), and a ``SELECT 1`` probe with a
 timeout, which also catches a connection that silently stopped carrying traffic.
 
 On loss it reconnects with capped, jittered backoff, LISTENs again and only then
-calls ``on_connected(reconnected=True)``, which asks for a catch-up sweep: a row
+calls ``on_connected()``, which asks for a catch-up sweep: a row
 processed while the connection was down is found by that sweep, and one processed
 after the LISTEN is notified. While disconnected the state is "polling": the
 service sweeps every ``sweep.poll_seconds`` instead.
@@ -21,16 +21,17 @@ import contextlib
 import json
 import socket
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
 
 from reactor import gate, logs, metrics
+from reactor.aio import sleep_or_stop, wait_any
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import connect
 from reactor.store import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
-from reactor.supervisor import sleep_or_stop
 
 log = logs.get("reactor.listener")
 
@@ -43,7 +44,17 @@ KEEPALIVE_COUNT = 3
 # PostgreSQL caps a payload at 8000 bytes; nothing longer is parsed.
 MAX_PAYLOAD_CHARS = 8000
 NotifyHandler = Callable[[str, dict[str, Any], int], None]
-ConnectedHandler = Callable[[bool], None]
+ConnectedHandler = Callable[[], None]
+
+
+class ListenerState(StrEnum):
+    """What the LISTEN connection is doing; shown in the heartbeat and /healthz."""
+
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    # Disconnected: the service sweeps every sweep.poll_seconds until it is back.
+    POLLING = "polling"
 
 
 def parse_payload(payload: str) -> dict[str, Any] | None:
@@ -85,9 +96,13 @@ class Listener:
         self.on_notify = on_notify
         self.on_connected = on_connected
         self.channels = (config.database.channel, config.database.control_channel)
-        self.state = "stopped"
+        self.state = ListenerState.STOPPED
         self.reconnects = 0
         self._ever_connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self.state == ListenerState.CONNECTED
 
     @property
     def application_name(self) -> str:
@@ -95,7 +110,7 @@ class Listener:
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
-        self.state = "connecting"
+        self.state = ListenerState.CONNECTING
         try:
             while not stop.is_set():
                 try:
@@ -109,7 +124,7 @@ class Listener:
                 if not stop.is_set():
                     self._set_polling(reason, None)
         finally:
-            self.state = "stopped"
+            self.state = ListenerState.STOPPED
 
     async def _connect(self) -> asyncpg.Connection:
         settings = {
@@ -132,7 +147,7 @@ class Listener:
                 await conn.add_listener(channel, self._dispatch)
             reconnected = self._ever_connected
             self._ever_connected = True
-            self.state = "connected"
+            self.state = ListenerState.CONNECTED
             if reconnected:
                 self.reconnects += 1
                 metrics.LISTENER_RECONNECTS.inc()
@@ -140,7 +155,7 @@ class Listener:
             else:
                 log.info("listener_connected", channels=list(self.channels))
             # Only now, after LISTEN: a catch-up sweep sees everything committed before it.
-            self.on_connected(reconnected)
+            self.on_connected()
             return await self._watch(conn, lost, stop)
         except TRANSIENT_DB_ERRORS as exc:
             return f"error: {type(exc).__name__}"
@@ -151,7 +166,7 @@ class Listener:
         interval = self.config.database.probe_interval_seconds
         timeout = self.config.database.probe_timeout_seconds
         while True:
-            done = await _first(stop, lost, interval)
+            done = await wait_any(stop, lost, seconds=interval)
             if done is stop:
                 return "stopped"
             if done is lost or conn.is_closed():
@@ -170,7 +185,7 @@ class Listener:
             conn.terminate()
 
     def _set_polling(self, reason: str, exc: BaseException | None) -> None:
-        if self.state != "polling":
+        if self.state != ListenerState.POLLING:
             # Before the first connection nothing was lost yet; after it, every loss is.
             log.warning(
                 "listener_lost" if self._ever_connected else "listener_unavailable",
@@ -178,7 +193,7 @@ class Listener:
                 error=str(exc) if exc else None,
                 poll_seconds=self.config.sweep.poll_seconds,
             )
-        self.state = "polling"
+        self.state = ListenerState.POLLING
 
     def _dispatch(self, _conn: Any, pid: int, channel: str, payload: object) -> None:
         data = parse_payload(str(payload))
@@ -189,16 +204,3 @@ class Listener:
             self.on_notify(channel, data, pid)
         except Exception:
             log.exception("notification_handler_failed", channel=channel)
-
-
-async def _first(stop: asyncio.Event, lost: asyncio.Event, seconds: float) -> asyncio.Event | None:
-    """Which event fired first, or None after ``seconds``."""
-    waiters = {asyncio.ensure_future(stop.wait()): stop, asyncio.ensure_future(lost.wait()): lost}
-    try:
-        done, _ = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    if stop.is_set():
-        return stop
-    return lost if done else None

@@ -19,7 +19,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 QUEUE_DEPTH = Gauge(
     "reactor_queue_depth", "Images waiting in the in-memory queue, by priority.", ["priority"], registry=REGISTRY
 )
-QUEUE_DROPPED = Gauge(
+QUEUE_DROPPED = Counter(
     "reactor_queue_dropped",
     "Entries dropped because the queue was full (the sweep finds them again).",
     registry=REGISTRY,
@@ -60,10 +60,10 @@ SWEEPS = Counter("reactor_sweeps", "Sweeps run, by result (done, skipped).", ["r
 
 
 def bind_queue(queue: ImageQueue) -> None:
-    """Read queue gauges from the live queue at scrape time."""
+    """Read queue gauges from the live queue at scrape time; count its drops."""
     for priority in Priority:
         QUEUE_DEPTH.labels(priority.name.lower()).set_function(_depth(queue, priority))
-    QUEUE_DROPPED.set_function(lambda: float(queue.dropped))
+    queue.on_drop = QUEUE_DROPPED.inc
 
 
 def _depth(queue: ImageQueue, priority: Priority) -> Callable[[], float]:

@@ -159,14 +159,6 @@ class NativeObserver:
             return False
         return all(e.is_alive() for e in observer.emitters)
 
-    def watched_dirs(self) -> list[str]:
-        """The folders holding an inotify watch (Linux, filtered observer only)."""
-        out: list[str] = []
-        for emitter in getattr(self._observer, "emitters", ()):
-            group = getattr(emitter, "_inotify", None)
-            out.extend(os.fsdecode(p) for p in getattr(group, "_active_callbacks_by_path", {}))
-        return sorted(out)
-
     def stop(self) -> None:
         """Blocking: call it in a thread."""
         observer, self._observer = self._observer, None

@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from reactor import claims, logs
+from reactor import logs
 from reactor.config import SweepConfig
-from reactor.dbtypes import Conn
+from reactor.dbtypes import Conn, rows_affected
 from reactor.sql import Queries
 
 Q = Queries("orphans.sql")
@@ -121,7 +121,7 @@ async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
 
 async def restore(conn: Conn, table: str) -> int:
     """Un-mark rows whose ai_metadata row came back."""
-    return claims.rows_affected(await conn.execute(_QUERIES[table][2]))
+    return rows_affected(await conn.execute(_QUERIES[table][2]))
 
 
 async def mark_pages(conn: Conn, table: str, page_size: int, found: list[str] | None = None) -> int:
@@ -135,7 +135,7 @@ async def mark_pages(conn: Conn, table: str, page_size: int, found: list[str] | 
             found.extend(paths)
             marked += len(paths)
         elif paths:
-            marked += claims.rows_affected(await conn.execute(mark, paths))
+            marked += rows_affected(await conn.execute(mark, paths))
         if len(paths) < page_size:
             return marked
         after = paths[-1]
@@ -157,9 +157,7 @@ async def purge(conn: Conn, table: str, policy: OrphanPolicy, page_size: int) ->
     """Delete the orphans of `table` past their grace that are still orphaned; ignores the bound."""
     purged = 0
     for i in range(0, len(paths := await due_paths(conn, table, policy, page_size)), page_size):
-        purged += claims.rows_affected(
-            await conn.execute(_QUERIES[table][5], policy.grace_seconds, paths[i : i + page_size])
-        )
+        purged += rows_affected(await conn.execute(_QUERIES[table][5], policy.grace_seconds, paths[i : i + page_size]))
     return purged
 
 
@@ -167,7 +165,7 @@ async def mark_hint(conn: Conn, path: str) -> int:
     """A `deleted` hint for one path: mark it, if its ai_metadata row is really gone."""
     marked = 0
     for table in await tables_with_marks(conn):
-        marked += claims.rows_affected(await conn.execute(_QUERIES[table][1], [path]))
+        marked += rows_affected(await conn.execute(_QUERIES[table][1], [path]))
     return marked
 
 
@@ -176,7 +174,7 @@ async def mark_gone(conn: Conn, paths: list[str], prefixes: list[str]) -> int:
     marked = 0
     tables = await tables_with_marks(conn)
     if RESULTS in tables:
-        marked += claims.rows_affected(await conn.execute(Q.mark_gone_results, paths, prefixes))
+        marked += rows_affected(await conn.execute(Q.mark_gone_results, paths, prefixes))
     if FAILURES in tables:
         await conn.execute(Q.mark_gone_failures, paths, prefixes)
     return marked

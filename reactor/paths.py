@@ -14,6 +14,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reactor.config import ImagesConfig
 
 
 class InvalidPath(ValueError):
@@ -119,6 +123,11 @@ class PathMapper:
     derived_folders: tuple[str, ...] = ("face_crops", "thumbnails")
     max_length: int = 1024
 
+    @classmethod
+    def for_images(cls, images: ImagesConfig) -> PathMapper:
+        """The mapper of the configured share ([images] root, derived_folders, max_path_length)."""
+        return cls(images.root, tuple(images.derived_folders), images.max_path_length)
+
     @property
     def windows(self) -> bool:
         return _is_windows_root(self.root)
@@ -204,7 +213,7 @@ class PathMapper:
             raise InvalidPath(str(local), "outside", f"the path is not under the share root {self.root}") from None
         return self.validate("/".join(rel.parts))
 
-    def open_safely(self, db_path: str) -> Path:
+    def resolve_in_share(self, db_path: str) -> Path:
         """The real local path, refusing symlinks that lead out of the share root.
 
         Only for real (non-Windows-on-Linux) roots: it resolves the file on disk. On Windows

@@ -9,22 +9,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from reactor import sql
+from reactor.relations import REACTOR_TABLES, SEQUENCES, exists
 
 Q = sql.Queries("catalog.sql")
 
-# What the running reactor does with each table.
-READ_WRITE = (
-    "face_metadata",
-    "face_detections",
-    "face_detection_failures",
-    "reactor_claims",
-    "reactor_instances",
-    "reactor_redetect",
-    "reactor_file_identity",
-    "reactor_held_deletions",
-)
 READ_ONLY = ("ai_metadata", "reactor_schema")
-SEQUENCES = ("reactor_claim_token_seq",)
 # Serial columns whose sequence an INSERT needs (legacy names vary, so it is looked up).
 SERIALS = (("face_detection_failures", "id"), ("face_metadata", "id"))
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -59,25 +48,21 @@ async def _serial_sequences(conn: asyncpg.Connection) -> list[str]:
     return found
 
 
-async def _exists(conn: asyncpg.Connection, relation: str) -> bool:
-    return await conn.fetchrow(Q.relation_info, relation) is not None
-
-
 async def _table_privilege(conn: asyncpg.Connection, table: str, privilege: str) -> bool:
     return bool(await conn.fetchval(Q.table_privilege, table, privilege))
 
 
 async def schemas_without_usage(conn: asyncpg.Connection) -> list[str]:
     """Schemas holding ai_metadata or the reactor's tables where this role lacks USAGE."""
-    names = ["ai_metadata", *READ_WRITE, "reactor_schema"]
+    names = ["ai_metadata", *REACTOR_TABLES, "reactor_schema"]
     return [r["schema"] for r in await conn.fetch(Q.schemas_without_usage, names)]
 
 
 async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
     """Privileges the current role lacks on existing objects to run the reactor."""
     missing: list[Need] = []
-    for table in READ_ONLY + READ_WRITE:
-        if not await _exists(conn, table):
+    for table in READ_ONLY + REACTOR_TABLES:
+        if not await exists(conn, table):
             continue
         wanted = ("SELECT",) if table in READ_ONLY else TABLE_PRIVILEGES
         for privilege in wanted:
@@ -85,9 +70,9 @@ async def missing_runtime_privileges(conn: asyncpg.Connection) -> list[Need]:
                 reason = "the reactor reads it" if privilege == "SELECT" else "the reactor writes it"
                 missing.append(Need(privilege, table, reason))
     for seq in (*SEQUENCES, *await _serial_sequences(conn)):
-        if await _exists(conn, seq) and not await conn.fetchval(Q.sequence_privilege, seq):
+        if await exists(conn, seq) and not await conn.fetchval(Q.sequence_privilege, seq):
             missing.append(Need("USAGE", seq, "inserting rows draws from this sequence"))
-    if await _exists(conn, "ai_metadata") and not await _table_privilege(conn, "ai_metadata", "TRIGGER"):
+    if await exists(conn, "ai_metadata") and not await _table_privilege(conn, "ai_metadata", "TRIGGER"):
         missing.append(Need("TRIGGER", "ai_metadata", "needed to install the notify trigger"))
     return missing
 
@@ -101,7 +86,7 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
     missing: list[Need] = []
     if not ctx["can_create"]:
         missing.append(Need("CREATE", f"schema {ctx['schema']}", "to create the reactor's tables and functions"))
-    owned = [*READ_WRITE, "reactor_schema", *SEQUENCES]
+    owned = [*REACTOR_TABLES, "reactor_schema", *SEQUENCES]
     if standalone:
         owned.append("ai_metadata")
     for relation in owned:
@@ -114,7 +99,7 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
                 missing.append(Need("ownership", f"function {function}", f"it is owned by {info['owner']}"))
     if (
         not standalone
-        and await _exists(conn, "ai_metadata")
+        and await exists(conn, "ai_metadata")
         and not await _table_privilege(conn, "ai_metadata", "TRIGGER")
     ):
         missing.append(Need("TRIGGER", "ai_metadata", "to install the notify trigger"))
@@ -144,7 +129,7 @@ def grant_sql(role: str) -> str:
         "END",
         "$usage$;",
         f"GRANT SELECT ON ai_metadata, reactor_schema TO {r};",
-        f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(READ_WRITE)} TO {r};",
+        f"GRANT {', '.join(TABLE_PRIVILEGES)} ON {', '.join(REACTOR_TABLES)} TO {r};",
         f"GRANT USAGE, SELECT ON SEQUENCE {', '.join(SEQUENCES)} TO {r};",
         "-- The sequences behind the legacy tables' serial columns, whatever their names.",
         "DO $grant$",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -52,6 +53,8 @@ class ImageQueue:
         self.waiting = 0
         self._changed = asyncio.Event()
         self.dropped = 0
+        # Told of each drop (reactor.metrics counts them).
+        self.on_drop: Callable[[], None] = lambda: None
         self._manual_streak = 0
 
     def __len__(self) -> int:
@@ -59,9 +62,6 @@ class ImageQueue:
 
     def __contains__(self, path: object) -> bool:
         return path in self._where
-
-    def priority_of(self, path: str) -> Priority | None:
-        return self._where.get(path)
 
     def depth_by_priority(self) -> dict[str, int]:
         return {p.name.lower(): len(level) for p, level in self._levels.items()}
@@ -80,7 +80,7 @@ class ImageQueue:
             del self._levels[current][path]
             del self._where[path]
         elif len(self._where) >= self.maxsize and not self._evict_below(priority):
-            self.dropped += 1
+            self._drop()
             return False
         self._levels[priority][path] = redetect
         self._where[path] = priority
@@ -96,9 +96,13 @@ class ImageQueue:
             if entries:
                 path, _ = entries.popitem(last=True)
                 del self._where[path]
-                self.dropped += 1
+                self._drop()
                 return True
         return False
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        self.on_drop()
 
     def discard(self, path: str) -> bool:
         """Forget a queued path (its file was deleted or moved)."""

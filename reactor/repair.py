@@ -29,11 +29,13 @@ from typing import Any
 
 import asyncpg
 
-from reactor import logs
+from reactor import logs, relations
 from reactor.audit import AuditReport, missing_tables, run_audit
 from reactor.config import Config
 from reactor.constraints import PATH_CONSTRAINTS
-from reactor.sql import Queries
+from reactor.dbtypes import rows_affected
+from reactor.errors import ErrorType
+from reactor.sql import Queries, fill_identifiers
 
 log = logs.get("reactor.repair")
 Q = Queries("integrity.sql")
@@ -137,7 +139,7 @@ def build_plan(report: AuditReport) -> RepairPlan:
             plan.results.setdefault(path, check)
             plan.requeue.add(path)
     for row in report["superseded_failures"].rows:
-        if row["last_error_type"] == "blacklisted":
+        if row["last_error_type"] == ErrorType.BLACKLISTED:
             # The user's blacklist wins over a result written after it: an image is in
             # one state, and a blacklisted one keeps no results (`reactor blacklist`).
             plan.results.setdefault(row["image_path"], "superseded_failures")
@@ -151,7 +153,7 @@ def build_plan(report: AuditReport) -> RepairPlan:
     # a blacklisted image is never detected again.
     plan.requeue -= {row["image_path"] for row in report["invalid_paths"].rows}
     plan.requeue -= {
-        r["image_path"] for r in report["superseded_failures"].rows if r["last_error_type"] == "blacklisted"
+        r["image_path"] for r in report["superseded_failures"].rows if r["last_error_type"] == ErrorType.BLACKLISTED
     }
     return plan
 
@@ -202,17 +204,6 @@ async def repair(
     return result
 
 
-def _fill(sql_text: str, **identifiers: str) -> str:
-    # Identifiers cannot be bind parameters; these are generated names, quoted anyway.
-    for key, name in identifiers.items():
-        sql_text = sql_text.replace("{" + key + "}", '"' + name.replace('"', '""') + '"')
-    return sql_text
-
-
-def _rows(status: str) -> int:
-    return int(status.split()[-1])
-
-
 def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for path, reason in items.items():
@@ -225,10 +216,10 @@ async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: 
         return result.backups[source][0]
     name = f"{BACKUP_PREFIX}{stamp}_{source}"
     suffix = 1
-    while (await conn.fetchval(Q.backup_table_exists, name)) is True:
+    while await relations.exists(conn, name):
         suffix += 1
         name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
-    await conn.execute(_fill(Q.repair_create_backup, backup=name, source=source))
+    await conn.execute(fill_identifiers(Q.repair_create_backup, backup=name, source=source))
     result.backups[source] = (name, 0)
     return name
 
@@ -237,7 +228,7 @@ async def _copy(
     conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str, *args: Any
 ) -> None:
     name = await _backup_table(conn, result, source, stamp)
-    copied = _rows(await conn.execute(_fill(block, backup=name, source=source), *args))
+    copied = rows_affected(await conn.execute(fill_identifiers(block, backup=name, source=source), *args))
     result.backups[source] = (name, result.backups[source][1] + copied)
 
 
@@ -268,19 +259,20 @@ async def _delete(conn: asyncpg.Connection, result: RepairResult) -> None:
     plan = result.plan
     if plan.claims:
         keys = list(plan.claims)
-        result.deleted["reactor_claims"] = _rows(
+        result.deleted["reactor_claims"] = rows_affected(
             await conn.execute(Q.repair_delete_claims, [p for p, _ in keys], [t for _, t in keys])
         )
     if plan.failures:
-        result.deleted["face_detection_failures"] = _rows(
+        result.deleted["face_detection_failures"] = rows_affected(
             await conn.execute(Q.repair_delete_failures, sorted(plan.failures))
         )
     if plan.orphan_faces:
-        result.deleted["face_detections"] = _rows(
+        result.deleted["face_detections"] = rows_affected(
             await conn.execute(Q.repair_delete_orphan_faces, sorted(plan.orphan_faces))
         )
     if plan.results:
-        result.deleted["face_metadata"] = _rows(await conn.execute(Q.repair_delete_results, sorted(plan.results)))
+        deleted = await conn.execute(Q.repair_delete_results, sorted(plan.results))
+        result.deleted["face_metadata"] = rows_affected(deleted)
     if "face_detections" in result.backups:
         # Face rows of deleted results go by ON DELETE CASCADE; under the lock they are
         # exactly the rows copied into the backup.
@@ -294,7 +286,9 @@ async def _validate_constraints(conn: asyncpg.Connection) -> list[str]:
             # A savepoint: rows this repair does not judge (none today) must not undo it.
             async with conn.transaction():
                 await conn.execute(
-                    _fill(Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"])
+                    fill_identifiers(
+                        Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"]
+                    )
                 )
         except asyncpg.CheckViolationError:
             log.warning("constraint_still_not_valid", constraint=row["constraint_name"])

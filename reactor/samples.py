@@ -169,33 +169,6 @@ def write_decompression_bomb(folder: Path, name: str = "bomb.png", side: int = 2
     return path
 
 
-def phone_sized(
-    folder: Path,
-    count: int = 1,
-    size: tuple[int, int] = (4000, 3000),
-    prefix: str = "phone",
-    quality: int = 90,
-) -> list[Sample]:
-    """Phone-camera-sized JPEGs (default 4000x3000), each with one face, for benchmarks.
-
-    The astronaut is upscaled to the photo's height and placed at a different offset on an
-    upscaled coffee-cup background in each file, so no two files are identical.
-    """
-    width, height = size
-    face = astronaut().resize((height, height), Image.Resampling.BICUBIC)
-    background = coffee().resize(size, Image.Resampling.BILINEAR)
-    span = max(width - height, 0)
-    samples = []
-    for i in range(count):
-        canvas = background.copy()
-        offset = (i * 997) % (span + 1) if span else 0
-        canvas.paste(face, (offset, 0))
-        name = f"{prefix}_{i:04d}.jpg"
-        path = write_jpeg(canvas, folder, name, quality=quality)
-        samples.append(Sample(name, path, faces=1, note=f"{width}x{height} phone-sized JPEG"))
-    return samples
-
-
 # name -> (writer, expected faces, expected failure, note)
 _Writer = Callable[[Path, str], Path]
 

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 
 from reactor import control, logs
+from reactor.aio import first_of, wait_any
 from reactor.config import Config
 from reactor.store import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS
-from reactor.supervisor import first_of, wait_any
 from reactor.sweep import Sweeper
 
 log = logs.get("reactor.scheduler")

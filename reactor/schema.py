@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from reactor import advice, catalog, legacy, privileges, sql, vectors
+from reactor import advice, catalog, legacy, privileges, relations, sql, vectors
 from reactor.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
+from reactor.config import CHANNEL_RULE, is_channel_name
 from reactor.progress import Progress
 
 __all__ = ["SCHEMA_VERSION", "InitReport", "PrivilegeError", "SchemaError", "failure_columns", "init_schema"]
@@ -70,11 +71,10 @@ def trigger_files() -> list[str]:
 
 
 def validate_channel(channel: str) -> str:
-    """NOTIFY channels are identifiers; database.channel is embedded in DDL, so keep it plain."""
-    if not channel or len(channel) > 63 or privileges.quote_ident(channel) != channel:
-        raise SchemaError(
-            f"[database] channel: expected a lower-case identifier of at most 63 characters, got {channel!r}"
-        )
+    """database.channel is embedded in DDL: the config's rule, checked again here for callers
+    that did not load it from a file."""
+    if not is_channel_name(channel):
+        raise SchemaError(f"[database] channel: expected {CHANNEL_RULE}, got {channel!r}")
     return channel
 
 
@@ -107,7 +107,7 @@ async def _preconditions(conn: asyncpg.Connection, standalone: bool) -> list[str
             f"role {role} lacks USAGE on schema {', '.join(hidden)}, so it sees no table there; "
             f"{advice.grants(role)}, then run `reactor db check`"
         )
-    if not standalone and not await catalog.exists(conn, catalog.AI_METADATA):
+    if not standalone and not await relations.exists(conn, catalog.AI_METADATA):
         raise SchemaError(
             "ai_metadata not found: point [database] dsn at the vision database, "
             "or run `reactor db init --standalone` to create ai_metadata here"

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -22,16 +21,17 @@ from typing import Any, cast
 import asyncpg
 
 from reactor import catalog, claims, control, gate, heap, legacy, logs, metrics, writable
+from reactor.aio import sleep_or_stop
 from reactor.backoff import Backoff
 from reactor.config import Config
 from reactor.db import create_pool
 from reactor.detector import Detector
 from reactor.file_events import DatabaseSink
-from reactor.health import HealthServer
+from reactor.health import HealthServer, LoopLag
 from reactor.inflight import InFlight
 from reactor.instance_lock import InstanceLock
 from reactor.lanes import Lanes
-from reactor.listener import Listener
+from reactor.listener import Listener, ListenerState
 from reactor.mounts import choose_observer, stability_window
 from reactor.orphans import OrphanPolicy
 from reactor.paths import PathMapper
@@ -41,7 +41,7 @@ from reactor.schema import failure_columns
 from reactor.share import ShareMonitor
 from reactor.sql import Queries
 from reactor.store import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
-from reactor.supervisor import Supervisor, sleep_or_stop
+from reactor.supervisor import Supervisor
 from reactor.sweep import SweepCounts, Sweeper
 from reactor.watcher import Watcher
 from reactor.worker import DetectionLoop, WriteBlock
@@ -50,7 +50,6 @@ Q = Queries("queries.sql")
 log = logs.get("reactor.service")
 
 TaskFactory = Callable[[asyncio.Event], Awaitable[None]]
-LAG_TICK_SECONDS = 0.5
 CLEANUP_TIMEOUT_SECONDS = 5.0
 # A pooled connection that silently stopped carrying traffic would hang a query for
 # ever; past this the query fails as transient and the pool opens a new connection.
@@ -68,7 +67,7 @@ class Reactor:
         self.dsn = dsn
         self.instance_id = instance_id or config.service.instance_id or default_instance_id()
         self.queue = ImageQueue(config.service.queue_size)
-        self.mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
+        self.mapper = PathMapper.for_images(config.images)
         self.share = ShareMonitor(config.images, config.watcher)
         # One detector child and detection loop per core (CPU) or GPU (CUDA): reactor.lanes.
         self.lanes = Lanes(config.detector)
@@ -84,9 +83,11 @@ class Reactor:
         self.worker: DetectionLoop | None = None
         self.watcher: Watcher | None = None
         self.supervisor = Supervisor()
+        # /healthz and /metrics, once bound (health.enabled).
+        self.health: HealthServer | None = None
         # Extra supervised tasks (watcher, health server): name -> factory(halt).
         self.side_tasks: dict[str, TaskFactory] = {}
-        self.loop_lag = 0.0
+        self.loop_lag = LoopLag()
         self.started_at = datetime.now(UTC)
         self.scheduler = SweepScheduler(config, self.instance_id)
         # Who may request sweeps and manual overrides; the reactor's own role joins at _build.
@@ -102,7 +103,7 @@ class Reactor:
     def health_snapshot(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance_id,
-            "listener": self.listener.state if self.listener else "stopped",
+            "listener": self.listener.state if self.listener else ListenerState.STOPPED,
             "detector": self.lanes.state(),
             "detector_restarts": self.lanes.restarts,
             "detectors": self.lanes.snapshot(),
@@ -114,7 +115,7 @@ class Reactor:
             "queue_dropped": self.queue.dropped,
             "current_image": next(iter(self.lanes.current), None),
             "processed": self.lanes.processed,
-            "loop_lag_seconds": round(self.loop_lag, 3),
+            "loop_lag_seconds": round(self.loop_lag.seconds, 3),
             "write_blocked": self.write_block.reason,
             # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
             "tasks_failing": self.supervisor.failing(),
@@ -150,7 +151,7 @@ class Reactor:
             self.queue.discard(notice.path)
             self.scheduler.deleted(notice.path)
 
-    def _on_listener_connected(self, reconnected: bool) -> None:
+    def _on_listener_connected(self) -> None:
         # First connect: the start-up sweep; reconnect: the catch-up sweep. Either
         # way after LISTEN, so nothing committed in between is missed.
         self.request_sweep()
@@ -158,15 +159,13 @@ class Reactor:
     # ------------------------------------------------------------------ run
 
     async def run(self, stop: asyncio.Event) -> None:
-        # Before any worker thread exists: threads share the main heap, which HeapTrimmer trims.
-        heap.single_arena()
-        health = await self._start_health()
+        await self._start_health()
         pool = await self._connect(stop)
         if pool is None:
-            if health is not None:
-                await health.close()
+            if self.health is not None:
+                await self.health.close()
             return
-        lock = await self._lock_instance(pool, health)
+        lock = await self._lock_instance(pool)
         self.pool = pool
         halt = asyncio.Event()
         try:
@@ -177,35 +176,31 @@ class Reactor:
             await stop.wait()
             await self._shutdown(halt)
         finally:
-            halt.set()
-            await self.supervisor.cancel_all()
-            await self._cleanup(pool)
-            await lock.release()
+            await self._teardown(halt, pool, lock)
 
-    async def _lock_instance(self, pool: asyncpg.Pool, health: HealthServer | None = None) -> InstanceLock:
+    async def _lock_instance(self, pool: asyncpg.Pool) -> InstanceLock:
         """Take this instance id for this process; InstanceTaken (nothing touched) if another has it."""
         lock = InstanceLock(self.config, self.dsn, self.instance_id)
         try:
             await lock.acquire()
         except BaseException:
             # Not ours to clean up: the claims under this id belong to the other process.
-            if health is not None:
-                await health.close()
+            if self.health is not None:
+                await self.health.close()
             await pool.close()
             raise
         return lock
 
-    async def _start_health(self) -> HealthServer | None:
+    async def _start_health(self) -> None:
         """Bind /healthz and /metrics before anything else: a port in use ends the start
         with one line naming health.port (ConfigError, exit 2). Served until `halt`, so it
         answers during the shutdown too."""
         if not self.config.health.enabled:
-            return None
+            return
         health = HealthServer(self.config.health, self.health_snapshot, metrics.REGISTRY)
         await health.start()
         self.side_tasks["health"] = health.run
-        self.health: HealthServer | None = health
-        return health
+        self.health = health
 
     async def run_once(self, stop: asyncio.Event) -> SweepCounts:
         """`reactor sweep --once`: one sweep, process what it queued, return its counts."""
@@ -232,10 +227,7 @@ class Reactor:
                     break
             return total
         finally:
-            halt.set()
-            await self.supervisor.cancel_all()
-            await self._cleanup(pool)
-            await lock.release()
+            await self._teardown(halt, pool, lock)
 
     async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
         """The pool, retrying with backoff while the database is down (logged once per state)."""
@@ -313,7 +305,7 @@ class Reactor:
             self.side_tasks["watcher"] = self.watcher.run
         metrics.bind_queue(self.queue)
         listener = self.listener
-        metrics.LISTENER_CONNECTED.set_function(lambda: float(listener.state == "connected"))
+        metrics.LISTENER_CONNECTED.set_function(lambda: float(listener.connected))
         metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
         metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.lanes.restarts))
         metrics.bind_children(self.lanes.snapshot)
@@ -326,11 +318,11 @@ class Reactor:
         tasks: dict[str, TaskFactory] = {
             "share": self.share.run,
             "listener": listener.run,
-            "sweeper": lambda halt: self.scheduler.run(sweeper, pool, lambda: listener.state == "connected", halt),
+            "sweeper": lambda halt: self.scheduler.run(sweeper, pool, lambda: listener.connected, halt),
             "orphan_hints": lambda halt: self.scheduler.run_orphan_hints(sweeper, halt),
             "heartbeat": self._heartbeat_loop,
             "lease": self._lease_loop,
-            "loop_lag": self._lag_loop,
+            "loop_lag": self.loop_lag.run,
             # A storm frees as much as it allocates; glibc keeps the freed pages unless asked.
             "heap_trim": heap.HeapTrimmer(lambda: lanes.processed).run,
             **self.side_tasks,
@@ -359,6 +351,14 @@ class Reactor:
         if persisting:
             # The outcome writes were shielded from the cancellation; give them a moment.
             await asyncio.wait(persisting, timeout=CLEANUP_TIMEOUT_SECONDS)
+
+    async def _teardown(self, halt: asyncio.Event, pool: asyncpg.Pool, lock: InstanceLock) -> None:
+        """However the run ended: every task stopped, the claims released and the pool
+        closed, and only then the instance lock (another process may take the id next)."""
+        halt.set()
+        await self.supervisor.cancel_all()
+        await self._cleanup(pool)
+        await lock.release()
 
     async def _cleanup(self, pool: asyncpg.Pool) -> None:
         try:
@@ -410,13 +410,6 @@ class Reactor:
                             log.warning("claim_lost", path=claim.path, token=claim.token)
             except TRANSIENT_DB_ERRORS:
                 pass  # fencing protects the result if the lease runs out meanwhile
-
-    async def _lag_loop(self, halt: asyncio.Event) -> None:
-        while True:
-            before = time.monotonic()
-            if await sleep_or_stop(halt, LAG_TICK_SECONDS):
-                return
-            self.loop_lag = max(0.0, time.monotonic() - before - LAG_TICK_SECONDS)
 
 
 def _bind(factory: TaskFactory, halt: asyncio.Event) -> Callable[[], Awaitable[None]]:

@@ -22,13 +22,13 @@ within a bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import stat
 from collections.abc import Callable
 
 from reactor import logs
+from reactor.aio import sleep_or_stop
 from reactor.config import ImagesConfig, WatcherConfig
 
 log = logs.get("reactor.share")
@@ -57,10 +57,6 @@ class VanishGuard:
         self.watcher = watcher
         self.what = what
         self._suspect: frozenset[str] = frozenset()
-
-    @property
-    def holding(self) -> int:
-        return len(self._suspect)
 
     def believe(self, vanished: list[str], known: int) -> list[str]:
         """The vanished paths to treat as deleted now; the rest are held for one more look."""
@@ -142,7 +138,6 @@ class ShareMonitor:
         self._known = False
         self._listeners: list[Listener] = []
         self._online_event = asyncio.Event()
-        self._wake = asyncio.Event()
         # The probe thread in flight; while it hangs no other is started.
         self._probe: asyncio.Future[str | None] | None = None
 
@@ -206,10 +201,6 @@ class ShareMonitor:
     async def wait_online(self) -> None:
         await self._online_event.wait()
 
-    def poke(self) -> None:
-        """Ask ``run`` to check again now (for example after an I/O error elsewhere)."""
-        self._wake.set()
-
     async def run(self, stop: asyncio.Event) -> None:
         """Check periodically while online, with doubling backoff while offline."""
         backoff = self.offline_initial
@@ -221,18 +212,4 @@ class ShareMonitor:
             else:
                 delay = backoff
                 backoff = min(self.offline_max, backoff * 2)
-            self._wake.clear()
-            await wait_any(stop, self._wake, delay)
-
-
-async def wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    """Return when either event is set or ``seconds`` have passed."""
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-        for w in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await w
+            await sleep_or_stop(stop, delay)

@@ -54,6 +54,14 @@ def text(relative: str) -> str:
     return (sql_root() / relative).read_text(encoding="utf-8")
 
 
+def fill_identifiers(sql_text: str, **identifiers: str) -> str:
+    """``{name}`` placeholders in a block replaced by quoted identifiers (a backup table's
+    generated name, a constraint): identifiers cannot be bind parameters."""
+    for key, name in identifiers.items():
+        sql_text = sql_text.replace("{" + key + "}", '"' + name.replace('"', '""') + '"')
+    return sql_text
+
+
 class Queries:
     """Attribute access to the blocks of one file: ``Q.pending_images``."""
 
@@ -65,6 +73,3 @@ class Queries:
             return blocks(self._relative)[name]
         except KeyError:
             raise AttributeError(f"no SQL block {name!r} in sql/{self._relative}") from None
-
-    def names(self) -> list[str]:
-        return sorted(blocks(self._relative))

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from reactor import logs
+from reactor.aio import wait_any
 from reactor.scanner import Signature, signature
 
 log = logs.get("reactor.stability")
@@ -73,11 +74,7 @@ class StabilityTracker:
         while not stop.is_set():
             if not self._pending:
                 self._wake.clear()
-                waiter = asyncio.ensure_future(self._wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await wait_any(stop, self._wake)
                 continue
             await self._check_once()
             await asyncio.sleep(tick)

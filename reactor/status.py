@@ -16,12 +16,10 @@ from typing import Any
 import asyncpg
 
 from reactor import orphans
+from reactor.instances import gone_after_seconds
 from reactor.sql import Queries
 
 Q = Queries("ops.sql")
-
-# A heartbeat older than this many intervals belongs to an instance that is gone.
-STALE_HEARTBEATS = 3
 
 
 @dataclass(frozen=True)
@@ -121,7 +119,7 @@ async def collect(
             heartbeat_age_seconds=round(r["age_seconds"], 1),
             state=_state(r["state"]),
         )
-        for r in await conn.fetch(Q.status_instances, STALE_HEARTBEATS * heartbeat_seconds)
+        for r in await conn.fetch(Q.status_instances, gone_after_seconds(heartbeat_seconds))
     ]
     last: dt.datetime | None = results["last_detection"]
     return StatusReport(

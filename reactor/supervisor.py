@@ -13,31 +13,22 @@ is bounded: ``drain`` waits for chosen tasks, ``cancel_all`` cancels the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from reactor import logs, metrics
+from reactor.aio import sleep_or_stop
 from reactor.backoff import Backoff
 
 log = logs.get("reactor.supervisor")
 
 Factory = Callable[[], Awaitable[None]]
-T = TypeVar("T")
 
 # A task that died this many times in a row, each run shorter than the healthy run,
 # is failing; a run that lasts HEALTHY_RUN_SECONDS starts the count again.
 FAILING_AFTER = 3
 HEALTHY_RUN_SECONDS = 60.0
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), max(0.0, seconds))
-    return stop.is_set()
 
 
 @dataclass
@@ -132,39 +123,3 @@ class Supervisor:
             done = entry.task
             if done is not None and done.done() and not done.cancelled() and done.exception() is not None:
                 log.error("task_failed_at_shutdown", task=entry.name, error=repr(done.exception()))
-
-
-async def wait_any(*events: asyncio.Event, seconds: float | None = None) -> None:
-    """Return when any of ``events`` is set, or after ``seconds``."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-
-
-async def first_of(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
-    """Await ``aw`` unless ``stop`` is set first (then cancel it and return None)."""
-    task = asyncio.ensure_future(aw)
-    stopper = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return None
-
-
-async def completed(aw: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Await ``aw`` unless ``stop`` is set first; True if it completed."""
-
-    async def done() -> bool:
-        await aw
-        return True
-
-    return await first_of(done(), stop) is not None

@@ -43,7 +43,8 @@ SWEEP_LOCK_KEY = 0x46414345_0002
 # Expired claims older than this many leases are deleted by the sweep.
 STALE_CLAIM_LEASES = 10
 
-Found = Callable[[str, str], None]
+# The counts a sweep adds up and `reactor sweep` prints, in that order.
+COUNTS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SweepCounts:
 
     def add(self, other: SweepCounts) -> None:
         """Sum the counts of a follow-up sweep (``reactor sweep --once`` after a deferral)."""
-        for name in ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims"):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.seconds = round(self.seconds + other.seconds, 3)
         self.orphans_skipped = other.orphans_skipped

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncpg
 
 from reactor import sql
-from reactor.dbtypes import Conn
+from reactor.dbtypes import Conn, rows_affected
 
 Q = sql.Queries("catalog.sql")
 SEARCH = sql.Queries("similar.sql")
@@ -56,7 +56,7 @@ async def backfill(conn: Conn) -> int:
     filled = 0
     while True:
         status = await conn.execute(SEARCH.backfill_embeddings, BACKFILL_PAGE)
-        count = int(status.rsplit(" ", 1)[-1])
+        count = rows_affected(status)
         filled += count
         if count < BACKFILL_PAGE:
             return filled

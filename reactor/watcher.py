@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from enum import StrEnum
 
 from reactor import logs
-from reactor.audit import looks_like_outage
+from reactor.aio import first_of, sleep_or_stop, wait_any
 from reactor.candidates import Candidates
 from reactor.config import Config
 from reactor.file_events import FileEventSink, ReadyFile
@@ -29,13 +30,22 @@ from reactor.moves import MoveMatcher
 from reactor.observer import NativeObserver, RawEvent
 from reactor.paths import PathMapper
 from reactor.scanner import Scanner, Signature, certainly_gone
-from reactor.share import ShareMonitor, VanishGuard, wait_any
+from reactor.share import ShareMonitor, VanishGuard, is_mass_vanish
 from reactor.stability import StabilityTracker
 
 log = logs.get("reactor.watcher")
 
 SUPERVISE_SECONDS = 1.0
 RESTART_MAX_SECONDS = 60.0
+
+
+class WatcherState(StrEnum):
+    STOPPED = "stopped"
+    # The share is offline: no session until it is back.
+    SHARE_OFFLINE = "share_offline"
+    WATCHING = "watching"
+    # The session failed or its observer died: a new one starts after a backoff.
+    RESTARTING = "restarting"
 
 
 class ObserverDied(RuntimeError):
@@ -50,7 +60,7 @@ class Watcher:
         self.candidates = Candidates(config.images, config.watcher, mapper)
         self.scanner = Scanner(self.candidates, share)
         self.choice: ObserverChoice | None = None
-        self.state = "stopped"
+        self.state = WatcherState.STOPPED
         self.sessions = 0
         self.rescans = 0
         # Deletions held for the operator (reactor.held), as of the last full scan.
@@ -70,11 +80,7 @@ class Watcher:
         return stability_window(self.config, self.choice)
 
     async def run(self, stop: asyncio.Event) -> None:
-        if not self.config.watcher.enabled:
-            log.info("watcher_disabled")
-            self.state = "disabled"
-            await stop.wait()
-            return
+        # Only started with watcher.enabled (reactor.service).
         self.choice = choose_observer(self.config)
         self.tracker.window = self.window
         self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
@@ -107,22 +113,18 @@ class Watcher:
                     restart_in=backoff,
                     exc_info=not died,
                 )
-                self.state = "restarting"
-                await wait_any(stop, asyncio.Event(), backoff)
+                self.state = WatcherState.RESTARTING
+                await sleep_or_stop(stop, backoff)
                 backoff = 1.0 if time.monotonic() - started > 60 else min(RESTART_MAX_SECONDS, backoff * 2)
-        self.state = "stopped"
+        self.state = WatcherState.STOPPED
 
     async def _wait_online(self, stop: asyncio.Event) -> bool:
         """Wait for the share (the ShareMonitor's run loop, or our own slow re-check)."""
         while not stop.is_set():
             if self.share.online or await self.share.acheck():
                 return True
-            self.state = "share_offline"
-            online = asyncio.ensure_future(self.share.wait_online())
-            stopper = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([online, stopper], timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
-            online.cancel()
-            stopper.cancel()
+            self.state = WatcherState.SHARE_OFFLINE
+            await first_of(self.share.wait_online(), stop, seconds=5.0)
         return False
 
     def _on_share_change(self, online: bool) -> None:
@@ -144,7 +146,7 @@ class Watcher:
             # The first session needs no extra sweep: the reactor sweeps at start-up.
             # A later one follows an outage or a dead observer, so events were missed.
             await self.rescan("", reconcile=self.sessions > 1)
-            self.state = "watching"
+            self.state = WatcherState.WATCHING
             log.info(
                 "watch_started",
                 observer=self.choice.kind,
@@ -166,7 +168,7 @@ class Watcher:
                 log.info("watch_paused", reason=self.share.reason if not self.share.online else "restart")
 
     async def _until_end(self, stop: asyncio.Event, session_stop: asyncio.Event) -> None:
-        await wait_any(stop, self._offline, float("inf"))
+        await wait_any(stop, self._offline)
         session_stop.set()
 
     async def _supervise(self, session_stop: asyncio.Event) -> None:
@@ -174,8 +176,7 @@ class Watcher:
         assert self.choice is not None
         interval = SUPERVISE_SECONDS if self.native else self.config.watcher.scan_interval_seconds
         while not session_stop.is_set():
-            await wait_any(session_stop, asyncio.Event(), interval)
-            if session_stop.is_set():
+            if await sleep_or_stop(session_stop, interval):
                 return
             if self.native is not None and not self.native.alive():
                 raise ObserverDied("a watchdog observer or emitter thread has stopped")
@@ -244,7 +245,7 @@ class Watcher:
         missing = [p for p in registered if p not in self.scanner.snapshot]
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
-        if looks_like_outage(self.config, len(missing), len(registered)):
+        if is_mass_vanish(self.config.watcher, len(missing), len(registered)):
             # Too many at once to take as deleted while nobody watched: the operator decides.
             await self._hold(missing, "mass_vanish_at_start")
             return
@@ -270,14 +271,10 @@ class Watcher:
 
     async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
         while not session_stop.is_set():
-            getter = asyncio.ensure_future(events.get())
-            stopper = asyncio.ensure_future(session_stop.wait())
-            done, _ = await asyncio.wait([getter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if getter not in done:
-                getter.cancel()
+            event = await first_of(events.get(), session_stop)
+            if event is None:
                 return
-            await self._handle(getter.result())
+            await self._handle(event)
 
     async def _handle(self, ev: RawEvent) -> None:
         c = self.candidates
@@ -344,7 +341,7 @@ class Watcher:
     async def _flush_deletes(self, session_stop: asyncio.Event) -> None:
         tick = max(0.05, min(0.5, self.window / 4))
         while not session_stop.is_set():
-            await wait_any(session_stop, asyncio.Event(), tick)
+            await sleep_or_stop(session_stop, tick)
             now = time.monotonic()
             due = {p: d for p, (d, t) in self._pending_deletes.items() if t <= now}
             if not due:

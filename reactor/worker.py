@@ -33,6 +33,7 @@ from typing import Protocol, TypeVar
 import asyncpg
 
 from reactor import claims, logs, metrics, store
+from reactor.aio import completed, first_of, sleep_or_stop
 from reactor.backoff import Backoff
 from reactor.claims import Claim
 from reactor.config import Config
@@ -48,7 +49,6 @@ from reactor.paths import InvalidPath, PathMapper, recordable
 from reactor.queue import Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
 from reactor.sql import Queries
-from reactor.supervisor import completed, first_of, sleep_or_stop
 
 log = logs.get("reactor.worker")
 # Write errors that no retry mends: the schema or the role's privileges are wrong.
@@ -297,7 +297,7 @@ class DetectionLoop:
         try:
             # Resolving touches the share: a hung mount must not hold the loop's next image.
             local = await asyncio.wait_for(
-                asyncio.to_thread(self.mapper.open_safely, entry.path), self.config.detector.timeout_seconds
+                asyncio.to_thread(self.mapper.resolve_in_share, entry.path), self.config.detector.timeout_seconds
             )
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)

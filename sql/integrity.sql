@@ -122,9 +122,6 @@ ORDER BY c.image_path;
 LOCK TABLE reactor_claims, face_metadata, face_detections, face_detection_failures
     IN SHARE ROW EXCLUSIVE MODE;
 
--- name: backup_table_exists
-SELECT to_regclass($1) IS NOT NULL AS present;
-
 -- A backup table has the source's columns (LIKE copies no constraints, so it keeps
 -- rows the constraints would refuse) plus the reason the row was removed.
 -- name: repair_create_backup

@@ -206,3 +206,30 @@ def detections_per_path(*procs: ReactorProcess) -> Counter[str]:
             for event in proc.events(name):
                 counted[event["path"]] += 1
     return counted
+
+
+def phone_sized(
+    folder: Path,
+    count: int = 1,
+    size: tuple[int, int] = (4000, 3000),
+    prefix: str = "phone",
+    quality: int = 90,
+) -> list[samples.Sample]:
+    """Phone-camera-sized JPEGs (default 4000x3000), each with one face.
+
+    The astronaut is upscaled to the photo's height and placed at a different offset on an
+    upscaled coffee-cup background in each file, so no two files are identical.
+    """
+    width, height = size
+    face = samples.astronaut().resize((height, height), Image.Resampling.BICUBIC)
+    background = samples.coffee().resize(size, Image.Resampling.BILINEAR)
+    span = max(width - height, 0)
+    made = []
+    for i in range(count):
+        canvas = background.copy()
+        offset = (i * 997) % (span + 1) if span else 0
+        canvas.paste(face, (offset, 0))
+        name = f"{prefix}_{i:04d}.jpg"
+        path = samples.write_jpeg(canvas, folder, name, quality=quality)
+        made.append(samples.Sample(name, path, faces=1, note=f"{width}x{height} phone-sized JPEG"))
+    return made

@@ -14,6 +14,7 @@ from reactor import samples
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, Outcome
 from reactor.errors import ErrorType
+from tests.reactor_support import phone_sized
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -139,7 +140,7 @@ async def tuned() -> AsyncIterator[Detector]:
 async def test_a_budget_too_small_says_which_face_it_can_find(tuned: Detector, tmp_path: Path) -> None:
     # A phone-sized photo: 4000x3000 enlarged to bring 32 px faces to HOG's 64 px would be
     # 48 Mpx; a budget of 1.2 Mpx allows 1264x948, where the smallest face is 203 px.
-    [photo] = samples.phone_sized(tmp_path, 1)
+    [photo] = phone_sized(tmp_path, 1)
     outcome = await detect(tuned, photo.path)
     assert isinstance(outcome, Detection) and outcome.face_count == 1
     assert outcome.detect_size == (1264, 948) and outcome.min_face_px == 203

@@ -169,7 +169,6 @@ async def test_large_retry_sends_one_bulk_hint(
 
 
 def test_readme_failure_types_match_the_code() -> None:
-    from reactor import failures
     from reactor.errors import ADVICE, ErrorType
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -180,7 +179,7 @@ def test_readme_failure_types_match_the_code() -> None:
         if len(cells) == 4 and cells[0].startswith("`"):
             rows[cells[0].strip("`")] = (cells[2], cells[3])
     expected = {t.value: ("permanent" if t.permanent else "transient", ADVICE[t]) for t in ErrorType}
-    expected[failures.BLACKLISTED] = ("permanent", failures.BLACKLIST_ADVICE)
+    expected[ErrorType.BLACKLISTED] = ("permanent", ADVICE[ErrorType.BLACKLISTED])
     assert rows == expected
 
 

@@ -2,6 +2,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from reactor.config import ConfigError, HealthConfig, ImagesConfig
-from reactor.health import HealthServer, evaluate
+from reactor.health import HealthServer, LoopLag, evaluate
 from reactor.share import ShareMonitor
 from tests.httpget import http_request
 
@@ -245,3 +246,19 @@ def test_reactor_run_with_the_health_port_in_use_exits_2(dsn: str, share: Path) 
         f"reactor: health port 127.0.0.1:{port} is already in use; "
         "set health.port ([health] port or REACTOR_HEALTH__PORT) to a free port"
     )
+
+
+def block_the_loop(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def test_loop_lag_is_how_late_the_ticker_wakes() -> None:
+    lag = LoopLag()
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(lag.run(stop))
+    await asyncio.sleep(0.1)
+    block_the_loop(0.8)  # past the tick
+    await asyncio.sleep(0.05)
+    assert lag.seconds >= 0.3
+    stop.set()
+    await asyncio.wait_for(ticker, 5)

@@ -18,6 +18,7 @@ import pytest
 
 from reactor import audit, constraints, repair, sql
 from reactor.config import Config
+from tests.peek import is_path_violation
 
 ENCODING = [0.01 * i for i in range(128)]
 REACTOR_TABLES = ("face_metadata", "face_detections", "face_detection_failures", "reactor_claims")
@@ -436,7 +437,7 @@ async def test_constraint_rejects_derived_and_absolute_paths(conn: asyncpg.Conne
     await conn.execute("SET session_replication_role = replica")
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         await conn.execute(query, path, *extra)
-    assert constraints.is_path_violation(caught.value)
+    assert is_path_violation(caught.value)
     rejected = constraints.path_rejection(caught.value, path)
     assert rejected is not None and rejected.table == table
     message = str(rejected)
@@ -457,7 +458,7 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
     """Every named block of sql/integrity.sql parses and runs (backup names filled in)."""
     blocks = sql.blocks("integrity.sql")
     for backup, source in (("b_fm", "face_metadata"), ("b_fd", "face_detections"), ("b_rc", "reactor_claims")):
-        await conn.execute(repair._fill(blocks["repair_create_backup"], backup=backup, source=source))
+        await conn.execute(sql.fill_identifiers(blocks["repair_create_backup"], backup=backup, source=source))
     args: dict[str, tuple[Any, ...]] = {
         "missing_tables": (["face_metadata"],),
         "table_columns": ("ai_metadata",),
@@ -481,7 +482,7 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
         for name, text in blocks.items():
             if name == "repair_create_backup":
                 continue
-            filled = repair._fill(
+            filled = sql.fill_identifiers(
                 text, backup=targets.get(name, "b_fm"), source="face_metadata", constraint="face_metadata_path_valid"
             )
             await conn.fetch(filled, *args.get(name, ()))
@@ -540,6 +541,37 @@ async def test_cli_audit_repair_audit(conn: asyncpg.Connection, dsn: str, share:
     clean = await asyncio.to_thread(cli, cfg, "audit")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.strip().endswith("audit: clean")
+
+
+def json_log_events(stderr: str) -> list[str]:
+    return [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+
+
+async def test_cli_repair_json_is_pure_json(conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path) -> None:
+    """`repair --apply --json` logs that it applied; the line goes to stderr, not into the JSON."""
+    await conn.execute("SET session_replication_role = replica")
+    await add_faces(conn, "orphan/a.jpg", 1)
+    await conn.execute("SET session_replication_role = DEFAULT")
+    applied = await asyncio.to_thread(cli, write_config(tmp_path / "r.toml", dsn, share), "repair", "--apply", "--json")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["applied"] is True
+    assert "repair_applied" in json_log_events(applied.stderr)
+
+
+async def test_cli_audit_and_repair_json_on_the_embedded_database(share: Path, tmp_path: Path) -> None:
+    """The embedded database logs its start and stop: to stderr, so that stdout stays one JSON object."""
+    config = tmp_path / "embedded.toml"
+    config.write_text(
+        f'[database]\ndsn = ""\nembedded_dir = "{tmp_path / "pgdata"}"\n[images]\nroot = "{share}"\n'
+        '[health]\nenabled = false\n[logging]\nformat = "json"\n'
+    )
+    init = await asyncio.to_thread(cli, config, "db", "init")
+    assert init.returncode == 0, init.stderr
+    for command in (("audit", "--json"), ("repair", "--json")):
+        out = await asyncio.to_thread(cli, config, *command)
+        assert out.returncode == 0, out.stderr
+        assert isinstance(json.loads(out.stdout), dict), out.stdout
+        assert "embedded_db_starting" in json_log_events(out.stderr)
 
 
 async def test_cli_audit_without_schema_is_one_line(

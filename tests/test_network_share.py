@@ -26,6 +26,7 @@ from structlog.testing import capture_logs
 from reactor import audit, held, samples, status
 from reactor.config import Config
 from reactor.health import degraded, evaluate
+from reactor.paths import PathMapper
 from reactor.service import Reactor
 from tests.reactor_support import small_astronaut, wait_until, wait_watching
 from tests.sshfs_share import CACHE_SECONDS, SshfsShare
@@ -320,7 +321,7 @@ async def test_a_mass_deletion_is_held_once_then_applied_by_the_operator(
             return sorted(await held_rows()) == gone[1:]
 
         await wait_until(released, 30, "the returned file to be released")
-        result = await held.apply(r.conn, audit.mapper_for(config), standalone=True)
+        result = await held.apply(r.conn, PathMapper.for_images(config.images), standalone=True)
         assert sorted(result.deleted) == gone[1:] and result.released == []
         assert result.backups["face_metadata"][1] == 3 and result.backups["face_detections"][1] == 3
         assert await r.results() == sorted(["lib/new.jpg", *names[:1], *names[4:]])

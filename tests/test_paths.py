@@ -113,16 +113,16 @@ def share(tmp_path: Path) -> Path:
     return root
 
 
-def test_open_safely_follows_links_inside_the_root(share: Path) -> None:
+def test_resolve_in_share_follows_links_inside_the_root(share: Path) -> None:
     mapper = PathMapper(str(share))
     (share / "album" / "alias.jpg").symlink_to(share / "album" / "photo.jpg")
     (share / "linked").symlink_to(share / "album", target_is_directory=True)
-    assert mapper.open_safely("album/photo.jpg") == (share / "album" / "photo.jpg").resolve()
-    assert mapper.open_safely("album/alias.jpg") == (share / "album" / "photo.jpg").resolve()
-    assert mapper.open_safely("linked/photo.jpg").read_bytes() == b"jpeg"
+    assert mapper.resolve_in_share("album/photo.jpg") == (share / "album" / "photo.jpg").resolve()
+    assert mapper.resolve_in_share("album/alias.jpg") == (share / "album" / "photo.jpg").resolve()
+    assert mapper.resolve_in_share("linked/photo.jpg").read_bytes() == b"jpeg"
 
 
-def test_open_safely_refuses_symlinks_out_of_the_root(share: Path, tmp_path: Path) -> None:
+def test_resolve_in_share_refuses_symlinks_out_of_the_root(share: Path, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("not a photo")
     (share / "album" / "escape.jpg").symlink_to(secret)
@@ -130,14 +130,14 @@ def test_open_safely_refuses_symlinks_out_of_the_root(share: Path, tmp_path: Pat
     mapper = PathMapper(str(share))
     for db_path in ("album/escape.jpg", "elsewhere/secret.txt"):
         with pytest.raises(InvalidPath) as err:
-            mapper.open_safely(db_path)
+            mapper.resolve_in_share(db_path)
         assert err.value.reason == "escapes_root"
 
 
-def test_open_safely_through_a_symlinked_root(share: Path, tmp_path: Path) -> None:
+def test_resolve_in_share_through_a_symlinked_root(share: Path, tmp_path: Path) -> None:
     """A share root that is itself a link (e.g. /mnt/vision -> /srv/photos) is not an escape."""
     link = tmp_path / "mount"
     link.symlink_to(share, target_is_directory=True)
     mapper = PathMapper(str(link))
-    assert mapper.open_safely("album/photo.jpg") == (share / "album" / "photo.jpg").resolve()
+    assert mapper.resolve_in_share("album/photo.jpg") == (share / "album" / "photo.jpg").resolve()
     assert os.fspath(mapper.to_local("album/photo.jpg")) == f"{link}/album/photo.jpg"

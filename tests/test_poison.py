@@ -31,10 +31,10 @@ def test_symlinks_are_resolved_before_the_rules(share: Path) -> None:
     os.symlink("../face_crops/crop.jpg", share / "photos" / "innocent.jpg")
     mapper = PathMapper(str(share))
     with pytest.raises(InvalidPath) as loop:
-        mapper.open_safely("loop/a.jpg")
+        mapper.resolve_in_share("loop/a.jpg")
     assert loop.value.reason == "symlink_loop"
     with pytest.raises(InvalidPath) as derived:
-        mapper.open_safely("photos/innocent.jpg")
+        mapper.resolve_in_share("photos/innocent.jpg")
     assert derived.value.reason == "derived"
     with pytest.raises(InvalidPath) as undecodable:
         mapper.validate("bad\udcff.jpg")
@@ -60,14 +60,14 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
 
     monkeypatch.setattr("reactor.worker.claims.claim", claim)
     release = threading.Event()
-    real_resolve = PathMapper.open_safely
+    real_resolve = PathMapper.resolve_in_share
 
     def resolve(self: PathMapper, db_path: str) -> Path:
         if db_path == "stall.jpg":
             release.wait(60)  # as resolving on a hung mount does: far past the 10 s time limit
         return real_resolve(self, db_path)
 
-    monkeypatch.setattr(PathMapper, "open_safely", resolve)
+    monkeypatch.setattr(PathMapper, "resolve_in_share", resolve)
     # The limit bounds the hung resolve and also each detection: 10 s leaves a fresh child
     # on a loaded machine time for the next image (3 s did not, and its retry comes too late).
     config = make_config(detector={**HOG, "timeout_seconds": 10.0}, sweep=NO_POLLING)

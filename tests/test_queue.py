@@ -10,6 +10,7 @@ from reactor.config import RetryConfig
 from reactor.errors import ErrorType
 from reactor.queue import MANUAL_BURST, Entry, ImageQueue, Priority
 from reactor.ratelimit import RateLimiter
+from tests.peek import priority_of
 
 
 async def drain(queue: ImageQueue) -> list[Entry]:
@@ -36,7 +37,7 @@ async def test_a_path_is_queued_once_and_keeps_its_highest_priority() -> None:
     assert q.put("a.jpg", Priority.NOTIFY)
     assert q.put("a.jpg", Priority.RETRY)  # lower priority: ignored, still one entry
     assert len(q) == 1
-    assert q.priority_of("a.jpg") is Priority.NOTIFY
+    assert priority_of(q, "a.jpg") is Priority.NOTIFY
     assert q.depth_by_priority() == {"manual": 0, "notify": 1, "file_event": 0, "retry": 0, "backlog": 0}
     path, priority = await q.get()
     assert (path, priority) == ("a.jpg", Priority.NOTIFY)
@@ -164,3 +165,16 @@ def test_a_flood_of_manual_requests_does_not_starve_other_work() -> None:
         order.append(entry.path)
     assert order.index("new-photo.jpg") == MANUAL_BURST
     assert order[MANUAL_BURST + 1] == f"manual/{MANUAL_BURST:03}.jpg"
+
+
+def test_drops_are_counted_by_the_queue_dropped_counter() -> None:
+    from reactor import metrics
+
+    q = ImageQueue(1)
+    metrics.bind_queue(q)
+    before = metrics.REGISTRY.get_sample_value("reactor_queue_dropped_total") or 0.0
+    q.put("a", Priority.BACKLOG)
+    assert not q.put("b", Priority.BACKLOG)  # full of work as good: b is dropped
+    assert q.put("c", Priority.NOTIFY)  # better work: a is evicted
+    assert q.dropped == 2
+    assert metrics.REGISTRY.get_sample_value("reactor_queue_dropped_total") == before + 2

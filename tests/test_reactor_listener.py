@@ -96,7 +96,12 @@ async def test_probe_notices_a_silent_connection_and_the_listener_reconnects(
     )
     received: list[dict[str, Any]] = []
     connected: list[bool] = []
-    listener = Listener(config, tcp_dsn, "test", lambda _ch, data, _pid: received.append(data), connected.append)
+
+    def on_connected() -> None:
+        # Whether this connection is a reconnect: the listener has counted it already.
+        connected.append(listener.reconnects > 0)
+
+    listener = Listener(config, tcp_dsn, "test", lambda _ch, data, _pid: received.append(data), on_connected)
     stop = asyncio.Event()
     task = asyncio.create_task(listener.run(stop))
     try:

@@ -70,7 +70,7 @@ async def test_a_baseline_whose_registration_failed_is_registered_by_the_next_se
 def test_a_row_in_one_normalization_finds_the_file_in_the_other(share: Path) -> None:
     (share / NFD).parent.mkdir()
     (share / NFD).write_bytes(b"x")
-    assert PathMapper(str(share)).open_safely(NFC).name == Path(NFD).name
+    assert PathMapper(str(share)).resolve_in_share(NFC).name == Path(NFD).name
 
 
 async def test_a_file_event_uses_the_rows_spelling(dsn: str) -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 
 from reactor import samples
 from reactor.errors import ErrorType
+from tests.reactor_support import phone_sized
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_bad_files(library: dict[str, samples.Sample]) -> None:
 
 
 def test_phone_sized(tmp_path: Path) -> None:
-    made = samples.phone_sized(tmp_path, count=2, size=(1600, 1200))
+    made = phone_sized(tmp_path, count=2, size=(1600, 1200))
     assert [s.faces for s in made] == [1, 1]
     assert made[0].path.read_bytes() != made[1].path.read_bytes()
     with Image.open(made[0].path) as im:

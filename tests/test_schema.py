@@ -341,3 +341,10 @@ async def test_concurrent_inits_apply_once(pg: PgServer, empty_database: str) ->
     finally:
         await first.close()
         await second.close()
+
+
+def test_one_list_of_the_reactors_tables() -> None:
+    """reactor.relations names the tables that db check expects columns for (reactor.catalog)."""
+    from reactor import catalog, relations
+
+    assert set(relations.REACTOR_TABLES) | {"reactor_schema"} == set(catalog.TABLES) | {catalog.FAILURES}

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from reactor import share as share_mod
 from reactor.config import ImagesConfig, WatcherConfig
 from reactor.share import ShareMonitor, VanishGuard, probe
+from tests.peek import holding
 
 
 def images_for(root: Path, **kw: object) -> ImagesConfig:
@@ -82,7 +83,7 @@ def test_a_mass_vanish_is_held_once_then_believed_and_the_share_stays_online(sha
     thirty = [f"g{i:02}" for i in range(30)]
     with capture_logs() as logs:
         assert guard.believe(thirty, 100) == []
-        assert guard.holding == 30
+        assert holding(guard) == 30
         # Still gone at the next look, with more deletions on top: the held ones are
         # believed, the fresh ones (a mass vanish of their own) are held in turn.
         more = [f"h{i:02}" for i in range(25)]

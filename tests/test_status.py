@@ -124,3 +124,14 @@ async def test_status_without_the_schema_is_one_line(pg: PgServer, make_config: 
         )
     finally:
         pg.drop_database(name)
+
+
+def test_one_rule_says_when_an_instance_is_gone(make_config: Callable[..., Config]) -> None:
+    from reactor import audit
+    from reactor.instances import gone_after_seconds
+
+    assert gone_after_seconds(10.0) == 30.0  # three missed beats
+    assert gone_after_seconds(0.2) == 5.0  # never after one busy moment
+    # A claim is dead once its instance is gone, and not before a lease could have run out.
+    config = make_config(health={"heartbeat_seconds": 10.0}, service={"lease_seconds": 60.0})
+    assert audit.dead_claim_after_seconds(config) == 60.0

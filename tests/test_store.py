@@ -18,6 +18,7 @@ from reactor.errors import ErrorType
 from reactor.queue import ImageQueue, Priority
 from reactor.schema import failure_columns
 from reactor.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
+from tests.peek import priority_of
 
 RETRY = RetryConfig(
     base_seconds=10.0, multiplier=2.0, max_delay_seconds=35.0, jitter=0.0, max_attempts=3, max_attempts_permanent=2
@@ -194,8 +195,8 @@ async def test_sweep_finds_pending_retries_and_orphans_page_by_page(pool: asyncp
     assert len(queue) == 0
     counts = await sweeper.sweep()
     assert (counts.retries, counts.pending, counts.orphans, counts.queued) == (1, 25, 2, 26)
-    assert queue.priority_of("due.jpg") is Priority.RETRY
-    assert queue.priority_of("p/024.jpg") is Priority.BACKLOG
+    assert priority_of(queue, "due.jpg") is Priority.RETRY
+    assert priority_of(queue, "p/024.jpg") is Priority.BACKLOG
     assert "claimed.jpg" not in queue and "notdue.jpg" not in queue and "perm.jpg" not in queue
     async with pool.acquire() as conn:
         # Orphans are marked, not deleted (reactor.orphans: the grace period comes first).

@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from reactor.config import Config
 from reactor.file_events import DatabaseSink
+from tests.peek import priority_of, watched_dirs
 from tests.watch_harness import Harness, running_watcher, until, write_slowly
 
 OBSERVERS = ["native", "polling"]
@@ -142,7 +143,7 @@ async def test_changed_content_is_detected_again(make_config: Callable[..., Conf
         await asyncio.to_thread((share / "p.jpg").write_bytes, b"v2, longer" * 100)
         await until(lambda: h.puts, what="the changed photo to be queued")
         assert [(p.path, p.redetect) for p in h.puts] == [("p.jpg", True)]
-        assert h.queue.priority_of("p.jpg") is not None
+        assert priority_of(h.queue, "p.jpg") is not None
 
 
 async def test_offline_share_orphans_nothing_and_resumes(
@@ -211,7 +212,7 @@ async def test_derived_hidden_and_partial_files_are_never_queued(
         assert sorted(h.paths_put()) == ["c.jpg", "real.jpg"]
         if observer == "native" and h.watcher.native is not None and h.watcher.native.filtered:
             # Ignored folders never get an inotify watch.
-            assert h.watcher.native.watched_dirs() == sorted([str(share), str(share / "x")])
+            assert watched_dirs(h.watcher.native) == sorted([str(share), str(share / "x")])
 
 
 async def test_a_dead_observer_is_restarted(make_config: Callable[..., Config], dsn: str, share: Path) -> None:

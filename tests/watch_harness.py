@@ -21,6 +21,18 @@ from reactor.share import ShareMonitor
 from reactor.watcher import Watcher
 
 
+class CountingSink(DatabaseSink):
+    """The real sink, counting the deletions it was handed (vision mode changes no row)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.counts = {"deleted": 0}
+
+    async def deleted(self, path: str, *, directory: bool) -> None:
+        await super().deleted(path, directory=directory)
+        self.counts["deleted"] += 1
+
+
 @dataclass
 class Put:
     path: str
@@ -35,7 +47,7 @@ class Harness:
     pool: asyncpg.Pool
     queue: ImageQueue
     share: ShareMonitor
-    sink: DatabaseSink
+    sink: CountingSink
     watcher: Watcher
     puts: list[Put] = field(default_factory=list)
     sweeps: int = 0
@@ -107,7 +119,7 @@ async def running_watcher(config: Config, dsn: str) -> AsyncIterator[Harness]:
     def sweep() -> None:
         harness.sweeps += 1
 
-    sink = DatabaseSink(pool, enqueue, register_files=config.register_files, request_sweep=sweep)
+    sink = CountingSink(pool, enqueue, register_files=config.register_files, request_sweep=sweep)
     images = config.images
     mapper = PathMapper(images.root, images.derived_folders, images.max_path_length)
     watcher = Watcher(config, mapper, share, sink)

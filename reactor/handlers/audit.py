@@ -10,6 +10,7 @@ from typing import Any
 from reactor import audit, db
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.handlers.common import logs_to_stderr
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +30,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     online, reason = audit.share_state(config)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:

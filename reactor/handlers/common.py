@@ -10,6 +10,7 @@ is not dead code.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -29,6 +30,19 @@ log = logs.get("reactor.run")
 
 # Tests only: "1" installs the Windows signal handlers on Linux.
 PORTABLE_SIGNALS_ENV = "REACTOR_TEST_PORTABLE_SIGNALS"
+
+
+def logs_to_stderr(args: argparse.Namespace, config: Config, level: str | None = None) -> None:
+    """For commands whose stdout is data (a table, JSON, SQL): log lines (the embedded
+    database starting and stopping, a repair applied) go to stderr, never into it.
+
+    `level` replaces logging.level (not --log-level) for commands whose own output says enough.
+    """
+    logs.configure(
+        fmt=getattr(args, "log_format", None) or config.logging.format,
+        level=getattr(args, "log_level", None) or level or config.logging.level,
+        stream=sys.stderr,
+    )
 
 
 async def prepare_embedded(config: Config, dsn: str) -> None:

@@ -8,9 +8,10 @@ import asyncio
 import json
 import sys
 
-from reactor import advice, audit, catalog, db, legacy_import, logs, privileges, schema
+from reactor import advice, audit, catalog, db, legacy_import, privileges, schema
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.handlers.common import logs_to_stderr
 from reactor.progress import Progress
 
 
@@ -51,15 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     owner.set_defaults(handler=sql_command)
 
 
-def _logs_to_stderr(args: argparse.Namespace, config: Config) -> None:
-    # These commands' output is their stdout; log lines (embedded start/stop) go aside.
-    logs.configure(
-        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
-    )
-
-
 def init_command(args: argparse.Namespace, config: Config) -> int:
-    _logs_to_stderr(args, config)
+    logs_to_stderr(args, config)
     standalone = config.embedded or args.standalone
     with db.resolved_dsn(config) as dsn:
         report = asyncio.run(_init(dsn, config, standalone))
@@ -83,7 +77,7 @@ async def _init(dsn: str, config: Config, standalone: bool) -> schema.InitReport
 
 
 def check_command(args: argparse.Namespace, config: Config) -> int:
-    _logs_to_stderr(args, config)
+    logs_to_stderr(args, config)
     standalone = config.embedded or args.standalone
     with db.resolved_dsn(config) as dsn:
         report, can_apply = asyncio.run(_check(dsn, config, standalone))
@@ -116,7 +110,7 @@ def render(report: catalog.CheckReport, can_apply: bool) -> str:
 
 
 def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
-    _logs_to_stderr(args, config)
+    logs_to_stderr(args, config)
     if args.page_size < 1:
         raise UsageError("--page-size must be at least 1")
     with db.resolved_dsn(config) as dsn:
@@ -147,6 +141,7 @@ async def _import_legacy(dsn: str, config: Config, page_size: int) -> legacy_imp
 
 
 def sql_command(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     role = args.role or db.configured_role(config)
     database = db.configured_database(config)
     try:

@@ -11,6 +11,8 @@ import asyncpg
 from reactor import audit, db, held
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.handlers.common import logs_to_stderr
+from reactor.paths import PathMapper
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     online, reason = audit.share_state(config)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
@@ -40,7 +43,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
                     f"the share is offline ({reason}): a missing file cannot be believed; mount it "
                     "(README: Watching the share), then run `reactor deletions --apply` again"
                 )
-            result = await held.apply(conn, audit.mapper_for(config), standalone=config.register_files)
+            result = await held.apply(conn, PathMapper.for_images(config.images), standalone=config.register_files)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2 if sys.stdout.isatty() else None))
         return 0

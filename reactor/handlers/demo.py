@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reactor import demo
 from reactor.config import Config
-from reactor.handlers.status import logs_to_stderr
+from reactor.handlers.common import logs_to_stderr
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,10 +13,10 @@ import os
 import sys
 from typing import Any
 
-from reactor import logs
 from reactor.config import Config
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, DetectorUnavailable, Outcome
 from reactor.errors import ADVICE
+from reactor.handlers.common import logs_to_stderr
 
 EXIT_SOME_FAILED = 1
 EXIT_DETECTOR_UNAVAILABLE = 3
@@ -35,11 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
-    logs.configure(
-        fmt=args.log_format or config.logging.format,
-        level=args.log_level or config.logging.level,
-        stream=sys.stderr,
-    )
+    logs_to_stderr(args, config)
     detector = Detector(config.detector)
     failed = 0
     try:

@@ -7,7 +7,7 @@ import contextlib
 
 from reactor import db, doctor
 from reactor.config import Config
-from reactor.handlers.status import logs_to_stderr
+from reactor.handlers.common import logs_to_stderr
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,10 +13,11 @@ from reactor import db, failures
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.errors import ADVICE, ErrorType
-from reactor.handlers.status import database_problems, logs_to_stderr
+from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.status import database_problems
 from reactor.paths import InvalidPath, PathMapper
 
-TYPES = sorted([*(t.value for t in ErrorType), failures.BLACKLISTED])
+TYPES = sorted(t.value for t in ErrorType)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
     """Database paths from arguments: relative paths as given, local paths under the root converted."""
-    mapper = PathMapper(config.images.root, config.images.derived_folders, config.images.max_path_length)
+    mapper = PathMapper.for_images(config.images)
     out: list[str] = []
     for arg in raw:
         local = os.path.isabs(arg) or arg.startswith("\\\\")
@@ -96,8 +97,6 @@ def _when(row: failures.FailureRow) -> str:
 
 def advice_for(error_type: str) -> str | None:
     """What to do about a failure type, as in the README's table."""
-    if error_type == failures.BLACKLISTED:
-        return failures.BLACKLIST_ADVICE
     try:
         return ADVICE[ErrorType(error_type)]
     except ValueError:

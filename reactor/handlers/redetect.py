@@ -22,16 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from reactor import audit, claims, control, db, logs
+from reactor import audit, control, db
+from reactor.claims import RedetectMode
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.dbtypes import rows_affected
 from reactor.detector.settings import settings_fingerprint
-from reactor.handlers.common import sweep_once_here
+from reactor.handlers.common import logs_to_stderr, sweep_once_here
 from reactor.progress import Progress
 from reactor.sql import Queries
 
@@ -96,10 +97,7 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 
 def redetect_command(args: argparse.Namespace, config: Config) -> int:
-    # The counts are this command's stdout; log lines go to stderr.
-    logs.configure(
-        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
-    )
+    logs_to_stderr(args, config)
     selection = _selection(args)
     with db.resolved_dsn(config) as dsn:
         counts = asyncio.run(_redetect(args, config, dsn, selection))
@@ -115,7 +113,7 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
         if await audit.missing_tables(conn):
             raise UsageError("the reactor's tables are missing; run `reactor db init` first")
         if args.cancel:
-            return {"cancelled": claims.rows_affected(await conn.execute(Q.cancel, sel.paths, sel.prefix))}
+            return {"cancelled": rows_affected(await conn.execute(Q.cancel, sel.paths, sel.prefix))}
         batch, counts = await _record(conn, args, config, sel)
         live = await control.live_instances(conn, config.health.heartbeat_seconds)
         counts["by"] = live[0] if live else "here"
@@ -132,17 +130,17 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
 
 async def _record(conn: Any, args: argparse.Namespace, config: Config, sel: Selection) -> tuple[str, dict[str, Any]]:
     if args.legacy_zero:
-        added = claims.rows_affected(await conn.execute(LEGACY.legacy_zero_request))
+        added = rows_affected(await conn.execute(LEGACY.legacy_zero_request))
         waiting = int(await conn.fetchval(LEGACY.redetect_requested, LEGACY_ZERO))
         return LEGACY_ZERO, {"added": added, "requested": waiting}
     if args.missing:
-        retried = claims.rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
+        retried = rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
         pending = int(await conn.fetchval(Q.pending_selected, sel.paths, sel.prefix)) if not sel.error_type else 0
         return "missing", {"retried": retried, "pending": pending}
-    mode = "reset" if args.reset else "refresh"
+    mode = RedetectMode.RESET if args.reset else RedetectMode.REFRESH
     batch = f"{mode}:{uuid.uuid4().hex[:12]}"
     stale = settings_fingerprint(config.detector) if args.stale else None
-    requested = claims.rows_affected(
+    requested = rows_affected(
         await conn.execute(Q.request_results, batch, mode, sel.paths, sel.prefix, sel.error_type, sel.model, stale)
     )
     return batch, {"mode": mode, "requested": requested}

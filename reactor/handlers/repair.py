@@ -13,6 +13,7 @@ from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.dbtypes import Conn
 from reactor.handlers.audit import add_common
+from reactor.handlers.common import logs_to_stderr
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
+    logs_to_stderr(args, config)
     online, reason = audit.share_state(config)
     with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:

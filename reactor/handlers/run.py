@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from reactor import db
+from reactor import db, heap
 from reactor.cli import UsageError
 from reactor.config import Config
 from reactor.handlers.common import install_stop_signals, prepare_embedded
@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
+    # Process-wide, so here and not in the Reactor: before any thread exists (the embedded
+    # database, the event loop's executor), threads share the main heap, which the
+    # reactor's HeapTrimmer trims (reactor.heap).
+    heap.single_arena()
     with db.resolved_dsn(config) as dsn:
         return asyncio.run(serve(config, dsn))
 

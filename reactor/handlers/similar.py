@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
-from reactor import contact_sheet, db, logs, similar
+from reactor import contact_sheet, db, similar
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.handlers.common import logs_to_stderr
 from reactor.paths import InvalidPath, PathMapper
 
 
@@ -46,15 +46,12 @@ def _db_path(mapper: PathMapper, given: str) -> str:
 
 
 def similar_command(args: argparse.Namespace, config: Config) -> int:
-    logs.configure(
-        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
-    )
+    logs_to_stderr(args, config)
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
     if args.max_distance <= 0:
         raise UsageError("--max-distance must be above 0")
-    images = config.images
-    mapper = PathMapper(images.root, tuple(images.derived_folders), images.max_path_length)
+    mapper = PathMapper.for_images(config.images)
     path = _db_path(mapper, args.path)
     with db.resolved_dsn(config) as dsn:
         query, matches = asyncio.run(_search(dsn, config, path, args))

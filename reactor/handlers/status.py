@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from reactor import advice, db, logs, status
+from reactor import advice, db, status
 from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.handlers.common import logs_to_stderr
 from reactor.orphans import OrphanPolicy
 
 
@@ -29,18 +30,6 @@ def database_problems(config: Config) -> Iterator[None]:
     except asyncpg.InsufficientPrivilegeError as exc:
         grants = advice.grants(db.configured_role(config))
         raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
-
-
-def logs_to_stderr(args: argparse.Namespace, config: Config, level: str | None = None) -> None:
-    """These commands' output is their stdout; log lines (embedded database start/stop) go aside.
-
-    `level` replaces logging.level (not --log-level) for commands whose own output says enough.
-    """
-    logs.configure(
-        fmt=getattr(args, "log_format", None) or config.logging.format,
-        level=getattr(args, "log_level", None) or level or config.logging.level,
-        stream=sys.stderr,
-    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

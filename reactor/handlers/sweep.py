@@ -7,16 +7,14 @@ import asyncio
 import json
 import sys
 
-from reactor import control, db, logs
+from reactor import control, db
 from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.handlers.common import sweep_once_here
+from reactor.handlers.common import logs_to_stderr, sweep_once_here
 from reactor.orphans import RELEASE_HINT, OrphanPolicy
 from reactor.queue import ImageQueue
 from reactor.share import ShareMonitor
-from reactor.sweep import SweepCounts, Sweeper
-
-SUMMARY_KEYS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims")
+from reactor.sweep import COUNTS, SweepCounts, Sweeper
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,10 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def sweep_command(args: argparse.Namespace, config: Config) -> int:
-    # The output is this command's stdout; log lines go to stderr.
-    logs.configure(
-        fmt=args.log_format or config.logging.format, level=args.log_level or config.logging.level, stream=sys.stderr
-    )
+    logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn:
         if args.dry_run:
             return asyncio.run(_dry_run(args, config, dsn))
@@ -55,7 +50,7 @@ def _print_counts(args: argparse.Namespace, counts: dict[str, object], who: str)
     if args.json:
         print(json.dumps({"by": who, **counts}))
         return
-    keys = (*SUMMARY_KEYS, "processed") if "processed" in counts else SUMMARY_KEYS
+    keys = (*COUNTS, "processed") if "processed" in counts else COUNTS
     summary = " ".join(f"{k}={counts.get(k, 0)}" for k in keys)
     extra = f" (orphans not purged: {counts['orphans_skipped']})" if counts.get("orphans_skipped") else ""
     if counts.get("orphans_held"):
