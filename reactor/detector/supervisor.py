@@ -41,13 +41,11 @@ from reactor.detector.types import (
     DetectorState,
     Outcome,
 )
-from reactor.detector.waiting import ChildPipe, describe_exit, reap, receive
+from reactor.detector.waiting import EXIT_GRACE_SECONDS, ChildPipe, describe_exit, reap, receive
 from reactor.errors import ErrorType
 
 log = logs.get("reactor.detector")
 
-# How long a child asked to exit may take before close() gives up waiting for the current image.
-_EXIT_GRACE_SECONDS = 5.0
 # A job this small is sent from the event loop: the child has read every earlier job
 # before answering it, so the pipe is empty and a write this size cannot block.
 _INLINE_SEND_BYTES = 32 * 1024
@@ -452,10 +450,11 @@ class Detector:
             conn.close()
 
     async def close(self) -> None:
-        """Let the current image finish (bounded by the per-image timeout), then stop the child."""
+        """Let the current image finish (bounded by the per-image timeout and the time a child
+        may take to exit), then stop the child."""
         self._prefetcher.discard()
         try:
-            await asyncio.wait_for(self._mutex().acquire(), self._config.timeout_seconds + _EXIT_GRACE_SECONDS)
+            await asyncio.wait_for(self._mutex().acquire(), self._config.timeout_seconds + EXIT_GRACE_SECONDS)
         except TimeoutError:
             self._kill_now()
             self._state = DetectorState.STOPPED
