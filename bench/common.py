@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 import pgserver
 
-from reactor import schema
+from reactor.store import schema
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"

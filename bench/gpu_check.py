@@ -6,7 +6,7 @@ run shrinks the photos: it checks the script, not the speed). It needs no databa
 no network: the detector (``reactor.detector.Detector``: the supervised child, the
 learned budget, batching) is driven directly on
 
-- the sample library (``reactor.samples``): faces found against the expected counts;
+- the sample library (``reactor.ops.samples``): faces found against the expected counts;
 - phone-size group photos with known faces (``bench.photos``), once per batch size at the
   default budget, and once per CNN pixel budget; batch 1 at the default budget is the
   baseline that every ratio is against, measured in the same run;
@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import photos
-from reactor import samples
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, gpu
 from reactor.errors import ErrorType
+from reactor.ops import samples
 
 OUT = Path(__file__).resolve().parent / "out"
 

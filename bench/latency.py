@@ -25,8 +25,8 @@ import asyncpg
 
 from bench import common
 from bench.bare import bare_loop
-from reactor import samples
 from reactor.config import DetectorConfig
+from reactor.ops import samples
 
 TARGET_P50_MS = 20.0
 

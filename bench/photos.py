@@ -20,8 +20,8 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance
 
-from reactor import samples
 from reactor.detector.cascade import Box, iou
+from reactor.ops import samples
 
 # The astronaut's face as HOG frames it in the 512x512 photo (top, right, bottom, left).
 _FACE = (76, 265, 166, 175)

@@ -31,7 +31,7 @@ import asyncpg
 
 from bench import common
 from bench.overhead import tiny_photo
-from reactor.sql import Queries
+from reactor.store.sql import Queries
 
 Q = Queries("queries.sql")
 TARGET_SWEEP_S = 5.0

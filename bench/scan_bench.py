@@ -29,11 +29,11 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from reactor.candidates import Candidates
 from reactor.config import ImagesConfig, WatcherConfig
 from reactor.paths import PathMapper
-from reactor.scanner import Scanner
-from reactor.share import ShareMonitor
+from reactor.watch.candidates import Candidates
+from reactor.watch.scanner import Scanner
+from reactor.watch.share import ShareMonitor
 
 OUT = Path(__file__).resolve().parent / "out"
 PER_FOLDER = 100

@@ -6,7 +6,7 @@ detected here by the reactor's own engine code path through face_recognition), e
 repeated with small noise as "the same person" and with large noise as other
 people, so that every query has true neighbours within dlib's same-person distance
 of 0.6 and many faces beyond it. For each query face it measures the latency of
-reactor.similar.nearest with the index and with an exact scan (index scans off),
+reactor.ops.similar.nearest with the index and with an exact scan (index scans off),
 and the recall of the index against the exact answer at the 0.6 threshold.
 
     .venv/bin/python -m bench.similar [--faces 100000] [--queries 200] [--limit 20]
@@ -23,7 +23,7 @@ import face_recognition
 import numpy as np
 
 from bench import common
-from reactor import samples, similar
+from reactor.ops import samples, similar
 
 # Noise per dimension: two faces of the same person are about 0.4 apart, two people
 # about 1.6. About ten faces a person, so that a query's true neighbours fit the limit.

@@ -26,8 +26,8 @@ import asyncpg
 
 from bench import common
 from bench.overhead import tiny_photo
-from reactor.queue import ImageQueue
-from reactor.sweep import Sweeper
+from reactor.core.queue import ImageQueue
+from reactor.core.sweep import Sweeper
 
 
 async def _load(conn: asyncpg.Connection, done: list[str], storm: list[str]) -> None:

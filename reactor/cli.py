@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from reactor import config as config_mod
 from reactor import logs
-from reactor.catalog import SchemaUnusable
-from reactor.db import DatabaseUnavailable
+from reactor.errors import UsageError
+from reactor.store.catalog import SchemaUnusable
+from reactor.store.db import DatabaseUnavailable
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
 HANDLERS: tuple[str, ...] = (
@@ -36,10 +37,6 @@ HANDLERS: tuple[str, ...] = (
     "detect",
     "deletions",
 )
-
-
-class UsageError(Exception):
-    """A user error whose message is printed as one line, with exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from reactor import dsn as dsn_mod
+from reactor.util import dsn as dsn_mod
 
 ENV_PREFIX = "REACTOR_"
 CONFIG_ENV = "REACTOR_CONFIG"
@@ -29,7 +29,7 @@ DEFAULT_CONFIG_FILE = "config.toml"
 PASSWORD_ENV = "REACTOR_DATABASE__PASSWORD"
 # Test hooks read by engines under tests/ (e.g. REACTOR_TEST_STARTUP_CRASHES), never by the reactor.
 TEST_ENV_PREFIX = "REACTOR_TEST_"
-# NOTIFY channels are written into the trigger's DDL (reactor.schema): plain
+# NOTIFY channels are written into the trigger's DDL (reactor.store.schema): plain
 # lower-case identifiers only, within PostgreSQL's 63-byte limit.
 _CHANNEL = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 CHANNEL_RULE = "a lower-case identifier (letters, digits, _; at most 63)"
@@ -60,7 +60,7 @@ class DatabaseConfig:
     probe_timeout_seconds: float = 5.0
     reconnect_max_seconds: float = 30.0
     # Roles, besides the reactor's own, whose `reactor sweep` requests and `manual`
-    # notifications are honoured (reactor.gate). Hints are honoured from anyone.
+    # notifications are honoured (reactor.core.gate). Hints are honoured from anyone.
     control_roles: tuple[str, ...] = ()
 
 
@@ -173,7 +173,7 @@ class SweepConfig:
     # How often to look for work while the listener is disconnected.
     poll_seconds: float = 30.0
     # Orphans (results and failures whose ai_metadata row is gone) are marked, and
-    # purged only after this long, if still orphaned (reactor.orphans).
+    # purged only after this long, if still orphaned (reactor.store.orphans).
     orphan_grace_hours: float = 72.0
     # One sweep purges at most this many orphans per table, and no more than this
     # fraction of the table once more than orphan_purge_min are due; past either

@@ -58,3 +58,7 @@ ADVICE: dict[ErrorType, str] = {
     ErrorType.INVALID_PATH: "fix the path in ai_metadata: relative, forward slashes, no '..', no derived folder",
     ErrorType.BLACKLISTED: "excluded by `reactor blacklist`; `reactor failures retry PATH` takes it back",
 }
+
+
+class UsageError(Exception):
+    """A user error whose message is printed as one line, with exit code 2 (reactor.cli)."""

@@ -1,4 +1,4 @@
--- Deletions held for the operator (reactor.held): a confirmed mass vanish waits for
+-- Deletions held for the operator (reactor.store.held): a confirmed mass vanish waits for
 -- `reactor deletions --apply` instead of being applied, or retried, by the watcher.
 
 -- name: hold_deletions

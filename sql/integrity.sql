@@ -2,7 +2,7 @@
 -- reactor's invariants (seeds/002, seeds/003). Every block is read-only except
 -- the repair_* blocks, which run inside repair's one transaction. A backup table's
 -- name carries the time of the repair, so the blocks that touch one hold `{backup}`
--- and `{source}`, which reactor.repair fills with quoted identifiers before running.
+-- and `{source}`, which reactor.ops.repair fills with quoted identifiers before running.
 
 -- name: missing_tables
 SELECT t AS table_name
@@ -184,5 +184,5 @@ WHERE a.image_path = ANY($2::text[])
   AND NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path);
 
 -- name: held_deletion_rows
--- Deletions held after a confirmed mass vanish (reactor.held): a decision still open.
+-- Deletions held after a confirmed mass vanish (reactor.store.held): a decision still open.
 SELECT image_path, held_at, reason FROM reactor_held_deletions ORDER BY image_path

@@ -1,4 +1,4 @@
--- The legacy worker's results, adopted in place (reactor.legacy): importing their
+-- The legacy worker's results, adopted in place (reactor.store.legacy): importing their
 -- faces (`reactor db import-legacy`) and re-detecting their zero-face rows
 -- (`reactor redetect --legacy-zero`). Blocks that read the legacy JSON columns run
 -- only on a face_metadata that has them.

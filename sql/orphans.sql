@@ -1,4 +1,4 @@
--- Orphans (reactor.orphans): results and failure rows whose ai_metadata row is gone.
+-- Orphans (reactor.store.orphans): results and failure rows whose ai_metadata row is gone.
 -- They are marked (orphaned_at), never deleted at once: an upstream table that is
 -- truncated and refilled, or a `deleted` hint for a file that comes back, must cost
 -- no result. A row whose ai_metadata row returns is un-marked; a marked row is

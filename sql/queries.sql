@@ -1,5 +1,5 @@
 -- Named queries of the reactor core: claims, persistence, sweep, heartbeats.
--- Loaded with reactor.sql.Queries("queries.sql"); every block is run against a
+-- Loaded with reactor.store.sql.Queries("queries.sql"); every block is run against a
 -- real database by tests/test_store.py.
 --
 -- Legacy failures tables may lack optional columns (file_size_bytes, ...). Reads
@@ -77,11 +77,11 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- follow with insert_face_detection in the same transaction.
 -- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
 -- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id, $12 whether the old
--- face rows go (false: reactor.store matches them to the new faces, which keep their
+-- face rows go (false: reactor.store.store matches them to the new faces, which keep their
 -- ids), $13 the settings fingerprint, $14 detect_width, $15 detect_height, $16 upsample,
 -- $17 min_face_px; the file as read: $18 size, $19 mtime_ns, $20 fingerprint
--- (reactor.identity; NULL: none kept). On an adopted legacy face_metadata,
--- reactor.store fills the three /*legacy_...*/ markers with the legacy JSON columns
+-- (reactor.util.identity; NULL: none kept). On an adopted legacy face_metadata,
+-- reactor.store.store fills the three /*legacy_...*/ markers with the legacy JSON columns
 -- (face_locations, face_encodings: $21, $22 as JSON text, cast to the column's type),
 -- so that legacy readers see every new result too.
 WITH released AS (
@@ -126,7 +126,7 @@ INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bot
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 
 -- name: faces_of_image
--- The faces a re-detection is matched against (reactor.identity), locked until it is written.
+-- The faces a re-detection is matched against (reactor.util.identity), locked until it is written.
 SELECT face_id, box_top, box_right, box_bottom, box_left
 FROM face_detections WHERE image_path = $1
 ORDER BY face_index
@@ -274,12 +274,12 @@ ORDER BY instance_id
 SELECT pg_notify($1, $2)
 
 -- name: backend_role
--- Who sent a notification (reactor.gate): asyncpg hands over the notifying backend's
+-- Who sent a notification (reactor.core.gate): asyncpg hands over the notifying backend's
 -- pid; its role (usename) is visible in pg_stat_activity to every role.
 SELECT usename::text FROM pg_stat_activity WHERE pid = $1
 
 -- name: instance_try_lock
--- One process per instance id (reactor.instance_lock): a session lock, keyed on the id.
+-- One process per instance id (reactor.core.instance_lock): a session lock, keyed on the id.
 SELECT pg_try_advisory_lock(hashtextextended('face-reactor-instance:' || $1::text, 0))
 
 -- name: current_role

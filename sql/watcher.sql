@@ -1,4 +1,4 @@
--- File events from the share, applied to the database (reactor.file_events).
+-- File events from the share, applied to the database (reactor.watch.file_events).
 -- A move runs its blocks in one transaction: face_detections follow face_metadata
 -- through ON UPDATE CASCADE, so the faces are never detected again. Prefixes end
 -- with '/' so that moving "a" never touches "ab/x.jpg".
@@ -98,5 +98,5 @@ WHERE f.image_path = t.p AND f.permanently_failed AND t.changed
 RETURNING f.image_path
 
 -- name: file_identities
--- What the files of these results were when detected (reactor.identity, reactor.moves).
+-- What the files of these results were when detected (reactor.util.identity, reactor.watch.moves).
 SELECT image_path, size_bytes, mtime_ns, fingerprint FROM reactor_file_identity WHERE image_path = ANY($1::text[])

@@ -7,10 +7,10 @@ from typing import Any
 
 import asyncpg
 
-from reactor.constraints import PATH_CONSTRAINTS
-from reactor.observer import NativeObserver
-from reactor.queue import ImageQueue, Priority
-from reactor.share import VanishGuard
+from reactor.core.queue import ImageQueue, Priority
+from reactor.store.constraints import PATH_CONSTRAINTS
+from reactor.watch.observer import NativeObserver
+from reactor.watch.share import VanishGuard
 
 
 def priority_of(queue: ImageQueue, path: str) -> Priority | None:

@@ -97,7 +97,7 @@ def start_server(pgdata: Path) -> PgServer:
 
 def build_template(pg: PgServer) -> None:
     """The template holds the reactor schema, the trigger and a standalone ai_metadata."""
-    from reactor import schema
+    from reactor.store import schema
 
     pg.psql(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
     pg.psql(f"CREATE DATABASE {TEMPLATE}")

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 from PIL import Image
 
-from reactor import samples
+from reactor.ops import samples
 
 REPO = Path(__file__).resolve().parent.parent
 # Small photos keep the suite fast: a 256 px astronaut still has a findable face.

@@ -1,10 +1,10 @@
-"""The "whichever comes first" waits of reactor.aio."""
+"""The "whichever comes first" waits of reactor.util.aio."""
 
 from __future__ import annotations
 
 import asyncio
 
-from reactor.aio import completed, first_of, sleep_or_stop, wait_any
+from reactor.util.aio import completed, first_of, sleep_or_stop, wait_any
 
 
 async def test_wait_any_names_the_event_that_is_set() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from reactor import control, gate
 from reactor.config import Config
-from reactor.listener import parse_payload
-from reactor.scheduler import MAX_ORPHAN_HINTS, MAX_REQUESTS, SweepScheduler
+from reactor.core import control, gate
+from reactor.core.listener import parse_payload
+from reactor.core.scheduler import MAX_ORPHAN_HINTS, MAX_REQUESTS, SweepScheduler
 from tests.pg import PgServer
 from tests.reactor_support import add_processed, wait_until, write_photos
 from tests.test_reactor import HOG, NO_POLLING, running

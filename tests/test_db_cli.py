@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from reactor import catalog, db
 from reactor.config import load
+from reactor.store import catalog, db
 from tests.pg import PgServer
 from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
 

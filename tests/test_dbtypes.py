@@ -1,10 +1,10 @@
-"""The row count of a command tag (reactor.dbtypes.rows_affected)."""
+"""The row count of a command tag (reactor.store.dbtypes.rows_affected)."""
 
 from __future__ import annotations
 
 import pytest
 
-from reactor.dbtypes import rows_affected
+from reactor.store.dbtypes import rows_affected
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import numpy as np
 from PIL import Image
 from skimage.measure import label
 
-from reactor.contact_sheet import BOX_COLOUR
-from reactor.demo import DATABASE_DIR, FOLDER_MARKER, prepare_folder
+from reactor.ops.contact_sheet import BOX_COLOUR
+from reactor.ops.demo import DATABASE_DIR, FOLDER_MARKER, prepare_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,10 +10,10 @@ import pytest
 import pytest_asyncio
 from PIL import Image
 
-from reactor import samples
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, Outcome
 from reactor.errors import ErrorType
+from reactor.ops import samples
 from tests.reactor_support import phone_sized
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -160,7 +160,7 @@ async def test_the_cnn_check_drops_the_weak_shoulder_patch(tuned: Detector, libr
 
 BAD_FILES = [
     ("bad/empty.jpg", ErrorType.CORRUPT),
-    # Cut short looks like a copy in progress; reactor.store makes it corrupt once it
+    # Cut short looks like a copy in progress; reactor.store.store makes it corrupt once it
     # is found again unchanged.
     ("bad/truncated.jpg", ErrorType.INCOMPLETE),
     ("bad/notes.jpg", ErrorType.UNSUPPORTED),

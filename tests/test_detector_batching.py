@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from reactor import samples
 from reactor.config import Config, ConfigError, DetectorConfig, load
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector
 from reactor.detector import engine as engine_module
@@ -23,6 +22,7 @@ from reactor.detector.cascade import Box
 from reactor.detector.engine import DlibEngine
 from reactor.detector.types import Outcome
 from reactor.errors import ErrorType
+from reactor.ops import samples
 from tests.reactor_support import add_processed, outcomes, wait_until, write_photos
 from tests.test_reactor import NO_POLLING, connection, running
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reactor import samples
+from reactor.ops import samples
 
 REPO = Path(__file__).resolve().parents[1]
 

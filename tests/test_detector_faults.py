@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from reactor import samples
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, DetectorUnavailable
 from reactor.detector.budget import SAFETY, MemoryBudget
 from reactor.errors import ErrorType
+from reactor.ops import samples
 from tests import fault_engine
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

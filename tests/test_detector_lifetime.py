@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reactor import samples
 from reactor.detector import lifetime
+from reactor.ops import samples
 from tests.reactor_support import REPO
 
 

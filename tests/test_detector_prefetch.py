@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from reactor.claims import Claim, ImageState
 from reactor.detector import child, prefetch
 from reactor.detector.prefetch import Prefetcher, ReadStalled, read_ahead
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
 from reactor.errors import ErrorType
+from reactor.store.claims import Claim, ImageState
 
 
 async def test_take_returns_the_bytes_read_ahead(tmp_path: Path) -> None:

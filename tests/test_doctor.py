@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from reactor import privileges
 from reactor.config import Config
 from reactor.handlers import doctor as doctor_handler
+from reactor.store import privileges
 from tests.ops_seed import invoke
 from tests.pg import PgServer
 
@@ -127,7 +127,7 @@ def _fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: st
 
 
 def test_gpu_memory_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reactor.doctor import gpu_check
+    from reactor.ops.doctor import gpu_check
 
     _fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA GeForce GTX 1650, 1960, 4096")
     assert gpu_check(True).line() == "ok    gpu         NVIDIA GeForce GTX 1650: 1960 MiB free of 4096 MiB"
@@ -137,7 +137,7 @@ def test_gpu_memory_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_gpu_nearly_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from reactor.doctor import gpu_check
+    from reactor.ops.doctor import gpu_check
 
     _fake_nvidia_smi(tmp_path, monkeypatch, "NVIDIA GeForce GTX 1650, 300, 4096")
     assert gpu_check(True).line() == (

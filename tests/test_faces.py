@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from reactor import face_identity, samples
+from reactor.ops import samples
+from reactor.store import face_identity
 from tests.reactor_support import ReactorProcess, add_processed, process_config, reactor_cli, small_astronaut
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.errors import UsageError
 from reactor.handlers import failures as failures_handler
 from tests.ops_seed import invoke, seed
 from tests.pg import PgServer
@@ -150,7 +150,7 @@ async def test_blacklist_rejects_invalid_path(dsn: str, make_config: Callable[..
 async def test_large_retry_sends_one_bulk_hint(
     dsn: str, make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reactor import failures
+    from reactor.ops import failures
 
     await seed(dsn)
     monkeypatch.setattr(failures, "NOTIFY_LIMIT", 3)
@@ -204,8 +204,8 @@ async def test_failures_without_privileges_is_one_line(
 async def test_retry_reaches_a_running_reactor_at_once(
     dsn: str, share: Path, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from reactor import samples
-    from reactor.service import Reactor
+    from reactor.core.service import Reactor
+    from reactor.ops import samples
 
     samples.write_jpeg(samples.astronaut(), share, "fixed.jpg")
     conn = await asyncpg.connect(dsn)

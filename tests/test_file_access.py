@@ -8,10 +8,11 @@ from pathlib import Path
 
 import asyncpg
 
-from reactor import claims, failures
-from reactor.claims import Claim
 from reactor.config import Config
-from reactor.service import Reactor
+from reactor.core.service import Reactor
+from reactor.ops import failures
+from reactor.store import claims
+from reactor.store.claims import Claim
 from tests.reactor_support import add_processed, wait_until, wait_watching, write_photos
 
 PERMANENT_MISSING = (

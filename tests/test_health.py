@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from reactor.config import ConfigError, HealthConfig, ImagesConfig
-from reactor.health import HealthServer, LoopLag, evaluate
-from reactor.share import ShareMonitor
+from reactor.core.health import HealthServer, LoopLag, evaluate
+from reactor.watch.share import ShareMonitor
 from tests.httpget import http_request
 
 LOCAL = "127.0.0.1"
@@ -167,8 +167,8 @@ async def test_reactor_serves_health_and_metrics_move_after_a_detection(
 ) -> None:
     import asyncpg
 
-    from reactor import samples
-    from reactor.service import Reactor
+    from reactor.core.service import Reactor
+    from reactor.ops import samples
 
     samples.write_jpeg(samples.astronaut(), share, "astronaut.jpg")
     config = make_config(health={"enabled": True, "host": LOCAL, "port": 0}, watcher={"enabled": False})

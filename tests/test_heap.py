@@ -1,4 +1,4 @@
-"""reactor.heap: free heap pages go back to the kernel after work, never while idle."""
+"""reactor.core.heap: free heap pages go back to the kernel after work, never while idle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor import heap
+from reactor.core import heap
 
 
 def test_trims_only_when_work_was_done_since_the_last_trim() -> None:
@@ -62,7 +62,7 @@ def test_freed_heap_pages_in_the_middle_of_the_heap_are_released() -> None:
 
 _ARENAS_SCRIPT = """
 import ctypes, sys, threading
-from reactor import heap
+from reactor.core import heap
 if sys.argv[1] == "single":
     assert heap.single_arena()
 kept = []

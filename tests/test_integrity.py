@@ -16,8 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor import audit, constraints, repair, sql
 from reactor.config import Config
+from reactor.ops import audit, repair
+from reactor.store import constraints, sql
 from tests.peek import is_path_violation
 
 ENCODING = [0.01 * i for i in range(128)]
@@ -652,6 +653,6 @@ def test_audit_counts_only_files_certainly_gone(share: Path, monkeypatch: pytest
             raise PermissionError(errno.EACCES, "Permission denied", path)
         return real_lstat(path)
 
-    monkeypatch.setattr("reactor.scanner.os.lstat", lstat)
+    monkeypatch.setattr("reactor.watch.scanner.os.lstat", lstat)
     paths = ["ok/here.jpg", "ok/locked.jpg", unicodedata.normalize("NFC", "ok/café.jpg"), "ok/gone.jpg"]
     assert audit._absent(PathMapper(str(share)), paths) == ["ok/gone.jpg"]

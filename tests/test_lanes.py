@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from reactor.claims import Claim, ImageState
 from reactor.config import Config, ConfigError, cpu_cores, load
-from reactor.inflight import InFlight
-from reactor.lanes import lanes_for
+from reactor.core.inflight import InFlight
+from reactor.core.lanes import lanes_for
+from reactor.store.claims import Claim, ImageState
 from tests.reactor_support import add_processed, outcomes, wait_until, write_photos
 from tests.test_reactor import NO_POLLING, connection, running
 

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor import legacy_import, samples
+from reactor.ops import legacy_import, samples
 from tests.pg import BIN, PgServer
 from tests.reactor_support import (
     ReactorProcess,

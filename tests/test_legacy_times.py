@@ -12,11 +12,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from reactor import schema, store
 from reactor.config import RetryConfig, load
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
 from reactor.handlers import failures as failures_handler
+from reactor.store import schema, store
 from tests.ops_seed import invoke
 from tests.pg import PgServer
 from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA

@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from reactor import config as cfg
-from reactor import db, logs
+from reactor import logs
+from reactor.store import db
 
 PASSWORD = "Tr0ub4dor&3"
 

@@ -12,18 +12,18 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor import held, samples, store
-from reactor.cli import UsageError
 from reactor.config import Config, RetryConfig, load
 from reactor.detector.loading import load_image, unfinished
 from reactor.detector.types import DetectionFailure
-from reactor.errors import ErrorType
-from reactor.file_events import DatabaseSink, ReadyFile
+from reactor.errors import ErrorType, UsageError
 from reactor.handlers import deletions as deletions_handler
-from reactor.identity import fingerprint_of_bytes, read_identity
-from reactor.mounts import attribute_cache_seconds, choose_observer, parse_mountinfo, stability_window
-from reactor.scanner import diff
-from reactor.schema import failure_columns
+from reactor.ops import samples
+from reactor.store import held, store
+from reactor.store.schema import failure_columns
+from reactor.util.identity import fingerprint_of_bytes, read_identity
+from reactor.watch.file_events import DatabaseSink, ReadyFile
+from reactor.watch.mounts import attribute_cache_seconds, choose_observer, parse_mountinfo, stability_window
+from reactor.watch.scanner import diff
 from tests.ops_seed import invoke
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw

@@ -23,11 +23,12 @@ import pytest
 from PIL import Image
 from structlog.testing import capture_logs
 
-from reactor import audit, held, samples, status
 from reactor.config import Config
-from reactor.health import degraded, evaluate
+from reactor.core.health import degraded, evaluate
+from reactor.core.service import Reactor
+from reactor.ops import audit, samples, status
 from reactor.paths import PathMapper
-from reactor.service import Reactor
+from reactor.store import held
 from tests.reactor_support import small_astronaut, wait_until, wait_watching
 from tests.sshfs_share import CACHE_SECONDS, SshfsShare
 

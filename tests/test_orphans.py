@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from reactor import claims
-from reactor.dbtypes import Conn
-from reactor.orphans import OrphanPolicy
-from reactor.queue import ImageQueue
-from reactor.sweep import Sweeper
+from reactor.core.queue import ImageQueue
+from reactor.core.sweep import Sweeper
+from reactor.store import claims
+from reactor.store.dbtypes import Conn
+from reactor.store.orphans import OrphanPolicy
 from tests.reactor_support import process_config
 
 RESULTS = 1200

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from reactor import cli, db
+from reactor import cli
 from reactor import config as config_mod
+from reactor.store import db
 from tests.pg_tcp import ADMIN_PASSWORD, TcpServer, start_tcp_server
 from tests.reactor_support import process_config, write_photos
 from tests.test_db_cli import run

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor import claims as claims_mod
 from reactor.config import Config
 from reactor.paths import InvalidPath, PathMapper, recordable
+from reactor.store import claims as claims_mod
 from tests.reactor_support import add_processed, wait_until, write_photos
 from tests.test_reactor import HOG, NO_POLLING, running
 
@@ -58,7 +58,7 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
             raise ZeroDivisionError("a bug that only this entry reaches")
         return await real_claim(conn, path, *args, **kwargs)
 
-    monkeypatch.setattr("reactor.worker.claims.claim", claim)
+    monkeypatch.setattr("reactor.core.worker.claims.claim", claim)
     release = threading.Event()
     real_resolve = PathMapper.resolve_in_share
 

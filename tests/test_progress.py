@@ -2,7 +2,7 @@ import io
 
 from structlog.testing import capture_logs
 
-from reactor.progress import Progress
+from reactor.util.progress import Progress
 
 
 class Clock:
@@ -62,7 +62,7 @@ async def test_follow_polls_counters() -> None:
     import asyncio
     import contextlib
 
-    from reactor.progress import follow
+    from reactor.util.progress import follow
 
     counters = {"done": 0, "queued": 5}
     progress = Progress(None, "sweep --once", mode="off")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 
-from reactor.backoff import Backoff, max_attempts
 from reactor.config import RetryConfig
+from reactor.core.queue import MANUAL_BURST, Entry, ImageQueue, Priority
 from reactor.errors import ErrorType
-from reactor.queue import MANUAL_BURST, Entry, ImageQueue, Priority
-from reactor.ratelimit import RateLimiter
+from reactor.util.backoff import Backoff, max_attempts
+from reactor.util.ratelimit import RateLimiter
 from tests.peek import priority_of
 
 
@@ -168,7 +168,7 @@ def test_a_flood_of_manual_requests_does_not_starve_other_work() -> None:
 
 
 def test_drops_are_counted_by_the_queue_dropped_counter() -> None:
-    from reactor import metrics
+    from reactor.core import metrics
 
     q = ImageQueue(1)
     metrics.bind_queue(q)

@@ -13,10 +13,10 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from reactor import samples
 from reactor.config import Config
+from reactor.core.service import Reactor
 from reactor.errors import ErrorType
-from reactor.service import Reactor
+from reactor.ops import samples
 from tests.pg import PgServer
 from tests.reactor_support import add_processed, count_results, outcomes, wait_until, write_photos
 

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from reactor.config import Config
-from reactor.file_events import DatabaseSink, ReadyFile
 from reactor.paths import PathMapper
+from reactor.watch.file_events import DatabaseSink, ReadyFile
 from tests.watch_harness import running_watcher, until
 
 NFC = unicodedata.normalize("NFC", "café/crème.jpg")

@@ -10,8 +10,8 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from reactor import samples
 from reactor.errors import ErrorType
+from reactor.ops import samples
 from tests.reactor_support import phone_sized
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from reactor import sql
-from reactor.candidates import Candidates
 from reactor.config import Config, ImagesConfig, WatcherConfig, load
-from reactor.mounts import choose_observer, mount_for, parse_mountinfo
 from reactor.paths import PathMapper
-from reactor.scanner import ScanDiff, Scanner, certainly_gone, diff, walk
-from reactor.share import ShareMonitor
+from reactor.store import sql
+from reactor.watch.candidates import Candidates
+from reactor.watch.mounts import choose_observer, mount_for, parse_mountinfo
+from reactor.watch.scanner import ScanDiff, Scanner, certainly_gone, diff, walk
+from reactor.watch.share import ShareMonitor
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 35 22 0:31 / /mnt/vision_images rw,relatime shared:20 - cifs //nas/vision rw,vers=3.0
@@ -143,12 +143,12 @@ async def test_a_subtree_that_errors_keeps_its_files(share: Path, monkeypatch: p
             raise OSError(error, os.strerror(error), path)
         return real_scandir(path)
 
-    monkeypatch.setattr("reactor.scanner.os.scandir", failing_scandir)
+    monkeypatch.setattr("reactor.watch.scanner.os.scandir", failing_scandir)
     d = await scanner.scan()
     assert d is not None and d.deleted == ["ok/b.jpg"]
     assert "sick/c.jpg" in scanner.snapshot and "sick/d.jpg" in scanner.snapshot
     # The folder heals: nothing under it was ever reported deleted.
-    monkeypatch.setattr("reactor.scanner.os.scandir", real_scandir)
+    monkeypatch.setattr("reactor.watch.scanner.os.scandir", real_scandir)
     scanner.forget("ok/b.jpg")
     assert await scanner.scan() == ScanDiff()
 
@@ -164,7 +164,7 @@ def test_a_recheck_that_fails_is_unknown_not_gone(share: Path, monkeypatch: pyte
             raise OSError(errno.EIO, "I/O error", path)
         return real_lstat(path)
 
-    monkeypatch.setattr("reactor.scanner.os.lstat", lstat)
+    monkeypatch.setattr("reactor.watch.scanner.os.lstat", lstat)
     paths = [
         str(share / "here.jpg"),
         str(share / "gone.jpg"),
@@ -201,7 +201,7 @@ async def test_scanner_withholds_a_mass_vanish_until_confirmed(share: Path) -> N
     # The share does not go offline for it (a confirmed mass deletion must not flap it).
     assert monitor.online
     # The same files still gone at the next scan: a confirmed mass deletion, held for
-    # the operator (reactor.held), not reported as deletions.
+    # the operator (reactor.store.held), not reported as deletions.
     d = await scanner.scan()
     assert d is not None and sorted(d.held) == files[3:30] and d.deleted == []
     # They stay in the snapshot until the watcher has held them.

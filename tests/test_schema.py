@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor import catalog, schema
+from reactor.store import catalog, schema
 from tests.pg import BIN, PgServer
 
 _names = itertools.count()
@@ -344,7 +344,7 @@ async def test_concurrent_inits_apply_once(pg: PgServer, empty_database: str) ->
 
 
 def test_one_list_of_the_reactors_tables() -> None:
-    """reactor.relations names the tables that db check expects columns for (reactor.catalog)."""
-    from reactor import catalog, relations
+    """reactor.store.relations names the tables that db check expects columns for (reactor.store.catalog)."""
+    from reactor.store import catalog, relations
 
     assert set(relations.REACTOR_TABLES) | {"reactor_schema"} == set(catalog.TABLES) | {catalog.FAILURES}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from reactor import share as share_mod
 from reactor.config import ImagesConfig, WatcherConfig
-from reactor.share import ShareMonitor, VanishGuard, probe
+from reactor.watch import share as share_mod
+from reactor.watch.share import ShareMonitor, VanishGuard, probe
 from tests.peek import holding
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor import sql
+from reactor.store import sql
 from tests.pg import PgServer
 
 DUMMY_PATH = "sql-block-test/dummy.jpg"
@@ -50,7 +50,7 @@ SCALARS: dict[str, Any] = {
 RUNTIME_DATA_ERRORS = ("22", "23")
 
 
-# Blocks that name a table chosen at run time (reactor.repair fills `{backup}`,
+# Blocks that name a table chosen at run time (reactor.ops.repair fills `{backup}`,
 # `{source}` and `{constraint}` with quoted identifiers) get a scratch backup table
 # shaped like the table the block reads, plus that table's path constraint.
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -94,7 +94,7 @@ async def dummy(conn: asyncpg.Connection, oid: int) -> Any:
 @pytest.fixture(scope="module")
 def block_database(pg: PgServer) -> Iterator[str]:
     name = pg.fresh_database()
-    # An adopted legacy face_metadata has the legacy JSON columns too (reactor.legacy),
+    # An adopted legacy face_metadata has the legacy JSON columns too (reactor.store.legacy),
     # which the blocks of sql/legacy.sql read.
     pg.psql("ALTER TABLE face_metadata ADD COLUMN face_locations TEXT, ADD COLUMN face_encodings JSONB", name)
     yield name

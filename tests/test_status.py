@@ -5,8 +5,8 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import generate_latest
 
-from reactor import metrics
 from reactor.config import Config
+from reactor.core import metrics
 from reactor.handlers import status as status_handler
 from tests.ops_seed import invoke, seed
 from tests.pg import PgServer
@@ -70,7 +70,7 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
 ) -> None:
     import asyncio
 
-    from reactor.service import Reactor
+    from reactor.core.service import Reactor
 
     config = make_config(watcher={"enabled": False}, health={"heartbeat_seconds": 0.2})
     reactor = Reactor(config, dsn)
@@ -110,7 +110,7 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
 
 
 async def test_status_without_the_schema_is_one_line(pg: PgServer, make_config: Callable[..., Config]) -> None:
-    from reactor.cli import UsageError
+    from reactor.errors import UsageError
 
     name = f"bare_{os.getpid()}"
     pg.psql(f"CREATE DATABASE {name}")
@@ -127,8 +127,8 @@ async def test_status_without_the_schema_is_one_line(pg: PgServer, make_config: 
 
 
 def test_one_rule_says_when_an_instance_is_gone(make_config: Callable[..., Config]) -> None:
-    from reactor import audit
-    from reactor.instances import gone_after_seconds
+    from reactor.core.instances import gone_after_seconds
+    from reactor.ops import audit
 
     assert gone_after_seconds(10.0) == 30.0  # three missed beats
     assert gone_after_seconds(0.2) == 5.0  # never after one busy moment

@@ -9,15 +9,15 @@ from typing import cast
 import asyncpg
 import pytest
 
-from reactor import claims, store
-from reactor.claims import Claim
 from reactor.config import RetryConfig
-from reactor.dbtypes import Conn
+from reactor.core.queue import ImageQueue, Priority
+from reactor.core.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
 from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.errors import ErrorType
-from reactor.queue import ImageQueue, Priority
-from reactor.schema import failure_columns
-from reactor.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
+from reactor.store import claims, store
+from reactor.store.claims import Claim
+from reactor.store.dbtypes import Conn
+from reactor.store.schema import failure_columns
 from tests.peek import priority_of
 
 RETRY = RetryConfig(
@@ -199,7 +199,7 @@ async def test_sweep_finds_pending_retries_and_orphans_page_by_page(pool: asyncp
     assert priority_of(queue, "p/024.jpg") is Priority.BACKLOG
     assert "claimed.jpg" not in queue and "notdue.jpg" not in queue and "perm.jpg" not in queue
     async with pool.acquire() as conn:
-        # Orphans are marked, not deleted (reactor.orphans: the grace period comes first).
+        # Orphans are marked, not deleted (reactor.store.orphans: the grace period comes first).
         assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 2
         assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 4
         assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NOT NULL") == 1

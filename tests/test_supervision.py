@@ -8,8 +8,9 @@ import asyncio
 
 import pytest
 
-from reactor import health, metrics, status, supervisor
-from reactor.backoff import Backoff
+from reactor.core import health, metrics, supervisor
+from reactor.ops import status
+from reactor.util.backoff import Backoff
 
 
 def test_backoff_is_capped_without_overflow() -> None:

@@ -11,7 +11,7 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from reactor import catalog, schema
+from reactor.store import catalog, schema
 from tests.pg import PgServer
 
 CHANNEL = "face_reactor"

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from reactor.config import Config
-from reactor.file_events import DatabaseSink
+from reactor.watch.file_events import DatabaseSink
 from tests.peek import priority_of, watched_dirs
 from tests.watch_harness import Harness, running_watcher, until, write_slowly
 

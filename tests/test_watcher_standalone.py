@@ -13,7 +13,7 @@ import asyncpg
 from structlog.testing import capture_logs
 
 from reactor.config import Config
-from reactor.service import Reactor
+from reactor.core.service import Reactor
 from tests.reactor_support import wait_until, wait_watching, write_photos
 
 

@@ -11,10 +11,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
 
-from reactor import scanner
-from reactor.candidates import Candidates
 from reactor.config import ImagesConfig, WatcherConfig
 from reactor.paths import WINDOWS_LONG_PATH, PathMapper, contained, extended_length, plain_windows
+from reactor.watch import scanner
+from reactor.watch.candidates import Candidates
 
 UNC_ROOT = "\\\\nas\\vision_images"
 UNC = PathMapper(UNC_ROOT)

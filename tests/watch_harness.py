@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 
 from reactor.config import Config
-from reactor.file_events import DatabaseSink
+from reactor.core.queue import ImageQueue, Priority
 from reactor.paths import PathMapper
-from reactor.queue import ImageQueue, Priority
-from reactor.share import ShareMonitor
-from reactor.watcher import Watcher
+from reactor.watch.file_events import DatabaseSink
+from reactor.watch.share import ShareMonitor
+from reactor.watch.watcher import Watcher
 
 
 class CountingSink(DatabaseSink):

@@ -22,7 +22,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
-from reactor.identity import fingerprint_of_bytes
+from reactor.util.identity import fingerprint_of_bytes
 
 # Leading bytes of formats the reactor accepts: a file that starts like one of these but
 # cannot be decoded is a damaged image, anything else is not an image at all.
@@ -46,7 +46,7 @@ class LoadedImage:
     original_size: tuple[int, int]  # (width, height) of the full-size oriented image
     file_size_bytes: int
     decode_ms: float
-    # The file's mtime when it was read, and its content fingerprint (reactor.identity).
+    # The file's mtime when it was read, and its content fingerprint (reactor.util.identity).
     file_mtime_ns: int | None = None
     fingerprint: str | None = None
 
@@ -186,7 +186,7 @@ def load_image(
     cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
     if cut is not None:
         # Told apart from damage: the worker retries it soon, and only the same cut
-        # file found again unchanged is recorded as corrupt (reactor.store).
+        # file found again unchanged is recorded as corrupt (reactor.store.store).
         return DetectionFailure(
             ErrorType.INCOMPLETE,
             f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}: still being written?",

@@ -61,7 +61,7 @@ class _StartFailed(Exception):
 
 class Detector:
     def __init__(self, config: DetectorConfig, index: int = 0, device: int | None = None) -> None:
-        """``index`` names the child among several (reactor.lanes); ``device`` is the CUDA
+        """``index`` names the child among several (reactor.core.lanes); ``device`` is the CUDA
         device it must use, on a machine with more than one GPU (None: dlib's default)."""
         self._config = config
         self.index = index

@@ -59,7 +59,7 @@ class Detection:
     detect_ms: float
     encode_ms: float
     file_size_bytes: int | None = None
-    # The file as it was read (reactor.identity): a result keeps it, so that the same
+    # The file as it was read (reactor.util.identity): a result keeps it, so that the same
     # file appearing at another path on a network share is known as a move.
     file_mtime_ns: int | None = None
     fingerprint: str | None = None

@@ -7,26 +7,19 @@ import json
 import sys
 from typing import Any
 
-from reactor import audit, db
-from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.handlers.common import logs_to_stderr
+from reactor.errors import UsageError
+from reactor.handlers.common import add_report_options, logs_to_stderr
+from reactor.ops import audit
+from reactor.store import db
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "audit", help="check results, faces, failures, paths, files and claims for corruption (exit 1 if any)"
     )
-    add_common(parser)
+    add_report_options(parser)
     parser.set_defaults(handler=run)
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
-    parser.add_argument("--sample", type=int, default=5, metavar="N", help="rows shown per check (default 5)")
-    parser.add_argument(
-        "--skip-files", action="store_true", help="do not stat every result's file (slow on a large network share)"
-    )
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:

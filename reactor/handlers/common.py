@@ -16,15 +16,19 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from reactor import db, logs, schema
-from reactor.cli import UsageError
+import asyncpg
+
+from reactor import logs
 from reactor.config import Config
-from reactor.instance_lock import InstanceTaken
-from reactor.progress import Progress, follow
-from reactor.service import Reactor, default_instance_id
-from reactor.sweep import SweepCounts
+from reactor.core.instance_lock import InstanceTaken
+from reactor.core.service import Reactor, default_instance_id
+from reactor.core.sweep import SweepCounts
+from reactor.errors import UsageError
+from reactor.store import advice, db, schema
+from reactor.util.progress import Progress, follow
 
 log = logs.get("reactor.run")
 
@@ -45,11 +49,28 @@ def logs_to_stderr(args: argparse.Namespace, config: Config, level: str | None =
     )
 
 
-async def prepare_embedded(config: Config, dsn: str) -> None:
-    """The embedded database is ours: apply the standalone schema before running."""
-    if config.embedded:
-        async with db.connection(dsn, config) as conn:
-            await schema.init_schema(conn, standalone=True, channel=config.database.channel)
+@contextlib.contextmanager
+def database_problems(config: Config) -> Iterator[None]:
+    """A missing table or privilege becomes one line with the fix, not a traceback."""
+    try:
+        yield
+    except asyncpg.UndefinedTableError as exc:
+        raise UsageError(
+            f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
+            "(`reactor db check` lists what is missing)"
+        ) from None
+    except asyncpg.InsufficientPrivilegeError as exc:
+        grants = advice.grants(db.configured_role(config))
+        raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """The options `reactor audit` and `reactor repair` share."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    parser.add_argument("--sample", type=int, default=5, metavar="N", help="rows shown per check (default 5)")
+    parser.add_argument(
+        "--skip-files", action="store_true", help="do not stat every result's file (slow on a large network share)"
+    )
 
 
 def stop_signals() -> list[signal.Signals]:
@@ -88,7 +109,7 @@ class HereOutcome:
 async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
     """One sweep and everything it queued, processed in this process (no daemon needed);
     SIGTERM or Ctrl-C stops it gracefully, the image in flight written."""
-    await prepare_embedded(config, dsn)
+    await schema.prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
     # An id of its own: beside a daemon with the configured id, the daemon's claims are

@@ -8,11 +8,12 @@ import asyncio
 import json
 import sys
 
-from reactor import advice, audit, catalog, db, legacy_import, privileges, schema
-from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr
-from reactor.progress import Progress
+from reactor.ops import audit, legacy_import
+from reactor.store import advice, catalog, db, privileges, schema
+from reactor.util.progress import Progress
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,11 +8,12 @@ import sys
 
 import asyncpg
 
-from reactor import audit, db, held
-from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr
+from reactor.ops import audit
 from reactor.paths import PathMapper
+from reactor.store import db, held
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,9 +7,9 @@ import asyncio
 import os
 from pathlib import Path
 
-from reactor import demo
 from reactor.config import Config
 from reactor.handlers.common import logs_to_stderr
+from reactor.ops import demo
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from reactor import db, doctor
 from reactor.config import Config
 from reactor.handlers.common import logs_to_stderr
+from reactor.ops import doctor
+from reactor.store import db
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

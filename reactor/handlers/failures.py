@@ -9,13 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from reactor import db, failures
-from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.errors import ADVICE, ErrorType
-from reactor.handlers.common import logs_to_stderr
-from reactor.handlers.status import database_problems
+from reactor.errors import ADVICE, ErrorType, UsageError
+from reactor.handlers.common import database_problems, logs_to_stderr
+from reactor.ops import failures
 from reactor.paths import InvalidPath, PathMapper
+from reactor.store import db
 
 TYPES = sorted(t.value for t in ErrorType)
 

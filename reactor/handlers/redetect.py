@@ -3,7 +3,7 @@
 - ``--missing``: only what has no result (what the sweep does anyway): the selected
   failures become due now (a blacklisted image stays blacklisted).
 - ``--refresh``: detect results again; faces still there keep their ids (by overlap,
-  reactor.identity). ``--stale`` takes only results made with other detector settings
+  reactor.util.identity). ``--stale`` takes only results made with other detector settings
   than today's (their settings fingerprint differs).
 - ``--reset``: detect results again; every face gets a new id.
 - ``--legacy-zero``: the zero-face results the legacy worker wrote, which may be
@@ -26,15 +26,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from reactor import audit, control, db
-from reactor.claims import RedetectMode
-from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.dbtypes import rows_affected
+from reactor.core import control
 from reactor.detector.settings import settings_fingerprint
+from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr, sweep_once_here
-from reactor.progress import Progress
-from reactor.sql import Queries
+from reactor.ops import audit
+from reactor.store import db
+from reactor.store.claims import RedetectMode
+from reactor.store.dbtypes import rows_affected
+from reactor.store.sql import Queries
+from reactor.util.progress import Progress
 
 Q = Queries("redetect.sql")
 LEGACY = Queries("legacy.sql")

@@ -7,20 +7,20 @@ import json
 import sys
 from typing import Any
 
-from reactor import audit, db, orphans
-from reactor import repair as repair_mod
-from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.dbtypes import Conn
-from reactor.handlers.audit import add_common
-from reactor.handlers.common import logs_to_stderr
+from reactor.errors import UsageError
+from reactor.handlers.common import add_report_options, logs_to_stderr
+from reactor.ops import audit
+from reactor.ops import repair as repair_mod
+from reactor.store import db, orphans
+from reactor.store.dbtypes import Conn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "repair", help="fix what `reactor audit` finds: dry run by default, --apply to change (with backups)"
     )
-    add_common(parser)
+    add_report_options(parser)
     parser.add_argument(
         "--apply",
         action="store_true",

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from reactor import db, heap
-from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.handlers.common import install_stop_signals, prepare_embedded
-from reactor.instance_lock import InstanceTaken
-from reactor.service import Reactor
+from reactor.core import heap
+from reactor.core.instance_lock import InstanceTaken
+from reactor.core.service import Reactor
+from reactor.errors import UsageError
+from reactor.handlers.common import install_stop_signals
+from reactor.store import db, schema
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,14 +31,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_command(args: argparse.Namespace, config: Config) -> int:
     # Process-wide, so here and not in the Reactor: before any thread exists (the embedded
     # database, the event loop's executor), threads share the main heap, which the
-    # reactor's HeapTrimmer trims (reactor.heap).
+    # reactor's HeapTrimmer trims (reactor.core.heap).
     heap.single_arena()
     with db.resolved_dsn(config) as dsn:
         return asyncio.run(serve(config, dsn))
 
 
 async def serve(config: Config, dsn: str) -> int:
-    await prepare_embedded(config, dsn)
+    await schema.prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
     try:

@@ -7,11 +7,12 @@ import asyncio
 import json
 from pathlib import Path
 
-from reactor import contact_sheet, db, similar
-from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr
+from reactor.ops import contact_sheet, similar
 from reactor.paths import InvalidPath, PathMapper
+from reactor.store import db
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

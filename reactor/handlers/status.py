@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 
-import asyncpg
-
-from reactor import advice, db, status
-from reactor.cli import UsageError
 from reactor.config import Config
-from reactor.handlers.common import logs_to_stderr
-from reactor.orphans import OrphanPolicy
-
-
-@contextlib.contextmanager
-def database_problems(config: Config) -> Iterator[None]:
-    """A missing table or privilege becomes one line with the fix, not a traceback."""
-    try:
-        yield
-    except asyncpg.UndefinedTableError as exc:
-        raise UsageError(
-            f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
-            "(`reactor db check` lists what is missing)"
-        ) from None
-    except asyncpg.InsufficientPrivilegeError as exc:
-        grants = advice.grants(db.configured_role(config))
-        raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
+from reactor.handlers.common import database_problems, logs_to_stderr
+from reactor.ops import status
+from reactor.store import db
+from reactor.store.orphans import OrphanPolicy
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,14 +7,15 @@ import asyncio
 import json
 import sys
 
-from reactor import control, db
-from reactor.cli import UsageError
 from reactor.config import Config
+from reactor.core import control
+from reactor.core.queue import ImageQueue
+from reactor.core.sweep import COUNTS, SweepCounts, Sweeper
+from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr, sweep_once_here
-from reactor.orphans import RELEASE_HINT, OrphanPolicy
-from reactor.queue import ImageQueue
-from reactor.share import ShareMonitor
-from reactor.sweep import COUNTS, SweepCounts, Sweeper
+from reactor.store import db
+from reactor.store.orphans import RELEASE_HINT, OrphanPolicy
+from reactor.watch.share import ShareMonitor
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,151 @@
+"""Detection lanes: one detector child and one detection loop per core (CPU) or GPU (CUDA).
+
+Each lane is a ``DetectionLoop`` bound to its own ``Detector``: it takes one image at a
+time from the shared queue, claims it ahead and reads its bytes ahead, detects it in its
+own child and writes its outcome, exactly as a single loop does. The lanes share the
+queue and one ``InFlight`` registry, so no two lanes hold the same path. A crash, a hang
+or an out-of-memory replaces that lane's child and fails only that lane's image.
+
+How many: ``detector.workers`` when it is a number; with "auto", the first child is
+started and says whether dlib has CUDA: one lane per GPU if so, else one per core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reactor import logs
+from reactor.config import DetectorConfig, cpu_cores
+from reactor.core.inflight import InFlight
+from reactor.core.worker import DetectionLoop
+from reactor.detector import Detector, DetectorState, DetectorUnavailable
+
+log = logs.get("reactor.lanes")
+
+LoopFactory = Callable[[Detector, InFlight], DetectionLoop]
+
+
+@dataclass
+class Lane:
+    detector: Detector
+    loop: DetectionLoop | None = None
+
+
+def lanes_for(workers: int | str, cuda: bool, gpus: int, cores: int) -> int:
+    """How many children: the configured number, or one per GPU on CUDA, one per core on a CPU."""
+    if isinstance(workers, int):
+        return max(1, workers)
+    return max(1, gpus) if cuda else max(1, cores)
+
+
+class Lanes:
+    def __init__(self, config: DetectorConfig) -> None:
+        self.config = config
+        self.in_flight = InFlight()
+        self.lanes: list[Lane] = [Lane(Detector(config, index=0))]
+        self._make_loop: LoopFactory | None = None
+
+    @property
+    def first(self) -> Detector:
+        return self.lanes[0].detector
+
+    @property
+    def loops(self) -> list[DetectionLoop]:
+        return [lane.loop for lane in self.lanes if lane.loop is not None]
+
+    def bind(self, make_loop: LoopFactory) -> DetectionLoop:
+        """Give every lane its loop (in the service's _build); returns the first lane's."""
+        self._make_loop = make_loop
+        for lane in self.lanes:
+            lane.loop = make_loop(lane.detector, self.in_flight)
+        loop = self.lanes[0].loop
+        assert loop is not None
+        return loop
+
+    async def _count(self) -> int:
+        workers = self.config.workers
+        if isinstance(workers, int):
+            return workers
+        try:
+            await self.first.start()
+        except DetectorUnavailable:
+            # The first lane's loop keeps trying with backoff; more lanes would not help.
+            return 1
+        return lanes_for(workers, self.first.cuda, self.first.gpus, cpu_cores())
+
+    async def _grow(self) -> None:
+        count = await self._count()
+        gpus = self.first.gpus
+        for index in range(len(self.lanes), count):
+            # Several GPUs: each child is shown its own device; one GPU or none: all share it.
+            device = index % gpus if self.first.cuda and gpus > 1 else None
+            lane = Lane(Detector(self.config, index=index, device=device))
+            if self._make_loop is not None:
+                lane.loop = self._make_loop(lane.detector, self.in_flight)
+            self.lanes.append(lane)
+        if count > 1:
+            log.info("detection_lanes", lanes=count, cuda=self.first.cuda, gpus=gpus, cores=cpu_cores())
+
+    async def run(self, stop: asyncio.Event, *, until_empty: bool = False) -> None:
+        """Run every lane until ``stop`` (or an empty queue); each finishes and writes its image."""
+        await self._grow()
+        async with asyncio.TaskGroup() as group:
+            for index, loop in enumerate(self.loops):
+                group.create_task(loop.run(stop, until_empty=until_empty), name=f"detection-{index}")
+
+    async def close(self) -> None:
+        """Stop every child; each lets its current image finish first."""
+        await asyncio.gather(*(lane.detector.close() for lane in self.lanes))
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def processed(self) -> int:
+        return sum(loop.processed for loop in self.loops)
+
+    @property
+    def db_ok(self) -> bool:
+        return all(loop.db_ok for loop in self.loops)
+
+    @property
+    def current(self) -> list[str]:
+        return [loop.current for loop in self.loops if loop.current is not None]
+
+    @property
+    def restarts(self) -> int:
+        return sum(lane.detector.restarts for lane in self.lanes)
+
+    def persisting(self) -> list[asyncio.Task[None]]:
+        return [loop.persisting for loop in self.loops if loop.persisting is not None]
+
+    def state(self) -> DetectorState:
+        """One word for all children: the worst of them, or busy/ready."""
+        states = [lane.detector.state for lane in self.lanes]
+        for word in (DetectorState.UNAVAILABLE, DetectorState.STARTING, DetectorState.BUSY, DetectorState.READY):
+            if word in states:
+                return word
+        return states[0]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Each child, for the heartbeat (`reactor status`)."""
+        out = []
+        for index, lane in enumerate(self.lanes):
+            loop = lane.loop
+            out.append(
+                {
+                    "child": index,
+                    "pid": lane.detector.pid,
+                    "state": lane.detector.state,
+                    "restarts": lane.detector.restarts,
+                    "current_image": loop.current if loop else None,
+                    "processed": loop.processed if loop else 0,
+                    # Only where batching is on (the CNN on a GPU, or forced).
+                    **({"batched": lane.detector.batched} if lane.detector.batch_limit > 1 else {}),
+                    # Only once an out-of-memory taught it something (CUDA).
+                    **({"gpu_budget": lane.detector.budget.snapshot()} if lane.detector.budget.caps() else {}),
+                }
+            )
+        return out

@@ -1,0 +1,101 @@
+"""When the sweep runs, and what it answers: the sweep loop, control requests, deleted hints.
+
+A sweep runs when asked (start-up and reconnect via the listener, a ``bulk`` hint, a
+``reactor sweep`` request on the control channel, a watcher rescan), every
+``sweep.interval_seconds`` while the listener is connected, and every
+``sweep.poll_seconds`` while it is not. A deferred sweep (the queue was full) runs
+again as soon as a page fits. ``deleted`` notifications mark that one path's
+rows orphaned without waiting for a sweep (reactor.store.orphans: held, never deleted at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from reactor import logs
+from reactor.config import Config
+from reactor.core import control
+from reactor.core.sweep import Sweeper
+from reactor.store.db import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS
+from reactor.util.aio import first_of, wait_any
+
+log = logs.get("reactor.scheduler")
+
+# Bounds on what notifications can pile up: request ids answered by one sweep, and
+# `deleted` hints (past it the hints go, and one sweep marks every orphan instead).
+MAX_REQUESTS = 32
+MAX_ORPHAN_HINTS = 10_000
+
+
+class SweepScheduler:
+    def __init__(self, config: Config, instance_id: str) -> None:
+        self.config = config
+        self.instance_id = instance_id
+        self._wanted = asyncio.Event()
+        # Repeated requests are coalesced: one sweep answers every id waiting.
+        self._requests: dict[str, None] = {}
+        self._orphan_hints: set[str] = set()
+        self._orphan_wake = asyncio.Event()
+
+    def request(self, request_id: str | None = None) -> None:
+        """Sweep soon; with a control request id, reply with the counts when done."""
+        if request_id and (request_id in self._requests or len(self._requests) < MAX_REQUESTS):
+            self._requests[request_id] = None
+        self._wanted.set()
+
+    def deleted(self, path: str) -> None:
+        if len(self._orphan_hints) >= MAX_ORPHAN_HINTS:
+            self.request(None)  # the sweep's orphan pass covers whatever is dropped here
+            return
+        self._orphan_hints.add(path)
+        self._orphan_wake.set()
+
+    async def run(
+        self, sweeper: Sweeper, pool: asyncpg.Pool, listening: Callable[[], bool], halt: asyncio.Event
+    ) -> None:
+        sweep = self.config.sweep
+        while not halt.is_set():
+            await wait_any(self._wanted, halt, seconds=sweep.interval_seconds if listening() else sweep.poll_seconds)
+            if halt.is_set():
+                return
+            self._wanted.clear()
+            requests, self._requests = list(self._requests), {}
+            deferred = False
+            try:
+                counts = await sweeper.sweep(halt)
+                reply, deferred = counts.as_dict(), counts.deferred
+            except ANY_DB_ERRORS as exc:
+                log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
+                reply = {"skipped": f"sweep failed: {exc}"}
+            await self._reply(pool, requests, reply)
+            if deferred:
+                # The queue was full: sweep again as soon as a page fits.
+                await first_of(sweeper.queue.wait_free(sweeper.room_needed), halt)
+                self._wanted.set()
+
+    async def _reply(self, pool: asyncpg.Pool, requests: list[str], counts: dict[str, Any]) -> None:
+        if not requests:
+            return
+        try:
+            async with pool.acquire() as conn:
+                for request_id in requests:
+                    payload = control.reply_payload(request_id, self.instance_id, counts)
+                    await control.send(conn, self.config.database.control_channel, payload)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("sweep_reply_failed", error=str(exc) or type(exc).__name__)
+
+    async def run_orphan_hints(self, sweeper: Sweeper, halt: asyncio.Event) -> None:
+        while not halt.is_set():
+            await wait_any(self._orphan_wake, halt)
+            self._orphan_wake.clear()
+            while self._orphan_hints and not halt.is_set():
+                path = self._orphan_hints.pop()
+                try:
+                    await sweeper.mark_orphan(path)
+                except TRANSIENT_DB_ERRORS:
+                    # The sweep removes it later; hints are only hints.
+                    break

@@ -1,0 +1,1 @@
+"""The operator's tools behind the CLI: audit, repair, doctor, status, failures, demo, samples."""

@@ -1,0 +1,306 @@
+"""`reactor repair`: fix what the audit found, with a backup of every row it touches.
+
+A dry run (the default) audits and returns the plan. ``--apply`` runs, in ONE
+transaction: lock the reactor's tables (a running reactor waits, at most
+``LOCK_TIMEOUT``), audit again under the lock so the plan matches the rows as they
+are now, copy every affected row into timestamped backup tables
+(``reactor_backup_<UTC time>_<table>``), delete, and re-queue. Either all of it
+commits or nothing does.
+
+What each finding becomes (``FIXES``). A result whose face_count disagrees with its
+face rows is deleted and detected again rather than "recomputed": the count and the
+rows are written in one transaction by the reactor, so a mismatch means something
+else wrote them (a partial restore, a second store, seeds/003) and neither half can
+be trusted. Detection is the source of truth; the backup keeps the old rows.
+
+Re-queueing sends the ai_metadata trigger's own payload, ``{"type": "processed",
+"path": ...}``, on database.channel, delivered at commit, for re-queued paths that are
+processed and have no result. A reactor that is not running finds them at its next
+sweep, since the sweep treats the database as the truth.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from reactor import logs
+from reactor.config import Config
+from reactor.errors import ErrorType
+from reactor.ops.audit import AuditReport, missing_tables, run_audit
+from reactor.store import relations
+from reactor.store.constraints import PATH_CONSTRAINTS
+from reactor.store.dbtypes import rows_affected
+from reactor.store.relations import BACKUP_PREFIX
+from reactor.store.sql import Queries, fill_identifiers
+
+log = logs.get("reactor.repair")
+Q = Queries("integrity.sql")
+
+LOCK_TIMEOUT = "10s"
+FIXES: dict[str, str] = {
+    "orphan_faces": "delete the face rows; re-queue the image",
+    "face_count_mismatch": "delete the result (its face rows go with it); re-queue the image",
+    "invalid_paths": "delete the result, failure or claim; never re-queued (derived images are not photos)",
+    "missing_files": "delete the result; re-queue (the reactor records `missing` if the row is still processed)",
+    "superseded_failures": "delete the failure: the result wins (a `blacklisted` failure wins: its result goes)",
+    "pending_processed": "re-queue the image; no row changes",
+    "dead_claims": "delete that claim (same fencing token only); re-queue the image",
+}
+
+
+class RepairBusy(Exception):
+    """The tables stayed locked by other sessions; nothing was changed."""
+
+
+@dataclass
+class RepairPlan:
+    # image_path -> the check that condemned it, per kind of change.
+    results: dict[str, str] = field(default_factory=dict)
+    orphan_faces: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    claims: dict[tuple[str, int], str] = field(default_factory=dict)
+    requeue: set[str] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.results or self.orphan_faces or self.failures or self.claims or self.requeue)
+
+    def changes(self) -> list[dict[str, Any]]:
+        """One entry per table the plan changes, with rows by reason."""
+        out = []
+        for table, items in (
+            ("face_metadata", self.results),
+            ("face_detections (orphaned)", self.orphan_faces),
+            ("face_detection_failures", self.failures),
+            ("reactor_claims", {path: reason for (path, _), reason in self.claims.items()}),
+        ):
+            if items:
+                by_reason: dict[str, int] = defaultdict(int)
+                for reason in items.values():
+                    by_reason[reason] += 1
+                out.append(
+                    {
+                        "table": table,
+                        "action": "delete",
+                        "images": len(items),
+                        "by_reason": dict(by_reason),
+                        "sample": sorted(items)[:5],
+                    }
+                )
+        return out
+
+
+@dataclass
+class RepairResult:
+    report: AuditReport
+    plan: RepairPlan
+    applied: bool = False
+    # source table -> (backup table, rows copied)
+    backups: dict[str, tuple[str, int]] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    requeued: int = 0
+    # Path constraints that were NOT VALID and are enforced for every row now.
+    validated: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "changes": self.plan.changes(),
+            "requeue": len(self.plan.requeue),
+            "requeue_sample": sorted(self.plan.requeue)[:5],
+            "backups": {src: {"table": name, "rows": n} for src, (name, n) in self.backups.items()},
+            "deleted": self.deleted,
+            "requeued": self.requeued,
+            "validated": self.validated,
+            "skipped": {f.check: f.skipped for f in self.report.findings.values() if f.skipped},
+        }
+
+
+def build_plan(report: AuditReport) -> RepairPlan:
+    plan = RepairPlan()
+    for path in report["orphan_faces"].paths:
+        plan.orphan_faces.setdefault(path, "orphan_faces")
+        plan.requeue.add(path)
+    for row in report["invalid_paths"].rows:
+        path, table = row["image_path"], row["table"]
+        if table == "face_metadata":
+            plan.results[path] = "invalid_paths"
+        elif table == "face_detection_failures":
+            plan.failures[path] = "invalid_paths"
+        elif table == "reactor_claims":
+            plan.claims[(path, int(row["token"]))] = "invalid_paths"
+    for check in ("face_count_mismatch", "missing_files"):
+        for path in report[check].paths:
+            plan.results.setdefault(path, check)
+            plan.requeue.add(path)
+    for row in report["superseded_failures"].rows:
+        if row["last_error_type"] == ErrorType.BLACKLISTED:
+            # The user's blacklist wins over a result written after it: an image is in
+            # one state, and a blacklisted one keeps no results (`reactor blacklist`).
+            plan.results.setdefault(row["image_path"], "superseded_failures")
+        else:
+            plan.failures.setdefault(row["image_path"], "superseded_failures")
+    for row in report["dead_claims"].rows:
+        plan.claims.setdefault((row["image_path"], int(row["token"])), "dead_claims")
+        plan.requeue.add(row["image_path"])
+    plan.requeue.update(report["pending_processed"].paths)
+    # A derived or invalid path is never detected, whatever else is wrong with it;
+    # a blacklisted image is never detected again.
+    plan.requeue -= {row["image_path"] for row in report["invalid_paths"].rows}
+    plan.requeue -= {
+        r["image_path"] for r in report["superseded_failures"].rows if r["last_error_type"] == ErrorType.BLACKLISTED
+    }
+    return plan
+
+
+async def repair(
+    conn: asyncpg.Connection,
+    config: Config,
+    *,
+    apply: bool,
+    share_online: bool,
+    share_reason: str | None = None,
+    check_files: bool = True,
+) -> RepairResult:
+    first = await run_audit(conn, config, share_online=share_online, share_reason=share_reason, check_files=check_files)
+    if not apply or first.clean:
+        return RepairResult(first, build_plan(first))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            await conn.execute(Q.repair_lock)
+            # Under the lock: the plan is built from the rows as they are now. Only the
+            # files found missing a moment ago are looked at again.
+            report = await run_audit(
+                conn,
+                config,
+                share_online=share_online,
+                share_reason=share_reason,
+                check_files=check_files,
+                file_candidates=first["missing_files"].paths,
+            )
+            result = RepairResult(report, build_plan(report), applied=True)
+            await _backup(conn, result, stamp)
+            await _delete(conn, result)
+            result.validated = await _validate_constraints(conn)
+            result.requeued = await _requeue(conn, config, result.plan.requeue)
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+        raise RepairBusy(
+            f"the reactor's tables stayed locked by other sessions ({exc.__class__.__name__}); nothing was "
+            "changed; run `reactor repair --apply` again, or stop the reactor first"
+        ) from None
+    log.info(
+        "repair_applied",
+        backups={s: n for s, (_, n) in result.backups.items()},
+        deleted=result.deleted,
+        requeued=result.requeued,
+    )
+    return result
+
+
+def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for path, reason in items.items():
+        grouped[reason].append(path)
+    return grouped
+
+
+async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str) -> str:
+    if source in result.backups:
+        return result.backups[source][0]
+    name = f"{BACKUP_PREFIX}{stamp}_{source}"
+    suffix = 1
+    while await relations.exists(conn, name):
+        suffix += 1
+        name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
+    await conn.execute(fill_identifiers(Q.repair_create_backup, backup=name, source=source))
+    result.backups[source] = (name, 0)
+    return name
+
+
+async def _copy(
+    conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str, *args: Any
+) -> None:
+    name = await _backup_table(conn, result, source, stamp)
+    copied = rows_affected(await conn.execute(fill_identifiers(block, backup=name, source=source), *args))
+    result.backups[source] = (name, result.backups[source][1] + copied)
+
+
+async def _backup(conn: asyncpg.Connection, result: RepairResult, stamp: str) -> None:
+    plan = result.plan
+    for reason, paths in _by_reason(plan.results).items():
+        await _copy(conn, result, "face_metadata", stamp, Q.repair_backup_rows, paths, reason)
+        await _copy(conn, result, "face_detections", stamp, Q.repair_backup_rows, paths, reason)
+    for reason, paths in _by_reason(plan.orphan_faces).items():
+        await _copy(conn, result, "face_detections", stamp, Q.repair_backup_orphan_faces, paths, reason)
+    for reason, paths in _by_reason(plan.failures).items():
+        await _copy(conn, result, "face_detection_failures", stamp, Q.repair_backup_rows, paths, reason)
+    if plan.claims:
+        keys = list(plan.claims)
+        await _copy(
+            conn,
+            result,
+            "reactor_claims",
+            stamp,
+            Q.repair_backup_claims,
+            [p for p, _ in keys],
+            [t for _, t in keys],
+            [plan.claims[k] for k in keys],
+        )
+
+
+async def _delete(conn: asyncpg.Connection, result: RepairResult) -> None:
+    plan = result.plan
+    if plan.claims:
+        keys = list(plan.claims)
+        result.deleted["reactor_claims"] = rows_affected(
+            await conn.execute(Q.repair_delete_claims, [p for p, _ in keys], [t for _, t in keys])
+        )
+    if plan.failures:
+        result.deleted["face_detection_failures"] = rows_affected(
+            await conn.execute(Q.repair_delete_failures, sorted(plan.failures))
+        )
+    if plan.orphan_faces:
+        result.deleted["face_detections"] = rows_affected(
+            await conn.execute(Q.repair_delete_orphan_faces, sorted(plan.orphan_faces))
+        )
+    if plan.results:
+        deleted = await conn.execute(Q.repair_delete_results, sorted(plan.results))
+        result.deleted["face_metadata"] = rows_affected(deleted)
+    if "face_detections" in result.backups:
+        # Face rows of deleted results go by ON DELETE CASCADE; under the lock they are
+        # exactly the rows copied into the backup.
+        result.deleted["face_detections"] = result.backups["face_detections"][1]
+
+
+async def _validate_constraints(conn: asyncpg.Connection) -> list[str]:
+    validated = []
+    for row in await conn.fetch(Q.repair_unvalidated_constraints, list(PATH_CONSTRAINTS)):
+        try:
+            # A savepoint: rows this repair does not judge (none today) must not undo it.
+            async with conn.transaction():
+                await conn.execute(
+                    fill_identifiers(
+                        Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"]
+                    )
+                )
+        except asyncpg.CheckViolationError:
+            log.warning("constraint_still_not_valid", constraint=row["constraint_name"])
+            continue
+        validated.append(row["constraint_name"])
+    return validated
+
+
+async def _requeue(conn: asyncpg.Connection, config: Config, paths: Iterable[str]) -> int:
+    wanted = sorted(paths)
+    if not wanted or await missing_tables(conn, ("ai_metadata",)):
+        return 0
+    sent = await conn.fetchval(Q.repair_requeue, config.database.channel, wanted)
+    return int(sent or 0)

@@ -1,0 +1,243 @@
+"""`reactor status`: what the reactor has done, what failed, what is left, and what is running.
+
+Everything is read from the database, which is the truth: results, failures, pending
+rows, and the heartbeat rows running instances write into reactor_instances (their
+`state` holds the health snapshot: queue depth, current image, detector, share and
+listener state).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+
+from reactor.core.instances import gone_after_seconds
+from reactor.store import orphans
+from reactor.store.sql import Queries
+
+Q = Queries("ops.sql")
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    error_type: str
+    failures: int
+    permanent: int
+    due: int
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    hostname: str
+    pid: int
+    started_at: str
+    heartbeat_age_seconds: float
+    state: dict[str, Any]
+
+
+@dataclass
+class StatusReport:
+    images: int
+    faces: int
+    last_detection: str | None
+    pending: int
+    failures_by_type: list[FailureCount] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+    # Adopted legacy results, those of them with zero faces, and re-detection requests.
+    legacy: int = 0
+    legacy_zero: int = 0
+    redetect_requested: int = 0
+    # Rows marked orphaned (their ai_metadata row is gone), per table, and whether held.
+    orphans: list[orphans.TableOrphans] = field(default_factory=list)
+    # Deletions held after a confirmed mass vanish, waiting for `reactor deletions --apply`.
+    held_deletions: int = 0
+
+    @property
+    def average_faces(self) -> float:
+        return round(self.faces / self.images, 2) if self.images else 0.0
+
+    @property
+    def failures(self) -> int:
+        return sum(f.failures for f in self.failures_by_type)
+
+    @property
+    def permanently_failed(self) -> int:
+        return sum(f.permanent for f in self.failures_by_type)
+
+    @property
+    def due_for_retry(self) -> int:
+        return sum(f.due for f in self.failures_by_type)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "images_processed": self.images,
+            "faces_found": self.faces,
+            "average_faces_per_image": self.average_faces,
+            "last_detection": self.last_detection,
+            "pending": self.pending,
+            "failures": self.failures,
+            "permanently_failed": self.permanently_failed,
+            "due_for_retry": self.due_for_retry,
+            "failures_by_type": {f.error_type: asdict(f) for f in self.failures_by_type},
+            "instances": [asdict(i) for i in self.instances],
+            "legacy_results": self.legacy,
+            "legacy_zero_face": self.legacy_zero,
+            "redetect_requested": self.redetect_requested,
+            "orphans": {o.table: o.as_dict() for o in self.orphans},
+            "orphans_held": any(o.held for o in self.orphans),
+            "held_deletions": self.held_deletions,
+        }
+
+
+def _state(raw: Any) -> dict[str, Any]:
+    # asyncpg returns JSONB as text unless a codec is set; accept both.
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return value if isinstance(value, dict) else {}
+
+
+async def collect(
+    conn: asyncpg.Connection, heartbeat_seconds: float, policy: orphans.OrphanPolicy | None = None
+) -> StatusReport:
+    results = await conn.fetchrow(Q.status_results)
+    assert results is not None
+    pending = await conn.fetchval(Q.status_pending)
+    by_type = [
+        FailureCount(r["error_type"], r["failures"], r["permanent"], r["due"])
+        for r in await conn.fetch(Q.status_failures_by_type)
+    ]
+    instances = [
+        Instance(
+            instance_id=r["instance_id"],
+            hostname=r["hostname"],
+            pid=r["pid"],
+            started_at=r["started_at"].isoformat(),
+            heartbeat_age_seconds=round(r["age_seconds"], 1),
+            state=_state(r["state"]),
+        )
+        for r in await conn.fetch(Q.status_instances, gone_after_seconds(heartbeat_seconds))
+    ]
+    last: dt.datetime | None = results["last_detection"]
+    return StatusReport(
+        images=results["images"],
+        faces=results["faces"],
+        last_detection=last.isoformat() if last else None,
+        pending=pending,
+        failures_by_type=by_type,
+        instances=instances,
+        legacy=results["legacy"],
+        legacy_zero=results["legacy_zero"],
+        redetect_requested=results["redetect_requested"],
+        orphans=await orphans.stats(conn, policy or orphans.OrphanPolicy()),
+        held_deletions=results["held_deletions"],
+    )
+
+
+def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """The heartbeat state as label/value pairs; known keys first, in a fixed order."""
+    known = [
+        ("queue_depth", "queue depth"),
+        ("queue_by_priority", "queue by priority"),
+        ("queue_dropped", "queue dropped"),
+        ("current_image", "current image"),
+        ("detector", "detector"),
+        ("detector_restarts", "detector restarts"),
+        ("share_online", "share online"),
+        ("held_deletions", "held deletions"),
+        ("listener", "listener"),
+        ("database", "database"),
+        ("processed", "processed since start"),
+        ("loop_lag_seconds", "loop lag (s)"),
+        ("tasks_failing", "tasks failing"),
+    ]
+    # Shown elsewhere: the instance id heads the block, the share's reason joins its state.
+    hidden = {"instance_id", "share_reason"}
+    out: list[tuple[str, str]] = []
+    for key, label in known:
+        if key not in state:
+            continue
+        value = "-" if state[key] is None else _flat(state[key]) or "none"
+        if key == "share_online" and state[key] is False and state.get("share_reason"):
+            value += f" ({state['share_reason']})"
+        out.append((label, value))
+    labels = dict(known)
+    hidden.add("detectors")
+    out.extend((key, _flat(value)) for key, value in sorted(state.items()) if key not in labels and key not in hidden)
+    out.extend(_child_lines(state.get("detectors")))
+    return out
+
+
+def _child_lines(children: Any) -> list[tuple[str, str]]:
+    """One line per detector child (reactor.core.lanes.Lanes.snapshot)."""
+    if not isinstance(children, list):
+        return []
+    out = []
+    for child in children:
+        if not isinstance(child, dict):
+            continue
+        image = child.get("current_image") or "-"
+        out.append(
+            (
+                f"detector {child.get('child')}",
+                f"pid {child.get('pid') or '-'}, {child.get('state')}, "
+                f"image {image}, {child.get('processed', 0)} processed, {child.get('restarts', 0)} restarts",
+            )
+        )
+    return out
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_flat(v)}" for k, v in value.items())
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def render_table(report: StatusReport) -> str:
+    rows: list[tuple[str, str]] = [
+        ("images processed", str(report.images)),
+        ("faces found", str(report.faces)),
+        ("average faces/image", f"{report.average_faces:.2f}"),
+        *(
+            [("  from the legacy worker", f"{report.legacy} ({report.legacy_zero} with zero faces)")]
+            if report.legacy
+            else []
+        ),
+        *([("  re-detection requested", str(report.redetect_requested))] if report.redetect_requested else []),
+        ("last detection", report.last_detection or "never"),
+        ("pending", str(report.pending)),
+        ("failures", str(report.failures)),
+        ("  permanently failed", str(report.permanently_failed)),
+        ("  due for retry", str(report.due_for_retry)),
+        *(
+            [("held deletions", f"{report.held_deletions} (review: `reactor deletions`; apply: --apply)")]
+            if report.held_deletions
+            else []
+        ),
+    ]
+    for f in report.failures_by_type:
+        rows.append((f"  {f.error_type}", f"{f.failures} ({f.permanent} permanent, {f.due} due)"))
+    for o in report.orphans:
+        if not o.marked:
+            continue
+        since = f", oldest {o.oldest.isoformat()}" if o.oldest else ""
+        held = f"; HELD: {o.due} due exceed the bound {o.bound}, {orphans.RELEASE_HINT}" if o.held else ""
+        rows.append((f"orphaned {o.table}", f"{o.marked} marked, {o.due} past grace{since}{held}"))
+    if not report.instances:
+        rows.append(("running reactors", "none (no fresh heartbeat)"))
+    for inst in report.instances:
+        rows.append(
+            (
+                "reactor",
+                f"{inst.instance_id} on {inst.hostname} pid {inst.pid}, "
+                f"heartbeat {inst.heartbeat_age_seconds:.0f} s ago",
+            )
+        )
+        rows.extend((f"  {label}", value) for label, value in _state_lines(inst.state))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label.ljust(width)}  {value}" for label, value in rows)

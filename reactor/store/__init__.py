@@ -1,0 +1,1 @@
+"""The database: connections, SQL blocks, the schema and catalog, claims, results and failures."""

@@ -1,0 +1,110 @@
+"""Deletions held for the operator: a confirmed mass vanish is a decision, not a loop.
+
+When more than watcher.vanish_fraction of the share vanishes, the watcher first takes
+it for an outage (reactor.watch.share). Seen again on a later scan with the share online,
+the vanish is confirmed, and then the files are *held*: one row each in
+reactor_held_deletions, one ``deletions_held`` log line, and nothing deleted. The share
+stays online for the files that are there. `reactor status`, `/healthz` (degraded) and
+`reactor audit` show the held files until a person decides:
+
+- ``reactor deletions --apply`` backs up their rows (face_metadata, face_detections,
+  failures, registrations) into timestamped ``reactor_backup_*`` tables and deletes
+  them, in one transaction, for the files still missing on the online share;
+- a held file that reappears is released by the watcher, its result intact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from reactor import logs
+from reactor.paths import PathMapper
+from reactor.store.dbtypes import Conn, rows_affected
+from reactor.store.relations import BACKUP_PREFIX
+from reactor.store.sql import Queries, fill_identifiers
+
+Q = Queries("held.sql")
+# The backup tables and their filling are `reactor repair`'s (sql/integrity.sql).
+BACKUP = Queries("integrity.sql")
+log = logs.get("reactor.held")
+
+# Tables whose rows for a held path are backed up, then deleted (children first).
+BACKED_UP = ("face_detections", "reactor_file_identity", "face_metadata", "face_detection_failures")
+
+
+@dataclass
+class ApplyResult:
+    deleted: list[str] = field(default_factory=list)
+    # Held files that are on the share again: released, their results kept.
+    released: list[str] = field(default_factory=list)
+    # source table -> (backup table, rows copied)
+    backups: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "deleted": len(self.deleted),
+            "released": self.released,
+            "backups": {s: {"table": t, "rows": n} for s, (t, n) in self.backups.items()},
+        }
+
+
+async def hold(conn: Conn, paths: Sequence[str], reason: str) -> int:
+    """Hold these deletions; returns how many were not held already."""
+    if not paths:
+        return 0
+    rows = await conn.fetch(Q.hold_deletions, list(paths), reason)
+    return len(rows)
+
+
+async def release(conn: Conn, paths: Sequence[str]) -> list[str]:
+    """These files are on the share again: their deletion is no longer pending."""
+    if not paths:
+        return []
+    return [r["image_path"] for r in await conn.fetch(Q.release_deletions, list(paths))]
+
+
+async def count(conn: Conn) -> int:
+    return int(await conn.fetchval(Q.held_count))
+
+
+async def listed(conn: Conn, limit: int) -> list[asyncpg.Record]:
+    return list(await conn.fetch(Q.held_list, limit))
+
+
+async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: bool) -> ApplyResult:
+    """Back up and delete the held files still missing on the share (online, checked by
+    the caller); release the others. One transaction: all of it or nothing."""
+    result = ApplyResult()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
+    async with conn.transaction():
+        paths = [r["image_path"] for r in await conn.fetch(Q.held_all_locked)]
+        present = await asyncio.to_thread(lambda: {p for p in paths if os.path.lexists(mapper.to_local(p))})
+        result.released = await release(conn, sorted(present))
+        gone = [p for p in paths if p not in present]
+        if not gone:
+            return result
+        tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
+        for table in tables:
+            backup = f"{BACKUP_PREFIX}{stamp}_held_{table}"[:63]
+            await conn.execute(fill_identifiers(BACKUP.repair_create_backup, backup=backup, source=table))
+            status = await conn.execute(
+                fill_identifiers(BACKUP.repair_backup_rows, backup=backup, source=table), gone, "held deletion applied"
+            )
+            result.backups[table] = (backup, rows_affected(status))
+        for table in tables:
+            await conn.execute(fill_identifiers(Q.held_delete, source=table), gone)
+        await conn.execute(Q.release_deletions, gone)
+        result.deleted = gone
+    log.info(
+        "held_deletions_applied",
+        deleted=len(gone),
+        released=len(result.released),
+        backups={s: t for s, (t, _) in result.backups.items()},
+    )
+    return result

@@ -1,0 +1,34 @@
+"""The reactor's own tables and sequence, and whether a relation exists.
+
+One list for everything that names them: the audit, the privileges and GRANTs, and
+`reactor db check` (whose column expectations per table are reactor.store.catalog.TABLES).
+Relations are named as text and resolved with to_regclass, so they follow search_path
+like the rest of the reactor's SQL.
+"""
+
+from __future__ import annotations
+
+from reactor.store import sql
+from reactor.store.dbtypes import Conn
+
+Q = sql.Queries("catalog.sql")
+
+# The tables the running reactor reads and writes (reactor_schema is only read).
+REACTOR_TABLES = (
+    "face_metadata",
+    "face_detections",
+    "face_detection_failures",
+    "reactor_claims",
+    "reactor_instances",
+    "reactor_redetect",
+    "reactor_file_identity",
+    "reactor_held_deletions",
+)
+SEQUENCES = ("reactor_claim_token_seq",)
+# Copies of rows taken before they are deleted (`reactor repair`, held mass deletions).
+BACKUP_PREFIX = "reactor_backup_"
+
+
+async def exists(conn: Conn, relation: str) -> bool:
+    """Whether ``relation`` (a table, sequence, index ...) resolves on the search_path."""
+    return await conn.fetchrow(Q.relation_info, relation) is not None

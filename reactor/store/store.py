@@ -1,0 +1,257 @@
+"""Persistence of outcomes: a result, or a typed failure with backoff.
+
+A success writes face_metadata, replaces face_detections and deletes the failure
+row in one transaction. A failure upserts face_detection_failures and never
+touches face_metadata. Both first delete this instance's claim row by its fencing
+token: zero rows means another instance took the image over (our lease expired),
+so the outcome is discarded instead of overwriting a newer one. A success is one
+statement (sql/queries.sql record_result) plus the new face rows, so the common
+case, a photo with no faces, costs a single round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+from reactor.config import RetryConfig
+from reactor.detector.types import Detection, DetectionFailure, Face
+from reactor.errors import ErrorType
+from reactor.store import face_identity, legacy
+from reactor.store.claims import Claim
+from reactor.store.dbtypes import Conn
+from reactor.store.legacy import NO_LEGACY, ResultShape
+from reactor.store.sql import Queries
+from reactor.util.backoff import max_attempts
+
+Q = Queries("queries.sql")
+
+MAX_ERROR_TEXT = 2000
+
+
+class Fenced(Exception):
+    """The claim's token is gone: another instance owns the image now."""
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    path: str
+    error_type: ErrorType
+    retry_count: int
+    permanently_failed: bool
+    next_retry_after: datetime
+
+
+def jitter_factor(config: RetryConfig, rng: random.Random | None = None) -> float:
+    spread = max(0.0, config.jitter)
+    return 1.0 + (rng or random).uniform(-spread, spread)
+
+
+async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
+    if claim is not None and await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
+        raise Fenced(claim.path)
+
+
+# Parameters of record_result before the legacy JSON columns (sql/queries.sql).
+_FIXED_PARAMS = 20
+
+
+@functools.cache
+def record_result_sql(shape: ResultShape) -> str:
+    """sql/queries.sql record_result for this face_metadata: on an adopted legacy table
+    it also writes the legacy JSON columns, from parameter $21 on."""
+    columns = shape.columns()
+    first = _FIXED_PARAMS + 1
+    fill = {
+        "/*legacy_columns*/": "".join(f", {name}" for name, _ in columns),
+        "/*legacy_values*/": "".join(f", ${first + i}::text::{type_}" for i, (_, type_) in enumerate(columns)),
+        "/*legacy_updates*/": "".join(f", {name} = EXCLUDED.{name}" for name, _ in columns),
+    }
+    text = str(Q.record_result)
+    for marker, value in fill.items():
+        text = text.replace(marker, value)
+    return text
+
+
+def _legacy_args(shape: ResultShape, result: Detection) -> tuple[str, ...]:
+    if not shape.legacy:
+        return ()
+    boxes, encodings = legacy.encode(
+        [(f.top, f.right, f.bottom, f.left) for f in result.faces], [f.encoding for f in result.faces]
+    )
+    values = {legacy.BOXES: boxes, legacy.ENCODINGS: encodings}
+    return tuple(values[name] for name, _ in shape.columns())
+
+
+def _face_args(path: str, index: int, face: Face, result: Detection) -> tuple[object, ...]:
+    return (
+        path,
+        index,
+        face.top,
+        face.right,
+        face.bottom,
+        face.left,
+        face.score,
+        list(face.encoding),
+        result.model,
+        result.scale,
+    )
+
+
+async def _keep_identities(conn: Conn, path: str, result: Detection) -> None:
+    """Replace the image's faces, matched faces keeping their rows (reactor.util.identity)."""
+    old = [
+        (r["face_id"], (r["box_top"], r["box_right"], r["box_bottom"], r["box_left"]))
+        for r in await conn.fetch(Q.faces_of_image, path)
+    ]
+    matching = face_identity.match(old, [(f.top, f.right, f.bottom, f.left) for f in result.faces])
+    if matching.removed:
+        await conn.execute(Q.delete_faces, list(matching.removed))
+    if len(matching.removed) < len(old):
+        await conn.execute(Q.shift_face_indexes, path)
+    updates, inserts = [], []
+    for index, (face, face_id) in enumerate(zip(result.faces, matching.kept, strict=True)):
+        if face_id is None:
+            inserts.append(_face_args(path, index, face, result))
+        else:
+            updates.append((face_id, *_face_args(path, index, face, result)[1:]))
+    if updates:
+        await conn.executemany(Q.update_face, updates)
+    if inserts:
+        await conn.executemany(Q.insert_face_detection, inserts)
+
+
+async def record_success(
+    conn: Conn,
+    claim: Claim,
+    result: Detection,
+    instance_id: str,
+    *,
+    shape: ResultShape = NO_LEGACY,
+    settings: str | None = None,
+) -> None:
+    """Write the result in one transaction; Fenced if the claim was taken over.
+
+    An image detected again keeps the ids of the faces still there (reactor.util.identity),
+    unless its re-detection asked for new ones. ``shape`` names the legacy JSON
+    columns of an adopted face_metadata, which the same statement fills
+    (reactor.store.legacy); ``settings`` is the detector settings' fingerprint."""
+    width, height = result.original_size
+    # Only an image that had a result can have face rows (they cascade with it).
+    match_faces = claim.state.done and claim.keep_face_ids
+    detect_width, detect_height = result.detect_size or (None, None)
+    args = (
+        claim.path,
+        claim.token,
+        result.face_count,
+        result.model,
+        result.scale,
+        width,
+        height,
+        result.decode_ms,
+        result.detect_ms,
+        result.encode_ms,
+        instance_id,
+        not match_faces,
+        settings,
+        detect_width,
+        detect_height,
+        result.upsample,
+        result.min_face_px,
+        result.file_size_bytes if result.fingerprint else None,
+        result.file_mtime_ns,
+        result.fingerprint,
+        *_legacy_args(shape, result),
+    )
+    statement = record_result_sql(shape)
+    if not result.faces and not match_faces:
+        # A single statement is a transaction of its own.
+        if not await conn.fetchval(statement, *args):
+            raise Fenced(claim.path)
+        return
+    async with conn.transaction():
+        if not await conn.fetchval(statement, *args):
+            raise Fenced(claim.path)
+        if match_faces:
+            await _keep_identities(conn, claim.path, result)
+        else:
+            await conn.executemany(
+                Q.insert_face_detection, [_face_args(claim.path, i, f, result) for i, f in enumerate(result.faces)]
+            )
+
+
+async def record_failure(
+    conn: Conn,
+    path: str,
+    failure: DetectionFailure,
+    retry: RetryConfig,
+    columns: frozenset[str],
+    claim: Claim | None = None,
+    incomplete_delay: float = 15.0,
+) -> FailureRecord:
+    """Upsert the failure row with its next try; Fenced if the claim was taken over.
+
+    ``columns`` are the failures table's columns: optional ones that a legacy table
+    lacks are simply not written. An ``incomplete`` file is retried after
+    ``incomplete_delay`` seconds without counting a try, unless it is found exactly as
+    it was at the last incomplete try: a file cut short that stopped changing is corrupt.
+    """
+    async with conn.transaction():
+        await _release_fenced(conn, claim)
+        incomplete = failure.error_type is ErrorType.INCOMPLETE
+        if incomplete and await _unchanged_since_incomplete(conn, path, failure, columns):
+            failure = dataclasses.replace(
+                failure,
+                error_type=ErrorType.CORRUPT,
+                message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
+            )
+        message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
+        if failure.error_type is ErrorType.INCOMPLETE:
+            row = await conn.fetchrow(Q.record_incomplete, path, message, failure.error_type.value, incomplete_delay)
+        else:
+            row = await conn.fetchrow(
+                Q.record_failure,
+                path,
+                message,
+                failure.error_type.value,
+                retry.base_seconds,
+                retry.multiplier,
+                retry.max_delay_seconds,
+                jitter_factor(retry),
+                max_attempts(retry, failure.error_type),
+            )
+        assert row is not None
+        if failure.original_size and {"original_width", "original_height"} <= columns:
+            await conn.execute(Q.failure_set_original_size, path, *failure.original_size)
+        if failure.file_size_bytes is not None and "file_size_bytes" in columns:
+            await conn.execute(Q.failure_set_file_size, path, failure.file_size_bytes)
+        if "file_mtime_ns" in columns:
+            await conn.execute(Q.failure_set_file_mtime, path, failure.file_mtime_ns)
+        if failure.scale is not None and "last_attempted_scale" in columns:
+            await conn.execute(Q.failure_set_scale, path, failure.scale)
+    return FailureRecord(
+        path=path,
+        error_type=failure.error_type,
+        retry_count=int(row["retry_count"]),
+        permanently_failed=bool(row["permanently_failed"]),
+        next_retry_after=row["next_retry_after"],
+    )
+
+
+async def _unchanged_since_incomplete(
+    conn: Conn, path: str, failure: DetectionFailure, columns: frozenset[str]
+) -> bool:
+    """The file is exactly as at its last try, which found it cut short too (incomplete,
+    or already corrupt for that reason): not a copy in progress."""
+    previous = await conn.fetchrow(Q.failure_previous, path)
+    if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
+        return False
+    if {"file_size_bytes", "file_mtime_ns"} <= columns:
+        was = await conn.fetchrow(Q.failure_previous_file, path)
+        assert was is not None
+        return (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)
+    # A legacy table without those columns: the message names the size (loading.py).
+    return bool(str(previous["last_error"] or "").endswith(failure.message[:MAX_ERROR_TEXT]))

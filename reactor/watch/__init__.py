@@ -1,0 +1,1 @@
+"""Watching the share: the observer or polling scanner, stability, mounts and file events."""

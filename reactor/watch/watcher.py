@@ -1,0 +1,394 @@
+"""Watching the share: turning file-system changes into queued work and path updates.
+
+One watch session runs while the share is online: the observer (native inotify, or
+the polling scanner on network shares, see reactor.watch.mounts), a start-up or
+reconciliation scan, the stability tracker, and the delayed deletions. The session
+ends when the share goes offline or the observer dies; the next one starts the
+observer afresh and rescans, which reconciles whatever happened in between.
+
+Events are hints; the sweep is the truth (watchdog 654, 1019). A deletion is
+applied only after a short delay, if the file is certainly still gone (a re-check
+that fails with anything but "not found", under a folder that is still there, is
+unknown and the deletion waits) and the share is still online: an unmounted share
+must never look like a deleted library. A mass vanish is held for one more look
+(reactor.watch.share.VanishGuard). Applied deletions only mark rows orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from enum import StrEnum
+
+from reactor import logs
+from reactor.config import Config
+from reactor.paths import PathMapper
+from reactor.util.aio import first_of, sleep_or_stop, wait_any
+from reactor.watch.candidates import Candidates
+from reactor.watch.file_events import FileEventSink, ReadyFile
+from reactor.watch.mounts import ObserverChoice, choose_observer, stability_window
+from reactor.watch.moves import MoveMatcher
+from reactor.watch.observer import NativeObserver, RawEvent
+from reactor.watch.scanner import Scanner, Signature, certainly_gone
+from reactor.watch.share import ShareMonitor, VanishGuard, is_mass_vanish
+from reactor.watch.stability import StabilityTracker
+
+log = logs.get("reactor.watcher")
+
+SUPERVISE_SECONDS = 1.0
+RESTART_MAX_SECONDS = 60.0
+
+
+class WatcherState(StrEnum):
+    STOPPED = "stopped"
+    # The share is offline: no session until it is back.
+    SHARE_OFFLINE = "share_offline"
+    WATCHING = "watching"
+    # The session failed or its observer died: a new one starts after a backoff.
+    RESTARTING = "restarting"
+
+
+class ObserverDied(RuntimeError):
+    pass
+
+
+class Watcher:
+    def __init__(self, config: Config, mapper: PathMapper, share: ShareMonitor, sink: FileEventSink) -> None:
+        self.config = config
+        self.share = share
+        self.sink = sink
+        self.candidates = Candidates(config.images, config.watcher, mapper)
+        self.scanner = Scanner(self.candidates, share)
+        self.choice: ObserverChoice | None = None
+        self.state = WatcherState.STOPPED
+        self.sessions = 0
+        self.rescans = 0
+        # Deletions held for the operator (reactor.store.held), as of the last full scan.
+        self.held_deletions = 0
+        self.native: NativeObserver | None = None
+        self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
+        self._offline = asyncio.Event()
+        self._listening = False
+        # path -> (directory, due time): deletions wait a moment and are re-checked.
+        self._pending_deletes: dict[str, tuple[bool, float]] = {}
+        self._vanish = VanishGuard(config.watcher, "events")
+
+    @property
+    def window(self) -> float:
+        if self.choice is None:
+            return self.config.watcher.stability_seconds
+        return stability_window(self.config, self.choice)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        # Only started with watcher.enabled (reactor.core.service).
+        self.choice = choose_observer(self.config)
+        self.tracker.window = self.window
+        self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
+        if not self.choice.stable_inodes:
+            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local)
+        log.info(
+            "watcher_observer",
+            observer=self.choice.kind,
+            reason=self.choice.reason,
+            fstype=self.choice.fstype,
+            mount_point=self.choice.mount_point,
+            stability_seconds=self.window,
+            file_identity="inode" if self.scanner.use_inode else "path_size_mtime",
+        )
+        if not self._listening:  # the supervisor may run us again
+            self.share.add_listener(self._on_share_change)
+            self._listening = True
+        backoff = 1.0
+        while not stop.is_set():
+            if not await self._wait_online(stop):
+                break
+            started = time.monotonic()
+            try:
+                await self._session(stop)
+            except Exception as exc:
+                died = _find(exc, ObserverDied)
+                log.warning(
+                    "observer_died" if died else "watch_session_failed",
+                    error=str(died or exc),
+                    restart_in=backoff,
+                    exc_info=not died,
+                )
+                self.state = WatcherState.RESTARTING
+                await sleep_or_stop(stop, backoff)
+                backoff = 1.0 if time.monotonic() - started > 60 else min(RESTART_MAX_SECONDS, backoff * 2)
+        self.state = WatcherState.STOPPED
+
+    async def _wait_online(self, stop: asyncio.Event) -> bool:
+        """Wait for the share (the ShareMonitor's run loop, or our own slow re-check)."""
+        while not stop.is_set():
+            if self.share.online or await self.share.acheck():
+                return True
+            self.state = WatcherState.SHARE_OFFLINE
+            await first_of(self.share.wait_online(), stop, seconds=5.0)
+        return False
+
+    def _on_share_change(self, online: bool) -> None:
+        if not online:
+            self._offline.set()
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        assert self.choice is not None
+        self.sessions += 1
+        self._offline.clear()
+        self._pending_deletes.clear()
+        session_stop = asyncio.Event()
+        events: asyncio.Queue[RawEvent] = asyncio.Queue()
+        if self.choice.kind == "native":
+            self.native = NativeObserver(self.candidates.root, self.candidates.skip_dir)
+            # Start watching before the scan, so nothing changed during the scan is missed.
+            await asyncio.to_thread(self.native.start, asyncio.get_running_loop(), events.put_nowait)
+        try:
+            # The first session needs no extra sweep: the reactor sweeps at start-up.
+            # A later one follows an outage or a dead observer, so events were missed.
+            await self.rescan("", reconcile=self.sessions > 1)
+            self.state = WatcherState.WATCHING
+            log.info(
+                "watch_started",
+                observer=self.choice.kind,
+                files=len(self.scanner.snapshot),
+                session=self.sessions,
+                filtered=self.native.filtered if self.native else None,
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.tracker.run(session_stop), name="watch-stability")
+                tg.create_task(self._consume(events, session_stop), name="watch-events")
+                tg.create_task(self._flush_deletes(session_stop), name="watch-deletes")
+                tg.create_task(self._supervise(session_stop), name="watch-supervise")
+                tg.create_task(self._until_end(stop, session_stop), name="watch-end")
+        finally:
+            if self.native is not None:
+                native, self.native = self.native, None
+                await asyncio.to_thread(native.stop)
+            if not stop.is_set():
+                log.info("watch_paused", reason=self.share.reason if not self.share.online else "restart")
+
+    async def _until_end(self, stop: asyncio.Event, session_stop: asyncio.Event) -> None:
+        await wait_any(stop, self._offline)
+        session_stop.set()
+
+    async def _supervise(self, session_stop: asyncio.Event) -> None:
+        """Native: check that watchdog's threads live. Polling: scan every interval."""
+        assert self.choice is not None
+        interval = SUPERVISE_SECONDS if self.native else self.config.watcher.scan_interval_seconds
+        while not session_stop.is_set():
+            if await sleep_or_stop(session_stop, interval):
+                return
+            if self.native is not None and not self.native.alive():
+                raise ObserverDied("a watchdog observer or emitter thread has stopped")
+            if self.native is None:
+                await self.rescan("")
+
+    async def rescan(self, prefix: str, *, reconcile: bool = False) -> None:
+        """Walk the share (or one folder) and apply what changed since the last walk."""
+        baseline = not self.scanner.baseline_done and not prefix
+        changes = await self.scanner.scan(prefix)
+        if changes is None:
+            return
+        self.rescans += 1
+        if baseline:
+            # Start-up: register what is there (standalone) and let the sweep find work.
+            registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
+            registered = await self._moved_while_away(registered)
+            # The files count as known only once their registration committed: if it
+            # fails, the next session walks and registers from scratch.
+            try:
+                await self.sink.register(list(self.scanner.snapshot))
+            except BaseException:
+                self.scanner.forget_baseline()
+                raise
+            await self._reconcile_registered(registered)
+            # Permanent failures whose file changed while nobody was watching.
+            await self.sink.refresh_failures(
+                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
+            )
+        else:
+            now_ns = time.time_ns()
+            for path in changes.created + changes.modified:
+                sig = self.scanner.snapshot.get(path)
+                if sig is not None and path in changes.created and now_ns - sig[1] > self.window * 1e9:
+                    # Unchanged for longer than the window already: no need to watch it settle.
+                    await self._ready(path, sig, prior=None)
+                else:
+                    self.tracker.watch(path, self.candidates.local(path))
+            for src, dst in changes.moved:
+                await self._move(src, dst, directory=False)
+            for path in changes.deleted:
+                self._queue_delete(path, directory=False)
+        if changes.held:
+            await self._hold(changes.held, "mass_vanish_confirmed")
+        if not prefix:
+            self.held_deletions = await self.sink.held_count()
+        if reconcile:
+            await self.sink.rescanned(prefix)
+
+    async def _moved_while_away(self, registered: list[str]) -> list[str]:
+        """Standalone, network share: files renamed on the server while the reactor was
+        away keep their results (reactor.watch.moves). Returns ``registered`` less the moved."""
+        if self.scanner.match_moves is None or not registered or not self.scanner.last_complete:
+            return registered
+        known = set(registered)
+        missing = [p for p in registered if p not in self.scanner.snapshot]
+        appeared = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items() if p not in known}
+        moved = set()
+        for src, dst in await self.scanner.match_moves(missing, appeared):
+            await self._move(src, dst, directory=False)
+            moved.add(src)
+        return [p for p in registered if p not in moved]
+
+    async def _reconcile_registered(self, registered: list[str]) -> None:
+        """Standalone: registered files that are gone from the share are deletions."""
+        missing = [p for p in registered if p not in self.scanner.snapshot]
+        if not missing or not self.scanner.last_complete or not await self.share.acheck():
+            return
+        if is_mass_vanish(self.config.watcher, len(missing), len(registered)):
+            # Too many at once to take as deleted while nobody watched: the operator decides.
+            await self._hold(missing, "mass_vanish_at_start")
+            return
+        # Each one is re-checked and mass-vanish guarded like an observed deletion.
+        for path in missing:
+            self._queue_delete(path, directory=False)
+
+    async def _hold(self, paths: list[str], reason: str) -> None:
+        """Hold these deletions once (reactor.store.held): logged, shown, never retried here."""
+        new = await self.sink.hold(paths, reason)
+        for path in paths:
+            self.scanner.forget(path)
+        self.held_deletions = await self.sink.held_count()
+        if new:
+            log.warning(
+                "deletions_held",
+                files=new,
+                held=self.held_deletions,
+                reason=reason,
+                advice="check the share; `reactor deletions` lists them, `reactor deletions --apply` "
+                "deletes their results (with a backup); files that come back are released",
+            )
+
+    async def _consume(self, events: asyncio.Queue[RawEvent], session_stop: asyncio.Event) -> None:
+        while not session_stop.is_set():
+            event = await first_of(events.get(), session_stop)
+            if event is None:
+                return
+            await self._handle(event)
+
+    async def _handle(self, ev: RawEvent) -> None:
+        c = self.candidates
+        if ev.kind == "overflow":
+            log.warning("event_queue_overflow", root=ev.src)
+            await self.rescan("", reconcile=True)
+        elif ev.kind in ("created", "modified") and not ev.directory:
+            path = c.image_path(ev.src)
+            if path is not None:
+                self.tracker.touch(path, ev.src)
+        elif ev.kind == "moved" and not ev.synthetic:
+            # A folder move also produces synthetic moves of its contents: handled as a whole.
+            src = c.dir_path(ev.src) if ev.directory else c.image_path(ev.src)
+            dst = c.dir_path(ev.dst) if ev.directory else c.image_path(ev.dst)
+            if src is not None and dst is not None:
+                await self._move(src, dst, directory=ev.directory)
+            elif src is not None:
+                self._queue_delete(src, directory=ev.directory)
+            elif dst is not None and ev.directory:
+                await self.rescan(dst)
+            elif dst is not None:
+                self.tracker.touch(dst, ev.dst)
+        elif ev.kind == "deleted":
+            path = c.dir_path(ev.src) if ev.directory else c.image_path(ev.src)
+            if path is not None:
+                self._queue_delete(path, directory=ev.directory)
+
+    async def _on_stable(self, path: str, sig: Signature) -> None:
+        prior = self.scanner.snapshot.get(path)
+        if prior == sig:
+            return  # an event without a content change (touch, open for write)
+        await self._ready(path, sig, prior)
+
+    async def _ready(self, path: str, sig: Signature, prior: Signature | None) -> None:
+        try:
+            await self.sink.ready([ReadyFile(path, changed=prior is not None, size=sig[0], mtime_ns=sig[1])])
+        except Exception as exc:
+            log.warning("file_event_failed", path=path, error=str(exc))
+            self.tracker.touch(path, self.candidates.local(path))
+            return
+        self.scanner.record(path, sig)
+
+    async def _move(self, src: str, dst: str, *, directory: bool) -> None:
+        try:
+            await self.sink.moved(src, dst, directory=directory)
+        except Exception as exc:
+            # The snapshot keeps the old path, so the next rescan reports the move again.
+            log.warning("file_event_failed", src=src, dst=dst, error=str(exc))
+            return
+        if directory:
+            self.scanner.move_prefix(src, dst)
+            self.tracker.discard_prefix(src)
+        else:
+            self.scanner.move(src, dst)
+            self.tracker.rename(src, dst, self.candidates.local(dst))
+
+    def _queue_delete(self, path: str, *, directory: bool) -> None:
+        self.tracker.discard(path)
+        if directory:
+            self.tracker.discard_prefix(path)
+        if path not in self._pending_deletes:  # a repeated scan must not push the deadline back
+            self._pending_deletes[path] = (directory, time.monotonic() + min(self.window, 2.0))
+
+    async def _flush_deletes(self, session_stop: asyncio.Event) -> None:
+        tick = max(0.05, min(0.5, self.window / 4))
+        while not session_stop.is_set():
+            await sleep_or_stop(session_stop, tick)
+            now = time.monotonic()
+            due = {p: d for p, (d, t) in self._pending_deletes.items() if t <= now}
+            if not due:
+                continue
+            for path in due:
+                del self._pending_deletes[path]
+            if not await self.share.acheck():
+                log.info("deletes_withheld", files=len(due), reason=self.share.reason)
+                continue
+            states = await asyncio.to_thread(certainly_gone, [self.candidates.local(p) for p in due])
+            unknown = [p for p in due if states[self.candidates.local(p)] is None]
+            if unknown:
+                # EIO, EACCES, a vanished parent folder: not "deleted". Looked at again later.
+                log.info("deletes_withheld", files=len(unknown), reason="recheck_failed")
+                for path in unknown:
+                    self._pending_deletes[path] = (due[path], now + self.hold_seconds)
+            gone = [p for p in due if states[self.candidates.local(p)]]
+            believed = set(self._vanish.believe(gone, max(len(self.scanner.snapshot), 1)))
+            for path in gone:
+                if path not in believed:  # held: a mass vanish is looked at once more
+                    self._pending_deletes[path] = (due[path], now + self.hold_seconds)
+            for path in sorted(believed):
+                await self._apply_delete(path, due[path])
+
+    @property
+    def hold_seconds(self) -> float:
+        """How long a doubtful deletion waits before it is looked at again."""
+        return max(2.0, 2 * self.window, 2 * self.config.watcher.scan_interval_seconds)
+
+    async def _apply_delete(self, path: str, directory: bool) -> None:
+        try:
+            await self.sink.deleted(path, directory=directory)
+        except Exception as exc:
+            log.warning("file_event_failed", path=path, error=str(exc))
+            return
+        if directory:
+            self.scanner.forget_prefix(path)
+        else:
+            self.scanner.forget(path)
+
+
+def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, kind)
+            if found is not None:
+                return found
+    return None
