@@ -113,7 +113,7 @@ def _optional_mtime(value: Any) -> bool:
 
 
 def _optional_fingerprint(value: Any) -> bool:
-    # reactor.identity's fingerprint: a short hex digest.
+    # reactor.util.identity's fingerprint: a short hex digest.
     return value is None or (isinstance(value, str) and len(value) <= 128 and value.isalnum())
 
 
