@@ -9,9 +9,8 @@ from typing import Any
 
 from reactor.config import Config
 from reactor.errors import UsageError
-from reactor.handlers.common import add_report_options, logs_to_stderr
+from reactor.handlers.common import add_report_options, share_and_database
 from reactor.ops import audit
-from reactor.store import db
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,16 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
-    logs_to_stderr(args, config)
-    online, reason = audit.share_state(config)
-    with db.resolved_dsn(config) as dsn:
-        async with db.connection(dsn, config) as conn:
-            try:
-                report = await audit.run_audit(
-                    conn, config, share_online=online, share_reason=reason, check_files=not args.skip_files
-                )
-            except audit.SchemaMissing as exc:
-                raise UsageError(str(exc)) from None
+    async with share_and_database(args, config) as here:
+        try:
+            report = await audit.run_audit(
+                here.conn, config, share_online=here.online, share_reason=here.reason, check_files=not args.skip_files
+            )
+        except audit.SchemaMissing as exc:
+            raise UsageError(str(exc)) from None
     if args.json:
         print(json.dumps(report.to_dict(args.sample), indent=2 if sys.stdout.isatty() else None))
     else:

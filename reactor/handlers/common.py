@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -27,6 +27,7 @@ from reactor.core.instance_lock import InstanceTaken
 from reactor.core.service import Reactor, default_instance_id
 from reactor.core.sweep import SweepCounts
 from reactor.errors import UsageError
+from reactor.ops import audit
 from reactor.store import advice, db, schema
 from reactor.util.progress import Progress, follow
 
@@ -71,6 +72,26 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip-files", action="store_true", help="do not stat every result's file (slow on a large network share)"
     )
+
+
+@dataclass(frozen=True)
+class ShareAndDatabase:
+    """What audit, repair and deletions start from: the share's state and a connection."""
+
+    conn: asyncpg.Connection
+    online: bool
+    reason: str | None
+
+
+@contextlib.asynccontextmanager
+async def share_and_database(args: argparse.Namespace, config: Config) -> AsyncIterator[ShareAndDatabase]:
+    """Logs to stderr, whether the share is online (a missing file is believed only then),
+    and a connection, closed (and an embedded database stopped) on the way out."""
+    logs_to_stderr(args, config)
+    online, reason = audit.share_state(config)
+    with db.resolved_dsn(config) as dsn:
+        async with db.connection(dsn, config) as conn:
+            yield ShareAndDatabase(conn, online, reason)
 
 
 def stop_signals() -> list[signal.Signals]:

@@ -10,10 +10,10 @@ import asyncpg
 
 from reactor.config import Config
 from reactor.errors import UsageError
-from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.common import share_and_database
 from reactor.ops import audit
 from reactor.paths import PathMapper
-from reactor.store import db, held
+from reactor.store import held
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,20 +31,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
-    logs_to_stderr(args, config)
-    online, reason = audit.share_state(config)
-    with db.resolved_dsn(config) as dsn:
-        async with db.connection(dsn, config) as conn:
-            if await audit.missing_tables(conn, ("reactor_held_deletions",)):
-                raise UsageError("reactor_held_deletions is missing: run `reactor db init` (or the owner's SQL)")
-            if not args.apply:
-                return await _list(conn, args)
-            if not online:
-                raise UsageError(
-                    f"the share is offline ({reason}): a missing file cannot be believed; mount it "
-                    "(README: Watching the share), then run `reactor deletions --apply` again"
-                )
-            result = await held.apply(conn, PathMapper.for_images(config.images), standalone=config.register_files)
+    async with share_and_database(args, config) as here:
+        if await audit.missing_tables(here.conn, ("reactor_held_deletions",)):
+            raise UsageError("reactor_held_deletions is missing: run `reactor db init` (or the owner's SQL)")
+        if not args.apply:
+            return await _list(here.conn, args)
+        if not here.online:
+            raise UsageError(
+                f"the share is offline ({here.reason}): a missing file cannot be believed; mount it "
+                "(README: Watching the share), then run `reactor deletions --apply` again"
+            )
+        result = await held.apply(here.conn, PathMapper.for_images(config.images), standalone=config.register_files)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2 if sys.stdout.isatty() else None))
         return 0

@@ -9,10 +9,10 @@ from typing import Any
 
 from reactor.config import Config
 from reactor.errors import UsageError
-from reactor.handlers.common import add_report_options, logs_to_stderr
+from reactor.handlers.common import add_report_options, share_and_database
 from reactor.ops import audit
 from reactor.ops import repair as repair_mod
-from reactor.store import db, orphans
+from reactor.store import orphans
 from reactor.store.dbtypes import Conn
 
 
@@ -36,22 +36,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace, config: Config) -> int:
-    logs_to_stderr(args, config)
-    online, reason = audit.share_state(config)
-    with db.resolved_dsn(config) as dsn:
-        async with db.connection(dsn, config) as conn:
-            try:
-                result = await repair_mod.repair(
-                    conn,
-                    config,
-                    apply=args.apply,
-                    share_online=online,
-                    share_reason=reason,
-                    check_files=not args.skip_files,
-                )
-            except (audit.SchemaMissing, repair_mod.RepairBusy) as exc:
-                raise UsageError(str(exc)) from None
-            held = await _orphans(conn, config, args, online, reason)
+    async with share_and_database(args, config) as here:
+        try:
+            result = await repair_mod.repair(
+                here.conn,
+                config,
+                apply=args.apply,
+                share_online=here.online,
+                share_reason=here.reason,
+                check_files=not args.skip_files,
+            )
+        except (audit.SchemaMissing, repair_mod.RepairBusy) as exc:
+            raise UsageError(str(exc)) from None
+        held = await _orphans(here.conn, config, args, here.online, here.reason)
     if args.json:
         print(json.dumps({**result.to_dict(), "orphans": held}, indent=2 if sys.stdout.isatty() else None))
     else:
