@@ -348,3 +348,19 @@ def test_one_list_of_the_reactors_tables() -> None:
     from reactor.store import catalog, relations
 
     assert set(relations.REACTOR_TABLES) | {"reactor_schema"} == set(catalog.TABLES) | {catalog.FAILURES}
+
+
+async def test_a_generated_name_with_capitals_is_found_by_its_exact_name(conn: asyncpg.Connection) -> None:
+    """Repair names its backups reactor_backup_<yyyymmddThhmmss>_<table>: looked up unquoted,
+    the "T" folds to "t" and an existing backup is never found (a second repair in the same
+    second then failed on CREATE instead of taking the next name)."""
+    from reactor.store import relations
+    from reactor.store.sql import quote_identifier
+
+    name = "reactor_backup_20261201T000000_probe"
+    await conn.execute(f"CREATE TABLE {quote_identifier(name)} (x int)")
+    try:
+        assert await relations.exists_named(conn, name)
+        assert not await relations.exists(conn, name)
+    finally:
+        await conn.execute(f"DROP TABLE {quote_identifier(name)}")

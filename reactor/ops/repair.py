@@ -217,7 +217,7 @@ async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: 
         return result.backups[source][0]
     name = f"{BACKUP_PREFIX}{stamp}_{source}"
     suffix = 1
-    while await relations.exists(conn, name):
+    while await relations.exists_named(conn, name):
         suffix += 1
         name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
     await conn.execute(fill_identifiers(Q.repair_create_backup, backup=name, source=source))

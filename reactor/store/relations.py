@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from reactor.store import sql
 from reactor.store.dbtypes import Conn
+from reactor.store.sql import quote_identifier
 
 Q = sql.Queries("catalog.sql")
 
@@ -32,3 +33,9 @@ BACKUP_PREFIX = "reactor_backup_"
 async def exists(conn: Conn, relation: str) -> bool:
     """Whether ``relation`` (a table, sequence, index ...) resolves on the search_path."""
     return await conn.fetchrow(Q.relation_info, relation) is not None
+
+
+async def exists_named(conn: Conn, name: str) -> bool:
+    """Whether a relation of exactly this name (case kept, as a generated backup name that
+    holds a "T") is on the search_path; ``exists`` folds an unquoted name to lower case."""
+    return await exists(conn, quote_identifier(name))

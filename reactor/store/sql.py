@@ -58,8 +58,13 @@ def fill_identifiers(sql_text: str, **identifiers: str) -> str:
     """``{name}`` placeholders in a block replaced by quoted identifiers (a backup table's
     generated name, a constraint): identifiers cannot be bind parameters."""
     for key, name in identifiers.items():
-        sql_text = sql_text.replace("{" + key + "}", '"' + name.replace('"', '""') + '"')
+        sql_text = sql_text.replace("{" + key + "}", quote_identifier(name))
     return sql_text
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as one SQL identifier, its case kept."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 class Queries:
