@@ -58,6 +58,19 @@ async def test_another_path_discards_the_hint(tmp_path: Path) -> None:
     assert prefetcher.hits == 0
 
 
+async def test_the_photos_of_a_batch_are_read_beside_the_hint(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.jpg", tmp_path / "b.jpg", tmp_path / "c.jpg"
+    for path in (a, b, c):
+        path.write_bytes(path.name.encode())
+    prefetcher = Prefetcher()
+    prefetcher.start(str(c))  # the image after the batch
+    reads = await asyncio.gather(prefetcher.read_now(str(a), 5), prefetcher.read_now(str(b), 5))
+    assert list(reads) == [b"a.jpg", b"b.jpg"]
+    assert prefetcher.hinted(str(c))  # still being read ahead
+    assert await prefetcher.take(str(c), 5) == b"c.jpg" and prefetcher.hits == 1
+    assert await prefetcher.read_now(str(tmp_path / "gone.jpg"), 5) is None  # the child says why
+
+
 async def test_a_read_that_stalls_is_read_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read that hangs on the share is its own failure (io_stall), never a detection
     timeout: the detector child never sees the job, and the next try keeps its scale."""

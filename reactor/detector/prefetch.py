@@ -115,6 +115,19 @@ class Prefetcher:
             self.hits += 1
         return prefetched.data
 
+    def hinted(self, path: str) -> bool:
+        """Whether ``path`` is the one being read ahead."""
+        return path == self._path and self._task is not None
+
+    async def read_now(self, path: str, wait_seconds: float) -> bytes | None:
+        """A read of ``path`` beside the read-ahead, which it leaves alone: the photos of a
+        batch are read at the same time. None where the child must read it (as ``take``)."""
+        try:
+            prefetched = await asyncio.wait_for(asyncio.to_thread(read_ahead, path), wait_seconds)
+        except TimeoutError:
+            raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
+        return None if prefetched is None else prefetched.data
+
     def discard(self) -> None:
         task = self._task
         self._path, self._task = None, None

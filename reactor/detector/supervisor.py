@@ -302,13 +302,14 @@ class Detector:
         """One exchange with the child for several jobs; None where a job must run alone."""
         outcomes: list[Outcome | None] = [None] * len(jobs)
         items: list[tuple[int, DetectionJob, bytes | None]] = []
-        for index, job in enumerate(jobs):
-            capped = self._capped(job)
-            read = await self._read(capped)
+        capped = [self._capped(job) for job in jobs]
+        # Read together: on a network share the reads, not the GPU, would set the pace.
+        reads = await asyncio.gather(*(self._read(job, beside=True) for job in capped))
+        for index, (job, read) in enumerate(zip(capped, reads, strict=True)):
             if isinstance(read, DetectionFailure):
                 outcomes[index] = read
             else:
-                items.append((index, capped, read))
+                items.append((index, job, read))
         if len(items) < 2:
             return outcomes  # what is left runs alone, as any single job
         answers = await self._exchange_batch([(job, data) for _, job, data in items])
@@ -364,18 +365,23 @@ class Detector:
             # Megabytes through a pipe: written from a thread while the child reads them.
             await asyncio.to_thread(conn.send, message)
 
-    async def _read(self, job: DetectionJob) -> bytes | DetectionFailure | None:
-        """The file's bytes for the child (None: it reads them), or why it never gets the job."""
+    async def _read(self, job: DetectionJob, beside: bool = False) -> bytes | DetectionFailure | None:
+        """The file's bytes for the child (None: it reads them), or why it never gets the job.
+        ``beside``: one of several read at once (a batch), leaving the read-ahead of the next
+        image alone unless it is this one."""
         try:
             size = await file_size(job.local_path, self._config.timeout_seconds)
             if size is not None and size > self._config.max_file_bytes:
                 # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
-                self._prefetcher.discard()
+                if not beside or self._prefetcher.hinted(job.local_path):
+                    self._prefetcher.discard()
                 return DetectionFailure(
                     ErrorType.TOO_LARGE,
                     f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
                     file_size_bytes=size,
                 )
+            if beside and not self._prefetcher.hinted(job.local_path):
+                return await self._prefetcher.read_now(job.local_path, self._config.timeout_seconds)
             return await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
         except ReadStalled as exc:
             # The child never saw this job: it stays, and the next try keeps its scale.
