@@ -233,3 +233,19 @@ def phone_sized(
         path = samples.write_jpeg(canvas, folder, name, quality=quality)
         made.append(samples.Sample(name, path, faces=1, note=f"{width}x{height} phone-sized JPEG"))
     return made
+
+
+async def cli_json(config: Path, *args: str) -> Any:
+    done = await asyncio.to_thread(reactor_cli, config, *args, "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+async def faces_of(conn: asyncpg.Connection, path: str) -> list[asyncpg.Record]:
+    return list(
+        await conn.fetch(
+            "SELECT face_id, face_index, box_top, box_right, box_bottom, box_left FROM face_detections "
+            "WHERE image_path = $1 ORDER BY face_index",
+            path,
+        )
+    )
