@@ -12,6 +12,7 @@ import pytest
 from reactor.config import Config, load
 from tests import sshfs_share
 from tests.pg import PgServer, build_template, start_server
+from tests.reactor_support import ReactorProcess
 from tests.sshfs_share import SshfsShare
 
 
@@ -98,3 +99,12 @@ def sshfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshfsShar
 def sshfs(sshfs_server: SshfsShare) -> SshfsShare:
     sshfs_server.reset()
     return sshfs_server
+
+
+@pytest.fixture
+def procs() -> Iterator[list[ReactorProcess]]:
+    """Reactor processes a test started; each is killed at the end if it is still alive."""
+    started: list[ReactorProcess] = []
+    yield started
+    for proc in started:
+        proc.ensure_dead()
