@@ -33,6 +33,10 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # asyncpg's protocol caught between two states when the server goes away during a
+    # COMMIT ("cannot switch to state 15; another operation is in progress"): the
+    # connection is broken, and the write is tried again on a new one.
+    asyncpg.InternalClientError,
 )
 # The same, plus a pool or connection that could not be opened at all.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *TRANSIENT_DB_ERRORS)
