@@ -247,18 +247,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     print(json.dumps(result["samples"]), flush=True)
     truth = phone_set(work / "phone", args.count, args.quick)
     rows: list[dict[str, Any]] = []
-    print(f"== {len(truth)} photos of {truth[0].path.name}'s size, batch sizes {args.batches}", flush=True)
+    # The command must end within the device's limit whatever the build took: each run
+    # starts only if one more run of the longest so far still fits. The order puts the
+    # baseline first and the out-of-memory path (the small card) right after it.
+    deadline = time.monotonic() + args.max_seconds
+    longest = 0.0
     baseline = 0.0
-    for size in args.batches:
-        run = await detect_all(f"batch {size}", dataclasses.replace(base, batch_size=size), truth)
+
+    async def measure(name: str, config: DetectorConfig) -> None:
+        nonlocal longest, baseline
+        if time.monotonic() + longest > deadline:
+            print(json.dumps({"run": name, "skipped": f"--max-seconds {args.max_seconds:g} reached"}), flush=True)
+            return
+        began = time.monotonic()
+        run = await detect_all(name, config, truth)
+        longest = max(longest, time.monotonic() - began)
         baseline = baseline or run.images_per_second
         rows.append(show(run, baseline))
-    auto = await detect_all("batch auto", base, truth)
-    rows.append(show(auto, baseline))
-    print(f"== CNN pixel budgets {args.budgets} (batch auto)", flush=True)
-    for pixels in args.budgets:
-        config = dataclasses.replace(base, cnn_max_detect_pixels=pixels)
-        rows.append(show(await detect_all(f"budget {pixels}", config, truth), baseline))
+
+    print(f"== {len(truth)} photos of {truth[0].path.name}'s size: batch 1, the baseline", flush=True)
+    await measure("batch 1", dataclasses.replace(base, batch_size=1))
     if args.card_gib and gpu_memory_used() is not None:
         print(f"== a {args.card_gib} GiB card: budget {args.card_budget}, learned from out-of-memory", flush=True)
         try:
@@ -271,10 +279,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         # The real card is large: force the small-card choice either way.
                         prefer_smallest_algorithms_below_mb=10**7 if smallest else 0,
                     )
-                    name = f"{args.card_gib} GiB card, smallest algorithms {'on' if smallest else 'off'}"
-                    rows.append(show(await detect_all(name, config, truth), baseline))
+                    await measure(
+                        f"{args.card_gib} GiB card, smallest algorithms {'on' if smallest else 'off'}", config
+                    )
         except RuntimeError as exc:
             print(f"small card skipped: {exc}", flush=True)
+    print(f"== batch sizes {[b for b in args.batches if b != 1]} and auto", flush=True)
+    for size in args.batches:
+        if size != 1:
+            await measure(f"batch {size}", dataclasses.replace(base, batch_size=size))
+    await measure("batch auto", base)
+    print(f"== CNN pixel budgets {args.budgets} (batch auto)", flush=True)
+    for pixels in args.budgets:
+        await measure(f"budget {pixels}", dataclasses.replace(base, cnn_max_detect_pixels=pixels))
     result["runs"] = rows
     shutil.rmtree(work, ignore_errors=True)
     return result
@@ -296,6 +313,12 @@ def main() -> None:
     parser.add_argument("--card-budget", type=int, default=12_000_000, help="CNN pixel budget on that card")
     parser.add_argument("--timeout", type=float, default=120.0, help="detector.timeout_seconds")
     parser.add_argument("--quick", action="store_true", help="small photos and budgets (a CPU-only dlib)")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=420.0,
+        help="start no run that would end after this (gpu_check.sh: what the build left)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.count = min(args.count, 4)
