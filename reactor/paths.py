@@ -241,3 +241,39 @@ class PathMapper:
         if real != root and self.is_derived(_relative(real, root)):
             raise InvalidPath(db_path, "derived", "the path resolves into a derived folder (symlink)")
         return Path(extended_length(str(real))) if self.windows else real
+
+
+def certainly_gone(paths: list[str]) -> dict[str, bool | None]:
+    """Per path: True if certainly gone, False if present, None if unknown.
+
+    Gone means "not found" for the path while its parent folder can still be looked
+    at: a parent that is itself missing or erroring may be a dead link or mount.
+    """
+    out: dict[str, bool | None] = {}
+    for path in paths:
+        try:
+            os.lstat(path)
+            out[path] = False
+            continue
+        except FileNotFoundError:
+            pass
+        except OSError:
+            out[path] = None
+            continue
+        try:
+            os.stat(os.path.dirname(path))
+            out[path] = True
+        except FileNotFoundError:
+            # The folder went too: gone if its own parent is there (a folder deletion).
+            out[path] = _parent_listable(os.path.dirname(path))
+        except OSError:
+            out[path] = None
+    return out
+
+
+def _parent_listable(folder: str) -> bool | None:
+    try:
+        os.stat(os.path.dirname(folder))
+        return True
+    except OSError:
+        return None

@@ -18,6 +18,33 @@ TEMPLATE = "reactor_template"
 _counter = itertools.count()
 
 
+def run_psql(host: str, database: str, sql: str, *options: str, port: int | None = None) -> str:
+    """``sql`` through psql as the superuser on ``host`` (a socket folder); raises on any error."""
+    out = subprocess.run(
+        [
+            str(BIN / "psql"),
+            "-X",
+            "-q",
+            *options,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            host,
+            *(("-p", str(port)) if port is not None else ()),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout
+
+
 @dataclass
 class PgServer:
     pgdata: Path
@@ -31,27 +58,7 @@ class PgServer:
         return f"postgresql://{user}@/{database}?host={self.socket_dir}"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
-        out = subprocess.run(
-            [
-                str(BIN / "psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                self.socket_dir,
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-c",
-                sql,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout
+        return run_psql(self.socket_dir, database, sql)
 
     def pg_ctl(self, *args: str) -> None:
         subprocess.run(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pgserver import utils as pg_utils
 
-from tests.pg import BIN
+from tests.pg import BIN, run_psql
 
 ADMIN_PASSWORD = "adm1n-Pw!"
 
@@ -38,30 +38,7 @@ class TcpServer:
 
     def admin(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser over the trusted unix socket; raises on any error."""
-        out = subprocess.run(
-            [
-                str(BIN / "psql"),
-                "-X",
-                "-q",
-                "-tA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                str(self.pgdata),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-c",
-                sql,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout
+        return run_psql(str(self.pgdata), database, sql, "-tA", port=self.port)
 
     def psql_file(
         self, path: Path, user: str, password: str, database: str, *options: str

@@ -230,3 +230,21 @@ async def test_deletions_command_lists_refuses_offline_and_applies_with_a_backup
     assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata")] == ["back.jpg"]
     assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM ai_metadata")] == ["back.jpg"]
     assert await held.count(conn) == 0
+
+
+async def test_a_held_file_that_cannot_be_looked_at_stays_held_with_its_result(
+    make_config: Callable[..., Config], conn: asyncpg.Connection, share: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two folders gone at once look like a dead link or mount: not a deletion."""
+    config = make_config(images={"marker": ".reactor-share"})
+    (share / ".reactor-share").touch()
+    path = "gone/deeper/photo.jpg"  # neither gone/deeper nor gone can be looked at
+    await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", path)
+    await conn.execute(
+        "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)", path
+    )
+    await held.hold(conn, [path], "mass_vanish_confirmed")
+    assert await invoke(deletions_handler.register, config, ["deletions", "--apply"]) == 0
+    assert "kept 1 held" in capsys.readouterr().out
+    assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = $1", path) == 1
+    assert await held.count(conn) == 1

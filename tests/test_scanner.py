@@ -9,11 +9,11 @@ import asyncpg
 import pytest
 
 from reactor.config import Config, ImagesConfig, WatcherConfig, load
-from reactor.paths import PathMapper
+from reactor.paths import PathMapper, certainly_gone
 from reactor.store import sql
 from reactor.watch.candidates import Candidates
 from reactor.watch.mounts import choose_observer, mount_for, parse_mountinfo
-from reactor.watch.scanner import ScanDiff, Scanner, certainly_gone, diff, walk
+from reactor.watch.scanner import ScanDiff, Scanner, diff, walk
 from reactor.watch.share import ShareMonitor
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw

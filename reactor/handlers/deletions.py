@@ -48,6 +48,8 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     for source, (table, copied) in result.backups.items():
         print(f"backed up {copied} {source} rows into {table}")
     print(f"deleted the results of {len(result.deleted)} held files; released {len(result.released)} that are back")
+    if result.undecided:
+        print(f"kept {len(result.undecided)} held: they could not be looked at (an I/O error or an unreachable folder)")
     return 0
 
 

@@ -24,11 +24,10 @@ import asyncpg
 
 from reactor.config import Config
 from reactor.core.instances import gone_after_seconds
-from reactor.paths import InvalidPath, PathMapper, unicode_variants
+from reactor.paths import InvalidPath, PathMapper, certainly_gone, unicode_variants
 from reactor.store.relations import REACTOR_TABLES
 from reactor.store.sql import Queries
 from reactor.watch import share
-from reactor.watch.scanner import certainly_gone
 
 Q = Queries("integrity.sql")
 
@@ -268,7 +267,7 @@ async def _pending(conn: asyncpg.Connection, config: Config, judge: PathJudge, f
 
 def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
     """Paths whose file is certainly gone: EACCES, EIO or a vanished parent folder are
-    unknown, not missing (reactor.watch.scanner.certainly_gone), and a name stored in the other
+    unknown, not missing (reactor.paths.certainly_gone), and a name stored in the other
     Unicode normalization (NFC/NFD) is the same file."""
     locals_ = {p: [str(mapper.to_local(v)) for v in unicode_variants(p)] for p in paths}
     states = certainly_gone([local for variants in locals_.values() for local in variants])

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from reactor import logs
-from reactor.paths import PathMapper
+from reactor.paths import PathMapper, certainly_gone
 from reactor.store.dbtypes import Conn, rows_affected
 from reactor.store.relations import BACKUP_PREFIX
 from reactor.store.sql import Queries, fill_identifiers
@@ -45,6 +44,8 @@ class ApplyResult:
     released: list[str] = field(default_factory=list)
     # source table -> (backup table, rows copied)
     backups: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # Held files that could not be looked at (an I/O error, an unreachable folder): still held.
+    undecided: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -84,9 +85,13 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
     async with conn.transaction():
         paths = [r["image_path"] for r in await conn.fetch(Q.held_all_locked)]
-        present = await asyncio.to_thread(lambda: {p for p in paths if os.path.lexists(mapper.to_local(p))})
+        # Gone only where "not found" is certain: an error or an unreachable folder is not a deletion.
+        local = {p: str(mapper.to_local(p)) for p in paths}
+        states = await asyncio.to_thread(certainly_gone, list(local.values()))
+        present = [p for p in paths if states[local[p]] is False]
+        result.undecided = [p for p in paths if states[local[p]] is None]
         result.released = await release(conn, sorted(present))
-        gone = [p for p in paths if p not in present]
+        gone = [p for p in paths if states[local[p]] is True]
         if not gone:
             return result
         tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
@@ -105,6 +110,7 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
         "held_deletions_applied",
         deleted=len(gone),
         released=len(result.released),
+        undecided=len(result.undecided),
         backups={s: t for s, (t, _) in result.backups.items()},
     )
     return result

@@ -129,42 +129,6 @@ def walk(candidates: Candidates, start: str = "", use_inode: bool = True) -> Wal
     return result
 
 
-def certainly_gone(paths: list[str]) -> dict[str, bool | None]:
-    """Per path: True if certainly gone, False if present, None if unknown.
-
-    Gone means "not found" for the path while its parent folder can still be looked
-    at: a parent that is itself missing or erroring may be a dead link or mount.
-    """
-    out: dict[str, bool | None] = {}
-    for path in paths:
-        try:
-            os.lstat(path)
-            out[path] = False
-            continue
-        except FileNotFoundError:
-            pass
-        except OSError:
-            out[path] = None
-            continue
-        try:
-            os.stat(os.path.dirname(path))
-            out[path] = True
-        except FileNotFoundError:
-            # The folder went too: gone if its own parent is there (a folder deletion).
-            out[path] = _parent_listable(os.path.dirname(path))
-        except OSError:
-            out[path] = None
-    return out
-
-
-def _parent_listable(folder: str) -> bool | None:
-    try:
-        os.stat(os.path.dirname(folder))
-        return True
-    except OSError:
-        return None
-
-
 def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
     """What changed between two snapshots. A vanished and an appeared file with the
     same inode, size and mtime are one move (renames keep all three)."""

@@ -22,14 +22,14 @@ from enum import StrEnum
 
 from reactor import logs
 from reactor.config import Config
-from reactor.paths import PathMapper
+from reactor.paths import PathMapper, certainly_gone
 from reactor.util.aio import first_of, sleep_or_stop, wait_any
 from reactor.watch.candidates import Candidates
 from reactor.watch.file_events import FileEventSink, ReadyFile
 from reactor.watch.mounts import ObserverChoice, choose_observer, stability_window
 from reactor.watch.moves import MoveMatcher
 from reactor.watch.observer import NativeObserver, RawEvent
-from reactor.watch.scanner import Scanner, Signature, certainly_gone
+from reactor.watch.scanner import Scanner, Signature
 from reactor.watch.share import ShareMonitor, VanishGuard, is_mass_vanish
 from reactor.watch.stability import StabilityTracker
 
