@@ -275,6 +275,9 @@ class Reactor:
             orphan_policy=OrphanPolicy.from_config(self.config.sweep),
         )
 
+        # A file still being written is tried again after the share's stability window.
+        incomplete_delay = stability_window(self.config, choose_observer(self.config))
+
         def make_loop(detector: Detector, in_flight: InFlight) -> DetectionLoop:
             return DetectionLoop(
                 self.config,
@@ -288,7 +291,7 @@ class Reactor:
                 self._result_shape,
                 in_flight,
                 self.write_block,
-                incomplete_delay=stability_window(self.config, choose_observer(self.config)),
+                incomplete_delay=incomplete_delay,
             )
 
         self.worker = self.lanes.bind(make_loop)

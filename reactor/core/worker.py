@@ -190,18 +190,16 @@ class DetectionLoop:
         (never waiting for more to arrive, never taking what an idle lane waits for)."""
         more: list[Ready] = []
         while len(more) + 1 < self.detector.batch_limit and not stop.is_set():
-            upcoming = self.queue.peek()
-            if upcoming is None or upcoming in self.in_flight or self.queue.waiting:
+            entry = self._take_next()
+            if entry is None:
                 break
-            entry = self.queue.get_nowait()
-            assert entry is not None
             ready = await self._prepare_contained(entry, stop)
             if ready is not None:
                 more.append(ready)
         return more
 
-    def _claim_ahead(self, stop: asyncio.Event) -> asyncio.Task[Ready | None] | None:
-        """Take the next entry and claim it now, so that its claim overlaps this detection."""
+    def _take_next(self) -> Entry | None:
+        """The next entry, if this loop may take it now (it never waits for one)."""
         upcoming = self.queue.peek()
         if upcoming is None or upcoming in self.in_flight:
             # The same image again: it is claimed once its write is done (see _prepare).
@@ -209,8 +207,13 @@ class DetectionLoop:
         if self.queue.waiting:
             # Another lane is idle: the next image is its to detect now, not ours to hold.
             return None
-        entry = self.queue.get_nowait()
-        assert entry is not None
+        return self.queue.get_nowait()
+
+    def _claim_ahead(self, stop: asyncio.Event) -> asyncio.Task[Ready | None] | None:
+        """Take the next entry and claim it now, so that its claim overlaps this detection."""
+        entry = self._take_next()
+        if entry is None:
+            return None
         return asyncio.ensure_future(self._prepare_contained(entry, stop, read_ahead=True))
 
     async def _abandon(self, ahead: asyncio.Task[Ready | None] | None) -> None:

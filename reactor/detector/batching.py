@@ -35,12 +35,11 @@ def batch_limit(config: DetectorConfig, cuda: bool) -> int:
 
 def per_call(config: DetectorConfig, cuda: bool, pixels_each: int, learned_cap: int | None) -> int:
     """How many photos of ``pixels_each`` detection pixels one CNN call may scan."""
-    if config.batch_size != "auto":
-        return config.batch_size
-    if not cuda:
-        return 1
+    limit = batch_limit(config, cuda)
+    if config.batch_size != "auto" or limit == 1:
+        return limit
     budget = config.cnn_max_detect_pixels if learned_cap is None else min(config.cnn_max_detect_pixels, learned_cap)
-    return max(1, min(AUTO_MAX_BATCH, budget // max(1, pixels_each)))
+    return max(1, min(limit, budget // max(1, pixels_each)))
 
 
 def chunks(items: Sequence[T], size: int) -> list[list[T]]:

@@ -74,7 +74,6 @@ class Detector:
         self.job_in_child = False
         self._restarts = 0
         self._cuda = False
-        self._smallest_algorithms = False
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
         self._prefetcher = Prefetcher()
@@ -194,12 +193,11 @@ class Detector:
         self._process, self._conn = process, parent_conn
         self._cuda = bool(payload.get("cuda", False))
         self._gpus = int(payload.get("gpus", 0))
-        self._smallest_algorithms = bool(payload.get("smallest_algorithms", False))
         ms = round((time.perf_counter() - started) * 1000)
         gpu = (
             {
                 "gpu_memory_mb": payload.get("gpu_memory_mb"),
-                "smallest_algorithms": self._smallest_algorithms,
+                "smallest_algorithms": bool(payload.get("smallest_algorithms", False)),
                 "batch_limit": self.batch_limit,
             }
             if self._cuda
