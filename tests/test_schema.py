@@ -364,3 +364,15 @@ async def test_a_generated_name_with_capitals_is_found_by_its_exact_name(conn: a
         assert not await relations.exists(conn, name)
     finally:
         await conn.execute(f"DROP TABLE {quote_identifier(name)}")
+
+
+def test_the_owners_preflight_checks_every_table_the_reactor_has() -> None:
+    """sql/owner.sql refuses early, with one line, a table owned by another role: its list
+    is the reactor's (reactor.store.relations) plus ai_metadata and reactor_schema."""
+    import re
+
+    from reactor.store import relations, sql
+
+    preflight = sql.text("owner.sql").split("unnest(ARRAY[", 1)[1].split("])", 1)[0]
+    named = set(re.findall(r"'([a-z_]+)'", preflight))
+    assert named == {*relations.REACTOR_TABLES, *relations.SEQUENCES, "ai_metadata", "reactor_schema"}
