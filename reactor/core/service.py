@@ -303,7 +303,6 @@ class Reactor:
                 lambda path, redetect: self.queue.put(path, Priority.FILE_EVENT, redetect=redetect),
                 register_files=self.config.register_files,
                 request_sweep=self.request_sweep,
-                failure_columns=self._failure_columns,
             )
             self.watcher = Watcher(self.config, self.mapper, self.share, sink)
             self.side_tasks["watcher"] = self.watcher.run

@@ -36,6 +36,7 @@ from reactor import logs
 from reactor.config import Config
 from reactor.core import metrics
 from reactor.core.inflight import InFlight
+from reactor.core.moved import MoveFinder, RunDb
 from reactor.core.queue import Entry, ImageQueue, Priority
 from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.settings import settings_fingerprint
@@ -143,6 +144,7 @@ class DetectionLoop:
         self.db_ok = True
         self.persisting: asyncio.Task[None] | None = None
         self._limiter = RateLimiter(config.logging.rate_limit_seconds)
+        self.moves = MoveFinder(mapper, lambda: share.online, config.detector.timeout_seconds)
 
     @property
     def current(self) -> str | None:
@@ -357,7 +359,30 @@ class DetectionLoop:
         if isinstance(result, str):
             log.debug("image_skipped", path=entry.path, reason=result)
             return None
+        if await self._moved_here(result, str(local), stop):
+            return None
         return Ready(entry, result, str(local))
+
+    async def _moved_here(self, claim: Claim, local: str, stop: asyncio.Event) -> bool:
+        """A photo that moved takes its result and face ids along instead of being detected
+        (reactor.core.moved); True when its claim went with the move."""
+        try:
+            moved = await self.moves.adopt(claim, local, self._runner(stop))
+        except asyncpg.PostgresError as exc:
+            log.warning("move_check_failed", path=claim.path, error=str(exc), effect="detected instead")
+            return False
+        if moved is None:
+            return False
+        self.in_flight.pop(claim.path, None)
+        metrics.IMAGES_PROCESSED.labels("moved").inc()
+        self.processed += 1
+        return True
+
+    def _runner(self, stop: asyncio.Event) -> RunDb:
+        async def run(op: Callable[[Conn], Awaitable[T]]) -> T | None:
+            return await self._db(stop, op)
+
+        return run
 
     async def _detect_and_write(self, batch: list[Ready]) -> None:
         """Detect the claimed images (one, or a batch) and hand their outcomes to the writer."""

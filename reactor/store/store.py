@@ -183,6 +183,24 @@ async def record_success(
             )
 
 
+# The one list of blocks that name an optional column of face_detection_failures, with
+# the columns each needs: they run only where the table has them. Every other block
+# reads optional columns through to_jsonb(f), so it runs on any shape of the table;
+# tests/test_sql_blocks.py prepares every block against the legacy production shape
+# (seeds/000: no file_size_bytes, original_width, original_height) and holds the rest to it.
+OPTIONAL_FAILURE_BLOCKS: dict[str, frozenset[str]] = {
+    "failure_set_original_size": frozenset({"original_width", "original_height"}),
+    "failure_set_file_size": frozenset({"file_size_bytes"}),
+    "failure_set_file_mtime": frozenset({"file_mtime_ns"}),
+    "failure_set_scale": frozenset({"last_attempted_scale"}),
+    "failure_previous_file": frozenset({"file_size_bytes", "file_mtime_ns"}),
+}
+
+
+def _runs(block: str, columns: frozenset[str]) -> bool:
+    return OPTIONAL_FAILURE_BLOCKS[block] <= columns
+
+
 async def record_failure(
     conn: Conn,
     path: str,
@@ -224,13 +242,13 @@ async def record_failure(
                 max_attempts(retry, failure.error_type),
             )
         assert row is not None
-        if failure.original_size and {"original_width", "original_height"} <= columns:
+        if failure.original_size and _runs("failure_set_original_size", columns):
             await conn.execute(Q.failure_set_original_size, path, *failure.original_size)
-        if failure.file_size_bytes is not None and "file_size_bytes" in columns:
+        if failure.file_size_bytes is not None and _runs("failure_set_file_size", columns):
             await conn.execute(Q.failure_set_file_size, path, failure.file_size_bytes)
-        if "file_mtime_ns" in columns:
+        if _runs("failure_set_file_mtime", columns):
             await conn.execute(Q.failure_set_file_mtime, path, failure.file_mtime_ns)
-        if failure.scale is not None and "last_attempted_scale" in columns:
+        if failure.scale is not None and _runs("failure_set_scale", columns):
             await conn.execute(Q.failure_set_scale, path, failure.scale)
     return FailureRecord(
         path=path,
@@ -249,7 +267,7 @@ async def _unchanged_since_incomplete(
     previous = await conn.fetchrow(Q.failure_previous, path)
     if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
         return False
-    if {"file_size_bytes", "file_mtime_ns"} <= columns:
+    if _runs("failure_previous_file", columns):
         was = await conn.fetchrow(Q.failure_previous_file, path)
         assert was is not None
         return (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)

@@ -91,10 +91,8 @@ class DatabaseSink:
         *,
         register_files: bool,
         request_sweep: Callable[[], None] | None = None,
-        failure_columns: frozenset[str] = frozenset(),
     ) -> None:
         self.pool = pool
-        self.failure_columns = failure_columns
         self.enqueue = enqueue
         self.register_files = register_files
         self.request_sweep = request_sweep
@@ -238,17 +236,12 @@ class DatabaseSink:
         return requeued
 
     async def _requeue_changed(self, files: Sequence[ReadyFile]) -> list[str]:
-        query = (
-            Q.requeue_changed_failures
-            if "file_mtime_ns" in self.failure_columns
-            else (Q.requeue_changed_failures_untracked)
-        )
         requeued: list[str] = []
         async with self.pool.acquire() as conn:
             for i in range(0, len(files), REGISTER_CHUNK):
                 chunk = files[i : i + REGISTER_CHUNK]
                 rows = await conn.fetch(
-                    query,
+                    Q.requeue_changed_failures,
                     [f.path for f in chunk],
                     [f.size for f in chunk],
                     [f.mtime_ns for f in chunk],
