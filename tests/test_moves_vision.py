@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -64,11 +64,9 @@ async def test_a_renamed_folder_keeps_results_and_face_ids_in_every_upstream_sty
         assert all(len(ids) == 1 for _, ids in before.values()), before
         detections = detected()
 
-        async def moved(old: str, new: str, upstream: Callable[[], object]) -> None:
+        async def moved(old: str, new: str, upstream: Callable[[], Awaitable[object]]) -> None:
             os.rename(share / old, share / new)
-            step = upstream()
-            if hasattr(step, "__await__"):
-                await step  # type: ignore[misc]
+            await upstream()
 
             async def followed() -> bool:
                 return await results_in(new) and not await snapshot(conn, old)
