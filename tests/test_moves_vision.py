@@ -17,6 +17,7 @@ from PIL import ImageOps
 from reactor.config import Config
 from reactor.core import metrics
 from reactor.ops import samples
+from reactor.util.identity import fingerprint_of_bytes
 from tests.reactor_support import add_processed, small_astronaut, wait_until
 from tests.test_reactor import HOG, connection, running
 
@@ -116,3 +117,45 @@ async def test_a_renamed_folder_keeps_results_and_face_ids_in_every_upstream_sty
         assert token != before["00.jpg"][0] and ids != before["00.jpg"][1]
         assert detected() == detections + 1
     shutil.rmtree(share / "third", ignore_errors=True)
+
+
+async def test_a_folder_of_a_thousand_results_moves_without_detection(
+    make_config: Callable[..., Config], dsn: str, share: Path
+) -> None:
+    """1,000 results (their files' identity recorded as a detection would) follow an
+    UPDATE of their folder's rows. The files are not even images: a detection would fail."""
+    count = 1000
+    folder = share / "big"
+    folder.mkdir()
+    rows = []
+    for i in range(count):
+        data = f"photo {i} ".encode() * (10 + i % 7)
+        (folder / f"{i:04}.jpg").write_bytes(data)
+        st = (folder / f"{i:04}.jpg").stat()
+        rows.append((f"big/{i:04}.jpg", st.st_size, st.st_mtime_ns, fingerprint_of_bytes(data)))
+    config = make_config(detector=HOG, images={"register_files": "never"}, sweep={"page_size": 200})
+    async with connection(dsn) as conn:
+        await add_processed(conn, [r[0] for r in rows])
+        await conn.executemany(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)",
+            [(r[0],) for r in rows],
+        )
+        await conn.executemany(
+            "INSERT INTO reactor_file_identity (image_path, size_bytes, mtime_ns, fingerprint) VALUES ($1, $2, $3, $4)",
+            rows,
+        )
+        os.rename(folder, share / "bigger")
+        await conn.execute(
+            "UPDATE ai_metadata SET image_path = 'bigger/' || substr(image_path, 5) WHERE starts_with(image_path, 'big/')"
+        )
+        async with running(config, dsn):
+
+            async def all_moved() -> bool:
+                return bool(
+                    await conn.fetchval("SELECT count(*) FROM face_metadata WHERE starts_with(image_path, 'bigger/')")
+                    == count
+                )
+
+            await wait_until(all_moved, 120, "1,000 results to follow their folder")
+        assert await conn.fetchval("SELECT count(*) FROM face_detection_failures") == 0
+        assert await conn.fetchval("SELECT count(*) FROM face_metadata") == count
