@@ -146,7 +146,8 @@ async def test_a_folder_of_a_thousand_results_moves_without_detection(
         )
         os.rename(folder, share / "bigger")
         await conn.execute(
-            "UPDATE ai_metadata SET image_path = 'bigger/' || substr(image_path, 5) WHERE starts_with(image_path, 'big/')"
+            "UPDATE ai_metadata SET image_path = 'bigger/' || substr(image_path, 5) "
+            "WHERE starts_with(image_path, 'big/')"
         )
         async with running(config, dsn):
 
