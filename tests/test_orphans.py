@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -192,3 +193,73 @@ async def test_status_and_repair_show_held_orphans_and_release_them(
     assert applied.returncode == 0, applied.stderr
     assert "purged face_metadata: 40 orphans" in applied.stdout
     assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata")] == ["keep.jpg"]
+    # The purged rows were backed up first, like every row repair removes.
+    backup = re.search(r"backed up 40 face_metadata rows into (\S+)", applied.stdout)
+    assert backup, applied.stdout
+    assert await conn.fetchval(f'SELECT count(*) FROM "{backup[1]}" WHERE repair_reason = $1', "purge_orphans") == 40
+
+
+async def adopt_legacy(conn: Conn, paths: list[str]) -> None:
+    """Legacy results as an adopted legacy face_metadata holds them (model IS NULL: the
+    legacy worker wrote them, `db init` only added the reactor's columns), with no
+    ai_metadata row; the first one has imported faces (face_detections)."""
+    await conn.execute("ALTER TABLE face_metadata ALTER COLUMN model DROP NOT NULL, ALTER COLUMN scale DROP NOT NULL")
+    await conn.execute(
+        "INSERT INTO face_metadata (image_path, face_count) SELECT p, 0 FROM unnest($1::text[]) p", paths
+    )
+    await conn.execute("UPDATE face_metadata SET face_count = 1 WHERE image_path = $1", paths[0])
+    await conn.execute(
+        "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left, encoding, "
+        "model) VALUES ($1, 0, 1, 2, 3, 0, array_fill(0.5::real, ARRAY[128]), 'legacy')",
+        paths[0],
+    )
+
+
+async def test_legacy_rows_survive_every_sweep_and_only_repair_removes_them_after_a_backup(
+    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path
+) -> None:
+    legacy = [f"legacy/{i:02}.jpg" for i in range(10)]
+    await seed_results(conn, ["keep.jpg", "mine.jpg"])
+    await adopt_legacy(conn, legacy)
+    # An earlier version marked two of them long ago: they are not purged either.
+    await conn.execute(
+        "UPDATE face_metadata SET orphaned_at = now() - interval '400 hours' WHERE image_path = ANY($1::text[])",
+        legacy[:2],
+    )
+    await conn.execute("DELETE FROM ai_metadata WHERE image_path = 'mine.jpg'")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        eager = sweeper(pool, NO_GRACE)
+        purged = sum([(await eager.sweep()).purged for _ in range(12)])
+    finally:
+        await pool.close()
+    # Only the reactor's own orphan went; no legacy row was marked, and the old marks are gone.
+    assert purged == 1
+    rows = await conn.fetch("SELECT image_path, orphaned_at FROM face_metadata WHERE model IS NULL ORDER BY 1")
+    assert [(r["image_path"], r["orphaned_at"]) for r in rows] == [(p, None) for p in legacy]
+    assert await conn.fetchval("SELECT count(*) FROM face_detections") == 1
+
+    config = process_config(tmp_path, dsn, share, "legacy_orphans")
+    audit = reactor_cli(config, "audit", "--json", "--skip-files")
+    assert audit.returncode == 1, audit.stderr
+    found = {c["check"]: c for c in json.loads(audit.stdout)["checks"]}["legacy_orphans"]
+    assert found["count"] == 10 and [s["image_path"] for s in found["sample"]] == legacy[:5]
+    # Without the option repair leaves them alone, applied or not; the option's dry run lists them.
+    kept = reactor_cli(config, "repair", "--apply", "--skip-files")
+    assert kept.returncode == 0, kept.stderr
+    assert "10 legacy results whose path left ai_metadata are kept" in kept.stdout
+    dry = reactor_cli(config, "repair", "--legacy-orphans", "--skip-files")
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete face_metadata: 10 images (10 legacy_orphans)" in dry.stdout
+    assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE model IS NULL") == 10
+
+    applied = reactor_cli(config, "repair", "--legacy-orphans", "--apply", "--skip-files", "--json")
+    assert applied.returncode == 0, applied.stderr
+    backups = json.loads(applied.stdout)["backups"]
+    assert backups["face_metadata"]["rows"] == 10 and backups["face_detections"]["rows"] == 1
+    saved = await conn.fetch(f'SELECT image_path, repair_reason FROM "{backups["face_metadata"]["table"]}" ORDER BY 1')
+    assert [(r["image_path"], r["repair_reason"]) for r in saved] == [(p, "legacy_orphans") for p in legacy]
+    assert await conn.fetchval(f'SELECT count(*) FROM "{backups["face_detections"]["table"]}"') == 1
+    left = [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata ORDER BY 1")]
+    assert left == ["keep.jpg"] and await conn.fetchval("SELECT count(*) FROM face_detections") == 0

@@ -201,6 +201,8 @@ class Sweeper:
         """Mark new orphans, un-mark returned rows, purge those past their grace within the bound."""
         policy = self.orphan_policy
         tables = await orphans.tables_with_marks(conn)
+        if orphans.RESULTS in tables and not dry_run and (unmarked := await orphans.unmark_legacy(conn)):
+            log.info("legacy_orphans_unmarked", rows=unmarked)
         for table in tables:
             if not dry_run:
                 counts.restored += await orphans.restore(conn, table)

@@ -15,6 +15,12 @@ whose ai_metadata row is gone is *marked* (``orphaned_at``), and:
   Past a bound it purges nothing: the rows are *held*, logged once, shown by
   ``reactor status`` and ``reactor repair``, and released by
   ``reactor repair --purge-orphans --apply`` (or by restoring the rows upstream).
+
+Only results the reactor wrote are orphans. A legacy result (``model IS NULL``,
+reactor.store.legacy) is another program's data: it is never marked nor purged,
+whatever ai_metadata says (a mark an earlier version left on one is cleared).
+`reactor audit` reports those whose path left ai_metadata (``legacy_orphans``) and
+``reactor repair --legacy-orphans --apply`` removes them after a backup.
 """
 
 from __future__ import annotations
@@ -124,6 +130,11 @@ async def restore(conn: Conn, table: str) -> int:
     return rows_affected(await conn.execute(_QUERIES[table][2]))
 
 
+async def unmark_legacy(conn: Conn) -> int:
+    """Clear the marks an earlier version left on legacy results: they are never purged."""
+    return rows_affected(await conn.execute(Q.unmark_legacy_results))
+
+
 async def mark_pages(conn: Conn, table: str, page_size: int, found: list[str] | None = None) -> int:
     """Mark every unmarked orphan of `table`; with `found`, only list them (dry run)."""
     select, mark = _QUERIES[table][0], _QUERIES[table][1]
@@ -155,8 +166,13 @@ async def due_paths(conn: Conn, table: str, policy: OrphanPolicy, page_size: int
 
 async def purge(conn: Conn, table: str, policy: OrphanPolicy, page_size: int) -> int:
     """Delete the orphans of `table` past their grace that are still orphaned; ignores the bound."""
+    return await purge_paths(conn, table, policy, await due_paths(conn, table, policy, page_size), page_size)
+
+
+async def purge_paths(conn: Conn, table: str, policy: OrphanPolicy, paths: list[str], page_size: int) -> int:
+    """Delete those of `paths` that are still orphans past their grace (the statement re-checks)."""
     purged = 0
-    for i in range(0, len(paths := await due_paths(conn, table, policy, page_size)), page_size):
+    for i in range(0, len(paths), page_size):
         purged += rows_affected(await conn.execute(_QUERIES[table][5], policy.grace_seconds, paths[i : i + page_size]))
     return purged
 
