@@ -86,13 +86,17 @@ WHERE f.orphaned_at IS NOT NULL
   AND EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
 
 -- name: orphan_stats_results
--- $1 grace in seconds. due: marked longer than the grace and still orphaned.
+-- $1 grace in seconds, $2 purge window in seconds. due: marked longer than the grace
+-- and still orphaned; spent: purged by the sweeps in the window (the bound counts it).
 SELECT count(*) AS total,
        count(*) FILTER (WHERE m.orphaned_at IS NOT NULL AND m.model IS NOT NULL) AS marked,
        count(*) FILTER (WHERE m.orphaned_at < now() - make_interval(secs => $1::float8)
                           AND m.model IS NOT NULL
                           AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)) AS due,
-       min(m.orphaned_at) FILTER (WHERE m.model IS NOT NULL) AS oldest
+       min(m.orphaned_at) FILTER (WHERE m.model IS NOT NULL) AS oldest,
+       (SELECT coalesce(sum(p.purged), 0) FROM reactor_orphan_purges p
+        WHERE p.table_name = 'face_metadata'
+          AND p.purged_at > now() - make_interval(secs => $2::float8))::bigint AS spent
 FROM face_metadata m
 
 -- name: orphan_stats_failures
@@ -100,7 +104,10 @@ SELECT count(*) AS total,
        count(*) FILTER (WHERE f.orphaned_at IS NOT NULL) AS marked,
        count(*) FILTER (WHERE f.orphaned_at < now() - make_interval(secs => $1::float8)
                           AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)) AS due,
-       min(f.orphaned_at) AS oldest
+       min(f.orphaned_at) AS oldest,
+       (SELECT coalesce(sum(p.purged), 0) FROM reactor_orphan_purges p
+        WHERE p.table_name = 'face_detection_failures'
+          AND p.purged_at > now() - make_interval(secs => $2::float8))::bigint AS spent
 FROM face_detection_failures f
 
 -- name: due_orphan_results
@@ -134,6 +141,59 @@ DELETE FROM face_detection_failures f
 WHERE f.image_path = ANY($2::text[])
   AND f.orphaned_at < now() - make_interval(secs => $1::float8)
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+
+-- name: purge_orphan_results_bounded
+-- The sweep's purge: every orphan past its grace, or none. $1 grace in seconds, $2 the
+-- bound (rows per window), $3 the window in seconds. The bound is counted here, in the
+-- statement that deletes: the rows due now plus what the sweeps purged in the window
+-- (reactor_orphan_purges) must fit in it, and what is deleted is recorded in the same
+-- statement. One sweep at a time (its advisory lock), so no two purges share a window
+-- count. 0: nothing was purged (none due, or past the bound: held).
+WITH due AS (
+    SELECT m.image_path FROM face_metadata m
+    WHERE m.orphaned_at < now() - make_interval(secs => $1::float8)
+      AND m.model IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+    FOR UPDATE
+), gone AS (
+    DELETE FROM face_metadata m USING due
+    WHERE m.image_path = due.image_path
+      AND (SELECT count(*) FROM due)
+          + (SELECT coalesce(sum(p.purged), 0) FROM reactor_orphan_purges p
+             WHERE p.table_name = 'face_metadata'
+               AND p.purged_at > now() - make_interval(secs => $3::float8)) <= $2::bigint
+    RETURNING m.image_path
+), recorded AS (
+    INSERT INTO reactor_orphan_purges AS p (table_name, purged)
+    SELECT 'face_metadata', count(*) FROM gone HAVING count(*) > 0
+    ON CONFLICT (table_name, purged_at) DO UPDATE SET purged = p.purged + EXCLUDED.purged
+)
+SELECT count(*) AS purged FROM gone
+
+-- name: purge_orphan_failures_bounded
+WITH due AS (
+    SELECT f.image_path FROM face_detection_failures f
+    WHERE f.orphaned_at < now() - make_interval(secs => $1::float8)
+      AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
+    FOR UPDATE
+), gone AS (
+    DELETE FROM face_detection_failures f USING due
+    WHERE f.image_path = due.image_path
+      AND (SELECT count(*) FROM due)
+          + (SELECT coalesce(sum(p.purged), 0) FROM reactor_orphan_purges p
+             WHERE p.table_name = 'face_detection_failures'
+               AND p.purged_at > now() - make_interval(secs => $3::float8)) <= $2::bigint
+    RETURNING f.image_path
+), recorded AS (
+    INSERT INTO reactor_orphan_purges AS p (table_name, purged)
+    SELECT 'face_detection_failures', count(*) FROM gone HAVING count(*) > 0
+    ON CONFLICT (table_name, purged_at) DO UPDATE SET purged = p.purged + EXCLUDED.purged
+)
+SELECT count(*) AS purged FROM gone
+
+-- name: forget_old_purges
+-- The history outlives the window only as long as an operator may want to read it.
+DELETE FROM reactor_orphan_purges WHERE purged_at < now() - make_interval(secs => $1::float8)
 
 -- name: orphan_columns
 -- Which of the two tables carry orphaned_at (a legacy failures table may not yet).

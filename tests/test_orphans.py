@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -263,3 +264,52 @@ async def test_legacy_rows_survive_every_sweep_and_only_repair_removes_them_afte
     assert await conn.fetchval(f'SELECT count(*) FROM "{backups["face_detections"]["table"]}"') == 1
     left = [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata ORDER BY 1")]
     assert left == ["keep.jpg"] and await conn.fetchval("SELECT count(*) FROM face_detections") == 0
+
+
+async def advance(conn: Conn, hours: float) -> None:
+    """Simulated time: every orphan mark and every recorded purge moves `hours` into the past."""
+    back = timedelta(hours=hours)
+    await conn.execute(
+        "UPDATE face_metadata SET orphaned_at = orphaned_at - $1::interval WHERE orphaned_at IS NOT NULL", back
+    )
+    await conn.execute("UPDATE reactor_orphan_purges SET purged_at = purged_at - $1::interval", back)
+
+
+async def test_orphans_marked_in_batches_over_time_never_purge_past_the_bound_in_any_window(
+    pool: asyncpg.Pool,
+) -> None:
+    paths = [f"b/{i:03}.jpg" for i in range(60)]
+    async with pool.acquire() as conn:
+        await seed_results(conn, [*paths, "keep.jpg"])
+    # At most 10 per 24 h; each batch alone fits, so a per-sweep bound would purge every one.
+    policy = OrphanPolicy(grace_seconds=3600.0, purge_max=10, purge_max_fraction=1.0, purge_min=0)
+    s = sweeper(pool, policy)
+    batches = [3, 3, 4, 4, 1, 2, 3, 1, 2, 1, 1, 2, 2, 1]
+    step_hours = 8.0
+    events: list[tuple[float, int]] = []  # (simulated hour, rows purged by that sweep)
+    held_seen = 0
+    start = 0
+    for step, size in enumerate(batches):
+        now = step * step_hours
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM ai_metadata WHERE image_path = ANY($1::text[])", paths[start : start + size]
+            )
+        start += size
+        counts = await s.sweep()
+        assert counts.orphans == size
+        if counts.purged:
+            events.append((now, counts.purged))
+        held_seen += counts.orphans_held is not None
+        async with pool.acquire() as conn:
+            await advance(conn, step_hours)
+    # In every 24 h window (ending at each purge) the sweeps purged at most the bound,
+    # and the purges went on across windows: the bound limits the rate, it is not a one-off.
+    for end, _ in events:
+        assert sum(n for t, n in events if end - 24.0 < t <= end) <= 10, events
+    total = sum(n for _, n in events)
+    assert total > 10 and held_seen > 0, (events, held_seen)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT sum(purged) FROM reactor_orphan_purges") == total
+        left = await conn.fetchval("SELECT count(*) FROM face_metadata")
+    assert left == len(paths) + 1 - total

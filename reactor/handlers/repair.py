@@ -99,7 +99,8 @@ def render_orphans(held: dict[str, Any], args: argparse.Namespace) -> str:
     for table, o in held["tables"].items():
         if not o["marked"]:
             continue
-        state = f"HELD ({o['due']} due exceed the bound {o['bound']})" if o["held"] else "within the bound"
+        spent = f" with {o['purged_in_window']} purged in the window" if o["purged_in_window"] else ""
+        state = f"HELD ({o['due']} due{spent} > bound {o['bound']})" if o["held"] else "within the bound"
         lines.append(f"orphaned {table}: {o['marked']} marked, {o['due']} past the grace period, {state}")
     for table, paths in held.get("would_purge", {}).items():
         lines.append(f"would purge {table}: {len(paths)} orphans")
