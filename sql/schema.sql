@@ -256,3 +256,14 @@ CREATE INDEX IF NOT EXISTS idx_face_metadata_orphaned
     ON face_metadata (orphaned_at) WHERE orphaned_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_fdf_orphaned
     ON face_detection_failures (orphaned_at) WHERE orphaned_at IS NOT NULL;
+
+-- What the sweeps purged, per table and time: the purge bound (sweep.orphan_purge_max
+-- or the fraction) holds over a window of sweep.orphan_purge_window_hours, counted
+-- from these rows in the statement that deletes, so orphans marked in batches at
+-- different times cannot drain a table one batch per sweep.
+CREATE TABLE IF NOT EXISTS reactor_orphan_purges (
+    table_name TEXT NOT NULL,
+    purged_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    purged INTEGER NOT NULL CHECK (purged >= 0),
+    PRIMARY KEY (table_name, purged_at)
+);

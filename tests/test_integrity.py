@@ -177,6 +177,7 @@ EXPECTED = {
     "dead_claims": {"claimed/expired.jpg", "claimed/stale.jpg"},
     "legacy_not_imported": set(),
     "legacy_zero": set(),
+    "legacy_orphans": set(),
     "held_deletions": set(),
 }
 REQUEUED = {"orphan/a.jpg", "mismatch/b.jpg", "gone/d.jpg", "claimed/stale.jpg", "pending/f.jpg"}

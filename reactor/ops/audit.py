@@ -45,6 +45,8 @@ CHECKS: dict[str, str] = {
     # with them; repair leaves them alone.
     "legacy_not_imported": "legacy results whose faces are only in the legacy JSON columns; "
     "`reactor db import-legacy` imports them, or lists why it cannot",
+    "legacy_orphans": "legacy results whose path is no longer in ai_metadata: the sweep keeps them (another "
+    "program's data); `reactor repair --legacy-orphans --apply` backs them up and deletes them",
     "held_deletions": "deletions held after a confirmed mass vanish; `reactor deletions --apply` backs up and "
     "deletes the results of those still missing",
     "legacy_zero": "zero-face results the reactor did not write (the legacy worker saved failures as 0 faces); "
@@ -169,6 +171,10 @@ async def run_audit(
     findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
     findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
     findings["held_deletions"].rows = [dict(r) for r in await conn.fetch(Q.held_deletion_rows)]
+    if await missing_tables(conn, ("ai_metadata",)):
+        findings["legacy_orphans"].skipped = "no ai_metadata table in this database"
+    else:
+        findings["legacy_orphans"].rows = [dict(r) for r in await conn.fetch(Q.legacy_orphan_rows)]
     await _pending(conn, config, judge, findings["pending_processed"])
     files = findings["missing_files"]
     if not check_files:

@@ -24,6 +24,7 @@ REACTOR_TABLES = (
     "reactor_redetect",
     "reactor_file_identity",
     "reactor_held_deletions",
+    "reactor_orphan_purges",
 )
 SEQUENCES = ("reactor_claim_token_seq",)
 # Copies of rows taken before they are deleted (`reactor repair`, held mass deletions).
