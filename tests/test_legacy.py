@@ -266,6 +266,19 @@ async def test_a_schema_that_cannot_hold_a_result_is_refused(
             "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE bytea USING face_locations::bytea",
             "face_metadata.face_locations is bytea",
         ),
+        # Exactly text, json or jsonb: an array or a varchar(n) is refused too, at start.
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE text[] USING ARRAY[face_locations]",
+            "face_metadata.face_locations is text[]",
+        ),
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_encodings TYPE jsonb[] USING ARRAY[face_encodings]",
+            "face_metadata.face_encodings is jsonb[]",
+        ),
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE varchar(4000)",
+            "face_metadata.face_locations is character varying(4000)",
+        ),
     ],
 )
 async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
@@ -286,6 +299,24 @@ async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
         psql = [str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir, "-U", "postgres"]
         await asyncio.to_thread(subprocess.run, [*psql, "-d", name, "-f", str(script)], check=True, capture_output=True)
         await init_and_check(config)
+
+
+async def test_a_legacy_json_column_changed_after_init_stops_the_reactor_at_start(
+    pg: PgServer, production: tuple[str, Path], prod_conn: asyncpg.Connection
+) -> None:
+    name, config = production
+    await init_and_check(config)
+    failures = await prod_conn.fetchval("SELECT count(*) FROM face_detection_failures")
+    pg.psql("ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE varchar(4000)", name)
+    result = await asyncio.to_thread(reactor_cli, config, "sweep", "--once", timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("reactor:")]
+    assert len(lines) == 1
+    assert "face_metadata.face_locations is character varying(4000)" in lines[0]
+    assert "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE text" in lines[0]
+    # Refused before any detection: no image failed at run time for it.
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_detection_failures") == failures
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_metadata WHERE model IS NOT NULL") == 0
 
 
 def test_parse_row_rejects_each_kind_of_bad_legacy_row() -> None:
