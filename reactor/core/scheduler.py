@@ -20,8 +20,10 @@ from reactor import logs
 from reactor.config import Config
 from reactor.core import control
 from reactor.core.sweep import Sweeper
+from reactor.paths import recordable
 from reactor.store.db import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS
 from reactor.util.aio import first_of, wait_any
+from reactor.util.ratelimit import RateLimiter
 
 log = logs.get("reactor.scheduler")
 
@@ -99,3 +101,16 @@ class SweepScheduler:
                 except TRANSIENT_DB_ERRORS:
                     # The sweep removes it later; hints are only hints.
                     break
+                except ANY_DB_ERRORS as exc:
+                    # The server refused this one hint (a value it cannot take): it costs that
+                    # hint, never the task, and the sweep's orphan pass covers its path anyway.
+                    _hint_dropped(path, exc)
+
+
+_dropped = RateLimiter(300.0, max_keys=100)
+
+
+def _hint_dropped(path: str, exc: BaseException) -> None:
+    allowed, suppressed = _dropped.check(type(exc).__name__)
+    if allowed:
+        log.warning("orphan_hint_dropped", path=recordable(path)[:200], error=type(exc).__name__, suppressed=suppressed)
