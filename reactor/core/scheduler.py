@@ -83,11 +83,11 @@ class SweepScheduler:
         if not requests:
             return
         try:
+            channel = self.config.database.control_channel
             async with pool.acquire() as conn:
                 for request_id in requests:
-                    payload = control.reply_payload(request_id, self.instance_id, counts)
-                    await control.send(conn, self.config.database.control_channel, payload)
-        except TRANSIENT_DB_ERRORS as exc:
+                    await control.reply(conn, channel, request_id, self.instance_id, counts)
+        except ANY_DB_ERRORS as exc:  # reactor_control_replies missing (owner SQL not run yet): no answer
             log.warning("sweep_reply_failed", error=str(exc) or type(exc).__name__)
 
     async def run_orphan_hints(self, sweeper: Sweeper, halt: asyncio.Event) -> None:
