@@ -367,8 +367,9 @@ class Reactor:
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT_SECONDS):
                 async with pool.acquire() as conn:
-                    released = await claims.release_instance(conn, self.instance_id)
-                    await conn.execute(Q.remove_instance, self.instance_id)
+                    # Only what this process made: after a takeover of the id the rest is the new owner's.
+                    released = await claims.release_instance(conn, self.instance_id, self.lanes.in_flight.tokens())
+                    await conn.execute(Q.remove_instance, self.instance_id, self.started_at, os.getpid())
             log.info("claims_released", count=released)
         except TRANSIENT_DB_ERRORS as exc:
             log.warning(

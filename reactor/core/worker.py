@@ -492,7 +492,7 @@ class DetectionLoop:
                 return
             except store.Fenced:
                 # After a lost connection we do not know whether the earlier try committed.
-                if tries > 1 and await self._landed(claim, outcome):
+                if tries > 1 and await self._landed(claim):
                     # Our own earlier commit released the claim; its reply was lost.
                     log.info("outcome_written", path=claim.path, token=claim.token, reply="lost")
                     self.processed += 1
@@ -511,12 +511,10 @@ class DetectionLoop:
                     return  # that was already the failure; the lease expires, the sweep decides
                 outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
 
-    async def _landed(self, claim: Claim, outcome: Outcome) -> bool:
+    async def _landed(self, claim: Claim) -> bool:
         try:
             async with self.pool.acquire() as conn:
-                if isinstance(outcome, Detection):
-                    return bool(await conn.fetchval(Q.result_landed, claim.path, claim.token))
-                return bool(await conn.fetchval(Q.failure_landed, claim.path, claim.state.retry_count))
+                return await store.landed(conn, claim)
         except db.TRANSIENT_DB_ERRORS:
             return False
 

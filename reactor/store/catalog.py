@@ -84,6 +84,13 @@ TABLES: dict[str, dict[str, str]] = {
     },
     "reactor_held_deletions": {"image_path": "text", "held_at": "timestamp with time zone", "reason": "text"},
     "reactor_orphan_purges": {"table_name": "text", "purged_at": "timestamp with time zone", "purged": "integer"},
+    "reactor_control_replies": {
+        "request_id": "text",
+        "instance_id": "text",
+        "swept": "boolean",
+        "reply": "text",
+        "replied_at": "timestamp with time zone",
+    },
     "reactor_file_identity": {
         "image_path": "text",
         "size_bytes": "bigint",
@@ -143,6 +150,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_file_identity": ("image_path",),
     "reactor_held_deletions": ("image_path",),
     "reactor_orphan_purges": ("table_name", "purged_at"),
+    "reactor_control_replies": ("request_id", "instance_id"),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.

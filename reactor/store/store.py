@@ -51,8 +51,21 @@ def jitter_factor(config: RetryConfig, rng: random.Random | None = None) -> floa
 
 
 async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
-    if claim is not None and await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
+    if claim is None:
+        return
+    # Known before the COMMIT is sent: if its reply is lost, ``landed`` asks the server.
+    claim.write_xids.append(int(await conn.fetchval(Q.current_xid)))
+    if await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
         raise Fenced(claim.path)
+
+
+async def landed(conn: Conn, claim: Claim) -> bool:
+    """Whether one of the outcome writes tried under ``claim`` committed, whatever the kind
+    of outcome (a result, a failure, an ``incomplete`` that counts no try): the server's own
+    record of the transaction, not a guess from the rows it wrote."""
+    if not claim.write_xids:
+        return False
+    return bool(await conn.fetchval(Q.writes_committed, claim.write_xids))
 
 
 # Parameters of record_result before the legacy JSON columns (sql/queries.sql).

@@ -191,21 +191,14 @@ class Watcher:
             return
         self.rescans += 1
         if baseline:
-            # Start-up: register what is there (standalone) and let the sweep find work.
-            registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
-            registered = await self._moved_while_away(registered)
-            # The files count as known only once their registration committed: if it
-            # fails, the next session walks and registers from scratch.
+            # The files count as known only once all of the baseline's work committed: if
+            # any of it fails (the database, at any step), the next session walks and
+            # registers from scratch (every step is idempotent).
             try:
-                await self.sink.register(list(self.scanner.snapshot))
+                await self._baseline()
             except BaseException:
                 self.scanner.forget_baseline()
                 raise
-            await self._reconcile_registered(registered)
-            # Permanent failures whose file changed while nobody was watching.
-            await self.sink.refresh_failures(
-                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
-            )
         else:
             now_ns = time.time_ns()
             for path in changes.created + changes.modified:
@@ -225,6 +218,17 @@ class Watcher:
             self.held_deletions = await self.sink.held_count()
         if reconcile:
             await self.sink.rescanned(prefix)
+
+    async def _baseline(self) -> None:
+        """Start-up: register what is there (standalone) and let the sweep find work."""
+        registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
+        registered = await self._moved_while_away(registered)
+        await self.sink.register(list(self.scanner.snapshot))
+        await self._reconcile_registered(registered)
+        # Permanent failures whose file changed while nobody was watching.
+        await self.sink.refresh_failures(
+            [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
+        )
 
     async def _moved_while_away(self, registered: list[str]) -> list[str]:
         """Standalone, network share: files renamed on the server while the reactor was
