@@ -29,7 +29,12 @@ from tests.test_reactor import HOG, running
 ENCODING = json.dumps([[round(0.01 * i, 2) for i in range(128)]])
 # The old worker's results: one whose photo is processed upstream, and its failure row
 # that saved nothing but an error (no type: the legacy worker wrote none).
-LEGACY = [("legacy/kept.jpg", 1, "[[10, 60, 70, 5]]", ENCODING), ("legacy/zero.jpg", 0, "[]", "[]")]
+LEGACY = [
+    ("legacy/kept.jpg", 1, "[[10, 60, 70, 5]]", ENCODING),
+    ("legacy/zero.jpg", 0, "[]", "[]"),
+    # Its path left ai_metadata: another program's row all the same, never the sweep's to delete.
+    ("legacy/unlisted.jpg", 1, "[[1, 2, 3, 4]]", ENCODING),
+]
 
 
 @pytest.fixture
@@ -57,7 +62,7 @@ async def production(pg: PgServer) -> AsyncIterator[str]:
             "INSERT INTO face_detection_failures (image_path, retry_count, last_error) VALUES ('legacy/old.png', 5, "
             "'NoneType object is not subscriptable')"
         )
-        await add_processed_upstream(conn, [p for p, *_ in LEGACY])
+        await add_processed_upstream(conn, [p for p, *_ in LEGACY if p != "legacy/unlisted.jpg"])
         await schema.init_schema(conn, standalone=False)
     finally:
         await conn.close()
@@ -138,6 +143,7 @@ async def test_watcher_sweep_restore_move_audit_and_repair_on_the_production_sha
         assert [tuple(r) for r in legacy_after] == [tuple(r) for r in legacy_before]
         report = await audit.run_audit(conn, config, share_online=True)
         assert report["face_count_mismatch"].count == 0 and report["orphan_faces"].count == 0
+        assert report["legacy_orphans"].paths == ["legacy/unlisted.jpg"]
         planned = await repair.repair(conn, config, apply=False, share_online=True)
         assert not planned.applied
     finally:
