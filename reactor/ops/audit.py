@@ -24,7 +24,7 @@ import asyncpg
 
 from reactor.config import Config
 from reactor.core.instances import gone_after_seconds
-from reactor.paths import InvalidPath, PathMapper, certainly_gone, unicode_variants
+from reactor.paths import InvalidPath, PathMapper, gone_states
 from reactor.store.relations import REACTOR_TABLES
 from reactor.store.sql import Queries
 from reactor.watch import share
@@ -275,9 +275,8 @@ def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
     """Paths whose file is certainly gone: EACCES, EIO or a vanished parent folder are
     unknown, not missing (reactor.paths.certainly_gone), and a name stored in the other
     Unicode normalization (NFC/NFD) is the same file."""
-    locals_ = {p: [str(mapper.to_local(v)) for v in unicode_variants(p)] for p in paths}
-    states = certainly_gone([local for variants in locals_.values() for local in variants])
-    return [p for p, variants in locals_.items() if all(states[local] is True for local in variants)]
+    states = gone_states(paths, mapper.to_local)
+    return [p for p in paths if states[p] is True]
 
 
 async def _missing_files(
