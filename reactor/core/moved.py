@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from reactor import logs
-from reactor.paths import InvalidPath, PathMapper, certainly_gone
+from reactor.paths import InvalidPath, PathMapper, gone_states
 from reactor.store import moves
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
@@ -99,17 +99,20 @@ class MoveFinder:
         return sorted(vanished, key=lambda p: (posixpath.basename(p) != name, p))[0]
 
     async def _gone(self, paths: list[str]) -> list[str]:
-        """Of these still-registered paths, those whose file is certainly gone from the online share."""
-        if not paths or not self.share_online():
+        """Of these still-registered paths, those whose file is certainly gone from the online
+        share (in every Unicode form of its name: an NFC row whose file is NFD is present)."""
+        valid = [p for p in paths if self._valid(p)]
+        if not valid or not self.share_online():
             return []
-        local: dict[str, str] = {}
-        for path in paths:
-            try:
-                local[self.mapper.os_path(path)] = path
-            except InvalidPath:
-                continue
         try:
-            gone = await self._files(lambda: certainly_gone(list(local)))
+            gone = await self._files(lambda: gone_states(valid, self.mapper.os_path))
         except TimeoutError:
             return []
-        return [local[p] for p, is_gone in gone.items() if is_gone is True]
+        return [p for p, is_gone in gone.items() if is_gone is True]
+
+    def _valid(self, path: str) -> bool:
+        try:
+            self.mapper.os_path(path)
+        except InvalidPath:
+            return False
+        return True
