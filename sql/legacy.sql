@@ -33,7 +33,8 @@ INSERT INTO reactor_redetect (image_path, reason)
 SELECT m.image_path, 'legacy_zero'
 FROM face_metadata m
 WHERE m.model IS NULL AND m.face_count = 0 AND reactor_valid_image_path(m.image_path)
-ON CONFLICT (image_path) DO NOTHING;
+ON CONFLICT (image_path) DO NOTHING
+RETURNING image_path;
 
 -- name: redetect_requested
 SELECT count(*)::int FROM reactor_redetect WHERE reason = $1;

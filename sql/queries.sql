@@ -108,7 +108,9 @@ WITH released AS (
 ), old_faces AS (
     DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path AND $12::boolean
 ), old_failure AS (
+    -- Never the blacklist (`reactor blacklist` fences the claims in flight as well).
     DELETE FROM face_detection_failures f USING released r WHERE f.image_path = r.image_path
+        AND NOT (f.last_error_type = 'blacklisted' AND f.permanently_failed)
 ), old_request AS (
     DELETE FROM reactor_redetect q USING released r WHERE q.image_path = r.image_path
 ), old_identity AS (

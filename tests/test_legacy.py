@@ -296,7 +296,14 @@ async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod
     assert asked.returncode == 0, asked.stderr
     # No reactor is running: the requests are processed here, with the rest of the
     # backlog (the two new photos).
-    assert json.loads(asked.stdout) == {"added": 3, "requested": 3, "by": "here", "processed": 5}
+    assert json.loads(asked.stdout) == {
+        "added": 3,
+        "requested": 3,
+        "refused": 0,
+        "refusals": [],
+        "by": "here",
+        "processed": 5,
+    }
     rows = {
         r["image_path"]: r
         for r in await prod_conn.fetch(
@@ -318,7 +325,14 @@ async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod
     assert failure == "missing"
     # Idempotent: a second request adds only what is neither detected nor already requested.
     again = await asyncio.to_thread(reactor_cli, config, "redetect", "--legacy-zero", "--json")
-    assert json.loads(again.stdout) == {"added": 0, "requested": 1, "by": "here", "processed": 0}
+    assert json.loads(again.stdout) == {
+        "added": 0,
+        "requested": 1,
+        "refused": 0,
+        "refusals": [],
+        "by": "here",
+        "processed": 0,
+    }
 
 
 async def test_a_schema_that_cannot_hold_a_result_is_refused(

@@ -133,7 +133,6 @@ class DetectionLoop:
         self.failure_columns = failure_columns
         self.result_shape = result_shape
         self.blocked = blocked if blocked is not None else WriteBlock()
-        self.settings = settings_fingerprint(config.detector)
         # A file still being written is tried again after the share's stability window
         # (reactor.watch.mounts.stability_window): by then a network client's cache is fresh.
         self.incomplete_delay = config.watcher.stability_seconds if incomplete_delay is None else incomplete_delay
@@ -472,8 +471,9 @@ class DetectionLoop:
             nonlocal tries
             tries += 1
             if isinstance(outcome, Detection):
+                settings = settings_fingerprint(self.config.detector, outcome.model)
                 await store.record_success(
-                    conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=self.settings
+                    conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=settings
                 )
                 return None
             return await store.record_failure(
