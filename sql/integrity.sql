@@ -80,6 +80,11 @@ FROM reactor_claims;
 -- name: result_paths
 SELECT image_path FROM face_metadata;
 
+-- name: legacy_among
+-- Which of these results the legacy worker wrote (no model): another program's rows,
+-- which repair removes only when the operator asks (`--legacy-orphans`).
+SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) AND model IS NULL;
+
 -- name: results_present
 SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) ORDER BY image_path;
 

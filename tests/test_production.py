@@ -99,7 +99,9 @@ async def test_watcher_sweep_restore_move_audit_and_repair_on_the_production_sha
             )
         }
         assert not missing, "db init added columns production lacks: the test would not test the shape"
-        legacy_before = await conn.fetch("SELECT * FROM face_metadata WHERE image_path LIKE 'legacy/%' ORDER BY 1")
+        legacy_before = await conn.fetch(
+            "SELECT * FROM face_metadata WHERE image_path LIKE 'legacy/%' ORDER BY image_path"
+        )
         new = write_photos(share, ["new/a.jpg", "new/b.jpg"])
         async with running(config, production) as reactor:
             await add_processed_upstream(conn, [*new, "restore/back.jpg"])
@@ -139,13 +141,24 @@ async def test_watcher_sweep_restore_move_audit_and_repair_on_the_production_sha
             await wait_until(followed, 90, "the result to follow the move")
             assert reactor.sweeper is not None and reactor.sweeper.completed >= 3  # well past the grace
         # The legacy rows are as the old worker left them, every column (another program reads them).
-        legacy_after = await conn.fetch("SELECT * FROM face_metadata WHERE image_path LIKE 'legacy/%' ORDER BY 1")
+        legacy_after = await conn.fetch(
+            "SELECT * FROM face_metadata WHERE image_path LIKE 'legacy/%' ORDER BY image_path"
+        )
         assert [tuple(r) for r in legacy_after] == [tuple(r) for r in legacy_before]
         report = await audit.run_audit(conn, config, share_online=True)
         assert report["face_count_mismatch"].count == 0 and report["orphan_faces"].count == 0
         assert report["legacy_orphans"].paths == ["legacy/unlisted.jpg"]
         planned = await repair.repair(conn, config, apply=False, share_online=True)
-        assert not planned.applied
+        # The legacy rows' files are not on this share: still another program's rows.
+        assert not planned.applied and not planned.plan.results
+        # Only the operator's explicit command removes another program's row, after its backup.
+        applied = await repair.repair(conn, config, apply=True, share_online=True, legacy_orphans=True)
+        assert applied.plan.results["legacy/unlisted.jpg"] in ("legacy_orphans", "missing_files")
+        backup = applied.backups["face_metadata"][0]
+        assert await conn.fetchval(
+            f'SELECT reviewed_by IS NULL FROM "{backup}" WHERE image_path = $1', "legacy/unlisted.jpg"
+        )
+        assert not await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = 'legacy/unlisted.jpg'")
     finally:
         await conn.close()
     bad = [

@@ -291,7 +291,7 @@ async def _missing_files(
     if candidates is not None:
         present = [r["image_path"] for r in await conn.fetch(Q.results_present, sorted(set(candidates)))]
         gone = await asyncio.to_thread(_absent, judge.mapper, [p for p in present if judge.valid(p)])
-        finding.rows = [{"image_path": p} for p in sorted(gone)]
+        await _rows_with_legacy(conn, finding, gone)
         return
     known = 0
     batch: list[str] = []
@@ -312,4 +312,10 @@ async def _missing_files(
             "or the wrong mount, not deletions; check images.root and the marker"
         )
         return
-    finding.rows = [{"image_path": p} for p in sorted(gone)]
+    await _rows_with_legacy(conn, finding, gone)
+
+
+async def _rows_with_legacy(conn: asyncpg.Connection, finding: Finding, gone: list[str]) -> None:
+    """The missing files' rows, each saying whether the legacy worker wrote its result."""
+    legacy = {r["image_path"] for r in await conn.fetch(Q.legacy_among, gone)} if gone else set()
+    finding.rows = [{"image_path": p, "legacy": p in legacy} for p in sorted(gone)]

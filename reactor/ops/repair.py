@@ -47,7 +47,8 @@ FIXES: dict[str, str] = {
     "orphan_faces": "delete the face rows; re-queue the image",
     "face_count_mismatch": "delete the result (its face rows go with it); re-queue the image",
     "invalid_paths": "delete the result, failure or claim; never re-queued (derived images are not photos)",
-    "missing_files": "delete the result; re-queue (the reactor records `missing` if the row is still processed)",
+    "missing_files": "delete the result; re-queue (the reactor records `missing` if the row is still processed); "
+    "a legacy result only with `--legacy-orphans`",
     "superseded_failures": "delete the failure: the result wins (a `blacklisted` failure wins: its result goes)",
     "pending_processed": "re-queue the image; no row changes",
     "dead_claims": "delete that claim (same fencing token only); re-queue the image",
@@ -142,10 +143,15 @@ def build_plan(report: AuditReport, *, legacy_orphans: bool = False) -> RepairPl
             plan.failures[path] = "invalid_paths"
         elif table == "reactor_claims":
             plan.claims[(path, int(row["token"]))] = "invalid_paths"
-    for check in ("face_count_mismatch", "missing_files"):
-        for path in report[check].paths:
-            plan.results.setdefault(path, check)
-            plan.requeue.add(path)
+    for path in report["face_count_mismatch"].paths:
+        plan.results.setdefault(path, "face_count_mismatch")
+        plan.requeue.add(path)
+    for row in report["missing_files"].rows:
+        # A legacy result is another program's row even when its file is gone: it goes only
+        # on the operator's explicit `--legacy-orphans`, like a legacy orphan.
+        if legacy_orphans or not row.get("legacy"):
+            plan.results.setdefault(row["image_path"], "missing_files")
+            plan.requeue.add(row["image_path"])
     for row in report["superseded_failures"].rows:
         if row["last_error_type"] == ErrorType.BLACKLISTED:
             # The user's blacklist wins over a result written after it: an image is in
