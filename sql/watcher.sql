@@ -59,6 +59,13 @@ SELECT p, TRUE FROM unnest($1::text[]) AS t(p)
 ON CONFLICT (image_path) DO UPDATE SET is_processed = TRUE
 WHERE NOT ai_metadata.is_processed
 
+-- name: unreachable_under
+-- Vision mode, a folder moved in on the share: the photos below it whose file could not be
+-- reached when they were tried ($2: the file-access failure types), because the upstream's
+-- new rows came before the files. A file event takes them past their backoff.
+SELECT image_path FROM face_detection_failures
+WHERE starts_with(image_path, $1::text) AND last_error_type = ANY($2::text[])
+
 -- name: registered_page
 -- Keyset pagination over the registered paths, for the start-up reconciliation.
 SELECT image_path FROM ai_metadata WHERE image_path > $1 ORDER BY image_path LIMIT $2

@@ -95,9 +95,31 @@ async def test_a_renamed_folder_keeps_results_and_face_ids_in_every_upstream_sty
         # 3. The old rows go first (the sweep marks their results orphaned), then the new.
         async def delete_then_insert() -> None:
             await conn.execute("DELETE FROM ai_metadata WHERE starts_with(image_path, 'second/')")
-            await add_processed(conn, [f"third/{n}" for n in names])
+            await add_processed(conn, [f"fourth/{n}" for n in names])
 
-        await moved("second", "third", delete_then_insert)
+        await moved("second", "fourth", delete_then_insert)
+
+        # 4. The upstream first, the share after it: the new paths fail as missing for a
+        #    moment, then the watcher sees the files arrive and the results follow.
+        await conn.execute(
+            "UPDATE ai_metadata SET image_path = 'third/' || substr(image_path, 8) "
+            "WHERE starts_with(image_path, 'fourth/')"
+        )
+
+        async def missing_first() -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT count(*) FROM face_detection_failures WHERE starts_with(image_path, 'third/')"
+                )
+            )
+
+        await wait_until(missing_first, 60, "the new paths to be tried before their files arrive")
+
+        async def no_rows() -> None:
+            pass
+
+        await moved("fourth", "third", no_rows)
+        assert not await conn.fetchval("SELECT count(*) FROM face_detection_failures")
         assert detected() == detections, "a moved photo was detected again"
         assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NOT NULL") == 0
 

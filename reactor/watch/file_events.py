@@ -16,6 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from reactor import logs
+from reactor.errors import FILE_ACCESS
 from reactor.paths import recordable, unicode_variants
 from reactor.store import held, orphans
 from reactor.store.dbtypes import rows_affected
@@ -175,10 +176,17 @@ class DatabaseSink:
             # Vision mode: ai_metadata and so the paths of results are the upstream's.
             # Its change of ai_metadata follows the move (a `deleted` hint marks the old
             # path's rows orphaned, a notification brings the new path); results are
-            # never renamed or deleted on the watcher's word.
+            # never renamed or deleted on the watcher's word. The photos arriving with it
+            # are queued; where the upstream's rows came first, they failed as missing
+            # and are tried again now (reactor.core.moved then moves their results).
             log.info("folder_moved" if directory else "image_moved", src=src, dst=dst, results=0, followed="upstream")
             if not directory:
                 self.enqueue(dst, False)
+                return
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(Q.unreachable_under, dst.rstrip("/") + "/", sorted(FILE_ACCESS))
+            for row in rows:
+                self.enqueue(row["image_path"], False)
             return
         async with self.pool.acquire() as conn, conn.transaction():
             if directory:
