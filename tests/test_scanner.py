@@ -229,6 +229,7 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
         "register_files": (["a.jpg"],),
         "registered_page": ("", 10),
         "row_forms": (["a.jpg"],),
+        "unreachable_under": ("a/", ["missing"]),
         "record_invalid_names": (["bad\\xff.jpg"],),
         "requeue_changed_failures": (["a.jpg"], [1], [2], [True]),
         "requeue_changed_failures_untracked": (["a.jpg"], [1], [2], [True]),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -488,6 +489,8 @@ class DetectionLoop:
                     self._detected(claim, outcome)
                 elif record is not None:
                     self._failed(record, outcome)
+                    if record.error_type is ErrorType.MISSING:
+                        await self._arrived_meanwhile(claim.path)
                 self.processed += 1
                 return
             except store.Fenced:
@@ -510,6 +513,20 @@ class DetectionLoop:
                 if isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.RUNTIME:
                     return  # that was already the failure; the lease expires, the sweep decides
                 outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
+
+    async def _arrived_meanwhile(self, path: str) -> None:
+        """A file that arrived while it was found missing (a folder moved in just as its
+        upstream rows were tried) sent its file event before the failure was written, so
+        that event found nothing to take past the backoff: look once more, now."""
+        try:
+            here = await asyncio.wait_for(
+                asyncio.to_thread(os.path.exists, self.mapper.os_path(path)), self.config.detector.timeout_seconds
+            )
+        except (InvalidPath, TimeoutError):
+            return
+        if here:
+            log.info("image_arrived", path=path, effect="tried again")
+            self.queue.put(path, Priority.FILE_EVENT)
 
     async def _landed(self, claim: Claim) -> bool:
         try:
