@@ -24,10 +24,11 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from reactor import logs
 from reactor.config import DetectorConfig
-from reactor.detector import batching, cascade, child, lifetime
+from reactor.detector import batching, cascade, child, lifetime, memory
 from reactor.detector.budget import MemoryBudget
 from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
 from reactor.detector.types import (
@@ -74,6 +75,8 @@ class Detector:
         self.job_in_child = False
         self._restarts = 0
         self._cuda = False
+        # The resident size (MB) of the child killed over detector.max_memory_mb, while its answer is awaited.
+        self._over_memory: int | None = None
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
         self._prefetcher = Prefetcher()
@@ -339,7 +342,7 @@ class Detector:
             # The whole batch is scanned before the first answer comes.
             wait = self._config.timeout_seconds * len(items)
             for _ in items:
-                kind, payload = await receive(conn, wait)
+                kind, payload = await self._receive(conn, wait)
                 if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
                     await self._discard(reason="protocol")
                     break
@@ -348,7 +351,7 @@ class Detector:
         except TimeoutError:
             await self._discard(reason="timeout")
         except (EOFError, OSError):
-            await self._discard(reason="crash")
+            await self._discard(reason="memory" if self._over_memory else "crash")
         except asyncio.CancelledError:
             self._kill_now()
             raise
@@ -395,7 +398,7 @@ class Detector:
         try:
             await self._send(conn, (job, data), len(data or b""))
             self.job_in_child = True
-            kind, payload = await receive(conn, self._config.timeout_seconds)
+            kind, payload = await self._receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
             return DetectionFailure(
@@ -405,7 +408,16 @@ class Detector:
                 details={DETAIL_MODEL: first.model},
             )
         except (EOFError, OSError):
-            code = await self._discard(reason="crash")
+            over = self._over_memory
+            code = await self._discard(reason="memory" if over else "crash")
+            if over:
+                return DetectionFailure(
+                    ErrorType.OOM,
+                    f"the detector process held {over} MB, over detector.max_memory_mb="
+                    f"{self._config.max_memory_mb}; it was replaced",
+                    scale=first.scale,
+                    details={DETAIL_MODEL: first.model},
+                )
             return DetectionFailure(
                 ErrorType.CRASH,
                 f"the detector process {describe_exit(code)} on this image",
@@ -427,6 +439,34 @@ class Detector:
         outcome: Outcome = payload
         return outcome
 
+    async def _receive(self, conn: ChildPipe, seconds: float) -> tuple[str, Any]:
+        """The child's next answer, while its resident size is watched: a child over
+        detector.max_memory_mb is killed (the caller sees it die, ``_over_memory`` says why).
+        A CUDA child has no RLIMIT_AS (reactor.detector.memory), a CPU child on Windows
+        neither; on Linux a CPU child's RLIMIT_AS usually strikes first."""
+        self._over_memory = None
+        process = self._process
+        if self._config.max_memory_mb <= 0 or process is None or process.pid is None:
+            return await receive(conn, seconds)
+        watch = asyncio.ensure_future(self._watch_memory(process.pid))
+        try:
+            return await receive(conn, seconds)
+        finally:
+            watch.cancel()
+
+    async def _watch_memory(self, pid: int) -> None:
+        limit = self._config.max_memory_mb * 1024 * 1024
+        while True:
+            await asyncio.sleep(memory.POLL_SECONDS)
+            resident = memory.resident_bytes(pid)
+            if resident is not None and resident > limit and self._process is not None and self._process.pid == pid:
+                self._over_memory = resident // (1024 * 1024)
+                log.warning(
+                    "detector_child_over_memory", pid=pid, mb=self._over_memory, limit_mb=self._config.max_memory_mb
+                )
+                self._process.kill()
+                return
+
     def _first_step(self, job: DetectionJob) -> cascade.Step:
         models = cascade.models_for(self._config.model, self._cuda)
         return cascade.plan(models, self._config.scales, job.last_scale, job.last_model)[0]
@@ -438,7 +478,7 @@ class Detector:
         if process is None:
             return None
         # A child that timed out or must be replaced is killed; one that crashed is dying already.
-        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol"))
+        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol", "memory"))
         if conn is not None:
             conn.close()
         log.warning("detector_child_replaced", reason=reason, pid=process.pid, exit=describe_exit(code))
