@@ -44,6 +44,7 @@ from reactor.detector.types import (
 )
 from reactor.detector.waiting import EXIT_GRACE_SECONDS, ChildPipe, describe_exit, reap, receive
 from reactor.errors import ErrorType
+from reactor.util.shareio import ShareIO
 
 log = logs.get("reactor.detector")
 
@@ -61,7 +62,9 @@ class _StartFailed(Exception):
 
 
 class Detector:
-    def __init__(self, config: DetectorConfig, index: int = 0, device: int | None = None) -> None:
+    def __init__(
+        self, config: DetectorConfig, index: int = 0, device: int | None = None, io: ShareIO | None = None
+    ) -> None:
         """``index`` names the child among several (reactor.core.lanes); ``device`` is the CUDA
         device it must use, on a machine with more than one GPU (None: dlib's default)."""
         self._config = config
@@ -79,7 +82,9 @@ class Detector:
         self._over_memory: int | None = None
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
-        self._prefetcher = Prefetcher()
+        # Every read of the share on its own threads (reactor.util.shareio); a lone detector
+        # (`reactor detect`, `doctor`) has its own.
+        self._prefetcher = Prefetcher(io)
         # Images whose outcome came from a batch (for `reactor status`).
         self.batched = 0
         # What the GPU holds, learned from out-of-memory errors; kept across child restarts.
@@ -371,7 +376,7 @@ class Detector:
         ``beside``: one of several read at once (a batch), leaving the read-ahead of the next
         image alone unless it is this one."""
         try:
-            size = await file_size(job.local_path, self._config.timeout_seconds)
+            size = await file_size(job.local_path, self._config.timeout_seconds, self._prefetcher.io)
             if size is not None and size > self._config.max_file_bytes:
                 # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
                 if not beside or self._prefetcher.hinted(job.local_path):

@@ -66,7 +66,7 @@ class Watcher:
         # Deletions held for the operator (reactor.store.held), as of the last full scan.
         self.held_deletions = 0
         self.native: NativeObserver | None = None
-        self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
+        self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable, share.io)
         self._offline = asyncio.Event()
         self._listening = False
         # path -> (directory, due time): deletions wait a moment and are re-checked.
@@ -85,7 +85,7 @@ class Watcher:
         self.tracker.window = self.window
         self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
         if not self.choice.stable_inodes:
-            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local)
+            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local, self.share.io)
         log.info(
             "watcher_observer",
             observer=self.choice.kind,
@@ -355,7 +355,9 @@ class Watcher:
             if not await self.share.acheck():
                 log.info("deletes_withheld", files=len(due), reason=self.share.reason)
                 continue
-            states = await asyncio.to_thread(certainly_gone, [self.candidates.local(p) for p in due])
+            # Per folder on the share's threads: a stalled folder's paths are unknown.
+            looked = await self.share.io.by_folder([self.candidates.local(p) for p in due], _gone_states)
+            states = {local: looked.get(local) for local in map(self.candidates.local, due)}
             unknown = [p for p in due if states[self.candidates.local(p)] is None]
             if unknown:
                 # EIO, EACCES, a vanished parent folder: not "deleted". Looked at again later.
@@ -385,6 +387,11 @@ class Watcher:
             self.scanner.forget_prefix(path)
         else:
             self.scanner.forget(path)
+
+
+def _gone_states(locals_: list[str]) -> list[bool | None]:
+    states = certainly_gone(locals_)
+    return [states[local] for local in locals_]
 
 
 def _find(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
