@@ -12,14 +12,17 @@ import asyncio
 import json
 import os
 import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from reactor.config import Config
+from reactor.config import Config, DetectorConfig
 from reactor.core.service import Reactor
+from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, prefetch
+from reactor.errors import ErrorType
 from reactor.util.shareio import IoStall, ShareIO
 from tests.httpget import http_request
 from tests.reactor_support import add_processed, wait_until, write_photos
@@ -116,3 +119,50 @@ async def test_a_hung_folder_is_io_stall_while_the_rest_of_the_share_is_detected
         await asyncio.wait_for(task, 150)
         await conn.close()
         sshfs.unmount_folder(client, mountpoint)
+
+
+def _pad(path: Path, size: int) -> None:
+    """Bytes after the JPEG's end: still a valid photo, now larger than the read-ahead limit."""
+    with open(path, "ab") as out:
+        out.write(b"\0" * size)
+
+
+async def test_a_large_file_is_streamed_to_the_child_under_the_same_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the read-ahead limit the reactor streams the file in chunks, each read on the
+    share's threads with its deadline: the child never reads the share, and a chunk that
+    hangs is io_stall (the child replaced, the scale kept), never a detection timeout."""
+    (big_name, small) = write_photos(tmp_path, ["big.jpg", "next.jpg"])
+    big = tmp_path / big_name
+    _pad(big, prefetch.MAX_PREFETCH_BYTES + 1024 * 1024)
+    io = ShareIO(deadline_seconds=2.0)
+    detector = Detector(DetectorConfig(model="hog", timeout_seconds=60.0), io=io)
+    release = threading.Event()
+    real = prefetch._chunk_of
+
+    def hung(path: str, offset: int, size: int) -> bytes:
+        if offset > 0:
+            release.wait(60)  # as a read from a hung mount does
+        return real(path, offset, size)
+
+    await detector.start()
+    try:
+        whole = await detector.detect(DetectionJob(local_path=str(big)))
+        assert isinstance(whole, Detection), whole
+        monkeypatch.setattr(prefetch, "_chunk_of", hung)
+        stalled = await detector.detect(DetectionJob(local_path=str(big)))
+        assert isinstance(stalled, DetectionFailure) and stalled.error_type is ErrorType.IO_STALL, stalled
+        assert stalled.scale is None  # the next try keeps its scale
+        assert io.stalled() == [str(tmp_path)]
+        release.set()
+
+        async def answered() -> bool:
+            return not io.stalled()
+
+        await wait_until(answered, 30, "the stuck read to return")
+        after = await detector.detect(DetectionJob(local_path=str(tmp_path / small)))
+        assert isinstance(after, Detection), after
+    finally:
+        release.set()
+        await detector.close()

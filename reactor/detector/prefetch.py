@@ -28,8 +28,20 @@ from reactor.util.shareio import IoStall, ShareIO
 
 T = TypeVar("T")
 
-# Larger files are left to the child: holding them here would only double the memory.
+# Larger files are streamed to the child: holding them here would only double the memory.
 MAX_PREFETCH_BYTES = 32 * 1024 * 1024
+
+
+# Larger files are streamed to the child in chunks of this size, each read under the
+# share's deadline (reactor.detector.supervisor): the child never reads the share itself.
+STREAM_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class Streamed:
+    """The marker of a file the reactor streams to the child instead of holding it."""
+
+
+STREAMED = Streamed()
 
 
 class ReadStalled(Exception):
@@ -88,6 +100,22 @@ async def file_size(path: str, wait_seconds: float, io: ShareIO) -> int | None:
 def _quiet(task: asyncio.Future[Prefetched | None]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _chunk_of(path: str, offset: int, size: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(size)
+    except OSError:
+        return b""  # the child reports what it got (cut short: incomplete or corrupt)
+
+
+async def read_chunk(path: str, offset: int, size: int, wait_seconds: float, io: ShareIO) -> bytes:
+    """``size`` bytes of ``path`` from ``offset`` (fewer at its end); ReadStalled if the read hangs."""
+    return await _on_share(
+        io, lambda p: _chunk_of(p, offset, size), path, wait_seconds, "reading the file did not finish"
+    )
 
 
 class Prefetcher:

@@ -30,7 +30,16 @@ from reactor import logs
 from reactor.config import DetectorConfig
 from reactor.detector import batching, cascade, child, lifetime, memory
 from reactor.detector.budget import MemoryBudget
-from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
+from reactor.detector.prefetch import (
+    MAX_PREFETCH_BYTES,
+    STREAM_CHUNK_BYTES,
+    STREAMED,
+    Prefetcher,
+    ReadStalled,
+    Streamed,
+    file_size,
+    read_chunk,
+)
 from reactor.detector.types import (
     DETAIL_ALONE,
     DETAIL_MODEL,
@@ -314,7 +323,7 @@ class Detector:
         for index, (job, read) in enumerate(zip(capped, reads, strict=True)):
             if isinstance(read, DetectionFailure):
                 outcomes[index] = read
-            else:
+            elif not isinstance(read, Streamed):  # a large file runs alone, streamed
                 items.append((index, job, read))
         if len(items) < 2:
             return outcomes  # what is left runs alone, as any single job
@@ -371,10 +380,11 @@ class Detector:
             # Megabytes through a pipe: written from a thread while the child reads them.
             await asyncio.to_thread(conn.send, message)
 
-    async def _read(self, job: DetectionJob, beside: bool = False) -> bytes | DetectionFailure | None:
-        """The file's bytes for the child (None: it reads them), or why it never gets the job.
-        ``beside``: one of several read at once (a batch), leaving the read-ahead of the next
-        image alone unless it is this one."""
+    async def _read(self, job: DetectionJob, beside: bool = False) -> bytes | DetectionFailure | Streamed | None:
+        """The file's bytes for the child (None: it reads them; STREAMED: too large to hold
+        here, streamed to it in chunks), or why it never gets the job. ``beside``: one of
+        several read at once (a batch), leaving the read-ahead of the next image alone
+        unless it is this one."""
         try:
             size = await file_size(job.local_path, self._config.timeout_seconds, self._prefetcher.io)
             if size is not None and size > self._config.max_file_bytes:
@@ -386,6 +396,10 @@ class Detector:
                     f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
                     file_size_bytes=size,
                 )
+            if size is not None and size > MAX_PREFETCH_BYTES:
+                if not beside or self._prefetcher.hinted(job.local_path):
+                    self._prefetcher.discard()
+                return STREAMED
             if beside and not self._prefetcher.hinted(job.local_path):
                 return await self._prefetcher.read_now(job.local_path, self._config.timeout_seconds)
             return await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
@@ -401,8 +415,17 @@ class Detector:
         if isinstance(data, DetectionFailure):
             return data
         try:
-            await self._send(conn, (job, data), len(data or b""))
-            self.job_in_child = True
+            if isinstance(data, Streamed):
+                await self._send(conn, (job, child.STREAM), 0)
+                self.job_in_child = True
+                stalled = await self._stream(conn, job.local_path)
+                if stalled is not None:
+                    # The child waits for the rest: it goes, and the image keeps its scale.
+                    await self._discard(reason="io_stall")
+                    return DetectionFailure(ErrorType.IO_STALL, str(stalled), details={DETAIL_MODEL: first.model})
+            else:
+                await self._send(conn, (job, data), len(data or b""))
+                self.job_in_child = True
             kind, payload = await self._receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
@@ -472,6 +495,27 @@ class Detector:
                 self._process.kill()
                 return
 
+    async def _stream(self, conn: ChildPipe, path: str) -> ReadStalled | None:
+        """A large file to the child in chunks, each read on the share's threads with its
+        deadline (reactor.util.shareio), then an empty chunk; the stall if a read hangs.
+        The reactor holds one chunk at a time, never the whole file."""
+        offset = 0
+        limit = self._config.max_file_bytes + 1  # a file that grew meanwhile is cut: too large
+        while offset < limit:
+            at = offset
+            try:
+                chunk = await read_chunk(
+                    path, at, min(STREAM_CHUNK_BYTES, limit - at), self._config.timeout_seconds, self._prefetcher.io
+                )
+            except ReadStalled as exc:
+                return exc
+            if not chunk:
+                break
+            await asyncio.to_thread(conn.send_bytes, chunk)
+            offset += len(chunk)
+        conn.send_bytes(b"")
+        return None
+
     def _first_step(self, job: DetectionJob) -> cascade.Step:
         models = cascade.models_for(self._config.model, self._cuda)
         return cascade.plan(models, self._config.scales, job.last_scale, job.last_model)[0]
@@ -483,7 +527,7 @@ class Detector:
         if process is None:
             return None
         # A child that timed out or must be replaced is killed; one that crashed is dying already.
-        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol", "memory"))
+        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol", "memory", "io_stall"))
         if conn is not None:
             conn.close()
         log.warning("detector_child_replaced", reason=reason, pid=process.pid, exit=describe_exit(code))

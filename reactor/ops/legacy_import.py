@@ -12,6 +12,7 @@ reported and left as it is; the rest goes on.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,10 @@ def _number_list(value: Any, length: int | None) -> list[float] | None:
     if not isinstance(value, list) or (length is not None and len(value) != length):
         return None
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return None
+    # Python's JSON reads NaN and Infinity: a box of them would overflow int(), and neither
+    # is a pixel nor an encoding.
+    if not all(math.isfinite(v) for v in value):
         return None
     return [float(v) for v in value]
 
