@@ -68,6 +68,7 @@ class Watcher:
         self.native: NativeObserver | None = None
         self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable, share.io)
         self._offline = asyncio.Event()
+        self._rescan_wanted = asyncio.Event()
         self._listening = False
         # path -> (directory, due time): deletions wait a moment and are re-checked.
         self._pending_deletes: dict[str, tuple[bool, float]] = {}
@@ -97,6 +98,7 @@ class Watcher:
         )
         if not self._listening:  # the supervisor may run us again
             self.share.add_listener(self._on_share_change)
+            self.share.io.add_recovery_listener(self._on_folder_recovered)
             self._listening = True
         backoff = 1.0
         while not stop.is_set():
@@ -130,6 +132,11 @@ class Watcher:
     def _on_share_change(self, online: bool) -> None:
         if not online:
             self._offline.set()
+
+    def _on_folder_recovered(self, _folder: str) -> None:
+        # A stalled folder answers again: the scans skipped it, so walk the share now
+        # (the polling observer would at its next interval; the native one never would).
+        self._rescan_wanted.set()
 
     async def _session(self, stop: asyncio.Event) -> None:
         assert self.choice is not None
@@ -176,11 +183,13 @@ class Watcher:
         assert self.choice is not None
         interval = SUPERVISE_SECONDS if self.native else self.config.watcher.scan_interval_seconds
         while not session_stop.is_set():
-            if await sleep_or_stop(session_stop, interval):
+            woke = await wait_any(session_stop, self._rescan_wanted, seconds=interval)
+            if woke is session_stop:
                 return
             if self.native is not None and not self.native.alive():
                 raise ObserverDied("a watchdog observer or emitter thread has stopped")
-            if self.native is None:
+            if self.native is None or woke is self._rescan_wanted:
+                self._rescan_wanted.clear()
                 await self.rescan("")
 
     async def rescan(self, prefix: str, *, reconcile: bool = False) -> None:
