@@ -88,6 +88,9 @@ class ImagesConfig:
     max_path_length: int = 1024
     # auto: register files found on the share into ai_metadata in standalone mode only.
     register_files: Literal["auto", "always", "never"] = "auto"
+    # Deadline of each file-system call on the share (a folder listing, a stat, a photo's
+    # read); past it the folder is stalled: io_stall for its photos (reactor.util.shareio).
+    io_timeout_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

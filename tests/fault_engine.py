@@ -15,6 +15,8 @@ Faults, by a marker anywhere in the image's file name (or in a side file ``<imag
     __hostoom_at_S__   MemoryError at cascade scale S
     __batchoom__       the CUDA out-of-memory error from any CNN call that scans this image
                        together with others (a batch); alone it detects as usual
+    __rss_N__          holds N MB resident for up to a minute, without RLIMIT_AS (lifted to the
+                       hard limit, as a CUDA child has none): the parent must replace it
 
 In a batch (``detect_batch``) each image's faults apply as they would alone: one
 ``__crash__`` image kills the child in the middle of the batch.
@@ -23,6 +25,9 @@ Start-up faults, for the supervision tests, come from the environment the child 
 
     REACTOR_TEST_STARTUP_CRASHES=/path/file   the file holds N; each new child decrements it
                                               and aborts while N > 0
+    REACTOR_TEST_PARENT_ENVIRON=/path/file    each new child tries to read its parent's
+                                              /proc/<ppid>/environ and writes what it got
+                                              there ("denied", or the variables' names)
 """
 
 from __future__ import annotations
@@ -52,7 +57,10 @@ CUDA_OOM_MESSAGE = (
     "/dlib/cuda/cuda_data_ptr.cpp:28. code: 2, reason: out of memory"
 )
 
+PARENT_ENVIRON_ENV = "REACTOR_TEST_PARENT_ENVIRON"
+
 _SLOW = re.compile(r"__slow_(?P<seconds>[0-9.]+?)__")
+_RSS = re.compile(r"__rss_(?P<mb>[0-9]+)__")
 _AT_SCALE = re.compile(r"__(?P<kind>oom|hostoom)_at_(?P<scale>[0-9.]+?)__")
 
 
@@ -109,6 +117,33 @@ def _process_faults(job: DetectionJob) -> None:
         raise ValueError("injected engine error")
     for slow in _SLOW.finditer(markers):
         time.sleep(float(slow["seconds"]))
+    for rss in _RSS.finditer(markers):
+        _hold_resident(int(rss["mb"]))
+
+
+def _hold_resident(mb: int) -> None:
+    if sys.platform != "win32":
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    held = bytearray(mb * 1024 * 1024)
+    for offset in range(0, len(held), 4096):  # touched: resident, not only reserved
+        held[offset] = 1
+    time.sleep(60)
+
+
+def _probe_parent_environ() -> None:
+    out = os.environ.get(PARENT_ENVIRON_ENV)
+    if not out:
+        return
+    try:
+        raw = Path(f"/proc/{os.getppid()}/environ").read_bytes()
+    except PermissionError:
+        Path(out).write_text("denied", encoding="utf-8")
+        return
+    names = [entry.split(b"=", 1)[0].decode(errors="replace") for entry in raw.split(b"\0") if entry]
+    Path(out).write_text(" ".join(names) + (" s3cret" if b"s3cret" in raw else ""), encoding="utf-8")
 
 
 def _startup_fault() -> None:
@@ -129,4 +164,5 @@ def create_engine(config: DetectorConfig) -> FaultEngine:
         # Injected aborts and segfaults must not leave core files in the working tree.
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _startup_fault()
+    _probe_parent_environ()
     return FaultEngine(config)

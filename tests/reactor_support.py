@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +128,32 @@ def process_config(tmp: Path, dsn: str, share: Path, name: str, **overrides: dic
 class ReactorProcess:
     """`python -m reactor run` with JSON logs captured to a file."""
 
-    def __init__(self, config: Path, log: Path, *command: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, log: Path, *command: str, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.config = config
         self.log = log
         self.command = command or ("run",)
         self.extra_env = env or {}
+        # A command the reactor runs under (e.g. `unshare --user`).
+        self.prefix = tuple(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ReactorProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REACTOR_")} | self.extra_env
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "reactor", "--config", str(self.config), "--log-format", "json", *self.command],
+                [
+                    *self.prefix,
+                    sys.executable,
+                    "-m",
+                    "reactor",
+                    "--config",
+                    str(self.config),
+                    "--log-format",
+                    "json",
+                    *self.command,
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

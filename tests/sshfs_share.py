@@ -16,6 +16,7 @@ import contextlib
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -103,9 +104,37 @@ class SshfsShare:
 
     # -- the mount -------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Mount the server folder (again): every mount numbers inodes afresh."""
-        options = ",".join(
+    def mount_folder(self, folder: Path, mountpoint: Path) -> subprocess.Popen[bytes]:
+        """A second sshfs client: the server's ``folder`` mounted at ``mountpoint`` (for
+        example a folder inside a local share). Its process is returned: SIGSTOP it and
+        every call into the mount hangs, as on a hung network folder; SIGCONT ends it."""
+        with open(self.base / f"sshfs-extra-{mountpoint.name}.log", "wb") as log:
+            command = [
+                "sshfs",
+                "-f",
+                "-p",
+                str(self.port),
+                "-o",
+                self._options(),
+                f"{getpass.getuser()}@127.0.0.1:{folder}",
+            ]
+            client = subprocess.Popen([*command, str(mountpoint)], stderr=log)
+        _wait(lambda: client.poll() is None and os.path.ismount(mountpoint), 15, f"the sshfs mount at {mountpoint}")
+        return client
+
+    def unmount_folder(self, client: subprocess.Popen[bytes], mountpoint: Path) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            client.send_signal(signal.SIGCONT)
+        client.kill()
+        client.wait(10)
+        subprocess.run(
+            ["fusermount3" if shutil.which("fusermount3") else "fusermount", "-u", "-z", str(mountpoint)],
+            check=False,
+            capture_output=True,
+        )
+
+    def _options(self) -> str:
+        return ",".join(
             [
                 f"IdentityFile={self.base / 'keys' / 'user'}",
                 "StrictHostKeyChecking=no",
@@ -115,6 +144,10 @@ class SshfsShare:
                 "reconnect",
             ]
         )
+
+    def connect(self) -> None:
+        """Mount the server folder (again): every mount numbers inodes afresh."""
+        options = self._options()
         target = f"{getpass.getuser()}@127.0.0.1:{self.server}"
         with open(self.base / f"sshfs-{self.mounts}.log", "wb") as log:
             command = ["sshfs", "-f", "-p", str(self.port), "-o", options, target, str(self.mount)]

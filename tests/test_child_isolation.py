@@ -3,9 +3,14 @@ processes, the real engine, real files."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 import os
+import shutil
+import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -18,7 +23,9 @@ from reactor.detector.child import is_secret
 from reactor.detector.types import Face
 from reactor.detector.waiting import receive
 from reactor.errors import ErrorType
-from tests.reactor_support import write_photos
+from tests.fault_engine import PARENT_ENVIRON_ENV
+from tests.pg import PgServer
+from tests.reactor_support import REPO, ReactorProcess, process_config, wait_until, write_photos
 
 SIDE_EFFECTS: list[str] = []
 
@@ -116,3 +123,119 @@ async def test_a_huge_sparse_file_and_a_bomb_are_too_large_and_the_host_stays_up
         assert detector.restarts == 0
     finally:
         await detector.close()
+
+
+async def test_a_child_without_an_address_limit_is_replaced_over_its_memory_limit(tmp_path: Path) -> None:
+    """As a CUDA child (no RLIMIT_AS): the parent watches its resident size."""
+    hog, photo = write_photos(tmp_path, ["hog__rss_600__.jpg", "next.jpg"])
+    detector = Detector(DetectorConfig(model="hog", engine="tests.fault_engine", max_memory_mb=300))
+    await detector.start()
+    try:
+        over = await detector.detect(DetectionJob(local_path=str(tmp_path / hog)))
+        assert isinstance(over, DetectionFailure) and over.error_type is ErrorType.OOM, over
+        assert "detector.max_memory_mb=300" in over.message
+        after = await detector.detect(DetectionJob(local_path=str(tmp_path / photo)))
+        assert isinstance(after, Detection), after  # a new child
+        assert detector.restarts == 1
+    finally:
+        await detector.close()
+
+
+def _as_one_user() -> list[str]:
+    """The prefix that runs a command as a plain user: root reads any process's /proc files
+    (CAP_SYS_PTRACE), so as root the command runs in a user namespace of its own, where it
+    keeps its uid and has no capabilities, as the service's own user would."""
+    if os.getuid() != 0:
+        return []
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare: every process's environ is readable")
+    return ["unshare", "--user", "--"]
+
+
+@contextlib.asynccontextmanager
+async def _tcp_to(socket_path: str) -> AsyncIterator[int]:
+    """A loopback TCP port that leads to the test server's unix socket, whose folder a
+    process without capabilities may not enter (it belongs to the server's user)."""
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        upstream_reader, upstream_writer = await asyncio.open_unix_connection(socket_path)
+        writers.append(upstream_writer)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_DUMPABLE) is Linux's")
+async def test_the_detector_child_cannot_read_the_parents_environment(
+    pg: PgServer, database: str, share: Path, tmp_path: Path
+) -> None:
+    """`reactor run` started with the password in its environment (as an EnvironmentFile
+    would): its detector child cannot read it from /proc/<parent>/environ."""
+    probe = tmp_path / "parent-environ.txt"
+    async with _tcp_to(f"{pg.socket_dir}/.s.PGSQL.5432") as port:
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/{database}"
+        config = process_config(tmp_path, dsn, share, "secret", detector={"engine": "tests.fault_engine"})
+        env = {"REACTOR_DATABASE__PASSWORD": "s3cret-in-environ", PARENT_ENVIRON_ENV: str(probe)}
+        reactor = ReactorProcess(config, tmp_path / "reactor.log", env=env, prefix=_as_one_user()).start()
+        await _probe_environ(reactor, probe)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+async def _probe_environ(reactor: ReactorProcess, probe: Path) -> None:
+    try:
+        await reactor.wait_event("reactor_started")
+
+        async def probed() -> bool:
+            return bool(_text(probe))
+
+        await wait_until(probed, 60, "the detector child to try the parent's environ")
+        assert _text(probe) == "denied"
+    finally:
+        assert reactor.stop() == 0
+
+
+PEEK = """
+import os, subprocess, sys
+from reactor.util import hardening
+peek = ["sh", "-c", "cat /proc/%d/environ >/dev/null 2>&1 && echo read || echo denied" % os.getpid()]
+before = subprocess.run(peek, capture_output=True, text=True).stdout.strip()
+marked = hardening.forbid_dumps()
+after = subprocess.run(peek, capture_output=True, text=True).stdout.strip()
+print(before, marked, hardening.dumpable(), after)
+"""
+
+
+def test_the_process_marks_itself_non_dumpable() -> None:
+    """The platform branch itself, in a process of its own (pytest's stays dumpable): a
+    child of the same user reads the environment before, and not after."""
+    if not sys.platform.startswith("linux"):
+        script = "from reactor.util import hardening; print(hardening.forbid_dumps(), hardening.dumpable())"
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert done.stdout.strip() == "False None", done.stderr
+        return
+    done = subprocess.run(
+        [*_as_one_user(), sys.executable, "-c", PEEK], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert done.stdout.strip() == "read True False denied", done.stderr

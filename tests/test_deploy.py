@@ -32,3 +32,20 @@ def test_windows_doc_waits_longer_than_the_grace() -> None:
     line = next(line for line in text.splitlines() if "AppStopMethodConsole" in line)
     assert int(line.split()[-1]) / 1000 > config.service.shutdown_grace_seconds
     assert "AppStdout" in text and "AppStderr" in text
+
+
+def test_the_service_files_pass_the_password_as_a_file() -> None:
+    """systemd: a credential read as database.password_file, no environment file; NSSM: a
+    file only the service account reads, never AppEnvironmentExtra with the password."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "face-reactor.service")
+    service = unit["Service"]
+    assert service["LoadCredential"] == "db-password:/etc/face-reactor/db-password"
+    assert service["Environment"] == "REACTOR_DATABASE__PASSWORD_FILE=%d/db-password"
+    assert "EnvironmentFile" not in service and "PASSWORD=" not in service["Environment"]
+    # The variable names a real key: the reactor reads the file it points at.
+    config = load(None, env={"REACTOR_DATABASE__PASSWORD_FILE": "/run/credentials/face-reactor.service/db-password"})
+    assert config.database.password_file.endswith("/db-password")
+    text = (ROOT / "deploy" / "windows-service.md").read_text()
+    assert "password_file" in text and "AppEnvironmentExtra REACTOR_DATABASE__PASSWORD" not in text

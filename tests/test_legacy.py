@@ -429,6 +429,8 @@ def test_parse_row_rejects_each_kind_of_bad_legacy_row() -> None:
         ('[[1, 2, 3, "x"]]', json.dumps([ENCODING]), "box 0 is not"),
         ("[[1.5, 2, 3, 4]]", json.dumps([ENCODING]), "box 0 is not"),
         ("[[1, 2, 3, 4]]", json.dumps([["x"] * 128]), "encoding 0 is not 128 numbers"),
+        ("[[1, 2, 3, Infinity]]", json.dumps([ENCODING]), "Infinity is not a JSON number"),
+        ("[[1, 2, 3, 4]]", json.dumps([[float("nan")] * 128]), "NaN is not a JSON number"),
         ("[" * 100000, "[]", "malformed JSON"),
     ]:
         with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -16,6 +16,7 @@ from reactor.paths import PathMapper
 from reactor.store import claims
 from reactor.store.dbtypes import Conn
 from reactor.util.identity import read_identity
+from reactor.util.shareio import ShareIO
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ async def adopt(conn: asyncpg.Connection, share: Path, path: str, online: bool =
     async def run(op: Callable[[Conn], Awaitable[T]]) -> T | None:
         return await op(conn)
 
-    moved = await MoveFinder(PathMapper(str(share)), lambda: online, 10).adopt(claim, str(share / path), run)
+    moved = await MoveFinder(PathMapper(str(share)), lambda: online, ShareIO(10)).adopt(claim, str(share / path), run)
     return moved.src if moved else None
 
 

@@ -63,18 +63,22 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
     real_resolve = PathMapper.resolve_in_share
 
     def resolve(self: PathMapper, db_path: str) -> Path:
-        if db_path == "stall.jpg":
+        if db_path == "hung/stall.jpg":
             release.wait(60)  # as resolving on a hung mount does: far past the 10 s time limit
         return real_resolve(self, db_path)
 
     monkeypatch.setattr(PathMapper, "resolve_in_share", resolve)
     # The limit bounds the hung resolve and also each detection: 10 s leaves a fresh child
     # on a loaded machine time for the next image (3 s did not, and its retry comes too late).
-    config = make_config(detector={**HOG, "timeout_seconds": 10.0}, sweep=NO_POLLING)
+    # The hung folder is its own ("hung/"): the folder of a call that hangs is stalled, and
+    # its other photos fail at once until it answers (reactor.util.shareio).
+    config = make_config(
+        detector={**HOG, "timeout_seconds": 10.0}, images={"io_timeout_seconds": 10.0}, sweep=NO_POLLING
+    )
     conn = await asyncpg.connect(dsn)
     try:
         async with running(config, dsn) as reactor:
-            await add_processed(conn, ["loop/a.jpg", "boom.jpg", "stall.jpg"])
+            await add_processed(conn, ["loop/a.jpg", "boom.jpg", "hung/stall.jpg"])
             for path in ("nul\x00.jpg", "lone\udcff.jpg", "x" * 5000 + ".jpg"):
                 payload = json.dumps({"type": "manual", "path": path})  # \u escapes: valid text for PG
                 await conn.execute("SELECT pg_notify('face_reactor', $1)", payload)
@@ -95,8 +99,8 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
             rows = await conn.fetch("SELECT image_path, last_error_type FROM face_detection_failures ORDER BY 1")
             assert [(r["image_path"], r["last_error_type"]) for r in rows] == [
                 ("boom.jpg", "runtime"),
+                ("hung/stall.jpg", "io_stall"),
                 ("loop/a.jpg", "invalid_path"),
-                ("stall.jpg", "io_stall"),
             ]
             assert reactor.supervisor.restarts().get("detection") == 0
     finally:

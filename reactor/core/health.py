@@ -74,6 +74,10 @@ def degraded(snapshot: Mapping[str, Any]) -> list[str]:
             f"{held} deletions held after a mass vanish; run `reactor deletions` to review, "
             "`reactor deletions --apply` to apply"
         )
+    stalled = snapshot.get("stalled_folders") or []
+    if stalled:
+        # The share is online and the rest of it detected: the hung folders wait, io_stall.
+        notes.append(f"folders not answering (io_stall, retried when they answer): {', '.join(map(str, stalled))}")
     return notes
 
 

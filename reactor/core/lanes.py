@@ -22,6 +22,7 @@ from reactor.config import DetectorConfig, cpu_cores
 from reactor.core.inflight import InFlight
 from reactor.core.worker import DetectionLoop
 from reactor.detector import Detector, DetectorState, DetectorUnavailable
+from reactor.util.shareio import ShareIO
 
 log = logs.get("reactor.lanes")
 
@@ -42,10 +43,12 @@ def lanes_for(workers: int | str, cuda: bool, gpus: int, cores: int) -> int:
 
 
 class Lanes:
-    def __init__(self, config: DetectorConfig) -> None:
+    def __init__(self, config: DetectorConfig, io: ShareIO | None = None) -> None:
         self.config = config
+        # The share's threads, shared by every lane's reads (reactor.util.shareio).
+        self.io = io
         self.in_flight = InFlight()
-        self.lanes: list[Lane] = [Lane(Detector(config, index=0))]
+        self.lanes: list[Lane] = [Lane(Detector(config, index=0, io=io))]
         self._make_loop: LoopFactory | None = None
 
     @property
@@ -82,7 +85,7 @@ class Lanes:
         for index in range(len(self.lanes), count):
             # Several GPUs: each child is shown its own device; one GPU or none: all share it.
             device = index % gpus if self.first.cuda and gpus > 1 else None
-            lane = Lane(Detector(self.config, index=index, device=device))
+            lane = Lane(Detector(self.config, index=index, device=device, io=self.io))
             if self._make_loop is not None:
                 lane.loop = self._make_loop(lane.detector, self.in_flight)
             self.lanes.append(lane)

@@ -21,7 +21,6 @@ recorded file identity, so a moved legacy photo is detected at its new path.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import posixpath
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from reactor.store import moves
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
 from reactor.util.identity import read_identity
+from reactor.util.shareio import IoStall, ShareIO
 
 log = logs.get("reactor.moved")
 
@@ -56,20 +56,21 @@ class Moved:
 class MoveFinder:
     """Finds and applies the move for a claimed path; file reads are bounded by ``timeout``."""
 
-    def __init__(self, mapper: PathMapper, share_online: Callable[[], bool], timeout: float) -> None:
+    def __init__(self, mapper: PathMapper, share_online: Callable[[], bool], io: ShareIO) -> None:
         self.mapper = mapper
         self.share_online = share_online
-        self.timeout = timeout
+        self.io = io
 
-    async def _files(self, fn: Callable[[], T]) -> T:
-        return await asyncio.wait_for(asyncio.to_thread(fn), self.timeout)
+    async def _files(self, local: str, fn: Callable[[], T]) -> T:
+        """``fn`` on the share's threads, under its deadline (reactor.util.shareio)."""
+        return await self.io.call(os.path.dirname(local), fn)
 
     async def adopt(self, claim: Claim, local: str, run: RunDb) -> Moved | None:
         if claim.state.done:
             return None  # a re-detection: the path keeps its own result
         try:
-            st = await self._files(lambda: os.stat(local))
-        except (OSError, TimeoutError):
+            st = await self._files(local, lambda: os.stat(local))
+        except (OSError, IoStall):
             return None  # detection records what is wrong with the file
         found = await run(lambda conn: moves.candidates(conn, claim.path, st.st_size, st.st_mtime_ns))
         if not found:
@@ -85,8 +86,8 @@ class MoveFinder:
 
     async def _match(self, path: str, local: str, found: list[moves.Candidate]) -> str | None:
         try:
-            now = await self._files(lambda: read_identity(local))
-        except TimeoutError:
+            now = await self._files(local, lambda: read_identity(local))
+        except IoStall:
             return None
         if now is None:
             return None
@@ -105,8 +106,9 @@ class MoveFinder:
         if not valid or not self.share_online():
             return []
         try:
-            gone = await self._files(lambda: gone_states(valid, self.mapper.os_path))
-        except TimeoutError:
+            # Each old path's own folder: the question is whether that folder still answers.
+            gone = await self._files(self.mapper.os_path(valid[0]), lambda: gone_states(valid, self.mapper.os_path))
+        except IoStall:
             return []
         return [p for p, is_gone in gone.items() if is_gone is True]
 

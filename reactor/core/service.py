@@ -71,7 +71,7 @@ class Reactor:
         self.mapper = PathMapper.for_images(config.images)
         self.share = ShareMonitor(config.images, config.watcher)
         # One detector child and detection loop per core (CPU) or GPU (CUDA): reactor.core.lanes.
-        self.lanes = Lanes(config.detector)
+        self.lanes = Lanes(config.detector, self.share.io)
         self.pool: asyncpg.Pool | None = None
         self._failure_columns: frozenset[str] = frozenset()
         self._result_shape = legacy.NO_LEGACY
@@ -121,6 +121,8 @@ class Reactor:
             # Supervised tasks that keep dying (still restarted): unhealthy until they run again.
             "tasks_failing": self.supervisor.failing(),
             "held_deletions": self.watcher.held_deletions if self.watcher else 0,
+            # Folders of the share that do not answer (reactor.util.shareio): skipped, retried.
+            "stalled_folders": self.share.io.stalled(),
         }
 
     # ------------------------------------------------------------------ events

@@ -53,6 +53,7 @@ from reactor.store.sql import Queries
 from reactor.util.aio import completed, first_of, sleep_or_stop
 from reactor.util.backoff import Backoff
 from reactor.util.ratelimit import RateLimiter
+from reactor.util.shareio import IoStall, ShareIO
 
 log = logs.get("reactor.worker")
 # Write errors that no retry mends: the schema or the role's privileges are wrong.
@@ -81,6 +82,8 @@ class DetectorLike(Protocol):
 
 class ShareLike(Protocol):
     online: bool
+    # File-system calls on the share (reactor.util.shareio).
+    io: ShareIO
 
     async def acheck(self) -> bool: ...
     async def wait_online(self) -> None: ...
@@ -144,7 +147,7 @@ class DetectionLoop:
         self.db_ok = True
         self.persisting: asyncio.Task[None] | None = None
         self._limiter = RateLimiter(config.logging.rate_limit_seconds)
-        self.moves = MoveFinder(mapper, lambda: share.online, config.detector.timeout_seconds)
+        self.moves = MoveFinder(mapper, lambda: share.online, share.io)
 
     @property
     def current(self) -> str | None:
@@ -302,20 +305,16 @@ class DetectionLoop:
         """Validate and claim the image; None if it is invalid (recorded) or needs no detection."""
         manual = entry.priority is Priority.MANUAL
         try:
-            # Resolving touches the share: a hung mount must not hold the loop's next image.
-            local = await asyncio.wait_for(
-                asyncio.to_thread(self.mapper.resolve_in_share, entry.path), self.config.detector.timeout_seconds
-            )
+            # Resolving touches the share, on its own threads and with its deadline: a folder
+            # that hangs must not hold the loop's next image (reactor.util.shareio).
+            folder = os.path.dirname(self.mapper.os_path(entry.path))
+            local = await self.share.io.call(folder, self.mapper.resolve_in_share, entry.path)
         except InvalidPath as exc:
             await self._record_invalid(entry.path, exc, manual, stop)
             return None
-        except TimeoutError:
+        except IoStall as exc:
             await self.share.acheck()  # offline (probe_hung) if the whole share hangs: detection pauses
-            stall = DetectionFailure(
-                ErrorType.IO_STALL,
-                "resolving the path on the share did not finish within "
-                f"detector.timeout_seconds={self.config.detector.timeout_seconds:g}",
-            )
+            stall = DetectionFailure(ErrorType.IO_STALL, f"resolving the path on the share: {exc}")
             await self._record_unclaimed(entry.path, stall, stop)
             return None
         if read_ahead:
@@ -519,10 +518,9 @@ class DetectionLoop:
         upstream rows were tried) sent its file event before the failure was written, so
         that event found nothing to take past the backoff: look once more, now."""
         try:
-            here = await asyncio.wait_for(
-                asyncio.to_thread(os.path.exists, self.mapper.os_path(path)), self.config.detector.timeout_seconds
-            )
-        except (InvalidPath, TimeoutError):
+            local = self.mapper.os_path(path)
+            here = await self.share.io.call(os.path.dirname(local), os.path.exists, local)
+        except (InvalidPath, IoStall):
             return
         if here:
             log.info("image_arrived", path=path, effect="tried again")

@@ -8,6 +8,8 @@ the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on t
                       ("failed", "reason") when the engine could not be built
     parent -> child   (DetectionJob, bytes | None), or None to exit; the bytes are the
                       file's content when the parent read it ahead (see prefetch.py);
+                      or (DetectionJob, "stream") followed by raw chunks of the file and
+                      an empty one (a file over the read-ahead limit);
                       or a list of such pairs: a batch (see batching.py)
     child -> parent   ("result", Outcome) for each job, in the order of the batch
 
@@ -34,6 +36,9 @@ from reactor.detector import lifetime, wire
 from reactor.detector.types import DETAIL_ALONE, DetectionFailure, DetectionJob, Engine, Outcome
 from reactor.errors import ErrorType
 
+# In place of a job's bytes: the parent streams them next, in chunks, until an empty one
+# (a file too large for the parent to hold; every read of the share stays in the parent).
+STREAM = "stream"
 # Exit status when the engine cannot be built; the parent counts it as a start-up failure.
 EXIT_ENGINE_FAILED = 3
 
@@ -69,7 +74,17 @@ def serve(conn: Connection, config: DetectorConfig, device: int | None = None) -
                 _send(conn, ("result", outcome))
             continue
         job, data = message
+        if isinstance(data, str) and data == STREAM:
+            data = _receive_stream(conn)
         _send(conn, ("result", run_one(engine, job, data)))
+
+
+def _receive_stream(conn: Connection) -> bytes:
+    """A large file's bytes, sent by the parent in chunks until an empty one."""
+    chunks: list[bytes] = []
+    while chunk := conn.recv_bytes():
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def select_cuda_device(device: int) -> None:

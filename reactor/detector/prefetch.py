@@ -9,7 +9,9 @@ could not be read is simply read again by the child, which then reports any erro
 Without a hint ``take`` reads the file now, so every read of a photo happens here, under
 a time limit: a read that does not finish is ``ReadStalled`` (an ``io_stall`` failure, the
 share's fault), never a detection ``timeout`` that would move the next try down the
-scale cascade.
+scale cascade. The reads run on the share's own threads (reactor.util.shareio): a read
+that hangs marks its folder stalled, and the next photos of that folder fail at once
+instead of each holding a thread.
 """
 
 from __future__ import annotations
@@ -18,10 +20,28 @@ import asyncio
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-# Larger files are left to the child: holding them here would only double the memory.
+from reactor.util.shareio import IoStall, ShareIO
+
+T = TypeVar("T")
+
+# Larger files are streamed to the child: holding them here would only double the memory.
 MAX_PREFETCH_BYTES = 32 * 1024 * 1024
+
+
+# Larger files are streamed to the child in chunks of this size, each read under the
+# share's deadline (reactor.detector.supervisor): the child never reads the share itself.
+STREAM_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class Streamed:
+    """The marker of a file the reactor streams to the child instead of holding it."""
+
+
+STREAMED = Streamed()
 
 
 class ReadStalled(Exception):
@@ -65,18 +85,44 @@ def _size_of(path: str) -> int | None:
         return None  # the child reports missing or unreadable itself
 
 
-async def file_size(path: str, wait_seconds: float) -> int | None:
-    """The file's size, or None if it cannot be looked at; ReadStalled if the stat hangs."""
+async def _on_share(io: ShareIO, fn: Callable[[str], T], path: str, wait_seconds: float, what: str) -> T:
     try:
-        return await asyncio.wait_for(asyncio.to_thread(_size_of, path), wait_seconds)
-    except TimeoutError:
-        raise ReadStalled(f"looking at the file did not finish within {wait_seconds:g} s") from None
+        return await io.call(os.path.dirname(path), fn, path, deadline=min(wait_seconds, io.deadline))
+    except IoStall as exc:
+        raise ReadStalled(f"{what}: {exc}") from None
+
+
+async def file_size(path: str, wait_seconds: float, io: ShareIO) -> int | None:
+    """The file's size, or None if it cannot be looked at; ReadStalled if the stat hangs."""
+    return await _on_share(io, _size_of, path, wait_seconds, "looking at the file did not finish")
+
+
+def _quiet(task: asyncio.Future[Prefetched | None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _chunk_of(path: str, offset: int, size: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(size)
+    except OSError:
+        return b""  # the child reports what it got (cut short: incomplete or corrupt)
+
+
+async def read_chunk(path: str, offset: int, size: int, wait_seconds: float, io: ShareIO) -> bytes:
+    """``size`` bytes of ``path`` from ``offset`` (fewer at its end); ReadStalled if the read hangs."""
+    return await _on_share(
+        io, lambda p: _chunk_of(p, offset, size), path, wait_seconds, "reading the file did not finish"
+    )
 
 
 class Prefetcher:
     """At most one read-ahead at a time: the image the reactor will detect next."""
 
-    def __init__(self) -> None:
+    def __init__(self, io: ShareIO | None = None) -> None:
+        self.io = io if io is not None else ShareIO()
         self._path: str | None = None
         self._task: asyncio.Future[Prefetched | None] | None = None
         self.hits = 0
@@ -87,7 +133,9 @@ class Prefetcher:
             return self._task
         self.discard()
         self._path = path
-        self._task = asyncio.ensure_future(asyncio.to_thread(read_ahead, path))
+        # The share's deadline: a read-ahead that hangs marks its folder stalled even while
+        # nobody waits for it yet.
+        self._task = asyncio.ensure_future(self.io.call(os.path.dirname(path), read_ahead, path))
         return self._task
 
     async def take(self, path: str, wait_seconds: float) -> bytes | None:
@@ -103,12 +151,20 @@ class Prefetcher:
         assert task is not None
         self._path, self._task = None, None
         try:
-            prefetched = await asyncio.wait_for(task, wait_seconds)
-            current = prefetched is not None and await asyncio.wait_for(
-                asyncio.to_thread(still_current, prefetched), wait_seconds
-            )
+            prefetched = await asyncio.wait_for(asyncio.shield(task), min(wait_seconds, self.io.deadline))
         except TimeoutError:
+            # Left to end on its own: past the share's deadline it marks its folder stalled.
+            task.add_done_callback(_quiet)
             raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
+        except IoStall as exc:
+            raise ReadStalled(f"reading the file did not finish: {exc}") from None
+        current = prefetched is not None and await _on_share(
+            self.io,
+            lambda _p: still_current(prefetched),
+            path,
+            wait_seconds,
+            "looking at the file again did not finish",
+        )
         if prefetched is None or not current:
             return None
         if hinted:
@@ -122,10 +178,7 @@ class Prefetcher:
     async def read_now(self, path: str, wait_seconds: float) -> bytes | None:
         """A read of ``path`` beside the read-ahead, which it leaves alone: the photos of a
         batch are read at the same time. None where the child must read it (as ``take``)."""
-        try:
-            prefetched = await asyncio.wait_for(asyncio.to_thread(read_ahead, path), wait_seconds)
-        except TimeoutError:
-            raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
+        prefetched = await _on_share(self.io, read_ahead, path, wait_seconds, "reading the file did not finish")
         return None if prefetched is None else prefetched.data
 
     def discard(self) -> None:

@@ -24,12 +24,22 @@ import multiprocessing
 import time
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from reactor import logs
 from reactor.config import DetectorConfig
-from reactor.detector import batching, cascade, child, lifetime
+from reactor.detector import batching, cascade, child, lifetime, memory
 from reactor.detector.budget import MemoryBudget
-from reactor.detector.prefetch import Prefetcher, ReadStalled, file_size
+from reactor.detector.prefetch import (
+    MAX_PREFETCH_BYTES,
+    STREAM_CHUNK_BYTES,
+    STREAMED,
+    Prefetcher,
+    ReadStalled,
+    Streamed,
+    file_size,
+    read_chunk,
+)
 from reactor.detector.types import (
     DETAIL_ALONE,
     DETAIL_MODEL,
@@ -43,6 +53,7 @@ from reactor.detector.types import (
 )
 from reactor.detector.waiting import EXIT_GRACE_SECONDS, ChildPipe, describe_exit, reap, receive
 from reactor.errors import ErrorType
+from reactor.util.shareio import ShareIO
 
 log = logs.get("reactor.detector")
 
@@ -60,7 +71,9 @@ class _StartFailed(Exception):
 
 
 class Detector:
-    def __init__(self, config: DetectorConfig, index: int = 0, device: int | None = None) -> None:
+    def __init__(
+        self, config: DetectorConfig, index: int = 0, device: int | None = None, io: ShareIO | None = None
+    ) -> None:
         """``index`` names the child among several (reactor.core.lanes); ``device`` is the CUDA
         device it must use, on a machine with more than one GPU (None: dlib's default)."""
         self._config = config
@@ -74,9 +87,13 @@ class Detector:
         self.job_in_child = False
         self._restarts = 0
         self._cuda = False
+        # The resident size (MB) of the child killed over detector.max_memory_mb, while its answer is awaited.
+        self._over_memory: int | None = None
         self._ever_started = False
         self._lock: asyncio.Lock | None = None
-        self._prefetcher = Prefetcher()
+        # Every read of the share on its own threads (reactor.util.shareio); a lone detector
+        # (`reactor detect`, `doctor`) has its own.
+        self._prefetcher = Prefetcher(io)
         # Images whose outcome came from a batch (for `reactor status`).
         self.batched = 0
         # What the GPU holds, learned from out-of-memory errors; kept across child restarts.
@@ -306,7 +323,7 @@ class Detector:
         for index, (job, read) in enumerate(zip(capped, reads, strict=True)):
             if isinstance(read, DetectionFailure):
                 outcomes[index] = read
-            else:
+            elif not isinstance(read, Streamed):  # a large file runs alone, streamed
                 items.append((index, job, read))
         if len(items) < 2:
             return outcomes  # what is left runs alone, as any single job
@@ -339,7 +356,7 @@ class Detector:
             # The whole batch is scanned before the first answer comes.
             wait = self._config.timeout_seconds * len(items)
             for _ in items:
-                kind, payload = await receive(conn, wait)
+                kind, payload = await self._receive(conn, wait)
                 if kind != "result" or not isinstance(payload, Detection | DetectionFailure):
                     await self._discard(reason="protocol")
                     break
@@ -348,7 +365,7 @@ class Detector:
         except TimeoutError:
             await self._discard(reason="timeout")
         except (EOFError, OSError):
-            await self._discard(reason="crash")
+            await self._discard(reason="memory" if self._over_memory else "crash")
         except asyncio.CancelledError:
             self._kill_now()
             raise
@@ -363,12 +380,13 @@ class Detector:
             # Megabytes through a pipe: written from a thread while the child reads them.
             await asyncio.to_thread(conn.send, message)
 
-    async def _read(self, job: DetectionJob, beside: bool = False) -> bytes | DetectionFailure | None:
-        """The file's bytes for the child (None: it reads them), or why it never gets the job.
-        ``beside``: one of several read at once (a batch), leaving the read-ahead of the next
-        image alone unless it is this one."""
+    async def _read(self, job: DetectionJob, beside: bool = False) -> bytes | DetectionFailure | Streamed | None:
+        """The file's bytes for the child (None: it reads them; STREAMED: too large to hold
+        here, streamed to it in chunks), or why it never gets the job. ``beside``: one of
+        several read at once (a batch), leaving the read-ahead of the next image alone
+        unless it is this one."""
         try:
-            size = await file_size(job.local_path, self._config.timeout_seconds)
+            size = await file_size(job.local_path, self._config.timeout_seconds, self._prefetcher.io)
             if size is not None and size > self._config.max_file_bytes:
                 # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
                 if not beside or self._prefetcher.hinted(job.local_path):
@@ -378,6 +396,10 @@ class Detector:
                     f"{size} bytes is over detector.max_file_bytes={self._config.max_file_bytes}",
                     file_size_bytes=size,
                 )
+            if size is not None and size > MAX_PREFETCH_BYTES:
+                if not beside or self._prefetcher.hinted(job.local_path):
+                    self._prefetcher.discard()
+                return STREAMED
             if beside and not self._prefetcher.hinted(job.local_path):
                 return await self._prefetcher.read_now(job.local_path, self._config.timeout_seconds)
             return await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
@@ -393,9 +415,18 @@ class Detector:
         if isinstance(data, DetectionFailure):
             return data
         try:
-            await self._send(conn, (job, data), len(data or b""))
-            self.job_in_child = True
-            kind, payload = await receive(conn, self._config.timeout_seconds)
+            if isinstance(data, Streamed):
+                await self._send(conn, (job, child.STREAM), 0)
+                self.job_in_child = True
+                stalled = await self._stream(conn, job.local_path)
+                if stalled is not None:
+                    # The child waits for the rest: it goes, and the image keeps its scale.
+                    await self._discard(reason="io_stall")
+                    return DetectionFailure(ErrorType.IO_STALL, str(stalled), details={DETAIL_MODEL: first.model})
+            else:
+                await self._send(conn, (job, data), len(data or b""))
+                self.job_in_child = True
+            kind, payload = await self._receive(conn, self._config.timeout_seconds)
         except TimeoutError:
             await self._discard(reason="timeout")
             return DetectionFailure(
@@ -405,7 +436,16 @@ class Detector:
                 details={DETAIL_MODEL: first.model},
             )
         except (EOFError, OSError):
-            code = await self._discard(reason="crash")
+            over = self._over_memory
+            code = await self._discard(reason="memory" if over else "crash")
+            if over:
+                return DetectionFailure(
+                    ErrorType.OOM,
+                    f"the detector process held {over} MB, over detector.max_memory_mb="
+                    f"{self._config.max_memory_mb}; it was replaced",
+                    scale=first.scale,
+                    details={DETAIL_MODEL: first.model},
+                )
             return DetectionFailure(
                 ErrorType.CRASH,
                 f"the detector process {describe_exit(code)} on this image",
@@ -427,6 +467,55 @@ class Detector:
         outcome: Outcome = payload
         return outcome
 
+    async def _receive(self, conn: ChildPipe, seconds: float) -> tuple[str, Any]:
+        """The child's next answer, while its resident size is watched: a child over
+        detector.max_memory_mb is killed (the caller sees it die, ``_over_memory`` says why).
+        A CUDA child has no RLIMIT_AS (reactor.detector.memory), a CPU child on Windows
+        neither; on Linux a CPU child's RLIMIT_AS usually strikes first."""
+        self._over_memory = None
+        process = self._process
+        if self._config.max_memory_mb <= 0 or process is None or process.pid is None:
+            return await receive(conn, seconds)
+        watch = asyncio.ensure_future(self._watch_memory(process.pid))
+        try:
+            return await receive(conn, seconds)
+        finally:
+            watch.cancel()
+
+    async def _watch_memory(self, pid: int) -> None:
+        limit = self._config.max_memory_mb * 1024 * 1024
+        while True:
+            await asyncio.sleep(memory.POLL_SECONDS)
+            resident = memory.resident_bytes(pid)
+            if resident is not None and resident > limit and self._process is not None and self._process.pid == pid:
+                self._over_memory = resident // (1024 * 1024)
+                log.warning(
+                    "detector_child_over_memory", pid=pid, mb=self._over_memory, limit_mb=self._config.max_memory_mb
+                )
+                self._process.kill()
+                return
+
+    async def _stream(self, conn: ChildPipe, path: str) -> ReadStalled | None:
+        """A large file to the child in chunks, each read on the share's threads with its
+        deadline (reactor.util.shareio), then an empty chunk; the stall if a read hangs.
+        The reactor holds one chunk at a time, never the whole file."""
+        offset = 0
+        limit = self._config.max_file_bytes + 1  # a file that grew meanwhile is cut: too large
+        while offset < limit:
+            at = offset
+            try:
+                chunk = await read_chunk(
+                    path, at, min(STREAM_CHUNK_BYTES, limit - at), self._config.timeout_seconds, self._prefetcher.io
+                )
+            except ReadStalled as exc:
+                return exc
+            if not chunk:
+                break
+            await asyncio.to_thread(conn.send_bytes, chunk)
+            offset += len(chunk)
+        conn.send_bytes(b"")
+        return None
+
     def _first_step(self, job: DetectionJob) -> cascade.Step:
         models = cascade.models_for(self._config.model, self._cuda)
         return cascade.plan(models, self._config.scales, job.last_scale, job.last_model)[0]
@@ -438,7 +527,7 @@ class Detector:
         if process is None:
             return None
         # A child that timed out or must be replaced is killed; one that crashed is dying already.
-        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol"))
+        code = await reap(process, kill=reason in ("timeout", "cuda_oom", "protocol", "memory", "io_stall"))
         if conn is not None:
             conn.close()
         log.warning("detector_child_replaced", reason=reason, pid=process.pid, exit=describe_exit(code))

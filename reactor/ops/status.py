@@ -148,6 +148,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("detector_restarts", "detector restarts"),
         ("share_online", "share online"),
         ("held_deletions", "held deletions"),
+        ("stalled_folders", "stalled folders"),
         ("listener", "listener"),
         ("database", "database"),
         ("processed", "processed since start"),
@@ -195,6 +196,8 @@ def _flat(value: Any) -> str:
         return ", ".join(f"{k}={_flat(v)}" for k, v in value.items())
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(map(_flat, value))
     return str(value)
 
 

@@ -10,11 +10,11 @@ vision-database mode the upstream's ai_metadata decides what a path is.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from reactor import logs
 from reactor.util.identity import FileIdentity, read_identity
+from reactor.util.shareio import ShareIO
 
 log = logs.get("reactor.moves")
 
@@ -23,9 +23,10 @@ Identities = Callable[[Sequence[str]], Awaitable[dict[str, FileIdentity]]]
 
 
 class MoveMatcher:
-    def __init__(self, identities: Identities, local: Callable[[str], str]) -> None:
+    def __init__(self, identities: Identities, local: Callable[[str], str], io: ShareIO | None = None) -> None:
         self.identities = identities
         self.local = local
+        self.io = io if io is not None else ShareIO()
         self.matched = 0
 
     async def __call__(self, vanished: Sequence[str], appeared: Mapping[str, tuple[int, int]]) -> list[tuple[str, str]]:
@@ -43,7 +44,9 @@ class MoveMatcher:
         ]
         if not candidates:
             return []
-        read = await asyncio.to_thread(lambda: {dst: read_identity(self.local(dst)) for dst in candidates})
+        by_local = {self.local(dst): dst for dst in candidates}
+        looked = await self.io.by_folder(list(by_local), lambda locals_: [read_identity(p) for p in locals_])
+        read = {dst: looked.get(local) for local, dst in by_local.items()}
         pairs: list[tuple[str, str]] = []
         for dst in candidates:
             now = read[dst]

@@ -22,7 +22,6 @@ is a vanished and an appeared file, paired by content through ``match_moves``.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import time
@@ -30,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reactor import logs
+from reactor.util.shareio import IoStall, ShareIO
 from reactor.watch.candidates import Candidates
 from reactor.watch.share import ShareMonitor, VanishGuard
 
@@ -51,6 +51,8 @@ class Walk:
     errors: list[str] = field(default_factory=list)
     # Database prefixes (folders, or single files) the walk could not see: "" is all.
     unknown: list[str] = field(default_factory=list)
+    # The folders among them that did not answer in time (reactor.util.shareio).
+    stalled: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -86,46 +88,89 @@ def signature(st: os.stat_result, use_inode: bool = True) -> Signature:
     return (st.st_size, st.st_mtime_ns, st.st_ino if use_inode else 0)
 
 
+@dataclass
+class Folder:
+    """One folder's listing: its photos, its subfolders, and what failed in it."""
+
+    files: Snapshot = field(default_factory=dict)
+    subfolders: list[str] = field(default_factory=list)
+    # (database prefix or path, errno code); the folder itself when it could not be listed.
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    listed: bool = True
+
+
+def list_folder(candidates: Candidates, prefix: str, use_inode: bool = True) -> Folder:
+    """The candidate photos directly in ``prefix`` (a database prefix, "" for the root)."""
+    local = candidates.local(prefix) if prefix else candidates.root
+    folder = Folder()
+    try:
+        with os.scandir(local) as it:
+            entries = list(it)
+    except FileNotFoundError:
+        return Folder(errors=[(prefix, "root_missing" if not prefix else "ENOENT")], listed=False)
+    except OSError as exc:
+        return Folder(errors=[(prefix, _code(exc))], listed=False)
+    for entry in entries:
+        name = entry.name
+        rel = f"{prefix}/{name}" if prefix else name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if not candidates.skip_dir(name):
+                    folder.subfolders.append(rel)
+                continue
+            if not candidates.image_name(name) or not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            # Listed a moment ago: ENOENT now is as unknown as EIO (the next walk decides).
+            folder.errors.append((rel, _code(exc)))
+            continue
+        if len(rel.encode("utf-8", "surrogateescape")) > candidates.mapper.max_length:
+            continue
+        folder.files[rel] = signature(st, use_inode)
+    return folder
+
+
+def _add(result: Walk, prefix: str, folder: Folder) -> list[str]:
+    """Merge one folder's listing into the walk; returns its subfolders to walk next."""
+    for path, code in folder.errors:
+        result.fail(path, code)
+    if not folder.listed:
+        return []
+    result.dirs += 1
+    result.files.update(folder.files)
+    return folder.subfolders
+
+
 def walk(candidates: Candidates, start: str = "", use_inode: bool = True) -> Walk:
     """Every candidate photo under ``start`` (a database prefix, "" for the root).
 
     Ignored folders are never entered. A folder that errors, or disappears between
     its parent's listing and its own, is recorded as unknown (never as emptied).
     """
-    root = candidates.root
     result = Walk(files={})
     stack = [start]
     while stack:
         prefix = stack.pop()
-        local = candidates.local(prefix) if prefix else root
+        stack.extend(_add(result, prefix, list_folder(candidates, prefix, use_inode)))
+    return result
+
+
+async def walk_share(candidates: Candidates, io: ShareIO, start: str = "", use_inode: bool = True) -> Walk:
+    """``walk``, one folder per call on the share's own threads, each with its deadline: a
+    folder that does not answer is unknown (``io_stall``) and skipped, the rest is walked."""
+    result = Walk(files={})
+    stack = [start]
+    while stack:
+        prefix = stack.pop()
+        local = candidates.local(prefix) if prefix else candidates.root
         try:
-            with os.scandir(local) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            result.fail(prefix, "root_missing" if not prefix else "ENOENT")
+            folder = await io.call(str(local), list_folder, candidates, prefix, use_inode)
+        except IoStall:
+            result.fail(prefix, "io_stall")
+            result.stalled.append(prefix)
             continue
-        except OSError as exc:
-            result.fail(prefix, _code(exc))
-            continue
-        result.dirs += 1
-        for entry in entries:
-            name = entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not candidates.skip_dir(name):
-                        stack.append(f"{prefix}/{name}" if prefix else name)
-                    continue
-                if not candidates.image_name(name) or not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                # Listed a moment ago: ENOENT now is as unknown as EIO (the next walk decides).
-                result.fail(f"{prefix}/{name}" if prefix else name, _code(exc))
-                continue
-            rel = f"{prefix}/{name}" if prefix else name
-            if len(rel.encode("utf-8", "surrogateescape")) > candidates.mapper.max_length:
-                continue
-            result.files[rel] = signature(st, use_inode)
+        stack.extend(_add(result, prefix, folder))
     return result
 
 
@@ -204,7 +249,7 @@ class Scanner:
         if not await self.share.acheck():
             return None
         started = time.monotonic()
-        result = await asyncio.to_thread(walk, self.candidates, prefix, self.use_inode)
+        result = await walk_share(self.candidates, self.share.io, prefix, self.use_inode)
         self.last_scan_seconds = time.monotonic() - started
         self.scans += 1
         old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from reactor import logs
 from reactor.config import ImagesConfig, WatcherConfig
 from reactor.util.aio import sleep_or_stop
+from reactor.util.shareio import ShareIO
 
 log = logs.get("reactor.share")
 
@@ -137,6 +138,9 @@ class ShareMonitor:
         self.offline_initial = offline_initial
         self.offline_max = offline_max
         self.probe_timeout = probe_timeout
+        # Every other file-system call on the share goes through this pool, apart from the
+        # probe's thread: a folder that hangs stalls there, never the probe.
+        self.io = ShareIO(images.io_timeout_seconds)
         self.online = False
         self.reason: str | None = "not_checked"
         self.transitions = 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from reactor import logs
 from reactor.util.aio import wait_any
+from reactor.util.shareio import ShareIO
 from reactor.watch.scanner import Signature, signature
 
 log = logs.get("reactor.stability")
@@ -30,9 +31,11 @@ class _Pending:
 
 
 class StabilityTracker:
-    def __init__(self, window: float, on_stable: OnStable) -> None:
+    def __init__(self, window: float, on_stable: OnStable, io: ShareIO | None = None) -> None:
         self.window = window
         self.on_stable = on_stable
+        # The share's own threads (reactor.util.shareio): a stalled folder's files wait.
+        self.io = io if io is not None else ShareIO()
         self.use_inode = True
         self._pending: dict[str, _Pending] = {}
         self._wake = asyncio.Event()
@@ -81,11 +84,13 @@ class StabilityTracker:
 
     async def _check_once(self) -> None:
         items = list(self._pending.items())
-        sigs = await asyncio.to_thread(_stat_all, [e.local for _, e in items], self.use_inode)
+        use_inode = self.use_inode
+        sigs = await self.io.by_folder([e.local for _, e in items], lambda locals_: _stat_all(locals_, use_inode))
         now = time.monotonic()
-        for (path, entry), sig in zip(items, sigs, strict=True):
-            if self._pending.get(path) is not entry:
-                continue  # touched again while we were looking
+        for path, entry in items:
+            if self._pending.get(path) is not entry or entry.local not in sigs:
+                continue  # touched again while we were looking, or its folder is stalled
+            sig = sigs[entry.local]
             if sig is None:
                 # Gone (moved or deleted before it settled): the move/delete event handles it.
                 del self._pending[path]

@@ -20,6 +20,7 @@ the other Unicode normalization (NFC/NFD) are one file in every "is it gone" che
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from enum import StrEnum
 
@@ -27,6 +28,7 @@ from reactor import logs
 from reactor.config import Config
 from reactor.paths import PathMapper, gone_states, unicode_variants
 from reactor.util.aio import first_of, sleep_or_stop, wait_any
+from reactor.util.shareio import IoStall
 from reactor.watch.candidates import Candidates
 from reactor.watch.file_events import FileEventSink, ReadyFile
 from reactor.watch.mounts import ObserverChoice, choose_observer, stability_window
@@ -69,8 +71,9 @@ class Watcher:
         # Deletions held for the operator (reactor.store.held), as of the last full scan.
         self.held_deletions = 0
         self.native: NativeObserver | None = None
-        self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable)
+        self.tracker = StabilityTracker(config.watcher.stability_seconds, self._on_stable, share.io)
         self._offline = asyncio.Event()
+        self._rescan_wanted = asyncio.Event()
         self._listening = False
         # path -> (directory, due time): deletions wait a moment and are re-checked.
         self._pending_deletes: dict[str, tuple[bool, float]] = {}
@@ -88,7 +91,7 @@ class Watcher:
         self.tracker.window = self.window
         self.scanner.use_inode = self.tracker.use_inode = self.choice.stable_inodes
         if not self.choice.stable_inodes:
-            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local)
+            self.scanner.match_moves = MoveMatcher(self.sink.identities, self.candidates.local, self.share.io)
         log.info(
             "watcher_observer",
             observer=self.choice.kind,
@@ -100,6 +103,7 @@ class Watcher:
         )
         if not self._listening:  # the supervisor may run us again
             self.share.add_listener(self._on_share_change)
+            self.share.io.add_recovery_listener(self._on_folder_recovered)
             self._listening = True
         backoff = 1.0
         while not stop.is_set():
@@ -133,6 +137,11 @@ class Watcher:
     def _on_share_change(self, online: bool) -> None:
         if not online:
             self._offline.set()
+
+    def _on_folder_recovered(self, _folder: str) -> None:
+        # A stalled folder answers again: the scans skipped it, so walk the share now
+        # (the polling observer would at its next interval; the native one never would).
+        self._rescan_wanted.set()
 
     async def _session(self, stop: asyncio.Event) -> None:
         assert self.choice is not None
@@ -179,11 +188,13 @@ class Watcher:
         assert self.choice is not None
         interval = SUPERVISE_SECONDS if self.native else self.config.watcher.scan_interval_seconds
         while not session_stop.is_set():
-            if await sleep_or_stop(session_stop, interval):
+            woke = await wait_any(session_stop, self._rescan_wanted, seconds=interval)
+            if woke is session_stop:
                 return
             if self.native is not None and not self.native.alive():
                 raise ObserverDied("a watchdog observer or emitter thread has stopped")
-            if self.native is None:
+            if self.native is None or woke is self._rescan_wanted:
+                self._rescan_wanted.clear()
                 await self.rescan("")
 
     async def rescan(self, prefix: str, *, reconcile: bool = False) -> None:
@@ -370,7 +381,9 @@ class Watcher:
             if not await self.share.acheck():
                 log.info("deletes_withheld", files=len(due), reason=self.share.reason)
                 continue
-            states = await asyncio.to_thread(gone_states, list(due), self.candidates.local)
+            # Per folder on the share's threads: a stalled folder's paths are unknown; a name
+            # and its other Unicode form are one file (reactor.paths.gone_states).
+            states = await self._gone_by_folder(list(due))
             unknown = [p for p in due if states[p] is None]
             if unknown:
                 # EIO, EACCES, a vanished parent folder: not "deleted". Looked at again later.
@@ -391,6 +404,19 @@ class Watcher:
                 await self._hold(sorted({f for p in confirmed for f in files[p]}), "mass_vanish_confirmed")
             for path in sorted(believed):
                 await self._apply_delete(path, due[path])
+
+    async def _gone_by_folder(self, paths: list[str]) -> dict[str, bool | None]:
+        """``gone_states`` of these database paths, one share-thread call per folder."""
+        groups: dict[str, list[str]] = {}
+        for path in paths:
+            groups.setdefault(os.path.dirname(str(self.candidates.local(path))), []).append(path)
+        out: dict[str, bool | None] = dict.fromkeys(paths)
+        for folder, members in groups.items():
+            try:
+                out.update(await self.share.io.call(folder, gone_states, members, self.candidates.local))
+            except IoStall:
+                continue
+        return out
 
     @property
     def hold_seconds(self) -> float:
