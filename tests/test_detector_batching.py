@@ -27,7 +27,8 @@ from tests.reactor_support import add_processed, outcomes, wait_until, write_pho
 from tests.test_reactor import NO_POLLING, connection, running
 
 ENGINE = "tests.fault_engine"
-# The astronaut's face is ~90 px: scanned at its own size, the CNN on a CPU takes a second.
+# The astronaut's face is ~90 px: scanned at its own size (min_face_px at the CNN's 80 px,
+# no enlargement past it), the CNN on a CPU takes a second.
 SMALLEST = 80
 
 
@@ -60,7 +61,7 @@ def faces_of(outcome: Outcome) -> list[tuple[int, int, int, int]]:
 
 
 def test_the_cnn_in_a_batch_of_two_finds_the_same_boxes_as_one_at_a_time(photos: Path) -> None:
-    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, model="cnn", batch_size=2))
+    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=2))
     jobs = [DetectionJob(str(photos / "astronaut.jpg")), DetectionJob(str(photos / "mirrored.jpg"))]
     alone = [engine.detect(job) for job in jobs]
     assert engine.batches == []
@@ -80,7 +81,7 @@ def test_the_cnn_in_a_batch_of_two_finds_the_same_boxes_as_one_at_a_time(photos:
 def test_photos_of_different_sizes_are_not_scanned_together(photos: Path, tmp_path: Path) -> None:
     with Image.open(photos / "astronaut.jpg") as image:
         image.resize((200, 200)).save(tmp_path / "smaller.jpg", quality=95)
-    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, model="cnn", batch_size=4))
+    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=4))
     outcomes = engine.detect_batch(
         [(DetectionJob(str(photos / "astronaut.jpg")), None), (DetectionJob(str(tmp_path / "smaller.jpg")), None)]
     )
@@ -89,7 +90,7 @@ def test_photos_of_different_sizes_are_not_scanned_together(photos: Path, tmp_pa
 
 
 def test_a_missing_photo_in_a_batch_fails_alone(photos: Path, tmp_path: Path) -> None:
-    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, model="cnn", batch_size=3))
+    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=3))
     outcomes = engine.detect_batch(
         [
             (DetectionJob(str(photos / "astronaut.jpg")), None),
@@ -110,7 +111,9 @@ def copy(photos: Path, name: str, target: Path) -> str:
 
 async def test_a_crash_in_a_batch_fails_only_the_crashing_photo(photos: Path, tmp_path: Path) -> None:
     detector = Detector(
-        DetectorConfig(engine=ENGINE, min_face_px=SMALLEST, model="cnn", batch_size=3, timeout_seconds=90)
+        DetectorConfig(
+            engine=ENGINE, min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=3, timeout_seconds=90
+        )
     )
     await detector.start()
     try:
@@ -130,7 +133,9 @@ async def test_an_out_of_memory_in_a_batch_detects_each_photo_alone_and_teaches_
     photos: Path, tmp_path: Path
 ) -> None:
     detector = Detector(
-        DetectorConfig(engine=ENGINE, min_face_px=SMALLEST, model="cnn", batch_size=2, timeout_seconds=90)
+        DetectorConfig(
+            engine=ENGINE, min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=2, timeout_seconds=90
+        )
     )
     await detector.start()
     try:
@@ -152,6 +157,7 @@ async def test_the_reactor_detects_in_batches_and_one_crashing_photo_fails_alone
         detector={
             "model": "cnn",
             "min_face_px": SMALLEST,
+            "max_enlargement": 1.0,
             "engine": ENGINE,
             "workers": 1,
             "batch_size": 3,

@@ -133,12 +133,17 @@ class DlibEngine:
         self, original_size: tuple[int, int], step: Step, job: DetectionJob | None = None
     ) -> cascade.Resolution:
         budget = self.config.cnn_max_detect_pixels if step.model == "cnn" else self.config.max_detect_pixels
-        chosen = cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale, step.model)
+        config = self.config
+        chosen = cascade.choose_resolution(
+            original_size, config.min_face_px, budget, step.scale, step.model, config.max_enlargement
+        )
         # What the GPU was learned to hold (the parent's budget) caps the size of any step;
         # a step already below it (a retry under a failed one) keeps its own size.
         cap = dict(job.max_detect_pixels).get(step.model) if job is not None else None
         if cap is not None and chosen.size[0] * chosen.size[1] > cap:
-            chosen = cascade.choose_resolution(original_size, self.config.min_face_px, cap, 1.0, step.model)
+            chosen = cascade.choose_resolution(
+                original_size, config.min_face_px, cap, 1.0, step.model, config.max_enlargement
+            )
         return chosen
 
     def _draft_dimension(self, original_size: tuple[int, int], job: DetectionJob | None = None) -> int:
