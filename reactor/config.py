@@ -106,6 +106,9 @@ class DetectorConfig:
     max_detect_pixels: int = 4_915_200
     # CNN on a GPU: its memory grows with the pixels; 4 Mpx fits a 4 GB card.
     cnn_max_detect_pixels: int = 4_000_000
+    # What the GPU was learned to hold, kept per card across restarts (a JSON file, relative
+    # to the working directory like database.embedded_dir); "": kept in memory only.
+    gpu_budget_file: str = ".reactor/gpu-budget.json"
     # Detector children: "auto" is one per core on a CPU-only dlib, one per GPU on CUDA.
     workers: int | Literal["auto"] = "auto"
     # Images of one detection size scanned in one CNN call (reactor.detector.batching):

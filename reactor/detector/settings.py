@@ -27,6 +27,7 @@ OPERATIONAL = frozenset(
         "batch_size",
         "max_file_bytes",
         "prefer_smallest_algorithms_below_mb",
+        "gpu_budget_file",
     }
 )
 

@@ -80,7 +80,7 @@ class Detector:
         # Images whose outcome came from a batch (for `reactor status`).
         self.batched = 0
         # What the GPU holds, learned from out-of-memory errors; kept across child restarts.
-        self.budget = MemoryBudget()
+        self.budget = MemoryBudget(config.gpu_budget_file or None)
 
     @property
     def state(self) -> DetectorState:
@@ -193,12 +193,16 @@ class Detector:
         self._process, self._conn = process, parent_conn
         self._cuda = bool(payload.get("cuda", False))
         self._gpus = int(payload.get("gpus", 0))
+        card = payload.get("card")
+        self.budget.use_card(card if isinstance(card, str) else None)
         ms = round((time.perf_counter() - started) * 1000)
         gpu = (
             {
                 "gpu_memory_mb": payload.get("gpu_memory_mb"),
                 "smallest_algorithms": bool(payload.get("smallest_algorithms", False)),
                 "batch_limit": self.batch_limit,
+                "card": payload.get("card"),
+                "card_pixels": payload.get("card_pixels"),
             }
             if self._cuda
             else {}
