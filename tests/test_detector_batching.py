@@ -323,5 +323,6 @@ async def test_a_restarted_detector_starts_from_what_its_card_was_learned_to_hol
     await detector.start()
     try:
         assert detector.budget.caps() == {"cnn": 2_550_000}
+        assert (detector.card, detector.card_pixels) == (key, 4_051_764)
     finally:
         await detector.close()
