@@ -303,10 +303,11 @@ def test_the_learned_budget_is_kept_per_card(tmp_path: Path) -> None:
     cpu = MemoryBudget(path)
     cpu.use_card(None)
     assert cpu.caps() == {}
-    Path(path).write_text("{not json")
-    broken = MemoryBudget(path)
-    broken.use_card(small)
-    assert broken.caps() == {}
+    for unreadable in ("{not json", json.dumps([1]), json.dumps({small: [1]}), json.dumps({small: {"cnn": "x"}})):
+        Path(path).write_text(unreadable)
+        broken = MemoryBudget(path)
+        broken.use_card(small)
+        assert broken.caps() == {}
 
 
 async def test_a_restarted_detector_starts_from_what_its_card_was_learned_to_hold(

@@ -49,21 +49,23 @@ class MemoryBudget:
         self._card: str | None = None
 
     def use_card(self, card: str | None) -> None:
-        """The card the child found (None: no CUDA card). What was learned on it before,
-        in this process or kept in the state file, is the starting point."""
+        """The card the child found (None: no CUDA card). The same card again (a child
+        replaced after an out-of-memory) keeps what was learned; another card starts from
+        what the state file kept for it, or afresh."""
         if card == self._card:
             return
         self._card = card
         self._models = {}
         if card is None or self._path is None:
             return
-        for model, state in _read(self._path).get(card, {}).items():
+        kept = _read(self._path).get(card)
+        for model, state in (kept if isinstance(kept, dict) else {}).items():
             if isinstance(state, dict) and _pixels(state.get("largest_ok_pixels")) is not None:
                 self._models[str(model)] = ModelBudget(
                     _pixels(state.get("largest_ok_pixels")) or 0, _pixels(state.get("smallest_oom_pixels"))
                 )
         if self._models:
-            log.info("gpu_budget_loaded", card=card, path=str(self._path), **{m: s for m, s in self.snapshot().items()})
+            log.info("gpu_budget_loaded", card=card, path=str(self._path), **self.snapshot())
 
     def cap(self, model: str, wanted: int) -> int:
         """The pixel count to start an image at: ``wanted``, or less where it ran out before."""
