@@ -14,9 +14,10 @@ from dataclasses import dataclass
 # original by the same factor sees the same faces, without resampling the photo twice).
 # HOG: measured on real faces boxed by hand (dlib's PASCAL VOC group photos, 43 faces of
 # 37-109 px, each photo scanned at factors 1.3 to 2.4; bench.recall --hog-window): none
-# under 52 px in the scanned image, 51 % at 56-59, 74 % at 60-63, 93 % at 64-67, every one
-# at 68-75. The pasted astronaut (bench/photos.py) gave 60 px: one face, frontal, sharp,
-# which real crowds are not. CNN: the MMOD model's window, about 80 px (dlib's documentation).
+# under 52 px in the scanned image, 28 % at 52-55, 63 % at 56-59, 74 % at 60-63, 93 % at
+# 64-67, every one at 68-75 (docs/benchmarks.md, 11). The pasted astronaut (bench/photos.py)
+# gave 60 px: one face, frontal, sharp, which real crowds are not. CNN: the MMOD model's
+# window, about 80 px (dlib's documentation).
 MODEL_MIN_FACE_PX: dict[str, int] = {"hog": 68, "cnn": 80}
 
 # How far a photo is enlarged at most when the pixel budget has room: dlib's own upsampling
