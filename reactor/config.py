@@ -182,12 +182,14 @@ class SweepConfig:
     # Orphans (results and failures whose ai_metadata row is gone) are marked, and
     # purged only after this long, if still orphaned (reactor.store.orphans).
     orphan_grace_hours: float = 72.0
-    # One sweep purges at most this many orphans per table, and no more than this
-    # fraction of the table once more than orphan_purge_min are due; past either
-    # bound it purges nothing and holds them until `reactor repair --purge-orphans`.
+    # The sweeps purge at most this many orphans per table in any window of
+    # orphan_purge_window_hours, and no more than this fraction of the table once more
+    # than orphan_purge_min are due (reactor_orphan_purges keeps the count); past the
+    # bound a sweep purges nothing and holds them until `reactor repair --purge-orphans`.
     orphan_purge_max: int = 1000
     orphan_purge_max_fraction: float = 0.05
     orphan_purge_min: int = 20
+    orphan_purge_window_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -489,6 +491,11 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"{where}: [sweep] orphan_purge_max_fraction: expected a number in [0, 1], "
             f"got {sweep.orphan_purge_max_fraction}"
+        )
+    if sweep.orphan_purge_window_hours <= 0:
+        raise ConfigError(
+            f"{where}: [sweep] orphan_purge_window_hours: expected a positive number of hours, "
+            f"got {sweep.orphan_purge_window_hours}"
         )
 
 

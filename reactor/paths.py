@@ -12,6 +12,7 @@ import fnmatch
 import os
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
@@ -268,6 +269,20 @@ def certainly_gone(paths: list[str]) -> dict[str, bool | None]:
             out[path] = _parent_listable(os.path.dirname(path))
         except OSError:
             out[path] = None
+    return out
+
+
+def gone_states(paths: Iterable[str], local: Callable[[str], object]) -> dict[str, bool | None]:
+    """``certainly_gone`` for database paths (``local`` maps one to its file): a name
+    stored in one Unicode normalization (NFC) whose file has the other (NFD) is the same
+    file, so a path is present when any of its forms is there, and gone only when every
+    form is certainly gone; otherwise it is unknown."""
+    forms = {p: [str(local(v)) for v in unicode_variants(p)] for p in paths}
+    states = certainly_gone(list(dict.fromkeys(f for fs in forms.values() for f in fs)))
+    out: dict[str, bool | None] = {}
+    for path, fs in forms.items():
+        seen = [states[f] for f in fs]
+        out[path] = False if any(s is False for s in seen) else (True if all(s is True for s in seen) else None)
     return out
 
 

@@ -44,6 +44,16 @@ WHERE m.model IS NULL AND coalesce(m.face_count, 0) > 0
   AND NOT EXISTS (SELECT 1 FROM face_detections d WHERE d.image_path = m.image_path)
 ORDER BY m.image_path;
 
+-- Legacy results (the legacy worker's, model IS NULL) whose path left ai_metadata:
+-- another program's data, so the sweep never marks nor purges them
+-- (sql/orphans.sql); only `reactor repair --legacy-orphans --apply` removes them.
+-- name: legacy_orphan_rows
+SELECT m.image_path, m.face_count
+FROM face_metadata m
+WHERE m.model IS NULL
+  AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
+ORDER BY m.image_path;
+
 -- name: legacy_zero_rows
 SELECT m.image_path, EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = m.image_path) AS requested
 FROM face_metadata m
@@ -69,6 +79,11 @@ FROM reactor_claims;
 
 -- name: result_paths
 SELECT image_path FROM face_metadata;
+
+-- name: legacy_among
+-- Which of these results the legacy worker wrote (no model): another program's rows,
+-- which repair removes only when the operator asks (`--legacy-orphans`).
+SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) AND model IS NULL;
 
 -- name: results_present
 SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) ORDER BY image_path;

@@ -33,7 +33,23 @@ INSERT INTO reactor_redetect (image_path, reason)
 SELECT m.image_path, 'legacy_zero'
 FROM face_metadata m
 WHERE m.model IS NULL AND m.face_count = 0 AND reactor_valid_image_path(m.image_path)
-ON CONFLICT (image_path) DO NOTHING;
+ON CONFLICT (image_path) DO NOTHING
+RETURNING image_path;
 
 -- name: redetect_requested
 SELECT count(*)::int FROM reactor_redetect WHERE reason = $1;
+
+-- Where a rerun of the import resumes (reactor.ops.legacy_import): the greatest path
+-- among the face rows it imported ($1: their model). Pages commit in path order, so
+-- every legacy row up to it was examined by an earlier run.
+-- name: legacy_resume_point
+SELECT max(image_path) FROM face_detections WHERE model = $1::text;
+
+-- Legacy rows with faces not imported yet, after the resume point $1 (this run's work)
+-- and up to it (left by an earlier run, or added behind it).
+-- name: legacy_not_imported_around
+SELECT count(*) FILTER (WHERE m.image_path > $1::text)::int AS after,
+       count(*) FILTER (WHERE m.image_path <= $1::text)::int AS before
+FROM face_metadata m
+WHERE m.model IS NULL AND coalesce(m.face_count, 0) > 0
+  AND NOT EXISTS (SELECT 1 FROM face_detections d WHERE d.image_path = m.image_path);

@@ -67,9 +67,10 @@ WHERE image_path = ANY($1::text[])
 RETURNING image_path;
 
 -- name: failures_retry_type
+-- Never the blacklist, as for failures_retry_all: only its paths, named, take it back.
 UPDATE face_detection_failures
 SET next_retry_after = now(), permanently_failed = FALSE, retry_count = 0
-WHERE last_error_type = $1::text
+WHERE last_error_type = $1::text AND last_error_type <> 'blacklisted'
 RETURNING image_path;
 
 -- name: failures_retry_all
@@ -84,6 +85,14 @@ RETURNING image_path;
 DELETE FROM face_detection_failures
 WHERE image_path = ANY($1::text[])
 RETURNING image_path;
+
+-- name: blacklist_fence_claims
+-- First, so that a detection in flight cannot undo the blacklist: its result or
+-- failure write finds no claim for its token and is fenced (never written). Under READ
+-- COMMITTED this waits for a write that already released the claim to commit, and the
+-- next statement then sees (and drops) its result.
+DELETE FROM reactor_claims
+WHERE image_path = ANY($1::text[]);
 
 -- name: blacklist_drop_results
 -- An image is in one state: a blacklisted image keeps no results (its face rows cascade).
@@ -138,4 +147,4 @@ FROM face_detection_failures WHERE image_path = ANY($1::text[]);
 -- name: demo_reset
 -- `reactor demo` only, on its own embedded database: start from an empty library.
 TRUNCATE ai_metadata, face_detections, reactor_file_identity, face_metadata, face_detection_failures, reactor_claims,
-    reactor_instances;
+    reactor_instances, reactor_orphan_purges, reactor_control_replies;

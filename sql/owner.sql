@@ -21,7 +21,8 @@ BEGIN
         WHERE c.oid IN (SELECT to_regclass(n) FROM unnest(ARRAY[
             'ai_metadata', 'face_metadata', 'face_detections', 'face_detection_failures', 'reactor_claims',
             'reactor_instances', 'reactor_schema', 'reactor_claim_token_seq', 'reactor_redetect',
-            'reactor_file_identity', 'reactor_held_deletions']) AS n)
+            'reactor_file_identity', 'reactor_held_deletions', 'reactor_orphan_purges',
+            'reactor_control_replies']) AS n)
           AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
         UNION ALL
         SELECT p.proname::text, pg_get_userbyid(p.proowner), 'function'

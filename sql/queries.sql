@@ -60,7 +60,9 @@ WHERE image_path = $1 AND token = $2
 DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING token
 
 -- name: release_instance_claims
-DELETE FROM reactor_claims WHERE instance_id = $1
+-- Only the claims this process drew ($2, its fencing tokens): after its id was taken
+-- over, the other claims under the id are the new owner's.
+DELETE FROM reactor_claims WHERE instance_id = $1 AND token = ANY($2::bigint[])
 
 -- name: purge_stale_claims
 -- Claims expired long ago whose image nobody took over (its row went away).
@@ -106,7 +108,9 @@ WITH released AS (
 ), old_faces AS (
     DELETE FROM face_detections d USING released r WHERE d.image_path = r.image_path AND $12::boolean
 ), old_failure AS (
+    -- Never the blacklist (`reactor blacklist` fences the claims in flight as well).
     DELETE FROM face_detection_failures f USING released r WHERE f.image_path = r.image_path
+        AND NOT (f.last_error_type = 'blacklisted' AND f.permanently_failed)
 ), old_request AS (
     DELETE FROM reactor_redetect q USING released r WHERE q.image_path = r.image_path
 ), old_identity AS (
@@ -147,10 +151,13 @@ SET face_index = $2, box_top = $3, box_right = $4, box_bottom = $5, box_left = $
     score = $7, encoding = $8, model = $9, scale = $10
 WHERE face_id = $1
 
--- name: result_landed
--- After a write whose commit reply was lost: the result carries this claim's token
--- only if that very transaction committed.
-SELECT EXISTS (SELECT 1 FROM face_metadata WHERE image_path = $1 AND claim_token = $2)
+-- name: current_xid
+-- The id of the outcome write's transaction, read before its COMMIT (reactor.store.store.landed).
+SELECT txid_current()
+
+-- name: writes_committed
+-- After a write whose commit reply was lost: whether one of its tries committed.
+SELECT EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS x WHERE txid_status(x) = 'committed')
 
 -- ---------------------------------------------------------------- failures
 
@@ -173,12 +180,6 @@ ON CONFLICT (image_path) DO UPDATE
         permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
 -- A legacy column is timestamp without time zone: read it as the server's TimeZone (sql/ops.sql).
 RETURNING retry_count, permanently_failed, next_retry_after::timestamptz AS next_retry_after
-
--- name: failure_landed
--- The failure counterpart (legacy failure rows carry no token): the try count moved past
--- the one this claim was taken at, while our lease was still ours.
-SELECT EXISTS (SELECT 1 FROM face_detection_failures f
-               WHERE f.image_path = $1 AND coalesce((to_jsonb(f) ->> 'retry_count')::int, 0) > $2)
 
 -- name: failure_set_original_size
 UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHERE image_path = $1
@@ -261,9 +262,13 @@ VALUES ($1, $2, $3, $4, now(), $5::jsonb)
 ON CONFLICT (instance_id) DO UPDATE
     SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = EXCLUDED.started_at,
         heartbeat_at = now(), state = EXCLUDED.state
+    -- started_at is the session epoch: a process whose id a later one took over (its
+    -- lock lost, reactor.core.instance_lock) never overwrites the new owner's row.
+    WHERE reactor_instances.started_at <= EXCLUDED.started_at
 
 -- name: remove_instance
-DELETE FROM reactor_instances WHERE instance_id = $1
+-- This process's row only (its session epoch and pid), never a later owner's of the id.
+DELETE FROM reactor_instances WHERE instance_id = $1 AND started_at = $2 AND pid = $3
 
 -- name: live_instances
 SELECT instance_id FROM reactor_instances
@@ -272,6 +277,20 @@ ORDER BY instance_id
 
 -- name: notify
 SELECT pg_notify($1, $2)
+
+-- name: control_reply_write
+-- The reactor's reply to a `reactor sweep` request (reactor.core.control); replies
+-- older than an hour go at the same time (no command waits that long).
+WITH expired AS (
+    DELETE FROM reactor_control_replies WHERE replied_at < now() - interval '1 hour'
+)
+INSERT INTO reactor_control_replies (request_id, instance_id, swept, reply)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (request_id, instance_id) DO UPDATE
+SET swept = EXCLUDED.swept, reply = EXCLUDED.reply, replied_at = now()
+
+-- name: control_replies
+SELECT instance_id, swept, reply FROM reactor_control_replies WHERE request_id = $1 ORDER BY replied_at
 
 -- name: backend_role
 -- Who sent a notification (reactor.core.gate): asyncpg hands over the notifying backend's

@@ -222,6 +222,19 @@ CREATE TABLE IF NOT EXISTS reactor_held_deletions (
     reason TEXT NOT NULL
 );
 
+-- Replies to `reactor sweep`, written only by the reactor: anyone who can connect may
+-- NOTIFY, so a notification on the control channel only wakes the command, which
+-- believes nothing but these rows (no role but the reactor's may write them).
+-- `reply` is the JSON text of the reply (ASCII, so whatever a count holds is storable).
+CREATE TABLE IF NOT EXISTS reactor_control_replies (
+    request_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    swept BOOLEAN NOT NULL,
+    reply TEXT NOT NULL,
+    replied_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (request_id, instance_id)
+);
+
 -- Claims: an instance leases an image before detecting it. The token is a fencing
 -- token: a result is written only while its claim row still carries that token.
 CREATE SEQUENCE IF NOT EXISTS reactor_claim_token_seq;
@@ -256,3 +269,14 @@ CREATE INDEX IF NOT EXISTS idx_face_metadata_orphaned
     ON face_metadata (orphaned_at) WHERE orphaned_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_fdf_orphaned
     ON face_detection_failures (orphaned_at) WHERE orphaned_at IS NOT NULL;
+
+-- What the sweeps purged, per table and time: the purge bound (sweep.orphan_purge_max
+-- or the fraction) holds over a window of sweep.orphan_purge_window_hours, counted
+-- from these rows in the statement that deletes, so orphans marked in batches at
+-- different times cannot drain a table one batch per sweep.
+CREATE TABLE IF NOT EXISTS reactor_orphan_purges (
+    table_name TEXT NOT NULL,
+    purged_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    purged INTEGER NOT NULL CHECK (purged >= 0),
+    PRIMARY KEY (table_name, purged_at)
+);

@@ -81,20 +81,17 @@ ON CONFLICT (image_path) DO NOTHING
 -- the one that failed: a copy caught half-written and finished since. Their failure
 -- rows go, so they are detected as new. $1 paths, $2 sizes, $3 mtimes (ns), $4 whether
 -- the watcher saw the file change: the only evidence for a row without a recorded mtime.
+-- file_mtime_ns and file_size_bytes are optional columns (a legacy table may lack
+-- either): read through to_jsonb(f), which has no key for a missing column, so this
+-- one block runs on every shape of the table (sql/queries.sql does the same).
 DELETE FROM face_detection_failures f
 USING unnest($1::text[], $2::bigint[], $3::bigint[], $4::bool[]) AS t(p, size, mtime, changed)
 WHERE f.image_path = t.p AND f.permanently_failed
   AND f.last_error_type IN ('corrupt', 'unsupported', 'too_large')
-  AND CASE WHEN f.file_mtime_ns IS NULL THEN t.changed
-           ELSE f.file_mtime_ns IS DISTINCT FROM t.mtime OR f.file_size_bytes IS DISTINCT FROM t.size END
-RETURNING f.image_path
-
--- name: requeue_changed_failures_untracked
--- The same for a failures table without file_mtime_ns: only a change the watcher saw counts.
-DELETE FROM face_detection_failures f
-USING unnest($1::text[], $2::bigint[], $3::bigint[], $4::bool[]) AS t(p, size, mtime, changed)
-WHERE f.image_path = t.p AND f.permanently_failed AND t.changed
-  AND f.last_error_type IN ('corrupt', 'unsupported', 'too_large')
+  AND CASE WHEN (to_jsonb(f) ->> 'file_mtime_ns') IS NULL THEN t.changed
+           ELSE (to_jsonb(f) ->> 'file_mtime_ns')::bigint IS DISTINCT FROM t.mtime
+                OR ((to_jsonb(f) ->> 'file_size_bytes') IS NOT NULL
+                    AND (to_jsonb(f) ->> 'file_size_bytes')::bigint IS DISTINCT FROM t.size) END
 RETURNING f.image_path
 
 -- name: file_identities

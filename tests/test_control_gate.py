@@ -3,6 +3,7 @@ that act are honoured only from allowed roles, replies fit a NOTIFY, hints are b
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -59,6 +60,39 @@ def test_pending_requests_and_hints_are_bounded(make_config: Callable[..., Confi
     assert len(scheduler._orphan_hints) == MAX_ORPHAN_HINTS
 
 
+def _forge_replies(intruder: asyncpg.Connection) -> Callable[..., None]:
+    """A listener that answers each sweep request at once, as if it had swept."""
+
+    sent: set[asyncio.Future[str]] = set()
+
+    def forge(_c: object, _pid: int, _channel: str, payload: object) -> None:
+        data = json.loads(str(payload))
+        if isinstance(data, dict) and data.get("type") == "sweep_request":
+            reply = {"type": "sweep_reply", "id": data["id"], "instance_id": "forger", "counts": {"queued": 999}}
+            task = asyncio.ensure_future(intruder.execute("SELECT pg_notify($1, $2)", CONTROL, json.dumps(reply)))
+            sent.add(task)
+            task.add_done_callback(sent.discard)
+
+    return forge
+
+
+async def test_a_forged_reply_is_not_believed(dsn: str, intruder: asyncpg.Connection) -> None:
+    """No reactor runs: the only answer is the intruder's, on the channel and as a row it may not write."""
+    forged = _forge_replies(intruder)
+    await intruder.add_listener(CONTROL, forged)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await intruder.execute(
+            "INSERT INTO reactor_control_replies (request_id, instance_id, swept, reply) VALUES ('x', 'f', TRUE, '{}')"
+        )
+    conn = await asyncpg.connect(dsn)
+    try:
+        replies = await control.request_sweep(conn, CONTROL, 3)
+    finally:
+        await conn.close()
+        await intruder.remove_listener(CONTROL, forged)
+    assert replies.swept is None and replies.skipped == []
+
+
 @pytest.fixture
 async def intruder(pg: PgServer, database: str) -> AsyncIterator[asyncpg.Connection]:
     """A role that may connect and nothing else: NOTIFY needs no privilege."""
@@ -105,9 +139,14 @@ async def test_requests_from_other_roles_are_refused_and_detection_goes_on(
             await wait_until(detected, 90, "the next image to be detected")
             row = await conn.fetchrow("SELECT retry_count, permanently_failed FROM face_detection_failures")
             assert row is not None and tuple(row) == (5, True)  # the refused manual hint overrode nothing
-            # The reactor's own role is allowed: `reactor sweep` gets its answer.
+            # The reactor's own role is allowed: `reactor sweep` gets its answer, and only
+            # the reactor's: the intruder answers every request first, and is not believed.
+            forged = _forge_replies(intruder)
+            await intruder.add_listener(CONTROL, forged)
             replies = await control.request_sweep(conn, CONTROL, 30)
+            await intruder.remove_listener(CONTROL, forged)
             assert replies.swept is not None and replies.swept["instance_id"] == reactor.instance_id
+            assert replies.swept["counts"].get("queued") != 999
             # Exactly that one sweep ran: none of the intruder's requests (sent long before) did.
             assert reactor.sweeper.completed == sweeps + 1
     finally:

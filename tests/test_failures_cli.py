@@ -8,11 +8,18 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from reactor.config import Config
-from reactor.errors import UsageError
+from reactor.config import Config, RetryConfig
+from reactor.detector.types import Detection, DetectionFailure
+from reactor.errors import ErrorType, UsageError
 from reactor.handlers import failures as failures_handler
+from reactor.ops import failures
+from reactor.store import claims, store
 from tests.ops_seed import invoke, seed
 from tests.pg import PgServer
+
+DETECTION = Detection(
+    faces=(), model="hog", scale=1.0, original_size=(640, 480), decode_ms=1.0, detect_ms=2.0, encode_ms=3.0
+)
 
 
 async def run(config: Config, *argv: str) -> int:
@@ -140,6 +147,56 @@ async def test_blacklist_marks_permanent_and_drops_results(
         ("b/four.jpg", True, "never"),
         ("c/slow.jpg", True, "never"),
     ]
+
+
+async def test_retry_by_type_never_takes_back_the_blacklist(
+    dsn: str, make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]
+) -> None:
+    await seed(dsn)
+    assert await run(make_config(), "blacklist", "c/slow.jpg", "--reason", "a painting") == 0
+    # Like --all: every blacklisted image at once would undo choices made one by one.
+    with pytest.raises(UsageError, match="taken back one by one, by name"):
+        await run(make_config(), "failures", "retry", "--type", "blacklisted")
+    assert (await fetch_failures(dsn))["c/slow.jpg"]["permanently_failed"] is True
+    capsys.readouterr()
+    assert await run(make_config(), "failures", "retry", "c/slow.jpg") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 queued"
+
+
+async def test_a_detection_in_flight_does_not_undo_the_blacklist(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO ai_metadata (image_path, is_processed) VALUES ('f/a.jpg', TRUE), ('f/b.jpg', TRUE)"
+        )
+        # Claimed and being detected when the blacklist comes: both outcome writes are fenced.
+        in_flight = await claims.claim(conn, "f/a.jpg", "one", 60.0)
+        assert isinstance(in_flight, claims.Claim)
+        await failures.blacklist(conn, ["f/a.jpg"], "not a photo")
+        with pytest.raises(store.Fenced):
+            await store.record_success(conn, in_flight, DETECTION, "one")
+        failure = DetectionFailure(ErrorType.TIMEOUT, "too slow")
+        with pytest.raises(store.Fenced):
+            await store.record_failure(conn, "f/a.jpg", failure, RetryConfig(), frozenset(), in_flight)
+        row = await conn.fetchrow("SELECT last_error_type, permanently_failed FROM face_detection_failures")
+        assert row is not None and tuple(row) == ("blacklisted", True)
+        assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 0
+        # And a result written under a claim the blacklist did not fence (another
+        # writer's blacklist row) never deletes a blacklist row.
+        other = await claims.claim(conn, "f/b.jpg", "one", 60.0)
+        assert isinstance(other, claims.Claim)
+        await conn.execute(
+            "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type, "
+            "permanently_failed, last_failure_at, next_retry_after) "
+            "VALUES ('f/b.jpg', 0, 'by hand', 'blacklisted', TRUE, now(), 'infinity')"
+        )
+        await store.record_success(conn, other, DETECTION, "one")
+        assert (
+            await conn.fetchval("SELECT last_error_type FROM face_detection_failures WHERE image_path = 'f/b.jpg'")
+            == "blacklisted"
+        )
+    finally:
+        await conn.close()
 
 
 async def test_blacklist_rejects_invalid_path(dsn: str, make_config: Callable[..., Config]) -> None:

@@ -177,6 +177,7 @@ EXPECTED = {
     "dead_claims": {"claimed/expired.jpg", "claimed/stale.jpg"},
     "legacy_not_imported": set(),
     "legacy_zero": set(),
+    "legacy_orphans": set(),
     "held_deletions": set(),
 }
 REQUEUED = {"orphan/a.jpg", "mismatch/b.jpg", "gone/d.jpg", "claimed/stale.jpg", "pending/f.jpg"}
@@ -464,6 +465,7 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
         "missing_tables": (["face_metadata"],),
         "table_columns": ("ai_metadata",),
         "results_present": (["a"],),
+        "legacy_among": (["a"],),
         "pending_processed": (300.0, "created_at"),
         "dead_claims": (60.0,),
         "backup_table_exists": ("b_fm",),
@@ -656,3 +658,25 @@ def test_audit_counts_only_files_certainly_gone(share: Path, monkeypatch: pytest
     monkeypatch.setattr("reactor.watch.scanner.os.lstat", lstat)
     paths = ["ok/here.jpg", "ok/locked.jpg", unicodedata.normalize("NFC", "ok/café.jpg"), "ok/gone.jpg"]
     assert audit._absent(PathMapper(str(share)), paths) == ["ok/gone.jpg"]
+
+
+async def test_repair_leaves_a_legacy_result_whose_file_is_gone_unless_asked(
+    conn: asyncpg.Connection, make_config: Callable[..., Config], share: Path
+) -> None:
+    """A legacy result (no model) is another program's row, even when its file is gone: a plain
+    `repair --apply` keeps it; only `--legacy-orphans` removes it, after its backup."""
+    config = make_config()
+    await conn.execute("ALTER TABLE face_metadata ALTER COLUMN model DROP NOT NULL")  # as on an adopted table
+    for path, model in (("old/legacy.jpg", None), ("old/ours.jpg", "hog")):
+        await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", path)
+        await conn.execute(
+            "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, $2, 1)", path, model
+        )
+    (share / "old").mkdir()
+    plain = await repair.repair(conn, config, apply=True, share_online=True)
+    assert plain.plan.results == {"old/ours.jpg": "missing_files"}
+    assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path = 'old/legacy.jpg'") == 1
+    asked = await repair.repair(conn, config, apply=True, share_online=True, legacy_orphans=True)
+    assert asked.plan.results == {"old/legacy.jpg": "missing_files"}
+    assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 0
+    assert asked.backups["face_metadata"][1] == 1

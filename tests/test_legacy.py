@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -192,9 +193,14 @@ async def test_import_legacy_copies_faces_once_and_reports_bad_rows(
         ("legacy/two_faces.jpg", 0, 1, 2, 3, 4, "legacy", None),
         ("legacy/two_faces.jpg", 1, 5, 6, 7, 8, "legacy", None),
     ]
+    # A rerun resumes after the last row imported: the rows left before it are counted, not examined.
     second = await asyncio.to_thread(reactor_cli, config, "db", "import-legacy", "--json")
     again = json.loads(second.stdout)
-    assert (again["images"], again["faces"], again["rejected"]) == (0, 0, 3)
+    assert (again["images"], again["faces"], again["rejected"]) == (0, 0, 0)
+    assert (again["resumed_after"], again["not_examined"]) == ("legacy/two_faces.jpg", 3)
+    everything = await asyncio.to_thread(reactor_cli, config, "db", "import-legacy", "--json", "--from-start")
+    anew = json.loads(everything.stdout)
+    assert (anew["images"], anew["faces"], anew["rejected"], anew["resumed_after"]) == (0, 0, 3, None)
     assert await prod_conn.fetchval("SELECT count(*) FROM face_detections") == 3
     # The rows left as they were are what audit lists, with the command that deals with them.
     audit = await asyncio.to_thread(reactor_cli, config, "audit", "--json", "--skip-files")
@@ -204,6 +210,85 @@ async def test_import_legacy_copies_faces_once_and_reports_bad_rows(
     assert checks["legacy_zero"]["count"] == 3
 
 
+# Rows of a legacy table whose JSON columns are both text (so NaN and Infinity can be
+# there), in path order, interleaved with good ones: path, face_count, boxes, encodings.
+BAD_ROWS = [
+    ("imp/a_good.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("imp/b_infinity.jpg", 1, "[[Infinity, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("imp/c_good.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("imp/d_nan.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([[math.nan, *ENCODING[1:]]])),
+    ("imp/e_big_box.jpg", 1, "[[1, 2, 3, 3000000000]]", json.dumps([ENCODING])),
+    ("imp/f_good.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("imp/g_beyond_real.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([[1e39, *ENCODING[1:]]])),
+    ("imp/h_short.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING[:127]])),
+    # Refused by the database itself: another program's CHECK on face_detections.
+    ("imp/i_refused.jpg", 1, "[[1, 2, 3, -5]]", json.dumps([ENCODING])),
+    ("imp/j_good.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("imp/k_stops_the_run.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+    ("imp/l_good.jpg", 1, "[[1, 2, 3, 4]]", json.dumps([ENCODING])),
+]
+
+
+async def test_import_legacy_skips_each_kind_of_bad_row_and_a_rerun_resumes(
+    pg: PgServer, production: tuple[str, Path], prod_conn: asyncpg.Connection
+) -> None:
+    name, config = production
+    pg.psql("ALTER TABLE face_metadata ALTER COLUMN face_encodings TYPE text USING face_encodings::text", name)
+    values = ", ".join(f"('{p}', {n}, '{boxes}', '{encodings}')" for p, n, boxes, encodings in BAD_ROWS)
+    pg.psql(f"INSERT INTO face_metadata (image_path, face_count, face_locations, face_encodings) VALUES {values}", name)
+    await init_and_check(config)
+    await prod_conn.execute("ALTER TABLE face_detections ADD CONSTRAINT other_program CHECK (box_left >= 0)")
+    # The first run stops at a page (the connection lost, Ctrl-C): here a trigger's error.
+    await prod_conn.execute(
+        """CREATE FUNCTION stop_here() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.image_path = 'imp/k_stops_the_run.jpg' THEN RAISE EXCEPTION 'the run stops here'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER stop_here BEFORE INSERT ON face_detections FOR EACH ROW EXECUTE FUNCTION stop_here()"""
+    )
+    import_ = ("db", "import-legacy", "--json", "--page-size", "2")
+    stopped = await asyncio.to_thread(reactor_cli, config, *import_)
+    assert stopped.returncode == 2 and stopped.stderr.count("\n") == 1
+    assert "the import stopped: the run stops here" in stopped.stderr
+
+    async def imported() -> list[str]:
+        rows = await prod_conn.fetch("SELECT DISTINCT image_path FROM face_detections ORDER BY image_path")
+        return [r["image_path"] for r in rows]
+
+    # The pages before it were committed, bad rows skipped, the refused row left alone.
+    assert await imported() == ["imp/a_good.jpg", "imp/c_good.jpg", "imp/f_good.jpg", "imp/j_good.jpg"]
+
+    await prod_conn.execute("DROP TRIGGER stop_here ON face_detections")
+    rerun = await asyncio.to_thread(reactor_cli, config, *import_)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = json.loads(rerun.stdout)
+    # Resumed after the last row imported: the bad rows before it are not examined again.
+    assert resumed["resumed_after"] == "imp/j_good.jpg"
+    assert (resumed["images"], resumed["faces"], resumed["not_examined"]) == (4, 5, 6)
+    assert {p["image_path"] for p in resumed["problems"]} == {
+        "legacy/malformed.jpg",
+        "legacy/miscounted.jpg",
+        "legacy/short_encoding.jpg",
+    }
+    assert "imp/l_good.jpg" in await imported()
+
+    everything = await asyncio.to_thread(reactor_cli, config, *import_, "--from-start")
+    report = json.loads(everything.stdout)
+    assert (report["images"], report["rejected"], report["resumed_after"]) == (0, 9, None)
+    reasons = {p["image_path"]: p["reason"] for p in report["problems"]}
+    assert reasons["imp/b_infinity.jpg"] == "malformed JSON in face_locations: Infinity is not a JSON number"
+    assert reasons["imp/d_nan.jpg"] == "malformed JSON in face_encodings: NaN is not a JSON number"
+    assert reasons["imp/e_big_box.jpg"].startswith("box 0 is outside INTEGER")
+    assert reasons["imp/g_beyond_real.jpg"] == "encoding 0 holds 1e+39: not a finite number within REAL"
+    assert reasons["imp/h_short.jpg"] == "encoding 0 is not 128 numbers (127)"
+    assert reasons["imp/i_refused.jpg"].startswith("refused by the database:")
+    assert "other_program" in reasons["imp/i_refused.jpg"]
+    # Every bad row is still there as it was; nothing else was imported twice.
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_metadata WHERE image_path LIKE 'imp/%'") == 12
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_detections") == 9
+
+
 async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod_conn: asyncpg.Connection) -> None:
     _, config = production
     await init_and_check(config)
@@ -211,7 +296,14 @@ async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod
     assert asked.returncode == 0, asked.stderr
     # No reactor is running: the requests are processed here, with the rest of the
     # backlog (the two new photos).
-    assert json.loads(asked.stdout) == {"added": 3, "requested": 3, "by": "here", "processed": 5}
+    assert json.loads(asked.stdout) == {
+        "added": 3,
+        "requested": 3,
+        "refused": 0,
+        "refusals": [],
+        "by": "here",
+        "processed": 5,
+    }
     rows = {
         r["image_path"]: r
         for r in await prod_conn.fetch(
@@ -233,7 +325,14 @@ async def test_legacy_zero_rows_are_recovered(production: tuple[str, Path], prod
     assert failure == "missing"
     # Idempotent: a second request adds only what is neither detected nor already requested.
     again = await asyncio.to_thread(reactor_cli, config, "redetect", "--legacy-zero", "--json")
-    assert json.loads(again.stdout) == {"added": 0, "requested": 1, "by": "here", "processed": 0}
+    assert json.loads(again.stdout) == {
+        "added": 0,
+        "requested": 1,
+        "refused": 0,
+        "refusals": [],
+        "by": "here",
+        "processed": 0,
+    }
 
 
 async def test_a_schema_that_cannot_hold_a_result_is_refused(
@@ -266,6 +365,19 @@ async def test_a_schema_that_cannot_hold_a_result_is_refused(
             "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE bytea USING face_locations::bytea",
             "face_metadata.face_locations is bytea",
         ),
+        # Exactly text, json or jsonb: an array or a varchar(n) is refused too, at start.
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE text[] USING ARRAY[face_locations]",
+            "face_metadata.face_locations is text[]",
+        ),
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_encodings TYPE jsonb[] USING ARRAY[face_encodings]",
+            "face_metadata.face_encodings is jsonb[]",
+        ),
+        (
+            "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE varchar(4000)",
+            "face_metadata.face_locations is character varying(4000)",
+        ),
     ],
 )
 async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
@@ -286,6 +398,24 @@ async def test_a_legacy_table_of_another_shape_is_refused_with_one_line(
         psql = [str(BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", pg.socket_dir, "-U", "postgres"]
         await asyncio.to_thread(subprocess.run, [*psql, "-d", name, "-f", str(script)], check=True, capture_output=True)
         await init_and_check(config)
+
+
+async def test_a_legacy_json_column_changed_after_init_stops_the_reactor_at_start(
+    pg: PgServer, production: tuple[str, Path], prod_conn: asyncpg.Connection
+) -> None:
+    name, config = production
+    await init_and_check(config)
+    failures = await prod_conn.fetchval("SELECT count(*) FROM face_detection_failures")
+    pg.psql("ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE varchar(4000)", name)
+    result = await asyncio.to_thread(reactor_cli, config, "sweep", "--once", timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("reactor:")]
+    assert len(lines) == 1
+    assert "face_metadata.face_locations is character varying(4000)" in lines[0]
+    assert "ALTER TABLE face_metadata ALTER COLUMN face_locations TYPE text" in lines[0]
+    # Refused before any detection: no image failed at run time for it.
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_detection_failures") == failures
+    assert await prod_conn.fetchval("SELECT count(*) FROM face_metadata WHERE model IS NOT NULL") == 0
 
 
 def test_parse_row_rejects_each_kind_of_bad_legacy_row() -> None:

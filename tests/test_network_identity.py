@@ -187,7 +187,7 @@ async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, 
             queued.append(path)
             return True
 
-        sink = DatabaseSink(pool, enqueue, register_files=False, failure_columns=cols)
+        sink = DatabaseSink(pool, enqueue, register_files=False)
         requeued = await sink.refresh_failures(
             [
                 ReadyFile("fixed.jpg", size=180, mtime_ns=9),

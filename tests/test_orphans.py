@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -192,3 +194,122 @@ async def test_status_and_repair_show_held_orphans_and_release_them(
     assert applied.returncode == 0, applied.stderr
     assert "purged face_metadata: 40 orphans" in applied.stdout
     assert [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata")] == ["keep.jpg"]
+    # The purged rows were backed up first, like every row repair removes.
+    backup = re.search(r"backed up 40 face_metadata rows into (\S+)", applied.stdout)
+    assert backup, applied.stdout
+    assert await conn.fetchval(f'SELECT count(*) FROM "{backup[1]}" WHERE repair_reason = $1', "purge_orphans") == 40
+
+
+async def adopt_legacy(conn: Conn, paths: list[str]) -> None:
+    """Legacy results as an adopted legacy face_metadata holds them (model IS NULL: the
+    legacy worker wrote them, `db init` only added the reactor's columns), with no
+    ai_metadata row; the first one has imported faces (face_detections)."""
+    await conn.execute("ALTER TABLE face_metadata ALTER COLUMN model DROP NOT NULL, ALTER COLUMN scale DROP NOT NULL")
+    await conn.execute(
+        "INSERT INTO face_metadata (image_path, face_count) SELECT p, 0 FROM unnest($1::text[]) p", paths
+    )
+    await conn.execute("UPDATE face_metadata SET face_count = 1 WHERE image_path = $1", paths[0])
+    await conn.execute(
+        "INSERT INTO face_detections (image_path, face_index, box_top, box_right, box_bottom, box_left, encoding, "
+        "model) VALUES ($1, 0, 1, 2, 3, 0, array_fill(0.5::real, ARRAY[128]), 'legacy')",
+        paths[0],
+    )
+
+
+async def test_legacy_rows_survive_every_sweep_and_only_repair_removes_them_after_a_backup(
+    conn: asyncpg.Connection, dsn: str, share: Path, tmp_path: Path
+) -> None:
+    legacy = [f"legacy/{i:02}.jpg" for i in range(10)]
+    await seed_results(conn, ["keep.jpg", "mine.jpg"])
+    await adopt_legacy(conn, legacy)
+    # An earlier version marked two of them long ago: they are not purged either.
+    await conn.execute(
+        "UPDATE face_metadata SET orphaned_at = now() - interval '400 hours' WHERE image_path = ANY($1::text[])",
+        legacy[:2],
+    )
+    await conn.execute("DELETE FROM ai_metadata WHERE image_path = 'mine.jpg'")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        eager = sweeper(pool, NO_GRACE)
+        purged = sum([(await eager.sweep()).purged for _ in range(12)])
+    finally:
+        await pool.close()
+    # Only the reactor's own orphan went; no legacy row was marked, and the old marks are gone.
+    assert purged == 1
+    rows = await conn.fetch("SELECT image_path, orphaned_at FROM face_metadata WHERE model IS NULL ORDER BY 1")
+    assert [(r["image_path"], r["orphaned_at"]) for r in rows] == [(p, None) for p in legacy]
+    assert await conn.fetchval("SELECT count(*) FROM face_detections") == 1
+
+    config = process_config(tmp_path, dsn, share, "legacy_orphans")
+    audit = reactor_cli(config, "audit", "--json", "--skip-files")
+    assert audit.returncode == 1, audit.stderr
+    found = {c["check"]: c for c in json.loads(audit.stdout)["checks"]}["legacy_orphans"]
+    assert found["count"] == 10 and [s["image_path"] for s in found["sample"]] == legacy[:5]
+    # Without the option repair leaves them alone, applied or not; the option's dry run lists them.
+    kept = reactor_cli(config, "repair", "--apply", "--skip-files")
+    assert kept.returncode == 0, kept.stderr
+    assert "10 legacy results whose path left ai_metadata are kept" in kept.stdout
+    dry = reactor_cli(config, "repair", "--legacy-orphans", "--skip-files")
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete face_metadata: 10 images (10 legacy_orphans)" in dry.stdout
+    assert await conn.fetchval("SELECT count(*) FROM face_metadata WHERE model IS NULL") == 10
+
+    applied = reactor_cli(config, "repair", "--legacy-orphans", "--apply", "--skip-files", "--json")
+    assert applied.returncode == 0, applied.stderr
+    backups = json.loads(applied.stdout)["backups"]
+    assert backups["face_metadata"]["rows"] == 10 and backups["face_detections"]["rows"] == 1
+    saved = await conn.fetch(f'SELECT image_path, repair_reason FROM "{backups["face_metadata"]["table"]}" ORDER BY 1')
+    assert [(r["image_path"], r["repair_reason"]) for r in saved] == [(p, "legacy_orphans") for p in legacy]
+    assert await conn.fetchval(f'SELECT count(*) FROM "{backups["face_detections"]["table"]}"') == 1
+    left = [r["image_path"] for r in await conn.fetch("SELECT image_path FROM face_metadata ORDER BY 1")]
+    assert left == ["keep.jpg"] and await conn.fetchval("SELECT count(*) FROM face_detections") == 0
+
+
+async def advance(conn: Conn, hours: float) -> None:
+    """Simulated time: every orphan mark and every recorded purge moves `hours` into the past."""
+    back = timedelta(hours=hours)
+    await conn.execute(
+        "UPDATE face_metadata SET orphaned_at = orphaned_at - $1::interval WHERE orphaned_at IS NOT NULL", back
+    )
+    await conn.execute("UPDATE reactor_orphan_purges SET purged_at = purged_at - $1::interval", back)
+
+
+async def test_orphans_marked_in_batches_over_time_never_purge_past_the_bound_in_any_window(
+    pool: asyncpg.Pool,
+) -> None:
+    paths = [f"b/{i:03}.jpg" for i in range(60)]
+    async with pool.acquire() as conn:
+        await seed_results(conn, [*paths, "keep.jpg"])
+    # At most 10 per 24 h; each batch alone fits, so a per-sweep bound would purge every one.
+    policy = OrphanPolicy(grace_seconds=3600.0, purge_max=10, purge_max_fraction=1.0, purge_min=0)
+    s = sweeper(pool, policy)
+    batches = [3, 3, 4, 4, 1, 2, 3, 1, 2, 1, 1, 2, 2, 1]
+    step_hours = 8.0
+    events: list[tuple[float, int]] = []  # (simulated hour, rows purged by that sweep)
+    held_seen = 0
+    start = 0
+    for step, size in enumerate(batches):
+        now = step * step_hours
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM ai_metadata WHERE image_path = ANY($1::text[])", paths[start : start + size]
+            )
+        start += size
+        counts = await s.sweep()
+        assert counts.orphans == size
+        if counts.purged:
+            events.append((now, counts.purged))
+        held_seen += counts.orphans_held is not None
+        async with pool.acquire() as conn:
+            await advance(conn, step_hours)
+    # In every 24 h window (ending at each purge) the sweeps purged at most the bound,
+    # and the purges went on across windows: the bound limits the rate, it is not a one-off.
+    for end, _ in events:
+        assert sum(n for t, n in events if end - 24.0 < t <= end) <= 10, events
+    total = sum(n for _, n in events)
+    assert total > 10 and held_seen > 0, (events, held_seen)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT sum(purged) FROM reactor_orphan_purges") == total
+        left = await conn.fetchval("SELECT count(*) FROM face_metadata")
+    assert left == len(paths) + 1 - total

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +37,29 @@ async def test_a_name_that_is_not_utf8_is_recorded_and_the_rest_of_its_batch_reg
         await pool.close()
 
 
+@pytest.mark.parametrize("failing", ["registered", "register", "refresh_failures"])
 async def test_a_baseline_whose_registration_failed_is_registered_by_the_next_session(
     make_config: Callable[..., Config],
     dsn: str,
     share: Path,
     monkeypatch: pytest.MonkeyPatch,
+    failing: str,
 ) -> None:
+    """A database error anywhere in the first scan's registration (reading what is
+    registered, writing it, refreshing failures): the baseline is taken again."""
     (share / "a.jpg").write_bytes(b"x" * 10)
     (share / "b.jpg").write_bytes(b"x" * 10)
-    real = DatabaseSink.register
+    real = getattr(DatabaseSink, failing)
     calls = 0
 
-    async def flaky(self: DatabaseSink, paths: Sequence[str]) -> int:
+    async def flaky(self: DatabaseSink, *args: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise asyncpg.ConnectionDoesNotExistError("connection lost while registering")
-        return await real(self, paths)
+            raise asyncpg.ConnectionDoesNotExistError("connection lost during the first scan")
+        return await real(self, *args)
 
-    monkeypatch.setattr(DatabaseSink, "register", flaky)
+    monkeypatch.setattr(DatabaseSink, failing, flaky)
     config = make_config(watcher={"observer": "native", "stability_seconds": 0.5}, images={"register_files": "always"})
     async with running_watcher(config, dsn) as h:
 
@@ -65,6 +69,7 @@ async def test_a_baseline_whose_registration_failed_is_registered_by_the_next_se
 
         await until(registered, 30, what="the next session to register the baseline")
         assert h.watcher.sessions >= 2
+        assert calls >= 2
 
 
 def test_a_row_in_one_normalization_finds_the_file_in_the_other(share: Path) -> None:

@@ -299,4 +299,34 @@ async def test_stale_claims_are_purged_and_own_claims_retaken(conn: asyncpg.Conn
     assert not await claims.renew(conn, c1, 60.0)
     await conn.execute("UPDATE reactor_claims SET lease_until = $1", datetime.now(UTC) - timedelta(hours=2))
     assert await claims.purge_stale(conn, 600.0) == 1
-    assert await claims.release_instance(conn, "me") == 0
+    assert await claims.release_instance(conn, "me", [c1.token, c2.token]) == 0
+    # The teardown releases only the claims whose tokens this process drew.
+    await processed(conn, "t.jpg")
+    mine, theirs = await claims.claim(conn, "s.jpg", "me", 60.0), await claims.claim(conn, "t.jpg", "me", 60.0)
+    assert isinstance(mine, Claim) and isinstance(theirs, Claim)
+    assert await claims.release_instance(conn, "me", [mine.token]) == 1
+    assert await conn.fetchval("SELECT token FROM reactor_claims") == theirs.token
+
+
+@pytest.mark.parametrize("error_type", [ErrorType.INCOMPLETE, ErrorType.CORRUPT])
+async def test_a_lost_commit_reply_is_recognised_for_every_kind_of_outcome(
+    conn: asyncpg.Connection, error_type: ErrorType
+) -> None:
+    """The landed check asks the server whether the write's transaction committed: an
+    ``incomplete`` outcome counts no try, so no row tells that it landed."""
+    await processed(conn, "cut.jpg", "other.jpg")
+    cols = await failure_columns(conn)
+    claim = await claims.claim(conn, "cut.jpg", "me", 60.0)
+    assert isinstance(claim, Claim)
+    failure = DetectionFailure(error_type, "cut short")
+    await store.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # its reply "lost"
+    with pytest.raises(store.Fenced):
+        await store.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # the retry
+    assert await store.landed(conn, claim)
+    # A claim taken over before its write: fenced, and nothing of it landed.
+    first = await claims.claim(conn, "other.jpg", "me", 60.0)
+    second = await claims.claim(conn, "other.jpg", "me", 60.0)
+    assert isinstance(first, Claim) and isinstance(second, Claim)
+    with pytest.raises(store.Fenced):
+        await store.record_failure(conn, first.path, failure, RETRY, cols, first)
+    assert not await store.landed(conn, first)

@@ -1,16 +1,22 @@
 """The control channel: `reactor sweep` asks a running reactor to sweep, and waits for its counts.
 
-Both directions are NOTIFY payloads on ``database.control_channel``:
-``{"type": "sweep_request", "id": ID}`` from the command, and
-``{"type": "sweep_reply", "id": ID, "instance_id": ..., "counts": {...}}`` from each
-running reactor. Only one instance sweeps at a time (advisory lock); the others
-reply with ``counts.skipped``, so the command waits for a reply that swept.
+The request is a NOTIFY on ``database.control_channel``:
+``{"type": "sweep_request", "id": ID}`` (honoured only from allowed roles,
+reactor.core.gate). The reply is not: anyone who can connect may LISTEN, read the id
+and NOTIFY an answer, so each running reactor writes its reply
+``{"type": "sweep_reply", "id": ID, "instance_id": ..., "counts": {...}}`` as a row of
+``reactor_control_replies``, which only the reactor's role may write, and then sends
+``{"type": "sweep_reply", "id": ID}`` only to wake the command. The command believes
+the rows alone (and reads them once a second besides, should a wake-up be lost). Only
+one instance sweeps at a time (advisory lock); the others reply with
+``counts.skipped``, so the command waits for a reply that swept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +31,8 @@ Q = Queries("queries.sql")
 
 SWEEP_REQUEST = "sweep_request"
 SWEEP_REPLY = "sweep_reply"
+# The command reads the replies this often besides on a wake-up (a NOTIFY may be lost).
+REREAD_SECONDS = 1.0
 
 
 def request_payload(request_id: str) -> str:
@@ -38,6 +46,13 @@ def reply_payload(request_id: str, instance_id: str, counts: dict[str, Any]) -> 
 
 async def send(conn: Conn, channel: str, payload: str) -> None:
     await conn.execute(Q.notify, channel, payload)
+
+
+async def reply(conn: Conn, channel: str, request_id: str, instance_id: str, counts: dict[str, Any]) -> None:
+    """Write the reply where only the reactor may write, then wake the command."""
+    payload = reply_payload(request_id, instance_id, counts)
+    await conn.execute(Q.control_reply_write, request_id, instance_id, not counts.get("skipped"), payload)
+    await send(conn, channel, json.dumps({"type": SWEEP_REPLY, "id": request_id}))
 
 
 @dataclass
@@ -54,29 +69,39 @@ async def live_instances(conn: Conn, heartbeat_seconds: float) -> list[str]:
 
 
 async def request_sweep(conn: Conn, channel: str, wait_seconds: float) -> SweepReplies:
-    """NOTIFY a sweep request and wait for a reply from the instance that swept."""
-    replies = SweepReplies(request_id=uuid.uuid4().hex)
-    done = asyncio.Event()
+    """NOTIFY a sweep request and wait for a reply from the instance that swept.
 
-    def on_reply(_c: Any, _pid: int, _channel: str, payload: object) -> None:
-        try:
-            data = json.loads(str(payload))
-        except ValueError:
-            return
-        if not isinstance(data, dict) or data.get("type") != SWEEP_REPLY or data.get("id") != replies.request_id:
-            return
-        counts = data.get("counts") or {}
-        if counts.get("skipped"):
-            replies.skipped.append(data)
-        else:
-            replies.swept = data
-            done.set()
+    A notification only wakes this wait: what counts is read from reactor_control_replies.
+    """
+    replies = SweepReplies(request_id=uuid.uuid4().hex)
+    wake = asyncio.Event()
+
+    def on_notify(_c: Any, _pid: int, _channel: str, _payload: object) -> None:
+        wake.set()
 
     # LISTEN before sending, so that a fast reply cannot be missed.
-    await conn.add_listener(channel, on_reply)
+    await conn.add_listener(channel, on_notify)
     try:
         await send(conn, channel, request_payload(replies.request_id))
-        await wait_any(done, seconds=wait_seconds)
+        deadline = time.monotonic() + wait_seconds
+        while not await _read_replies(conn, replies):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await wait_any(wake, seconds=min(left, REREAD_SECONDS))
+            wake.clear()
     finally:
-        await conn.remove_listener(channel, on_reply)
+        await conn.remove_listener(channel, on_notify)
     return replies
+
+
+async def _read_replies(conn: Conn, replies: SweepReplies) -> bool:
+    """The replies written so far; True once one instance swept."""
+    replies.skipped = []
+    for row in await conn.fetch(Q.control_replies, replies.request_id):
+        data = json.loads(row["reply"])
+        if row["swept"]:
+            replies.swept = data
+            return True
+        replies.skipped.append(data)
+    return False

@@ -5,7 +5,7 @@ identity to the payload, only the notifying backend's pid. So every payload is d
 validate, never to trust:
 
 - ``validate`` accepts only the shapes the reactor sends itself (a known ``type``, a
-  ``path`` string of bounded length, a short request id); anything else (deep nesting,
+  ``path`` string PostgreSQL can store, of bounded length, a short request id); anything else (deep nesting,
   wrong types, a huge id) is dropped and logged once per kind of problem.
 - Hints (``processed``, ``deleted``, ``bulk``) are honoured from anyone: each is only a
   wake-up, checked against the database before anything happens, coalesced and bounded.
@@ -29,6 +29,7 @@ import asyncpg
 
 from reactor import logs
 from reactor.store.sql import Queries
+from reactor.util import storable
 from reactor.util.ratelimit import RateLimiter
 
 Q = Queries("queries.sql")
@@ -36,7 +37,7 @@ log = logs.get("reactor.gate")
 
 # NOTIFY payloads are at most 8000 bytes; replies are kept under this.
 MAX_REPLY_BYTES = 7900
-MAX_PATH_CHARS = 4096
+MAX_PATH_BYTES = 4096
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 HINT_TYPES = frozenset({"processed", "manual", "deleted", "bulk"})
 # Sender lookups in flight at once; past it a privileged request is refused.
@@ -83,8 +84,13 @@ def validate(channel: str, data: object, *, control_channel: str, pid: int = 0) 
     if kind == "bulk":
         return Notice(channel, kind, pid=pid)
     path = data.get("path")
-    if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS:
+    if not isinstance(path, str) or not path:
         ignore(channel, "bad_path", data)
+        return None
+    # A NUL or a lone surrogate would fail the query it reaches (reactor.util.storable).
+    unstorable = storable.problem(path, MAX_PATH_BYTES)
+    if unstorable is not None:
+        ignore(channel, f"bad_path:{unstorable}", data)
         return None
     return Notice(channel, kind, path=path, pid=pid)
 

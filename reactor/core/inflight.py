@@ -10,14 +10,20 @@ loop renews every claim in here.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterator
 
 from reactor.store.claims import Claim
+
+# Tokens of claims already out of here that the teardown still releases: a write that
+# failed leaves its claim row until the lease runs out; older ones have expired anyway.
+RECENT_TOKENS = 1024
 
 
 class InFlight:
     def __init__(self) -> None:
         self._claims: dict[str, Claim] = {}
+        self._recent: deque[int] = deque(maxlen=RECENT_TOKENS)
         self._reserved: set[str] = set()
         # Created on first wait, so that constructing one needs no event loop.
         self._changed: asyncio.Event | None = None
@@ -39,8 +45,14 @@ class InFlight:
 
     def pop(self, path: str, default: Claim | None = None) -> Claim | None:
         claim = self._claims.pop(path, default)
+        if claim is not None:
+            self._recent.append(claim.token)
         self._notify()
         return claim
+
+    def tokens(self) -> list[int]:
+        """The fencing tokens of the claims this process may still hold: its fence at teardown."""
+        return [*(c.token for c in self._claims.values()), *self._recent]
 
     async def reserve(self, path: str) -> None:
         """Wait until no lane holds or is claiming ``path``, then mark it as being claimed."""

@@ -26,7 +26,7 @@ QUEUE_DROPPED = Counter(
 )
 IMAGES_PROCESSED = Counter(
     "reactor_images_processed",
-    "Images with a recorded outcome, by outcome (detected, failed, fenced).",
+    "Images with a recorded outcome, by outcome (detected, failed, fenced, moved).",
     ["outcome"],
     registry=REGISTRY,
 )

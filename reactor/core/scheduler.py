@@ -20,8 +20,10 @@ from reactor import logs
 from reactor.config import Config
 from reactor.core import control
 from reactor.core.sweep import Sweeper
+from reactor.paths import recordable
 from reactor.store.db import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS
 from reactor.util.aio import first_of, wait_any
+from reactor.util.ratelimit import RateLimiter
 
 log = logs.get("reactor.scheduler")
 
@@ -81,11 +83,11 @@ class SweepScheduler:
         if not requests:
             return
         try:
+            channel = self.config.database.control_channel
             async with pool.acquire() as conn:
                 for request_id in requests:
-                    payload = control.reply_payload(request_id, self.instance_id, counts)
-                    await control.send(conn, self.config.database.control_channel, payload)
-        except TRANSIENT_DB_ERRORS as exc:
+                    await control.reply(conn, channel, request_id, self.instance_id, counts)
+        except ANY_DB_ERRORS as exc:  # reactor_control_replies missing (owner SQL not run yet): no answer
             log.warning("sweep_reply_failed", error=str(exc) or type(exc).__name__)
 
     async def run_orphan_hints(self, sweeper: Sweeper, halt: asyncio.Event) -> None:
@@ -99,3 +101,16 @@ class SweepScheduler:
                 except TRANSIENT_DB_ERRORS:
                     # The sweep removes it later; hints are only hints.
                     break
+                except ANY_DB_ERRORS as exc:
+                    # The server refused this one hint (a value it cannot take): it costs that
+                    # hint, never the task, and the sweep's orphan pass covers its path anyway.
+                    _hint_dropped(path, exc)
+
+
+_dropped = RateLimiter(300.0, max_keys=100)
+
+
+def _hint_dropped(path: str, exc: BaseException) -> None:
+    allowed, suppressed = _dropped.check(type(exc).__name__)
+    if allowed:
+        log.warning("orphan_hint_dropped", path=recordable(path)[:200], error=type(exc).__name__, suppressed=suppressed)

@@ -303,7 +303,6 @@ class Reactor:
                 lambda path, redetect: self.queue.put(path, Priority.FILE_EVENT, redetect=redetect),
                 register_files=self.config.register_files,
                 request_sweep=self.request_sweep,
-                failure_columns=self._failure_columns,
             )
             self.watcher = Watcher(self.config, self.mapper, self.share, sink)
             self.side_tasks["watcher"] = self.watcher.run
@@ -368,8 +367,9 @@ class Reactor:
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT_SECONDS):
                 async with pool.acquire() as conn:
-                    released = await claims.release_instance(conn, self.instance_id)
-                    await conn.execute(Q.remove_instance, self.instance_id)
+                    # Only what this process made: after a takeover of the id the rest is the new owner's.
+                    released = await claims.release_instance(conn, self.instance_id, self.lanes.in_flight.tokens())
+                    await conn.execute(Q.remove_instance, self.instance_id, self.started_at, os.getpid())
             log.info("claims_released", count=released)
         except TRANSIENT_DB_ERRORS as exc:
             log.warning(

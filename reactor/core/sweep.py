@@ -201,6 +201,8 @@ class Sweeper:
         """Mark new orphans, un-mark returned rows, purge those past their grace within the bound."""
         policy = self.orphan_policy
         tables = await orphans.tables_with_marks(conn)
+        if orphans.RESULTS in tables and not dry_run and (unmarked := await orphans.unmark_legacy(conn)):
+            log.info("legacy_orphans_unmarked", rows=unmarked)
         for table in tables:
             if not dry_run:
                 counts.restored += await orphans.restore(conn, table)
@@ -216,28 +218,34 @@ class Sweeper:
             return
         held = []
         for stat in await orphans.stats(conn, policy):
-            if stat.held:
-                held.append(f"{stat.table}: {stat.due} due > bound {stat.bound}")
+            purged = 0
+            if stat.due and not stat.held:
+                if dry_run:
+                    counts.paths.setdefault("purge", []).extend(
+                        await orphans.due_paths(conn, stat.table, policy, self.page_size)
+                    )
+                else:
+                    purged = await orphans.purge_within_bound(conn, stat.table, policy, stat.bound)
+                    counts.purged += purged
+                    if purged:
+                        log.info("orphans_purged", table=stat.table, rows=purged, bound=stat.bound, spent=stat.spent)
+            # Held: past the bound by the count above, or by the purge statement's own
+            # (rows that became due since that count pushed it past).
+            if stat.held or (stat.due and not dry_run and not purged):
+                held.append(f"{stat.table}: {stat.held_text()}")
                 if stat.table not in self._held and not dry_run:
                     self._held.add(stat.table)
                     log.warning(
-                        "orphans_held", table=stat.table, due=stat.due, bound=stat.bound, release=orphans.RELEASE_HINT
+                        "orphans_held",
+                        table=stat.table,
+                        due=stat.due,
+                        bound=stat.bound,
+                        purged_in_window=stat.spent,
+                        release=orphans.RELEASE_HINT,
                     )
-                continue
-            if stat.table in self._held and not dry_run:
+            elif stat.table in self._held and not dry_run:
                 self._held.discard(stat.table)
                 log.info("orphans_released", table=stat.table, due=stat.due, bound=stat.bound)
-            if not stat.due:
-                continue
-            if dry_run:
-                counts.paths.setdefault("purge", []).extend(
-                    await orphans.due_paths(conn, stat.table, policy, self.page_size)
-                )
-            else:
-                purged = await orphans.purge(conn, stat.table, policy, self.page_size)
-                counts.purged += purged
-                if purged:
-                    log.info("orphans_purged", table=stat.table, rows=purged)
         counts.orphans_held = "; ".join(held) or None
 
     async def mark_orphan(self, path: str) -> int:

@@ -36,6 +36,7 @@ from reactor import logs
 from reactor.config import Config
 from reactor.core import metrics
 from reactor.core.inflight import InFlight
+from reactor.core.moved import MoveFinder, RunDb
 from reactor.core.queue import Entry, ImageQueue, Priority
 from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.settings import settings_fingerprint
@@ -132,7 +133,6 @@ class DetectionLoop:
         self.failure_columns = failure_columns
         self.result_shape = result_shape
         self.blocked = blocked if blocked is not None else WriteBlock()
-        self.settings = settings_fingerprint(config.detector)
         # A file still being written is tried again after the share's stability window
         # (reactor.watch.mounts.stability_window): by then a network client's cache is fresh.
         self.incomplete_delay = config.watcher.stability_seconds if incomplete_delay is None else incomplete_delay
@@ -143,6 +143,7 @@ class DetectionLoop:
         self.db_ok = True
         self.persisting: asyncio.Task[None] | None = None
         self._limiter = RateLimiter(config.logging.rate_limit_seconds)
+        self.moves = MoveFinder(mapper, lambda: share.online, config.detector.timeout_seconds)
 
     @property
     def current(self) -> str | None:
@@ -357,7 +358,30 @@ class DetectionLoop:
         if isinstance(result, str):
             log.debug("image_skipped", path=entry.path, reason=result)
             return None
+        if await self._moved_here(result, str(local), stop):
+            return None
         return Ready(entry, result, str(local))
+
+    async def _moved_here(self, claim: Claim, local: str, stop: asyncio.Event) -> bool:
+        """A photo that moved takes its result and face ids along instead of being detected
+        (reactor.core.moved); True when its claim went with the move."""
+        try:
+            moved = await self.moves.adopt(claim, local, self._runner(stop))
+        except asyncpg.PostgresError as exc:
+            log.warning("move_check_failed", path=claim.path, error=str(exc), effect="detected instead")
+            return False
+        if moved is None:
+            return False
+        self.in_flight.pop(claim.path, None)
+        metrics.IMAGES_PROCESSED.labels("moved").inc()
+        self.processed += 1
+        return True
+
+    def _runner(self, stop: asyncio.Event) -> RunDb:
+        async def run(op: Callable[[Conn], Awaitable[T]]) -> T | None:
+            return await self._db(stop, op)
+
+        return run
 
     async def _detect_and_write(self, batch: list[Ready]) -> None:
         """Detect the claimed images (one, or a batch) and hand their outcomes to the writer."""
@@ -447,8 +471,9 @@ class DetectionLoop:
             nonlocal tries
             tries += 1
             if isinstance(outcome, Detection):
+                settings = settings_fingerprint(self.config.detector, outcome.model)
                 await store.record_success(
-                    conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=self.settings
+                    conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=settings
                 )
                 return None
             return await store.record_failure(
@@ -467,7 +492,7 @@ class DetectionLoop:
                 return
             except store.Fenced:
                 # After a lost connection we do not know whether the earlier try committed.
-                if tries > 1 and await self._landed(claim, outcome):
+                if tries > 1 and await self._landed(claim):
                     # Our own earlier commit released the claim; its reply was lost.
                     log.info("outcome_written", path=claim.path, token=claim.token, reply="lost")
                     self.processed += 1
@@ -486,12 +511,10 @@ class DetectionLoop:
                     return  # that was already the failure; the lease expires, the sweep decides
                 outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
 
-    async def _landed(self, claim: Claim, outcome: Outcome) -> bool:
+    async def _landed(self, claim: Claim) -> bool:
         try:
             async with self.pool.acquire() as conn:
-                if isinstance(outcome, Detection):
-                    return bool(await conn.fetchval(Q.result_landed, claim.path, claim.token))
-                return bool(await conn.fetchval(Q.failure_landed, claim.path, claim.state.retry_count))
+                return await store.landed(conn, claim)
         except db.TRANSIENT_DB_ERRORS:
             return False
 

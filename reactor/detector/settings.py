@@ -27,12 +27,26 @@ OPERATIONAL = frozenset(
         "batch_size",
         "max_file_bytes",
         "prefer_smallest_algorithms_below_mb",
+        # A memory limit makes an image fail (oom) or not; it never changes a result.
+        "max_memory_mb",
+        # Where the learned GPU budget is kept, not what it is.
         "gpu_budget_file",
     }
 )
+MODELS = ("hog", "cnn")
 
 
-def settings_fingerprint(config: DetectorConfig) -> str:
+def settings_fingerprint(config: DetectorConfig, model: str) -> str:
+    """The fingerprint of a result made by ``model`` (what ran: hog or cnn, never the
+    configuration's "auto", which means either, depending on the machine)."""
     values = {k: v for k, v in dataclasses.asdict(config).items() if k not in OPERATIONAL}
+    values["model"] = model
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
     return digest[:16]
+
+
+def current_fingerprints(config: DetectorConfig) -> list[str]:
+    """The fingerprints a result made today may have: one per model the configuration
+    allows (both with "auto"). A result with another is stale (`redetect --stale`)."""
+    models = MODELS if config.model == "auto" else (config.model,)
+    return [settings_fingerprint(config, model) for model in models]

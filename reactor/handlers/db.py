@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "Rows that cannot be read are listed and left as they are.",
     )
     imports.add_argument("--page-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    imports.add_argument(
+        "--from-start",
+        action="store_true",
+        help="examine every legacy row again, not only those after the last one imported (rows fixed by hand)",
+    )
     imports.add_argument("--json", action="store_true", help="print the report as JSON")
     imports.set_defaults(handler=import_legacy_command)
 
@@ -115,10 +120,12 @@ def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
     if args.page_size < 1:
         raise UsageError("--page-size must be at least 1")
     with db.resolved_dsn(config) as dsn:
-        report = asyncio.run(_import_legacy(dsn, config, args.page_size))
+        report = asyncio.run(_import_legacy(dsn, config, args.page_size, args.from_start))
     if args.json:
         print(json.dumps(report.as_dict()))
         return 0
+    if report.resumed_after is not None:
+        print(f"resumed after {report.resumed_after}, the last legacy result imported")
     print(
         f"imported {report.faces} face(s) of {report.images} legacy result(s); "
         f"{report.rejected} row(s) left as they are"
@@ -127,18 +134,31 @@ def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
         print(f"left\t{problem['image_path']}\t{problem['reason']}")
     if report.rejected > len(report.problems):
         print(f"... and {report.rejected - len(report.problems)} more (`reactor audit` lists legacy_not_imported)")
+    if report.not_examined:
+        print(
+            f"{report.not_examined} legacy result(s) before that point are not imported (left by an earlier run): "
+            "`--from-start` examines them again"
+        )
     return 0
 
 
-async def _import_legacy(dsn: str, config: Config, page_size: int) -> legacy_import.ImportReport:
-    async with db.connection(dsn, config) as conn:
-        if await audit.missing_tables(conn):
-            raise UsageError("the reactor's tables are missing; run `reactor db init` first")
-        try:
+async def _import_legacy(dsn: str, config: Config, page_size: int, from_start: bool) -> legacy_import.ImportReport:
+    try:
+        async with db.connection(dsn, config) as conn:
+            if await audit.missing_tables(conn):
+                raise UsageError("the reactor's tables are missing; run `reactor db init` first")
             with Progress(None, "db import-legacy") as progress:
-                return await legacy_import.import_legacy(conn, page_size=page_size, progress=progress)
-        except legacy_import.NotLegacy as exc:
-            raise UsageError(str(exc)) from None
+                return await legacy_import.import_legacy(
+                    conn, page_size=page_size, progress=progress, from_start=from_start
+                )
+    except legacy_import.NotLegacy as exc:
+        raise UsageError(str(exc)) from None
+    except db.ANY_DB_ERRORS as exc:
+        # Not a row's values (those are reported and skipped): the pages committed stay.
+        raise UsageError(
+            f"the import stopped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; the pages imported "
+            "are kept, and `reactor db import-legacy` run again resumes after the last of them"
+        ) from None
 
 
 def sql_command(args: argparse.Namespace, config: Config) -> int:

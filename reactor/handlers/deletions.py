@@ -50,6 +50,13 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     print(f"deleted the results of {len(result.deleted)} held files; released {len(result.released)} that are back")
     if result.undecided:
         print(f"kept {len(result.undecided)} held: they could not be looked at (an I/O error or an unreachable folder)")
+    if result.rejected:
+        print(
+            f"skipped {len(result.rejected)} held paths that are not valid share paths (never opened, still held; "
+            "`reactor audit` lists their rows under invalid_paths, `reactor repair --apply` removes those):"
+        )
+        for path, reason in sorted(result.rejected.items())[: max(0, args.sample)]:
+            print(f"    - {path!r} ({reason})")
     return 0
 
 

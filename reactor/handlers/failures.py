@@ -119,6 +119,12 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
     chosen = sum((bool(args.paths), args.type is not None, args.all))
     if chosen != 1:
         raise UsageError("failures retry: give image paths, or --type TYPE, or --all (exactly one of them)")
+    if args.type == ErrorType.BLACKLISTED:
+        # As for --all: a person excluded them one by one, and takes them back by name.
+        raise UsageError(
+            "failures retry: blacklisted images are taken back one by one, by name, as with --all: "
+            "`reactor failures list --type blacklisted` lists them, `reactor failures retry PATH...` takes them back"
+        )
     paths = db_paths(config, args.paths, strict=False)
     with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:

@@ -15,6 +15,12 @@ goes with the image's next success, and a failure keeps the old result. With a
 running reactor the command wakes it and follows the progress (Ctrl-C stops
 following, not the work; ``--cancel`` withdraws requests); without one it processes
 them here, like `reactor sweep --once`.
+
+Nothing is waited for that will not come: a request for an image the sweep never
+takes (blacklisted, permanently failed, not processed in ai_metadata) is withdrawn
+at once and reported with its reason, and following ends when nothing pending is
+about to be taken (what is left backs off until its next try), when the reactor is
+gone, or after ``--timeout``, saying what is still pending and why.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import argparse
 import asyncio
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from reactor.config import Config
 from reactor.core import control
-from reactor.detector.settings import settings_fingerprint
+from reactor.detector.settings import current_fingerprints
 from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr, sweep_once_here
 from reactor.ops import audit
@@ -42,6 +49,25 @@ Q = Queries("redetect.sql")
 LEGACY = Queries("legacy.sql")
 LEGACY_ZERO = "legacy_zero"
 FOLLOW_SECONDS = 1.0
+# Why a request is not answered yet (pending_states, missing_refused, without_result),
+# and what to do. The first five are never taken: such a request is refused.
+WHY = {
+    "blacklisted": "blacklisted: `reactor failures retry PATH` takes it back",
+    "permanently_failed": "permanently failed: `reactor failures retry PATH` makes it due again",
+    "invalid_path": "the path is refused (invalid_path): fix it in ai_metadata",
+    "not_processed": "not processed in ai_metadata: the reactor detects processed images only",
+    "no_result": "no result to detect again: `reactor redetect --missing PATH` retries it",
+    "backing_off": "its last try failed: it is taken again at its next retry",
+    "waiting": "waiting for the running reactor",
+}
+NEVER_TAKEN = ("blacklisted", "permanently_failed", "not_processed")
+# Refusals listed one by one; the rest are counted.
+MAX_LISTED = 50
+# What following reads each second: the pending states counted, not every request.
+PENDING_SUMMARY = (
+    "SELECT state, count(*)::int AS images, min(image_path) AS example\n"
+    f"FROM (\n{Q.pending_states}\n) AS p GROUP BY state ORDER BY state"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,6 +98,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with --refresh/--reset: only results made with other detector settings than today's",
     )
     parser.add_argument("--no-wait", action="store_true", help="record the requests and return")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop following a running reactor after this long, saying what is still pending (0: no limit)",
+    )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=redetect_command)
 
@@ -101,13 +134,25 @@ def _selection(args: argparse.Namespace) -> Selection:
 def redetect_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     selection = _selection(args)
+    if args.timeout < 0:
+        raise UsageError("--timeout must be 0 (no limit) or more seconds")
     with db.resolved_dsn(config) as dsn:
         counts = asyncio.run(_redetect(args, config, dsn, selection))
     if args.json:
         print(json.dumps(counts))
-    else:
-        print(" ".join(f"{k}={v}" for k, v in counts.items()))
+        return 0
+    print(" ".join(f"{k}={v}" for k, v in counts.items() if not isinstance(v, list | dict)))
+    for refusal in counts.get("refusals", []):
+        print(f"refused\t{refusal['image_path']}\t{refusal['reason']}")
+    for state, pending in counts.get("still_pending", {}).items():
+        print(f"pending\t{pending['images']} image(s), e.g. {pending['example']}\t{WHY[state]}")
     return 0
+
+
+def _refusals(rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The counts' refusal keys: how many, and the first ones with their reason."""
+    listed = [{"image_path": path, "reason": WHY[state]} for path, state in rows[:MAX_LISTED]]
+    return {"refused": len(rows), "refusals": listed}
 
 
 async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Selection) -> dict[str, Any]:
@@ -123,7 +168,7 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
             # A wake-up only: the requests are in the database, the sweep is the truth.
             await control.send(conn, config.database.control_channel, control.request_payload(batch))
             if not args.no_wait and "requested" in counts:
-                counts["answered"] = await _follow(conn, batch, int(counts["requested"]))
+                counts.update(await _follow(conn, config, batch, int(counts["requested"]), args.timeout))
             return counts
     if not args.no_wait:
         counts["processed"] = (await sweep_once_here(config, dsn, "redetect")).processed
@@ -131,32 +176,78 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
 
 
 async def _record(conn: Any, args: argparse.Namespace, config: Config, sel: Selection) -> tuple[str, dict[str, Any]]:
-    if args.legacy_zero:
-        added = rows_affected(await conn.execute(LEGACY.legacy_zero_request))
-        waiting = int(await conn.fetchval(LEGACY.redetect_requested, LEGACY_ZERO))
-        return LEGACY_ZERO, {"added": added, "requested": waiting}
     if args.missing:
         retried = rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
         pending = int(await conn.fetchval(Q.pending_selected, sel.paths, sel.prefix)) if not sel.error_type else 0
-        return "missing", {"retried": retried, "pending": pending}
-    mode = RedetectMode.RESET if args.reset else RedetectMode.REFRESH
-    batch = f"{mode}:{uuid.uuid4().hex[:12]}"
-    stale = settings_fingerprint(config.detector) if args.stale else None
-    requested = rows_affected(
-        await conn.execute(Q.request_results, batch, mode, sel.paths, sel.prefix, sel.error_type, sel.model, stale)
-    )
-    return batch, {"mode": mode, "requested": requested}
+        refused = await conn.fetch(Q.missing_refused, sel.paths, sel.prefix, sel.error_type)
+        return "missing", {"retried": retried, "pending": pending, **_refusals([tuple(r) for r in refused])}
+    async with conn.transaction():
+        if args.legacy_zero:
+            batch = LEGACY_ZERO
+            added = {r["image_path"] for r in await conn.fetch(LEGACY.legacy_zero_request)}
+        else:
+            mode = RedetectMode.RESET if args.reset else RedetectMode.REFRESH
+            batch = f"{mode}:{uuid.uuid4().hex[:12]}"
+            stale = current_fingerprints(config.detector) if args.stale else None
+            await conn.execute(Q.request_results, batch, mode, sel.paths, sel.prefix, sel.error_type, sel.model, stale)
+        refused = await _withdraw_never_taken(conn, batch)
+        if args.legacy_zero:
+            counts: dict[str, Any] = {"added": len(added - {path for path, _ in refused})}
+        else:
+            counts = {"mode": mode}
+        if sel.paths:
+            refused += await _without_result(conn, sel.paths)
+        counts["requested"] = int(await conn.fetchval(LEGACY.redetect_requested, batch))
+    return batch, {**counts, **_refusals(refused)}
 
 
-async def _follow(conn: Any, batch: str, total: int) -> int:
-    """Progress of a running reactor through this batch. Ctrl-C ends the command, not
-    the work: the requests stay, and the reactor goes on with them."""
+async def _without_result(conn: Any, paths: list[str]) -> list[tuple[str, str]]:
+    """Named paths with no result to detect again, each with why (a blacklisted image
+    has none, for one)."""
+    lacking = await conn.fetchval(Q.without_result, paths)
+    if not lacking:
+        return []
+    rows = await conn.fetch(Q.pending_states, lacking, None)
+    return sorted((r["image_path"], r["state"] if r["state"] in NEVER_TAKEN else "no_result") for r in rows)
+
+
+async def _withdraw_never_taken(conn: Any, batch: str) -> list[tuple[str, str]]:
+    """Withdraw the batch's requests that the sweep would never take; (path, state) each."""
+    rows = [
+        (r["image_path"], r["state"])
+        for r in await conn.fetch(Q.pending_states, None, batch)
+        if r["state"] in NEVER_TAKEN
+    ]
+    if rows:
+        await conn.execute(Q.withdraw, batch, [path for path, _ in rows])
+    return sorted(rows)
+
+
+async def _follow(conn: Any, config: Config, batch: str, total: int, limit_seconds: float) -> dict[str, Any]:
+    """Progress of a running reactor through this batch, until every request is answered,
+    nothing pending is about to be taken, the reactor is gone, or ``limit_seconds``
+    (0: no limit). Ctrl-C ends the command, not the work: the requests stay, and the
+    reactor goes on with them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_seconds if limit_seconds > 0 else None
     answered = 0
     with Progress(total, "redetect") as progress:
-        while answered < total:
-            remaining = int(await conn.fetchval(Q.remaining, batch))
-            progress.advance(total - remaining - answered)
-            answered = total - remaining
-            if answered < total:
+        while True:
+            states = {r["state"]: r for r in await conn.fetch(PENDING_SUMMARY, None, batch)}
+            now_answered = total - sum(r["images"] for r in states.values())
+            progress.advance(max(0, now_answered - answered))
+            answered = now_answered
+            if not states:
+                stopped = "done"
+            elif "waiting" not in states:
+                stopped = "nothing_about_to_be_taken"
+            elif deadline is not None and loop.time() >= deadline:
+                stopped = "timeout"
+            elif not await control.live_instances(conn, config.health.heartbeat_seconds):
+                stopped = "reactor_gone"
+            else:
                 await asyncio.sleep(FOLLOW_SECONDS)
-    return answered
+                continue
+            break
+    pending = {state: {"images": r["images"], "example": r["example"]} for state, r in states.items()}
+    return {"answered": answered, "stopped": stopped, "still_pending": pending}

@@ -7,13 +7,14 @@ import json
 import sys
 from typing import Any
 
+import asyncpg
+
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.handlers.common import add_report_options, share_and_database
 from reactor.ops import audit
 from reactor.ops import repair as repair_mod
 from reactor.store import orphans
-from reactor.store.dbtypes import Conn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +31,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--purge-orphans",
         action="store_true",
         help="release held orphans: with --apply, purge every orphan past its grace period "
-        "(sweep.orphan_grace_hours), whatever the per-sweep bound",
+        "(sweep.orphan_grace_hours), whatever the purge bound, after backing them up",
+    )
+    parser.add_argument(
+        "--legacy-orphans",
+        action="store_true",
+        help="also remove legacy results (the legacy worker's) whose path is no longer in ai_metadata; "
+        "the sweep never does: with --apply they are backed up, then deleted",
     )
     parser.set_defaults(handler=run)
 
@@ -45,6 +52,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
                 share_online=here.online,
                 share_reason=here.reason,
                 check_files=not args.skip_files,
+                legacy_orphans=args.legacy_orphans,
             )
         except (audit.SchemaMissing, repair_mod.RepairBusy) as exc:
             raise UsageError(str(exc)) from None
@@ -52,13 +60,13 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     if args.json:
         print(json.dumps({**result.to_dict(), "orphans": held}, indent=2 if sys.stdout.isatty() else None))
     else:
-        print(render(result))
+        print(render(result, legacy_orphans=args.legacy_orphans))
         print(render_orphans(held, args))
     return 0
 
 
 async def _orphans(
-    conn: Conn, config: Config, args: argparse.Namespace, online: bool, reason: str | None
+    conn: asyncpg.Connection, config: Config, args: argparse.Namespace, online: bool, reason: str | None
 ) -> dict[str, Any]:
     """The orphans marked, due and held per table; with --purge-orphans --apply, purge the due ones."""
     policy = orphans.OrphanPolicy.from_config(config.sweep)
@@ -72,9 +80,12 @@ async def _orphans(
             "mount the share, then run `reactor repair --purge-orphans --apply` again"
         )
     if args.apply:
-        async with conn.transaction():
-            for o in before:
-                out["purged"][o.table] = await orphans.purge(conn, o.table, policy, config.sweep.page_size)
+        try:
+            done = await repair_mod.purge_orphans(conn, config)
+        except repair_mod.RepairBusy as exc:
+            raise UsageError(str(exc)) from None
+        out["purged"] = done.purged
+        out["backups"] = {src: {"table": name, "rows": n} for src, (name, n) in done.backups.items()}
     else:
         for o in before:
             out.setdefault("would_purge", {})[o.table] = await orphans.due_paths(
@@ -88,11 +99,14 @@ def render_orphans(held: dict[str, Any], args: argparse.Namespace) -> str:
     for table, o in held["tables"].items():
         if not o["marked"]:
             continue
-        state = f"HELD ({o['due']} due exceed the bound {o['bound']})" if o["held"] else "within the bound"
+        spent = f" with {o['purged_in_window']} purged in the window" if o["purged_in_window"] else ""
+        state = f"HELD ({o['due']} due{spent} > bound {o['bound']})" if o["held"] else "within the bound"
         lines.append(f"orphaned {table}: {o['marked']} marked, {o['due']} past the grace period, {state}")
     for table, paths in held.get("would_purge", {}).items():
         lines.append(f"would purge {table}: {len(paths)} orphans")
         lines.extend(f"    - {path}" for path in paths[:10])
+    for source, backup in held.get("backups", {}).items():
+        lines.append(f"backed up {backup['rows']} {source} rows into {backup['table']}")
     for table, rows in held["purged"].items():
         lines.append(f"purged {table}: {rows} orphans")
     if any(o["held"] for o in held["tables"].values()) and not args.purge_orphans:
@@ -102,9 +116,15 @@ def render_orphans(held: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines) or "orphans: none marked"
 
 
-def render(result: repair_mod.RepairResult) -> str:
+def render(result: repair_mod.RepairResult, *, legacy_orphans: bool = False) -> str:
     plan = result.plan
     if plan.empty:
+        kept = result.report["legacy_orphans"].count
+        if kept:
+            return (
+                f"repair: nothing to do; {kept} legacy results whose path left ai_metadata are kept "
+                "(`reactor repair --legacy-orphans` lists them, with --apply backs them up and deletes them)"
+            )
         return "repair: nothing to do; the audit is clean"
     verb = "deleted" if result.applied else "would delete"
     lines = []
@@ -120,7 +140,8 @@ def render(result: repair_mod.RepairResult) -> str:
             lines.append(f"  {finding.check} not checked: {finding.skipped}")
     if not result.applied:
         lines.append(f"would re-queue {len(plan.requeue)} images")
-        lines.append("dry run: nothing changed; run `reactor repair --apply` to back up and change these rows")
+        command = "reactor repair --legacy-orphans --apply" if legacy_orphans else "reactor repair --apply"
+        lines.append(f"dry run: nothing changed; run `{command}` to back up and change these rows")
         return "\n".join(lines)
     for source, (table, rows) in result.backups.items():
         lines.append(f"backed up {rows} {source} rows into {table}")

@@ -24,7 +24,7 @@ import asyncpg
 
 from reactor.config import Config
 from reactor.core.instances import gone_after_seconds
-from reactor.paths import InvalidPath, PathMapper, certainly_gone, unicode_variants
+from reactor.paths import InvalidPath, PathMapper, gone_states
 from reactor.store.relations import REACTOR_TABLES
 from reactor.store.sql import Queries
 from reactor.watch import share
@@ -45,6 +45,8 @@ CHECKS: dict[str, str] = {
     # with them; repair leaves them alone.
     "legacy_not_imported": "legacy results whose faces are only in the legacy JSON columns; "
     "`reactor db import-legacy` imports them, or lists why it cannot",
+    "legacy_orphans": "legacy results whose path is no longer in ai_metadata: the sweep keeps them (another "
+    "program's data); `reactor repair --legacy-orphans --apply` backs them up and deletes them",
     "held_deletions": "deletions held after a confirmed mass vanish; `reactor deletions --apply` backs up and "
     "deletes the results of those still missing",
     "legacy_zero": "zero-face results the reactor did not write (the legacy worker saved failures as 0 faces); "
@@ -169,6 +171,10 @@ async def run_audit(
     findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
     findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
     findings["held_deletions"].rows = [dict(r) for r in await conn.fetch(Q.held_deletion_rows)]
+    if await missing_tables(conn, ("ai_metadata",)):
+        findings["legacy_orphans"].skipped = "no ai_metadata table in this database"
+    else:
+        findings["legacy_orphans"].rows = [dict(r) for r in await conn.fetch(Q.legacy_orphan_rows)]
     await _pending(conn, config, judge, findings["pending_processed"])
     files = findings["missing_files"]
     if not check_files:
@@ -269,9 +275,8 @@ def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
     """Paths whose file is certainly gone: EACCES, EIO or a vanished parent folder are
     unknown, not missing (reactor.paths.certainly_gone), and a name stored in the other
     Unicode normalization (NFC/NFD) is the same file."""
-    locals_ = {p: [str(mapper.to_local(v)) for v in unicode_variants(p)] for p in paths}
-    states = certainly_gone([local for variants in locals_.values() for local in variants])
-    return [p for p, variants in locals_.items() if all(states[local] is True for local in variants)]
+    states = gone_states(paths, mapper.to_local)
+    return [p for p in paths if states[p] is True]
 
 
 async def _missing_files(
@@ -286,7 +291,7 @@ async def _missing_files(
     if candidates is not None:
         present = [r["image_path"] for r in await conn.fetch(Q.results_present, sorted(set(candidates)))]
         gone = await asyncio.to_thread(_absent, judge.mapper, [p for p in present if judge.valid(p)])
-        finding.rows = [{"image_path": p} for p in sorted(gone)]
+        await _rows_with_legacy(conn, finding, gone)
         return
     known = 0
     batch: list[str] = []
@@ -307,4 +312,10 @@ async def _missing_files(
             "or the wrong mount, not deletions; check images.root and the marker"
         )
         return
-    finding.rows = [{"image_path": p} for p in sorted(gone)]
+    await _rows_with_legacy(conn, finding, gone)
+
+
+async def _rows_with_legacy(conn: asyncpg.Connection, finding: Finding, gone: list[str]) -> None:
+    """The missing files' rows, each saying whether the legacy worker wrote its result."""
+    legacy = {r["image_path"] for r in await conn.fetch(Q.legacy_among, gone)} if gone else set()
+    finding.rows = [{"image_path": p, "legacy": p in legacy} for p in sorted(gone)]

@@ -132,6 +132,7 @@ async def blacklist(conn: asyncpg.Connection, paths: Sequence[str], reason: str)
     """Mark paths permanently failed (type `blacklisted`), dropping any results they had."""
     unique = list(dict.fromkeys(paths))
     async with conn.transaction():
+        await conn.execute(Q.blacklist_fence_claims, unique)
         await conn.fetch(Q.blacklist_drop_results, unique)
         rows = await conn.fetch(Q.blacklist_upsert, unique, reason)
     result = _split(unique, [r["image_path"] for r in rows])

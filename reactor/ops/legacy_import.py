@@ -4,14 +4,23 @@ The legacy rows already count as done (they are face_metadata rows); the import
 makes their faces visible to every reactor command (status, audit, repair) by
 copying the legacy boxes and encodings into face_detections, one keyset page per
 transaction. Idempotent: a row whose faces were imported is not selected again.
-A row whose JSON is malformed, whose box count disagrees with face_count, whose
-encodings are not 128 numbers each, or whose path breaks the path rule is
-reported and left as it is; the rest goes on.
+A row whose JSON is malformed or holds NaN or Infinity, whose box count disagrees
+with face_count, whose boxes are not whole numbers within INTEGER, whose encodings
+are not 128 finite numbers within REAL each, whose path breaks the path rule, or
+that the database refuses all the same (pgvector's cast, another program's
+constraint) is reported and left as it is; the rest goes on.
+
+A rerun resumes after the last row imported, derived from what is already there
+(the greatest path among the legacy face rows): pages are committed in path order,
+so every row up to it was examined by an earlier run. ``from_start`` examines every
+row again (rows fixed by hand, or rows added behind that point).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +33,10 @@ Q = sql.Queries("legacy.sql")
 CATALOG = sql.Queries("catalog.sql")
 # Problem rows listed in the report; the rest are counted.
 MAX_LISTED = 50
+# The columns' ranges: box_* are INTEGER, encoding REAL[] (and pgvector's vector is
+# float4 too), so a value outside them would fail the page's transaction.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+REAL_MAX = 3.4028234663852886e38
 
 
 class NotLegacy(Exception):
@@ -36,6 +49,11 @@ class ImportReport:
     faces: int = 0
     rejected: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
+    # Where this run started: after this path (None: from the first row).
+    resumed_after: str | None = None
+    # Legacy rows with faces, not imported, up to resumed_after: examined by an earlier
+    # run (and left then), or added behind it; ``from_start`` examines them again.
+    not_examined: int = 0
 
     def reject(self, path: str, reason: str) -> None:
         self.rejected += 1
@@ -43,7 +61,14 @@ class ImportReport:
             self.problems.append({"image_path": path, "reason": reason})
 
     def as_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "faces": self.faces, "rejected": self.rejected, "problems": self.problems}
+        return {
+            "images": self.images,
+            "faces": self.faces,
+            "rejected": self.rejected,
+            "problems": self.problems,
+            "resumed_after": self.resumed_after,
+            "not_examined": self.not_examined,
+        }
 
 
 def _number_list(value: Any, length: int | None) -> list[float] | None:
@@ -51,19 +76,49 @@ def _number_list(value: Any, length: int | None) -> list[float] | None:
         return None
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         return None
-    return [float(v) for v in value]
+    # A JSON integer beyond a float's range (1 followed by 400 zeros) reads as infinite.
+    return [float(v) if abs(v) < 2.0**1023 else (math.inf if v > 0 else -math.inf) for v in value]
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON has not (a text column can hold them).
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _loads(column: str, text: str | None) -> Any:
+    try:
+        return json.loads(text, parse_constant=_not_json) if text is not None else None
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError, NaN or Infinity, deep nesting
+        raise ValueError(f"malformed JSON in {column}: {exc}") from None
 
 
 Face = tuple[list[int], list[float]]
 
 
+def _box(i: int, box: Any) -> list[int]:
+    numbers = _number_list(box, 4)
+    if numbers is not None and not all(INT_MIN <= v <= INT_MAX for v in numbers):
+        raise ValueError(f"box {i} is outside INTEGER: {str(box)[:80]}")
+    if numbers is None or not all(v == int(v) for v in numbers):
+        raise ValueError(f"box {i} is not [top, right, bottom, left] in whole pixels: {str(box)[:80]}")
+    return [int(v) for v in numbers]
+
+
+def _encoding(i: int, encoding: Any) -> list[float]:
+    vector = _number_list(encoding, legacy.ENCODING_LENGTH)
+    if vector is None:
+        size = len(encoding) if isinstance(encoding, list) else type(encoding).__name__
+        raise ValueError(f"encoding {i} is not {legacy.ENCODING_LENGTH} numbers ({size})")
+    outside = [v for v in vector if not (math.isfinite(v) and abs(v) <= REAL_MAX)]
+    if outside:
+        raise ValueError(f"encoding {i} holds {outside[0]!r}: not a finite number within REAL")
+    return vector
+
+
 def parse_row(face_count: int, boxes_text: str | None, encodings_text: str | None) -> list[Face]:
     """The faces of one legacy row as (box, encoding) pairs; ValueError says what is wrong."""
-    try:
-        boxes = json.loads(boxes_text) if boxes_text is not None else None
-        encodings = json.loads(encodings_text) if encodings_text is not None else None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"malformed JSON: {exc}") from None
+    boxes = _loads(legacy.BOXES, boxes_text)
+    encodings = _loads(legacy.ENCODINGS, encodings_text)
     if not isinstance(boxes, list):
         raise ValueError(f"{legacy.BOXES} is not a JSON list")
     if not isinstance(encodings, list):
@@ -72,38 +127,76 @@ def parse_row(face_count: int, boxes_text: str | None, encodings_text: str | Non
         raise ValueError(f"face_count is {face_count} but {legacy.BOXES} holds {len(boxes)} box(es)")
     if len(encodings) != len(boxes):
         raise ValueError(f"{len(boxes)} box(es) but {len(encodings)} encoding(s)")
-    faces = []
-    for i, (box, encoding) in enumerate(zip(boxes, encodings, strict=True)):
-        numbers = _number_list(box, 4)
-        if numbers is None or any(v != int(v) for v in numbers):
-            raise ValueError(f"box {i} is not [top, right, bottom, left] in whole pixels: {str(box)[:80]}")
-        vector = _number_list(encoding, legacy.ENCODING_LENGTH)
-        if vector is None:
-            size = len(encoding) if isinstance(encoding, list) else type(encoding).__name__
-            raise ValueError(f"encoding {i} is not {legacy.ENCODING_LENGTH} numbers ({size})")
-        faces.append(([int(v) for v in numbers], vector))
-    return faces
+    return [
+        (_box(i, box), _encoding(i, encoding)) for i, (box, encoding) in enumerate(zip(boxes, encodings, strict=True))
+    ]
 
 
-async def _import_row(conn: asyncpg.Connection, row: asyncpg.Record, report: ImportReport) -> None:
-    path = row["image_path"]
-    if not row["path_valid"]:
-        report.reject(path, "the path breaks the path rule (a derived folder?): see `reactor audit`")
-        return
-    try:
-        faces = parse_row(int(row["face_count"]), row["boxes"], row["encodings"])
-    except ValueError as exc:
-        report.reject(path, str(exc))
-        return
+@dataclass
+class _Page:
+    """One page's outcome, added to the report once its transaction has committed."""
+
+    rows: list[tuple[str, list[Face]]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_to(self, report: ImportReport) -> None:
+        for path, reason in self.rejected:
+            report.reject(path, reason)
+        report.images += len(self.rows)
+        report.faces += sum(len(faces) for _, faces in self.rows)
+
+
+def _parse_page(rows: Sequence[asyncpg.Record]) -> _Page:
+    page = _Page()
+    for row in rows:
+        path = row["image_path"]
+        if not row["path_valid"]:
+            page.rejected.append((path, "the path breaks the path rule (a derived folder?): see `reactor audit`"))
+            continue
+        try:
+            page.rows.append((path, parse_row(int(row["face_count"]), row["boxes"], row["encodings"])))
+        except ValueError as exc:
+            page.rejected.append((path, str(exc)))
+    return page
+
+
+async def _insert(conn: asyncpg.Connection, path: str, faces: list[Face]) -> None:
     await conn.executemany(
         Q.legacy_insert_face,
         [(path, i, *box, encoding, legacy.LEGACY_MODEL) for i, (box, encoding) in enumerate(faces)],
     )
-    report.images += 1
-    report.faces += len(faces)
 
 
-async def import_legacy(conn: asyncpg.Connection, *, page_size: int, progress: Progress | None = None) -> ImportReport:
+# What the database says about one row's values (a range, pgvector's cast, a CHECK of
+# another program's); anything else (a lost connection, a privilege) stops the import.
+_ROW_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+async def _import_page(conn: asyncpg.Connection, page: _Page) -> None:
+    """The page in one transaction; if the database refuses a row, the page again with
+    a savepoint per row, so that only the refused rows are left (and reported)."""
+    try:
+        async with conn.transaction():
+            for path, faces in page.rows:
+                await _insert(conn, path, faces)
+        return
+    except _ROW_REFUSED:
+        pass
+    kept: list[tuple[str, list[Face]]] = []
+    async with conn.transaction():
+        for path, faces in page.rows:
+            try:
+                async with conn.transaction():
+                    await _insert(conn, path, faces)
+                kept.append((path, faces))
+            except _ROW_REFUSED as exc:
+                page.rejected.append((path, f"refused by the database: {str(exc).splitlines()[0][:200]}"))
+    page.rows = kept
+
+
+async def import_legacy(
+    conn: asyncpg.Connection, *, page_size: int, progress: Progress | None = None, from_start: bool = False
+) -> ImportReport:
     shape = await legacy.result_shape(conn)
     if shape.boxes_type is None or shape.encodings_type is None:
         raise NotLegacy(
@@ -111,14 +204,19 @@ async def import_legacy(conn: asyncpg.Connection, *, page_size: int, progress: P
             "faces to import (`reactor db check` shows the table's shape)"
         )
     report = ImportReport()
+    if not from_start:
+        report.resumed_after = await conn.fetchval(Q.legacy_resume_point, legacy.LEGACY_MODEL)
+    after = report.resumed_after or ""
+    counts = await conn.fetchrow(Q.legacy_not_imported_around, after)
+    assert counts is not None
+    report.not_examined = int(counts["before"])
     if progress is not None:
-        progress.set_total(await conn.fetchval(CATALOG.legacy_not_imported))
-    after = ""
+        progress.set_total(int(counts["after"]))
     while True:
         rows = await conn.fetch(Q.legacy_to_import, after, page_size)
-        async with conn.transaction():
-            for row in rows:
-                await _import_row(conn, row, report)
+        page = _parse_page(rows)
+        await _import_page(conn, page)
+        page.add_to(report)
         if progress is not None:
             progress.advance(len(rows))
         if len(rows) < page_size:

@@ -33,7 +33,7 @@ from reactor import logs
 from reactor.config import Config
 from reactor.errors import ErrorType
 from reactor.ops.audit import AuditReport, missing_tables, run_audit
-from reactor.store import relations
+from reactor.store import orphans, relations
 from reactor.store.constraints import PATH_CONSTRAINTS
 from reactor.store.dbtypes import rows_affected
 from reactor.store.relations import BACKUP_PREFIX
@@ -47,11 +47,16 @@ FIXES: dict[str, str] = {
     "orphan_faces": "delete the face rows; re-queue the image",
     "face_count_mismatch": "delete the result (its face rows go with it); re-queue the image",
     "invalid_paths": "delete the result, failure or claim; never re-queued (derived images are not photos)",
-    "missing_files": "delete the result; re-queue (the reactor records `missing` if the row is still processed)",
+    "missing_files": "delete the result; re-queue (the reactor records `missing` if the row is still processed); "
+    "a legacy result only with `--legacy-orphans`",
     "superseded_failures": "delete the failure: the result wins (a `blacklisted` failure wins: its result goes)",
     "pending_processed": "re-queue the image; no row changes",
     "dead_claims": "delete that claim (same fencing token only); re-queue the image",
+    "legacy_orphans": "kept (another program's data) unless `--legacy-orphans`: then the legacy result is "
+    "deleted (its face rows go with it); never re-queued",
 }
+# The reason recorded in the backup tables for orphans purged by `--purge-orphans --apply`.
+PURGE_REASON = "purge_orphans"
 
 
 class RepairBusy(Exception):
@@ -122,7 +127,10 @@ class RepairResult:
         }
 
 
-def build_plan(report: AuditReport) -> RepairPlan:
+def build_plan(report: AuditReport, *, legacy_orphans: bool = False) -> RepairPlan:
+    """What repair changes for this report; legacy results whose path left ai_metadata
+    only with ``legacy_orphans`` (an operator's explicit choice: they are another
+    program's rows)."""
     plan = RepairPlan()
     for path in report["orphan_faces"].paths:
         plan.orphan_faces.setdefault(path, "orphan_faces")
@@ -135,10 +143,15 @@ def build_plan(report: AuditReport) -> RepairPlan:
             plan.failures[path] = "invalid_paths"
         elif table == "reactor_claims":
             plan.claims[(path, int(row["token"]))] = "invalid_paths"
-    for check in ("face_count_mismatch", "missing_files"):
-        for path in report[check].paths:
-            plan.results.setdefault(path, check)
-            plan.requeue.add(path)
+    for path in report["face_count_mismatch"].paths:
+        plan.results.setdefault(path, "face_count_mismatch")
+        plan.requeue.add(path)
+    for row in report["missing_files"].rows:
+        # A legacy result is another program's row even when its file is gone: it goes only
+        # on the operator's explicit `--legacy-orphans`, like a legacy orphan.
+        if legacy_orphans or not row.get("legacy"):
+            plan.results.setdefault(row["image_path"], "missing_files")
+            plan.requeue.add(row["image_path"])
     for row in report["superseded_failures"].rows:
         if row["last_error_type"] == ErrorType.BLACKLISTED:
             # The user's blacklist wins over a result written after it: an image is in
@@ -149,6 +162,10 @@ def build_plan(report: AuditReport) -> RepairPlan:
     for row in report["dead_claims"].rows:
         plan.claims.setdefault((row["image_path"], int(row["token"])), "dead_claims")
         plan.requeue.add(row["image_path"])
+    if legacy_orphans:
+        # Their path is not in ai_metadata: nothing to re-queue.
+        for path in report["legacy_orphans"].paths:
+            plan.results.setdefault(path, "legacy_orphans")
     plan.requeue.update(report["pending_processed"].paths)
     # A derived or invalid path is never detected, whatever else is wrong with it;
     # a blacklisted image is never detected again.
@@ -167,10 +184,11 @@ async def repair(
     share_online: bool,
     share_reason: str | None = None,
     check_files: bool = True,
+    legacy_orphans: bool = False,
 ) -> RepairResult:
     first = await run_audit(conn, config, share_online=share_online, share_reason=share_reason, check_files=check_files)
     if not apply or first.clean:
-        return RepairResult(first, build_plan(first))
+        return RepairResult(first, build_plan(first, legacy_orphans=legacy_orphans))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     try:
         async with conn.transaction():
@@ -186,16 +204,13 @@ async def repair(
                 check_files=check_files,
                 file_candidates=first["missing_files"].paths,
             )
-            result = RepairResult(report, build_plan(report), applied=True)
+            result = RepairResult(report, build_plan(report, legacy_orphans=legacy_orphans), applied=True)
             await _backup(conn, result, stamp)
             await _delete(conn, result)
             result.validated = await _validate_constraints(conn)
             result.requeued = await _requeue(conn, config, result.plan.requeue)
     except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
-        raise RepairBusy(
-            f"the reactor's tables stayed locked by other sessions ({exc.__class__.__name__}); nothing was "
-            "changed; run `reactor repair --apply` again, or stop the reactor first"
-        ) from None
+        raise _busy(exc, "reactor repair --apply") from None
     log.info(
         "repair_applied",
         backups={s: n for s, (_, n) in result.backups.items()},
@@ -205,6 +220,49 @@ async def repair(
     return result
 
 
+def _busy(exc: Exception, command: str) -> RepairBusy:
+    return RepairBusy(
+        f"the reactor's tables stayed locked by other sessions ({exc.__class__.__name__}); nothing was "
+        f"changed; run `{command}` again, or stop the reactor first"
+    )
+
+
+@dataclass
+class OrphanPurge:
+    """What `reactor repair --purge-orphans --apply` did: rows purged per table, and
+    the backup tables (source table -> (backup table, rows copied)) taken first."""
+
+    purged: dict[str, int] = field(default_factory=dict)
+    backups: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+async def purge_orphans(conn: asyncpg.Connection, config: Config) -> OrphanPurge:
+    """Purge every orphan past its grace, whatever the sweep's bound (the operator
+    confirmed it), after copying the rows into timestamped backup tables, in one
+    transaction under repair's lock (no other writer changes them in between; the purge
+    re-checks each row, so a row backed up may stay, and none goes without a backup)."""
+    policy = orphans.OrphanPolicy.from_config(config.sweep)
+    page = config.sweep.page_size
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    done = OrphanPurge()
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            await conn.execute(Q.repair_lock)
+            for table in await orphans.tables_with_marks(conn):
+                paths = await orphans.due_paths(conn, table, policy, page)
+                if not paths:
+                    continue
+                await _copy(conn, done.backups, table, stamp, Q.repair_backup_rows, paths, PURGE_REASON)
+                if table == orphans.RESULTS:
+                    await _copy(conn, done.backups, "face_detections", stamp, Q.repair_backup_rows, paths, PURGE_REASON)
+                done.purged[table] = await orphans.purge_paths(conn, table, policy, paths, page)
+    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+        raise _busy(exc, "reactor repair --purge-orphans --apply") from None
+    log.info("orphans_purged_by_repair", purged=done.purged, backups={s: n for s, (_, n) in done.backups.items()})
+    return done
+
+
 def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
     grouped: dict[str, list[str]] = defaultdict(list)
     for path, reason in items.items():
@@ -212,41 +270,41 @@ def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
     return grouped
 
 
-async def _backup_table(conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str) -> str:
-    if source in result.backups:
-        return result.backups[source][0]
+async def _backup_table(conn: asyncpg.Connection, backups: dict[str, tuple[str, int]], source: str, stamp: str) -> str:
+    if source in backups:
+        return backups[source][0]
     name = f"{BACKUP_PREFIX}{stamp}_{source}"
     suffix = 1
     while await relations.exists_named(conn, name):
         suffix += 1
         name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
     await conn.execute(fill_identifiers(Q.repair_create_backup, backup=name, source=source))
-    result.backups[source] = (name, 0)
+    backups[source] = (name, 0)
     return name
 
 
 async def _copy(
-    conn: asyncpg.Connection, result: RepairResult, source: str, stamp: str, block: str, *args: Any
+    conn: asyncpg.Connection, backups: dict[str, tuple[str, int]], source: str, stamp: str, block: str, *args: Any
 ) -> None:
-    name = await _backup_table(conn, result, source, stamp)
+    name = await _backup_table(conn, backups, source, stamp)
     copied = rows_affected(await conn.execute(fill_identifiers(block, backup=name, source=source), *args))
-    result.backups[source] = (name, result.backups[source][1] + copied)
+    backups[source] = (name, backups[source][1] + copied)
 
 
 async def _backup(conn: asyncpg.Connection, result: RepairResult, stamp: str) -> None:
     plan = result.plan
     for reason, paths in _by_reason(plan.results).items():
-        await _copy(conn, result, "face_metadata", stamp, Q.repair_backup_rows, paths, reason)
-        await _copy(conn, result, "face_detections", stamp, Q.repair_backup_rows, paths, reason)
+        await _copy(conn, result.backups, "face_metadata", stamp, Q.repair_backup_rows, paths, reason)
+        await _copy(conn, result.backups, "face_detections", stamp, Q.repair_backup_rows, paths, reason)
     for reason, paths in _by_reason(plan.orphan_faces).items():
-        await _copy(conn, result, "face_detections", stamp, Q.repair_backup_orphan_faces, paths, reason)
+        await _copy(conn, result.backups, "face_detections", stamp, Q.repair_backup_orphan_faces, paths, reason)
     for reason, paths in _by_reason(plan.failures).items():
-        await _copy(conn, result, "face_detection_failures", stamp, Q.repair_backup_rows, paths, reason)
+        await _copy(conn, result.backups, "face_detection_failures", stamp, Q.repair_backup_rows, paths, reason)
     if plan.claims:
         keys = list(plan.claims)
         await _copy(
             conn,
-            result,
+            result.backups,
             "reactor_claims",
             stamp,
             Q.repair_backup_claims,

@@ -226,7 +226,7 @@ def render_table(report: StatusReport) -> str:
         if not o.marked:
             continue
         since = f", oldest {o.oldest.isoformat()}" if o.oldest else ""
-        held = f"; HELD: {o.due} due exceed the bound {o.bound}, {orphans.RELEASE_HINT}" if o.held else ""
+        held = f"; HELD: {o.held_text()}, {orphans.RELEASE_HINT}" if o.held else ""
         rows.append((f"orphaned {o.table}", f"{o.marked} marked, {o.due} past grace{since}{held}"))
     if not report.instances:
         rows.append(("running reactors", "none (no fresh heartbeat)"))

@@ -27,7 +27,12 @@ def for_problems(role: str, problems: Iterable[Finding], can_apply: bool) -> str
     """The next step for these findings; `can_apply`: the role may run the DDL itself."""
     found = list(problems)
     privileges = any(f.kind == "privilege" for f in found)
-    schema = any(f.kind != "privilege" for f in found)
+    # `db init` adds what is missing but never changes an existing column's type or
+    # constraint (a legacy column belongs to other programs): such a finding's detail
+    # says which statement its owner runs.
+    schema = any(f.kind != "privilege" and not (f.kind == "column" and f.status == "different") for f in found)
+    if not schema and not privileges:
+        return "ask the owner of the table to change the column as said"
     if schema and not can_apply:
         return owner_sql(role)  # the owner's SQL carries the GRANTs too
     if schema and privileges:

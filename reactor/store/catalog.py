@@ -18,7 +18,7 @@ from reactor.store.relations import SEQUENCES, exists
 
 Q = sql.Queries("catalog.sql")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
 # The trigger function's NOTIFY channel is a literal in its body (a custom setting
@@ -83,6 +83,14 @@ TABLES: dict[str, dict[str, str]] = {
         "requested_at": "timestamp with time zone",
     },
     "reactor_held_deletions": {"image_path": "text", "held_at": "timestamp with time zone", "reason": "text"},
+    "reactor_orphan_purges": {"table_name": "text", "purged_at": "timestamp with time zone", "purged": "integer"},
+    "reactor_control_replies": {
+        "request_id": "text",
+        "instance_id": "text",
+        "swept": "boolean",
+        "reply": "text",
+        "replied_at": "timestamp with time zone",
+    },
     "reactor_file_identity": {
         "image_path": "text",
         "size_bytes": "bigint",
@@ -141,6 +149,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_redetect": ("image_path",),
     "reactor_file_identity": ("image_path",),
     "reactor_held_deletions": ("image_path",),
+    "reactor_orphan_purges": ("table_name", "purged_at"),
+    "reactor_control_replies": ("request_id", "instance_id"),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.

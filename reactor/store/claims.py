@@ -11,7 +11,8 @@ A result is written only if the claim row still carries the writer's token
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import asyncpg
@@ -94,6 +95,9 @@ class Claim:
     path: str
     token: int
     state: ImageState
+    # The transaction ids of the outcome writes tried under this claim (reactor.store.store):
+    # after a lost commit reply, whether one of them committed says if the outcome landed.
+    write_xids: list[int] = field(default_factory=list, compare=False)
 
     @property
     def attempt(self) -> int:
@@ -168,8 +172,11 @@ async def release(conn: Conn, claim_: Claim) -> bool:
     return await conn.fetchval(Q.release_claim, claim_.path, claim_.token) is not None
 
 
-async def release_instance(conn: Conn, instance_id: str) -> int:
-    return rows_affected(await conn.execute(Q.release_instance_claims, instance_id))
+async def release_instance(conn: Conn, instance_id: str, tokens: Sequence[int]) -> int:
+    """Release the claims of ``instance_id`` that carry one of ``tokens`` (drawn by this process)."""
+    if not tokens:
+        return 0
+    return rows_affected(await conn.execute(Q.release_instance_claims, instance_id, list(tokens)))
 
 
 async def purge_stale(conn: Conn, older_than_seconds: float) -> int:

@@ -11,6 +11,9 @@ stays online for the files that are there. `reactor status`, `/healthz` (degrade
   failures, registrations) into timestamped ``reactor_backup_*`` tables and deletes
   them, in one transaction, for the files still missing on the online share;
 - a held file that reappears is released by the watcher, its result intact.
+
+A held path that validation rejects (``a\\b.jpg``, a derived folder) is never opened:
+``--apply`` reports it and skips it (it stays held), and applies the others.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from reactor import logs
-from reactor.paths import PathMapper, certainly_gone
+from reactor.paths import InvalidPath, PathMapper, gone_states
 from reactor.store.dbtypes import Conn, rows_affected
 from reactor.store.relations import BACKUP_PREFIX
 from reactor.store.sql import Queries, fill_identifiers
@@ -46,11 +49,15 @@ class ApplyResult:
     backups: dict[str, tuple[str, int]] = field(default_factory=dict)
     # Held files that could not be looked at (an I/O error, an unreachable folder): still held.
     undecided: list[str] = field(default_factory=list)
+    # Held paths that validation rejects (path -> reason): never opened, still held.
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "deleted": len(self.deleted),
             "released": self.released,
+            "undecided": self.undecided,
+            "rejected": self.rejected,
             "backups": {s: {"table": t, "rows": n} for s, (t, n) in self.backups.items()},
         }
 
@@ -84,14 +91,23 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
     result = ApplyResult()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
     async with conn.transaction():
-        paths = [r["image_path"] for r in await conn.fetch(Q.held_all_locked)]
-        # Gone only where "not found" is certain: an error or an unreachable folder is not a deletion.
-        local = {p: str(mapper.to_local(p)) for p in paths}
-        states = await asyncio.to_thread(certainly_gone, list(local.values()))
-        present = [p for p in paths if states[local[p]] is False]
-        result.undecided = [p for p in paths if states[local[p]] is None]
+        paths = []
+        for r in await conn.fetch(Q.held_all_locked):
+            try:
+                mapper.to_local(r["image_path"])
+            except InvalidPath as exc:
+                result.rejected[r["image_path"]] = exc.reason
+                continue
+            paths.append(r["image_path"])
+        if result.rejected:
+            log.warning("held_deletions_rejected", paths=sorted(result.rejected)[:20], count=len(result.rejected))
+        # Gone only where "not found" is certain for every Unicode form of the name: an
+        # error or an unreachable folder is not a deletion.
+        states = await asyncio.to_thread(gone_states, paths, mapper.to_local)
+        present = [p for p in paths if states[p] is False]
+        result.undecided = [p for p in paths if states[p] is None]
         result.released = await release(conn, sorted(present))
-        gone = [p for p in paths if states[local[p]] is True]
+        gone = [p for p in paths if states[p] is True]
         if not gone:
             return result
         tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
@@ -111,6 +127,7 @@ async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: boo
         deleted=len(gone),
         released=len(result.released),
         undecided=len(result.undecided),
+        rejected=len(result.rejected),
         backups={s: t for s, (t, _) in result.backups.items()},
     )
     return result

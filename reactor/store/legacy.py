@@ -28,8 +28,11 @@ TABLE = "face_metadata"
 BOXES = "face_locations"
 ENCODINGS = "face_encodings"
 LEGACY_JSON_COLUMNS = (BOXES, ENCODINGS)
-# Types a legacy JSON column may have; new results are written as JSON text into any.
-JSON_TYPES = ("text", "json", "jsonb", "character varying")
+# The types a legacy JSON column may have, exactly (format_type's names): new results
+# are written as JSON text cast to it. An array (text[], jsonb[]) or a varchar(n), which
+# the legacy worker never wrote and where a long result would not fit, is refused at
+# start like any other type, not found out by a failed write per image.
+JSON_TYPES = ("text", "json", "jsonb")
 # The model name of face rows imported from the legacy columns.
 LEGACY_MODEL = "legacy"
 ENCODING_LENGTH = 128
@@ -73,7 +76,16 @@ async def columns(conn: asyncpg.Connection, table: str = TABLE) -> dict[str, Col
 
 
 def is_json_type(type_: str) -> bool:
-    return type_.startswith(JSON_TYPES)
+    return type_ in JSON_TYPES
+
+
+def _conversion(column: Column) -> str:
+    """The owner's statement that makes a legacy JSON column of another type usable."""
+    alter = f"ALTER TABLE {TABLE} ALTER COLUMN {column.name} TYPE"
+    if column.type.startswith(("character varying", "character(")) and not column.type.endswith("[]"):
+        return f"{alter} text"  # lossless
+    # How an array or another type maps to JSON depends on what it holds.
+    return f"{alter} jsonb USING ..."
 
 
 def shape_of(found: dict[str, Column]) -> ResultShape:
@@ -84,8 +96,8 @@ def shape_of(found: dict[str, Column]) -> ResultShape:
         column = found.get(name)
         if column is None or not is_json_type(column.type):
             return None
-        # Only plain type names reach the SQL (reactor.store.store casts to it).
-        return column.type.split("(")[0]
+        # One of JSON_TYPES, a plain type name: reactor.store.store casts to it.
+        return column.type
 
     return ResultShape(boxes_type=usable(BOXES), encodings_type=usable(ENCODINGS))
 
@@ -116,8 +128,8 @@ def problems(found: dict[str, Column], fillable: Sequence[str]) -> list[tuple[st
                 (
                     f"{TABLE}.{column.name}",
                     f"{TABLE}.{column.name} is {column.type}: the reactor writes "
-                    f"the legacy {column.name} as JSON into text, json or jsonb; convert the column "
-                    f"(ALTER TABLE {TABLE} ALTER COLUMN {column.name} TYPE jsonb USING ...)",
+                    f"the legacy {column.name} as JSON into {', '.join(JSON_TYPES)} only; ask the owner to "
+                    f"convert the column ({_conversion(column)})",
                 )
             )
         elif (

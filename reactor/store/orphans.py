@@ -10,11 +10,21 @@ whose ai_metadata row is gone is *marked* (``orphaned_at``), and:
 - a marked row is purged only after ``sweep.orphan_grace_hours``, only while the
   share is online and ai_metadata is not empty, and only if it is still orphaned
   (the purge re-checks the anti-join in its own statement);
-- one sweep purges at most ``orphan_purge_max`` rows of a table, and at most
-  ``orphan_purge_max_fraction`` of it once more than ``orphan_purge_min`` are due.
-  Past a bound it purges nothing: the rows are *held*, logged once, shown by
-  ``reactor status`` and ``reactor repair``, and released by
-  ``reactor repair --purge-orphans --apply`` (or by restoring the rows upstream).
+- the sweeps purge at most ``orphan_purge_max`` rows of a table, and at most
+  ``orphan_purge_max_fraction`` of it once more than ``orphan_purge_min`` are due,
+  in any window of ``orphan_purge_window_hours``: the statement that deletes counts
+  the rows due plus those the sweeps purged in the window (reactor_orphan_purges)
+  and records what it deletes, so orphans marked in batches at different times
+  cannot drain a table one batch per sweep. Past the bound a sweep purges nothing:
+  the rows are *held*, logged once, shown by ``reactor status`` and ``reactor
+  repair``, and released by ``reactor repair --purge-orphans --apply`` (after a
+  backup), by restoring the rows upstream, or by the window moving on.
+
+Only results the reactor wrote are orphans. A legacy result (``model IS NULL``,
+reactor.store.legacy) is another program's data: it is never marked nor purged,
+whatever ai_metadata says (a mark an earlier version left on one is cleared).
+`reactor audit` reports those whose path left ai_metadata (``legacy_orphans``) and
+``reactor repair --legacy-orphans --apply`` removes them after a backup.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ class OrphanPolicy:
     purge_max: int = 1000
     purge_max_fraction: float = 0.05
     purge_min: int = 20
+    window_seconds: float = 24 * 3600.0
 
     @classmethod
     def from_config(cls, sweep: SweepConfig) -> OrphanPolicy:
@@ -49,10 +60,11 @@ class OrphanPolicy:
             sweep.orphan_purge_max,
             sweep.orphan_purge_max_fraction,
             sweep.orphan_purge_min,
+            sweep.orphan_purge_window_hours * 3600.0,
         )
 
     def bound(self, total: int) -> int:
-        """The most rows of a table of `total` rows that one sweep may purge."""
+        """The most rows of a table of `total` rows that the sweeps may purge in one window."""
         fraction = int(total * self.purge_max_fraction)
         return min(self.purge_max, max(self.purge_min, fraction))
 
@@ -65,10 +77,16 @@ class TableOrphans:
     due: int
     bound: int
     oldest: datetime | None
+    # Purged by the sweeps in the current window: what is left of the bound is bound - spent.
+    spent: int = 0
 
     @property
     def held(self) -> bool:
-        return self.due > self.bound
+        return self.due > 0 and self.due + self.spent > self.bound
+
+    def held_text(self) -> str:
+        spent = f" with {self.spent} purged in the window" if self.spent else ""
+        return f"{self.due} due{spent} > bound {self.bound}"
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,12 +94,13 @@ class TableOrphans:
             "marked": self.marked,
             "due": self.due,
             "bound": self.bound,
+            "purged_in_window": self.spent,
             "held": self.held,
             "oldest": self.oldest.isoformat() if self.oldest else None,
         }
 
 
-# table -> (page of unmarked orphans, mark, un-mark returned, stats, due page, purge)
+# table -> (page of unmarked orphans, mark, un-mark returned, stats, due page, purge, bounded purge)
 _QUERIES = {
     RESULTS: (
         Q.orphan_results,
@@ -90,6 +109,7 @@ _QUERIES = {
         Q.orphan_stats_results,
         Q.due_orphan_results,
         Q.purge_orphan_results,
+        Q.purge_orphan_results_bounded,
     ),
     FAILURES: (
         Q.orphan_failures,
@@ -98,6 +118,7 @@ _QUERIES = {
         Q.orphan_stats_failures,
         Q.due_orphan_failures,
         Q.purge_orphan_failures,
+        Q.purge_orphan_failures_bounded,
     ),
 }
 
@@ -111,10 +132,18 @@ async def tables_with_marks(conn: Conn) -> list[str]:
 async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
     out = []
     for table in await tables_with_marks(conn):
-        row = await conn.fetchrow(_QUERIES[table][3], policy.grace_seconds)
+        row = await conn.fetchrow(_QUERIES[table][3], policy.grace_seconds, policy.window_seconds)
         assert row is not None
         out.append(
-            TableOrphans(table, row["total"], row["marked"], row["due"], policy.bound(row["total"]), row["oldest"])
+            TableOrphans(
+                table,
+                row["total"],
+                row["marked"],
+                row["due"],
+                policy.bound(row["total"]),
+                row["oldest"],
+                int(row["spent"]),
+            )
         )
     return out
 
@@ -122,6 +151,11 @@ async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
 async def restore(conn: Conn, table: str) -> int:
     """Un-mark rows whose ai_metadata row came back."""
     return rows_affected(await conn.execute(_QUERIES[table][2]))
+
+
+async def unmark_legacy(conn: Conn) -> int:
+    """Clear the marks an earlier version left on legacy results: they are never purged."""
+    return rows_affected(await conn.execute(Q.unmark_legacy_results))
 
 
 async def mark_pages(conn: Conn, table: str, page_size: int, found: list[str] | None = None) -> int:
@@ -153,10 +187,22 @@ async def due_paths(conn: Conn, table: str, policy: OrphanPolicy, page_size: int
         after = out[-1]
 
 
-async def purge(conn: Conn, table: str, policy: OrphanPolicy, page_size: int) -> int:
-    """Delete the orphans of `table` past their grace that are still orphaned; ignores the bound."""
+# The purge history is kept this many windows, for an operator to read.
+HISTORY_WINDOWS = 10
+
+
+async def purge_within_bound(conn: Conn, table: str, policy: OrphanPolicy, bound: int) -> int:
+    """The sweep's purge: every orphan of `table` past its grace, if they and what the
+    sweeps purged in the window fit in `bound`; else none (0: they are held)."""
+    purged = await conn.fetchval(_QUERIES[table][6], policy.grace_seconds, bound, policy.window_seconds)
+    await conn.execute(Q.forget_old_purges, policy.window_seconds * HISTORY_WINDOWS)
+    return int(purged or 0)
+
+
+async def purge_paths(conn: Conn, table: str, policy: OrphanPolicy, paths: list[str], page_size: int) -> int:
+    """Delete those of `paths` that are still orphans past their grace (the statement re-checks)."""
     purged = 0
-    for i in range(0, len(paths := await due_paths(conn, table, policy, page_size)), page_size):
+    for i in range(0, len(paths), page_size):
         purged += rows_affected(await conn.execute(_QUERIES[table][5], policy.grace_seconds, paths[i : i + page_size]))
     return purged
 

@@ -24,6 +24,8 @@ REACTOR_TABLES = (
     "reactor_redetect",
     "reactor_file_identity",
     "reactor_held_deletions",
+    "reactor_orphan_purges",
+    "reactor_control_replies",
 )
 SEQUENCES = ("reactor_claim_token_seq",)
 # Copies of rows taken before they are deleted (`reactor repair`, held mass deletions).

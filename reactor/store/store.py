@@ -51,8 +51,21 @@ def jitter_factor(config: RetryConfig, rng: random.Random | None = None) -> floa
 
 
 async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
-    if claim is not None and await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
+    if claim is None:
+        return
+    # Known before the COMMIT is sent: if its reply is lost, ``landed`` asks the server.
+    claim.write_xids.append(int(await conn.fetchval(Q.current_xid)))
+    if await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
         raise Fenced(claim.path)
+
+
+async def landed(conn: Conn, claim: Claim) -> bool:
+    """Whether one of the outcome writes tried under ``claim`` committed, whatever the kind
+    of outcome (a result, a failure, an ``incomplete`` that counts no try): the server's own
+    record of the transaction, not a guess from the rows it wrote."""
+    if not claim.write_xids:
+        return False
+    return bool(await conn.fetchval(Q.writes_committed, claim.write_xids))
 
 
 # Parameters of record_result before the legacy JSON columns (sql/queries.sql).
@@ -183,6 +196,24 @@ async def record_success(
             )
 
 
+# The one list of blocks that name an optional column of face_detection_failures, with
+# the columns each needs: they run only where the table has them. Every other block
+# reads optional columns through to_jsonb(f), so it runs on any shape of the table;
+# tests/test_sql_blocks.py prepares every block against the legacy production shape
+# (seeds/000: no file_size_bytes, original_width, original_height) and holds the rest to it.
+OPTIONAL_FAILURE_BLOCKS: dict[str, frozenset[str]] = {
+    "failure_set_original_size": frozenset({"original_width", "original_height"}),
+    "failure_set_file_size": frozenset({"file_size_bytes"}),
+    "failure_set_file_mtime": frozenset({"file_mtime_ns"}),
+    "failure_set_scale": frozenset({"last_attempted_scale"}),
+    "failure_previous_file": frozenset({"file_size_bytes", "file_mtime_ns"}),
+}
+
+
+def _runs(block: str, columns: frozenset[str]) -> bool:
+    return OPTIONAL_FAILURE_BLOCKS[block] <= columns
+
+
 async def record_failure(
     conn: Conn,
     path: str,
@@ -224,13 +255,13 @@ async def record_failure(
                 max_attempts(retry, failure.error_type),
             )
         assert row is not None
-        if failure.original_size and {"original_width", "original_height"} <= columns:
+        if failure.original_size and _runs("failure_set_original_size", columns):
             await conn.execute(Q.failure_set_original_size, path, *failure.original_size)
-        if failure.file_size_bytes is not None and "file_size_bytes" in columns:
+        if failure.file_size_bytes is not None and _runs("failure_set_file_size", columns):
             await conn.execute(Q.failure_set_file_size, path, failure.file_size_bytes)
-        if "file_mtime_ns" in columns:
+        if _runs("failure_set_file_mtime", columns):
             await conn.execute(Q.failure_set_file_mtime, path, failure.file_mtime_ns)
-        if failure.scale is not None and "last_attempted_scale" in columns:
+        if failure.scale is not None and _runs("failure_set_scale", columns):
             await conn.execute(Q.failure_set_scale, path, failure.scale)
     return FailureRecord(
         path=path,
@@ -249,7 +280,7 @@ async def _unchanged_since_incomplete(
     previous = await conn.fetchrow(Q.failure_previous, path)
     if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
         return False
-    if {"file_size_bytes", "file_mtime_ns"} <= columns:
+    if _runs("failure_previous_file", columns):
         was = await conn.fetchrow(Q.failure_previous_file, path)
         assert was is not None
         return (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)

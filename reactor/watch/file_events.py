@@ -21,6 +21,8 @@ from reactor.store import held, orphans
 from reactor.store.dbtypes import rows_affected
 from reactor.store.sql import Queries
 from reactor.util.identity import FileIdentity
+from reactor.util.ratelimit import RateLimiter
+from reactor.util.storable import storable
 
 Q = Queries("watcher.sql")
 log = logs.get("reactor.file_events")
@@ -91,10 +93,8 @@ class DatabaseSink:
         *,
         register_files: bool,
         request_sweep: Callable[[], None] | None = None,
-        failure_columns: frozenset[str] = frozenset(),
     ) -> None:
         self.pool = pool
-        self.failure_columns = failure_columns
         self.enqueue = enqueue
         self.register_files = register_files
         self.request_sweep = request_sweep
@@ -114,9 +114,9 @@ class DatabaseSink:
 
     async def _without_invalid_names(self, paths: Sequence[str]) -> list[str]:
         """The paths PostgreSQL can store; the others (not UTF-8) are recorded as invalid_path."""
-        valid = [p for p in paths if _encodable(p)]
+        valid = [p for p in paths if storable(p)]
         if len(valid) < len(paths):
-            invalid = [recordable(p) for p in paths if not _encodable(p)]
+            invalid = [recordable(p) for p in paths if not storable(p)]
             async with self.pool.acquire() as conn:
                 await conn.execute(Q.record_invalid_names, invalid)
             log.warning("file_names_invalid", files=len(invalid), sample=invalid[:3], effect="recorded as invalid_path")
@@ -126,7 +126,7 @@ class DatabaseSink:
         if not files:
             return
         await self.register([f.path for f in files])  # standalone: invalid names recorded here
-        files = [f for f in files if _encodable(f.path)] if self.register_files else await self._row_forms(files)
+        files = [f for f in files if storable(f.path)] if self.register_files else await self._row_forms(files)
         await self._requeue_changed(files)
         async with self.pool.acquire() as conn:
             for path in await held.release(conn, [f.path for f in files]):
@@ -144,7 +144,7 @@ class DatabaseSink:
 
     async def _row_forms(self, files: Sequence[ReadyFile]) -> list[ReadyFile]:
         """Vision mode: each file under the name its ai_metadata row spells (NFC or NFD)."""
-        files = [f for f in files if _encodable(f.path)]
+        files = [f for f in files if storable(f.path)]
         odd = [f for f in files if not f.path.isascii()]
         if not odd:
             return files
@@ -160,6 +160,17 @@ class DatabaseSink:
         return out
 
     async def moved(self, src: str, dst: str, *, directory: bool) -> None:
+        if not (storable(src) and storable(dst)):
+            # One side has a name no row can carry: for the database it is a deletion
+            # of the old name, or the arrival of the new one.
+            _storable_only([src, dst], "moved")
+            if storable(src):
+                await self.deleted(src, directory=directory)
+            elif storable(dst) and not directory:
+                await self.ready([ReadyFile(dst)])
+            elif storable(dst) and self.request_sweep is not None:
+                self.request_sweep()
+            return
         if not self.register_files:
             # Vision mode: ai_metadata and so the paths of results are the upstream's.
             # Its change of ai_metadata follows the move (a `deleted` hint marks the old
@@ -201,6 +212,8 @@ class DatabaseSink:
         is what marks them. Standalone mode owns the registration, which goes now; a file
         that comes back is registered again and its rows are un-marked by the sweep.
         """
+        if not _storable_only([path], "deleted"):
+            return
         if not self.register_files:
             log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
             return
@@ -220,12 +233,12 @@ class DatabaseSink:
         if not self.register_files or not paths:
             return {}
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.file_identities, list(paths))
+            rows = await conn.fetch(Q.file_identities, _storable_only(paths, "identities"))
         return {r["image_path"]: FileIdentity(r["size_bytes"], r["mtime_ns"], r["fingerprint"]) for r in rows}
 
     async def hold(self, paths: Sequence[str], reason: str) -> int:
         async with self.pool.acquire() as conn:
-            return await held.hold(conn, paths, reason)
+            return await held.hold(conn, _storable_only(paths, "hold"), reason)
 
     async def held_count(self) -> int:
         async with self.pool.acquire() as conn:
@@ -238,17 +251,14 @@ class DatabaseSink:
         return requeued
 
     async def _requeue_changed(self, files: Sequence[ReadyFile]) -> list[str]:
-        query = (
-            Q.requeue_changed_failures
-            if "file_mtime_ns" in self.failure_columns
-            else (Q.requeue_changed_failures_untracked)
-        )
         requeued: list[str] = []
+        kept = set(_storable_only([f.path for f in files], "refresh_failures"))
+        files = [f for f in files if f.path in kept]
         async with self.pool.acquire() as conn:
             for i in range(0, len(files), REGISTER_CHUNK):
                 chunk = files[i : i + REGISTER_CHUNK]
                 rows = await conn.fetch(
-                    query,
+                    Q.requeue_changed_failures,
                     [f.path for f in chunk],
                     [f.size for f in chunk],
                     [f.mtime_ns for f in chunk],
@@ -278,9 +288,19 @@ class DatabaseSink:
                 last = out[-1]
 
 
-def _encodable(path: str) -> bool:
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+_unstorable = RateLimiter(300.0, max_keys=100)
+
+
+def _storable_only(paths: Sequence[str], where: str) -> list[str]:
+    """The paths PostgreSQL can store. A file name that is not UTF-8 (or holds a NUL) is no
+    ai_metadata path and matches no row: it is dropped here, logged once per caller and
+    five minutes, instead of failing the whole statement it would have reached."""
+    kept = [p for p in paths if storable(p)]
+    if len(kept) < len(paths):
+        allowed, suppressed = _unstorable.check(where)
+        if allowed:
+            sample = [recordable(p)[:200] for p in paths if not storable(p)][:3]
+            log.warning(
+                "file_names_unstorable", where=where, files=len(paths) - len(kept), sample=sample, suppressed=suppressed
+            )
+    return kept

@@ -7,9 +7,9 @@ so both observers produce the same kinds of change.
 The snapshot holds what the watcher has handled: a change found by a walk stays
 pending until the watcher applies it (see ``_unchanged``).
 
-A partial outage is not a deletion. A vanished file is reported as deleted only
-when the share was online before and after the walk, and when no part of the walk
-that covers it failed: a folder that errors (EIO, EACCES, ESTALE, a dead automount
+A partial outage is not a deletion. A vanished file is reported as deleted (or
+paired with a new file as a move) only when the share was online before and after the
+walk, and when no part of the walk that covers it failed: a folder that errors (EIO, EACCES, ESTALE, a dead automount
 or DFS link) or that was listed by its parent and then was not there (ENOENT) makes
 everything below it *unknown*, and a file whose stat fails is unknown itself. More
 than ``watcher.vanish_fraction`` vanishing at once is held for one more scan
@@ -209,11 +209,10 @@ class Scanner:
         self.scans += 1
         old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}
         changes = diff(old, result.files)
-        if self.match_moves is not None and not self.use_inode and changes.created and changes.deleted:
-            await self._pair_by_content(changes, result.files)
         online_after = await self.share.acheck()
         self.last_complete = result.complete and online_after
-        if changes.deleted:
+        vanished = bool(changes.deleted)
+        if vanished:
             seen = [p for p in changes.deleted if online_after and result.covers(p)]
             if len(seen) < len(changes.deleted):
                 log.warning(
@@ -224,7 +223,14 @@ class Scanner:
                     errors=result.errors[:5],
                     share_online=online_after,
                 )
-            changes.deleted, changes.held = self.vanish.sort(seen, max(len(old), 1))
+            # Unknown is not vanished: only what the walk really saw gone may pair with a
+            # new file as a move (a folder that errored for one scan must not move its
+            # files to a same-content copy elsewhere); the snapshot keeps the rest.
+            changes.deleted = seen
+        if self.match_moves is not None and not self.use_inode and changes.created and changes.deleted:
+            await self._pair_by_content(changes, result.files)
+        if vanished:
+            changes.deleted, changes.held = self.vanish.sort(changes.deleted, max(len(old), 1))
         baseline = not self.baseline_done and not prefix
         self._replace(prefix, result.files if baseline else _unchanged(old, result.files, changes))
         if changes:

@@ -25,7 +25,7 @@ import asyncio
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from reactor import logs
 from reactor.config import ImagesConfig, WatcherConfig
@@ -63,23 +63,28 @@ class VanishGuard:
         deleted, confirmed = self.sort(vanished, known)
         return confirmed + deleted
 
-    def sort(self, vanished: list[str], known: int) -> tuple[list[str], list[str]]:
+    def sort(
+        self, vanished: list[str], known: int, files: Mapping[str, int] | None = None
+    ) -> tuple[list[str], list[str]]:
         """(deleted now, a confirmed mass vanish); a fresh mass vanish is held for one more look.
 
+        ``files`` counts the known files a vanished path stands for (a deleted or
+        moved-out folder is all its files, not one path); each counts one without it.
         The confirmed set is a decision for the operator where the caller can hold it
-        (the scanner: reactor.store.held), so that a real mass deletion is applied once, by a person."""
+        (reactor.store.held), so that a real mass deletion is applied once, by a person."""
         confirmed = [p for p in vanished if p in self._suspect]
         fresh = [p for p in vanished if p not in self._suspect]
         self._suspect = frozenset()
         if confirmed:
             log.warning("share_mass_vanish_confirmed", source=self.what, files=len(confirmed))
-        if fresh and is_mass_vanish(self.watcher, len(fresh), known):
+        count = sum(max(1, files.get(p, 1)) for p in fresh) if files is not None else len(fresh)
+        if fresh and is_mass_vanish(self.watcher, count, known):
             log.warning(
                 "share_mass_vanish",
                 source=self.what,
-                vanished=len(fresh),
+                vanished=count,
                 known=known,
-                fraction=round(len(fresh) / max(known, 1), 3),
+                fraction=round(count / max(known, 1), 3),
                 held=True,
             )
             self._suspect = frozenset(fresh)

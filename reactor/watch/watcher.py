@@ -11,7 +11,10 @@ applied only after a short delay, if the file is certainly still gone (a re-chec
 that fails with anything but "not found", under a folder that is still there, is
 unknown and the deletion waits) and the share is still online: an unmounted share
 must never look like a deleted library. A mass vanish is held for one more look
-(reactor.watch.share.VanishGuard). Applied deletions only mark rows orphaned.
+(reactor.watch.share.VanishGuard), a deleted or moved-out folder counting as all its
+known files; confirmed, it is held for the operator (reactor.store.held), as the
+scanner's is. Applied deletions only mark rows orphaned. A path and its file name in
+the other Unicode normalization (NFC/NFD) are one file in every "is it gone" check.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from enum import StrEnum
 
 from reactor import logs
 from reactor.config import Config
-from reactor.paths import PathMapper, certainly_gone
+from reactor.paths import PathMapper, gone_states, unicode_variants
 from reactor.util.aio import first_of, sleep_or_stop, wait_any
 from reactor.watch.candidates import Candidates
 from reactor.watch.file_events import FileEventSink, ReadyFile
 from reactor.watch.mounts import ObserverChoice, choose_observer, stability_window
 from reactor.watch.moves import MoveMatcher
 from reactor.watch.observer import NativeObserver, RawEvent
-from reactor.watch.scanner import Scanner, Signature
+from reactor.watch.scanner import Scanner, Signature, in_prefix
 from reactor.watch.share import ShareMonitor, VanishGuard, is_mass_vanish
 from reactor.watch.stability import StabilityTracker
 
@@ -191,21 +194,14 @@ class Watcher:
             return
         self.rescans += 1
         if baseline:
-            # Start-up: register what is there (standalone) and let the sweep find work.
-            registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
-            registered = await self._moved_while_away(registered)
-            # The files count as known only once their registration committed: if it
-            # fails, the next session walks and registers from scratch.
+            # The files count as known only once all of the baseline's work committed: if
+            # any of it fails (the database, at any step), the next session walks and
+            # registers from scratch (every step is idempotent).
             try:
-                await self.sink.register(list(self.scanner.snapshot))
+                await self._baseline()
             except BaseException:
                 self.scanner.forget_baseline()
                 raise
-            await self._reconcile_registered(registered)
-            # Permanent failures whose file changed while nobody was watching.
-            await self.sink.refresh_failures(
-                [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
-            )
         else:
             now_ns = time.time_ns()
             for path in changes.created + changes.modified:
@@ -226,13 +222,24 @@ class Watcher:
         if reconcile:
             await self.sink.rescanned(prefix)
 
+    async def _baseline(self) -> None:
+        """Start-up: register what is there (standalone) and let the sweep find work."""
+        registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
+        registered = await self._moved_while_away(registered)
+        await self.sink.register(list(self.scanner.snapshot))
+        await self._reconcile_registered(registered)
+        # Permanent failures whose file changed while nobody was watching.
+        await self.sink.refresh_failures(
+            [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
+        )
+
     async def _moved_while_away(self, registered: list[str]) -> list[str]:
         """Standalone, network share: files renamed on the server while the reactor was
         away keep their results (reactor.watch.moves). Returns ``registered`` less the moved."""
         if self.scanner.match_moves is None or not registered or not self.scanner.last_complete:
             return registered
-        known = set(registered)
-        missing = [p for p in registered if p not in self.scanner.snapshot]
+        known = {v for p in registered for v in unicode_variants(p)}
+        missing = self._not_on_share(registered)
         appeared = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items() if p not in known}
         moved = set()
         for src, dst in await self.scanner.match_moves(missing, appeared):
@@ -242,7 +249,7 @@ class Watcher:
 
     async def _reconcile_registered(self, registered: list[str]) -> None:
         """Standalone: registered files that are gone from the share are deletions."""
-        missing = [p for p in registered if p not in self.scanner.snapshot]
+        missing = self._not_on_share(registered)
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
         if is_mass_vanish(self.config.watcher, len(missing), len(registered)):
@@ -252,6 +259,18 @@ class Watcher:
         # Each one is re-checked and mass-vanish guarded like an observed deletion.
         for path in missing:
             self._queue_delete(path, directory=False)
+
+    def _not_on_share(self, registered: list[str]) -> list[str]:
+        """The registered paths the last walk did not see, in any Unicode normalization
+        (a row stored NFC whose file name is NFD is that file, not a deletion)."""
+        snapshot = self.scanner.snapshot
+        return [p for p in registered if not any(v in snapshot for v in unicode_variants(p))]
+
+    def _known_files(self, path: str, directory: bool) -> list[str]:
+        """The known files a deleted path stands for: a folder is every file below it."""
+        if not directory:
+            return [path]
+        return [p for p in self.scanner.snapshot if in_prefix(p, path)]
 
     async def _hold(self, paths: list[str], reason: str) -> None:
         """Hold these deletions once (reactor.store.held): logged, shown, never retried here."""
@@ -351,18 +370,25 @@ class Watcher:
             if not await self.share.acheck():
                 log.info("deletes_withheld", files=len(due), reason=self.share.reason)
                 continue
-            states = await asyncio.to_thread(certainly_gone, [self.candidates.local(p) for p in due])
-            unknown = [p for p in due if states[self.candidates.local(p)] is None]
+            states = await asyncio.to_thread(gone_states, list(due), self.candidates.local)
+            unknown = [p for p in due if states[p] is None]
             if unknown:
                 # EIO, EACCES, a vanished parent folder: not "deleted". Looked at again later.
                 log.info("deletes_withheld", files=len(unknown), reason="recheck_failed")
                 for path in unknown:
                     self._pending_deletes[path] = (due[path], now + self.hold_seconds)
-            gone = [p for p in due if states[self.candidates.local(p)]]
-            believed = set(self._vanish.believe(gone, max(len(self.scanner.snapshot), 1)))
+            gone = [p for p in due if states[p]]
+            # A deleted or moved-out folder counts as all its known files, not one path.
+            files = {p: self._known_files(p, due[p]) for p in gone}
+            sizes = {p: len(f) for p, f in files.items()}
+            believed, confirmed = self._vanish.sort(gone, max(len(self.scanner.snapshot), 1), sizes)
+            decided = set(believed) | set(confirmed)
             for path in gone:
-                if path not in believed:  # held: a mass vanish is looked at once more
+                if path not in decided:  # a fresh mass vanish is looked at once more
                     self._pending_deletes[path] = (due[path], now + self.hold_seconds)
+            if confirmed:
+                # Still gone at the second look: a decision for the operator, as the scanner's.
+                await self._hold(sorted({f for p in confirmed for f in files[p]}), "mass_vanish_confirmed")
             for path in sorted(believed):
                 await self._apply_delete(path, due[path])
 
