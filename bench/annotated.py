@@ -5,11 +5,12 @@ the one dlib's own face examples use: small PASCAL VOC group photos (about 500x3
 faces were boxed by people, 37-109 px wide, in crowds, at angles, in old photos. Nobody
 here made them, so they check what the pasted faces of bench.photos cannot.
 
-Where they come from (docs/benchmarks.md says more): ``tests/data/annotated`` holds two
-of those photos (14 faces of 37-45 px) for the CPU test; the whole set (9 photos, 43
-faces: ``training.xml`` and ``testing.xml`` with their JPEGs) is read from the folder
-given to ``bench.recall --annotated`` (dlib's ``examples/faces`` in its source tree).
-The benchmark only reads them; the service never does.
+Where they come from (docs/benchmarks.md says more): no package on the registries ships
+them, and the project commits no copy; the whole set (9 photos, 43 faces: ``training.xml``
+and ``testing.xml`` with their JPEGs) is read from the folder given to ``bench.recall
+--annotated`` or named by ``REACTOR_ANNOTATED_FACES`` (dlib's ``examples/faces`` in its
+source tree), which the CPU test (tests/test_detector_recall.py) also reads when it is set.
+The benchmark and the test only read them; the service never does.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from PIL import Image
 from bench.photos import Photo, _scaled
 from reactor.ops import samples
 
-REPO = Path(__file__).resolve().parent.parent
-# The two photos the CPU test uses (tests/test_detector_recall.py).
-IN_TESTS = REPO / "tests" / "data" / "annotated"
+# The folder of the annotated set, for the CPU test (tests/test_detector_recall.py).
+ENV = "REACTOR_ANNOTATED_FACES"
+# The two photos of the set the CPU test uses: 14 faces of 37-45 px.
+SMALL_FACES = ("2007_007763.jpg", "2008_004176.jpg")
 
 
 def load(folder: Path) -> list[Photo]:

@@ -1,7 +1,9 @@
 """Real faces boxed by hand: every small face the pixels allow is found (issue 26).
 
 Two PASCAL VOC group photos of about 500x375 with 14 faces of 37-45 px, boxed by people
-(tests/data/annotated, from dlib's examples). Scanned only as far as detector.min_face_px
+(dlib's examples/faces, read from the folder named by REACTOR_ANNOTATED_FACES: no package
+on the registries ships them, and the project commits no copy; without it the tests skip
+and say so). Scanned only as far as detector.min_face_px
 needs (x1.6 before issue 26, x1.7 now with HOG's measured 68 px), a 37 px face reaches
 59-63 px, under what HOG sees on real faces, and some are missed (the defaults before
 issue 26 found 10 of the 14, every miss a 37 px face); at the default x2 they reach 74 px
@@ -10,19 +12,30 @@ and every one is found, with nothing else.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from bench import annotated, photos
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionJob, Detector
 
+FOLDER = os.environ.get(annotated.ENV, "")
+pytestmark = pytest.mark.skipif(
+    not (FOLDER and Path(FOLDER, "training.xml").is_file()),
+    reason=f"no hand-annotated faces: set {annotated.ENV} to a copy of dlib's examples/faces",
+)
+
 
 async def score(detector: Detector) -> tuple[photos.Score, set[int | None]]:
     found = photos.Score()
     smallest: set[int | None] = set()
-    for photo in annotated.load(annotated.IN_TESTS):
+    small = [p for p in annotated.load(Path(FOLDER)) if p.path.name in annotated.SMALL_FACES]
+    assert len(small) == len(annotated.SMALL_FACES)
+    for photo in small:
         outcome = await detector.detect(DetectionJob(local_path=str(photo.path)))
         assert isinstance(outcome, Detection), outcome
         found.add(photo.faces, [(f.top, f.right, f.bottom, f.left) for f in outcome.faces])
