@@ -117,7 +117,8 @@ async def detect_all(name: str, config: DetectorConfig, truth: list[photos.Photo
     call are left out."""
     detector = Detector(config)
     await detector.start()
-    run = Run(name, ready={"cuda": detector.cuda, "batch_limit": detector.batch_limit})
+    ready = {"cuda": detector.cuda, "batch_limit": detector.batch_limit, "card": detector.card}
+    run = Run(name, ready=ready | {"card_pixels": detector.card_pixels})
     try:
         await detector.detect(DetectionJob(str(truth[0].path)))
         warm_restarts = detector.restarts
@@ -224,6 +225,10 @@ def show(run: Run, baseline: float) -> dict[str, Any]:
         "batched": run.batched,
         "failures": run.failures,
         "budget": run.budget,
+        # What the child made of its card (free memory -> pixels per CNN call), and the
+        # GPU memory per Mpx the peak shows: what reactor.detector.gpu.CNN_MIB_PER_MPX assumes.
+        "card": run.ready.get("card"),
+        "card_pixels": run.ready.get("card_pixels"),
     }
     print(json.dumps(row), flush=True)
     return row
@@ -237,13 +242,18 @@ def phone_set(folder: Path, count: int, quick: bool) -> list[photos.Photo]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    base = DetectorConfig(model="cnn", timeout_seconds=args.timeout, startup_timeout_seconds=args.timeout)
+    # gpu_budget_file "": each run learns its own budget, none inherits another's.
+    base = DetectorConfig(
+        model="cnn", timeout_seconds=args.timeout, startup_timeout_seconds=args.timeout, gpu_budget_file=""
+    )
     if args.quick:
         # Few pixels, so that a CPU-only CNN takes seconds.
         base = dataclasses.replace(base, cnn_max_detect_pixels=300_000)
     result: dict[str, Any] = {"args": vars(args), "gpus": _cards()}
     print(f"== samples ({base.model}, defaults)", flush=True)
-    result["samples"] = await sample_library(DetectorConfig(timeout_seconds=args.timeout), work / "samples")
+    result["samples"] = await sample_library(
+        DetectorConfig(timeout_seconds=args.timeout, gpu_budget_file=""), work / "samples"
+    )
     print(json.dumps(result["samples"]), flush=True)
     truth = phone_set(work / "phone", args.count, args.quick)
     rows: list[dict[str, Any]] = []

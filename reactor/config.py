@@ -98,13 +98,20 @@ class DetectorConfig:
     model: Literal["auto", "hog", "cnn"] = "auto"
     scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.33, 0.25)
     # The detection image is the original resized once, so that a face this size reaches
-    # the model's smallest (HOG 64 px, CNN 80 px), within a pixel budget per model
+    # the model's smallest (HOG 68 px, CNN 80 px), within a pixel budget per model
     # (see cascade.choose_resolution).
     min_face_px: int = 40
+    # Where the budget has room, a photo is enlarged up to this factor even past what
+    # min_face_px needs (x2: faces down to 34 px in a 500x375 photo); 1.0: only as far as
+    # min_face_px needs.
+    max_enlargement: float = 2.0
     # HOG: 2560x1920 for a 4000x3000 photo, where the smallest face found is 100 px.
     max_detect_pixels: int = 4_915_200
     # CNN on a GPU: its memory grows with the pixels; 4 Mpx fits a 4 GB card.
     cnn_max_detect_pixels: int = 4_000_000
+    # What the GPU was learned to hold, kept per card across restarts (a JSON file, relative
+    # to the working directory like database.embedded_dir); "": kept in memory only.
+    gpu_budget_file: str = ".reactor/gpu-budget.json"
     # Detector children: "auto" is one per core on a CPU-only dlib, one per GPU on CUDA.
     workers: int | Literal["auto"] = "auto"
     # Images of one detection size scanned in one CNN call (reactor.detector.batching):
@@ -507,7 +514,7 @@ MAX_BATCH_SIZE = 64
 
 
 def _validate_detector(det: DetectorConfig, where: str) -> None:
-    for key in ("min_face_px", "max_detect_pixels", "cnn_max_detect_pixels"):
+    for key in ("min_face_px", "max_detect_pixels", "cnn_max_detect_pixels", "max_enlargement"):
         if getattr(det, key) <= 0:
             raise ConfigError(f"{where}: [detector] {key}: expected a positive number, got {getattr(det, key)}")
     if det.batch_size != "auto" and not 1 <= det.batch_size <= MAX_BATCH_SIZE:

@@ -28,6 +28,8 @@ Start-up faults, for the supervision tests, come from the environment the child 
     REACTOR_TEST_PARENT_ENVIRON=/path/file    each new child tries to read its parent's
                                               /proc/<ppid>/environ and writes what it got
                                               there ("denied", or the variables' names)
+    REACTOR_TEST_CARD="name, free, total"     the child says it runs on this CUDA card (an
+                                              nvidia-smi row, MiB), as a CUDA child would
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from reactor.config import DetectorConfig
+from reactor.detector import gpu
 from reactor.detector.cascade import Box, Step
 from reactor.detector.engine import DlibEngine
 from reactor.detector.loading import LoadedImage
 from reactor.detector.types import Detection, DetectionJob, Outcome
 
 STARTUP_CRASHES_ENV = "REACTOR_TEST_STARTUP_CRASHES"
+CARD_ENV = "REACTOR_TEST_CARD"
 
 # The message dlib's CUDA code raises (dlib/cuda/cuda_data_ptr.cpp), copied so that the
 # engine's classification is exercised exactly as on a real card.
@@ -77,6 +81,10 @@ class FaultEngine(DlibEngine):
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__(config)
         self._batch_oom = False
+        if os.environ.get(CARD_ENV):
+            name, free, total = (part.strip() for part in os.environ[CARD_ENV].split(","))
+            card = gpu.Gpu(name, int(free), int(total))
+            self.card, self.card_pixels = gpu.card_key(card), gpu.cnn_pixels(card)
 
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         _process_faults(job)

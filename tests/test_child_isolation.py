@@ -79,6 +79,11 @@ def test_outcomes_cross_the_wire_unchanged() -> None:
         "ready",
         {"cuda": False, "gpus": 0, "pid": 42},
     )
+    card = {"cuda": True, "pid": 42, "card": "NVIDIA GeForce GTX 1650 4096 MiB", "card_pixels": 4_051_764}
+    assert wire.decode(wire.encode("ready", card)) == ("ready", {**card, "gpus": 0})
+    for bad in ({"card": 7}, {"card": "x" * 5000}, {"card_pixels": -1}, {"card_pixels": "4e6"}):
+        with pytest.raises(wire.BadMessage):
+            wire.decode(wire.encode("ready", {"cuda": True, "pid": 42, **bad}))
 
 
 async def test_the_child_holds_no_secrets_and_runs_under_a_memory_limit(monkeypatch: pytest.MonkeyPatch) -> None:

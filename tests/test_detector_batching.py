@@ -6,6 +6,7 @@ number; "auto" is off on a CPU and sized by the pixel budget on a GPU.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,10 +16,11 @@ import pytest
 from PIL import Image, ImageOps
 
 from reactor.config import Config, ConfigError, DetectorConfig, load
-from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector
+from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, cascade, gpu
 from reactor.detector import engine as engine_module
 from reactor.detector.batching import AUTO_MAX_BATCH, batch_limit, chunks, per_call
-from reactor.detector.cascade import Box
+from reactor.detector.budget import MemoryBudget
+from reactor.detector.cascade import Box, Step
 from reactor.detector.engine import DlibEngine
 from reactor.detector.types import Outcome
 from reactor.errors import ErrorType
@@ -27,7 +29,8 @@ from tests.reactor_support import add_processed, outcomes, wait_until, write_pho
 from tests.test_reactor import NO_POLLING, connection, running
 
 ENGINE = "tests.fault_engine"
-# The astronaut's face is ~90 px: scanned at its own size, the CNN on a CPU takes a second.
+# The astronaut's face is ~90 px: scanned at its own size (min_face_px at the CNN's 80 px,
+# no enlargement past it), the CNN on a CPU takes a second.
 SMALLEST = 80
 
 
@@ -60,7 +63,7 @@ def faces_of(outcome: Outcome) -> list[tuple[int, int, int, int]]:
 
 
 def test_the_cnn_in_a_batch_of_two_finds_the_same_boxes_as_one_at_a_time(photos: Path) -> None:
-    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, model="cnn", batch_size=2))
+    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=2))
     jobs = [DetectionJob(str(photos / "astronaut.jpg")), DetectionJob(str(photos / "mirrored.jpg"))]
     alone = [engine.detect(job) for job in jobs]
     assert engine.batches == []
@@ -80,7 +83,7 @@ def test_the_cnn_in_a_batch_of_two_finds_the_same_boxes_as_one_at_a_time(photos:
 def test_photos_of_different_sizes_are_not_scanned_together(photos: Path, tmp_path: Path) -> None:
     with Image.open(photos / "astronaut.jpg") as image:
         image.resize((200, 200)).save(tmp_path / "smaller.jpg", quality=95)
-    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, model="cnn", batch_size=4))
+    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=4))
     outcomes = engine.detect_batch(
         [(DetectionJob(str(photos / "astronaut.jpg")), None), (DetectionJob(str(tmp_path / "smaller.jpg")), None)]
     )
@@ -89,7 +92,7 @@ def test_photos_of_different_sizes_are_not_scanned_together(photos: Path, tmp_pa
 
 
 def test_a_missing_photo_in_a_batch_fails_alone(photos: Path, tmp_path: Path) -> None:
-    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, model="cnn", batch_size=3))
+    engine = CountingEngine(DetectorConfig(min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=3))
     outcomes = engine.detect_batch(
         [
             (DetectionJob(str(photos / "astronaut.jpg")), None),
@@ -110,7 +113,9 @@ def copy(photos: Path, name: str, target: Path) -> str:
 
 async def test_a_crash_in_a_batch_fails_only_the_crashing_photo(photos: Path, tmp_path: Path) -> None:
     detector = Detector(
-        DetectorConfig(engine=ENGINE, min_face_px=SMALLEST, model="cnn", batch_size=3, timeout_seconds=90)
+        DetectorConfig(
+            engine=ENGINE, min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=3, timeout_seconds=90
+        )
     )
     await detector.start()
     try:
@@ -130,7 +135,9 @@ async def test_an_out_of_memory_in_a_batch_detects_each_photo_alone_and_teaches_
     photos: Path, tmp_path: Path
 ) -> None:
     detector = Detector(
-        DetectorConfig(engine=ENGINE, min_face_px=SMALLEST, model="cnn", batch_size=2, timeout_seconds=90)
+        DetectorConfig(
+            engine=ENGINE, min_face_px=SMALLEST, max_enlargement=1.0, model="cnn", batch_size=2, timeout_seconds=90
+        )
     )
     await detector.start()
     try:
@@ -152,6 +159,7 @@ async def test_the_reactor_detects_in_batches_and_one_crashing_photo_fails_alone
         detector={
             "model": "cnn",
             "min_face_px": SMALLEST,
+            "max_enlargement": 1.0,
             "engine": ENGINE,
             "workers": 1,
             "batch_size": 3,
@@ -228,3 +236,94 @@ def test_small_cards_get_the_smallest_algorithms(tmp_path: Path, monkeypatch: py
     assert not engine_module._prefers_smallest(default, None)  # unknown: dlib's own choice
     assert not engine_module._prefers_smallest(DetectorConfig(prefer_smallest_algorithms_below_mb=0), 4096)
     assert engine_module._prefers_smallest(DetectorConfig(prefer_smallest_algorithms_below_mb=100_000), 81920)
+
+
+# A phone photo as the CNN scans it at the default budget: 2309x1732, 4 Mpx.
+PHONE_CNN = cascade.choose_resolution((4000, 3000), 40, DetectorConfig().cnn_max_detect_pixels, model="cnn").size
+PHONE_PIXELS = PHONE_CNN[0] * PHONE_CNN[1]
+# nvidia-smi rows (name, free MiB, total MiB) as the child sees its card, models loaded.
+CARDS = {
+    "4 GB": "NVIDIA GeForce GTX 1650, 3700, 4096",
+    "11 GB": "NVIDIA GeForce RTX 2080 Ti, 10900, 11264",
+    "80 GB": "NVIDIA A100-SXM4-80GB, 80500, 81920",
+}
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in nvidia-smi is a shell script")
+@pytest.mark.parametrize(("card", "phone_photos_per_call"), [("4 GB", 1), ("11 GB", 3), ("80 GB", AUTO_MAX_BATCH)])
+def test_the_cnn_budget_comes_from_the_card(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, card: str, phone_photos_per_call: int
+) -> None:
+    _nvidia_smi(tmp_path, monkeypatch, [CARDS[card]])
+    found = engine_module._card()
+    assert found is not None and found.name == CARDS[card].split(",")[0]
+    pixels = gpu.cnn_pixels(found)
+    assert pixels is not None
+    auto = DetectorConfig()
+    # A 4 GB card keeps one phone photo per call, as the 4 Mpx premise says; larger cards batch.
+    assert per_call(auto, True, PHONE_PIXELS, None, pixels) == phone_photos_per_call
+    # What the card was learned to hold still caps it, and a number still forces its count.
+    assert per_call(auto, True, PHONE_PIXELS, 2 * PHONE_PIXELS, pixels) == min(2, phone_photos_per_call)
+    assert per_call(DetectorConfig(batch_size=2), True, PHONE_PIXELS, None, pixels) == 2
+    # No card known: the configured budget, one phone photo.
+    assert per_call(auto, True, PHONE_PIXELS, None, None) == 1
+
+
+def test_a_card_with_less_free_memory_than_the_budget_scans_smaller() -> None:
+    engine = CountingEngine(DetectorConfig(model="cnn"))
+    phone = Step("cnn", 1.0)
+    assert engine.card_pixels is None and engine.resolution((4000, 3000), phone).size == PHONE_CNN
+    small = gpu.cnn_pixels(gpu.Gpu("a 2 GB card", 1800, 2048))
+    assert small is not None
+    engine.card_pixels = small
+    chosen = engine.resolution((4000, 3000), phone)
+    assert chosen.size[0] * chosen.size[1] <= small < PHONE_PIXELS
+
+
+def test_the_learned_budget_is_kept_per_card(tmp_path: Path) -> None:
+    path = str(tmp_path / "state" / "gpu-budget.json")
+    small = gpu.card_key(gpu.Gpu("NVIDIA GeForce GTX 1650", 3700, 4096))
+    first = MemoryBudget(path)
+    first.use_card(small)
+    first.succeeded("cnn", 3_000_000)
+    first.ran_out("cnn", 6_000_000)
+    learned = first.caps()
+    assert learned == {"cnn": 5_100_000}
+    # A restart on the same card starts from it; another card starts afresh.
+    again = MemoryBudget(path)
+    again.use_card(small)
+    assert again.caps() == learned
+    other = MemoryBudget(path)
+    other.use_card(gpu.card_key(gpu.Gpu("NVIDIA A100-SXM4-80GB", 80500, 81920)))
+    assert other.caps() == {}
+    other.ran_out("cnn", 90_000_000)
+    kept = json.loads(Path(path).read_text())
+    assert set(kept) == {small, "NVIDIA A100-SXM4-80GB 81920 MiB"}
+    # No card (a CPU-only dlib) or no file: nothing is kept; an unreadable file starts afresh.
+    cpu = MemoryBudget(path)
+    cpu.use_card(None)
+    assert cpu.caps() == {}
+    for unreadable in ("{not json", json.dumps([1]), json.dumps({small: [1]}), json.dumps({small: {"cnn": "x"}})):
+        Path(path).write_text(unreadable)
+        broken = MemoryBudget(path)
+        broken.use_card(small)
+        assert broken.caps() == {}
+
+
+async def test_a_restarted_detector_starts_from_what_its_card_was_learned_to_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child says it runs on a 4 GB card (tests/fault_engine.py); the reactor ran out of
+    # memory on it before, and kept what it learned.
+    monkeypatch.setenv("REACTOR_TEST_CARD", CARDS["4 GB"])
+    path = tmp_path / "gpu-budget.json"
+    key = "NVIDIA GeForce GTX 1650 4096 MiB"
+    path.write_text(json.dumps({key: {"cnn": {"largest_ok_pixels": 2_000_000, "smallest_oom_pixels": 3_000_000}}}))
+    detector = Detector(DetectorConfig(engine=ENGINE, gpu_budget_file=str(path)))
+    assert detector.budget.caps() == {}
+    await detector.start()
+    try:
+        assert detector.budget.caps() == {"cnn": 2_550_000}
+        assert (detector.card, detector.card_pixels) == (key, 4_051_764)
+    finally:
+        await detector.close()

@@ -37,20 +37,38 @@ def test_plan_never_returns_nothing() -> None:
 BUDGET = DetectorConfig().max_detect_pixels
 
 
-def test_a_small_photo_is_enlarged_until_the_smallest_face_reaches_the_window() -> None:
-    # 500 px: a 40 px face needs 1.6 times the size to reach HOG's 64 px, twice for the CNN's 80.
+def test_a_small_photo_is_scanned_at_twice_its_size() -> None:
+    # 500x375 at x2 is 0.75 Mpx of a 4.9 Mpx budget: the budget goes to recall, so faces
+    # down to 34 px (HOG's 68 / 2) are reachable, not just min_face_px (issue 26).
     chosen = cascade.choose_resolution((500, 375), min_face_px=40, max_pixels=BUDGET)
-    assert chosen.size == (800, 600) and chosen.scale == 1.6
-    assert chosen.upsample == 0 and chosen.min_face_px == 40
+    assert chosen.size == (1000, 750) and chosen.scale == 2.0
+    assert chosen.upsample == 0 and chosen.min_face_px == 34
     cnn = cascade.choose_resolution((500, 375), min_face_px=40, max_pixels=BUDGET, model="cnn")
     assert cnn.size == (1000, 750) and cnn.min_face_px == 40
+    # A smaller min_face_px than the cap reaches still enlarges as far as it needs.
+    tiny = cascade.choose_resolution((500, 375), min_face_px=20, max_pixels=BUDGET)
+    assert tiny.size == (1700, 1275) and tiny.min_face_px == 20
+    # max_enlargement 1.0: only as far as min_face_px needs (68 / 40 = 1.7).
+    needed = cascade.choose_resolution((500, 375), min_face_px=40, max_pixels=BUDGET, max_enlargement=1.0)
+    assert needed.size == (850, 638) and needed.min_face_px == 40
+
+
+def test_a_photo_between_is_scanned_at_what_the_budget_holds() -> None:
+    chosen = cascade.choose_resolution((1600, 1200), min_face_px=40, max_pixels=BUDGET)
+    assert chosen.size == (2560, 1920) and chosen.scale == 1.6
+    assert chosen.min_face_px == 43  # 68 / 1.6: x2 would be 7.7 Mpx
+    # A cascade step lowers it from there.
+    lower = cascade.choose_resolution((1600, 1200), min_face_px=40, max_pixels=BUDGET, cascade_scale=0.5)
+    assert lower.size == (1280, 960) and lower.min_face_px == 85
 
 
 def test_a_phone_photo_is_reduced_to_the_budget_and_says_which_face_it_can_find() -> None:
     chosen = cascade.choose_resolution((4000, 3000), min_face_px=40, max_pixels=BUDGET)
     assert chosen.size == (2560, 1920) and chosen.scale == 0.64
     assert chosen.upsample == 0
-    assert chosen.min_face_px == 100  # the budget cannot reach 40 px here: 64 / 0.64
+    assert chosen.min_face_px == 107  # the budget cannot reach 40 px here: 68 / 0.64
+    # The cap changes nothing where the budget is full.
+    assert cascade.choose_resolution((4000, 3000), 40, BUDGET, max_enlargement=1.0) == chosen
 
 
 def test_never_above_the_budget_never_both_reduced_and_enlarged() -> None:
@@ -72,14 +90,10 @@ def test_never_above_the_budget_never_both_reduced_and_enlarged() -> None:
                     needed = original[0] * original[1] * (window / min_face) ** 2
                     if step == 1.0 and budget >= needed * 1.05 and min(original) > 10:
                         assert chosen.min_face_px <= min_face, (original, budget, chosen)
-
-
-def test_a_face_the_budget_allows_is_not_enlarged_beyond_need() -> None:
-    chosen = cascade.choose_resolution((1600, 1200), min_face_px=64, max_pixels=BUDGET)
-    assert chosen.size == (1600, 1200) and chosen.scale == 1.0
-    # A cascade step lowers it from there.
-    lower = cascade.choose_resolution((1600, 1200), min_face_px=64, max_pixels=BUDGET, cascade_scale=0.5)
-    assert lower.size == (800, 600) and lower.min_face_px == 128
+                    # And where it has room for twice the photo, the photo is scanned at x2 at least.
+                    doubled = original[0] * original[1] * cascade.MAX_ENLARGEMENT**2
+                    if step == 1.0 and budget >= doubled * 1.05 and min(original) > 10:
+                        assert chosen.scale >= cascade.MAX_ENLARGEMENT * 0.99, (original, budget, chosen)
 
 
 def test_box_mapping() -> None:

@@ -38,8 +38,8 @@ def test_reactor_detect_prints_one_json_line_per_path(tmp_path: Path) -> None:
     assert face["score"] > 0.9 and len(face["encoding"]) == 128
     assert astronaut["original_size"] == [512, 512] and astronaut["model"] == "hog"
     # The size it was scanned at, and the smallest face findable there: what was asked for.
-    assert astronaut["detect_size"] == [819, 819] and astronaut["upsample"] == 0
-    assert astronaut["min_face_px"] == 40 and "note" not in astronaut
+    assert astronaut["detect_size"] == [1024, 1024] and astronaut["upsample"] == 0
+    assert astronaut["min_face_px"] == 34 and "note" not in astronaut
     assert cat["ok"] and cat["face_count"] == 0
     assert not notes["ok"] and notes["error_type"] == "unsupported" and notes["permanent"]
     assert notes["advice"]
@@ -64,5 +64,5 @@ def test_reactor_detect_says_when_the_budget_cannot_reach_min_face_px(tmp_path: 
     assert proc.returncode == 0, proc.stderr
     [line] = [json.loads(raw) for raw in proc.stdout.splitlines()]
     assert line["ok"] and line["face_count"] == 1
-    assert line["detect_size"] == [400, 400] and line["min_face_px"] == 82
-    assert "faces under 82 px cannot be found" in line["note"] and "detector.max_detect_pixels" in line["note"]
+    assert line["detect_size"] == [400, 400] and line["min_face_px"] == 87
+    assert "faces under 87 px cannot be found" in line["note"] and "detector.max_detect_pixels" in line["note"]

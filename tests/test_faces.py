@@ -134,6 +134,9 @@ def test_the_settings_fingerprint_is_of_what_ran_and_leaves_out_memory_limits() 
     assert settings_fingerprint(auto, "hog") != settings_fingerprint(auto, "cnn")
     assert settings_fingerprint(auto, "hog") == settings_fingerprint(replace(auto, max_memory_mb=1024), "hog")
     assert settings_fingerprint(auto, "hog") != settings_fingerprint(replace(auto, min_face_px=20), "hog")
+    # The enlargement of small photos changes what is found; where the GPU budget is kept does not.
+    assert settings_fingerprint(auto, "hog") != settings_fingerprint(replace(auto, max_enlargement=1.0), "hog")
+    assert settings_fingerprint(auto, "cnn") == settings_fingerprint(replace(auto, gpu_budget_file=""), "cnn")
     # Today's results under "auto" may be of either model; under "cnn", of CNN only.
     assert current_fingerprints(auto) == [settings_fingerprint(auto, "hog"), settings_fingerprint(auto, "cnn")]
     assert current_fingerprints(replace(auto, model="cnn")) == [settings_fingerprint(auto, "cnn")]

@@ -12,10 +12,19 @@ from dataclasses import dataclass
 # The smallest face box each dlib detector finds in the image it scans: a smaller face is
 # only found in an enlarged image (dlib's upsampling doubles width and height; resizing the
 # original by the same factor sees the same faces, without resampling the photo twice).
-# HOG: measured with the astronaut pasted at known sizes (bench/photos.py, docs/benchmarks.md):
-# every face of 60 px and up, 88 % at 55, none at 50; 64 keeps a margin. CNN: the MMOD
-# model's window, about 80 px (dlib's documentation).
-MODEL_MIN_FACE_PX: dict[str, int] = {"hog": 64, "cnn": 80}
+# HOG: measured on real faces boxed by hand (dlib's PASCAL VOC group photos, 43 faces of
+# 37-109 px, each photo scanned at factors 1.3 to 2.4; bench.recall --hog-window): none
+# under 52 px in the scanned image, 28 % at 52-55, 63 % at 56-59, 74 % at 60-63, 93 % at
+# 64-67, every one at 68-75 (docs/benchmarks.md, 11). The pasted astronaut (bench/photos.py)
+# gave 60 px: one face, frontal, sharp, which real crowds are not. CNN: the MMOD model's
+# window, about 80 px (dlib's documentation).
+MODEL_MIN_FACE_PX: dict[str, int] = {"hog": 68, "cnn": 80}
+
+# How far a photo is enlarged at most when the pixel budget has room: dlib's own upsampling
+# step. A 500x375 photo scanned at x2 is 0.75 Mpx of HOG's 4.9 Mpx budget, and reaches faces
+# of 34 px (68 / 2) instead of only detector.min_face_px; a photo that fills the budget is
+# scanned at the budget as before (detector.max_enlargement).
+MAX_ENLARGEMENT = 2.0
 
 # What dlib's CUDA code raises when the card is full (cudaMalloc, cuDNN, cuBLAS). It is a
 # plain RuntimeError, so the message is all there is to go on.
@@ -82,18 +91,26 @@ class Resolution:
 
 
 def choose_resolution(
-    original: tuple[int, int], min_face_px: int, max_pixels: int, cascade_scale: float = 1.0, model: str = "hog"
+    original: tuple[int, int],
+    min_face_px: int,
+    max_pixels: int,
+    cascade_scale: float = 1.0,
+    model: str = "hog",
+    max_enlargement: float = MAX_ENLARGEMENT,
 ) -> Resolution:
-    """The size that brings a ``min_face_px`` face to the ``model``'s smallest, within ``max_pixels``.
+    """The largest size within ``max_pixels`` up to ``max_enlargement``, and at least the
+    size that brings a ``min_face_px`` face to the ``model``'s smallest where the budget allows.
 
-    One factor for the whole photo: a small photo is enlarged (as far as the face needs and
-    the budget allows), a large one reduced to the budget, never both. A cascade step below
-    1.0 lowers the result further (out-of-memory, time-out). When the budget cannot reach
-    ``min_face_px``, ``Resolution.min_face_px`` says which smallest face it does reach.
+    One factor for the whole photo: a small photo is enlarged (as far as the cap, or the
+    face, needs and the budget allows), a large one reduced to the budget, never both: the
+    budget is spent on recall where pixels are cheap. A cascade step below 1.0 lowers the
+    result further (out-of-memory, time-out). ``Resolution.min_face_px`` says which smallest
+    face the scanned size reaches: below ``min_face_px`` on a small photo, above it where
+    the budget cannot reach it.
     """
     width, height = max(1, original[0]), max(1, original[1])
     window = MODEL_MIN_FACE_PX[model]
-    wanted = window / max(1, min_face_px)
+    wanted = max(window / max(1, min_face_px), max_enlargement)
     fits = math.sqrt(max(1, max_pixels) / (width * height))
     scale = min(wanted, fits) * cascade_scale
     size = scaled_size((width, height), scale)

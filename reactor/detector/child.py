@@ -4,7 +4,8 @@ Started by ``Detector`` with the multiprocessing spawn context, so it shares no 
 the reactor (no asyncpg sockets, no threads, no CUDA context). The protocol on the pipe:
 
     child -> parent   ("ready", {"cuda": bool, "gpus": int, "pid": int, "gpu_memory_mb": int | None,
-                      "smallest_algorithms": bool}) once the models are loaded
+                      "smallest_algorithms": bool, "card": str | None, "card_pixels": int | None})
+                      once the models are loaded
                       ("failed", "reason") when the engine could not be built
     parent -> child   (DetectionJob, bytes | None), or None to exit; the bytes are the
                       file's content when the parent read it ahead (see prefetch.py);
@@ -60,6 +61,8 @@ def serve(conn: Connection, config: DetectorConfig, device: int | None = None) -
         "pid": os.getpid(),
         "gpu_memory_mb": getattr(engine, "gpu_memory_mb", None),
         "smallest_algorithms": bool(getattr(engine, "smallest_algorithms", False)),
+        "card": getattr(engine, "card", None),
+        "card_pixels": getattr(engine, "card_pixels", None),
     }
     _send(conn, ("ready", ready))
     while True:

@@ -71,8 +71,13 @@ class DlibEngine:
         self._gpus = _cuda_devices(dlib) if getattr(dlib, "DLIB_USE_CUDA", False) else 0
         self._cuda = self._gpus > 0
         self.models = cascade.models_for(config.model, self._cuda)
-        # Decided before the first CNN call, which is when cuDNN picks its algorithms.
-        self.gpu_memory_mb = _card_memory_mb() if self._cuda else None
+        # Decided before the first CNN call, which is when cuDNN picks its algorithms; asked
+        # after the models are loaded, so the free memory is what the scans can use.
+        card = _card() if self._cuda else None
+        self.gpu_memory_mb = card.total_mib if card is not None else None
+        # The pixels one CNN call may scan on this card, and what its learned budget is kept under.
+        self.card_pixels = gpu.cnn_pixels(card) if card is not None else None
+        self.card = gpu.card_key(card) if card is not None else None
         self.smallest_algorithms = _prefers_smallest(config, self.gpu_memory_mb)
         if self.smallest_algorithms:
             dlib.set_dnn_prefer_smallest_algorithms()
@@ -133,12 +138,19 @@ class DlibEngine:
         self, original_size: tuple[int, int], step: Step, job: DetectionJob | None = None
     ) -> cascade.Resolution:
         budget = self.config.cnn_max_detect_pixels if step.model == "cnn" else self.config.max_detect_pixels
-        chosen = cascade.choose_resolution(original_size, self.config.min_face_px, budget, step.scale, step.model)
+        if step.model == "cnn" and self.card_pixels is not None:
+            budget = min(budget, self.card_pixels)  # a card smaller than the premise: stay within it
+        config = self.config
+        chosen = cascade.choose_resolution(
+            original_size, config.min_face_px, budget, step.scale, step.model, config.max_enlargement
+        )
         # What the GPU was learned to hold (the parent's budget) caps the size of any step;
         # a step already below it (a retry under a failed one) keeps its own size.
         cap = dict(job.max_detect_pixels).get(step.model) if job is not None else None
         if cap is not None and chosen.size[0] * chosen.size[1] > cap:
-            chosen = cascade.choose_resolution(original_size, self.config.min_face_px, cap, 1.0, step.model)
+            chosen = cascade.choose_resolution(
+                original_size, config.min_face_px, cap, 1.0, step.model, config.max_enlargement
+            )
         return chosen
 
     def _draft_dimension(self, original_size: tuple[int, int], job: DetectionJob | None = None) -> int:
@@ -167,7 +179,8 @@ class DlibEngine:
             groups.setdefault((chosen.size, chosen.upsample), []).append(_Scan(index, job, loaded, step, chosen))
         for (size, upsample), scans in groups.items():
             cap = dict(scans[0].job.max_detect_pixels).get("cnn")
-            for chunk in batching.chunks(scans, batching.per_call(self.config, self._cuda, size[0] * size[1], cap)):
+            each = batching.per_call(self.config, self._cuda, size[0] * size[1], cap, self.card_pixels)
+            for chunk in batching.chunks(scans, each):
                 if len(chunk) == 1:
                     outcomes[chunk[0].index] = self._detect_loaded(chunk[0].job, chunk[0].loaded)
                 else:
@@ -339,8 +352,8 @@ def _cuda_devices(dlib: Any) -> int:
         return 0
 
 
-def _card_memory_mb() -> int | None:
-    """The memory of the card this child uses (the first it is shown), from nvidia-smi."""
+def _card() -> gpu.Gpu | None:
+    """The card this child uses (the first it is shown; not told: the smallest), from nvidia-smi."""
     try:
         cards = gpu.query()
     except gpu.GpuQueryFailed:
@@ -348,10 +361,15 @@ def _card_memory_mb() -> int | None:
     if not cards:
         return None
     shown = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    card = (
-        cards[int(shown)] if shown.isdigit() and int(shown) < len(cards) else min(cards, key=lambda c: c.total_mib or 0)
-    )
-    return card.total_mib
+    if shown.isdigit() and int(shown) < len(cards):
+        return cards[int(shown)]
+    return min(cards, key=lambda c: c.total_mib or 0)
+
+
+def _card_memory_mb() -> int | None:
+    """The memory of the card this child uses, from nvidia-smi."""
+    card = _card()
+    return card.total_mib if card is not None else None
 
 
 def _prefers_smallest(config: DetectorConfig, memory_mb: int | None) -> bool:

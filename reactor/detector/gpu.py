@@ -46,3 +46,28 @@ def query(timeout: float = 20.0) -> list[Gpu] | None:
         name, free, total = (c.strip() for c in row.split(",", 2))
         gpus.append(Gpu(name, _mib(free), _mib(total)))
     return gpus
+
+
+# GPU memory the MMOD CNN takes per megapixel scanned in one call, beyond the loaded
+# models: from the premise the CNN budget was set by (4 Mpx fits a 4 GB card, about
+# 3.7 GB free once the CUDA context and the models are loaded), not measured on a card
+# yet (bench/gpu_check.sh prints it where a GPU is lent). The learned budget
+# (reactor.detector.budget) corrects it at the first out-of-memory.
+CNN_MIB_PER_MPX = 850
+# Kept back for cuDNN's workspace and the allocator's fragmentation.
+RESERVE_MIB = 256
+
+
+def cnn_pixels(card: Gpu) -> int | None:
+    """The pixels one CNN call may scan on ``card``: its free memory when the child has
+    loaded its models (what its scans can use), else its total; None when unknown."""
+    mib = card.free_mib if card.free_mib is not None else card.total_mib
+    if mib is None:
+        return None
+    return max(0, mib - RESERVE_MIB) * 1_000_000 // CNN_MIB_PER_MPX
+
+
+def card_key(card: Gpu) -> str:
+    """What a learned budget is kept under: the card's model and memory, so the same card
+    after a restart (or another of the same kind) starts from what was learned on it."""
+    return f"{card.name} {card.total_mib} MiB"

@@ -29,6 +29,8 @@ OPERATIONAL = frozenset(
         "prefer_smallest_algorithms_below_mb",
         # A memory limit makes an image fail (oom) or not; it never changes a result.
         "max_memory_mb",
+        # Where the learned GPU budget is kept, not what it is.
+        "gpu_budget_file",
     }
 )
 MODELS = ("hog", "cnn")

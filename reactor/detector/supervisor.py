@@ -97,7 +97,11 @@ class Detector:
         # Images whose outcome came from a batch (for `reactor status`).
         self.batched = 0
         # What the GPU holds, learned from out-of-memory errors; kept across child restarts.
-        self.budget = MemoryBudget()
+        self.budget = MemoryBudget(config.gpu_budget_file or None)
+        # The card the child runs on and the pixels one CNN call may scan there, as it said
+        # when it started (None on a CPU-only dlib).
+        self.card: str | None = None
+        self.card_pixels: int | None = None
 
     @property
     def state(self) -> DetectorState:
@@ -210,12 +214,18 @@ class Detector:
         self._process, self._conn = process, parent_conn
         self._cuda = bool(payload.get("cuda", False))
         self._gpus = int(payload.get("gpus", 0))
+        card, card_pixels = payload.get("card"), payload.get("card_pixels")
+        self.card = card if isinstance(card, str) else None
+        self.card_pixels = card_pixels if isinstance(card_pixels, int) else None
+        self.budget.use_card(self.card)
         ms = round((time.perf_counter() - started) * 1000)
         gpu = (
             {
                 "gpu_memory_mb": payload.get("gpu_memory_mb"),
                 "smallest_algorithms": bool(payload.get("smallest_algorithms", False)),
                 "batch_limit": self.batch_limit,
+                "card": self.card,
+                "card_pixels": self.card_pixels,
             }
             if self._cuda
             else {}

@@ -88,11 +88,16 @@ def decode(raw: bytes) -> tuple[str, Any]:
             or not _int(payload.get("gpus", 0), 0, 1024)
             or not (payload.get("gpu_memory_mb") is None or _int(payload.get("gpu_memory_mb")))
             or not isinstance(payload.get("smallest_algorithms", False), bool)
+            or not (payload.get("card_pixels") is None or _int(payload.get("card_pixels")))
+            or not (payload.get("card") is None or _short_text(payload.get("card")))
         ):
-            raise BadMessage("ready: expected cuda, gpus, pid, gpu_memory_mb and smallest_algorithms")
+            raise BadMessage(
+                "ready: expected cuda, gpus, pid, gpu_memory_mb, smallest_algorithms, card and card_pixels"
+            )
         ready = {"cuda": payload["cuda"], "gpus": payload.get("gpus", 0), "pid": payload["pid"]}
         # What a CUDA child decided at start (reactor.detector.engine), when it says so.
-        ready.update({k: payload[k] for k in ("gpu_memory_mb", "smallest_algorithms") if k in payload})
+        keys = ("gpu_memory_mb", "smallest_algorithms", "card", "card_pixels")
+        ready.update({k: payload[k] for k in keys if k in payload})
         return kind, ready
     if kind == "failed":
         return kind, _text(payload, "failed")
@@ -119,6 +124,10 @@ def _optional_fingerprint(value: Any) -> bool:
 
 def _num(value: Any) -> bool:
     return type(value) in (int, float) and math.isfinite(value)
+
+
+def _short_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_TEXT
 
 
 def _text(value: Any, what: str) -> str:
