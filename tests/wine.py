@@ -1,4 +1,4 @@
-"""A real Windows CPython under Wine, for tests/test_windows_wine.py.
+"""A real Windows CPython under Wine, for tests/test_windows_wine*.py.
 
 tools/wine/setup makes it (Debian's Wine 8.0, python.org's embeddable CPython 3.11, the
 lock's win_amd64 wheels) and writes ``env.json`` in its cache. Where it is missing or was
@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import IO
+
+import pytest
 
 from tests.reactor_support import REPO, ReactorProcess
 
@@ -94,6 +96,12 @@ def unavailable() -> str | None:
     if json.loads(info.read_text())["lock_sha256"] != hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest():
         return f"the Windows Python in {CACHE} was made for another uv.lock: run {SETUP}"
     return None
+
+
+def needed() -> pytest.MarkDecorator:
+    """The mark of a test that needs the Windows Python: skipped, with the reason, without it."""
+    reason = unavailable()
+    return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
 def windows_python() -> WindowsPython:

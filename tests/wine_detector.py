@@ -1,4 +1,4 @@
-"""The detector's Windows branches, run by the Windows interpreter for tests/test_windows_wine.py.
+"""The detector's Windows branches, run by the Windows interpreter for tests/test_windows_wine_detector.py.
 
     python -m tests.wine_detector FOLDER
 
