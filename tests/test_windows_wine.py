@@ -20,7 +20,8 @@ import pytest
 from reactor.ops import samples
 from tests import wine
 
-pytestmark = wine.needed()
+# Wine starts every Windows process slowly on a loaded machine: more than the suite's 180 s.
+pytestmark = [wine.needed(), pytest.mark.timeout(420)]
 
 # The suite's own tests that hold for Windows, run there as they are (each file whole
 # unless a test is named). Left out: what needs the embedded PostgreSQL (it cannot start

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests import wine
 from tests.reactor_support import write_photos
 
-pytestmark = wine.needed()
+# Wine starts every Windows process slowly on a loaded machine: more than the suite's 180 s.
+pytestmark = [wine.needed(), pytest.mark.timeout(420)]
 
 
 def test_detector_crash_hang_and_job_object_under_windows(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ from tests import wine
 from tests.pg_tcp import ADMIN_PASSWORD, TcpServer, start_tcp_server
 from tests.reactor_support import add_processed, outcomes, process_config, reactor_cli, wait_until, write_photos
 
-pytestmark = wine.needed()
+# Wine starts every Windows process slowly on a loaded machine: more than the suite's 180 s.
+pytestmark = [wine.needed(), pytest.mark.timeout(420)]
 
 
 @pytest.fixture
