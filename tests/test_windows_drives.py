@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from reactor.config import Config, load
+from reactor.ops import doctor
 from reactor.paths import PathMapper
 from reactor.watch import mounts, scanner
 from reactor.watch.candidates import Candidates
@@ -89,8 +90,10 @@ def test_off_windows_no_answer_is_the_native_observer() -> None:
 def test_windows_answers_fixed_for_a_local_folder(tmp_path: Path) -> None:
     # Under Wine tmp_path is on Z:, the Linux root; on Windows on C:.
     assert mounts.drive_type(str(tmp_path)) == 3  # DRIVE_FIXED
-    choice = mounts.choose_observer(config_for(str(tmp_path)))
+    config = config_for(str(tmp_path))
+    choice = mounts.choose_observer(config)
     assert (choice.kind, choice.reason, choice.fstype) == ("native", "local_drive", "drive_fixed")
+    assert doctor.observer_check(config).detail.startswith("native (inotify/OS events): drive_fixed at ")
 
 
 @pytest.fixture
@@ -118,6 +121,8 @@ def test_a_network_drive_is_walked_by_the_polling_scanner(on_network_drive: Path
     assert (choice.kind, choice.reason, choice.mount_point) == ("polling", "network_drive", NETWORK_DRIVE)
     assert not choice.stable_inodes
     assert mounts.stability_window(config, choice) >= mounts.WINDOWS_SMB_CACHE
+    # What `reactor doctor` prints for it (deploy/windows-service.md).
+    assert doctor.observer_check(config).detail.startswith(f"polling scanner: drive_remote at {NETWORK_DRIVE} ")
     mapper = PathMapper(root, config.images.derived_folders)
     found = scanner.walk(Candidates(config.images, config.watcher, mapper))
     assert found.complete, found.errors
