@@ -63,7 +63,11 @@ def unicode_variants(path: str) -> list[str]:
 
 
 def _is_windows_root(root: str) -> bool:
-    return root.startswith("\\\\") or (len(root) >= 2 and root[1] == ":" and root[0].isalpha())
+    """A UNC or drive-letter root, or any root on Windows: there a root spelled without a
+    drive (``/photos``) is the folder ``\\photos`` of the current drive, which Windows opens
+    with its own rules (``CON`` a device, ``a:b.jpg`` a drive-relative name, names compared
+    case-insensitively), so the mapper must apply them too."""
+    return os.name == "nt" or root.startswith("\\\\") or (len(root) >= 2 and root[1] == ":" and root[0].isalpha())
 
 
 # Win32 refuses a path of MAX_PATH (260) characters or more unless it is in the extended-length

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from reactor.detector import waiting, wire
+from reactor.detector import child, waiting, wire
 
 
 def helper_threads() -> list[threading.Thread]:
@@ -86,5 +86,7 @@ async def test_reap_waits_on_the_process_sentinel() -> None:
 def test_windows_crash_statuses_are_named() -> None:
     assert waiting.describe_exit(0xC0000005) == "crashed with status 0xC0000005 (access violation)"
     assert waiting.describe_exit(0xC0000001) == "crashed with status 0xC0000001"
-    assert waiting.describe_exit(3) == "could not load the detection engine"
+    assert waiting.describe_exit(child.EXIT_ENGINE_FAILED) == "could not load the detection engine"
+    # abort() ends a process with 3 on Windows: a crash, not an engine that failed to load.
+    assert waiting.describe_exit(3) == "exited with code 3"
     assert waiting.describe_exit(1) == "exited with code 1"

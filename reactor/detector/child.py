@@ -41,7 +41,9 @@ from reactor.errors import ErrorType
 # (a file too large for the parent to hold; every read of the share stays in the parent).
 STREAM = "stream"
 # Exit status when the engine cannot be built; the parent counts it as a start-up failure.
-EXIT_ENGINE_FAILED = 3
+# Not 3: that is how abort() (a failed dlib assertion) ends a process on Windows, which
+# would then be described as an engine that could not load (seen under Wine).
+EXIT_ENGINE_FAILED = 78
 
 
 def serve(conn: Connection, config: DetectorConfig, device: int | None = None) -> None:

@@ -3,15 +3,27 @@
 inotify only sees changes made through this machine's kernel. Photos written to
 an SMB or NFS share by another client produce no event at all (watchdog 409, 504;
 inotify(7)), so on a network filesystem the reactor walks the share instead.
+
+On Windows there is no mountinfo: a UNC root is a network share, and for a drive letter
+Windows is asked (``GetDriveTypeW``): a mapped network drive (``net use Z: \\\\nas\\share``)
+answers ``DRIVE_REMOTE`` and gets the network-share rules too.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from reactor.config import Config
+from reactor.paths import plain_windows
+
+# GetDriveTypeW's answers (fileapi.h), named as the observer choice's fstype on Windows.
+DRIVE_TYPES = {0: "unknown", 1: "no_root_dir", 2: "removable", 3: "fixed", 4: "remote", 5: "cdrom", 6: "ramdisk"}
+DRIVE_REMOTE = 4
+# The fstype of a choice on a drive that Windows reports as a network drive.
+REMOTE_DRIVE = "drive_remote"
 
 NETWORK_FSTYPES = frozenset(
     {
@@ -36,6 +48,7 @@ NETWORK_FSTYPES = frozenset(
         "fuse.smbnetfs",
         "fuse.davfs2",
         "fuse.cifs",
+        REMOTE_DRIVE,
     }
 )
 
@@ -153,8 +166,8 @@ def stability_window(config: Config, choice: ObserverChoice) -> float:
     if not choice.network:
         return watcher.stability_seconds
     cache = watcher.attribute_cache_seconds
-    if cache < 0 and is_unc(config.images.root):
-        cache = WINDOWS_SMB_CACHE  # a UNC root: the Windows SMB client's caches
+    if cache < 0 and (is_unc(config.images.root) or choice.fstype == REMOTE_DRIVE):
+        cache = WINDOWS_SMB_CACHE  # a UNC root or a mapped drive: the Windows SMB client's caches
     elif cache < 0:
         cache = attribute_cache_seconds(choice.mount)
     return max(watcher.network_stability_seconds, cache + max(2.0, cache / 2))
@@ -176,6 +189,45 @@ def is_unc(root: str) -> bool:
     return root.startswith(("\\\\", "//"))
 
 
+def has_drive_letter(root: str) -> bool:
+    return len(root) >= 2 and root[1] == ":" and root[0].isalpha()
+
+
+def drive_root(root: str) -> str:
+    r"""The root that Windows types a drive by: ``Z:\`` for ``Z:\photos``, ``\\nas\share\`` for UNC."""
+    path = PureWindowsPath(plain_windows(root))
+    if not path.anchor and os.name == "nt":
+        path = PureWindowsPath(os.path.abspath(root))  # a relative root: on the current drive
+    return path.anchor
+
+
+def drive_type(root: str) -> int | None:
+    """``GetDriveTypeW`` for the drive holding ``root`` (DRIVE_REMOTE: a network drive); None off Windows."""
+    if sys.platform != "win32":
+        return None
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.GetDriveTypeW.restype = wintypes.UINT
+    kernel32.GetDriveTypeW.argtypes = (wintypes.LPCWSTR,)
+    return int(kernel32.GetDriveTypeW(drive_root(root)))
+
+
+def _windows_drive_choice(forced: str, root: str) -> ObserverChoice:
+    """A drive-letter root on Windows, which has no mountinfo: what Windows says of the drive."""
+    answer = drive_type(root)
+    fstype = f"drive_{DRIVE_TYPES.get(answer, 'unknown')}" if answer is not None else ""
+    where = drive_root(root)
+    if forced != "auto":
+        return ObserverChoice(kind=forced, reason="configured", fstype=fstype, mount_point=where)
+    if fstype == REMOTE_DRIVE:
+        return ObserverChoice(kind="polling", reason="network_drive", fstype=fstype, mount_point=where)
+    return ObserverChoice(
+        kind="native", reason="local_drive" if fstype else "no_mountinfo", fstype=fstype, mount_point=where
+    )
+
+
 def is_network(fstype: str) -> bool:
     low = fstype.lower()
     return low in NETWORK_FSTYPES or low.startswith(("nfs", "cifs", "smb"))
@@ -189,6 +241,9 @@ def choose_observer(config: Config, mountinfo: str | None = None) -> ObserverCho
         return ObserverChoice(
             kind="polling" if forced == "auto" else forced, reason="unc_root" if forced == "auto" else "configured"
         )
+    if os.name == "nt" or has_drive_letter(root):
+        # Windows has no /proc (under Wine, \proc\self\mountinfo would be the Linux host's).
+        return _windows_drive_choice(forced, root)
     if mountinfo is None:
         try:
             mountinfo = Path(MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
@@ -199,7 +254,7 @@ def choose_observer(config: Config, mountinfo: str | None = None) -> ObserverCho
     if forced != "auto":
         return ObserverChoice(kind=forced, reason="configured", fstype=fstype, mount_point=mount_point, mount=mount)
     if not mountinfo:
-        # No /proc (Windows with a drive letter, macOS): the native observer.
+        # No /proc (macOS): the native observer.
         return ObserverChoice(kind="native", reason="no_mountinfo")
     if mount is None:
         return ObserverChoice(kind="native", reason="mount_unknown")
