@@ -88,9 +88,11 @@ async def test_a_process_that_lost_its_id_leaves_the_new_owners_claims_and_heart
             return bool(pid == second.pid)
 
         await wait_until(heartbeat_of_second, 60, "the second process's heartbeat")
-        # The new owner's claim on an image it is working on (a live lease).
+        # The new owner's claim on an image it is working on (a live lease). Its row is not
+        # processed, so that neither process's sweep takes the image (the same instance id
+        # may re-take its own claim) and detects it while the test looks.
         await conn.execute("ALTER TABLE ai_metadata DISABLE TRIGGER USER")
-        await add_processed(conn, ["held.jpg"])
+        await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('held.jpg', FALSE)")
         await conn.execute("ALTER TABLE ai_metadata ENABLE TRIGGER USER")
         await conn.execute(
             "INSERT INTO reactor_claims (image_path, instance_id, token, lease_until) "
