@@ -29,6 +29,9 @@ def test_probe_reasons(share: Path, tmp_path: Path) -> None:
     assert probe(images_for(share)) == "marker_missing"
     # tmp dirs are not mount points; "/" is.
     assert probe(images_for(tmp_path, marker="file", require_mount=True)) == "not_mounted"
+    monitor = ShareMonitor(images_for(tmp_path, marker="file", require_mount=True))
+    assert monitor.check() is False
+    assert "neither a mount point nor on a network mount (it is on " in monitor._advice("not_mounted")
 
 
 def test_an_error_other_than_not_found_is_offline(share: Path) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from reactor import logs
 from reactor.config import ImagesConfig, WatcherConfig
 from reactor.util.aio import sleep_or_stop
+from reactor.watch.mounts import mount_point_found, network_mount_of
 
 log = logs.get("reactor.share")
 
@@ -100,7 +101,8 @@ def probe(images: ImagesConfig) -> str | None:
         return "root_not_directory"
     if images.require_mount:
         try:
-            if not os.path.ismount(root):
+            # A mount point, or a folder on a network mount above it (smbnetfs: MNT/host/share).
+            if not os.path.ismount(root) and network_mount_of(root) is None:
                 return "not_mounted"
         except OSError as exc:
             return f"mount_error:{errno.errorcode.get(exc.errno or 0, exc.errno)}"
@@ -111,6 +113,13 @@ def probe(images: ImagesConfig) -> str | None:
     except OSError as exc:
         return f"marker_error:{errno.errorcode.get(exc.errno or 0, exc.errno)}"
     return None
+
+
+def not_mounted_advice(root: str) -> str:
+    return (
+        f"{root} is neither a mount point nor on a network mount (it is on {mount_point_found(root)}): "
+        "mount the share there, or set images.require_mount = false"
+    )
 
 
 class ShareMonitor:
@@ -191,7 +200,7 @@ class ShareMonitor:
         if reason == "marker_missing":
             return f"create the marker file {marker} on the share (see README 'Watching the share')"
         if reason == "not_mounted":
-            return f"mount the share at {self.images.root}, or set images.require_mount = false"
+            return not_mounted_advice(self.images.root)
         if reason == "probe_hung":
             return f"checking {self.images.root} did not finish in {self.probe_timeout:.0f} s: the mount hangs"
         return f"check that {self.images.root} is mounted and readable; detection resumes when it is"
