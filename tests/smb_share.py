@@ -249,7 +249,9 @@ class SmbClient:
         and mtime settle. ``before_close`` runs after the last write, before the close."""
         chunks = 24
         step = max(1, -(-len(data) // chunks))
-        with self._smbclient.open_file(self.share.unc(relative), mode="wb", port=self.share.port) as fh:
+        # Readers are let in (share read): the reactor can read the copy mid-way, zeros and all.
+        unc = self.share.unc(relative)
+        with self._smbclient.open_file(unc, mode="wb", port=self.share.port, share_access="r") as fh:
             fh.truncate(len(data))
             fh.flush()
             for i in range(0, len(data), step):
