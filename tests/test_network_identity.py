@@ -139,6 +139,10 @@ def test_a_preallocated_copy_is_incomplete_even_where_it_decodes(tmp_path: Path,
     padded = tmp_path / f"padded.{suffix}"
     padded.write_bytes(data + b"\x00" * 64)  # some writers pad after the end marker
     assert not isinstance(load_image(str(padded), lambda _size: 200, 10**8, 0.0), DetectionFailure)
+    # A motion photo: a video appended after the end marker. Complete, and detected.
+    motion = tmp_path / f"motion.{suffix}"
+    motion.write_bytes(data + b"\x00\x00\x00\x18ftypmp42" + bytes(range(1, 200)))
+    assert not isinstance(load_image(str(motion), lambda _size: 200, 10**8, 0.0), DetectionFailure)
 
 
 def test_a_file_that_moves_on_right_after_the_read_is_incomplete(tmp_path: Path) -> None:

@@ -142,16 +142,21 @@ def _prefetched(path: str, data: bytes) -> FileBytes:
     return FileBytes(data, st.st_mtime_ns if st.st_size == len(data) else None)
 
 
-def unfinished(data: bytes) -> str | None:
-    """Why an image looks cut short, or None: checked on every decode, failed or not.
+def unfinished(data: bytes, decoded: bool = False) -> str | None:
+    """Why an image looks cut short rather than damaged, or None.
 
-    A copy in progress ends anywhere: a JPEG then lacks its end-of-image marker (FFD9),
-    and a PNG its IEND chunk. A copy made the way Windows Explorer makes
-    it sets the final size first: the part not yet written reads as zeros, and a JPEG
-    decoder may well decode what is there. So the format's end marker must come last,
-    with nothing after it but the padding some writers add (zeros, line ends). Other
-    formats cannot tell, and a decode failure of theirs stays ``corrupt``.
+    A copy in progress ends anywhere: a JPEG then lacks its end-of-image marker (FFD9)
+    and a PNG its IEND chunk; some writers pad after the marker (zeros, line ends).
+    Other formats cannot tell, and a decode failure of theirs stays ``corrupt``.
+
+    ``decoded``: the decode succeeded. Data after the end marker is then normal (a
+    phone's motion photo appends a video, Samsung a trailer), but zeros at the end
+    are not, unless the end marker comes right before them: a copy made the way Windows
+    Explorer makes it sets the final size first, the part not yet written reads as
+    zeros, and a JPEG missing only its last bytes decodes.
     """
+    if decoded and not data.endswith(b"\x00"):
+        return None
     end = data.rstrip(b"\x00\r\n ")
     if data.startswith(b"\xff\xd8"):
         return None if end[-2:] == b"\xff\xd9" else "JPEG without its end marker (FFD9)"
@@ -205,9 +210,10 @@ def load_image(
     if isinstance(read, DetectionFailure):
         return read
     loaded = _decode(path, read.data, target_dimension, max_pixels, clock)
-    cut = unfinished(read.data) if isinstance(loaded, LoadedImage) or loaded.error_type is ErrorType.CORRUPT else None
-    if cut is None and isinstance(loaded, LoadedImage):
-        cut = changed_after_read(path, read.data, read.mtime_ns)
+    if isinstance(loaded, LoadedImage):
+        cut = unfinished(read.data, decoded=True) or changed_after_read(path, read.data, read.mtime_ns)
+    else:
+        cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
     if cut is not None:
         # Told apart from damage: the worker retries it soon, and only the same cut
         # file found again unchanged is recorded as corrupt (reactor.store.store).
