@@ -88,6 +88,15 @@ SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) AND mode
 -- name: results_present
 SELECT image_path FROM face_metadata WHERE image_path = ANY($1::text[]) ORDER BY image_path;
 
+-- name: result_paths_unorphaned
+-- missing_files where face_metadata carries orphaned_at: a result already marked orphaned
+-- is known to be gone and waits for its grace period (reactor.store.orphans).
+SELECT image_path FROM face_metadata WHERE orphaned_at IS NULL;
+
+-- name: results_present_unorphaned
+SELECT image_path FROM face_metadata
+WHERE image_path = ANY($1::text[]) AND orphaned_at IS NULL ORDER BY image_path;
+
 -- name: superseded_failures
 SELECT f.image_path, f.last_error_type, f.retry_count
 FROM face_detection_failures f

@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from reactor.config import Config, load
-from tests import sshfs_share
+from tests import smb_share, sshfs_share
 from tests.pg import PgServer, build_template, start_server
 from tests.reactor_support import ReactorProcess
+from tests.smb_share import SmbShare
 from tests.sshfs_share import SshfsShare
 
 
@@ -99,6 +100,28 @@ def sshfs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshfsShar
 def sshfs(sshfs_server: SshfsShare) -> SshfsShare:
     sshfs_server.reset()
     return sshfs_server
+
+
+@pytest.fixture(scope="session")
+def smb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmbShare]:
+    """A real SMB share (Samba on a loopback port, mounted with smbnetfs); skipped where it cannot be made."""
+    reason = smb_share.unavailable()
+    if reason:
+        pytest.skip(f"no SMB share: {reason}")
+    server = SmbShare(tmp_path_factory.mktemp("smb"))
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        server.close()
+        pytest.skip(f"no SMB share: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def smb(smb_server: SmbShare) -> SmbShare:
+    smb_server.reset()
+    return smb_server
 
 
 @pytest.fixture

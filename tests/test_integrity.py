@@ -365,6 +365,22 @@ async def test_missing_files_are_not_believed_while_the_share_is_offline(
     assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 1
 
 
+async def test_an_orphaned_result_is_not_reported_missing_again(
+    conn: asyncpg.Connection, config: Config, share: Path
+) -> None:
+    await add_result(conn, "gone/d.jpg", 0, 0)
+    await add_result(conn, "gone/e.jpg", 0, 0)
+    for i in range(8):
+        await add_result(conn, f"here/{i}.jpg", 0, 0)
+        touch(share, f"here/{i}.jpg")
+    # Already marked orphaned (its deletion was seen): it waits for its grace period.
+    await conn.execute("UPDATE face_metadata SET orphaned_at = now() WHERE image_path = 'gone/e.jpg'")
+    report = await run_audit(conn, config)
+    assert [r["image_path"] for r in report["missing_files"].rows] == ["gone/d.jpg"]
+    listed = await audit.run_audit(conn, config, share_online=True, share_reason=None, file_candidates=["gone/e.jpg"])
+    assert listed["missing_files"].count == 0
+
+
 async def test_mass_vanish_is_an_outage_not_deletions(
     conn: asyncpg.Connection, make_config: Callable[..., Config], share: Path
 ) -> None:
@@ -466,6 +482,7 @@ async def test_every_integrity_block_runs(conn: asyncpg.Connection) -> None:
         "table_columns": ("ai_metadata",),
         "results_present": (["a"],),
         "legacy_among": (["a"],),
+        "results_present_unorphaned": (["a"],),
         "pending_processed": (300.0, "created_at"),
         "dead_claims": (60.0,),
         "backup_table_exists": ("b_fm",),

@@ -4,7 +4,9 @@ inodes, and the detector telling a copy in progress from a damaged photo."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import asyncpg
 import pytest
 
 from reactor.config import Config, RetryConfig, load
-from reactor.detector.loading import load_image, unfinished
+from reactor.detector.loading import busy, changed_after_read, load_image, read_file, unfinished
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType, UsageError
 from reactor.handlers import deletions as deletions_handler
@@ -116,6 +118,83 @@ def test_a_file_cut_short_is_incomplete_not_corrupt(tmp_path: Path, suffix: str)
     assert not isinstance(loaded, DetectionFailure)
     assert loaded.fingerprint == fingerprint_of_bytes(whole.read_bytes())
     assert loaded.file_mtime_ns == whole.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_a_preallocated_copy_is_incomplete_even_where_it_decodes(tmp_path: Path, suffix: str) -> None:
+    # Explorer sets the final size first: the part not yet written reads as zeros. With
+    # only its last bytes missing, a JPEG decodes, and must still not give a result.
+    image = samples.astronaut().resize((200, 200))
+    whole = tmp_path / f"whole.{suffix}"
+    image.save(whole, quality=90) if suffix == "jpg" else image.save(whole)
+    data = whole.read_bytes()
+    for missing in (10, len(data) // 2):
+        copy = tmp_path / f"copy-{missing}.{suffix}"
+        copy.write_bytes(data[:-missing] + b"\x00" * missing)
+        outcome = load_image(str(copy), lambda _size: 200, 10**8, 0.0)
+        assert isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.INCOMPLETE, missing
+        # Its content's fingerprint is in the message: through SMB a copy's size and
+        # mtime stay frozen, so only the content shows it moved on (store.record_failure).
+        assert fingerprint_of_bytes(copy.read_bytes())[:16] in outcome.message
+    padded = tmp_path / f"padded.{suffix}"
+    padded.write_bytes(data + b"\x00" * 64)  # some writers pad after the end marker
+    assert not isinstance(load_image(str(padded), lambda _size: 200, 10**8, 0.0), DetectionFailure)
+    # A motion photo: a video appended after the end marker. Complete, and detected.
+    motion = tmp_path / f"motion.{suffix}"
+    motion.write_bytes(data + b"\x00\x00\x00\x18ftypmp42" + bytes(range(1, 200)))
+    assert not isinstance(load_image(str(motion), lambda _size: 200, 10**8, 0.0), DetectionFailure)
+
+
+def test_a_file_that_moves_on_right_after_the_read_is_incomplete(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.jpg"
+    samples.astronaut().resize((200, 200)).save(whole, quality=90)
+    data = whole.read_bytes()
+    st = whole.stat()
+    assert changed_after_read(str(whole), data, st.st_mtime_ns) is None
+    # Same size, same mtime, other bytes at the end: a copy written into a preallocated file.
+    whole.write_bytes(data[:-100] + bytes(100))
+    os.utime(whole, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "64 KiB changed" in (changed_after_read(str(whole), data, st.st_mtime_ns) or "")
+    assert "could not be looked at" in (changed_after_read(str(tmp_path / "gone.jpg"), data, None) or "")
+
+
+@pytest.mark.parametrize(
+    "error", [OSError(errno.EBUSY, "Device or resource busy"), OSError(errno.ETXTBSY, "Text file busy")]
+)
+def test_a_file_locked_by_another_client_is_its_own_transient_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: OSError
+) -> None:
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(b"\xff\xd8")
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise error
+
+    monkeypatch.setattr("builtins.open", refuse)
+    outcome = read_file(str(locked))
+    assert isinstance(outcome, DetectionFailure)
+    assert outcome.error_type is ErrorType.UNREADABLE and outcome.message.startswith("busy: locked")
+    winerror = OSError(13, "The process cannot access the file")
+    winerror.winerror = 32  # type: ignore[attr-defined]
+    assert busy(winerror) and not busy(OSError(errno.EIO, "Input/output error"))
+
+
+async def test_a_copy_that_moves_on_with_a_frozen_size_and_mtime_stays_incomplete(conn: asyncpg.Connection) -> None:
+    cols = await failure_columns(conn)
+
+    def at(content: str) -> DetectionFailure:
+        return DetectionFailure(
+            ErrorType.INCOMPLETE,
+            f"JPEG without its end marker (FFD9) at 300 bytes, mtime_ns 7, content {content}: still being written?",
+            file_size_bytes=300,
+            file_mtime_ns=7,
+        )
+
+    for content in ("aaaa", "bbbb", "cccc"):
+        record = await store.record_failure(conn, "smb.jpg", at(content), RETRY, cols, incomplete_delay=4.0)
+        assert record.error_type is ErrorType.INCOMPLETE and record.retry_count == 0
+    stuck = await store.record_failure(conn, "smb.jpg", at("cccc"), RETRY, cols, incomplete_delay=4.0)
+    assert stuck.error_type is ErrorType.CORRUPT  # the same bytes a window later: it stopped
 
 
 def test_a_complete_but_damaged_jpeg_is_corrupt(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ from reactor.config import Config, ImagesConfig, WatcherConfig, load
 from reactor.paths import PathMapper, certainly_gone
 from reactor.store import sql
 from reactor.watch.candidates import Candidates
-from reactor.watch.mounts import choose_observer, mount_for, parse_mountinfo
+from reactor.watch.mounts import (
+    attribute_cache_seconds,
+    choose_observer,
+    mount_for,
+    mount_point_found,
+    network_mount_of,
+    parse_mountinfo,
+)
 from reactor.watch.scanner import ScanDiff, Scanner, diff, walk
 from reactor.watch.share import ShareMonitor
 
@@ -56,6 +63,18 @@ def test_parse_mountinfo_and_choice() -> None:
     # A forced observer still names the filesystem (its attribute cache sets the window).
     assert choice("/mnt/vision_images", "native") == ("native", "cifs")
     assert choice("/data/photos", "polling") == ("polling", "xfs")
+
+
+def test_a_root_below_a_network_mount_point_is_on_the_share() -> None:
+    # smbnetfs mounts the whole network at one point; a share is MNT/host/share.
+    text = MOUNTINFO + "39 22 0:40 / /mnt/smb rw,nosuid,nodev - fuse.smbnetfs smbnetfs rw,user_id=0\n"
+    below = network_mount_of("/mnt/smb/127.0.0.1/share", text)
+    assert below is not None and below.mount_point == "/mnt/smb" and below.fstype == "fuse.smbnetfs"
+    assert attribute_cache_seconds(below) == 1.0  # the FUSE default smbnetfs keeps (measured in test_smb_share)
+    assert network_mount_of("/mnt/vision_images/2024", text) is not None
+    assert network_mount_of("/data/photos", text) is None  # a local disk: not a share
+    assert network_mount_of("/data/photos", "") is None  # no mountinfo: nothing known
+    assert mount_point_found("/data/photos", text) == "/data (xfs)"
 
 
 def test_choice_reads_this_machines_mountinfo(tmp_path: Path) -> None:

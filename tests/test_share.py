@@ -29,6 +29,9 @@ def test_probe_reasons(share: Path, tmp_path: Path) -> None:
     assert probe(images_for(share)) == "marker_missing"
     # tmp dirs are not mount points; "/" is.
     assert probe(images_for(tmp_path, marker="file", require_mount=True)) == "not_mounted"
+    monitor = ShareMonitor(images_for(tmp_path, marker="file", require_mount=True))
+    assert monitor.check() is False
+    assert "neither a mount point nor on a network mount (it is on " in monitor._advice("not_mounted")
 
 
 def test_an_error_other_than_not_found_is_offline(share: Path) -> None:
@@ -161,3 +164,27 @@ async def test_run_backs_off_while_offline_and_wakes_online(share: Path) -> None
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def test_an_io_error_is_confirmed_before_the_share_goes_offline(
+    share: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An SMB client reconnecting answers EIO for a few seconds: one failed probe of an
+    # online share is looked at again, and a success keeps it online.
+    monitor = ShareMonitor(images_for(share), confirm_seconds=30.0)
+    seen: list[bool] = []
+    monitor.add_listener(seen.append)
+    assert await monitor.acheck() is True
+    answers = iter(["marker_error:EIO", "marker_error:EIO", None])
+    monkeypatch.setattr("reactor.watch.share.probe", lambda images: next(answers))
+    assert await monitor.acheck() is True
+    assert seen == [True] and monitor.blips == 1
+    # An error that lasts is an outage; a clean "not found" is believed at once.
+    lasting = ShareMonitor(images_for(share), confirm_seconds=1.0)
+    lasting._apply(None)
+    monkeypatch.setattr("reactor.watch.share.probe", lambda images: "root_error:EIO")
+    assert await lasting.acheck() is False and lasting.reason == "root_error:EIO"
+    gone = ShareMonitor(images_for(share), confirm_seconds=30.0)
+    gone._apply(None)
+    monkeypatch.setattr("reactor.watch.share.probe", lambda images: "marker_missing")
+    assert await gone.acheck() is False

@@ -98,6 +98,7 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
         assert await invoke(status_handler.register, config, ["status"]) == 0
         table = capsys.readouterr().out
         assert "detector 0" in table and "detector 1" in table and "0 restarts" in table
+        assert "writes blocked" in table and "None" not in table  # not a raw `write_blocked None`
         scrape = generate_latest(metrics.REGISTRY).decode()
         assert 'reactor_detector_child_up{child="1"} 1.0' in scrape
         assert 'reactor_detector_child_busy{child="0"} 0.0' in scrape

@@ -22,7 +22,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
-from reactor.util.identity import fingerprint_of_bytes
+from reactor.util.identity import fingerprint_of_bytes, read_identity
 
 # Leading bytes of formats the reactor accepts: a file that starts like one of these but
 # cannot be decoded is a damaged image, anything else is not an image at all.
@@ -92,9 +92,12 @@ def read_file(path: str) -> FileBytes | DetectionFailure:
         return DetectionFailure(ErrorType.MISSING, f"a folder on the path is a file: {path}")
     except IsADirectoryError:
         return DetectionFailure(ErrorType.UNREADABLE, f"is a directory, not a file: {path}")
-    except PermissionError as exc:
-        return DetectionFailure(ErrorType.UNREADABLE, f"permission denied: {path} ({exc.strerror})")
     except OSError as exc:
+        if busy(exc):
+            # Held open by another program or client: this file's transient failure.
+            return DetectionFailure(ErrorType.UNREADABLE, f"busy: locked by another program: {path} ({exc})")
+        if isinstance(exc, PermissionError):
+            return DetectionFailure(ErrorType.UNREADABLE, f"permission denied: {path} ({exc.strerror})")
         return DetectionFailure(ErrorType.UNREADABLE, f"cannot read {path}: {exc.strerror or exc}")
     if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
         return DetectionFailure(
@@ -107,6 +110,29 @@ def read_file(path: str) -> FileBytes | DetectionFailure:
     return FileBytes(data, after.st_mtime_ns)
 
 
+# Windows: another process holds the file open without sharing, or a byte range locked.
+_SHARING_VIOLATIONS = (32, 33)
+
+
+def busy(exc: OSError) -> bool:
+    """The open or read failed because another program or client holds the file."""
+    return exc.errno in (errno.EBUSY, errno.ETXTBSY) or getattr(exc, "winerror", None) in _SHARING_VIOLATIONS
+
+
+def changed_after_read(path: str, data: bytes, mtime_ns: int | None) -> str | None:
+    """Why the file no longer matches the bytes just read, or None: its size, mtime and
+    head/tail fingerprint looked at again right after the read. Through an SMB client a
+    copy in progress keeps its final size and a frozen mtime, but its bytes still move."""
+    now = read_identity(path)
+    if now is None:
+        return "could not be looked at again after the read"
+    if now.size != len(data) or (mtime_ns is not None and now.mtime_ns != mtime_ns):
+        return f"changed right after the read ({len(data)} -> {now.size} bytes)"
+    if now.fingerprint != fingerprint_of_bytes(data):
+        return "its first or last 64 KiB changed right after the read"
+    return None
+
+
 def _prefetched(path: str, data: bytes) -> FileBytes:
     """Bytes the parent read ahead (it checked size and mtime around its read)."""
     try:
@@ -116,17 +142,27 @@ def _prefetched(path: str, data: bytes) -> FileBytes:
     return FileBytes(data, st.st_mtime_ns if st.st_size == len(data) else None)
 
 
-def unfinished(data: bytes) -> str | None:
-    """Why an image that failed to decode looks cut short rather than damaged, or None.
+def unfinished(data: bytes, decoded: bool = False) -> str | None:
+    """Why an image looks cut short rather than damaged, or None.
 
     A copy in progress ends anywhere: a JPEG then lacks its end-of-image marker (FFD9)
-    and a PNG its IEND chunk. Other formats cannot tell, and stay ``corrupt``.
+    and a PNG its IEND chunk; some writers pad after the marker (zeros, line ends).
+    Other formats cannot tell, and a decode failure of theirs stays ``corrupt``.
+
+    ``decoded``: the decode succeeded. Data after the end marker is then normal (a
+    phone's motion photo appends a video, Samsung a trailer), but zeros at the end
+    are not, unless the end marker comes right before them: a copy made the way Windows
+    Explorer makes it sets the final size first, the part not yet written reads as
+    zeros, and a JPEG missing only its last bytes decodes.
     """
+    if decoded and not data.endswith(b"\x00"):
+        return None
+    end = data.rstrip(b"\x00\r\n ")
     if data.startswith(b"\xff\xd8"):
-        # Some writers pad after EOI; a missing marker is what a partial copy looks like.
-        return None if data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9" else "JPEG without its end marker (FFD9)"
+        return None if end[-2:] == b"\xff\xd9" else "JPEG without its end marker (FFD9)"
     if data.startswith(b"\x89PNG"):
-        return None if b"IEND" in data[-16:] else "PNG without its IEND chunk"
+        # The IEND chunk: its type, then its CRC, which ends in a byte other than zero.
+        return None if end[-8:-4] == b"IEND" else "PNG without its IEND chunk"
     return None
 
 
@@ -175,6 +211,22 @@ def load_image(
         return read
     loaded = _decode(path, read.data, target_dimension, max_pixels, clock)
     if isinstance(loaded, LoadedImage):
+        cut = unfinished(read.data, decoded=True) or changed_after_read(path, read.data, read.mtime_ns)
+    else:
+        cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
+    if cut is not None:
+        # Told apart from damage: the worker retries it soon, and only the same cut
+        # file found again unchanged is recorded as corrupt (reactor.store.store).
+        # The content's fingerprint is in the message: through SMB a copy in progress
+        # keeps its size and mtime, only its bytes tell that it moved on.
+        return DetectionFailure(
+            ErrorType.INCOMPLETE,
+            f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}, content "
+            f"{fingerprint_of_bytes(read.data)[:16]}: still being written?",
+            file_size_bytes=len(read.data),
+            file_mtime_ns=read.mtime_ns,
+        )
+    if isinstance(loaded, LoadedImage):
         return LoadedImage(
             loaded.pixels,
             loaded.original_size,
@@ -182,16 +234,6 @@ def load_image(
             loaded.decode_ms,
             read.mtime_ns,
             fingerprint_of_bytes(read.data),
-        )
-    cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
-    if cut is not None:
-        # Told apart from damage: the worker retries it soon, and only the same cut
-        # file found again unchanged is recorded as corrupt (reactor.store.store).
-        return DetectionFailure(
-            ErrorType.INCOMPLETE,
-            f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}: still being written?",
-            file_size_bytes=len(read.data),
-            file_mtime_ns=read.mtime_ns,
         )
     return dataclasses.replace(loaded, file_mtime_ns=read.mtime_ns)
 

@@ -25,6 +25,7 @@ import asyncpg
 from reactor.config import Config
 from reactor.core.instances import gone_after_seconds
 from reactor.paths import InvalidPath, PathMapper, gone_states
+from reactor.store import orphans
 from reactor.store.relations import REACTOR_TABLES
 from reactor.store.sql import Queries
 from reactor.watch import share
@@ -37,7 +38,7 @@ CHECKS: dict[str, str] = {
     "orphan_faces": "face rows whose image has no face_metadata row",
     "face_count_mismatch": "face_metadata.face_count differs from the number of face rows",
     "invalid_paths": "rows whose image_path is not a valid relative path or points into a derived folder",
-    "missing_files": "results whose file is gone from the (online) share",
+    "missing_files": "results whose file is gone from the (online) share, not yet marked orphaned",
     "superseded_failures": "failure rows for images that also have a result",
     "pending_processed": "processed ai_metadata rows with neither result nor failure, older than the sweep interval",
     "dead_claims": "claims held by instances that are gone (lease expired or no fresh heartbeat)",
@@ -287,9 +288,12 @@ async def _missing_files(
     candidates: Iterable[str] | None,
 ) -> None:
     gone: list[str] = []
+    # A result already marked orphaned is known to be gone: not reported again.
+    marked = "face_metadata" in await orphans.tables_with_marks(conn)
     # stat() on a network share can block for a long time: keep it off the loop.
     if candidates is not None:
-        present = [r["image_path"] for r in await conn.fetch(Q.results_present, sorted(set(candidates)))]
+        query = Q.results_present_unorphaned if marked else Q.results_present
+        present = [r["image_path"] for r in await conn.fetch(query, sorted(set(candidates)))]
         gone = await asyncio.to_thread(_absent, judge.mapper, [p for p in present if judge.valid(p)])
         await _rows_with_legacy(conn, finding, gone)
         return
@@ -297,7 +301,7 @@ async def _missing_files(
     batch: list[str] = []
     # Paths are stat'ed batch by batch while the cursor streams, so memory stays flat.
     async with conn.transaction():
-        async for r in conn.cursor(Q.result_paths, prefetch=5000):
+        async for r in conn.cursor(Q.result_paths_unorphaned if marked else Q.result_paths, prefetch=5000):
             known += 1
             # An invalid path is reported by invalid_paths and is never opened.
             if judge.valid(r["image_path"]):

@@ -114,9 +114,7 @@ def share_check(config: Config) -> Check:
     if reason == "root_not_directory":
         return _fail("share", f"root {images.root} is not a directory", "point images.root at the share's folder")
     if reason == "not_mounted":
-        return _fail(
-            "share", f"root {images.root} is not a mount point", "mount the share, or set images.require_mount = false"
-        )
+        return _fail("share", f"root {images.root} is not on a mounted share", share.not_mounted_advice(images.root))
     return _fail(
         "share", f"cannot read {images.root} ({reason})", "check that the share is mounted and readable by this user"
     )

@@ -147,6 +147,7 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
         ("detector", "detector"),
         ("detector_restarts", "detector restarts"),
         ("share_online", "share online"),
+        ("write_blocked", "writes blocked"),
         ("held_deletions", "held deletions"),
         ("stalled_folders", "stalled folders"),
         ("listener", "listener"),
@@ -161,13 +162,20 @@ def _state_lines(state: dict[str, Any]) -> list[tuple[str, str]]:
     for key, label in known:
         if key not in state:
             continue
-        value = "-" if state[key] is None else _flat(state[key]) or "none"
+        if key == "write_blocked" and state[key] is None:
+            value = "no"
+        else:
+            value = "-" if state[key] is None else _flat(state[key]) or "none"
         if key == "share_online" and state[key] is False and state.get("share_reason"):
             value += f" ({state['share_reason']})"
         out.append((label, value))
     labels = dict(known)
     hidden.add("detectors")
-    out.extend((key, _flat(value)) for key, value in sorted(state.items()) if key not in labels and key not in hidden)
+    out.extend(
+        (key, "-" if value is None else _flat(value))
+        for key, value in sorted(state.items())
+        if key not in labels and key not in hidden
+    )
     out.extend(_child_lines(state.get("detectors")))
     return out
 

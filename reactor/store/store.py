@@ -280,9 +280,13 @@ async def _unchanged_since_incomplete(
     previous = await conn.fetchrow(Q.failure_previous, path)
     if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
         return False
+    # The message names the size, the mtime and the content's fingerprint (loading.py):
+    # through SMB a copy in progress keeps its final size and a frozen mtime, and only
+    # its bytes tell that it moved on.
+    same_message = str(previous["last_error"] or "").endswith(failure.message[:MAX_ERROR_TEXT])
     if _runs("failure_previous_file", columns):
         was = await conn.fetchrow(Q.failure_previous_file, path)
         assert was is not None
-        return (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)
-    # A legacy table without those columns: the message names the size (loading.py).
-    return bool(str(previous["last_error"] or "").endswith(failure.message[:MAX_ERROR_TEXT]))
+        same_file = (was["file_size_bytes"], was["file_mtime_ns"]) == (failure.file_size_bytes, failure.file_mtime_ns)
+        return same_file and same_message
+    return same_message

@@ -65,6 +65,10 @@ class FileEventSink(Protocol):
         """Standalone mode: the file identity of these paths' results (reactor.watch.moves); else empty."""
         ...
 
+    async def result_identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
+        """In either mode: what the files of these paths' results were when detected (reactor.watch.returns)."""
+        ...
+
     async def hold(self, paths: Sequence[str], reason: str) -> int:
         """A confirmed mass vanish: hold these deletions for the operator (reactor.store.held)."""
         ...
@@ -238,11 +242,20 @@ class DatabaseSink:
 
     async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
         # In vision-database mode the upstream's ai_metadata decides what a path is.
-        if not self.register_files or not paths:
+        if not self.register_files:
             return {}
+        return await self.result_identities(paths)
+
+    async def result_identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
+        out: dict[str, FileIdentity] = {}
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(Q.file_identities, _storable_only(paths, "identities"))
-        return {r["image_path"]: FileIdentity(r["size_bytes"], r["mtime_ns"], r["fingerprint"]) for r in rows}
+            paths = _storable_only(paths, "identities")
+            for i in range(0, len(paths), REGISTER_CHUNK):
+                rows = await conn.fetch(Q.file_identities, list(paths[i : i + REGISTER_CHUNK]))
+                out.update(
+                    {r["image_path"]: FileIdentity(r["size_bytes"], r["mtime_ns"], r["fingerprint"]) for r in rows}
+                )
+        return out
 
     async def hold(self, paths: Sequence[str], reason: str) -> int:
         async with self.pool.acquire() as conn:

@@ -57,8 +57,18 @@ MOUNTINFO = "/proc/self/mountinfo"
 
 # How long a client may show cached sizes and mtimes when its mount options do not
 # say: cifs actimeo defaults to 1 s, NFS acregmax to 60 s, sshfs's caches to 20 s
-# (dcache_timeout; its options are the process's, not the kernel mount's).
-ATTRIBUTE_CACHE_DEFAULTS = {"cifs": 1.0, "smb3": 1.0, "nfs": 60.0, "nfs4": 60.0, "fuse.sshfs": 20.0}
+# (dcache_timeout; its options are the process's, not the kernel mount's). smbnetfs
+# sets no attribute timeout, so the kernel's FUSE default of 1 s holds: a change made
+# by another client showed through it after 0.7 to 1.0 s (tests/test_smb_share.py
+# measures it on every run; docs/watching.md has the figures).
+ATTRIBUTE_CACHE_DEFAULTS = {
+    "cifs": 1.0,
+    "smb3": 1.0,
+    "nfs": 60.0,
+    "nfs4": 60.0,
+    "fuse.sshfs": 20.0,
+    "fuse.smbnetfs": 1.0,
+}
 ATTRIBUTE_CACHE_UNKNOWN = 60.0
 # Windows' SMB client keeps file information for 10 s (FileInfoCacheLifetime).
 WINDOWS_SMB_CACHE = 10.0
@@ -185,6 +195,34 @@ def mount_for(path: str, mounts: list[Mount]) -> Mount | None:
     return best
 
 
+def read_mountinfo() -> str:
+    """/proc/self/mountinfo, or "" where there is none (Windows, macOS) or it cannot be read."""
+    try:
+        return Path(MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return ""
+
+
+def network_mount_of(root: str, mountinfo: str | None = None) -> Mount | None:
+    """The network mount that holds ``root`` (its mount point may be above it), or None.
+
+    A FUSE client such as smbnetfs mounts the whole network at one point and shows a
+    share as MNT/host/share: a root there is no mount point, yet it lies on the share.
+    """
+    text = read_mountinfo() if mountinfo is None else mountinfo
+    if not text:
+        return None
+    mount = mount_for(os.path.realpath(root), parse_mountinfo(text))
+    return mount if mount is not None and is_network(mount.fstype) else None
+
+
+def mount_point_found(root: str, mountinfo: str | None = None) -> str:
+    """For a message: the mount that holds ``root`` and its type, e.g. "/ (overlay)"."""
+    text = read_mountinfo() if mountinfo is None else mountinfo
+    mount = mount_for(os.path.realpath(root), parse_mountinfo(text)) if text else None
+    return f"{mount.mount_point} ({mount.fstype})" if mount is not None else "no mount known"
+
+
 def is_unc(root: str) -> bool:
     return root.startswith(("\\\\", "//"))
 
@@ -245,10 +283,7 @@ def choose_observer(config: Config, mountinfo: str | None = None) -> ObserverCho
         # Windows has no /proc (under Wine, \proc\self\mountinfo would be the Linux host's).
         return _windows_drive_choice(forced, root)
     if mountinfo is None:
-        try:
-            mountinfo = Path(MOUNTINFO).read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError:
-            mountinfo = ""
+        mountinfo = read_mountinfo()
     mount = mount_for(os.path.realpath(root), parse_mountinfo(mountinfo)) if mountinfo else None
     fstype, mount_point = (mount.fstype, mount.mount_point) if mount is not None else ("", "")
     if forced != "auto":

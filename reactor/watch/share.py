@@ -4,7 +4,8 @@ An unmounted share looks exactly like a library whose every photo was deleted
 (Immich 17290, PhotoPrism 2299). So the share counts as online only while its root
 exists, is a directory, holds the marker file, and (if configured) is still a mount
 point. Any error while checking (EIO, ESTALE, EACCES, a dead CIFS session) counts as
-offline too: when in doubt, believe nothing is missing.
+offline too, once it has lasted ``CONFIRM_SECONDS`` (an SMB client reconnecting answers
+EIO for a few seconds): when in doubt, believe nothing is missing.
 
 Nothing here blocks the event loop: ``acheck`` runs the probe on a thread with a
 timeout (``PROBE_TIMEOUT_SECONDS``), and while a probe hangs (a hard NFS mount, a
@@ -31,6 +32,7 @@ from reactor import logs
 from reactor.config import ImagesConfig, WatcherConfig
 from reactor.util.aio import sleep_or_stop
 from reactor.util.shareio import ShareIO
+from reactor.watch.mounts import mount_point_found, network_mount_of
 
 log = logs.get("reactor.share")
 
@@ -38,6 +40,12 @@ Listener = Callable[[bool], None]
 
 # A probe is a few stat calls; one that takes longer is a hung mount.
 PROBE_TIMEOUT_SECONDS = 10.0
+# An I/O error from an online share is confirmed before the share goes offline: an SMB
+# client reconnecting its session (smbnetfs does after an open of a file that another
+# client holds locked) answers EIO for about 3 s, then the share is back. Probes are
+# repeated for this long, and one success keeps the share online.
+CONFIRM_SECONDS = 6.0
+CONFIRM_STEP_SECONDS = 0.5
 
 
 def is_mass_vanish(watcher: WatcherConfig, vanished: int, known: int) -> bool:
@@ -106,7 +114,8 @@ def probe(images: ImagesConfig) -> str | None:
         return "root_not_directory"
     if images.require_mount:
         try:
-            if not os.path.ismount(root):
+            # A mount point, or a folder on a network mount above it (smbnetfs: MNT/host/share).
+            if not os.path.ismount(root) and network_mount_of(root) is None:
                 return "not_mounted"
         except OSError as exc:
             return f"mount_error:{errno.errorcode.get(exc.errno or 0, exc.errno)}"
@@ -117,6 +126,18 @@ def probe(images: ImagesConfig) -> str | None:
     except OSError as exc:
         return f"marker_error:{errno.errorcode.get(exc.errno or 0, exc.errno)}"
     return None
+
+
+def _transient(reason: str) -> bool:
+    """An error while probing (EIO during a reconnect), not a clean answer or a hang."""
+    return "_error:" in reason
+
+
+def not_mounted_advice(root: str) -> str:
+    return (
+        f"{root} is neither a mount point nor on a network mount (it is on {mount_point_found(root)}): "
+        "mount the share there, or set images.require_mount = false"
+    )
 
 
 class ShareMonitor:
@@ -131,6 +152,7 @@ class ShareMonitor:
         offline_initial: float = 1.0,
         offline_max: float = 60.0,
         probe_timeout: float = PROBE_TIMEOUT_SECONDS,
+        confirm_seconds: float = CONFIRM_SECONDS,
     ) -> None:
         self.images = images
         self.watcher = watcher or WatcherConfig()
@@ -141,6 +163,9 @@ class ShareMonitor:
         # Every other file-system call on the share goes through this pool, apart from the
         # probe's thread: a folder that hangs stalls there, never the probe.
         self.io = ShareIO(images.io_timeout_seconds)
+        self.confirm_seconds = confirm_seconds
+        # Probe errors that an online share recovered from within confirm_seconds.
+        self.blips = 0
         self.online = False
         self.reason: str | None = "not_checked"
         self.transitions = 0
@@ -162,15 +187,37 @@ class ShareMonitor:
 
     async def acheck(self) -> bool:
         """``check`` with the stat calls on a worker thread and a timeout: a hard-mounted
-        NFS share that hangs must not freeze the event loop, nor count as online."""
+        NFS share that hangs must not freeze the event loop, nor count as online.
+
+        An online share that answers an I/O error is probed again for confirm_seconds
+        before it goes offline (a client reconnecting); a clean answer (the root or the
+        marker not found) and a hung probe are believed at once."""
+        reason = await self._probe_once()
+        if reason is not None and self.online and _transient(reason):
+            reason = await self._confirm(reason)
+        self._apply(reason)
+        return self.online
+
+    async def _probe_once(self) -> str | None:
         if self._probe is None or self._probe.done():
             self._probe = asyncio.ensure_future(asyncio.to_thread(probe, self.images))
         try:
-            reason = await asyncio.wait_for(asyncio.shield(self._probe), self.probe_timeout)
+            return await asyncio.wait_for(asyncio.shield(self._probe), self.probe_timeout)
         except TimeoutError:
-            reason = "probe_hung"
-        self._apply(reason)
-        return self.online
+            return "probe_hung"
+
+    async def _confirm(self, first: str) -> str | None:
+        """Probe until one succeeds or confirm_seconds have passed: the last reason, or None."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.confirm_seconds
+        reason: str | None = first
+        while reason is not None and _transient(reason) and loop.time() < deadline:
+            await asyncio.sleep(CONFIRM_STEP_SECONDS)
+            reason = await self._probe_once()
+        if reason is None:
+            self.blips += 1
+            log.info("share_probe_recovered", root=self.images.root, error=first, blips=self.blips)
+        return reason
 
     def _apply(self, reason: str | None) -> None:
         online = reason is None
@@ -200,7 +247,7 @@ class ShareMonitor:
         if reason == "marker_missing":
             return f"create the marker file {marker} on the share (see README 'Watching the share')"
         if reason == "not_mounted":
-            return f"mount the share at {self.images.root}, or set images.require_mount = false"
+            return not_mounted_advice(self.images.root)
         if reason == "probe_hung":
             return f"checking {self.images.root} did not finish in {self.probe_timeout:.0f} s: the mount hangs"
         return f"check that {self.images.root} is mounted and readable; detection resumes when it is"

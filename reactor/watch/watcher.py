@@ -34,6 +34,7 @@ from reactor.watch.file_events import FileEventSink, ReadyFile
 from reactor.watch.mounts import ObserverChoice, choose_observer, stability_window
 from reactor.watch.moves import MoveMatcher
 from reactor.watch.observer import NativeObserver, RawEvent
+from reactor.watch.returns import changed_since_result
 from reactor.watch.scanner import Scanner, Signature, in_prefix
 from reactor.watch.share import ShareMonitor, VanishGuard, is_mass_vanish
 from reactor.watch.stability import StabilityTracker
@@ -243,6 +244,8 @@ class Watcher:
         await self.sink.refresh_failures(
             [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
         )
+        # Results whose file was overwritten while nobody was watching.
+        await self._changed_while_away()
 
     async def _moved_while_away(self, registered: list[str]) -> list[str]:
         """Standalone, network share: files renamed on the server while the reactor was
@@ -282,6 +285,15 @@ class Watcher:
         if not directory:
             return [path]
         return [p for p in self.scanner.snapshot if in_prefix(p, path)]
+
+    async def _changed_while_away(self) -> None:
+        snapshot = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items()}
+        changed = await changed_since_result(snapshot, self.sink.result_identities, self.candidates.local)
+        if changed:
+            log.info("files_changed_while_away", files=len(changed), sample=changed[:3])
+            await self.sink.ready(
+                [ReadyFile(p, changed=True, size=snapshot[p][0], mtime_ns=snapshot[p][1]) for p in changed]
+            )
 
     async def _hold(self, paths: list[str], reason: str) -> None:
         """Hold these deletions once (reactor.store.held): logged, shown, never retried here."""
@@ -340,7 +352,12 @@ class Watcher:
 
     async def _ready(self, path: str, sig: Signature, prior: Signature | None) -> None:
         try:
-            await self.sink.ready([ReadyFile(path, changed=prior is not None, size=sig[0], mtime_ns=sig[1])])
+            changed = prior is not None
+            if not changed:
+                # New, or back (a held deletion, an orphan): its result must be of this content.
+                found = {path: (sig[0], sig[1])}
+                changed = bool(await changed_since_result(found, self.sink.result_identities, self.candidates.local))
+            await self.sink.ready([ReadyFile(path, changed=changed, size=sig[0], mtime_ns=sig[1])])
         except Exception as exc:
             log.warning("file_event_failed", path=path, error=str(exc))
             self.tracker.touch(path, self.candidates.local(path))
