@@ -20,6 +20,7 @@ from reactor import logs
 from reactor.errors import UsageError
 from reactor.store.catalog import SchemaUnusable
 from reactor.store.db import DatabaseUnavailable
+from reactor.util import hardening
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
 HANDLERS: tuple[str, ...] = (
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Every command may start detector children (run, sweep --once, detect, demo) and read
+    # a database password from its environment: same-user processes cannot read that
+    # environment (reactor.util.hardening).
+    hardening.forbid_dumps()
     try:
         cfg = config_mod.load(config_mod.config_path(args.config, os.environ))
     except config_mod.ConfigError as exc:

@@ -17,7 +17,6 @@ from reactor.core.service import Reactor
 from reactor.errors import UsageError
 from reactor.handlers.common import install_stop_signals
 from reactor.store import db, schema
-from reactor.util import hardening
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,9 +33,6 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     # database, the event loop's executor), threads share the main heap, which the
     # reactor's HeapTrimmer trims (reactor.core.heap).
     heap.single_arena()
-    # Same-user processes (the detector child among them) cannot read this process's
-    # environment, where a database password may be (reactor.util.hardening).
-    hardening.forbid_dumps()
     with db.resolved_dsn(config) as dsn:
         return asyncio.run(serve(config, dsn))
 
