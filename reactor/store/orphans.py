@@ -209,9 +209,14 @@ async def purge_paths(conn: Conn, table: str, policy: OrphanPolicy, paths: list[
 
 async def mark_hint(conn: Conn, path: str) -> int:
     """A `deleted` hint for one path: mark it, if its ai_metadata row is really gone."""
+    return await mark_listed(conn, [path])
+
+
+async def mark_listed(conn: Conn, paths: list[str]) -> int:
+    """Mark those of `paths` whose ai_metadata row is really gone (the change log's, a hint's)."""
     marked = 0
     for table in await tables_with_marks(conn):
-        marked += rows_affected(await conn.execute(_QUERIES[table][1], [path]))
+        marked += rows_affected(await conn.execute(_QUERIES[table][1], paths))
     return marked
 
 
