@@ -14,6 +14,7 @@ import pytest
 
 from reactor.core.queue import ImageQueue
 from reactor.core.sweep import SWEEP_LOCK_KEY, Sweeper
+from reactor.ops import status
 from reactor.store import changes
 
 WEEK = 7 * 24 * 3600.0
@@ -181,3 +182,18 @@ async def test_the_walk_position_moves_with_the_sweep_lock(pool: asyncpg.Pool, d
     # Each instance continued where the other stopped: every row once, none twice.
     assert sorted(taken["one"] + taken["two"]) == paths
     assert taken["one"] and taken["two"]
+
+
+async def test_status_shows_the_log_and_the_walk(pool: asyncpg.Pool, dsn: str) -> None:
+    await processed(pool, *[f"s/{i}.jpg" for i in range(10)])
+    s = sweeper(pool)
+    assert (await s.sweep(pages=1)).paused
+    conn = await asyncpg.connect(dsn)
+    try:
+        report = await status.collect(conn, 30.0, walk_interval_seconds=WEEK)
+    finally:
+        await conn.close()
+    assert report.sweep is not None
+    shown = report.as_json()["sweep"]
+    assert shown["changes_waiting"] == 10 and shown["walk"]["under_way"] and shown["walk"]["phase"] == "pending"
+    assert "changes waiting" in status.render_table(report) and "full walk" in status.render_table(report)
