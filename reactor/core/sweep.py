@@ -51,6 +51,8 @@ log = logs.get("reactor.sweep")
 
 # pg_try_advisory_lock key: "FACE" 2 (1 is `db init`).
 SWEEP_LOCK_KEY = 0x46414345_0002
+# The walk reads ai_metadata in windows of this many pages (sweep.page_size rows each).
+WINDOW_PAGES = 10
 # Expired claims older than this many leases are deleted by the sweep.
 STALE_CLAIM_LEASES = 10
 
@@ -329,11 +331,15 @@ class Sweeper:
                 budget[0] -= 1
             if kind == "pending":
                 # A window of the table, not a page of results: a page of pending rows
-                # could take a scan of the whole table to fill.
-                upper, last = await changes.walk_window(conn, after, limit)
+                # could take a scan of the whole table to fill. A window holds a few
+                # pages of rows (fewer statements per row read); what it returns still
+                # fits the queue, and a full page resumes inside the window.
+                upper, last = await changes.walk_window(conn, after, self.page_size * WINDOW_PAGES)
                 if upper is None:
                     return found, None
                 rows = await conn.fetch(query, after, limit, self.instance_id, upper)
+                if len(rows) == limit:
+                    upper, last = None, False
             else:
                 upper, last = None, False
                 rows = await conn.fetch(query, after, limit, self.instance_id)
