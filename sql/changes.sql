@@ -56,6 +56,17 @@ SELECT max(w.image_path) AS upper, count(*) AS rows FROM (
     SELECT image_path FROM ai_metadata WHERE image_path > $1 AND is_processed ORDER BY image_path LIMIT $2
 ) AS w
 
+-- name: results_window
+-- The same for the orphan pass: the next $2 results after $1 (the primary key).
+SELECT max(w.image_path) AS upper, count(*) AS rows FROM (
+    SELECT image_path FROM face_metadata WHERE image_path > $1 ORDER BY image_path LIMIT $2
+) AS w
+
+-- name: failures_window
+SELECT max(w.image_path) AS upper, count(*) AS rows FROM (
+    SELECT image_path FROM face_detection_failures WHERE image_path > $1 ORDER BY image_path LIMIT $2
+) AS w
+
 -- name: request_walk
 UPDATE reactor_sweep_state SET walk_requested_at = coalesce(walk_requested_at, now()), updated_at = now()
 

@@ -197,3 +197,22 @@ async def test_status_shows_the_log_and_the_walk(pool: asyncpg.Pool, dsn: str) -
     shown = report.as_json()["sweep"]
     assert shown["changes_waiting"] == 10 and shown["walk"]["under_way"] and shown["walk"]["phase"] == "pending"
     assert "changes waiting" in status.render_table(report) and "full walk" in status.render_table(report)
+
+
+async def test_the_walks_orphan_pass_goes_in_windows_and_resumes(pool: asyncpg.Pool) -> None:
+    gone = [f"o/{i:03}.jpg" for i in range(100)]
+    await results(pool, *gone)  # results whose ai_metadata rows are gone
+    phases: list[str] = []
+    marked = 0
+    for _ in range(20):
+        chunk = await sweeper(pool).sweep(pages=1)  # a window of 40 results per chunk
+        marked += chunk.orphans
+        async with pool.acquire() as conn:
+            state = await changes.state(conn, WEEK)
+        if not chunk.paused:
+            break
+        phases.append(f"{state.walk_phase}:{state.walk_after}")
+    assert marked == len(gone)
+    # Paused inside the orphan pass, a window (40 rows) at a time, and continued from there.
+    assert {"orphans:face_metadata:o/039.jpg", "orphans:face_metadata:o/079.jpg"} <= set(phases)
+    assert await pool.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NULL") == 0

@@ -198,15 +198,24 @@ class Sweeper:
                 phase, after = state.walk_phase, state.walk_after
                 counts.resumed = True
         budget = [pages if pages is not None and not dry_run else -1]
-        phases = (("retry", Q.due_retries, Priority.RETRY), ("pending", Q.pending_images, Priority.BACKLOG))
-        # "orphans": stopped after the pages, before the orphan pass.
-        start = [*(name for name, _, _ in phases), "orphans"].index(phase)
+        tables = await orphans.tables_with_marks(conn)
+        # Phases in order: queue retries, queue pending rows, then mark the orphans of
+        # each table ("orphans:<table>"), all in windows; the purge ends the walk.
+        names = ["retry", "pending", *(f"orphans:{t}" for t in tables)]
         stopped_at: str | None = None
-        for name, query, priority in phases[start:]:
-            found, stopped_at = await self._queue_pages(
-                conn, query, priority, name, counts, stop, dry_run, after, budget
-            )
-            setattr(counts, "retries" if name == "retry" else "pending", found)
+        for name in names[names.index(phase) if phase in names else len(names) :]:
+            if name.startswith("orphans:"):
+                listed = counts.paths.setdefault("orphan", []) if dry_run else None
+                marked, stopped_at = await self._mark_windows(conn, name[8:], counts, stop, after, budget, listed)
+                counts.orphans += marked
+            else:
+                query, priority = (
+                    (Q.due_retries, Priority.RETRY) if name == "retry" else (Q.pending_images, Priority.BACKLOG)
+                )
+                found, stopped_at = await self._queue_pages(
+                    conn, query, priority, name, counts, stop, dry_run, after, budget
+                )
+                setattr(counts, "retries" if name == "retry" else "pending", found)
             after = ""
             if stopped_at is not None:
                 phase = name
@@ -214,22 +223,49 @@ class Sweeper:
         counts.dropped = self.queue.dropped - dropped_before
         rows = counts.retries + counts.pending
         if stopped_at is not None or (stop is not None and stop.is_set()):
-            # The orphan pass reads every result: once per full cycle, when it completes.
+            # The purge needs every orphan marked: once per walk, when it completes.
             counts.orphans_skipped = (
                 "the walk continues after its pause" if counts.paused else "the cycle continues after the deferral"
             )
             if not dry_run:
-                position = (phase, stopped_at) if stopped_at is not None else ("orphans", "")
+                position = (phase, stopped_at) if stopped_at is not None else ("purge", "")
                 await changes.save_walk(conn, *position, rows)
                 self.resume_at = position
         else:
-            await self._orphans(conn, counts, dry_run, mark_all=True)
+            await self._orphans(conn, counts, dry_run, walk=True)
             if not dry_run:
                 await changes.finish_walk(conn, rows)
                 self.resume_at = None
         if not dry_run:
             counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
         return counts
+
+    async def _mark_windows(
+        self,
+        conn: Conn,
+        table: str,
+        counts: SweepCounts,
+        stop: asyncio.Event | None,
+        after: str,
+        budget: list[int],
+        listed: list[str] | None,
+    ) -> tuple[int, str | None]:
+        """Mark the orphans of `table`, a window of its rows at a time; (marked, where it stopped)."""
+        marked = 0
+        while True:
+            if stop is not None and stop.is_set():
+                return marked, after
+            if budget[0] == 0:
+                counts.paused = True
+                return marked, after
+            budget[0] -= 1
+            upper, last = await changes.table_window(conn, table, after, self.page_size * WINDOW_PAGES)
+            if upper is None:
+                return marked, None
+            marked += await orphans.mark_window(conn, table, after, upper, self.page_size, listed)
+            if last:
+                return marked, None
+            after = upper
 
     async def _changes(self, conn: Conn, stop: asyncio.Event | None) -> SweepCounts:
         counts = SweepCounts()
@@ -250,7 +286,7 @@ class Sweeper:
         if counts.deferred or (stop is not None and stop.is_set()):
             counts.orphans_skipped = "the sweep continues after the deferral"
         else:
-            await self._orphans(conn, counts, False, mark_all=False)
+            await self._orphans(conn, counts, False, walk=False)
         counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
         return counts
 
@@ -359,9 +395,9 @@ class Sweeper:
                 return found, None
             after = rows[-1]["image_path"]
 
-    async def _orphans(self, conn: Conn, counts: SweepCounts, dry_run: bool, *, mark_all: bool) -> None:
-        """Un-mark returned rows, mark new orphans (every one with mark_all: the walk), and
-        purge those past their grace within the bound."""
+    async def _orphans(self, conn: Conn, counts: SweepCounts, dry_run: bool, *, walk: bool) -> None:
+        """Un-mark returned rows and purge those past their grace within the bound (the
+        regular sweep: only when one may be due, as the bound counts the table)."""
         policy = self.orphan_policy
         tables = await orphans.tables_with_marks(conn)
         if orphans.RESULTS in tables and not dry_run and (unmarked := await orphans.unmark_legacy(conn)):
@@ -369,12 +405,9 @@ class Sweeper:
         for table in tables:
             if not dry_run:
                 counts.restored += await orphans.restore(conn, table)
-            if mark_all:
-                listed = counts.paths.setdefault("orphan", []) if dry_run else None
-                counts.orphans += await orphans.mark_pages(conn, table, self.page_size, listed)
         if orphans.FAILURES not in tables:
             counts.orphans_skipped = f"{orphans.FAILURES} has no orphaned_at column: its orphans are kept"
-        if not mark_all and not self._held and not await changes.any_due(conn, tables, policy.grace_seconds):
+        if not walk and not self._held and not await changes.any_due(conn, tables, policy.grace_seconds):
             # Nothing past its grace, nothing to purge: the stats below count the whole table,
             # which the regular sweep leaves to the walk unless a purge may be due.
             return

@@ -127,6 +127,14 @@ async def walk_window(conn: Conn, after: str, rows: int) -> tuple[str | None, bo
     return row["upper"], row["rows"] < rows
 
 
+async def table_window(conn: Conn, table: str, after: str, rows: int) -> tuple[str | None, bool]:
+    """walk_window for the orphan pass over face_metadata or face_detection_failures."""
+    query = {"face_metadata": Q.results_window, "face_detection_failures": Q.failures_window}[table]
+    row = await conn.fetchrow(query, after, rows)
+    assert row is not None
+    return row["upper"], row["rows"] < rows
+
+
 async def request_walk(conn: Conn) -> None:
     await conn.execute(Q.request_walk)
 
