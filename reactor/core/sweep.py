@@ -172,6 +172,7 @@ class Sweeper:
                 counts = SweepCounts(skipped="another instance is sweeping")
             else:
                 try:
+                    await changes.custom_plans(conn)
                     counts = await run(conn)
                     if kind == "walk":
                         self.walked += 1

@@ -64,6 +64,11 @@ class SweepState:
         }
 
 
+async def custom_plans(conn: Conn) -> None:
+    """Plan each of this session's statements for its own parameters (see changes.sql)."""
+    await conn.execute(Q.custom_plans)
+
+
 async def ensure_state(conn: Conn) -> None:
     """Create the state's row on first use (the sweep's role writes it)."""
     await conn.execute(Q.ensure_state)
