@@ -130,7 +130,7 @@ class Sweeper:
         self._turn = asyncio.Lock()
         # Tables whose due orphans are held (past the bound): logged once, on the change.
         self._held: set[str] = set()
-        # Regular sweeps and full walks (or chunks of one) that ran (not skipped, not dry runs).
+        # Regular sweeps, and walks (or chunks of one), that ran (not skipped, not dry runs).
         self.completed = 0
         self.walked = 0
         # Where the walk stopped, as last read from reactor_sweep_state: (phase, last path
