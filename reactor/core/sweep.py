@@ -275,12 +275,14 @@ class Sweeper:
         counts.retries, stopped = await self._queue_pages(
             conn, Q.due_retries, Priority.RETRY, "retry", counts, stop, False
         )
-        for source in (changes.redetect_page, changes.expired_claim_page):
-            if stopped is None:
-                found, stopped = await self._queue_candidates(conn, source, counts, stop)
-                counts.pending += found
+        # The log (new photos) before re-detection requests: a long list of requests,
+        # read again by each sweep until it is done, must not hold new photos back.
         if stopped is None:
             await self._read_log(conn, counts, stop)
+        for source in (changes.redetect_page, changes.expired_claim_page):
+            if stopped is None and not counts.deferred and not (stop is not None and stop.is_set()):
+                found, stopped = await self._queue_candidates(conn, source, counts, stop)
+                counts.pending += found
         counts.dropped = self.queue.dropped - dropped_before
         if counts.walk_requested:
             await changes.request_walk(conn)
