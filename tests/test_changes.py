@@ -7,15 +7,20 @@ reactor_sweep_state, so a restart or another instance continues them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
 
+from reactor.config import Config
 from reactor.core.queue import ImageQueue
+from reactor.core.scheduler import SweepScheduler
 from reactor.core.sweep import SWEEP_LOCK_KEY, Sweeper
 from reactor.ops import status
 from reactor.store import changes
+from reactor.store.dbtypes import Conn
+from tests.reactor_support import wait_until
 
 WEEK = 7 * 24 * 3600.0
 
@@ -48,13 +53,13 @@ def drain(queue: ImageQueue) -> list[str]:
     return out
 
 
-async def processed(conn: asyncpg.Connection | asyncpg.Pool, *paths: str) -> None:
+async def processed(conn: Conn | asyncpg.Pool, *paths: str) -> None:
     await conn.executemany(
         "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", [(p,) for p in paths]
     )
 
 
-async def results(conn: asyncpg.Connection | asyncpg.Pool, *paths: str) -> None:
+async def results(conn: Conn | asyncpg.Pool, *paths: str) -> None:
     await conn.executemany(
         "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ($1, 0, 'hog', 1)",
         [(p,) for p in paths],
@@ -216,3 +221,28 @@ async def test_the_walks_orphan_pass_goes_in_windows_and_resumes(pool: asyncpg.P
     # Paused inside the orphan pass, a window (40 rows) at a time, and continued from there.
     assert {"orphans:face_metadata:o/039.jpg", "orphans:face_metadata:o/079.jpg"} <= set(phases)
     assert await pool.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NULL") == 0
+
+
+async def test_the_background_walk_runs_at_start_in_paused_chunks(
+    pool: asyncpg.Pool, make_config: Callable[..., Config]
+) -> None:
+    config = make_config(sweep={"walk_chunk_pages": 1, "walk_pause_seconds": 0.01, "interval_seconds": 3600.0})
+    paths = [f"b/{i:03}.jpg" for i in range(30)]
+    s = sweeper(pool)
+    await s.sweep()  # a walk just finished: none is due by the interval
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")  # the log misses them
+        await processed(conn, *paths)
+    scheduler, halt = SweepScheduler(config, "me"), asyncio.Event()
+    task = asyncio.create_task(scheduler.run_walk(s, halt))
+    try:
+        # A start asks for a walk (what the last run had queued is in no queue now).
+        async def walked() -> bool:
+            return len(s.queue) == len(paths) and not await s.walk_due()
+
+        await wait_until(walked, 60, "the walk a start asks for")
+    finally:
+        halt.set()
+        await asyncio.wait_for(task, 30)
+    assert sorted(drain(s.queue)) == paths
+    assert s.walked > 2  # one page of 4 rows per chunk (the first walk was one more)
