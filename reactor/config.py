@@ -193,6 +193,13 @@ class SweepConfig:
     orphan_purge_max_fraction: float = 0.05
     orphan_purge_min: int = 20
     orphan_purge_window_hours: float = 24.0
+    # The full walk (every row of ai_metadata and every result, reactor.core.sweep) runs
+    # this often; the regular sweep reads only the change log in between.
+    walk_interval_hours: float = 24.0
+    # Keyset pages per chunk of the walk, and the pause between chunks (it yields the
+    # sweep lock and the database to everything else).
+    walk_chunk_pages: int = 10
+    walk_pause_seconds: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -147,4 +147,4 @@ FROM face_detection_failures WHERE image_path = ANY($1::text[]);
 -- name: demo_reset
 -- `reactor demo` only, on its own embedded database: start from an empty library.
 TRUNCATE ai_metadata, face_detections, reactor_file_identity, face_metadata, face_detection_failures, reactor_claims,
-    reactor_instances, reactor_orphan_purges, reactor_control_replies;
+    reactor_instances, reactor_orphan_purges, reactor_control_replies, reactor_changes, reactor_sweep_state;

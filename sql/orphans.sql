@@ -11,9 +11,11 @@
 -- `reactor repair --legacy-orphans --apply` removes them, after a backup.
 
 -- name: orphan_results
--- Keyset page of results that have no ai_metadata row and are not marked yet.
+-- Keyset page of results that have no ai_metadata row and are not marked yet, after
+-- $1 and up to $3 (the sweep's full walk reads the table in such windows).
 SELECT m.image_path FROM face_metadata m
 WHERE m.image_path > $1
+  AND m.image_path <= $3
   AND m.orphaned_at IS NULL
   AND m.model IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = m.image_path)
@@ -26,6 +28,7 @@ LIMIT $2
 -- name: orphan_failures
 SELECT f.image_path FROM face_detection_failures f
 WHERE f.image_path > $1
+  AND f.image_path <= $3
   AND f.orphaned_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = f.image_path)
   AND (f.last_error_type IS NOT DISTINCT FROM 'invalid_path' OR reactor_valid_image_path(f.image_path))

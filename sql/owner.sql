@@ -22,12 +22,13 @@ BEGIN
             'ai_metadata', 'face_metadata', 'face_detections', 'face_detection_failures', 'reactor_claims',
             'reactor_instances', 'reactor_schema', 'reactor_claim_token_seq', 'reactor_redetect',
             'reactor_file_identity', 'reactor_held_deletions', 'reactor_orphan_purges',
-            'reactor_control_replies']) AS n)
+            'reactor_control_replies', 'reactor_changes', 'reactor_sweep_state']) AS n)
           AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
         UNION ALL
         SELECT p.proname::text, pg_get_userbyid(p.proowner), 'function'
         FROM pg_proc AS p
-        WHERE p.proname IN ('reactor_valid_image_path', 'reactor_ai_metadata_notify', 'reactor_face_embedding')
+        WHERE p.proname IN ('reactor_valid_image_path', 'reactor_ai_metadata_notify', 'reactor_face_embedding',
+                            'reactor_log_changes')
           AND pg_function_is_visible(p.oid) AND NOT pg_has_role(current_user, p.proowner, 'USAGE')
     LOOP
         RAISE EXCEPTION 'face-reactor: role % does not own % % (owned by %); run this file as that owner or a superuser (docs/database-setup.md)',

@@ -238,10 +238,12 @@ LIMIT $2
 
 -- name: pending_images
 -- Processed rows with no result and no failure row: missed notifications, and
--- results whose re-detection was requested (`reactor redetect`).
+-- results whose re-detection was requested (`reactor redetect`). The full walk reads
+-- the table in windows (changes.sql walk_window): rows after $1 up to $4.
 SELECT a.image_path
 FROM ai_metadata a
 WHERE a.image_path > $1
+  AND a.image_path <= $4
   AND a.is_processed
   AND (NOT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = a.image_path)
        OR EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = a.image_path))

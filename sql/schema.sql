@@ -280,3 +280,42 @@ CREATE TABLE IF NOT EXISTS reactor_orphan_purges (
     purged INTEGER NOT NULL CHECK (purged >= 0),
     PRIMARY KEY (table_name, purged_at)
 );
+
+-- Schema version 5: the change log and the sweep's state (reactor.store.changes).
+-- The ai_metadata trigger appends the path of every row that became processed or
+-- went away; the regular sweep reads the log instead of the whole table, and deletes
+-- what it has read (rows, not "everything up to a number": a transaction that took a
+-- lower seq may commit after a higher one was read). A TRUNCATE of ai_metadata is one
+-- row with a NULL path: it asks for the full walk. The log is a list of hints, never
+-- the truth (the full walk is): anyone may append to it through reactor_log_changes.
+CREATE TABLE IF NOT EXISTS reactor_changes (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    image_path TEXT,
+    changed_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- One row: the highest change read (watermark) and the full walk's position, so that
+-- a restart, or another instance taking the sweep's advisory lock, continues the walk
+-- where it stopped. walk_phase NULL: no walk under way.
+CREATE TABLE IF NOT EXISTS reactor_sweep_state (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    watermark BIGINT NOT NULL DEFAULT 0,
+    walk_phase TEXT,
+    walk_after TEXT NOT NULL DEFAULT '',
+    walk_rows BIGINT NOT NULL DEFAULT 0,
+    walk_started_at TIMESTAMPTZ,
+    walk_finished_at TIMESTAMPTZ,
+    -- A TRUNCATE seen in the log, or a change log past its bound: walk now.
+    walk_requested_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- The trigger runs as whichever role writes ai_metadata, which has no privilege on
+-- reactor tables: it appends through this function, which runs as its owner (the
+-- search_path is fixed to the one it was created under, as SECURITY DEFINER needs).
+-- NULL (not an empty array) records a TRUNCATE.
+CREATE OR REPLACE FUNCTION reactor_log_changes(paths TEXT[]) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    INSERT INTO reactor_changes (image_path)
+    SELECT p FROM unnest(coalesce(paths, ARRAY[NULL::text])) AS p
+$$;

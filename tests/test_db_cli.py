@@ -47,6 +47,7 @@ def test_embedded_init_and_check(tmp_path: Path) -> None:
     report = json.loads(check.stdout)
     assert report["ok"] and report["standalone"]
     assert {f["name"] for f in report["findings"] if f["kind"] == "trigger"} == {
+        "reactor_notify_truncate",
         "reactor_notify_insert",
         "reactor_notify_update",
         "reactor_notify_delete",

@@ -306,10 +306,12 @@ async def test_bulk_hint_sweeps_and_deleted_hint_marks_the_results_orphaned(
     paths = write_photos(share, ["bulk/1.jpg", "bulk/2.jpg"])
     async with running(config, dsn) as reactor, connection(dsn) as conn:
         assert reactor.sweeper is not None
-        # Rows whose own notifications never come; then the hint a big statement sends.
+        # Rows whose own notifications never come (only their change-log rows, as the
+        # trigger writes them for a statement past its bulk threshold); then the bulk hint.
         await conn.execute("ALTER TABLE ai_metadata DISABLE TRIGGER USER")
         await add_processed(conn, paths)
         await conn.execute("ALTER TABLE ai_metadata ENABLE TRIGGER USER")
+        await conn.execute("SELECT reactor_log_changes($1::text[])", paths)
         await conn.execute("""SELECT pg_notify('face_reactor', '{"type": "bulk", "count": 2}')""")
 
         async def both_done() -> bool:

@@ -211,6 +211,15 @@ async def test_upstream_role_without_privileges_of_its_own(pg: PgServer, databas
             await pipeline.execute("INSERT INTO ai_metadata (image_path) VALUES ('up/a.jpg')")
             await pipeline.execute("UPDATE ai_metadata SET is_processed = TRUE")
             assert await col.drain() == [processed("up/a.jpg")]
+            # The change log is written through reactor_log_changes (SECURITY DEFINER): the
+            # pipeline's role has no privilege on reactor_changes, and needs none.
+            assert await listener.fetchval("SELECT array_agg(image_path) FROM reactor_changes") == ["up/a.jpg"]
+            await pipeline.execute("UPDATE ai_metadata SET image_path = 'up/b.jpg'")
+            assert await listener.fetchval("SELECT array_agg(image_path ORDER BY seq) FROM reactor_changes") == [
+                "up/a.jpg",
+                "up/a.jpg",
+                "up/b.jpg",
+            ]
         finally:
             await listener.close()
             await pipeline.close()

@@ -6,6 +6,11 @@ A sweep runs when asked (start-up and reconnect via the listener, a ``bulk`` hin
 ``sweep.poll_seconds`` while it is not. A deferred sweep (the queue was full) runs
 again as soon as a page fits. ``deleted`` notifications mark that one path's
 rows orphaned without waiting for a sweep (reactor.store.orphans: held, never deleted at once).
+
+These are regular sweeps (the change log, reactor.core.sweep). The full walk runs
+beside them (``run_walk``): when reactor_sweep_state says it is due, one chunk of
+``sweep.walk_chunk_pages`` pages at a time with ``sweep.walk_pause_seconds`` between
+chunks; each chunk takes the sweep's lock, so whichever instance holds it continues.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class SweepScheduler:
         self._requests: dict[str, None] = {}
         self._orphan_hints: set[str] = set()
         self._orphan_wake = asyncio.Event()
+        self._walk_wanted = asyncio.Event()
 
     def request(self, request_id: str | None = None) -> None:
         """Sweep soon; with a control request id, reply with the counts when done."""
@@ -68,8 +74,10 @@ class SweepScheduler:
             requests, self._requests = list(self._requests), {}
             deferred = False
             try:
-                counts = await sweeper.sweep(halt)
+                counts = await sweeper.sweep_changes(halt)
                 reply, deferred = counts.as_dict(), counts.deferred
+                if counts.walk_requested:
+                    self._walk_wanted.set()
             except ANY_DB_ERRORS as exc:
                 log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
                 reply = {"skipped": f"sweep failed: {exc}"}
@@ -78,6 +86,32 @@ class SweepScheduler:
                 # The queue was full: sweep again as soon as a page fits.
                 await first_of(sweeper.queue.wait_free(sweeper.room_needed), halt)
                 self._wanted.set()
+
+    async def run_walk(self, sweeper: Sweeper, halt: asyncio.Event) -> None:
+        """The full walk in the background: chunk by chunk while it is due, else wait.
+
+        A start asks for one: what the last run had queued and not finished is in no
+        queue and, its changes read, in no log any more."""
+        sweep = self.config.sweep
+        requested = False
+        while not halt.is_set():
+            pause: float | None = min(sweep.interval_seconds, sweep.walk_interval_hours * 3600.0)
+            try:
+                if not requested:
+                    await sweeper.request_walk()
+                    requested = True
+                if await sweeper.walk_due():
+                    counts = await sweeper.sweep(halt, pages=sweep.walk_chunk_pages)
+                    if counts.deferred:
+                        await first_of(sweeper.queue.wait_free(sweeper.room_needed), halt)
+                        continue
+                    if counts.paused or counts.skipped:
+                        pause = sweep.walk_pause_seconds
+            except ANY_DB_ERRORS as exc:
+                log.warning("walk_failed", error=str(exc) or type(exc).__name__)
+                pause = sweep.poll_seconds
+            await wait_any(halt, self._walk_wanted, seconds=pause)
+            self._walk_wanted.clear()
 
     async def _reply(self, pool: asyncpg.Pool, requests: list[str], counts: dict[str, Any]) -> None:
         if not requests:

@@ -220,14 +220,16 @@ class Reactor:
             self.supervisor.start("share", lambda: self.share.run(halt), halt)
             self.supervisor.start("lease", lambda: self._lease_loop(halt), halt)
             total = SweepCounts()
-            while not stop.is_set():
-                counts = await sweeper.sweep(stop)
-                if counts.skipped:
-                    return counts
-                total.add(counts)
-                await self.lanes.run(stop, until_empty=True)
-                if not counts.deferred:
-                    break
+            # The change log first (it is then read), then the full walk.
+            for sweep in (sweeper.sweep_changes, sweeper.sweep):
+                while not stop.is_set():
+                    counts = await sweep(stop)
+                    if counts.skipped:
+                        return counts
+                    total.add(counts)
+                    await self.lanes.run(stop, until_empty=True)
+                    if not counts.deferred:
+                        break
             return total
         finally:
             await self._teardown(halt, pool, lock)
@@ -275,6 +277,7 @@ class Reactor:
             instance_id=self.instance_id,
             share_online=lambda: self.share.online,
             orphan_policy=OrphanPolicy.from_config(self.config.sweep),
+            walk_interval_seconds=self.config.sweep.walk_interval_hours * 3600.0,
         )
 
         # A file still being written is tried again after the share's stability window.
@@ -325,6 +328,7 @@ class Reactor:
             "listener": listener.run,
             "sweeper": lambda halt: self.scheduler.run(sweeper, pool, lambda: listener.connected, halt),
             "orphan_hints": lambda halt: self.scheduler.run_orphan_hints(sweeper, halt),
+            "walk": lambda halt: self.scheduler.run_walk(sweeper, halt),
             "heartbeat": self._heartbeat_loop,
             "lease": self._lease_loop,
             "loop_lag": self.loop_lag.run,

@@ -1,20 +1,29 @@
 """The sweep: the safety net that makes the database, not the events, the truth.
 
-It queues retries that are due (RETRY priority) and processed rows that have no
-outcome (BACKLOG: missed notifications, dropped queue entries, a crashed
-instance's images once its lease expired), and handles orphans, results and
-failure rows whose ai_metadata row is gone: they are marked, un-marked when the row
-comes back, and purged only after a grace period and within a bound (reactor.store.orphans).
+Two passes share one advisory lock, so two instances never sweep at once:
+
+- The regular sweep (``sweep_changes``, every ``sweep.interval_seconds``, on a
+  ``bulk`` hint, on reconnect, on ``reactor sweep``) costs what changed, not the
+  table: retries that are due (the failures table's index), re-detection requests,
+  images whose claim expired (a crashed instance's), and the paths of the change log
+  (reactor.store.changes), which the ai_metadata trigger fills: those pending are
+  queued at BACKLOG, those whose row is gone are marked orphans, and the rows read
+  are deleted. Marks whose row came back are cleared, and due orphans purged (only
+  when some row is marked: the bound counts the table).
+- The full walk (``sweep``: retries, every processed row without an outcome, then
+  the orphan pass over every result and failure) is the reconciliation: it finds
+  what no change recorded (a trigger that was missing, a result deleted by hand).
+  It runs in the background (SweepScheduler.run_walk) every
+  ``sweep.walk_interval_hours``, or when the log saw a TRUNCATE, in chunks of
+  ``walk_chunk_pages`` keyset pages with ``walk_pause_seconds`` between them.
 
 Pages use keyset pagination on image_path, so memory stays flat on a million
-rows. The sweep never overfills the queue: when a page no longer fits it stops
+rows. Neither pass overfills the queue: when a page no longer fits it stops
 with ``deferred`` set, and the service sweeps again once the queue has drained.
-That next sweep resumes the same cycle where the deferred one stopped (its phase
-and keyset position), so a full cycle (retries, pending, orphans) reads each row
-about once however often it defers, and the orphan pass, which reads every
-result, runs once per full cycle, at its end. Rows that became pending behind the
-position are found by the next cycle. It holds a session advisory lock on one
-pooled connection while it runs, so two instances never sweep at once.
+The walk's position (phase and last path) is kept in reactor_sweep_state, so the
+next chunk, a restart, or another instance that takes the lock continues the same
+walk, and the orphan pass, which reads every result, runs once per walk, at its end.
+Change-log rows stay in the log until a regular sweep has queued their page.
 
 Orphans are purged only while the share is online (an upstream pipeline may be
 deleting rows because it believes an unmounted share lost its files) and never
@@ -25,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
 import asyncpg
@@ -33,7 +42,7 @@ import asyncpg
 from reactor import logs
 from reactor.core import metrics
 from reactor.core.queue import ImageQueue, Priority
-from reactor.store import claims, orphans
+from reactor.store import changes, claims, orphans
 from reactor.store.dbtypes import Conn
 from reactor.store.sql import Queries
 
@@ -42,11 +51,15 @@ log = logs.get("reactor.sweep")
 
 # pg_try_advisory_lock key: "FACE" 2 (1 is `db init`).
 SWEEP_LOCK_KEY = 0x46414345_0002
+# The walk reads ai_metadata in windows of this many pages (sweep.page_size rows each).
+WINDOW_PAGES = 10
 # Expired claims older than this many leases are deleted by the sweep.
 STALE_CLAIM_LEASES = 10
 
 # The counts a sweep adds up and `reactor sweep` prints, in that order.
-COUNTS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims")
+COUNTS = ("retries", "pending", "orphans", "restored", "purged", "queued", "dropped", "stale_claims", "changes")
+# A page source for the regular sweep: (conn, after, limit) -> candidate paths.
+Candidates = Callable[[Conn, str, int], Awaitable[list[str]]]
 
 
 @dataclass
@@ -60,6 +73,8 @@ class SweepCounts:
     queued: int = 0
     dropped: int = 0
     stale_claims: int = 0
+    # Change-log rows read (regular sweep).
+    changes: int = 0
     orphans_skipped: str | None = None
     # Due orphans past the purge bound: kept, see `reactor status`.
     orphans_held: str | None = None
@@ -67,6 +82,10 @@ class SweepCounts:
     deferred: bool = False
     # Continued a deferred sweep's cycle from its position instead of starting a new one.
     resumed: bool = False
+    # The walk stopped after its chunk of pages: the next chunk continues it.
+    paused: bool = False
+    # The change log held a TRUNCATE of ai_metadata: the full walk is asked for.
+    walk_requested: bool = False
     skipped: str | None = None
     seconds: float = 0.0
     paths: dict[str, list[str]] = field(default_factory=dict)
@@ -96,6 +115,7 @@ class Sweeper:
         instance_id: str,
         share_online: Callable[[], bool],
         orphan_policy: orphans.OrphanPolicy | None = None,
+        walk_interval_seconds: float = 24 * 3600.0,
     ) -> None:
         self.pool = pool
         self.queue = queue
@@ -104,11 +124,17 @@ class Sweeper:
         self.instance_id = instance_id
         self.share_online = share_online
         self.orphan_policy = orphan_policy or orphans.OrphanPolicy()
+        self.walk_interval_seconds = walk_interval_seconds
+        # The regular sweep and the walk's chunks take turns in this process (the advisory
+        # lock would make one of them skip); between instances the lock decides.
+        self._turn = asyncio.Lock()
         # Tables whose due orphans are held (past the bound): logged once, on the change.
         self._held: set[str] = set()
-        # Sweeps that ran (not skipped, not dry runs).
+        # Regular sweeps, and walks (or chunks of one), that ran (not skipped, not dry runs).
         self.completed = 0
-        # Where a deferred sweep stopped: (phase, last path read); None starts a new cycle.
+        self.walked = 0
+        # Where the walk stopped, as last read from reactor_sweep_state: (phase, last path
+        # read); None: the next walk starts a new cycle.
         self.resume_at: tuple[str, str] | None = None
 
     @property
@@ -116,54 +142,204 @@ class Sweeper:
         """Free queue slots a page needs; below it the sweep defers."""
         return min(self.page_size, self.queue.maxsize)
 
-    async def sweep(self, stop: asyncio.Event | None = None, *, dry_run: bool = False) -> SweepCounts:
-        """One sweep. With dry_run nothing is queued or deleted; ``paths`` lists what would be."""
-        started = time.monotonic()
+    async def sweep(
+        self, stop: asyncio.Event | None = None, *, dry_run: bool = False, pages: int | None = None
+    ) -> SweepCounts:
+        """The full walk, from where the last one stopped; with `pages`, at most that many
+        pages (a chunk). With dry_run nothing is queued or deleted; ``paths`` lists what would be."""
+        return await self._locked("walk", lambda conn: self._walk(conn, stop, dry_run, pages), dry_run=dry_run)
+
+    async def sweep_changes(self, stop: asyncio.Event | None = None) -> SweepCounts:
+        """The regular sweep: due retries, re-detection requests, expired claims and the change log."""
+        return await self._locked("changes", lambda conn: self._changes(conn, stop), dry_run=False)
+
+    async def request_walk(self) -> None:
+        """Walk as soon as possible (after the walk under way, if any)."""
         async with self.pool.acquire() as conn:
+            await changes.ensure_state(conn)
+            await changes.request_walk(conn)
+
+    async def walk_due(self) -> bool:
+        async with self.pool.acquire() as conn:
+            return (await changes.state(conn, self.walk_interval_seconds)).walk_due
+
+    async def _locked(self, kind: str, run: Callable[[Conn], Awaitable[SweepCounts]], *, dry_run: bool) -> SweepCounts:
+        started = time.monotonic()
+        async with self._turn, self.pool.acquire() as conn:
             if dry_run:
-                counts = await self._run(conn, stop, dry_run=True)
+                counts = await run(conn)
             elif not await conn.fetchval(Q.sweep_try_lock, SWEEP_LOCK_KEY):
                 counts = SweepCounts(skipped="another instance is sweeping")
             else:
                 try:
-                    counts = await self._run(conn, stop, dry_run=False)
-                    self.completed += 1
+                    await changes.custom_plans(conn)
+                    counts = await run(conn)
+                    if kind == "walk":
+                        self.walked += 1
+                    else:
+                        self.completed += 1
                 finally:
                     if not conn.is_closed():
                         await conn.fetchval(Q.sweep_unlock, SWEEP_LOCK_KEY)
         counts.seconds = round(time.monotonic() - started, 3)
         metrics.SWEEPS.labels("skipped" if counts.skipped else "done").inc()
-        log.info("sweep_done", dry_run=dry_run, **counts.as_dict())
+        log.info("sweep_done", kind=kind, dry_run=dry_run, **counts.as_dict())
         return counts
 
-    async def _run(self, conn: Conn, stop: asyncio.Event | None, *, dry_run: bool) -> SweepCounts:
+    async def _walk(self, conn: Conn, stop: asyncio.Event | None, dry_run: bool, pages: int | None) -> SweepCounts:
         counts = SweepCounts()
         dropped_before = self.queue.dropped
         # A dry run reads a whole cycle of its own and leaves the position alone.
-        phase, after = (None if dry_run else self.resume_at) or ("retry", "")
-        counts.resumed = not dry_run and self.resume_at is not None
-        phases = (("retry", Q.due_retries, Priority.RETRY), ("pending", Q.pending_images, Priority.BACKLOG))
-        start = [name for name, _, _ in phases].index(phase)
-        for name, query, priority in phases[start:]:
-            found, stopped_at = await self._queue_pages(conn, query, priority, name, counts, stop, dry_run, after)
-            setattr(counts, "retries" if name == "retry" else "pending", found)
+        phase, after = "retry", ""
+        if not dry_run:
+            state = await changes.state(conn, self.walk_interval_seconds)
+            if state.walk_phase is None:
+                await changes.start_walk(conn)
+            else:
+                phase, after = state.walk_phase, state.walk_after
+                counts.resumed = True
+        budget = [pages if pages is not None and not dry_run else -1]
+        tables = await orphans.tables_with_marks(conn)
+        # Phases in order: queue retries, queue pending rows, then mark the orphans of
+        # each table ("orphans:<table>"), all in windows; the purge ends the walk.
+        names = ["retry", "pending", *(f"orphans:{t}" for t in tables)]
+        stopped_at: str | None = None
+        for name in names[names.index(phase) if phase in names else len(names) :]:
+            if name.startswith("orphans:"):
+                listed = counts.paths.setdefault("orphan", []) if dry_run else None
+                marked, stopped_at = await self._mark_windows(conn, name[8:], counts, stop, after, budget, listed)
+                counts.orphans += marked
+            else:
+                query, priority = (
+                    (Q.due_retries, Priority.RETRY) if name == "retry" else (Q.pending_images, Priority.BACKLOG)
+                )
+                found, stopped_at = await self._queue_pages(
+                    conn, query, priority, name, counts, stop, dry_run, after, budget
+                )
+                setattr(counts, "retries" if name == "retry" else "pending", found)
             after = ""
             if stopped_at is not None:
-                if not dry_run:
-                    self.resume_at = (name, stopped_at)
+                phase = name
                 break
-        else:
-            if not dry_run:
-                self.resume_at = None
         counts.dropped = self.queue.dropped - dropped_before
-        if counts.deferred or (stop is not None and stop.is_set()):
-            # The orphan pass reads every result: once per full cycle, when it completes.
-            counts.orphans_skipped = "the cycle continues after the deferral"
+        rows = counts.retries + counts.pending
+        if stopped_at is not None or (stop is not None and stop.is_set()):
+            # The purge needs every orphan marked: once per walk, when it completes.
+            counts.orphans_skipped = (
+                "the walk continues after its pause" if counts.paused else "the cycle continues after the deferral"
+            )
+            if not dry_run:
+                position = (phase, stopped_at) if stopped_at is not None else ("purge", "")
+                await changes.save_walk(conn, *position, rows)
+                self.resume_at = position
         else:
             await self._orphans(conn, counts, dry_run)
+            if not dry_run:
+                await changes.finish_walk(conn, rows)
+                self.resume_at = None
         if not dry_run:
             counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
         return counts
+
+    async def _mark_windows(
+        self,
+        conn: Conn,
+        table: str,
+        counts: SweepCounts,
+        stop: asyncio.Event | None,
+        after: str,
+        budget: list[int],
+        listed: list[str] | None,
+    ) -> tuple[int, str | None]:
+        """Mark the orphans of `table`, a window of its rows at a time; (marked, where it stopped)."""
+        marked = 0
+        while True:
+            if stop is not None and stop.is_set():
+                return marked, after
+            if budget[0] == 0:
+                counts.paused = True
+                return marked, after
+            budget[0] -= 1
+            upper, last = await changes.table_window(conn, table, after, self.page_size * WINDOW_PAGES)
+            if upper is None:
+                return marked, None
+            marked += await orphans.mark_window(conn, table, after, upper, self.page_size, listed)
+            if last:
+                return marked, None
+            after = upper
+
+    async def _changes(self, conn: Conn, stop: asyncio.Event | None) -> SweepCounts:
+        counts = SweepCounts()
+        await changes.ensure_state(conn)
+        dropped_before = self.queue.dropped
+        counts.retries, stopped = await self._queue_pages(
+            conn, Q.due_retries, Priority.RETRY, "retry", counts, stop, False
+        )
+        # The log (new photos) before re-detection requests: a long list of requests,
+        # read again by each sweep until it is done, must not hold new photos back.
+        if stopped is None:
+            await self._read_log(conn, counts, stop)
+        for source in (changes.redetect_page, changes.expired_claim_page):
+            if stopped is None and not counts.deferred and not (stop is not None and stop.is_set()):
+                found, stopped = await self._queue_candidates(conn, source, counts, stop)
+                counts.pending += found
+        counts.dropped = self.queue.dropped - dropped_before
+        if counts.walk_requested:
+            await changes.request_walk(conn)
+        if counts.deferred or (stop is not None and stop.is_set()):
+            counts.orphans_skipped = "the sweep continues after the deferral"
+        else:
+            await self._orphans(conn, counts, False)
+        counts.stale_claims = await claims.purge_stale(conn, self.lease_seconds * STALE_CLAIM_LEASES)
+        return counts
+
+    def _page_limit(self, counts: SweepCounts, stop: asyncio.Event | None) -> int:
+        """Rows the next page may hold; 0 when stopping (stopped, or the queue is too full: deferred)."""
+        if stop is not None and stop.is_set():
+            return 0
+        limit = min(self.page_size, self.queue.free())
+        if limit < self.room_needed:
+            counts.deferred = True
+            return 0
+        return limit
+
+    def _queue_pending(self, paths: list[str], counts: SweepCounts) -> int:
+        for path in paths:
+            if self.queue.put(path, Priority.BACKLOG):
+                counts.queued += 1
+        return len(paths)
+
+    async def _queue_candidates(
+        self, conn: Conn, source: Candidates, counts: SweepCounts, stop: asyncio.Event | None
+    ) -> tuple[int, str | None]:
+        """Queue the pending among a keyset source's paths; (found, position where it stopped early)."""
+        found, after = 0, ""
+        while limit := self._page_limit(counts, stop):
+            paths = await source(conn, after, limit)
+            if paths:
+                found += self._queue_pending(await changes.pending_among(conn, paths, self.instance_id), counts)
+            if len(paths) < limit:
+                return found, None
+            after = paths[-1]
+        return found, after
+
+    async def _read_log(self, conn: Conn, counts: SweepCounts, stop: asyncio.Event | None) -> None:
+        """Read the change log oldest first: queue the pending, mark the gone, delete what was read."""
+        while limit := self._page_limit(counts, stop):
+            read = await changes.page(conn, limit)
+            paths = sorted({c.path for c in read if c.path is not None})
+            if len(paths) < len(read) and any(c.path is None for c in read):
+                counts.walk_requested = True
+            if paths:
+                pending = await changes.pending_among(conn, paths, self.instance_id)
+                counts.pending += self._queue_pending(pending, counts)
+                counts.orphans += await orphans.mark_listed(conn, paths)
+            if read:
+                # After the queueing: a crash in between reads the page again, never skips it.
+                await changes.consume(conn, read)
+            counts.changes += len(read)
+            if len(read) < limit:
+                return
 
     async def _queue_pages(
         self,
@@ -175,17 +351,37 @@ class Sweeper:
         stop: asyncio.Event | None,
         dry_run: bool,
         after: str = "",
+        budget: list[int] | None = None,
     ) -> tuple[int, str | None]:
-        """Rows found, and the keyset position where it stopped early (None: read to the end)."""
+        """Rows found, and the keyset position where it stopped early (None: read to the end).
+        `budget` holds the pages left to read (negative: no limit), spent across calls."""
         found = 0
         while True:
-            if stop is not None and stop.is_set():
+            if budget is not None and budget[0] == 0:
+                counts.paused = True
                 return found, after
-            limit = self.page_size if dry_run else min(self.page_size, self.queue.free())
-            if limit < self.room_needed:
-                counts.deferred = True
+            if dry_run:
+                if stop is not None and stop.is_set():
+                    return found, after
+                limit = self.page_size
+            elif not (limit := self._page_limit(counts, stop)):
                 return found, after
-            rows = await conn.fetch(query, after, limit, self.instance_id)
+            if budget is not None:
+                budget[0] -= 1
+            if kind == "pending":
+                # A window of the table, not a page of results: a page of pending rows
+                # could take a scan of the whole table to fill. A window holds a few
+                # pages of rows (fewer statements per row read); what it returns still
+                # fits the queue, and a full page resumes inside the window.
+                upper, last = await changes.walk_window(conn, after, self.page_size * WINDOW_PAGES)
+                if upper is None:
+                    return found, None
+                rows = await conn.fetch(query, after, limit, self.instance_id, upper)
+                if len(rows) == limit:
+                    upper, last = None, False
+            else:
+                upper, last = None, False
+                rows = await conn.fetch(query, after, limit, self.instance_id)
             for row in rows:
                 path = row["image_path"]
                 found += 1
@@ -193,12 +389,18 @@ class Sweeper:
                     counts.paths.setdefault(kind, []).append(path)
                 elif self.queue.put(path, priority):
                     counts.queued += 1
+            if upper is not None:
+                if last:
+                    return found, None
+                after = upper
+                continue
             if len(rows) < limit:
                 return found, None
             after = rows[-1]["image_path"]
 
     async def _orphans(self, conn: Conn, counts: SweepCounts, dry_run: bool) -> None:
-        """Mark new orphans, un-mark returned rows, purge those past their grace within the bound."""
+        """Un-mark returned rows and purge those past their grace within the bound (only
+        when one may be due: the bound counts the table)."""
         policy = self.orphan_policy
         tables = await orphans.tables_with_marks(conn)
         if orphans.RESULTS in tables and not dry_run and (unmarked := await orphans.unmark_legacy(conn)):
@@ -206,8 +408,6 @@ class Sweeper:
         for table in tables:
             if not dry_run:
                 counts.restored += await orphans.restore(conn, table)
-            listed = counts.paths.setdefault("orphan", []) if dry_run else None
-            counts.orphans += await orphans.mark_pages(conn, table, self.page_size, listed)
         if orphans.FAILURES not in tables:
             counts.orphans_skipped = f"{orphans.FAILURES} has no orphaned_at column: its orphans are kept"
         if not self.share_online():
@@ -215,6 +415,10 @@ class Sweeper:
             return
         if await conn.fetchval(Q.ai_metadata_is_empty):
             counts.orphans_skipped = "ai_metadata is empty"
+            return
+        if not self._held and not await changes.any_due(conn, tables, policy.grace_seconds):
+            # Nothing past its grace (the partial index answers), nothing to purge: the
+            # stats below count the whole table (14 s at 10M rows), for the bound.
             return
         held = []
         for stat in await orphans.stats(conn, policy):

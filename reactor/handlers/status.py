@@ -23,7 +23,12 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     with db.resolved_dsn(config) as dsn, database_problems(config):
         async with db.connection(dsn, config) as conn:
-            report = await status.collect(conn, config.health.heartbeat_seconds, OrphanPolicy.from_config(config.sweep))
+            report = await status.collect(
+                conn,
+                config.health.heartbeat_seconds,
+                OrphanPolicy.from_config(config.sweep),
+                config.sweep.walk_interval_hours * 3600.0,
+            )
     if args.json:
         print(json.dumps(report.as_json(), indent=2 if sys.stdout.isatty() else None))
     else:

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from reactor.core.instances import gone_after_seconds
-from reactor.store import orphans
+from reactor.store import changes, orphans
 from reactor.store.sql import Queries
 
 Q = Queries("ops.sql")
@@ -56,6 +56,8 @@ class StatusReport:
     orphans: list[orphans.TableOrphans] = field(default_factory=list)
     # Deletions held after a confirmed mass vanish, waiting for `reactor deletions --apply`.
     held_deletions: int = 0
+    # The change log and the full walk's progress (None: no sweep has run on schema 5 yet).
+    sweep: changes.SweepState | None = None
 
     @property
     def average_faces(self) -> float:
@@ -91,6 +93,7 @@ class StatusReport:
             "orphans": {o.table: o.as_dict() for o in self.orphans},
             "orphans_held": any(o.held for o in self.orphans),
             "held_deletions": self.held_deletions,
+            "sweep": self.sweep.as_dict() if self.sweep else None,
         }
 
 
@@ -101,7 +104,10 @@ def _state(raw: Any) -> dict[str, Any]:
 
 
 async def collect(
-    conn: asyncpg.Connection, heartbeat_seconds: float, policy: orphans.OrphanPolicy | None = None
+    conn: asyncpg.Connection,
+    heartbeat_seconds: float,
+    policy: orphans.OrphanPolicy | None = None,
+    walk_interval_seconds: float = 24 * 3600.0,
 ) -> StatusReport:
     results = await conn.fetchrow(Q.status_results)
     assert results is not None
@@ -134,6 +140,7 @@ async def collect(
         redetect_requested=results["redetect_requested"],
         orphans=await orphans.stats(conn, policy or orphans.OrphanPolicy()),
         held_deletions=results["held_deletions"],
+        sweep=await changes.read_state(conn, walk_interval_seconds),
     )
 
 
@@ -209,6 +216,22 @@ def _flat(value: Any) -> str:
     return str(value)
 
 
+def _sweep_lines(state: changes.SweepState | None) -> list[tuple[str, str]]:
+    if state is None:
+        return []
+    oldest = f", oldest {state.oldest_change.isoformat()}" if state.oldest_change else ""
+    rows = [("changes waiting", f"{state.backlog} (read up to #{state.watermark}{oldest})")]
+    if state.walk_phase is not None:
+        started = state.walk_started_at.isoformat() if state.walk_started_at else "?"
+        at = f" after {state.walk_after!r}" if state.walk_after else ""
+        rows.append(("full walk", f"under way since {started}: {state.walk_phase}{at}, {state.walk_rows} rows"))
+    else:
+        last = state.walk_finished_at.isoformat() if state.walk_finished_at else "never"
+        due = " (due)" if state.walk_due else ""
+        rows.append(("full walk", f"last finished {last}{due}"))
+    return rows
+
+
 def render_table(report: StatusReport) -> str:
     rows: list[tuple[str, str]] = [
         ("images processed", str(report.images)),
@@ -239,6 +262,7 @@ def render_table(report: StatusReport) -> str:
         since = f", oldest {o.oldest.isoformat()}" if o.oldest else ""
         held = f"; HELD: {o.held_text()}, {orphans.RELEASE_HINT}" if o.held else ""
         rows.append((f"orphaned {o.table}", f"{o.marked} marked, {o.due} past grace{since}{held}"))
+    rows.extend(_sweep_lines(report.sweep))
     if not report.instances:
         rows.append(("running reactors", "none (no fresh heartbeat)"))
     for inst in report.instances:

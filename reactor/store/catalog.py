@@ -18,7 +18,7 @@ from reactor.store.relations import SEQUENCES, exists
 
 Q = sql.Queries("catalog.sql")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TRIGGER_FUNCTION = "reactor_ai_metadata_notify"
 PATH_FUNCTION = "reactor_valid_image_path"
 # The trigger function's NOTIFY channel is a literal in its body (a custom setting
@@ -97,6 +97,18 @@ TABLES: dict[str, dict[str, str]] = {
         "mtime_ns": "bigint",
         "fingerprint": "text",
     },
+    "reactor_changes": {"seq": "bigint", "image_path": "text", "changed_at": "timestamp with time zone"},
+    "reactor_sweep_state": {
+        "singleton": "boolean",
+        "watermark": "bigint",
+        "walk_phase": "text",
+        "walk_after": "text",
+        "walk_rows": "bigint",
+        "walk_started_at": "timestamp with time zone",
+        "walk_finished_at": "timestamp with time zone",
+        "walk_requested_at": "timestamp with time zone",
+        "updated_at": "timestamp with time zone",
+    },
 }
 # Types an adopted legacy table may have instead (reported as adapted, not different):
 # the legacy worker wrote detected_at without a time zone; the server's TimeZone
@@ -151,6 +163,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reactor_held_deletions": ("image_path",),
     "reactor_orphan_purges": ("table_name", "purged_at"),
     "reactor_control_replies": ("request_id", "instance_id"),
+    "reactor_changes": ("seq",),
+    "reactor_sweep_state": ("singleton",),
 }
 AI_METADATA = "ai_metadata"
 # The columns the trigger and the sweep read, with the types they accept.
@@ -165,6 +179,7 @@ TRIGGERS: dict[str, tuple[int, bool, bool]] = {
     "reactor_notify_insert": (4, False, True),
     "reactor_notify_update": (16, True, True),
     "reactor_notify_delete": (8, True, False),
+    "reactor_notify_truncate": (32, False, False),
 }
 
 Status = Literal["ok", "missing", "different", "adapted", "advice"]

@@ -158,13 +158,15 @@ async def unmark_legacy(conn: Conn) -> int:
     return rows_affected(await conn.execute(Q.unmark_legacy_results))
 
 
-async def mark_pages(conn: Conn, table: str, page_size: int, found: list[str] | None = None) -> int:
-    """Mark every unmarked orphan of `table`; with `found`, only list them (dry run)."""
+async def mark_window(
+    conn: Conn, table: str, after: str, upper: str, page_size: int, found: list[str] | None = None
+) -> int:
+    """Mark every unmarked orphan of `table` after `after` up to `upper` (a window of the
+    sweep's walk); with `found`, only list them (dry run)."""
     select, mark = _QUERIES[table][0], _QUERIES[table][1]
     marked = 0
-    after = ""
     while True:
-        paths = [r["image_path"] for r in await conn.fetch(select, after, page_size)]
+        paths = [r["image_path"] for r in await conn.fetch(select, after, page_size, upper)]
         if found is not None:
             found.extend(paths)
             marked += len(paths)
@@ -209,9 +211,14 @@ async def purge_paths(conn: Conn, table: str, policy: OrphanPolicy, paths: list[
 
 async def mark_hint(conn: Conn, path: str) -> int:
     """A `deleted` hint for one path: mark it, if its ai_metadata row is really gone."""
+    return await mark_listed(conn, [path])
+
+
+async def mark_listed(conn: Conn, paths: list[str]) -> int:
+    """Mark those of `paths` whose ai_metadata row is really gone (the change log's, a hint's)."""
     marked = 0
     for table in await tables_with_marks(conn):
-        marked += rows_affected(await conn.execute(_QUERIES[table][1], [path]))
+        marked += rows_affected(await conn.execute(_QUERIES[table][1], paths))
     return marked
 
 

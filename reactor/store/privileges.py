@@ -93,7 +93,7 @@ async def missing_init_privileges(conn: asyncpg.Connection, *, standalone: bool)
         info = await conn.fetchrow(Q.relation_info, relation)
         if info is not None and not info["owned"]:
             missing.append(Need("ownership", relation, f"it is owned by {info['owner']}; indexes need its owner"))
-    for function in ("reactor_valid_image_path", "reactor_ai_metadata_notify"):
+    for function in ("reactor_valid_image_path", "reactor_ai_metadata_notify", "reactor_log_changes"):
         for info in await conn.fetch(Q.function_info, function):
             if not info["owned"]:
                 missing.append(Need("ownership", f"function {function}", f"it is owned by {info['owner']}"))

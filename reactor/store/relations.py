@@ -26,6 +26,8 @@ REACTOR_TABLES = (
     "reactor_held_deletions",
     "reactor_orphan_purges",
     "reactor_control_replies",
+    "reactor_changes",
+    "reactor_sweep_state",
 )
 SEQUENCES = ("reactor_claim_token_seq",)
 # Copies of rows taken before they are deleted (`reactor repair`, held mass deletions).

@@ -1,5 +1,6 @@
 -- NOTIFY the reactor when an ai_metadata row becomes processed or a processed row
--- goes away. `reactor db init` runs this file as one script inside its transaction;
+-- goes away, and record the row's path in the change log (reactor_changes, through
+-- reactor_log_changes in schema.sql) that the regular sweep reads. `reactor db init` runs this file as one script inside its transaction;
 -- every statement is idempotent.
 --
 -- Statement-level triggers with transition tables, so that a bulk UPDATE of 100,000
@@ -42,10 +43,10 @@ DECLARE
     -- pg_notify rejects payloads of 8000 bytes or more.
     max_payload CONSTANT integer := 7999;
     channel CONSTANT text := 'face_reactor';
-    events refcursor;
-    ev record;
-    total integer := 0;
-    rest integer;
+    kinds text[] := '{}';
+    paths text[] := '{}';
+    total integer;
+    i integer;
     overflow integer := 0;
     payload text;
     payloads text[] := '{}';
@@ -54,21 +55,20 @@ BEGIN
     -- A notification is only a hint (the sweep is the truth): whatever goes wrong
     -- here must never fail the upstream pipeline's write, so errors become a WARNING.
     BEGIN
-        queue_usage := pg_notification_queue_usage();
-        IF queue_usage > 0.9 THEN
-            RAISE WARNING 'face-reactor: NOTIFY queue % %% full, no notification sent (the sweep finds the rows)',
-                round((queue_usage * 100)::numeric, 1);
+        IF TG_OP = 'TRUNCATE' THEN
+            -- No rows to name: the change log asks the sweep for its full walk.
+            PERFORM reactor_log_changes(NULL);
             RETURN NULL;
-        ELSIF queue_usage > 0.5 THEN
-            max_rows := 0;  -- one bulk hint for the whole statement
-        END IF;
-        IF TG_OP = 'INSERT' THEN
-            OPEN events FOR
-                SELECT DISTINCT 'processed' AS type, image_path AS path
-                FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
-                ORDER BY path;
+        ELSIF TG_OP = 'INSERT' THEN
+            SELECT coalesce(array_agg(e.type ORDER BY e.path), '{}'), coalesce(array_agg(e.path ORDER BY e.path), '{}')
+            INTO kinds, paths
+            FROM (SELECT DISTINCT 'processed' AS type, image_path AS path
+                  FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL) AS e;
         ELSIF TG_OP = 'UPDATE' THEN
-            OPEN events FOR
+            SELECT coalesce(array_agg(e.type ORDER BY e.path, e.type), '{}'),
+                   coalesce(array_agg(e.path ORDER BY e.path, e.type), '{}')
+            INTO kinds, paths
+            FROM (
                 SELECT 'processed' AS type, p AS path FROM (
                     SELECT image_path FROM new_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
                     EXCEPT
@@ -80,41 +80,53 @@ BEGIN
                     EXCEPT
                     SELECT image_path FROM new_rows WHERE image_path IS NOT NULL
                 ) AS gone(p)
-                ORDER BY path, type;
+            ) AS e;
         ELSE
-            OPEN events FOR
-                SELECT DISTINCT 'deleted' AS type, image_path AS path
-                FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL
-                ORDER BY path;
+            SELECT coalesce(array_agg(e.type ORDER BY e.path), '{}'), coalesce(array_agg(e.path ORDER BY e.path), '{}')
+            INTO kinds, paths
+            FROM (SELECT DISTINCT 'deleted' AS type, image_path AS path
+                  FROM old_rows WHERE is_processed IS TRUE AND image_path IS NOT NULL) AS e;
         END IF;
-        LOOP
-            FETCH events INTO ev;
-            EXIT WHEN NOT FOUND;
-            total := total + 1;
-            IF total > max_rows THEN
-                -- Count the rest without building payloads for them.
-                MOVE FORWARD ALL FROM events;
-                GET DIAGNOSTICS rest = ROW_COUNT;
-                total := total + rest;
-                EXIT;
-            END IF;
-            payload := json_build_object('type', ev.type, 'path', ev.path)::text;
+        total := cardinality(paths);
+        IF total = 0 THEN
+            RETURN NULL;
+        END IF;
+        -- Every event goes to the change log (the regular sweep's input), whatever the
+        -- NOTIFY queue holds: a notification may be dropped below, a change may not.
+        PERFORM reactor_log_changes(paths);
+    EXCEPTION WHEN OTHERS THEN
+        -- Without the log the full walk (sweep.walk_interval_hours) still finds the rows.
+        RAISE WARNING 'face-reactor: ai_metadata notification skipped (change log not written): % (%)', SQLERRM, SQLSTATE;
+        IF total IS NULL OR total = 0 THEN
+            RETURN NULL;
+        END IF;
+    END;
+    BEGIN
+        queue_usage := pg_notification_queue_usage();
+        IF queue_usage > 0.9 THEN
+            RAISE WARNING 'face-reactor: NOTIFY queue % %% full, no notification sent (the sweep finds the rows)',
+                round((queue_usage * 100)::numeric, 1);
+            RETURN NULL;
+        ELSIF queue_usage > 0.5 THEN
+            max_rows := 0;  -- one bulk hint for the whole statement
+        END IF;
+        IF total > max_rows THEN
+            PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', total)::text);
+            RETURN NULL;
+        END IF;
+        FOR i IN 1 .. total LOOP
+            payload := json_build_object('type', kinds[i], 'path', paths[i])::text;
             IF octet_length(payload) > max_payload THEN
                 overflow := overflow + 1;
             ELSE
                 payloads := payloads || payload;
             END IF;
         END LOOP;
-        CLOSE events;
-        IF total > max_rows THEN
-            PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', total)::text);
-        ELSE
-            FOREACH payload IN ARRAY payloads LOOP
-                PERFORM pg_notify(channel, payload);
-            END LOOP;
-            IF overflow > 0 THEN
-                PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', overflow)::text);
-            END IF;
+        FOREACH payload IN ARRAY payloads LOOP
+            PERFORM pg_notify(channel, payload);
+        END LOOP;
+        IF overflow > 0 THEN
+            PERFORM pg_notify(channel, json_build_object('type', 'bulk', 'count', overflow)::text);
         END IF;
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'face-reactor: ai_metadata notification skipped: % (%)', SQLERRM, SQLSTATE;
@@ -136,4 +148,9 @@ CREATE OR REPLACE TRIGGER reactor_notify_update
 CREATE OR REPLACE TRIGGER reactor_notify_delete
     AFTER DELETE ON ai_metadata
     REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reactor_ai_metadata_notify();
+
+-- TRUNCATE has no transition table: the function only records it in the change log.
+CREATE OR REPLACE TRIGGER reactor_notify_truncate
+    AFTER TRUNCATE ON ai_metadata
     FOR EACH STATEMENT EXECUTE FUNCTION reactor_ai_metadata_notify();
