@@ -165,11 +165,13 @@ SELECT EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS x WHERE txid_status(x) = 'c
 -- $4 base, $5 multiplier, $6 cap (seconds), $7 jitter factor, $8 tries that make it permanent.
 -- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter; the exponent stops at
 -- 64 so that a row retried by hand thousands of times cannot overflow float8.
+-- The markers take the optional columns that this table has, from $9 on (store.failure_write_sql).
 INSERT INTO face_detection_failures AS f
-    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
+    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed
+     /*optional_columns*/)
 VALUES ($1, 1, $2, $3, now(),
         now() + make_interval(secs => least($6::float8, $4::float8) * $7::float8),
-        1 >= $8::int)
+        1 >= $8::int /*optional_values*/)
 ON CONFLICT (image_path) DO UPDATE
     SET retry_count = coalesce(f.retry_count, 0) + 1,
         last_error = EXCLUDED.last_error,
@@ -178,17 +180,9 @@ ON CONFLICT (image_path) DO UPDATE
         next_retry_after = now() + make_interval(
             secs => least($6::float8, $4::float8 * power($5::float8, least(coalesce(f.retry_count, 0), 64))) * $7::float8),
         permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
+        /*optional_updates*/
 -- A legacy column is timestamp without time zone: read it as the server's TimeZone (sql/ops.sql).
 RETURNING retry_count, permanently_failed, next_retry_after::timestamptz AS next_retry_after
-
--- name: failure_set_original_size
-UPDATE face_detection_failures SET original_width = $2, original_height = $3 WHERE image_path = $1
-
--- name: failure_set_file_size
-UPDATE face_detection_failures SET file_size_bytes = $2 WHERE image_path = $1
-
--- name: failure_set_file_mtime
-UPDATE face_detection_failures SET file_mtime_ns = $2 WHERE image_path = $1
 
 -- name: failure_previous
 SELECT last_error_type, last_error FROM face_detection_failures WHERE image_path = $1
@@ -199,20 +193,19 @@ SELECT file_size_bytes, file_mtime_ns FROM face_detection_failures WHERE image_p
 -- name: record_incomplete
 -- A file still being written: retried after $4 seconds, never permanent, and its
 -- tries are not counted (a row made for it starts at 0 tries; an existing row keeps
--- its count and stays due no later than asked).
+-- its count and stays due no later than asked). Optional columns from $5 on, as in record_failure.
 INSERT INTO face_detection_failures AS f
-    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed)
-VALUES ($1, 0, $2, $3, now(), now() + make_interval(secs => $4::float8), FALSE)
+    (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed
+     /*optional_columns*/)
+VALUES ($1, 0, $2, $3, now(), now() + make_interval(secs => $4::float8), FALSE /*optional_values*/)
 ON CONFLICT (image_path) DO UPDATE
     SET last_error = EXCLUDED.last_error,
         last_error_type = EXCLUDED.last_error_type,
         last_failure_at = now(),
         next_retry_after = EXCLUDED.next_retry_after,
         permanently_failed = FALSE
+        /*optional_updates*/
 RETURNING retry_count, permanently_failed, next_retry_after
-
--- name: failure_set_scale
-UPDATE face_detection_failures SET last_attempted_scale = $2 WHERE image_path = $1
 
 -- ---------------------------------------------------------------- sweep
 

@@ -205,3 +205,24 @@ async def test_block_runs_on_the_production_shape(prod_conn: asyncpg.Connection,
                 raise
     finally:
         await tx.rollback()
+
+
+@pytest.mark.parametrize("block", ["record_failure", "record_incomplete"])
+async def test_failure_writes_run_with_the_columns_each_shape_has(
+    conn: asyncpg.Connection, prod_conn: asyncpg.Connection, block: str
+) -> None:
+    """The failure writes name the optional columns the table has (store.failure_write_sql):
+    with the production shape's columns they run there, with every one they need the full schema."""
+    every = frozenset(store.FAILURE_WRITE_COLUMNS)
+    shapes = [(prod_conn, every - production_shape.PRODUCTION_LACKS), (conn, every)]
+    for connection, columns in shapes:
+        tx = connection.transaction()
+        await tx.start()
+        try:
+            stmt = await connection.prepare(store.failure_write_sql(block, columns))
+            assert len(stmt.get_parameters()) == store.FAILURE_FIXED_PARAMS[block] + len(columns)
+            await stmt.fetch(*[await dummy(connection, p.oid) for p in stmt.get_parameters()])
+        finally:
+            await tx.rollback()
+    with pytest.raises(asyncpg.UndefinedColumnError):
+        await prod_conn.prepare(store.failure_write_sql(block, every))

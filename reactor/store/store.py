@@ -201,17 +201,57 @@ async def record_success(
 # reads optional columns through to_jsonb(f), so it runs on any shape of the table;
 # tests/test_sql_blocks.py prepares every block against the legacy production shape
 # (seeds/000: no file_size_bytes, original_width, original_height) and holds the rest to it.
+# The failure writes (record_failure, record_incomplete) name an optional column only
+# where the table has it (failure_write_sql), so they run on any shape as they stand.
 OPTIONAL_FAILURE_BLOCKS: dict[str, frozenset[str]] = {
-    "failure_set_original_size": frozenset({"original_width", "original_height"}),
-    "failure_set_file_size": frozenset({"file_size_bytes"}),
-    "failure_set_file_mtime": frozenset({"file_mtime_ns"}),
-    "failure_set_scale": frozenset({"last_attempted_scale"}),
     "failure_previous_file": frozenset({"file_size_bytes", "file_mtime_ns"}),
 }
+
+# The optional columns a failure write fills, each with how an existing row takes it:
+# a value the failure does not know (NULL) keeps the row's, except the mtime, which is
+# always the one of this try (None: the file could not be stat'ed).
+FAILURE_WRITE_COLUMNS: dict[str, str] = {
+    "original_width": "coalesce(EXCLUDED.original_width, f.original_width)",
+    "original_height": "coalesce(EXCLUDED.original_height, f.original_height)",
+    "file_size_bytes": "coalesce(EXCLUDED.file_size_bytes, f.file_size_bytes)",
+    "file_mtime_ns": "EXCLUDED.file_mtime_ns",
+    "last_attempted_scale": "coalesce(EXCLUDED.last_attempted_scale, f.last_attempted_scale)",
+}
+# Parameters of each failure write before its optional columns (sql/queries.sql).
+FAILURE_FIXED_PARAMS = {"record_failure": 8, "record_incomplete": 4}
 
 
 def _runs(block: str, columns: frozenset[str]) -> bool:
     return OPTIONAL_FAILURE_BLOCKS[block] <= columns
+
+
+@functools.cache
+def failure_write_sql(block: str, columns: frozenset[str]) -> str:
+    """sql/queries.sql ``block`` (record_failure or record_incomplete) writing, in the same
+    statement, the optional columns of FAILURE_WRITE_COLUMNS that the table has."""
+    present = [name for name in FAILURE_WRITE_COLUMNS if name in columns]
+    first = FAILURE_FIXED_PARAMS[block] + 1
+    fill = {
+        "/*optional_columns*/": "".join(f", {name}" for name in present),
+        "/*optional_values*/": "".join(f", ${first + i}" for i in range(len(present))),
+        "/*optional_updates*/": "".join(f", {name} = {FAILURE_WRITE_COLUMNS[name]}" for name in present),
+    }
+    text = str(getattr(Q, block))
+    for marker, value in fill.items():
+        text = text.replace(marker, value)
+    return text
+
+
+def _failure_write_args(failure: DetectionFailure, columns: frozenset[str]) -> tuple[object, ...]:
+    width, height = failure.original_size or (None, None)
+    values: dict[str, object] = {
+        "original_width": width,
+        "original_height": height,
+        "file_size_bytes": failure.file_size_bytes,
+        "file_mtime_ns": failure.file_mtime_ns,
+        "last_attempted_scale": failure.scale,
+    }
+    return tuple(values[name] for name in FAILURE_WRITE_COLUMNS if name in columns)
 
 
 async def record_failure(
@@ -240,11 +280,19 @@ async def record_failure(
                 message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
             )
         message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
+        optional = _failure_write_args(failure, columns)
         if failure.error_type is ErrorType.INCOMPLETE:
-            row = await conn.fetchrow(Q.record_incomplete, path, message, failure.error_type.value, incomplete_delay)
+            row = await conn.fetchrow(
+                failure_write_sql("record_incomplete", columns),
+                path,
+                message,
+                failure.error_type.value,
+                incomplete_delay,
+                *optional,
+            )
         else:
             row = await conn.fetchrow(
-                Q.record_failure,
+                failure_write_sql("record_failure", columns),
                 path,
                 message,
                 failure.error_type.value,
@@ -253,16 +301,9 @@ async def record_failure(
                 retry.max_delay_seconds,
                 jitter_factor(retry),
                 max_attempts(retry, failure.error_type),
+                *optional,
             )
         assert row is not None
-        if failure.original_size and _runs("failure_set_original_size", columns):
-            await conn.execute(Q.failure_set_original_size, path, *failure.original_size)
-        if failure.file_size_bytes is not None and _runs("failure_set_file_size", columns):
-            await conn.execute(Q.failure_set_file_size, path, failure.file_size_bytes)
-        if _runs("failure_set_file_mtime", columns):
-            await conn.execute(Q.failure_set_file_mtime, path, failure.file_mtime_ns)
-        if failure.scale is not None and _runs("failure_set_scale", columns):
-            await conn.execute(Q.failure_set_scale, path, failure.scale)
     return FailureRecord(
         path=path,
         error_type=failure.error_type,
