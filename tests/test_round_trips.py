@@ -1,14 +1,16 @@
 """Round trips per image, counted on the real database (issue 26): a failure is written
-by one statement whatever the table's shape. The counters sit below the boundary under
+by one statement whatever the table's shape, and a batch of file events takes one pooled
+connection. The counters sit below the boundary under
 test: asyncpg's own query logger sees every statement the connection sends."""
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -16,9 +18,10 @@ import pytest
 from reactor.config import RetryConfig
 from reactor.detector.types import DetectionFailure
 from reactor.errors import ErrorType
-from reactor.store import claims, store
+from reactor.store import claims, held, store
 from reactor.store.claims import Claim
 from reactor.store.schema import failure_columns
+from reactor.watch.file_events import DatabaseSink, ReadyFile
 from tests import production_shape
 
 RETRY = RetryConfig(
@@ -103,3 +106,55 @@ async def test_an_incomplete_file_is_one_write_too(conn: asyncpg.Connection) -> 
     assert len(failure_writes(sent)) == 1, sent
     assert rec.retry_count == 0
     assert await conn.fetchval("SELECT file_size_bytes FROM face_detection_failures") == 5
+
+
+class CountingPool:
+    """The real pool, counting its acquires."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.acquired = 0
+
+    def acquire(self) -> Any:
+        self.acquired += 1
+        return self.pool.acquire()
+
+
+@pytest.mark.parametrize("standalone", [True, False], ids=["standalone", "vision"])
+async def test_a_batch_of_file_events_takes_one_pooled_connection(
+    conn: asyncpg.Connection, dsn: str, standalone: bool
+) -> None:
+    """Every step of a batch (registration, invalid names, row forms, requeued failures,
+    held deletions released, results of changed files) on one connection: was up to five."""
+    if not standalone:
+        await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('n/é.jpg', TRUE)")
+    await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('n/f.jpg', TRUE)")
+    await conn.execute(
+        "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ('n/f.jpg', 0, 'hog', 1.0)"
+    )
+    await store.record_failure(conn, "n/f.jpg", FULL, RETRY, await failure_columns(conn))
+    await held.hold(conn, ["n/f.jpg"], "share offline")
+    queued: list[tuple[str, bool]] = []
+
+    def enqueue(path: str, redetect: bool) -> bool:
+        queued.append((path, redetect))
+        return True
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        counting = CountingPool(pool)
+        sink = DatabaseSink(cast(asyncpg.Pool, counting), enqueue, register_files=standalone)
+        decomposed = unicodedata.normalize("NFD", "n/é.jpg")
+        files = [
+            ReadyFile("n/f.jpg", changed=True, size=1, mtime_ns=1),
+            ReadyFile(decomposed),
+            ReadyFile("n/bad-\udcff.jpg"),
+        ]
+        await sink.ready(files)
+    finally:
+        await pool.close()
+    assert counting.acquired == 1
+    assert ("n/f.jpg", True) in queued
+    assert (decomposed if standalone else "n/é.jpg", False) in queued
+    assert await held.count(conn) == 0

@@ -19,7 +19,7 @@ from reactor import logs
 from reactor.errors import FILE_ACCESS
 from reactor.paths import recordable, unicode_variants
 from reactor.store import held, orphans
-from reactor.store.dbtypes import rows_affected
+from reactor.store.dbtypes import Conn, rows_affected
 from reactor.store.sql import Queries
 from reactor.util.identity import FileIdentity
 from reactor.util.ratelimit import RateLimiter
@@ -107,39 +107,47 @@ class DatabaseSink:
     async def register(self, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
             return 0
-        paths = await self._without_invalid_names(paths)
-        written = 0
         async with self.pool.acquire() as conn:
-            for i in range(0, len(paths), REGISTER_CHUNK):
-                status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
-                written += rows_affected(status)
+            return await self._register(conn, paths)
+
+    async def _register(self, conn: Conn, paths: Sequence[str]) -> int:
+        if not self.register_files or not paths:
+            return 0
+        paths = await self._without_invalid_names(conn, paths)
+        written = 0
+        for i in range(0, len(paths), REGISTER_CHUNK):
+            status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
+            written += rows_affected(status)
         if written:
             log.info("files_registered", files=written)
         return written
 
-    async def _without_invalid_names(self, paths: Sequence[str]) -> list[str]:
+    async def _without_invalid_names(self, conn: Conn, paths: Sequence[str]) -> list[str]:
         """The paths PostgreSQL can store; the others (not UTF-8) are recorded as invalid_path."""
         valid = [p for p in paths if storable(p)]
         if len(valid) < len(paths):
             invalid = [recordable(p) for p in paths if not storable(p)]
-            async with self.pool.acquire() as conn:
-                await conn.execute(Q.record_invalid_names, invalid)
+            await conn.execute(Q.record_invalid_names, invalid)
             log.warning("file_names_invalid", files=len(invalid), sample=invalid[:3], effect="recorded as invalid_path")
         return valid
 
     async def ready(self, files: Sequence[ReadyFile]) -> None:
         if not files:
             return
-        await self.register([f.path for f in files])  # standalone: invalid names recorded here
-        files = [f for f in files if storable(f.path)] if self.register_files else await self._row_forms(files)
-        await self._requeue_changed(files)
+        # One pooled connection for the whole batch: under a storm of events each
+        # acquire is a wait for the pool that the detection lanes share.
         async with self.pool.acquire() as conn:
+            await self._register(conn, [f.path for f in files])  # standalone: invalid names recorded here
+            if self.register_files:
+                files = [f for f in files if storable(f.path)]
+            else:
+                files = await self._row_forms(conn, files)
+            await self._requeue_changed(conn, files)
             for path in await held.release(conn, [f.path for f in files]):
                 log.info("held_deletion_released", path=path, reason="the file is on the share again")
-        changed = [f.path for f in files if f.changed]
-        with_results: set[str] = set()
-        if changed:
-            async with self.pool.acquire() as conn:
+            changed = [f.path for f in files if f.changed]
+            with_results: set[str] = set()
+            if changed:
                 with_results = {r["image_path"] for r in await conn.fetch(Q.has_results, changed)}
         for f in files:
             redetect = f.path in with_results
@@ -147,17 +155,15 @@ class DatabaseSink:
             if redetect:
                 log.info("image_changed", path=f.path)
 
-    async def _row_forms(self, files: Sequence[ReadyFile]) -> list[ReadyFile]:
+    async def _row_forms(self, conn: Conn, files: Sequence[ReadyFile]) -> list[ReadyFile]:
         """Vision mode: each file under the name its ai_metadata row spells (NFC or NFD)."""
         files = [f for f in files if storable(f.path)]
         odd = [f for f in files if not f.path.isascii()]
         if not odd:
             return files
-        async with self.pool.acquire() as conn:
-            rows = {
-                r["image_path"]
-                for r in await conn.fetch(Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])
-            }
+        rows = {
+            r["image_path"] for r in await conn.fetch(Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])
+        }
         out = []
         for f in files:
             form = next((v for v in unicode_variants(f.path) if v in rows), f.path) if not f.path.isascii() else f.path
@@ -266,26 +272,26 @@ class DatabaseSink:
             return await held.count(conn)
 
     async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
-        requeued = await self._requeue_changed(files)
+        async with self.pool.acquire() as conn:
+            requeued = await self._requeue_changed(conn, files)
         for path in requeued:
             self.enqueue(path, False)
         return requeued
 
-    async def _requeue_changed(self, files: Sequence[ReadyFile]) -> list[str]:
+    async def _requeue_changed(self, conn: Conn, files: Sequence[ReadyFile]) -> list[str]:
         requeued: list[str] = []
         kept = set(_storable_only([f.path for f in files], "refresh_failures"))
         files = [f for f in files if f.path in kept]
-        async with self.pool.acquire() as conn:
-            for i in range(0, len(files), REGISTER_CHUNK):
-                chunk = files[i : i + REGISTER_CHUNK]
-                rows = await conn.fetch(
-                    Q.requeue_changed_failures,
-                    [f.path for f in chunk],
-                    [f.size for f in chunk],
-                    [f.mtime_ns for f in chunk],
-                    [f.changed for f in chunk],
-                )
-                requeued.extend(r["image_path"] for r in rows)
+        for i in range(0, len(files), REGISTER_CHUNK):
+            chunk = files[i : i + REGISTER_CHUNK]
+            rows = await conn.fetch(
+                Q.requeue_changed_failures,
+                [f.path for f in chunk],
+                [f.size for f in chunk],
+                [f.mtime_ns for f in chunk],
+                [f.changed for f in chunk],
+            )
+            requeued.extend(r["image_path"] for r in rows)
         for path in requeued:
             log.info("failed_file_changed", path=path, effect="queued again")
         return requeued
