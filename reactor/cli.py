@@ -2,7 +2,7 @@
 
 Each module in reactor/handlers/ exposes ``register(subparsers)``; the parser it
 adds sets ``handler`` to a callable ``(args, config) -> int`` (sync or async).
-Errors a user can cause become one line on stderr and exit code 2.
+Errors a user can cause (``reactor.errors.ReactorError``) become one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from collections.abc import Sequence
 
 from reactor import config as config_mod
 from reactor import logs
-from reactor.errors import UsageError
-from reactor.store.catalog import SchemaUnusable
-from reactor.store.db import DatabaseUnavailable
+from reactor.errors import ReactorError
 from reactor.util import hardening
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
@@ -64,20 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     hardening.forbid_dumps()
     try:
         cfg = config_mod.load(config_mod.config_path(args.config, os.environ))
-    except config_mod.ConfigError as exc:
-        print(f"reactor: {exc}", file=sys.stderr)
-        return 2
-    logs.configure(
-        fmt=args.log_format or cfg.logging.format,
-        level=args.log_level or cfg.logging.level,
-    )
-    try:
+        logs.configure(
+            fmt=args.log_format or cfg.logging.format,
+            level=args.log_level or cfg.logging.level,
+        )
         result = args.handler(args, cfg)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
-    except (config_mod.ConfigError, DatabaseUnavailable, SchemaUnusable, UsageError) as exc:
+    except ReactorError as exc:
         print(f"reactor: {logs.mask(str(exc))}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130

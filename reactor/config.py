@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reactor.errors import ReactorError
 from reactor.util import dsn as dsn_mod
 
 ENV_PREFIX = "REACTOR_"
@@ -40,7 +41,7 @@ def is_channel_name(channel: str) -> bool:
     return _CHANNEL.match(channel) is not None
 
 
-class ConfigError(Exception):
+class ConfigError(ReactorError):
     """A configuration problem; its message is the one line shown to the user."""
 
 

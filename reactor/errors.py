@@ -1,4 +1,5 @@
-"""Failure types: what went wrong with one image, and whether trying again can help.
+"""Failure types: what went wrong with one image, and whether trying again can help;
+and the root of the errors a user can cause (``ReactorError``).
 
 The type is stored in face_detection_failures.last_error_type. Transient types are
 retried with exponential backoff up to retry.max_attempts; permanent types get
@@ -60,5 +61,13 @@ ADVICE: dict[ErrorType, str] = {
 }
 
 
-class UsageError(Exception):
-    """A user error whose message is printed as one line, with exit code 2 (reactor.cli)."""
+class ReactorError(Exception):
+    """The root of the errors a user can cause and fix. ``reactor.cli.main`` catches it once:
+    the message, one line that says what to do next, goes to stderr (passwords masked) and the
+    command exits with ``exit_code``. Every layer may raise it: this module sits at the bottom."""
+
+    exit_code: int = 2
+
+
+class UsageError(ReactorError):
+    """A user error found by a command-line handler; one line, exit code 2."""

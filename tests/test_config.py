@@ -147,3 +147,34 @@ def test_cli_rejects_bad_config_in_one_line(tmp_path: Path) -> None:
     assert unknown.returncode == 2
     assert unknown.stderr.startswith(f"reactor: {path}: [images] root_dir: unknown key;")
     assert unknown.stderr.count("\n") == 1
+
+
+def test_command_line_errors_share_one_root() -> None:
+    """`cli.main` catches ReactorError once: every error a user can cause derives from it."""
+    from reactor.core.instance_lock import InstanceTaken
+    from reactor.errors import ReactorError, UsageError
+    from reactor.ops.audit import SchemaMissing
+    from reactor.ops.demo import DemoError
+    from reactor.ops.legacy_import import NotLegacy
+    from reactor.ops.repair import RepairBusy
+    from reactor.ops.similar import SimilarError
+    from reactor.store.catalog import SchemaUnusable
+    from reactor.store.db import DatabaseUnavailable
+    from reactor.store.schema import PrivilegeError, SchemaError
+
+    user_errors = (
+        UsageError,
+        ConfigError,
+        DemoError,
+        DatabaseUnavailable,
+        SchemaUnusable,
+        SchemaError,
+        PrivilegeError,
+        SchemaMissing,
+        RepairBusy,
+        SimilarError,
+        NotLegacy,
+        InstanceTaken,
+    )
+    assert [e.__name__ for e in user_errors if not issubclass(e, ReactorError)] == []
+    assert {e.exit_code for e in user_errors} == {2}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -34,12 +35,42 @@ def test_payloads_that_are_not_what_they_should_be_are_dropped() -> None:
     assert check({"type": "sweep_request", "id": {"nested": [1, 2]}}, CONTROL) is None
     assert check({"type": "sweep_reply", "id": "ab"}, CONTROL) is None  # not for us
     assert check({"type": "sweep_request", "id": "0123abcd"}, CONTROL) == gate.Notice(
-        CONTROL, "sweep_request", request_id="0123abcd", pid=7
+        CONTROL, gate.NoticeKind.SWEEP_REQUEST, request_id="0123abcd", pid=7
     )
     assert check({"type": "processed", "path": ["a.jpg"]}) is None
     assert check({"type": "processed", "path": "a" * 5000}) is None
     assert check({"type": "rm -rf", "path": "a.jpg"}) is None
-    assert check({"type": "manual", "path": "a.jpg"}) == gate.Notice("face_reactor", "manual", path="a.jpg", pid=7)
+    assert check({"type": "manual", "path": "a.jpg"}) == gate.Notice(
+        "face_reactor", gate.NoticeKind.MANUAL, path="a.jpg", pid=7
+    )
+
+
+SQL = Path(__file__).resolve().parent.parent / "sql"
+
+
+def _sent_kinds(text: str) -> set[str]:
+    """The notification types a SQL file sends: json_build_object('type', 'X', ...) literals,
+    and the trigger's rows of (type, path) built as 'X' AS type or a UNION arm SELECT 'X', p."""
+    found = set(re.findall(r"json_build_object\('type', '(\w+)'", text))
+    found |= set(re.findall(r"'(\w+)' AS type\b", text))
+    found |= set(re.findall(r"SELECT '(\w+)', p\b", text))
+    return found
+
+
+def test_notice_kinds_match_what_the_sql_sends() -> None:
+    trigger = _sent_kinds((SQL / "triggers" / "ai_metadata_notify.sql").read_text())
+    assert trigger == {gate.NoticeKind.PROCESSED, gate.NoticeKind.DELETED, gate.NoticeKind.BULK}
+    assert trigger <= gate.HINT_TYPES
+    by_commands = set().union(*(_sent_kinds(f.read_text()) for f in SQL.glob("*.sql")))
+    assert by_commands == {gate.NoticeKind.PROCESSED, gate.NoticeKind.MANUAL, gate.NoticeKind.BULK}
+    assert trigger | by_commands == gate.HINT_TYPES
+    # Every kind is honoured on one channel at most: the hints on the notify channel, a sweep
+    # request on the control channel; a reply is for the waiting command, never for a reactor.
+    where = {kind: "face_reactor" for kind in gate.HINT_TYPES} | {gate.NoticeKind.SWEEP_REQUEST: CONTROL}
+    for kind in gate.NoticeKind:
+        payload = {"type": kind.value, "path": "a.jpg", "id": "0123abcd"}
+        honoured = [ch for ch in ("face_reactor", CONTROL) if gate.validate(ch, payload, control_channel=CONTROL)]
+        assert honoured == ([where[kind]] if kind in where else []), kind
 
 
 def test_a_reply_always_fits_a_notify() -> None:

@@ -12,7 +12,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted(
-    [ROOT / "README.md", ROOT / "bench" / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "deploy").glob("*.md")]
+    [
+        ROOT / "README.md",
+        ROOT / "CONTRIBUTING.md",
+        ROOT / "bench" / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "deploy").glob("*.md"),
+    ]
 )
 README_MAX_LINES = 250
 
@@ -44,7 +50,7 @@ def _links(page: Path) -> list[str]:
 
 def test_the_pages_exist() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in PAGES}
-    assert {"README.md", "bench/README.md", "docs/operations.md", "docs/guarantees.md"} <= names
+    assert {"README.md", "CONTRIBUTING.md", "bench/README.md", "docs/operations.md", "docs/guarantees.md"} <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from reactor.core.gate import fit_reply
+from reactor.core.gate import NoticeKind, fit_reply
 from reactor.core.instances import gone_after_seconds
 from reactor.store.dbtypes import Conn
 from reactor.store.sql import Queries
@@ -29,19 +29,19 @@ from reactor.util.aio import wait_any
 
 Q = Queries("queries.sql")
 
-SWEEP_REQUEST = "sweep_request"
-SWEEP_REPLY = "sweep_reply"
 # The command reads the replies this often besides on a wake-up (a NOTIFY may be lost).
 REREAD_SECONDS = 1.0
 
 
 def request_payload(request_id: str) -> str:
-    return json.dumps({"type": SWEEP_REQUEST, "id": request_id})
+    return json.dumps({"type": NoticeKind.SWEEP_REQUEST, "id": request_id})
 
 
 def reply_payload(request_id: str, instance_id: str, counts: dict[str, Any]) -> str:
     """The reply, always within the NOTIFY limit (reactor.core.gate.fit_reply)."""
-    return fit_reply({"type": SWEEP_REPLY, "id": request_id, "instance_id": instance_id, "counts": counts}, json.dumps)
+    return fit_reply(
+        {"type": NoticeKind.SWEEP_REPLY, "id": request_id, "instance_id": instance_id, "counts": counts}, json.dumps
+    )
 
 
 async def send(conn: Conn, channel: str, payload: str) -> None:
@@ -52,7 +52,7 @@ async def reply(conn: Conn, channel: str, request_id: str, instance_id: str, cou
     """Write the reply where only the reactor may write, then wake the command."""
     payload = reply_payload(request_id, instance_id, counts)
     await conn.execute(Q.control_reply_write, request_id, instance_id, not counts.get("skipped"), payload)
-    await send(conn, channel, json.dumps({"type": SWEEP_REPLY, "id": request_id}))
+    await send(conn, channel, json.dumps({"type": NoticeKind.SWEEP_REPLY, "id": request_id}))
 
 
 @dataclass

@@ -23,6 +23,7 @@ import asyncio
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -39,7 +40,24 @@ log = logs.get("reactor.gate")
 MAX_REPLY_BYTES = 7900
 MAX_PATH_BYTES = 4096
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-HINT_TYPES = frozenset({"processed", "manual", "deleted", "bulk"})
+
+
+class NoticeKind(StrEnum):
+    """The ``type`` of a notification. The ai_metadata trigger sends processed, deleted and
+    bulk (sql/triggers/ai_metadata_notify.sql); `reactor failures retry` sends manual and bulk,
+    `reactor repair` processed (sql/ops.sql, sql/integrity.sql); `reactor sweep` and a running
+    reactor talk sweep_request and sweep_reply on the control channel (reactor.core.control)."""
+
+    PROCESSED = "processed"  # a row became processed (or got this new path): detect it
+    DELETED = "deleted"  # a processed row went away: its results may be orphaned
+    BULK = "bulk"  # too many rows for one notification each: sweep instead
+    MANUAL = "manual"  # a person asked: override backoff and the permanent state
+    SWEEP_REQUEST = "sweep_request"
+    SWEEP_REPLY = "sweep_reply"
+
+
+# The kinds honoured on the notify channel; the control channel takes sweep_request only.
+HINT_TYPES = frozenset({NoticeKind.PROCESSED, NoticeKind.MANUAL, NoticeKind.DELETED, NoticeKind.BULK})
 # Sender lookups in flight at once; past it a privileged request is refused.
 MAX_PENDING_CHECKS = 16
 
@@ -49,7 +67,7 @@ _ignored = RateLimiter(300.0, max_keys=100)
 @dataclass(frozen=True)
 class Notice:
     channel: str
-    kind: str
+    kind: NoticeKind
     path: str | None = None
     request_id: str | None = None
     pid: int = 0
@@ -71,17 +89,18 @@ def validate(channel: str, data: object, *, control_channel: str, pid: int = 0) 
         return None
     kind = data.get("type")
     if channel == control_channel:
-        if kind != "sweep_request":
+        if kind != NoticeKind.SWEEP_REQUEST:
             return None  # replies and other traffic on the control channel are not for us
         request_id = data.get("id")
         if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
             ignore(channel, "bad_request_id", data)
             return None
-        return Notice(channel, kind, request_id=request_id, pid=pid)
+        return Notice(channel, NoticeKind.SWEEP_REQUEST, request_id=request_id, pid=pid)
     if not isinstance(kind, str) or kind not in HINT_TYPES:
         ignore(channel, "unknown_type", data)
         return None
-    if kind == "bulk":
+    kind = NoticeKind(kind)
+    if kind == NoticeKind.BULK:
         return Notice(channel, kind, pid=pid)
     path = data.get("path")
     if not isinstance(path, str) or not path:
@@ -107,7 +126,7 @@ class SenderCheck:
     def when_allowed(self, notice: Notice, allowed: Callable[[], object], refused: Callable[[], object]) -> None:
         """Run ``allowed`` or ``refused`` once the sender's role is known (bounded, never blocking)."""
         if self._pending >= MAX_PENDING_CHECKS:
-            ignore(notice.channel, "too_many_requests", notice.kind)
+            ignore(notice.channel, "too_many_requests", notice.kind.value)
             refused()
             return
         self._pending += 1
@@ -126,7 +145,7 @@ class SenderCheck:
         if role is not None and role in self.roles:
             allowed()
             return
-        ignore(notice.channel, f"role_not_allowed:{role}", {"type": notice.kind, "pid": notice.pid})
+        ignore(notice.channel, f"role_not_allowed:{role}", {"type": notice.kind.value, "pid": notice.pid})
         refused()
 
     async def role_of(self, pid: int) -> str | None:

@@ -17,6 +17,7 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config
+from reactor.errors import ReactorError
 from reactor.store import db
 from reactor.store.db import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
 from reactor.store.sql import Queries
@@ -26,7 +27,7 @@ Q = Queries("queries.sql")
 log = logs.get("reactor.instance_lock")
 
 
-class InstanceTaken(Exception):
+class InstanceTaken(ReactorError):
     """Another running process holds this instance id."""
 
     def __init__(self, instance_id: str) -> None:

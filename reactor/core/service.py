@@ -22,7 +22,8 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config
-from reactor.core import control, gate, heap, metrics
+from reactor.core import gate, heap, metrics
+from reactor.core.gate import NoticeKind
 from reactor.core.health import HealthServer, LoopLag
 from reactor.core.inflight import InFlight
 from reactor.core.instance_lock import InstanceLock
@@ -138,19 +139,19 @@ class Reactor:
         notice = gate.validate(channel, data, control_channel=self.config.database.control_channel, pid=pid)
         if notice is None:
             return
-        if notice.kind == control.SWEEP_REQUEST:
+        if notice.kind == NoticeKind.SWEEP_REQUEST:
             request_id = notice.request_id
             self.senders.when_allowed(notice, lambda: self.request_sweep(request_id), lambda: None)
-        elif notice.kind == "bulk":
+        elif notice.kind == NoticeKind.BULK:
             self.request_sweep()
-        elif notice.kind == "processed" and notice.path is not None:
+        elif notice.kind == NoticeKind.PROCESSED and notice.path is not None:
             self.queue.put(notice.path, Priority.NOTIFY)
-        elif notice.kind == "manual" and notice.path is not None:
+        elif notice.kind == NoticeKind.MANUAL and notice.path is not None:
             path = notice.path
             self.senders.when_allowed(
                 notice, lambda: self.queue.put(path, Priority.MANUAL), lambda: self.queue.put(path, Priority.NOTIFY)
             )
-        elif notice.kind == "deleted" and notice.path is not None:
+        elif notice.kind == NoticeKind.DELETED and notice.path is not None:
             self.queue.discard(notice.path)
             self.scheduler.deleted(notice.path)
 

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 from reactor.config import Config
-from reactor.errors import UsageError
 from reactor.handlers.common import add_report_options, share_and_database
 from reactor.ops import audit
 
@@ -23,12 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     async with share_and_database(args, config) as here:
-        try:
-            report = await audit.run_audit(
-                here.conn, config, share_online=here.online, share_reason=here.reason, check_files=not args.skip_files
-            )
-        except audit.SchemaMissing as exc:
-            raise UsageError(str(exc)) from None
+        report = await audit.run_audit(
+            here.conn, config, share_online=here.online, share_reason=here.reason, check_files=not args.skip_files
+        )
     if args.json:
         print(json.dumps(report.to_dict(args.sample), indent=2 if sys.stdout.isatty() else None))
     else:

@@ -23,7 +23,6 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config
-from reactor.core.instance_lock import InstanceTaken
 from reactor.core.service import Reactor, default_instance_id
 from reactor.core.sweep import SweepCounts
 from reactor.errors import UsageError
@@ -154,8 +153,6 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
         )
         try:
             counts = await reactor.run_once(stop)
-        except InstanceTaken as exc:
-            raise UsageError(str(exc)) from None
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -73,13 +73,10 @@ def init_command(args: argparse.Namespace, config: Config) -> int:
 
 async def _init(dsn: str, config: Config, standalone: bool) -> schema.InitReport:
     async with db.connection(dsn, config) as conn:
-        try:
-            with Progress(None, "db init") as progress:
-                return await schema.init_schema(
-                    conn, standalone=standalone, channel=config.database.channel, progress=progress
-                )
-        except schema.SchemaError as exc:
-            raise UsageError(str(exc)) from None
+        with Progress(None, "db init") as progress:
+            return await schema.init_schema(
+                conn, standalone=standalone, channel=config.database.channel, progress=progress
+            )
 
 
 def check_command(args: argparse.Namespace, config: Config) -> int:
@@ -151,8 +148,6 @@ async def _import_legacy(dsn: str, config: Config, page_size: int, from_start: b
                 return await legacy_import.import_legacy(
                     conn, page_size=page_size, progress=progress, from_start=from_start
                 )
-    except legacy_import.NotLegacy as exc:
-        raise UsageError(str(exc)) from None
     except db.ANY_DB_ERRORS as exc:
         # Not a row's values (those are reported and skipped): the pages committed stay.
         raise UsageError(
@@ -165,12 +160,9 @@ def sql_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     role = args.role or db.configured_role(config)
     database = db.configured_database(config)
-    try:
-        if args.grants_only:
-            text = schema.grants_sql(role, database)
-        else:
-            text = schema.owner_sql(role, config.database.channel, database)
-    except schema.SchemaError as exc:
-        raise UsageError(str(exc)) from None
+    if args.grants_only:
+        text = schema.grants_sql(role, database)
+    else:
+        text = schema.owner_sql(role, config.database.channel, database)
     sys.stdout.write(text)
     return 0

@@ -12,7 +12,6 @@ import asyncpg
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.handlers.common import add_report_options, share_and_database
-from reactor.ops import audit
 from reactor.ops import repair as repair_mod
 from reactor.store import orphans
 
@@ -44,18 +43,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     async with share_and_database(args, config) as here:
-        try:
-            result = await repair_mod.repair(
-                here.conn,
-                config,
-                apply=args.apply,
-                share_online=here.online,
-                share_reason=here.reason,
-                check_files=not args.skip_files,
-                legacy_orphans=args.legacy_orphans,
-            )
-        except (audit.SchemaMissing, repair_mod.RepairBusy) as exc:
-            raise UsageError(str(exc)) from None
+        result = await repair_mod.repair(
+            here.conn,
+            config,
+            apply=args.apply,
+            share_online=here.online,
+            share_reason=here.reason,
+            check_files=not args.skip_files,
+            legacy_orphans=args.legacy_orphans,
+        )
         held = await _orphans(here.conn, config, args, here.online, here.reason)
     if args.json:
         print(json.dumps({**result.to_dict(), "orphans": held}, indent=2 if sys.stdout.isatty() else None))
@@ -80,10 +76,7 @@ async def _orphans(
             "mount the share, then run `reactor repair --purge-orphans --apply` again"
         )
     if args.apply:
-        try:
-            done = await repair_mod.purge_orphans(conn, config)
-        except repair_mod.RepairBusy as exc:
-            raise UsageError(str(exc)) from None
+        done = await repair_mod.purge_orphans(conn, config)
         out["purged"] = done.purged
         out["backups"] = {src: {"table": name, "rows": n} for src, (name, n) in done.backups.items()}
     else:

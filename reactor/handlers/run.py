@@ -12,9 +12,7 @@ import asyncio
 
 from reactor.config import Config
 from reactor.core import heap
-from reactor.core.instance_lock import InstanceTaken
 from reactor.core.service import Reactor
-from reactor.errors import UsageError
 from reactor.handlers.common import install_stop_signals
 from reactor.store import db, schema
 
@@ -41,8 +39,5 @@ async def serve(config: Config, dsn: str) -> int:
     await schema.prepare_embedded(config, dsn)
     stop = asyncio.Event()
     install_stop_signals(stop)
-    try:
-        await Reactor(config, dsn).run(stop)
-    except InstanceTaken as exc:
-        raise UsageError(str(exc)) from None
+    await Reactor(config, dsn).run(stop)
     return 0

@@ -73,10 +73,7 @@ async def _search(
     dsn: str, config: Config, path: str, args: argparse.Namespace
 ) -> tuple[similar.FaceRef, list[similar.FaceRef]]:
     async with db.connection(dsn, config) as conn:
-        try:
-            query = await similar.query_face(conn, path, args.face)
-        except similar.SimilarError as exc:
-            raise UsageError(str(exc)) from None
+        query = await similar.query_face(conn, path, args.face)
         matches = await similar.nearest(conn, query.face_id, limit=args.limit, max_distance=args.max_distance)
     return query, matches
 

@@ -24,6 +24,7 @@ import asyncpg
 
 from reactor.config import Config
 from reactor.core.instances import gone_after_seconds
+from reactor.errors import ReactorError
 from reactor.paths import InvalidPath, PathMapper, gone_states
 from reactor.store import orphans
 from reactor.store.relations import REACTOR_TABLES
@@ -56,7 +57,7 @@ CHECKS: dict[str, str] = {
 _STAT_BATCH = 2000
 
 
-class SchemaMissing(Exception):
+class SchemaMissing(ReactorError):
     """The reactor's tables are not there; the message says what to run."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from reactor.errors import ReactorError
 from reactor.store import legacy, sql
 from reactor.util.progress import Progress
 
@@ -39,7 +40,7 @@ INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 REAL_MAX = 3.4028234663852886e38
 
 
-class NotLegacy(Exception):
+class NotLegacy(ReactorError):
     """This face_metadata has no legacy columns to import from; the message says why."""
 
 

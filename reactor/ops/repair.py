@@ -31,7 +31,7 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config
-from reactor.errors import ErrorType
+from reactor.errors import ErrorType, ReactorError
 from reactor.ops.audit import AuditReport, missing_tables, run_audit
 from reactor.store import orphans, relations
 from reactor.store.constraints import PATH_CONSTRAINTS
@@ -59,7 +59,7 @@ FIXES: dict[str, str] = {
 PURGE_REASON = "purge_orphans"
 
 
-class RepairBusy(Exception):
+class RepairBusy(ReactorError):
     """The tables stayed locked by other sessions; nothing was changed."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from reactor.errors import ReactorError
 from reactor.ops.contact_sheet import Box
 from reactor.store import vectors
 from reactor.store.sql import Queries
@@ -23,7 +24,7 @@ SAME_PERSON_DISTANCE = 0.6
 DEFAULT_EF_SEARCH = 40
 
 
-class SimilarError(Exception):
+class SimilarError(ReactorError):
     """The query cannot be answered; the message says what to do."""
 
 

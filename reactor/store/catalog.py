@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from reactor.errors import ReactorError
 from reactor.store import legacy, privileges, sql, vectors
 from reactor.store.relations import SEQUENCES, exists
 
@@ -474,6 +475,6 @@ async def check(conn: asyncpg.Connection, *, channel: str, standalone: bool) -> 
     return report
 
 
-class SchemaUnusable(Exception):
+class SchemaUnusable(ReactorError):
     """No result could be written with the schema as it is: the reactor refuses to detect.
     The message names what is missing and the command that fixes it (reactor.store.writable)."""

@@ -14,12 +14,13 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import ENV_PREFIX, Config, ConfigError, database_password
+from reactor.errors import ReactorError
 from reactor.util import dsn as dsn_mod
 
 log = logs.get("reactor.db")
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(ReactorError):
     """The database cannot be reached; the message names host, port and database, never the password."""
 
 

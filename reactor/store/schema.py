@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from reactor.config import CHANNEL_RULE, Config, is_channel_name
+from reactor.errors import ReactorError
 from reactor.store import advice, catalog, db, legacy, privileges, relations, sql, vectors
 from reactor.store.catalog import FAILURE_OPTIONAL, FAILURE_REQUIRED, FAILURES, SCHEMA_VERSION
 from reactor.util.progress import Progress
@@ -40,7 +41,7 @@ FAILURE_COLUMN_TYPES = {
 ADDED_BY_INIT = frozenset({"file_mtime_ns", "orphaned_at"})
 
 
-class SchemaError(Exception):
+class SchemaError(ReactorError):
     """The database cannot take the schema as it is; the message says what to do."""
 
 
