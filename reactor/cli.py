@@ -62,6 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     hardening.forbid_dumps()
     try:
         cfg = config_mod.load(config_mod.config_path(args.config, os.environ))
+    except config_mod.ConfigError as exc:
+        # Printed as it is: it names a file, key or variable, never a value, and the
+        # password mask would take "REACTOR_DATABASE_PASSWORD: unknown" for a secret.
+        print(f"reactor: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
         logs.configure(
             fmt=args.log_format or cfg.logging.format,
             level=args.log_level or cfg.logging.level,
