@@ -26,6 +26,9 @@ CREATE TABLE face_detection_failures (
 """
 # The columns production's failures table lacks, which the reactor adapts to.
 PRODUCTION_LACKS = frozenset({"file_size_bytes", "original_width", "original_height"})
+# The legacy worker's table: a serial key, JSON as text for the boxes (so that a
+# malformed row can exist), jsonb for the encodings, no time zone, and a column
+# of another program's that the reactor does not know.
 LEGACY_FACE_METADATA = """
 CREATE TABLE face_metadata (
     id SERIAL PRIMARY KEY,

@@ -14,7 +14,8 @@ import pytest
 from reactor.config import load
 from reactor.store import catalog, db
 from tests.pg import PgServer
-from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
+from tests.production_shape import UPSTREAM_AI_METADATA
+from tests.test_schema import LEGACY_FAILURES
 
 SECRET = "s3cret-Pw!"
 

@@ -19,6 +19,7 @@ import pytest
 
 from reactor.ops import legacy_import, samples
 from tests.pg import BIN, PgServer
+from tests.production_shape import LEGACY_FACE_METADATA, UPSTREAM_AI_METADATA
 from tests.reactor_support import (
     ReactorProcess,
     detections_per_path,
@@ -28,22 +29,8 @@ from tests.reactor_support import (
     wait_until,
     write_photos,
 )
-from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
+from tests.test_schema import LEGACY_FAILURES
 
-# The legacy worker's table: a serial key, JSON as text for the boxes (so that a
-# malformed row can exist), jsonb for the encodings, no time zone, and a column
-# of another program's that the reactor does not know.
-LEGACY_FACE_METADATA = """
-CREATE TABLE face_metadata (
-    id SERIAL PRIMARY KEY,
-    image_path TEXT NOT NULL UNIQUE,
-    face_count INTEGER NOT NULL,
-    face_locations TEXT NOT NULL,
-    face_encodings JSONB NOT NULL,
-    detected_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    reviewed_by TEXT
-);
-"""
 ENCODING = [round(0.01 * i, 2) for i in range(128)]
 LEGACY_ROWS = [
     # path, face_count, face_locations, face_encodings

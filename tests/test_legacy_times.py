@@ -19,7 +19,8 @@ from reactor.handlers import failures as failures_handler
 from reactor.store import schema, store
 from tests.ops_seed import invoke
 from tests.pg import PgServer
-from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
+from tests.production_shape import UPSTREAM_AI_METADATA
+from tests.test_schema import LEGACY_FAILURES
 
 LATER = "apple/IMG_0073(1).PNG"
 

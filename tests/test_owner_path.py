@@ -18,9 +18,10 @@ from reactor import cli
 from reactor import config as config_mod
 from reactor.store import db
 from tests.pg_tcp import ADMIN_PASSWORD, TcpServer, start_tcp_server
+from tests.production_shape import UPSTREAM_AI_METADATA
 from tests.reactor_support import process_config, write_photos
 from tests.test_db_cli import run
-from tests.test_schema import LEGACY_FAILURES, UPSTREAM_AI_METADATA
+from tests.test_schema import LEGACY_FAILURES
 
 REACTOR_PASSWORD = "r3actor-Secret!"
 OWNER_PASSWORD = "0wner-Secret!"

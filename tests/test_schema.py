@@ -15,10 +15,10 @@ import pytest
 
 from reactor.store import catalog, schema
 from tests.pg import BIN, PgServer
+from tests.production_shape import UPSTREAM_AI_METADATA
 
 _names = itertools.count()
 
-UPSTREAM_AI_METADATA = "CREATE TABLE ai_metadata (image_path TEXT NOT NULL, is_processed BOOLEAN, analysed_by TEXT)"
 # seeds/000 without file_size_bytes, as found in production.
 LEGACY_FAILURES = """
 CREATE TABLE face_detection_failures (
