@@ -49,6 +49,17 @@ async def conn(dsn: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+async def intruder(pg: PgServer, database: str) -> AsyncIterator[asyncpg.Connection]:
+    """A role that may connect and nothing else: NOTIFY needs no privilege."""
+    admin = await asyncpg.connect(pg.dsn(database))
+    await admin.execute("DO $$ BEGIN CREATE ROLE intruder LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    await admin.close()
+    conn = await asyncpg.connect(pg.dsn(database, user="intruder"))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
 def share(tmp_path: Path) -> Path:
     """An empty, online share root (it holds the marker file)."""
     root = tmp_path / "share"

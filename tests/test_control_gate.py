@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -16,7 +16,6 @@ from reactor.config import Config
 from reactor.core import control, gate
 from reactor.core.listener import parse_payload
 from reactor.core.scheduler import MAX_ORPHAN_HINTS, MAX_REQUESTS, SweepScheduler
-from tests.pg import PgServer
 from tests.reactor_support import add_processed, wait_until, write_photos
 from tests.test_reactor import HOG, NO_POLLING, running
 
@@ -122,17 +121,6 @@ async def test_a_forged_reply_is_not_believed(dsn: str, intruder: asyncpg.Connec
         await conn.close()
         await intruder.remove_listener(CONTROL, forged)
     assert replies.swept is None and replies.skipped == []
-
-
-@pytest.fixture
-async def intruder(pg: PgServer, database: str) -> AsyncIterator[asyncpg.Connection]:
-    """A role that may connect and nothing else: NOTIFY needs no privilege."""
-    admin = await asyncpg.connect(pg.dsn(database))
-    await admin.execute("DO $$ BEGIN CREATE ROLE intruder LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-    await admin.close()
-    conn = await asyncpg.connect(pg.dsn(database, user="intruder"))
-    yield conn
-    await conn.close()
 
 
 async def test_requests_from_other_roles_are_refused_and_detection_goes_on(

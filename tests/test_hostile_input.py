@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from reactor.util import storable
 from reactor.util.ratelimit import RateLimiter
 from reactor.watch.file_events import DatabaseSink, ReadyFile
 from tests.httpget import http_request
-from tests.pg import PgServer
 from tests.reactor_support import wait_until, wait_watching, write_photos
 
 CHANNEL = "face_reactor"
@@ -57,17 +56,6 @@ def _hostile_payloads(real: str) -> list[str]:
     # 6000 bytes of UTF-8: longer than a path may be (escaped, it would not fit a NOTIFY).
     raw.append(json.dumps({"type": "deleted", "path": "é" * 3000}, ensure_ascii=False))
     return [json.dumps(o) for o in objects] + raw
-
-
-@pytest.fixture
-async def intruder(pg: PgServer, database: str) -> AsyncIterator[asyncpg.Connection]:
-    """A role that may connect and nothing else: NOTIFY needs no privilege."""
-    admin = await asyncpg.connect(pg.dsn(database))
-    await admin.execute("DO $$ BEGIN CREATE ROLE intruder LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-    await admin.close()
-    conn = await asyncpg.connect(pg.dsn(database, user="intruder"))
-    yield conn
-    await conn.close()
 
 
 def _write_not_utf8(share: Path, folder: str) -> None:
