@@ -31,6 +31,7 @@ PLATFORM_TESTS = (
     "tests/test_windows_paths.py",
     "tests/test_windows_drives.py",
     "tests/test_detector_waiting.py",
+    "tests/test_detector_memory.py",
     "tests/test_detector_lifetime.py::test_job_limit_structure_matches_the_windows_layout",
     "tests/test_aio.py",
     "tests/test_supervision.py",
