@@ -66,10 +66,13 @@ class MoveFinder:
         return await self.io.call(os.path.dirname(local), fn)
 
     async def adopt(self, claim: Claim, local: str, run: RunDb) -> Moved | None:
+        """The move applied, or None: the path is detected. FileNotFoundError: no file."""
         if claim.state.done:
             return None  # a re-detection: the path keeps its own result
         try:
             st = await self._files(local, lambda: os.stat(local))
+        except FileNotFoundError:
+            raise  # the caller records it missing on this look (DetectionLoop._moved_here)
         except (OSError, IoStall):
             return None  # detection records what is wrong with the file
         found = await run(lambda conn: moves.candidates(conn, claim.path, st.st_size, st.st_mtime_ns))

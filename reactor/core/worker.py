@@ -358,15 +358,26 @@ class DetectionLoop:
         if isinstance(result, str):
             log.debug("image_skipped", path=entry.path, reason=result)
             return None
-        if await self._moved_here(result, str(local), stop):
+        if await self._moved_here(result, entry, str(local), stop):
             return None
         return Ready(entry, result, str(local))
 
-    async def _moved_here(self, claim: Claim, local: str, stop: asyncio.Event) -> bool:
+    async def _moved_here(self, claim: Claim, entry: Entry, local: str, stop: asyncio.Event) -> bool:
         """A photo that moved takes its result and face ids along instead of being detected
-        (reactor.core.moved); True when its claim went with the move."""
+        (reactor.core.moved); True when its claim went with the move, or the file was not
+        there: then it is recorded missing on that same look. Were it handed to the detector,
+        a file arriving a moment later (the upstream's rows came first) would be detected as
+        a new photo before its move is seen; its file event brings it back instead."""
         try:
             moved = await self.moves.adopt(claim, local, self._runner(stop))
+        except FileNotFoundError:
+            missing = DetectionFailure(ErrorType.MISSING, f"file not found: {local}")
+            if await self._must_wait(missing):
+                await self._give_back(claim, entry)
+                self.in_flight.pop(claim.path, None)
+            else:
+                await self._persist(claim, missing)
+            return True
         except asyncpg.PostgresError as exc:
             log.warning("move_check_failed", path=claim.path, error=str(exc), effect="detected instead")
             return False
