@@ -13,7 +13,7 @@ import time
 
 from reactor.config import DetectorConfig
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 
 class FastEngine:

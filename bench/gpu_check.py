@@ -43,7 +43,7 @@ from typing import Any
 from bench import photos
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, gpu
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import samples
 
 OUT = Path(__file__).resolve().parent / "out"

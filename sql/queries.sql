@@ -79,11 +79,11 @@ DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1:
 -- follow with insert_face_detection in the same transaction.
 -- $1 path, $2 token, $3 face_count, $4 model, $5 scale, $6 width, $7 height,
 -- $8 decode_ms, $9 detect_ms, $10 encode_ms, $11 instance_id, $12 whether the old
--- face rows go (false: reactor.store.store matches them to the new faces, which keep their
+-- face rows go (false: reactor.store.outcomes matches them to the new faces, which keep their
 -- ids), $13 the settings fingerprint, $14 detect_width, $15 detect_height, $16 upsample,
 -- $17 min_face_px; the file as read: $18 size, $19 mtime_ns, $20 fingerprint
 -- (reactor.util.identity; NULL: none kept). On an adopted legacy face_metadata,
--- reactor.store.store fills the three /*legacy_...*/ markers with the legacy JSON columns
+-- reactor.store.outcomes fills the three /*legacy_...*/ markers with the legacy JSON columns
 -- (face_locations, face_encodings: $21, $22 as JSON text, cast to the column's type),
 -- so that legacy readers see every new result too.
 WITH released AS (
@@ -152,7 +152,7 @@ SET face_index = $2, box_top = $3, box_right = $4, box_bottom = $5, box_left = $
 WHERE face_id = $1
 
 -- name: current_xid
--- The id of the outcome write's transaction, read before its COMMIT (reactor.store.store.landed).
+-- The id of the outcome write's transaction, read before its COMMIT (reactor.store.outcomes.landed).
 SELECT txid_current()
 
 -- name: writes_committed

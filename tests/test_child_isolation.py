@@ -22,7 +22,7 @@ from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector
 from reactor.detector.child import is_secret
 from reactor.detector.types import Face
 from reactor.detector.waiting import receive
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from tests.fault_engine import PARENT_ENVIRON_ENV
 from tests.pg import PgServer
 from tests.reactor_support import REPO, ReactorProcess, process_config, wait_until, write_photos

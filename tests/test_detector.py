@@ -12,7 +12,7 @@ from PIL import Image
 
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, Outcome
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import samples
 from tests.reactor_support import phone_sized
 
@@ -162,7 +162,7 @@ async def test_the_cnn_check_drops_the_weak_shoulder_patch(
 
 BAD_FILES = [
     ("bad/empty.jpg", ErrorType.CORRUPT),
-    # Cut short looks like a copy in progress; reactor.store.store makes it corrupt once it
+    # Cut short looks like a copy in progress; reactor.store.outcomes makes it corrupt once it
     # is found again unchanged.
     ("bad/truncated.jpg", ErrorType.INCOMPLETE),
     ("bad/notes.jpg", ErrorType.UNSUPPORTED),

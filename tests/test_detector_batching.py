@@ -23,7 +23,7 @@ from reactor.detector.budget import MemoryBudget
 from reactor.detector.cascade import Box, Step
 from reactor.detector.engine import DlibEngine
 from reactor.detector.types import Outcome
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import samples
 from tests.reactor_support import add_processed, outcomes, wait_until, write_photos
 from tests.test_reactor import NO_POLLING, connection, running

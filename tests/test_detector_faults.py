@@ -20,7 +20,7 @@ import pytest_asyncio
 from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, DetectorUnavailable
 from reactor.detector.budget import SAFETY, MemoryBudget
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import samples
 from tests import fault_engine
 

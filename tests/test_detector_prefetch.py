@@ -12,7 +12,7 @@ import pytest
 from reactor.detector import child, prefetch
 from reactor.detector.prefetch import Prefetcher, ReadStalled, read_ahead
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.store.claims import Claim, ImageState
 
 

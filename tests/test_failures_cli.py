@@ -10,10 +10,11 @@ import pytest
 
 from reactor.config import Config, RetryConfig
 from reactor.detector.types import Detection, DetectionFailure
-from reactor.errors import ErrorType, UsageError
+from reactor.errors import UsageError
+from reactor.failure_types import ErrorType
 from reactor.handlers import failures as failures_handler
 from reactor.ops import failures
-from reactor.store import claims, store
+from reactor.store import claims, outcomes
 from tests.ops_seed import invoke, seed
 from tests.pg import PgServer
 
@@ -173,11 +174,11 @@ async def test_a_detection_in_flight_does_not_undo_the_blacklist(dsn: str) -> No
         in_flight = await claims.claim(conn, "f/a.jpg", "one", 60.0)
         assert isinstance(in_flight, claims.Claim)
         await failures.blacklist(conn, ["f/a.jpg"], "not a photo")
-        with pytest.raises(store.Fenced):
-            await store.record_success(conn, in_flight, DETECTION, "one")
+        with pytest.raises(outcomes.Fenced):
+            await outcomes.record_success(conn, in_flight, DETECTION, "one")
         failure = DetectionFailure(ErrorType.TIMEOUT, "too slow")
-        with pytest.raises(store.Fenced):
-            await store.record_failure(conn, "f/a.jpg", failure, RetryConfig(), frozenset(), in_flight)
+        with pytest.raises(outcomes.Fenced):
+            await outcomes.record_failure(conn, "f/a.jpg", failure, RetryConfig(), frozenset(), in_flight)
         row = await conn.fetchrow("SELECT last_error_type, permanently_failed FROM face_detection_failures")
         assert row is not None and tuple(row) == ("blacklisted", True)
         assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 0
@@ -190,7 +191,7 @@ async def test_a_detection_in_flight_does_not_undo_the_blacklist(dsn: str) -> No
             "permanently_failed, last_failure_at, next_retry_after) "
             "VALUES ('f/b.jpg', 0, 'by hand', 'blacklisted', TRUE, now(), 'infinity')"
         )
-        await store.record_success(conn, other, DETECTION, "one")
+        await outcomes.record_success(conn, other, DETECTION, "one")
         assert (
             await conn.fetchval("SELECT last_error_type FROM face_detection_failures WHERE image_path = 'f/b.jpg'")
             == "blacklisted"
@@ -226,7 +227,7 @@ async def test_large_retry_sends_one_bulk_hint(
 
 
 def test_readme_failure_types_match_the_code() -> None:
-    from reactor.errors import ADVICE, ErrorType
+    from reactor.failure_types import ADVICE, ErrorType
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = readme.split("## Failure types", 1)[1].split("\n## ", 1)[0]

@@ -22,7 +22,7 @@ import pytest
 from reactor.config import Config, DetectorConfig
 from reactor.core.service import Reactor
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, prefetch
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.util.shareio import IoStall, ShareIO
 from tests.httpget import http_request
 from tests.reactor_support import add_processed, wait_until, write_photos

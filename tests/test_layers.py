@@ -1,7 +1,7 @@
 """The package's layers: every import goes down, and no CLI handler imports another.
 
 From the bottom: the helpers every layer may use (``util`` and the top-level ``config``,
-``errors``, ``logs`` and ``paths``), the detector, the store, watching the share, the core
+``errors``, ``failure_types``, ``logs`` and ``paths``), the detector, the store, watching the share, the core
 loop, the operator's tools, the CLI handlers, and the CLI itself. A module may import its
 own layer and the layers below it; a handler may import ``handlers.common`` and no other
 handler. The rule is read from the source, so a new module cannot slip past it.
@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "reactor"
 
 # Lowest first. The top-level modules are named by their own name.
 LAYERS: list[set[str]] = [
-    {"util", "config", "errors", "logs", "paths"},
+    {"util", "config", "errors", "failure_types", "logs", "paths"},
     {"detector"},
     {"store"},
     {"watch"},
@@ -29,7 +29,7 @@ LAYERS: list[set[str]] = [
     {"cli", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
-TOP_LEVEL = {"cli", "config", "errors", "logs", "paths", "__init__", "__main__"}
+TOP_LEVEL = {"cli", "config", "errors", "failure_types", "logs", "paths", "__init__", "__main__"}
 
 
 def _modules() -> list[Path]:
@@ -84,7 +84,7 @@ def test_every_import_goes_down_the_layers() -> None:
 
 
 def test_every_module_lives_in_a_layer() -> None:
-    """Only the CLI, the configuration, errors, logs and paths live at the top."""
+    """Only the CLI, the configuration, errors, failure types, logs and paths live at the top."""
     strays = [p.name for p in PACKAGE.glob("*.py") if p.stem not in TOP_LEVEL]
     assert strays == []
     rooms = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}

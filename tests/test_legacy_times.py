@@ -14,9 +14,9 @@ import pytest
 
 from reactor.config import RetryConfig, load
 from reactor.detector.types import DetectionFailure
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.handlers import failures as failures_handler
-from reactor.store import schema, store
+from reactor.store import outcomes, schema
 from tests.ops_seed import invoke
 from tests.pg import PgServer
 from tests.production_shape import UPSTREAM_AI_METADATA
@@ -61,7 +61,7 @@ async def test_naive_failure_times_are_the_servers_zone(
         try:
             await schema.init_schema(conn, standalone=False)
             columns = await schema.failure_columns(conn)
-            record = await store.record_failure(
+            record = await outcomes.record_failure(
                 conn, "new/photo.jpg", DetectionFailure(ErrorType.TIMEOUT, "slow"), RetryConfig(jitter=0.0), columns
             )
             stored = await conn.fetchval(

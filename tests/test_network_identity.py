@@ -17,10 +17,11 @@ import pytest
 from reactor.config import Config, RetryConfig, load
 from reactor.detector.loading import busy, changed_after_read, load_image, read_file, unfinished
 from reactor.detector.types import DetectionFailure
-from reactor.errors import ErrorType, UsageError
+from reactor.errors import UsageError
+from reactor.failure_types import ErrorType
 from reactor.handlers import deletions as deletions_handler
 from reactor.ops import samples
-from reactor.store import held, store
+from reactor.store import held, outcomes
 from reactor.store.schema import failure_columns
 from reactor.util.identity import fingerprint_of_bytes, read_identity
 from reactor.watch.file_events import DatabaseSink, ReadyFile
@@ -134,7 +135,7 @@ def test_a_preallocated_copy_is_incomplete_even_where_it_decodes(tmp_path: Path,
         outcome = load_image(str(copy), lambda _size: 200, 10**8, 0.0)
         assert isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.INCOMPLETE, missing
         # Its content's fingerprint is in the message: through SMB a copy's size and
-        # mtime stay frozen, so only the content shows it moved on (store.record_failure).
+        # mtime stay frozen, so only the content shows it moved on (outcomes.record_failure).
         assert fingerprint_of_bytes(copy.read_bytes())[:16] in outcome.message
     padded = tmp_path / f"padded.{suffix}"
     padded.write_bytes(data + b"\x00" * 64)  # some writers pad after the end marker
@@ -191,9 +192,9 @@ async def test_a_copy_that_moves_on_with_a_frozen_size_and_mtime_stays_incomplet
         )
 
     for content in ("aaaa", "bbbb", "cccc"):
-        record = await store.record_failure(conn, "smb.jpg", at(content), RETRY, cols, incomplete_delay=4.0)
+        record = await outcomes.record_failure(conn, "smb.jpg", at(content), RETRY, cols, incomplete_delay=4.0)
         assert record.error_type is ErrorType.INCOMPLETE and record.retry_count == 0
-    stuck = await store.record_failure(conn, "smb.jpg", at("cccc"), RETRY, cols, incomplete_delay=4.0)
+    stuck = await outcomes.record_failure(conn, "smb.jpg", at("cccc"), RETRY, cols, incomplete_delay=4.0)
     assert stuck.error_type is ErrorType.CORRUPT  # the same bytes a window later: it stopped
 
 
@@ -227,20 +228,20 @@ def cut_short(size: int, mtime_ns: int) -> DetectionFailure:
 async def test_incomplete_is_not_a_try_until_found_again_unchanged(conn: asyncpg.Connection) -> None:
     cols = await failure_columns(conn)
     assert "file_mtime_ns" in cols
-    first = await store.record_failure(conn, "copy.jpg", cut_short(100, 1), RETRY, cols, incomplete_delay=4.0)
+    first = await outcomes.record_failure(conn, "copy.jpg", cut_short(100, 1), RETRY, cols, incomplete_delay=4.0)
     assert first.error_type is ErrorType.INCOMPLETE and first.retry_count == 0 and not first.permanently_failed
     due = await conn.fetchval("SELECT next_retry_after - last_failure_at FROM face_detection_failures")
     assert due.total_seconds() == pytest.approx(4.0, abs=0.5)
-    grown = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    grown = await outcomes.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
     assert grown.error_type is ErrorType.INCOMPLETE and grown.retry_count == 0  # still growing: no try counted
     # The same cut file, unchanged a window later: it is damaged, not being copied.
-    again = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    again = await outcomes.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
     assert again.error_type is ErrorType.CORRUPT and again.retry_count == 1
     row = await conn.fetchrow("SELECT * FROM face_detection_failures")
     assert row is not None
     assert (row["last_error_type"], row["file_size_bytes"], row["file_mtime_ns"]) == ("corrupt", 200, 2)
     # Its retry finds the same cut file: corrupt again at once, then permanent.
-    last = await store.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
+    last = await outcomes.record_failure(conn, "copy.jpg", cut_short(200, 2), RETRY, cols, incomplete_delay=4.0)
     assert last.error_type is ErrorType.CORRUPT and last.retry_count == 2 and last.permanently_failed
 
 
@@ -250,7 +251,7 @@ async def test_a_permanent_failure_whose_file_changed_is_queued_again(dsn: str, 
         kind = ErrorType.TIMEOUT if path == "timeout.jpg" else ErrorType.CORRUPT
         failure = DetectionFailure(kind, "damaged", file_size_bytes=100, file_mtime_ns=5)
         for _ in range(3):
-            await store.record_failure(conn, path, failure, RETRY, cols)
+            await outcomes.record_failure(conn, path, failure, RETRY, cols)
     # A legacy row without a recorded mtime: only a change the watcher saw counts.
     await conn.execute(
         "INSERT INTO face_detection_failures (image_path, retry_count, last_error, last_error_type, "

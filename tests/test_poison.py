@@ -58,7 +58,7 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
             raise ZeroDivisionError("a bug that only this entry reaches")
         return await real_claim(conn, path, *args, **kwargs)
 
-    monkeypatch.setattr("reactor.core.worker.claims.claim", claim)
+    monkeypatch.setattr("reactor.core.detection_loop.claims.claim", claim)
     release = threading.Event()
     real_resolve = PathMapper.resolve_in_share
 

@@ -7,7 +7,7 @@ import random
 
 from reactor.config import RetryConfig
 from reactor.core.queue import MANUAL_BURST, Entry, ImageQueue, Priority
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.util.backoff import Backoff, max_attempts
 from reactor.util.ratelimit import RateLimiter
 from tests.peek import priority_of

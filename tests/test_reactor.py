@@ -15,7 +15,7 @@ import pytest
 
 from reactor.config import Config
 from reactor.core.service import Reactor
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import samples
 from tests.pg import PgServer
 from tests.reactor_support import add_processed, count_results, outcomes, wait_until, write_photos

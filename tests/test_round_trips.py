@@ -17,8 +17,8 @@ import pytest
 
 from reactor.config import RetryConfig
 from reactor.detector.types import DetectionFailure
-from reactor.errors import ErrorType
-from reactor.store import claims, held, store
+from reactor.failure_types import ErrorType
+from reactor.store import claims, held, outcomes
 from reactor.store.claims import Claim
 from reactor.store.schema import failure_columns
 from reactor.watch.file_events import DatabaseSink, ReadyFile
@@ -72,7 +72,7 @@ async def test_a_failure_is_one_statement_on_any_shape(conn: asyncpg.Connection,
     cols = await failure_columns(conn)
     claim = await claimed(conn, "a/b.jpg")
     with statements(conn) as sent:
-        rec = await store.record_failure(conn, claim.path, FULL, RETRY, cols, claim)
+        rec = await outcomes.record_failure(conn, claim.path, FULL, RETRY, cols, claim)
     # Was an upsert and up to four UPDATEs of the optional columns.
     assert len(failure_writes(sent)) == 1, sent
     assert rec.retry_count == 1 and not rec.permanently_failed
@@ -86,9 +86,9 @@ async def test_an_unknown_value_keeps_the_rows_and_the_mtime_is_this_trys(conn: 
     know leaves the row's, the mtime is always the one of this try."""
     cols = await failure_columns(conn)
     await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('c.jpg', TRUE)")
-    await store.record_failure(conn, "c.jpg", FULL, RETRY, cols)
+    await outcomes.record_failure(conn, "c.jpg", FULL, RETRY, cols)
     with statements(conn) as sent:
-        rec = await store.record_failure(conn, "c.jpg", DetectionFailure(ErrorType.CORRUPT, "cut"), RETRY, cols)
+        rec = await outcomes.record_failure(conn, "c.jpg", DetectionFailure(ErrorType.CORRUPT, "cut"), RETRY, cols)
     assert len(failure_writes(sent)) == 1, sent
     assert rec.retry_count == 2 and rec.permanently_failed
     row = cast(asyncpg.Record, await conn.fetchrow("SELECT * FROM face_detection_failures"))
@@ -102,7 +102,7 @@ async def test_an_incomplete_file_is_one_write_too(conn: asyncpg.Connection) -> 
     claim = await claimed(conn, "d.jpg")
     cut = DetectionFailure(ErrorType.INCOMPLETE, "short", file_size_bytes=5, file_mtime_ns=9)
     with statements(conn) as sent:
-        rec = await store.record_failure(conn, claim.path, cut, RETRY, cols, claim)
+        rec = await outcomes.record_failure(conn, claim.path, cut, RETRY, cols, claim)
     assert len(failure_writes(sent)) == 1, sent
     assert rec.retry_count == 0
     assert await conn.fetchval("SELECT file_size_bytes FROM face_detection_failures") == 5
@@ -132,7 +132,7 @@ async def test_a_batch_of_file_events_takes_one_pooled_connection(
     await conn.execute(
         "INSERT INTO face_metadata (image_path, face_count, model, scale) VALUES ('n/f.jpg', 0, 'hog', 1.0)"
     )
-    await store.record_failure(conn, "n/f.jpg", FULL, RETRY, await failure_columns(conn))
+    await outcomes.record_failure(conn, "n/f.jpg", FULL, RETRY, await failure_columns(conn))
     await held.hold(conn, ["n/f.jpg"], "share offline")
     queued: list[tuple[str, bool]] = []
 

@@ -10,7 +10,7 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import samples
 from tests.reactor_support import phone_sized
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from reactor.store import sql, store
+from reactor.store import outcomes, sql
 from tests import production_shape
 from tests.pg import PgServer
 
@@ -179,8 +179,8 @@ async def prod_conn(pg: PgServer, production_database: str) -> AsyncIterator[asy
 async def test_block_runs_on_the_production_shape(prod_conn: asyncpg.Connection, file: str, block: str) -> None:
     """No query fails at run time on a column that a legacy table lacks: every block runs on
     production's shape, except the few that write an optional column, which the store runs
-    only where the column exists (store.OPTIONAL_FAILURE_BLOCKS, the one list of them)."""
-    guarded = store.OPTIONAL_FAILURE_BLOCKS.get(block) if file == "queries.sql" else None
+    only where the column exists (outcomes.OPTIONAL_FAILURE_BLOCKS, the one list of them)."""
+    guarded = outcomes.OPTIONAL_FAILURE_BLOCKS.get(block) if file == "queries.sql" else None
     try:
         await run_block(prod_conn, file, block)
     except asyncpg.UndefinedColumnError as exc:
@@ -201,18 +201,18 @@ async def test_block_runs_on_the_production_shape(prod_conn: asyncpg.Connection,
 async def test_failure_writes_run_with_the_columns_each_shape_has(
     conn: asyncpg.Connection, prod_conn: asyncpg.Connection, block: str
 ) -> None:
-    """The failure writes name the optional columns the table has (store.failure_write_sql):
+    """The failure writes name the optional columns the table has (outcomes.failure_write_sql):
     with the production shape's columns they run there, with every one they need the full schema."""
-    every = frozenset(store.FAILURE_WRITE_COLUMNS)
+    every = frozenset(outcomes.FAILURE_WRITE_COLUMNS)
     shapes = [(prod_conn, every - production_shape.PRODUCTION_LACKS), (conn, every)]
     for connection, columns in shapes:
         tx = connection.transaction()
         await tx.start()
         try:
-            stmt = await connection.prepare(store.failure_write_sql(block, columns))
-            assert len(stmt.get_parameters()) == store.FAILURE_FIXED_PARAMS[block] + len(columns)
+            stmt = await connection.prepare(outcomes.failure_write_sql(block, columns))
+            assert len(stmt.get_parameters()) == outcomes.FAILURE_FIXED_PARAMS[block] + len(columns)
             await stmt.fetch(*[await dummy(connection, p.oid) for p in stmt.get_parameters()])
         finally:
             await tx.rollback()
     with pytest.raises(asyncpg.UndefinedColumnError):
-        await prod_conn.prepare(store.failure_write_sql(block, every))
+        await prod_conn.prepare(outcomes.failure_write_sql(block, every))

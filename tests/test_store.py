@@ -13,8 +13,8 @@ from reactor.config import RetryConfig
 from reactor.core.queue import ImageQueue, Priority
 from reactor.core.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
 from reactor.detector.types import Detection, DetectionFailure, Face
-from reactor.errors import ErrorType
-from reactor.store import claims, store
+from reactor.failure_types import ErrorType
+from reactor.store import claims, outcomes
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
 from reactor.store.schema import failure_columns
@@ -65,9 +65,9 @@ async def test_claim_is_exclusive_until_the_lease_expires(conn: asyncpg.Connecti
     await conn.execute("UPDATE reactor_claims SET lease_until = now() - interval '1 second'")
     second = await claims.claim(conn, "a.jpg", "two", 60.0)
     assert isinstance(second, Claim) and second.token > first.token
-    with pytest.raises(store.Fenced):
-        await store.record_success(conn, first, detection(1), "one")
-    await store.record_success(conn, second, detection(2), "two")
+    with pytest.raises(outcomes.Fenced):
+        await outcomes.record_success(conn, first, detection(1), "one")
+    await outcomes.record_success(conn, second, detection(2), "two")
     row = cast(asyncpg.Record, await conn.fetchrow("SELECT face_count, instance_id, claim_token FROM face_metadata"))
     assert dict(row) == {"face_count": 2, "instance_id": "two", "claim_token": second.token}
     assert await conn.fetchval("SELECT count(*) FROM reactor_claims") == 0
@@ -78,7 +78,7 @@ async def test_claim_rechecks_eligibility_in_the_same_transaction(conn: asyncpg.
     await conn.execute("INSERT INTO ai_metadata (image_path, is_processed) VALUES ('raw.jpg', FALSE)")
     c = await claims.claim(conn, "done.jpg", "one", 60.0)
     assert isinstance(c, Claim)
-    await store.record_success(conn, c, detection(0), "one")
+    await outcomes.record_success(conn, c, detection(0), "one")
     assert await claims.claim(conn, "done.jpg", "two", 60.0) == "done"
     assert isinstance(await claims.claim(conn, "done.jpg", "two", 60.0, redetect=True), Claim)
     assert await claims.claim(conn, "raw.jpg", "two", 60.0) == "not_processed"
@@ -97,14 +97,14 @@ async def test_claim_rechecks_eligibility_in_the_same_transaction(conn: asyncpg.
 async def test_success_is_idempotent_and_clears_the_failure(conn: asyncpg.Connection) -> None:
     await processed(conn, "x/y.jpg")
     failure = DetectionFailure(ErrorType.TIMEOUT, "slow", scale=0.75)
-    await store.record_failure(conn, "x/y.jpg", failure, RETRY, await failure_columns(conn))
+    await outcomes.record_failure(conn, "x/y.jpg", failure, RETRY, await failure_columns(conn))
     await conn.execute("UPDATE face_detection_failures SET next_retry_after = now()")
     for faces in (3, 2):
         c = await claims.claim(conn, "x/y.jpg", "one", 60.0, redetect=True)
         assert isinstance(c, Claim)
         if faces == 3:
             assert c.last_scale == pytest.approx(0.75)
-        await store.record_success(conn, c, detection(faces), "one")
+        await outcomes.record_success(conn, c, detection(faces), "one")
     assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 1
     assert await conn.fetchval("SELECT face_count FROM face_metadata") == 2
     assert await conn.fetchval("SELECT count(*) FROM face_detections WHERE image_path = 'x/y.jpg'") == 2
@@ -119,13 +119,13 @@ async def test_failure_backoff_and_permanent_state(conn: asyncpg.Connection) -> 
     delays = []
     for _ in range(3):
         before = datetime.now(UTC)
-        rec = await store.record_failure(conn, "bad.jpg", DetectionFailure(ErrorType.CRASH, "boom"), RETRY, cols)
+        rec = await outcomes.record_failure(conn, "bad.jpg", DetectionFailure(ErrorType.CRASH, "boom"), RETRY, cols)
         delays.append((rec.next_retry_after - before).total_seconds())
     # base 10, multiplier 2, cap 35, no jitter: 10, 20, then permanent after 3 tries.
     assert delays[0] == pytest.approx(10, abs=2) and delays[1] == pytest.approx(20, abs=2)
     assert rec.retry_count == 3 and rec.permanently_failed
     assert await conn.fetchval("SELECT count(*) FROM face_metadata") == 0
-    first = await store.record_failure(
+    first = await outcomes.record_failure(
         conn,
         "corrupt.jpg",
         DetectionFailure(ErrorType.CORRUPT, "cut", original_size=(10, 20), file_size_bytes=99),
@@ -133,7 +133,7 @@ async def test_failure_backoff_and_permanent_state(conn: asyncpg.Connection) -> 
         cols,
     )
     assert not first.permanently_failed
-    second = await store.record_failure(conn, "corrupt.jpg", DetectionFailure(ErrorType.CORRUPT, "cut"), RETRY, cols)
+    second = await outcomes.record_failure(conn, "corrupt.jpg", DetectionFailure(ErrorType.CORRUPT, "cut"), RETRY, cols)
     assert second.permanently_failed and second.retry_count == 2
     row = cast(
         asyncpg.Record, await conn.fetchrow("SELECT * FROM face_detection_failures WHERE image_path = 'corrupt.jpg'")
@@ -149,7 +149,7 @@ async def test_legacy_failures_table_without_optional_columns(conn: asyncpg.Conn
     cols = await failure_columns(conn)
     assert "file_size_bytes" not in cols
     await processed(conn, "old.jpg")
-    rec = await store.record_failure(
+    rec = await outcomes.record_failure(
         conn, "old.jpg", DetectionFailure(ErrorType.OOM, "oom", scale=0.5, file_size_bytes=5), RETRY, cols
     )
     assert rec.retry_count == 1
@@ -160,11 +160,11 @@ async def test_legacy_failures_table_without_optional_columns(conn: asyncpg.Conn
 async def test_invalid_paths_are_recorded_as_permanent_failures(conn: asyncpg.Connection) -> None:
     cols = await failure_columns(conn)
     for path in ("/etc/passwd", "../up.jpg", "face_crops/a.jpg"):
-        rec = await store.record_failure(conn, path, DetectionFailure(ErrorType.INVALID_PATH, "bad"), RETRY, cols)
+        rec = await outcomes.record_failure(conn, path, DetectionFailure(ErrorType.INVALID_PATH, "bad"), RETRY, cols)
         assert rec.permanently_failed and rec.retry_count == 1
     # The path rule still holds for every other failure type.
     with pytest.raises(asyncpg.CheckViolationError):
-        await store.record_failure(conn, "/abs.jpg", DetectionFailure(ErrorType.CORRUPT, "x"), RETRY, cols)
+        await outcomes.record_failure(conn, "/abs.jpg", DetectionFailure(ErrorType.CORRUPT, "x"), RETRY, cols)
 
 
 async def test_sweep_finds_pending_retries_and_orphans_page_by_page(pool: asyncpg.Pool) -> None:
@@ -319,14 +319,14 @@ async def test_a_lost_commit_reply_is_recognised_for_every_kind_of_outcome(
     claim = await claims.claim(conn, "cut.jpg", "me", 60.0)
     assert isinstance(claim, Claim)
     failure = DetectionFailure(error_type, "cut short")
-    await store.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # its reply "lost"
-    with pytest.raises(store.Fenced):
-        await store.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # the retry
-    assert await store.landed(conn, claim)
+    await outcomes.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # its reply "lost"
+    with pytest.raises(outcomes.Fenced):
+        await outcomes.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # the retry
+    assert await outcomes.landed(conn, claim)
     # A claim taken over before its write: fenced, and nothing of it landed.
     first = await claims.claim(conn, "other.jpg", "me", 60.0)
     second = await claims.claim(conn, "other.jpg", "me", 60.0)
     assert isinstance(first, Claim) and isinstance(second, Claim)
-    with pytest.raises(store.Fenced):
-        await store.record_failure(conn, first.path, failure, RETRY, cols, first)
-    assert not await store.landed(conn, first)
+    with pytest.raises(outcomes.Fenced):
+        await outcomes.record_failure(conn, first.path, failure, RETRY, cols, first)
+    assert not await outcomes.landed(conn, first)

@@ -19,8 +19,8 @@ from typing import Any
 
 from reactor import logs
 from reactor.config import DetectorConfig, cpu_cores
+from reactor.core.detection_loop import DetectionLoop
 from reactor.core.inflight import InFlight
-from reactor.core.worker import DetectionLoop
 from reactor.detector import Detector, DetectorState, DetectorUnavailable
 from reactor.util.shareio import ShareIO
 

@@ -22,7 +22,8 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config
-from reactor.core import gate, heap, metrics
+from reactor.core import gate, heap_trim, metrics
+from reactor.core.detection_loop import DetectionLoop, WriteBlock
 from reactor.core.gate import NoticeKind
 from reactor.core.health import HealthServer, LoopLag
 from reactor.core.inflight import InFlight
@@ -33,7 +34,6 @@ from reactor.core.queue import ImageQueue, Priority
 from reactor.core.scheduler import SweepScheduler
 from reactor.core.supervisor import Supervisor
 from reactor.core.sweep import SweepCounts, Sweeper
-from reactor.core.worker import DetectionLoop, WriteBlock
 from reactor.detector import Detector
 from reactor.paths import PathMapper
 from reactor.store import catalog, claims, legacy, writable
@@ -81,8 +81,8 @@ class Reactor:
         self.database_up: bool | None = None
         self.listener: Listener | None = None
         self.sweeper: Sweeper | None = None
-        # The first lane's loop (every lane's: self.lanes.loops).
-        self.worker: DetectionLoop | None = None
+        # The first lane's loop (every lane's: self.lanes.loops); None until _build.
+        self.first_loop: DetectionLoop | None = None
         self.watcher: Watcher | None = None
         self.supervisor = Supervisor()
         # /healthz and /metrics, once bound (health.enabled).
@@ -266,6 +266,11 @@ class Reactor:
             return pool
         return None
 
+    @property
+    def started(self) -> bool:
+        """Whether the lanes have their loops: run_once and run have connected and built them."""
+        return self.first_loop is not None
+
     async def _build(self, pool: asyncpg.Pool) -> tuple[Sweeper, DetectionLoop]:
         async with pool.acquire() as conn:
             own_role = await conn.fetchval(Q.current_role)
@@ -300,7 +305,7 @@ class Reactor:
                 incomplete_delay=incomplete_delay,
             )
 
-        self.worker = self.lanes.bind(make_loop)
+        self.first_loop = self.lanes.bind(make_loop)
         self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)
         if self.config.watcher.enabled:
             # File events enter the same queue; the watcher's rescans ask for a sweep.
@@ -318,10 +323,10 @@ class Reactor:
         metrics.SHARE_ONLINE.set_function(lambda: float(self.share.online))
         metrics.DETECTOR_RESTARTS.set_function(lambda: float(self.lanes.restarts))
         metrics.bind_children(self.lanes.snapshot)
-        return self.sweeper, self.worker
+        return self.sweeper, self.first_loop
 
     def _start_tasks(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
-        assert self.listener is not None and self.worker is not None
+        assert self.listener is not None and self.first_loop is not None
         assert self.sweeper is not None and self.pool is not None
         listener, sweeper, pool, lanes = self.listener, self.sweeper, self.pool, self.lanes
         tasks: dict[str, TaskFactory] = {
@@ -334,7 +339,7 @@ class Reactor:
             "lease": self._lease_loop,
             "loop_lag": self.loop_lag.run,
             # A storm frees as much as it allocates; glibc keeps the freed pages unless asked.
-            "heap_trim": heap.HeapTrimmer(lambda: lanes.processed).run,
+            "heap_trim": heap_trim.HeapTrimmer(lambda: lanes.processed).run,
             **self.side_tasks,
         }
         for name, factory in tasks.items():
@@ -410,7 +415,7 @@ class Reactor:
         assert self.pool is not None
         lease = self.config.service.lease_seconds
         while not await sleep_or_stop(halt, lease / 3):
-            # Each lane's image being detected and the one being written (see reactor.core.worker).
+            # Each lane's image being detected and the one being written (see reactor.core.detection_loop).
             in_flight = self.lanes.in_flight.values()
             if not in_flight:
                 continue

@@ -4,7 +4,7 @@ This package is the only code that imports dlib or face_recognition, and only in
 child (``engine``); the reactor process imports nothing heavier than Pillow from here.
 """
 
-from reactor.detector.supervisor import Detector, DetectorUnavailable
+from reactor.detector.parent import Detector, DetectorUnavailable
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, DetectorState, Face, Outcome
 
 __all__ = [

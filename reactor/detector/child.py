@@ -35,7 +35,7 @@ from typing import Any
 from reactor.config import DetectorConfig
 from reactor.detector import lifetime, wire
 from reactor.detector.types import DETAIL_ALONE, DetectionFailure, DetectionJob, Engine, Outcome
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 # In place of a job's bytes: the parent streams them next, in chunks, until an empty one
 # (a file too large for the parent to hold; every read of the share stays in the parent).

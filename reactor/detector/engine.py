@@ -35,7 +35,7 @@ from reactor.detector.types import (
     Face,
     Outcome,
 )
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 # A weak HOG box is checked on a crop this many box-widths wide, resized so that the box is
 # about this many pixels: big enough for the CNN's window, small enough to cost ~0.5 s on a CPU.

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from reactor.detector.types import DetectionFailure
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.util.identity import fingerprint_of_bytes, read_identity
 
 # Leading bytes of formats the reactor accepts: a file that starts like one of these but
@@ -216,7 +216,7 @@ def load_image(
         cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
     if cut is not None:
         # Told apart from damage: the worker retries it soon, and only the same cut
-        # file found again unchanged is recorded as corrupt (reactor.store.store).
+        # file found again unchanged is recorded as corrupt (reactor.store.outcomes).
         # The content's fingerprint is in the message: through SMB a copy in progress
         # keeps its size and mtime, only its bytes tell that it moved on.
         return DetectionFailure(

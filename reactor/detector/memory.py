@@ -3,7 +3,7 @@
 A CPU child runs under RLIMIT_AS (reactor.detector.child.limit_memory), but a CUDA child
 cannot: the driver reserves far more address space than it uses. So the parent watches
 a CUDA child's resident size while it works on a job and replaces it over
-``detector.max_memory_mb`` (reactor.detector.supervisor): the image gets ``oom`` and is
+``detector.max_memory_mb`` (reactor.detector.parent): the image gets ``oom`` and is
 tried again at a smaller scale, instead of the host's OOM killer choosing a victim.
 
 Read from ``/proc/<pid>/statm`` on Linux and ``GetProcessMemoryInfo`` on Windows (no

@@ -33,7 +33,7 @@ MAX_PREFETCH_BYTES = 32 * 1024 * 1024
 
 
 # Larger files are streamed to the child in chunks of this size, each read under the
-# share's deadline (reactor.detector.supervisor): the child never reads the share itself.
+# share's deadline (reactor.detector.parent): the child never reads the share itself.
 STREAM_CHUNK_BYTES = 4 * 1024 * 1024
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 
 class DetectorState(StrEnum):

@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from reactor.detector.types import Detection, DetectionFailure, Face
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 # 1,000 faces of 128 floats fit comfortably; more is not a photo the reactor will store.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024

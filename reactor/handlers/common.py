@@ -137,16 +137,16 @@ async def sweep_once_here(config: Config, dsn: str, label: str) -> HereOutcome:
     own_id = f"{config.service.instance_id or default_instance_id()}:once:{os.getpid()}"
     reactor = Reactor(config, dsn, instance_id=own_id)
     with Progress(None, label) as progress:
-        # The worker exists only once run_once has connected; until then nothing is done.
+        # The lanes exist only once run_once has connected; until then nothing is done.
         # An image taken from the queue is in flight (claimed, detected or being written)
         # until its outcome is written: count it, or the total runs one or two short.
         follower = asyncio.create_task(
             follow(
                 progress,
-                lambda: reactor.lanes.processed if reactor.worker else 0,
+                lambda: reactor.lanes.processed if reactor.started else 0,
                 lambda: (
                     reactor.lanes.processed + len(reactor.queue) + len(reactor.lanes.in_flight)
-                    if reactor.worker
+                    if reactor.started
                     else None
                 ),
             )

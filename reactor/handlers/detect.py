@@ -15,7 +15,7 @@ from typing import Any
 
 from reactor.config import Config
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, DetectorUnavailable, Outcome
-from reactor.errors import ADVICE
+from reactor.failure_types import ADVICE
 from reactor.handlers.common import logs_to_stderr
 
 EXIT_SOME_FAILED = 1

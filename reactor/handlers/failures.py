@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 
 from reactor.config import Config
-from reactor.errors import ADVICE, ErrorType, UsageError
+from reactor.errors import UsageError
+from reactor.failure_types import ADVICE, ErrorType
 from reactor.handlers.common import database_problems, logs_to_stderr
 from reactor.ops import failures
 from reactor.paths import InvalidPath, PathMapper

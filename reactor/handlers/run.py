@@ -11,7 +11,7 @@ import argparse
 import asyncio
 
 from reactor.config import Config
-from reactor.core import heap
+from reactor.core import heap_trim
 from reactor.core.service import Reactor
 from reactor.handlers.common import install_stop_signals
 from reactor.store import db, schema
@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run_command(args: argparse.Namespace, config: Config) -> int:
     # Process-wide, so here and not in the Reactor: before any thread exists (the embedded
     # database, the event loop's executor), threads share the main heap, which the
-    # reactor's HeapTrimmer trims (reactor.core.heap).
-    heap.single_arena()
+    # reactor's HeapTrimmer trims (reactor.core.heap_trim).
+    heap_trim.single_arena()
     with db.resolved_dsn(config) as dsn:
         return asyncio.run(serve(config, dsn))
 

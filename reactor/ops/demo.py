@@ -23,7 +23,7 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config, ConfigError
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.ops import contact_sheet, samples
 from reactor.store import db, schema
 from reactor.store.sql import Queries

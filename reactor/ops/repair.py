@@ -31,7 +31,8 @@ import asyncpg
 
 from reactor import logs
 from reactor.config import Config
-from reactor.errors import ErrorType, ReactorError
+from reactor.errors import ReactorError
+from reactor.failure_types import ErrorType
 from reactor.ops.audit import AuditReport, missing_tables, run_audit
 from reactor.store import orphans, relations
 from reactor.store.constraints import PATH_CONSTRAINTS

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 # EXIF tag 0x0112: 6 means "rotate 90 degrees clockwise to display".
 _ORIENTATION_TAG = 0x0112

@@ -6,7 +6,7 @@ transaction, so an instance that finished the image a moment ago is seen. The
 heartbeat renews this instance's leases every lease/3; a crashed instance's
 claims expire after ``service.lease_seconds`` and are taken over with a new token.
 A result is written only if the claim row still carries the writer's token
-(see reactor.store.store), so a late instance can never overwrite a newer result.
+(see reactor.store.outcomes), so a late instance can never overwrite a newer result.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import asyncpg
 
-from reactor.errors import FILE_ACCESS, ErrorType
+from reactor.failure_types import FILE_ACCESS, ErrorType
 from reactor.store.dbtypes import Conn, rows_affected
 from reactor.store.sql import Queries
 
@@ -95,7 +95,7 @@ class Claim:
     path: str
     token: int
     state: ImageState
-    # The transaction ids of the outcome writes tried under this claim (reactor.store.store):
+    # The transaction ids of the outcome writes tried under this claim (reactor.store.outcomes):
     # after a lost commit reply, whether one of them committed says if the outcome landed.
     write_xids: list[int] = field(default_factory=list, compare=False)
 

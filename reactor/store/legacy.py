@@ -96,7 +96,7 @@ def shape_of(found: dict[str, Column]) -> ResultShape:
         column = found.get(name)
         if column is None or not is_json_type(column.type):
             return None
-        # One of JSON_TYPES, a plain type name: reactor.store.store casts to it.
+        # One of JSON_TYPES, a plain type name: reactor.store.outcomes casts to it.
         return column.type
 
     return ResultShape(boxes_type=usable(BOXES), encodings_type=usable(ENCODINGS))

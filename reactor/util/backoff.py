@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 
 from reactor.config import RetryConfig
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 
 
 def max_attempts(config: RetryConfig, error_type: ErrorType) -> int:

@@ -16,7 +16,7 @@ from typing import Protocol
 import asyncpg
 
 from reactor import logs
-from reactor.errors import FILE_ACCESS
+from reactor.failure_types import FILE_ACCESS
 from reactor.paths import recordable, unicode_variants
 from reactor.store import held, orphans
 from reactor.store.dbtypes import Conn, rows_affected

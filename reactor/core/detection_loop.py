@@ -42,9 +42,9 @@ from reactor.core.queue import Entry, ImageQueue, Priority
 from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.errors import FILE_ACCESS, ErrorType
+from reactor.failure_types import FILE_ACCESS, ErrorType
 from reactor.paths import InvalidPath, PathMapper, recordable
-from reactor.store import claims, db, store
+from reactor.store import claims, db, outcomes
 from reactor.store.claims import Claim
 from reactor.store.constraints import path_rejection
 from reactor.store.dbtypes import Conn
@@ -55,7 +55,7 @@ from reactor.util.backoff import Backoff
 from reactor.util.ratelimit import RateLimiter
 from reactor.util.shareio import IoStall, ShareIO
 
-log = logs.get("reactor.worker")
+log = logs.get("reactor.detection_loop")
 # Write errors that no retry mends: the schema or the role's privileges are wrong.
 SCHEMA_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.UndefinedColumnError,
@@ -290,8 +290,10 @@ class DetectionLoop:
     async def _record_unclaimed(self, path: str, failure: DetectionFailure, stop: asyncio.Event) -> None:
         """A failure for an image that was never claimed (or whose claim is in doubt)."""
 
-        async def write(conn: Conn) -> store.FailureRecord:
-            return await store.record_failure(conn, recordable(path), failure, self.config.retry, self.failure_columns)
+        async def write(conn: Conn) -> outcomes.FailureRecord:
+            return await outcomes.record_failure(
+                conn, recordable(path), failure, self.config.retry, self.failure_columns
+            )
 
         try:
             record = await self._db(stop, write)
@@ -478,16 +480,16 @@ class DetectionLoop:
     async def _write(self, claim: Claim, outcome: Outcome) -> None:
         tries = 0
 
-        async def write(conn: Conn) -> store.FailureRecord | None:
+        async def write(conn: Conn) -> outcomes.FailureRecord | None:
             nonlocal tries
             tries += 1
             if isinstance(outcome, Detection):
                 settings = settings_fingerprint(self.config.detector, outcome.model)
-                await store.record_success(
+                await outcomes.record_success(
                     conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=settings
                 )
                 return None
-            return await store.record_failure(
+            return await outcomes.record_failure(
                 conn, claim.path, outcome, self.config.retry, self.failure_columns, claim, self.incomplete_delay
             )
 
@@ -503,7 +505,7 @@ class DetectionLoop:
                         await self._arrived_meanwhile(claim.path)
                 self.processed += 1
                 return
-            except store.Fenced:
+            except outcomes.Fenced:
                 # After a lost connection we do not know whether the earlier try committed.
                 if tries > 1 and await self._landed(claim):
                     # Our own earlier commit released the claim; its reply was lost.
@@ -540,7 +542,7 @@ class DetectionLoop:
     async def _landed(self, claim: Claim) -> bool:
         try:
             async with self.pool.acquire() as conn:
-                return await store.landed(conn, claim)
+                return await outcomes.landed(conn, claim)
         except db.TRANSIENT_DB_ERRORS:
             return False
 
@@ -564,11 +566,11 @@ class DetectionLoop:
         failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})
         path = recordable(path)  # a name that is not UTF-8 is recorded with its bytes escaped
 
-        async def write(conn: Conn) -> store.FailureRecord | None:
+        async def write(conn: Conn) -> outcomes.FailureRecord | None:
             state = await claims.read_state(conn, path)
             if state.skip_reason(manual=manual) is not None:
                 return None
-            return await store.record_failure(conn, path, failure, self.config.retry, self.failure_columns)
+            return await outcomes.record_failure(conn, path, failure, self.config.retry, self.failure_columns)
 
         try:
             record = await self._db(stop, write)
@@ -619,7 +621,7 @@ class DetectionLoop:
             instance=self.instance_id,
         )
 
-    def _failed(self, record: store.FailureRecord, failure: DetectionFailure) -> None:
+    def _failed(self, record: outcomes.FailureRecord, failure: DetectionFailure) -> None:
         metrics.IMAGES_PROCESSED.labels("failed").inc()
         metrics.FAILURES.labels(record.error_type.value).inc()
         if record.error_type is ErrorType.INCOMPLETE:

@@ -19,7 +19,7 @@ from datetime import datetime
 
 from reactor.config import RetryConfig
 from reactor.detector.types import Detection, DetectionFailure, Face
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.store import face_identity, legacy
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn

@@ -52,7 +52,7 @@ from reactor.detector.types import (
     Outcome,
 )
 from reactor.detector.waiting import EXIT_GRACE_SECONDS, ChildPipe, describe_exit, reap, receive
-from reactor.errors import ErrorType
+from reactor.failure_types import ErrorType
 from reactor.util.shareio import ShareIO
 
 log = logs.get("reactor.detector")

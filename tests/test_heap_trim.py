@@ -1,4 +1,4 @@
-"""reactor.core.heap: free heap pages go back to the kernel after work, never while idle."""
+"""reactor.core.heap_trim: free heap pages go back to the kernel after work, never while idle."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor.core import heap
+from reactor.core import heap_trim
 
 
 def test_trims_only_when_work_was_done_since_the_last_trim() -> None:
@@ -20,7 +20,7 @@ def test_trims_only_when_work_was_done_since_the_last_trim() -> None:
         calls.append(done[0])
         return True
 
-    trimmer = heap.HeapTrimmer(lambda: done[0], trim=trim)
+    trimmer = heap_trim.HeapTrimmer(lambda: done[0], trim=trim)
     assert trimmer.maybe_trim()  # the first look trims what start-up left behind
     assert not trimmer.maybe_trim()  # idle: nothing to give back
     done[0] = 500
@@ -37,7 +37,7 @@ async def test_the_loop_trims_after_work_until_halted() -> None:
         trimmed.set()
         return True
 
-    trimmer = heap.HeapTrimmer(lambda: done[0], interval=0.01, trim=trim)
+    trimmer = heap_trim.HeapTrimmer(lambda: done[0], interval=0.01, trim=trim)
     halt = asyncio.Event()
     task = asyncio.create_task(trimmer.run(halt))
     await asyncio.wait_for(trimmed.wait(), 10)
@@ -49,22 +49,22 @@ async def test_the_loop_trims_after_work_until_halted() -> None:
     assert trimmer.trims >= 2
 
 
-@pytest.mark.skipif(not heap.available(), reason="needs glibc's malloc_trim")
+@pytest.mark.skipif(not heap_trim.available(), reason="needs glibc's malloc_trim")
 def test_freed_heap_pages_in_the_middle_of_the_heap_are_released() -> None:
     # 16 MiB of blocks below glibc's mmap threshold come from the heap; a block allocated
     # after them pins the top, so freeing them leaves free pages that only a trim releases.
     blocks = [bytearray(4096) for _ in range(4096)]
     pin = bytearray(4096)
     del blocks
-    assert heap.release_free_memory()
+    assert heap_trim.release_free_memory()
     assert len(pin) == 4096
 
 
 _ARENAS_SCRIPT = """
 import ctypes, sys, threading
-from reactor.core import heap
+from reactor.core import heap_trim
 if sys.argv[1] == "single":
-    assert heap.single_arena()
+    assert heap_trim.single_arena()
 kept = []
 worker = threading.Thread(target=lambda: kept.extend(bytearray(4096) for _ in range(256)))
 worker.start()
@@ -73,7 +73,7 @@ ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
 """
 
 
-@pytest.mark.skipif(not heap.available(), reason="needs glibc's mallopt and malloc_stats")
+@pytest.mark.skipif(not heap_trim.available(), reason="needs glibc's mallopt and malloc_stats")
 @pytest.mark.parametrize(("mode", "arenas"), [("single", 1), ("default", 2)])
 def test_single_arena_keeps_worker_threads_on_the_main_heap(mode: str, arenas: int) -> None:
     out = subprocess.run(
