@@ -9,6 +9,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"
+# The pool, named here so that the layers above the store never import asyncpg.
+Pool: TypeAlias = "asyncpg.Pool"
 
 
 def rows_affected(status: str) -> int:
