@@ -242,7 +242,7 @@ async def test_scanner_reports_nothing_while_offline(share: Path) -> None:
 
 
 async def test_every_watcher_sql_block_runs(dsn: str) -> None:
-    """Each named block in sql/watcher.sql parses and runs against the real schema."""
+    """Each named block in sql/file_events.sql parses and runs against the real schema."""
     args: dict[str, tuple[object, ...]] = {
         "has_results": (["a.jpg"],),
         "register_files": (["a.jpg"],),
@@ -257,7 +257,7 @@ async def test_every_watcher_sql_block_runs(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
-            for name, text in sql.blocks("watcher.sql").items():
+            for name, text in sql.blocks("file_events.sql").items():
                 params = args.get(name)
                 if params is None:
                     params = ("a/", "b/") if text.count("$2") else ("a.jpg",)

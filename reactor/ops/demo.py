@@ -25,12 +25,11 @@ from reactor import logs
 from reactor.config import Config, ConfigError
 from reactor.failure_types import ErrorType
 from reactor.ops import contact_sheet, samples
-from reactor.store import db, schema
+from reactor.store import db, file_events, schema
 from reactor.store.sql import Queries
 from reactor.util.progress import Progress
 
 Q = Queries("ops.sql")
-W = Queries("watcher.sql")
 log = logs.get("reactor.demo")
 
 # The library, by sample name (reactor.ops.samples); the order is the contact sheet's.
@@ -171,7 +170,7 @@ async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
         await schema.prepare_embedded(config, dsn)
         async with db.connection(dsn, config) as conn:
             await conn.execute(Q.demo_reset)
-            await conn.execute(W.register_files, paths)
+            await file_events.register(conn, paths)
         stop = asyncio.Event()
         reactor = Reactor(config, dsn)
         run = asyncio.create_task(reactor.run(stop), name="demo-reactor")

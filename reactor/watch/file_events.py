@@ -13,25 +13,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import asyncpg
-
 from reactor import logs
 from reactor.failure_types import FILE_ACCESS
 from reactor.paths import recordable, unicode_variants
-from reactor.store import held, orphans
-from reactor.store.dbtypes import Conn, rows_affected
-from reactor.store.sql import Queries
+from reactor.store import file_events, held
+from reactor.store.dbtypes import Conn, Pool
 from reactor.util.identity import FileIdentity
 from reactor.util.ratelimit import RateLimiter
 from reactor.util.storable import storable
 
-Q = Queries("watcher.sql")
 log = logs.get("reactor.file_events")
-
-# Rows per statement when registering a whole share at start. Above 1000 new rows
-# in one statement the ai_metadata trigger sends one "bulk" hint (a sweep) instead
-# of a notification per row, which would overflow the queue on a large share.
-REGISTER_CHUNK = 5000
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ class DatabaseSink:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Pool,
         enqueue: Enqueue,
         *,
         register_files: bool,
@@ -113,11 +104,7 @@ class DatabaseSink:
     async def _register(self, conn: Conn, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
             return 0
-        paths = await self._without_invalid_names(conn, paths)
-        written = 0
-        for i in range(0, len(paths), REGISTER_CHUNK):
-            status = await conn.execute(Q.register_files, list(paths[i : i + REGISTER_CHUNK]))
-            written += rows_affected(status)
+        written = await file_events.register(conn, await self._without_invalid_names(conn, paths))
         if written:
             log.info("files_registered", files=written)
         return written
@@ -127,7 +114,7 @@ class DatabaseSink:
         valid = [p for p in paths if storable(p)]
         if len(valid) < len(paths):
             invalid = [recordable(p) for p in paths if not storable(p)]
-            await conn.execute(Q.record_invalid_names, invalid)
+            await file_events.record_invalid_names(conn, invalid)
             log.warning("file_names_invalid", files=len(invalid), sample=invalid[:3], effect="recorded as invalid_path")
         return valid
 
@@ -148,7 +135,7 @@ class DatabaseSink:
             changed = [f.path for f in files if f.changed]
             with_results: set[str] = set()
             if changed:
-                with_results = {r["image_path"] for r in await conn.fetch(Q.has_results, changed)}
+                with_results = await file_events.with_results(conn, changed)
         for f in files:
             redetect = f.path in with_results
             self.enqueue(f.path, redetect)
@@ -161,9 +148,7 @@ class DatabaseSink:
         odd = [f for f in files if not f.path.isascii()]
         if not odd:
             return files
-        rows = {
-            r["image_path"] for r in await conn.fetch(Q.row_forms, [v for f in odd for v in unicode_variants(f.path)])
-        }
+        rows = await file_events.registered_forms(conn, [v for f in odd for v in unicode_variants(f.path)])
         out = []
         for f in files:
             form = next((v for v in unicode_variants(f.path) if v in rows), f.path) if not f.path.isascii() else f.path
@@ -194,30 +179,17 @@ class DatabaseSink:
                 self.enqueue(dst, False)
                 return
             async with self.pool.acquire() as conn:
-                rows = await conn.fetch(Q.unreachable_under, dst.rstrip("/") + "/", sorted(FILE_ACCESS))
-            for row in rows:
-                self.enqueue(row["image_path"], False)
+                unreachable = await file_events.unreachable_under(conn, dst.rstrip("/") + "/", sorted(FILE_ACCESS))
+            for path in unreachable:
+                self.enqueue(path, False)
             return
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             if directory:
-                src_p, dst_p = src.rstrip("/") + "/", dst.rstrip("/") + "/"
-                # Stale rows under the destination belong to files that no longer exist.
-                await conn.execute(Q.delete_results_prefix, dst_p)
-                await conn.execute(Q.delete_failures_prefix, dst_p)
-                moved = rows_affected(await conn.execute(Q.move_results_prefix, src_p, dst_p))
-                await conn.execute(Q.move_failures_prefix, src_p, dst_p)
-                await conn.execute(Q.delete_registrations_prefix, dst_p)
-                await conn.execute(Q.move_registrations_prefix, src_p, dst_p)
+                moved = await file_events.move_folder(conn, src.rstrip("/") + "/", dst.rstrip("/") + "/")
                 log.info("folder_moved", src=src, dst=dst, results=moved)
             else:
                 # The destination's old content was replaced: its results go.
-                await conn.execute(Q.delete_results, dst)
-                await conn.execute(Q.delete_failure, dst)
-                moved = rows_affected(await conn.execute(Q.move_results, src, dst))
-                await conn.execute(Q.move_failure, src, dst)
-                await conn.execute(Q.clear_registration_target, src, dst)
-                await conn.execute(Q.move_registration, src, dst)
-                await conn.execute(Q.register_files, [dst])
+                moved = await file_events.move_file(conn, src, dst)
                 log.info("image_moved", src=src, dst=dst, results=moved)
         if not directory and not moved:
             # Nothing was detected for the source yet: the new path needs detection.
@@ -236,14 +208,12 @@ class DatabaseSink:
             log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
             return
         prefix = path.rstrip("/") + "/"
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             if directory:
-                marked = await orphans.mark_gone(conn, [], [prefix])
-                await conn.execute(Q.delete_registrations_prefix, prefix)
+                marked = await file_events.delete_folder(conn, prefix)
                 log.info("folder_deleted", path=path, orphaned=marked)
             else:
-                marked = await orphans.mark_gone(conn, [path], [])
-                await conn.execute(Q.delete_registration, path)
+                marked = await file_events.delete_file(conn, path)
                 log.info("image_deleted", path=path, orphaned=marked)
 
     async def identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
@@ -253,15 +223,8 @@ class DatabaseSink:
         return await self.result_identities(paths)
 
     async def result_identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
-        out: dict[str, FileIdentity] = {}
         async with self.pool.acquire() as conn:
-            paths = _storable_only(paths, "identities")
-            for i in range(0, len(paths), REGISTER_CHUNK):
-                rows = await conn.fetch(Q.file_identities, list(paths[i : i + REGISTER_CHUNK]))
-                out.update(
-                    {r["image_path"]: FileIdentity(r["size_bytes"], r["mtime_ns"], r["fingerprint"]) for r in rows}
-                )
-        return out
+            return await file_events.identities(conn, _storable_only(paths, "identities"))
 
     async def hold(self, paths: Sequence[str], reason: str) -> int:
         async with self.pool.acquire() as conn:
@@ -279,19 +242,15 @@ class DatabaseSink:
         return requeued
 
     async def _requeue_changed(self, conn: Conn, files: Sequence[ReadyFile]) -> list[str]:
-        requeued: list[str] = []
         kept = set(_storable_only([f.path for f in files], "refresh_failures"))
         files = [f for f in files if f.path in kept]
-        for i in range(0, len(files), REGISTER_CHUNK):
-            chunk = files[i : i + REGISTER_CHUNK]
-            rows = await conn.fetch(
-                Q.requeue_changed_failures,
-                [f.path for f in chunk],
-                [f.size for f in chunk],
-                [f.mtime_ns for f in chunk],
-                [f.changed for f in chunk],
-            )
-            requeued.extend(r["image_path"] for r in rows)
+        requeued = await file_events.requeue_changed_failures(
+            conn,
+            [f.path for f in files],
+            [f.size for f in files],
+            [f.mtime_ns for f in files],
+            [f.changed for f in files],
+        )
         for path in requeued:
             log.info("failed_file_changed", path=path, effect="queued again")
         return requeued
@@ -308,10 +267,10 @@ class DatabaseSink:
         last = ""
         async with self.pool.acquire() as conn:
             while True:
-                rows = await conn.fetch(Q.registered_page, last, page_size)
-                if not rows:
+                page = await file_events.registered_page(conn, last, page_size)
+                if not page:
                     return out
-                out.extend(r["image_path"] for r in rows)
+                out.extend(page)
                 last = out[-1]
 
 

@@ -1,4 +1,4 @@
--- File events from the share, applied to the database (reactor.watch.file_events).
+-- File events from the share, applied to the database (reactor.store.file_events, for reactor.watch.file_events).
 -- A move runs its blocks in one transaction: face_detections follow face_metadata
 -- through ON UPDATE CASCADE, so the faces are never detected again. Prefixes end
 -- with '/' so that moving "a" never touches "ab/x.jpg".
