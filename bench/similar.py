@@ -24,6 +24,7 @@ import numpy as np
 
 from bench import common
 from reactor.ops import samples, similar
+from reactor.store import vectors
 
 # Noise per dimension: two faces of the same person are about 0.4 apart, two people
 # about 1.6. About ten faces a person, so that a query's true neighbours fit the limit.
@@ -120,7 +121,7 @@ async def measure(dsn: str, encodings: np.ndarray, args: argparse.Namespace) -> 
                 answers[name] = {r.face_id for r in rows}
             expected += len(answers["exact"])
             found += len(answers["exact"] & answers["hnsw"])
-        plan = await conn.fetch("EXPLAIN " + similar.Q.nearest_faces, ids[0], args.limit)
+        plan = await conn.fetch("EXPLAIN " + vectors.SEARCH.nearest_faces, ids[0], args.limit)
     finally:
         await conn.close()
     p50 = {k: round(common.percentile(v, 50), 2) for k, v in timings.items()}

@@ -2,7 +2,7 @@
 -- reactor's invariants (seeds/002, seeds/003). Every block is read-only except
 -- the repair_* blocks, which run inside repair's one transaction. A backup table's
 -- name carries the time of the repair, so the blocks that touch one hold `{backup}`
--- and `{source}`, which reactor.ops.repair fills with quoted identifiers before running.
+-- and `{source}`, which reactor.store.repair fills with quoted identifiers before running.
 
 -- name: missing_tables
 SELECT t AS table_name

@@ -39,7 +39,7 @@ RETURNING image_path;
 -- name: redetect_requested
 SELECT count(*)::int FROM reactor_redetect WHERE reason = $1;
 
--- Where a rerun of the import resumes (reactor.ops.legacy_import): the greatest path
+-- Where a rerun of the import resumes (reactor.store.legacy_import): the greatest path
 -- among the face rows it imported ($1: their model). Pages commit in path order, so
 -- every legacy row up to it was examined by an earlier run.
 -- name: legacy_resume_point

@@ -1,4 +1,4 @@
--- `reactor redetect`: re-detection on demand (reactor.handlers.redetect). A selection
+-- `reactor redetect`: re-detection on demand (reactor.store.redetect, for reactor.handlers.redetect). A selection
 -- is one of: paths, a folder prefix, a failure type, a model, or everything (all
 -- NULL). Paths that break the path rule are never requested (`reactor audit` deals
 -- with those).

@@ -19,8 +19,6 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config
 from reactor.core.service import Reactor, default_instance_id
@@ -28,6 +26,8 @@ from reactor.core.sweep import SweepCounts
 from reactor.errors import UsageError
 from reactor.ops import audit
 from reactor.store import advice, db, schema
+from reactor.store.dbtypes import Conn
+from reactor.store.errors import MissingTable, NoPrivilege
 from reactor.util.progress import Progress, follow
 
 log = logs.get("reactor.run")
@@ -54,12 +54,12 @@ def database_problems(config: Config) -> Iterator[None]:
     """A missing table or privilege becomes one line with the fix, not a traceback."""
     try:
         yield
-    except asyncpg.UndefinedTableError as exc:
+    except MissingTable as exc:
         raise UsageError(
             f"{exc}: the reactor's schema is not in this database; run `reactor db init` "
             "(`reactor db check` lists what is missing)"
         ) from None
-    except asyncpg.InsufficientPrivilegeError as exc:
+    except NoPrivilege as exc:
         grants = advice.grants(db.configured_role(config))
         raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
 
@@ -77,7 +77,7 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
 class ShareAndDatabase:
     """What audit, repair and deletions start from: the share's state and a connection."""
 
-    conn: asyncpg.Connection
+    conn: Conn
     online: bool
     reason: str | None
 

@@ -11,8 +11,9 @@ import sys
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr
-from reactor.ops import audit, legacy_import
-from reactor.store import advice, catalog, db, privileges, schema
+from reactor.ops import legacy_import
+from reactor.store import advice, catalog, db, privileges, relations, schema
+from reactor.store.errors import StoreError
 from reactor.util.progress import Progress
 
 
@@ -142,13 +143,13 @@ def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
 async def _import_legacy(dsn: str, config: Config, page_size: int, from_start: bool) -> legacy_import.ImportReport:
     try:
         async with db.connection(dsn, config) as conn:
-            if await audit.missing_tables(conn):
+            if await relations.missing(conn):
                 raise UsageError("the reactor's tables are missing; run `reactor db init` first")
             with Progress(None, "db import-legacy") as progress:
                 return await legacy_import.import_legacy(
                     conn, page_size=page_size, progress=progress, from_start=from_start
                 )
-    except db.ANY_DB_ERRORS as exc:
+    except StoreError as exc:
         # Not a row's values (those are reported and skipped): the pages committed stay.
         raise UsageError(
             f"the import stopped: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; the pages imported "

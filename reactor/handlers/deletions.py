@@ -6,14 +6,12 @@ import argparse
 import json
 import sys
 
-import asyncpg
-
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.handlers.common import share_and_database
-from reactor.ops import audit
 from reactor.paths import PathMapper
-from reactor.store import held
+from reactor.store import held, relations
+from reactor.store.dbtypes import Conn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     async with share_and_database(args, config) as here:
-        if await audit.missing_tables(here.conn, ("reactor_held_deletions",)):
+        if await relations.missing(here.conn, ("reactor_held_deletions",)):
             raise UsageError("reactor_held_deletions is missing: run `reactor db init` (or the owner's SQL)")
         if not args.apply:
             return await _list(here.conn, args)
@@ -60,7 +58,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _list(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+async def _list(conn: Conn, args: argparse.Namespace) -> int:
     total = await held.count(conn)
     rows = await held.listed(conn, max(0, args.sample))
     if args.json:

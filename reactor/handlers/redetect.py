@@ -38,16 +38,13 @@ from reactor.core import control
 from reactor.detector.settings import current_fingerprints
 from reactor.errors import UsageError
 from reactor.handlers.common import logs_to_stderr, sweep_once_here
-from reactor.ops import audit
-from reactor.store import db
+from reactor.store import db, relations
+from reactor.store import redetect as requests
 from reactor.store.claims import RedetectMode
-from reactor.store.dbtypes import rows_affected
-from reactor.store.sql import Queries
+from reactor.store.dbtypes import Conn
+from reactor.store.redetect import LEGACY_ZERO
 from reactor.util.progress import Progress
 
-Q = Queries("redetect.sql")
-LEGACY = Queries("legacy.sql")
-LEGACY_ZERO = "legacy_zero"
 FOLLOW_SECONDS = 1.0
 # Why a request is not answered yet (pending_states, missing_refused, without_result),
 # and what to do. The first five are never taken: such a request is refused.
@@ -63,11 +60,6 @@ WHY = {
 NEVER_TAKEN = ("blacklisted", "permanently_failed", "not_processed")
 # Refusals listed one by one; the rest are counted.
 MAX_LISTED = 50
-# What following reads each second: the pending states counted, not every request.
-PENDING_SUMMARY = (
-    "SELECT state, count(*)::int AS images, min(image_path) AS example\n"
-    f"FROM (\n{Q.pending_states}\n) AS p GROUP BY state ORDER BY state"
-)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -157,10 +149,10 @@ def _refusals(rows: Sequence[tuple[str, str]]) -> dict[str, Any]:
 
 async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Selection) -> dict[str, Any]:
     async with db.connection(dsn, config) as conn:
-        if await audit.missing_tables(conn):
+        if await relations.missing(conn):
             raise UsageError("the reactor's tables are missing; run `reactor db init` first")
         if args.cancel:
-            return {"cancelled": rows_affected(await conn.execute(Q.cancel, sel.paths, sel.prefix))}
+            return {"cancelled": await requests.cancel(conn, sel.paths, sel.prefix)}
         batch, counts = await _record(conn, args, config, sel)
         live = await control.live_instances(conn, config.health.heartbeat_seconds)
         counts["by"] = live[0] if live else "here"
@@ -175,55 +167,37 @@ async def _redetect(args: argparse.Namespace, config: Config, dsn: str, sel: Sel
     return counts
 
 
-async def _record(conn: Any, args: argparse.Namespace, config: Config, sel: Selection) -> tuple[str, dict[str, Any]]:
+async def _record(conn: Conn, args: argparse.Namespace, config: Config, sel: Selection) -> tuple[str, dict[str, Any]]:
     if args.missing:
-        retried = rows_affected(await conn.execute(Q.retry_missing, sel.paths, sel.prefix, sel.error_type))
-        pending = int(await conn.fetchval(Q.pending_selected, sel.paths, sel.prefix)) if not sel.error_type else 0
-        refused = await conn.fetch(Q.missing_refused, sel.paths, sel.prefix, sel.error_type)
-        return "missing", {"retried": retried, "pending": pending, **_refusals([tuple(r) for r in refused])}
-    async with conn.transaction():
-        if args.legacy_zero:
-            batch = LEGACY_ZERO
-            added = {r["image_path"] for r in await conn.fetch(LEGACY.legacy_zero_request)}
-        else:
-            mode = RedetectMode.RESET if args.reset else RedetectMode.REFRESH
-            batch = f"{mode}:{uuid.uuid4().hex[:12]}"
-            stale = current_fingerprints(config.detector) if args.stale else None
-            await conn.execute(Q.request_results, batch, mode, sel.paths, sel.prefix, sel.error_type, sel.model, stale)
-        refused = await _withdraw_never_taken(conn, batch)
-        if args.legacy_zero:
-            counts: dict[str, Any] = {"added": len(added - {path for path, _ in refused})}
-        else:
-            counts = {"mode": mode}
-        if sel.paths:
-            refused += await _without_result(conn, sel.paths)
-        counts["requested"] = int(await conn.fetchval(LEGACY.redetect_requested, batch))
-    return batch, {**counts, **_refusals(refused)}
+        retried = await requests.retry_missing(conn, sel.paths, sel.prefix, sel.error_type)
+        pending = await requests.pending_selected(conn, sel.paths, sel.prefix) if not sel.error_type else 0
+        refused = await requests.missing_refused(conn, sel.paths, sel.prefix, sel.error_type)
+        return "missing", {"retried": retried, "pending": pending, **_refusals(refused)}
+    if args.legacy_zero:
+        batch = LEGACY_ZERO
+        recorded = await requests.record(conn, batch, never_taken=NEVER_TAKEN, paths=sel.paths)
+        counts: dict[str, Any] = {"added": len((recorded.added or set()) - {path for path, _ in recorded.refused})}
+    else:
+        mode = RedetectMode.RESET if args.reset else RedetectMode.REFRESH
+        batch = f"{mode}:{uuid.uuid4().hex[:12]}"
+        stale = current_fingerprints(config.detector) if args.stale else None
+        recorded = await requests.record(
+            conn,
+            batch,
+            never_taken=NEVER_TAKEN,
+            mode=mode,
+            paths=sel.paths,
+            prefix=sel.prefix,
+            error_type=sel.error_type,
+            model=sel.model,
+            stale=stale,
+        )
+        counts = {"mode": mode}
+    counts["requested"] = recorded.requested
+    return batch, {**counts, **_refusals(recorded.refused)}
 
 
-async def _without_result(conn: Any, paths: list[str]) -> list[tuple[str, str]]:
-    """Named paths with no result to detect again, each with why (a blacklisted image
-    has none, for one)."""
-    lacking = await conn.fetchval(Q.without_result, paths)
-    if not lacking:
-        return []
-    rows = await conn.fetch(Q.pending_states, lacking, None)
-    return sorted((r["image_path"], r["state"] if r["state"] in NEVER_TAKEN else "no_result") for r in rows)
-
-
-async def _withdraw_never_taken(conn: Any, batch: str) -> list[tuple[str, str]]:
-    """Withdraw the batch's requests that the sweep would never take; (path, state) each."""
-    rows = [
-        (r["image_path"], r["state"])
-        for r in await conn.fetch(Q.pending_states, None, batch)
-        if r["state"] in NEVER_TAKEN
-    ]
-    if rows:
-        await conn.execute(Q.withdraw, batch, [path for path, _ in rows])
-    return sorted(rows)
-
-
-async def _follow(conn: Any, config: Config, batch: str, total: int, limit_seconds: float) -> dict[str, Any]:
+async def _follow(conn: Conn, config: Config, batch: str, total: int, limit_seconds: float) -> dict[str, Any]:
     """Progress of a running reactor through this batch, until every request is answered,
     nothing pending is about to be taken, the reactor is gone, or ``limit_seconds``
     (0: no limit). Ctrl-C ends the command, not the work: the requests stay, and the
@@ -233,8 +207,8 @@ async def _follow(conn: Any, config: Config, batch: str, total: int, limit_secon
     answered = 0
     with Progress(total, "redetect") as progress:
         while True:
-            states = {r["state"]: r for r in await conn.fetch(PENDING_SUMMARY, None, batch)}
-            now_answered = total - sum(r["images"] for r in states.values())
+            states = await requests.pending_summary(conn, batch)
+            now_answered = total - sum(images for images, _ in states.values())
             progress.advance(max(0, now_answered - answered))
             answered = now_answered
             if not states:
@@ -249,5 +223,5 @@ async def _follow(conn: Any, config: Config, batch: str, total: int, limit_secon
                 await asyncio.sleep(FOLLOW_SECONDS)
                 continue
             break
-    pending = {state: {"images": r["images"], "example": r["example"]} for state, r in states.items()}
+    pending = {state: {"images": images, "example": example} for state, (images, example) in states.items()}
     return {"answered": answered, "stopped": stopped, "still_pending": pending}

@@ -7,13 +7,12 @@ import json
 import sys
 from typing import Any
 
-import asyncpg
-
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.handlers.common import add_report_options, share_and_database
 from reactor.ops import repair as repair_mod
 from reactor.store import orphans
+from reactor.store.dbtypes import Conn
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +61,7 @@ async def run(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _orphans(
-    conn: asyncpg.Connection, config: Config, args: argparse.Namespace, online: bool, reason: str | None
+    conn: Conn, config: Config, args: argparse.Namespace, online: bool, reason: str | None
 ) -> dict[str, Any]:
     """The orphans marked, due and held per table; with --purge-orphans --apply, purge the due ones."""
     policy = orphans.OrphanPolicy.from_config(config.sweep)

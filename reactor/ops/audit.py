@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
-
-import asyncpg
 
 from reactor.config import Config
 from reactor.core.instances import gone_after_seconds
 from reactor.errors import ReactorError
 from reactor.paths import InvalidPath, PathMapper, gone_states
-from reactor.store import orphans
-from reactor.store.relations import REACTOR_TABLES
-from reactor.store.sql import Queries
+from reactor.store import audit as reads
+from reactor.store import orphans, relations
+from reactor.store.dbtypes import Conn
 from reactor.watch import share
-
-Q = Queries("integrity.sql")
 
 PENDING_TIME_COLUMNS = ("processed_at", "updated_at", "modified_at", "created_at")
 # Checks in report order, with what each one means.
@@ -132,13 +128,9 @@ def dead_claim_after_seconds(config: Config) -> float:
     return max(gone_after_seconds(config.health.heartbeat_seconds), config.service.lease_seconds)
 
 
-async def missing_tables(conn: asyncpg.Connection, tables: Sequence[str] = REACTOR_TABLES) -> list[str]:
-    return [r["table_name"] for r in await conn.fetch(Q.missing_tables, list(tables))]
-
-
-async def pending_time_column(conn: asyncpg.Connection) -> str | None:
+async def pending_time_column(conn: Conn) -> str | None:
     """The ai_metadata column that tells how long a row has been waiting, if any."""
-    columns = {r["column_name"]: r["column_type"] for r in await conn.fetch(Q.table_columns, "ai_metadata")}
+    columns = await reads.table_columns(conn, "ai_metadata")
     for name in PENDING_TIME_COLUMNS:
         if name in columns and ("timestamp" in columns[name] or columns[name] == "date"):
             return name
@@ -146,7 +138,7 @@ async def pending_time_column(conn: asyncpg.Connection) -> str | None:
 
 
 async def run_audit(
-    conn: asyncpg.Connection,
+    conn: Conn,
     config: Config,
     *,
     share_online: bool,
@@ -156,7 +148,7 @@ async def run_audit(
 ) -> AuditReport:
     """Run every check. ``file_candidates`` limits the file check to those paths
     (repair re-checks only what the first audit found missing)."""
-    missing = await missing_tables(conn)
+    missing = await relations.missing(conn)
     if missing:
         raise SchemaMissing(
             f"the reactor's tables are missing ({', '.join(missing)}); run `reactor db init` "
@@ -164,19 +156,18 @@ async def run_audit(
         )
     mapper = PathMapper.for_images(config.images)
     findings = {name: Finding(name) for name in CHECKS}
-    findings["orphan_faces"].rows = [dict(r) for r in await conn.fetch(Q.orphan_faces)]
-    findings["face_count_mismatch"].rows = [dict(r) for r in await conn.fetch(Q.face_count_mismatch)]
+    findings["orphan_faces"].rows = await reads.finding_rows(conn, "orphan_faces")
+    findings["face_count_mismatch"].rows = await reads.finding_rows(conn, "face_count_mismatch")
     judge = PathJudge(mapper)
     findings["invalid_paths"].rows = await _invalid_paths(conn, judge)
-    findings["superseded_failures"].rows = [dict(r) for r in await conn.fetch(Q.superseded_failures)]
-    findings["dead_claims"].rows = [dict(r) for r in await conn.fetch(Q.dead_claims, dead_claim_after_seconds(config))]
-    findings["legacy_not_imported"].rows = [dict(r) for r in await conn.fetch(Q.legacy_not_imported_rows)]
-    findings["legacy_zero"].rows = [dict(r) for r in await conn.fetch(Q.legacy_zero_rows)]
-    findings["held_deletions"].rows = [dict(r) for r in await conn.fetch(Q.held_deletion_rows)]
-    if await missing_tables(conn, ("ai_metadata",)):
+    findings["superseded_failures"].rows = await reads.finding_rows(conn, "superseded_failures")
+    findings["dead_claims"].rows = await reads.finding_rows(conn, "dead_claims", dead_claim_after_seconds(config))
+    for check in ("legacy_not_imported", "legacy_zero", "held_deletions"):
+        findings[check].rows = await reads.finding_rows(conn, check)
+    if await relations.missing(conn, ("ai_metadata",)):
         findings["legacy_orphans"].skipped = "no ai_metadata table in this database"
     else:
-        findings["legacy_orphans"].rows = [dict(r) for r in await conn.fetch(Q.legacy_orphan_rows)]
+        findings["legacy_orphans"].rows = await reads.finding_rows(conn, "legacy_orphans")
     await _pending(conn, config, judge, findings["pending_processed"])
     files = findings["missing_files"]
     if not check_files:
@@ -190,17 +181,14 @@ async def run_audit(
     return AuditReport(findings, share_online, share_reason)
 
 
-async def _invalid_paths(conn: asyncpg.Connection, judge: PathJudge) -> list[dict[str, Any]]:
+async def _invalid_paths(conn: Conn, judge: PathJudge) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    # A cursor needs a transaction; inside repair's this is a savepoint.
-    async with conn.transaction():
-        async for r in conn.cursor(Q.reactor_paths, prefetch=5000):
-            path = r["image_path"]
-            reason = judge.reason(path)
-            if reason is None and not r["sql_valid"]:
-                reason = "database_rule"
-            if reason is not None:
-                rows.append({"table": r["table_name"], "image_path": path, "reason": reason, "token": r["token"]})
+    async for r in reads.reactor_paths(conn):
+        reason = judge.reason(r.image_path)
+        if reason is None and not r.sql_valid:
+            reason = "database_rule"
+        if reason is not None:
+            rows.append({"table": r.table, "image_path": r.image_path, "reason": reason, "token": r.token})
     return sorted(rows, key=lambda row: (row["table"], row["image_path"]))
 
 
@@ -253,8 +241,8 @@ class PathJudge:
         )
 
 
-async def _pending(conn: asyncpg.Connection, config: Config, judge: PathJudge, finding: Finding) -> None:
-    if await missing_tables(conn, ("ai_metadata",)):
+async def _pending(conn: Conn, config: Config, judge: PathJudge, finding: Finding) -> None:
+    if await relations.missing(conn, ("ai_metadata",)):
         finding.skipped = "no ai_metadata table in this database"
         return
     column = await pending_time_column(conn)
@@ -264,7 +252,7 @@ async def _pending(conn: asyncpg.Connection, config: Config, judge: PathJudge, f
             "has waited is unknown; the sweep still finds these rows"
         )
         return
-    rows = await conn.fetch(Q.pending_processed, config.sweep.interval_seconds, column)
+    rows = await reads.pending_processed(conn, config.sweep.interval_seconds, column)
     # Derived or invalid paths in ai_metadata are never detected by design: not pending.
     finding.rows = [
         {"image_path": r["image_path"], "since": r["since"], "column": column}
@@ -282,7 +270,7 @@ def _absent(mapper: PathMapper, paths: list[str]) -> list[str]:
 
 
 async def _missing_files(
-    conn: asyncpg.Connection,
+    conn: Conn,
     config: Config,
     judge: PathJudge,
     finding: Finding,
@@ -293,23 +281,21 @@ async def _missing_files(
     marked = "face_metadata" in await orphans.tables_with_marks(conn)
     # stat() on a network share can block for a long time: keep it off the loop.
     if candidates is not None:
-        query = Q.results_present_unorphaned if marked else Q.results_present
-        present = [r["image_path"] for r in await conn.fetch(query, sorted(set(candidates)))]
+        present = await reads.results_present(conn, sorted(set(candidates)), unorphaned=marked)
         gone = await asyncio.to_thread(_absent, judge.mapper, [p for p in present if judge.valid(p)])
         await _rows_with_legacy(conn, finding, gone)
         return
     known = 0
     batch: list[str] = []
     # Paths are stat'ed batch by batch while the cursor streams, so memory stays flat.
-    async with conn.transaction():
-        async for r in conn.cursor(Q.result_paths_unorphaned if marked else Q.result_paths, prefetch=5000):
-            known += 1
-            # An invalid path is reported by invalid_paths and is never opened.
-            if judge.valid(r["image_path"]):
-                batch.append(r["image_path"])
-            if len(batch) >= _STAT_BATCH:
-                gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
-                batch = []
+    async for path in reads.result_paths(conn, unorphaned=marked):
+        known += 1
+        # An invalid path is reported by invalid_paths and is never opened.
+        if judge.valid(path):
+            batch.append(path)
+        if len(batch) >= _STAT_BATCH:
+            gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
+            batch = []
     gone.extend(await asyncio.to_thread(_absent, judge.mapper, batch))
     if share.is_mass_vanish(config.watcher, len(gone), known):
         finding.skipped = (
@@ -320,7 +306,7 @@ async def _missing_files(
     await _rows_with_legacy(conn, finding, gone)
 
 
-async def _rows_with_legacy(conn: asyncpg.Connection, finding: Finding, gone: list[str]) -> None:
+async def _rows_with_legacy(conn: Conn, finding: Finding, gone: list[str]) -> None:
     """The missing files' rows, each saying whether the legacy worker wrote its result."""
-    legacy = {r["image_path"] for r in await conn.fetch(Q.legacy_among, gone)} if gone else set()
+    legacy = await reads.legacy_among(conn, gone) if gone else set()
     finding.rows = [{"image_path": p, "legacy": p in legacy} for p in sorted(gone)]

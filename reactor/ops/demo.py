@@ -19,17 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config, ConfigError
 from reactor.failure_types import ErrorType
 from reactor.ops import contact_sheet, samples
-from reactor.store import db, file_events, schema
-from reactor.store.sql import Queries
+from reactor.store import db, demo, file_events, schema
 from reactor.util.progress import Progress
 
-Q = Queries("ops.sql")
 log = logs.get("reactor.demo")
 
 # The library, by sample name (reactor.ops.samples); the order is the contact sheet's.
@@ -127,7 +123,7 @@ async def _wait_done(dsn: str, config: Config, paths: list[str], run: asyncio.Ta
         deadline = time.monotonic() + limit_seconds
         with Progress(len(paths), "demo") as progress:
             while True:
-                done = int(await conn.fetchval(Q.outcomes_done, paths))
+                done = await demo.outcomes_done(conn, paths)
                 progress.advance(done - progress.done)
                 if done >= len(paths) or time.monotonic() > deadline:
                     return done
@@ -138,23 +134,6 @@ async def _wait_done(dsn: str, config: Config, paths: list[str], run: asyncio.Ta
                 await asyncio.sleep(POLL_SECONDS)
     finally:
         await conn.close()
-
-
-Boxes = dict[str, list[contact_sheet.Box]]
-
-
-async def _outcomes(conn: asyncpg.Connection, paths: list[str]) -> tuple[dict[str, int], dict[str, str], Boxes]:
-    """Face counts of results, failure types of failures (a result wins), and boxes per image."""
-    results = {r["image_path"]: r["face_count"] for r in await conn.fetch(Q.outcome_results, paths)}
-    boxes: Boxes = {}
-    for r in await conn.fetch(Q.outcome_boxes, paths):
-        boxes.setdefault(r["image_path"], []).append((r["box_top"], r["box_right"], r["box_bottom"], r["box_left"]))
-    failures = {
-        r["image_path"]: r["error_type"]
-        for r in await conn.fetch(Q.outcome_failures, paths)
-        if r["image_path"] not in results
-    }
-    return results, failures, boxes
 
 
 async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
@@ -169,7 +148,7 @@ async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
     with db.resolved_dsn(config, embedded_on_purpose=True) as dsn:
         await schema.prepare_embedded(config, dsn)
         async with db.connection(dsn, config) as conn:
-            await conn.execute(Q.demo_reset)
+            await demo.reset(conn)
             await file_events.register(conn, paths)
         stop = asyncio.Event()
         reactor = Reactor(config, dsn)
@@ -180,7 +159,7 @@ async def run_demo(base: Config, out: Path, limit_seconds: float) -> DemoReport:
             stop.set()
             await run
         async with db.connection(dsn, config) as conn:
-            results, failures, boxes = await _outcomes(conn, paths)
+            results, failures, boxes = await demo.outcomes(conn, paths)
     seconds = round(time.monotonic() - started, 1)
     items = [
         contact_sheet.SheetItem(s.name, s.path, boxes.get(s.name, ()), failures.get(s.name), s.note)

@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
 from reactor.config import Config
 from reactor.detector import gpu
 from reactor.detector.types import Detection, DetectionJob
 from reactor.store import advice, catalog, db
+from reactor.store.errors import StoreError
 from reactor.watch import mounts, share
 
 # The CNN detector needs this much free GPU memory at the smallest scales; less and
@@ -279,5 +278,5 @@ async def run_checks(
 async def _guard(name: str, check: Awaitable[Check]) -> Check:
     try:
         return await check
-    except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+    except (OSError, StoreError, RuntimeError) as exc:
         return _fail(name, f"{type(exc).__name__}: {exc}", "see the log for details")

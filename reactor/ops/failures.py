@@ -13,11 +13,8 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
-
-from reactor.store.sql import Queries
-
-Q = Queries("ops.sql")
+from reactor.store import failures_admin
+from reactor.store.dbtypes import Conn
 
 # Beyond this many retried paths, one NOTIFY per path would flood the reactor's
 # bounded queue; one "bulk" hint (the trigger's format) makes it sweep instead, and
@@ -65,20 +62,8 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds")
 
 
-async def list_failures(conn: asyncpg.Connection, error_type: str | None, permanent_only: bool) -> list[FailureRow]:
-    rows = await conn.fetch(Q.failures_list, error_type, permanent_only)
-    return [
-        FailureRow(
-            image_path=r["image_path"],
-            error_type=r["error_type"],
-            retry_count=r["retry_count"],
-            permanent=r["permanent"],
-            next_retry_after=r["next_retry_after"],
-            last_failure_at=r["last_failure_at"],
-            last_error=r["last_error"],
-        )
-        for r in rows
-    ]
+async def list_failures(conn: Conn, error_type: str | None, permanent_only: bool) -> list[FailureRow]:
+    return [FailureRow(**row) for row in await failures_admin.listed(conn, error_type, permanent_only)]
 
 
 def _split(requested: Sequence[str], changed: Sequence[str]) -> Changed:
@@ -87,18 +72,8 @@ def _split(requested: Sequence[str], changed: Sequence[str]) -> Changed:
     return Changed(done=[p for p in unique if p in hit], not_found=[p for p in unique if p not in hit])
 
 
-async def _notify(conn: asyncpg.Connection, channel: str, paths: Sequence[str]) -> int:
-    if not paths:
-        return 0
-    if len(paths) > NOTIFY_LIMIT:
-        await conn.execute(Q.notify_bulk, channel, len(paths))
-        return 1
-    await conn.execute(Q.notify_retry, channel, list(paths))
-    return len(paths)
-
-
 async def retry(
-    conn: asyncpg.Connection,
+    conn: Conn,
     channel: str,
     *,
     paths: Sequence[str] = (),
@@ -106,34 +81,20 @@ async def retry(
     everything: bool = False,
 ) -> Changed:
     """Make failures due now and not permanent; notify a running reactor."""
-    # The NOTIFY is sent in the same transaction, so it arrives only after the rows are due.
-    async with conn.transaction():
-        if everything:
-            rows = await conn.fetch(Q.failures_retry_all)
-            result = Changed(done=sorted(r["image_path"] for r in rows))
-        elif error_type is not None:
-            rows = await conn.fetch(Q.failures_retry_type, error_type)
-            result = Changed(done=sorted(r["image_path"] for r in rows))
-        else:
-            rows = await conn.fetch(Q.failures_retry_paths, list(paths))
-            result = _split(paths, [r["image_path"] for r in rows])
-        result.notified = await _notify(conn, channel, result.done)
+    done, notified = await failures_admin.retry(
+        conn, channel, paths=paths, error_type=error_type, everything=everything, notify_limit=NOTIFY_LIMIT
+    )
+    result = Changed(done=done) if everything or error_type is not None else _split(paths, done)
+    result.notified = notified
     return result
 
 
-async def forget(conn: asyncpg.Connection, paths: Sequence[str]) -> Changed:
+async def forget(conn: Conn, paths: Sequence[str]) -> Changed:
     """Delete failure rows. The sweep queues the image again if it is still processed upstream."""
-    rows = await conn.fetch(Q.failures_forget, list(paths))
-    result = _split(paths, [r["image_path"] for r in rows])
-    return result
+    return _split(paths, await failures_admin.forget(conn, paths))
 
 
-async def blacklist(conn: asyncpg.Connection, paths: Sequence[str], reason: str) -> Changed:
+async def blacklist(conn: Conn, paths: Sequence[str], reason: str) -> Changed:
     """Mark paths permanently failed (type `blacklisted`), dropping any results they had."""
     unique = list(dict.fromkeys(paths))
-    async with conn.transaction():
-        await conn.execute(Q.blacklist_fence_claims, unique)
-        await conn.fetch(Q.blacklist_drop_results, unique)
-        rows = await conn.fetch(Q.blacklist_upsert, unique, reason)
-    result = _split(unique, [r["image_path"] for r in rows])
-    return result
+    return _split(unique, await failures_admin.blacklist(conn, unique, reason))

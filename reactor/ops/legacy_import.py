@@ -24,14 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-
 from reactor.errors import ReactorError
-from reactor.store import legacy, sql
+from reactor.store import legacy
+from reactor.store import legacy_import as rows_store
+from reactor.store.dbtypes import Conn
+from reactor.store.legacy_import import Face, LegacyRow
 from reactor.util.progress import Progress
 
-Q = sql.Queries("legacy.sql")
-CATALOG = sql.Queries("catalog.sql")
 # Problem rows listed in the report; the rest are counted.
 MAX_LISTED = 50
 # The columns' ranges: box_* are INTEGER, encoding REAL[] (and pgvector's vector is
@@ -93,9 +92,6 @@ def _loads(column: str, text: str | None) -> Any:
         raise ValueError(f"malformed JSON in {column}: {exc}") from None
 
 
-Face = tuple[list[int], list[float]]
-
-
 def _box(i: int, box: Any) -> list[int]:
     numbers = _number_list(box, 4)
     if numbers is not None and not all(INT_MIN <= v <= INT_MAX for v in numbers):
@@ -147,58 +143,31 @@ class _Page:
         report.faces += sum(len(faces) for _, faces in self.rows)
 
 
-def _parse_page(rows: Sequence[asyncpg.Record]) -> _Page:
+def _parse_page(rows: Sequence[LegacyRow]) -> _Page:
     page = _Page()
     for row in rows:
-        path = row["image_path"]
-        if not row["path_valid"]:
-            page.rejected.append((path, "the path breaks the path rule (a derived folder?): see `reactor audit`"))
+        if not row.path_valid:
+            page.rejected.append(
+                (row.image_path, "the path breaks the path rule (a derived folder?): see `reactor audit`")
+            )
             continue
         try:
-            page.rows.append((path, parse_row(int(row["face_count"]), row["boxes"], row["encodings"])))
+            page.rows.append((row.image_path, parse_row(row.face_count, row.boxes, row.encodings)))
         except ValueError as exc:
-            page.rejected.append((path, str(exc)))
+            page.rejected.append((row.image_path, str(exc)))
     return page
 
 
-async def _insert(conn: asyncpg.Connection, path: str, faces: list[Face]) -> None:
-    await conn.executemany(
-        Q.legacy_insert_face,
-        [(path, i, *box, encoding, legacy.LEGACY_MODEL) for i, (box, encoding) in enumerate(faces)],
-    )
-
-
-# What the database says about one row's values (a range, pgvector's cast, a CHECK of
-# another program's); anything else (a lost connection, a privilege) stops the import.
-_ROW_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-
-
-async def _import_page(conn: asyncpg.Connection, page: _Page) -> None:
-    """The page in one transaction; if the database refuses a row, the page again with
-    a savepoint per row, so that only the refused rows are left (and reported)."""
-    try:
-        async with conn.transaction():
-            for path, faces in page.rows:
-                await _insert(conn, path, faces)
-        return
-    except _ROW_REFUSED:
-        pass
-    kept: list[tuple[str, list[Face]]] = []
-    async with conn.transaction():
-        for path, faces in page.rows:
-            try:
-                async with conn.transaction():
-                    await _insert(conn, path, faces)
-                kept.append((path, faces))
-            except _ROW_REFUSED as exc:
-                page.rejected.append((path, f"refused by the database: {str(exc).splitlines()[0][:200]}"))
-    page.rows = kept
+async def _import_page(conn: Conn, page: _Page) -> None:
+    """The page in one transaction; the rows the database refuses are left (and reported)."""
+    page.rows, refused = await rows_store.insert_page(conn, page.rows)
+    page.rejected.extend(refused)
 
 
 async def import_legacy(
-    conn: asyncpg.Connection, *, page_size: int, progress: Progress | None = None, from_start: bool = False
+    conn: Conn, *, page_size: int, progress: Progress | None = None, from_start: bool = False
 ) -> ImportReport:
-    shape = await legacy.result_shape(conn)
+    shape = await rows_store.result_shape(conn)
     if shape.boxes_type is None or shape.encodings_type is None:
         raise NotLegacy(
             f"{legacy.TABLE} has no {legacy.BOXES} and {legacy.ENCODINGS} JSON columns: there are no legacy "
@@ -206,15 +175,13 @@ async def import_legacy(
         )
     report = ImportReport()
     if not from_start:
-        report.resumed_after = await conn.fetchval(Q.legacy_resume_point, legacy.LEGACY_MODEL)
+        report.resumed_after = await rows_store.resume_point(conn)
     after = report.resumed_after or ""
-    counts = await conn.fetchrow(Q.legacy_not_imported_around, after)
-    assert counts is not None
-    report.not_examined = int(counts["before"])
+    report.not_examined, left = await rows_store.not_imported_around(conn, after)
     if progress is not None:
-        progress.set_total(int(counts["after"]))
+        progress.set_total(left)
     while True:
-        rows = await conn.fetch(Q.legacy_to_import, after, page_size)
+        rows = await rows_store.page(conn, after, page_size)
         page = _parse_page(rows)
         await _import_page(conn, page)
         page.add_to(report)
@@ -222,4 +189,4 @@ async def import_legacy(
             progress.advance(len(rows))
         if len(rows) < page_size:
             return report
-        after = rows[-1]["image_path"]
+        after = rows[-1].image_path

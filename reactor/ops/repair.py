@@ -27,21 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config
 from reactor.errors import ReactorError
 from reactor.failure_types import ErrorType
-from reactor.ops.audit import AuditReport, missing_tables, run_audit
+from reactor.ops.audit import AuditReport, run_audit
 from reactor.store import orphans, relations
-from reactor.store.constraints import PATH_CONSTRAINTS
-from reactor.store.dbtypes import rows_affected
-from reactor.store.relations import BACKUP_PREFIX
-from reactor.store.sql import Queries, fill_identifiers
+from reactor.store import repair as writes
+from reactor.store.dbtypes import Conn
+from reactor.store.repair import TablesBusy
 
 log = logs.get("reactor.repair")
-Q = Queries("integrity.sql")
 
 LOCK_TIMEOUT = "10s"
 FIXES: dict[str, str] = {
@@ -178,7 +174,7 @@ def build_plan(report: AuditReport, *, legacy_orphans: bool = False) -> RepairPl
 
 
 async def repair(
-    conn: asyncpg.Connection,
+    conn: Conn,
     config: Config,
     *,
     apply: bool,
@@ -192,9 +188,7 @@ async def repair(
         return RepairResult(first, build_plan(first, legacy_orphans=legacy_orphans))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     try:
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            await conn.execute(Q.repair_lock)
+        async with writes.locked(conn, LOCK_TIMEOUT):
             # Under the lock: the plan is built from the rows as they are now. Only the
             # files found missing a moment ago are looked at again.
             report = await run_audit(
@@ -210,7 +204,7 @@ async def repair(
             await _delete(conn, result)
             result.validated = await _validate_constraints(conn)
             result.requeued = await _requeue(conn, config, result.plan.requeue)
-    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+    except TablesBusy as exc:
         raise _busy(exc, "reactor repair --apply") from None
     log.info(
         "repair_applied",
@@ -221,9 +215,9 @@ async def repair(
     return result
 
 
-def _busy(exc: Exception, command: str) -> RepairBusy:
+def _busy(exc: TablesBusy, command: str) -> RepairBusy:
     return RepairBusy(
-        f"the reactor's tables stayed locked by other sessions ({exc.__class__.__name__}); nothing was "
+        f"the reactor's tables stayed locked by other sessions ({exc}); nothing was "
         f"changed; run `{command}` again, or stop the reactor first"
     )
 
@@ -237,7 +231,7 @@ class OrphanPurge:
     backups: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
-async def purge_orphans(conn: asyncpg.Connection, config: Config) -> OrphanPurge:
+async def purge_orphans(conn: Conn, config: Config) -> OrphanPurge:
     """Purge every orphan past its grace, whatever the sweep's bound (the operator
     confirmed it), after copying the rows into timestamped backup tables, in one
     transaction under repair's lock (no other writer changes them in between; the purge
@@ -247,18 +241,18 @@ async def purge_orphans(conn: asyncpg.Connection, config: Config) -> OrphanPurge
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     done = OrphanPurge()
     try:
-        async with conn.transaction():
-            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            await conn.execute(Q.repair_lock)
+        async with writes.locked(conn, LOCK_TIMEOUT):
             for table in await orphans.tables_with_marks(conn):
                 paths = await orphans.due_paths(conn, table, policy, page)
                 if not paths:
                     continue
-                await _copy(conn, done.backups, table, stamp, Q.repair_backup_rows, paths, PURGE_REASON)
+                await writes.copy(conn, done.backups, table, stamp, "repair_backup_rows", paths, PURGE_REASON)
                 if table == orphans.RESULTS:
-                    await _copy(conn, done.backups, "face_detections", stamp, Q.repair_backup_rows, paths, PURGE_REASON)
+                    await writes.copy(
+                        conn, done.backups, "face_detections", stamp, "repair_backup_rows", paths, PURGE_REASON
+                    )
                 done.purged[table] = await orphans.purge_paths(conn, table, policy, paths, page)
-    except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+    except TablesBusy as exc:
         raise _busy(exc, "reactor repair --purge-orphans --apply") from None
     log.info("orphans_purged_by_repair", purged=done.purged, backups={s: n for s, (_, n) in done.backups.items()})
     return done
@@ -271,95 +265,55 @@ def _by_reason(items: dict[str, str]) -> dict[str, list[str]]:
     return grouped
 
 
-async def _backup_table(conn: asyncpg.Connection, backups: dict[str, tuple[str, int]], source: str, stamp: str) -> str:
-    if source in backups:
-        return backups[source][0]
-    name = f"{BACKUP_PREFIX}{stamp}_{source}"
-    suffix = 1
-    while await relations.exists_named(conn, name):
-        suffix += 1
-        name = f"{BACKUP_PREFIX}{stamp}_{suffix}_{source}"
-    await conn.execute(fill_identifiers(Q.repair_create_backup, backup=name, source=source))
-    backups[source] = (name, 0)
-    return name
-
-
-async def _copy(
-    conn: asyncpg.Connection, backups: dict[str, tuple[str, int]], source: str, stamp: str, block: str, *args: Any
-) -> None:
-    name = await _backup_table(conn, backups, source, stamp)
-    copied = rows_affected(await conn.execute(fill_identifiers(block, backup=name, source=source), *args))
-    backups[source] = (name, backups[source][1] + copied)
-
-
-async def _backup(conn: asyncpg.Connection, result: RepairResult, stamp: str) -> None:
+async def _backup(conn: Conn, result: RepairResult, stamp: str) -> None:
     plan = result.plan
     for reason, paths in _by_reason(plan.results).items():
-        await _copy(conn, result.backups, "face_metadata", stamp, Q.repair_backup_rows, paths, reason)
-        await _copy(conn, result.backups, "face_detections", stamp, Q.repair_backup_rows, paths, reason)
+        await writes.copy(conn, result.backups, "face_metadata", stamp, "repair_backup_rows", paths, reason)
+        await writes.copy(conn, result.backups, "face_detections", stamp, "repair_backup_rows", paths, reason)
     for reason, paths in _by_reason(plan.orphan_faces).items():
-        await _copy(conn, result.backups, "face_detections", stamp, Q.repair_backup_orphan_faces, paths, reason)
+        await writes.copy(conn, result.backups, "face_detections", stamp, "repair_backup_orphan_faces", paths, reason)
     for reason, paths in _by_reason(plan.failures).items():
-        await _copy(conn, result.backups, "face_detection_failures", stamp, Q.repair_backup_rows, paths, reason)
+        await writes.copy(conn, result.backups, "face_detection_failures", stamp, "repair_backup_rows", paths, reason)
     if plan.claims:
         keys = list(plan.claims)
-        await _copy(
+        await writes.copy(
             conn,
             result.backups,
             "reactor_claims",
             stamp,
-            Q.repair_backup_claims,
+            "repair_backup_claims",
             [p for p, _ in keys],
             [t for _, t in keys],
             [plan.claims[k] for k in keys],
         )
 
 
-async def _delete(conn: asyncpg.Connection, result: RepairResult) -> None:
+async def _delete(conn: Conn, result: RepairResult) -> None:
     plan = result.plan
     if plan.claims:
         keys = list(plan.claims)
-        result.deleted["reactor_claims"] = rows_affected(
-            await conn.execute(Q.repair_delete_claims, [p for p, _ in keys], [t for _, t in keys])
-        )
+        result.deleted["reactor_claims"] = await writes.delete_claims(conn, [p for p, _ in keys], [t for _, t in keys])
     if plan.failures:
-        result.deleted["face_detection_failures"] = rows_affected(
-            await conn.execute(Q.repair_delete_failures, sorted(plan.failures))
-        )
+        result.deleted["face_detection_failures"] = await writes.delete_failures(conn, sorted(plan.failures))
     if plan.orphan_faces:
-        result.deleted["face_detections"] = rows_affected(
-            await conn.execute(Q.repair_delete_orphan_faces, sorted(plan.orphan_faces))
-        )
+        result.deleted["face_detections"] = await writes.delete_orphan_faces(conn, sorted(plan.orphan_faces))
     if plan.results:
-        deleted = await conn.execute(Q.repair_delete_results, sorted(plan.results))
-        result.deleted["face_metadata"] = rows_affected(deleted)
+        result.deleted["face_metadata"] = await writes.delete_results(conn, sorted(plan.results))
     if "face_detections" in result.backups:
         # Face rows of deleted results go by ON DELETE CASCADE; under the lock they are
         # exactly the rows copied into the backup.
         result.deleted["face_detections"] = result.backups["face_detections"][1]
 
 
-async def _validate_constraints(conn: asyncpg.Connection) -> list[str]:
-    validated = []
-    for row in await conn.fetch(Q.repair_unvalidated_constraints, list(PATH_CONSTRAINTS)):
-        try:
-            # A savepoint: rows this repair does not judge (none today) must not undo it.
-            async with conn.transaction():
-                await conn.execute(
-                    fill_identifiers(
-                        Q.repair_validate_constraint, source=row["table_name"], constraint=row["constraint_name"]
-                    )
-                )
-        except asyncpg.CheckViolationError:
-            log.warning("constraint_still_not_valid", constraint=row["constraint_name"])
-            continue
-        validated.append(row["constraint_name"])
+async def _validate_constraints(conn: Conn) -> list[str]:
+    validated, refused = await writes.validate_constraints(conn)
+    for constraint in refused:
+        log.warning("constraint_still_not_valid", constraint=constraint)
     return validated
 
 
-async def _requeue(conn: asyncpg.Connection, config: Config, paths: Iterable[str]) -> int:
+async def _requeue(conn: Conn, config: Config, paths: Iterable[str]) -> int:
     wanted = sorted(paths)
-    if not wanted or await missing_tables(conn, ("ai_metadata",)):
+    if not wanted or await relations.missing(conn, ("ai_metadata",)):
         return 0
-    sent = await conn.fetchval(Q.repair_requeue, config.database.channel, wanted)
-    return int(sent or 0)
+    return await writes.requeue(conn, config.database.channel, wanted)

@@ -11,14 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import asyncpg
-
 from reactor.errors import ReactorError
 from reactor.ops.contact_sheet import Box
 from reactor.store import vectors
-from reactor.store.sql import Queries
+from reactor.store.dbtypes import Conn
 
-Q = Queries("similar.sql")
 SAME_PERSON_DISTANCE = 0.6
 # pgvector's HNSW search returns at most ef_search rows; ask for enough.
 DEFAULT_EF_SEARCH = 40
@@ -40,11 +37,7 @@ class FaceRef:
         return {**asdict(self), "box": list(self.box)}
 
 
-def _box(row: asyncpg.Record) -> Box:
-    return (row["box_top"], row["box_right"], row["box_bottom"], row["box_left"])
-
-
-async def query_face(conn: asyncpg.Connection, path: str, face: int | None) -> FaceRef:
+async def query_face(conn: Conn, path: str, face: int | None) -> FaceRef:
     """Face ``face`` of ``path`` (the only one when ``face`` is None)."""
     _, installed = await vectors.state(conn)
     if installed is None:
@@ -52,9 +45,9 @@ async def query_face(conn: asyncpg.Connection, path: str, face: int | None) -> F
             "similarity search needs the vector extension, which this database does not have; "
             "`reactor db check` says how to install it"
         )
-    done = await conn.fetchval(Q.result_of, path)
-    rows = await conn.fetch(Q.query_faces, path)
-    if done is None and not rows:
+    done = await vectors.has_result(conn, path)
+    rows = await vectors.faces_of(conn, path)
+    if not done and not rows:
         raise SimilarError(
             f"{path} has no result; check the path (relative to the share root, as in ai_metadata), "
             "or `reactor failures list` for why it has none"
@@ -64,30 +57,22 @@ async def query_face(conn: asyncpg.Connection, path: str, face: int | None) -> F
             f"{path} has no face rows (0 faces, or legacy faces not imported: `reactor db import-legacy`)"
         )
     if face is None and len(rows) > 1:
-        listed = "; ".join(f"--face {r['face_index']}: box {list(_box(r))}" for r in rows)
+        listed = "; ".join(f"--face {r.face_index}: box {list(r.box)}" for r in rows)
         raise SimilarError(f"{path} has {len(rows)} faces; choose one ({listed})")
     index = 0 if face is None else face
-    chosen = next((r for r in rows if r["face_index"] == index), None)
+    chosen = next((r for r in rows if r.face_index == index), None)
     if chosen is None:
         raise SimilarError(f"{path} has {len(rows)} face(s): --face takes 0 to {len(rows) - 1}, not {index}")
-    if not chosen["has_embedding"]:
+    if not chosen.has_embedding:
         raise SimilarError(f"face {index} of {path} has no embedding yet; `reactor db init` fills them")
-    return FaceRef(path, chosen["face_id"], chosen["face_index"], _box(chosen))
+    return FaceRef(path, chosen.face_id, chosen.face_index, chosen.box)
 
 
-async def nearest(
-    conn: asyncpg.Connection, face_id: int, *, limit: int, max_distance: float, exact: bool = False
-) -> list[FaceRef]:
+async def nearest(conn: Conn, face_id: int, *, limit: int, max_distance: float, exact: bool = False) -> list[FaceRef]:
     """The nearest faces to ``face_id`` within ``max_distance``, closest first.
 
     ``exact`` scans every face instead of using the index (the benchmark's reference)."""
-    async with conn.transaction():
-        await conn.execute(Q.search_breadth, str(max(DEFAULT_EF_SEARCH, limit)))
-        if exact:
-            await conn.execute(Q.exact_search)
-        rows = await conn.fetch(Q.nearest_faces, face_id, limit)
+    rows = await vectors.nearest(conn, face_id, limit=limit, ef_search=max(DEFAULT_EF_SEARCH, limit), exact=exact)
     return [
-        FaceRef(r["image_path"], r["face_id"], r["face_index"], _box(r), float(r["distance"]))
-        for r in rows
-        if r["distance"] <= max_distance
+        FaceRef(r.image_path, r.face_id, r.face_index, r.box, r.distance) for r in rows if r.distance <= max_distance
     ]

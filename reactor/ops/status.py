@@ -8,36 +8,13 @@ listener state).
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import asyncpg
-
 from reactor.core.instances import gone_after_seconds
-from reactor.store import changes, orphans
-from reactor.store.sql import Queries
-
-Q = Queries("ops.sql")
-
-
-@dataclass(frozen=True)
-class FailureCount:
-    error_type: str
-    failures: int
-    permanent: int
-    due: int
-
-
-@dataclass(frozen=True)
-class Instance:
-    instance_id: str
-    hostname: str
-    pid: int
-    started_at: str
-    heartbeat_age_seconds: float
-    state: dict[str, Any]
+from reactor.store import changes, orphans, status_reads
+from reactor.store.dbtypes import Conn
+from reactor.store.status_reads import FailureCount, Instance
 
 
 @dataclass
@@ -97,50 +74,30 @@ class StatusReport:
         }
 
 
-def _state(raw: Any) -> dict[str, Any]:
-    # asyncpg returns JSONB as text unless a codec is set; accept both.
-    value = json.loads(raw) if isinstance(raw, str) else raw
-    return value if isinstance(value, dict) else {}
-
-
 async def collect(
-    conn: asyncpg.Connection,
+    conn: Conn,
     heartbeat_seconds: float,
     policy: orphans.OrphanPolicy | None = None,
     walk_interval_seconds: float = 24 * 3600.0,
 ) -> StatusReport:
-    results = await conn.fetchrow(Q.status_results)
-    assert results is not None
-    pending = await conn.fetchval(Q.status_pending)
-    by_type = [
-        FailureCount(r["error_type"], r["failures"], r["permanent"], r["due"])
-        for r in await conn.fetch(Q.status_failures_by_type)
-    ]
-    instances = [
-        Instance(
-            instance_id=r["instance_id"],
-            hostname=r["hostname"],
-            pid=r["pid"],
-            started_at=r["started_at"].isoformat(),
-            heartbeat_age_seconds=round(r["age_seconds"], 1),
-            state=_state(r["state"]),
-        )
-        for r in await conn.fetch(Q.status_instances, gone_after_seconds(heartbeat_seconds))
-    ]
-    last: dt.datetime | None = results["last_detection"]
+    results = await status_reads.result_counts(conn)
+    pending = await status_reads.pending(conn)
+    by_type = await status_reads.failures_by_type(conn)
+    instances = await status_reads.live_instances(conn, gone_after_seconds(heartbeat_seconds))
+    last = results.last_detection
     return StatusReport(
-        images=results["images"],
-        faces=results["faces"],
+        images=results.images,
+        faces=results.faces,
         last_detection=last.isoformat() if last else None,
         pending=pending,
         failures_by_type=by_type,
         instances=instances,
-        legacy=results["legacy"],
-        legacy_zero=results["legacy_zero"],
-        redetect_requested=results["redetect_requested"],
-        orphans=await orphans.stats(conn, policy or orphans.OrphanPolicy()),
-        held_deletions=results["held_deletions"],
-        sweep=await changes.read_state(conn, walk_interval_seconds),
+        legacy=results.legacy,
+        legacy_zero=results.legacy_zero,
+        redetect_requested=results.redetect_requested,
+        orphans=await status_reads.orphan_stats(conn, policy or orphans.OrphanPolicy()),
+        held_deletions=results.held_deletions,
+        sweep=await status_reads.sweep_state(conn, walk_interval_seconds),
     )
 
 

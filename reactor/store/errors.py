@@ -9,7 +9,8 @@ and the code above sees one of these, each saying what the caller can do about i
 - ``Fenced``: the claim this write was made under was taken over by another instance;
   the outcome is discarded, never written over a newer one.
 - ``UnwritableSchema``: a table, column or function is missing, or the role lacks a
-  privilege: no retry mends it, a person must (``reactor doctor`` says what).
+  privilege: no retry mends it, a person must (``reactor doctor`` says what);
+  ``MissingTable`` and ``NoPrivilege`` say which of the two.
 - ``RejectedPath``: the database refuses the path itself (one of the path constraints).
 - ``StatementFailed``: any other error the server reported. Retrying the same statement
   fails the same way, so the caller records it instead of looping.
@@ -44,6 +45,14 @@ class UnwritableSchema(StoreError):
     """The schema or the role's privileges do not allow the statement; a person must fix it."""
 
 
+class MissingTable(UnwritableSchema):
+    """A table the statement names is not in this database (`reactor db init` creates it)."""
+
+
+class NoPrivilege(UnwritableSchema):
+    """The role lacks a privilege the statement needs (`reactor doctor` lists them)."""
+
+
 class RejectedPath(StoreError):
     """The database refuses this path (a path constraint)."""
 
@@ -76,6 +85,10 @@ def translate(exc: BaseException, path: str | None = None) -> StoreError | None:
         return exc
     if isinstance(exc, (DatabaseUnavailable, *TRANSIENT_DB_ERRORS)):
         return StoreUnavailable(str(exc) or type(exc).__name__)
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return MissingTable(str(exc))
+    if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+        return NoPrivilege(str(exc))
     if isinstance(exc, _SCHEMA_ERRORS):
         return UnwritableSchema(str(exc))
     rejection = path_rejection(exc, path)

@@ -85,7 +85,7 @@ async def listed(conn: Conn, limit: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(Q.held_list, limit))
 
 
-async def apply(conn: asyncpg.Connection, mapper: PathMapper, *, standalone: bool) -> ApplyResult:
+async def apply(conn: Conn, mapper: PathMapper, *, standalone: bool) -> ApplyResult:
     """Back up and delete the held files still missing on the share (online, checked by
     the caller); release the others. One transaction: all of it or nothing."""
     result = ApplyResult()

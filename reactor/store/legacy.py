@@ -18,9 +18,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
-
 from reactor.store import sql
+from reactor.store.dbtypes import Conn
 
 Q = sql.Queries("catalog.sql")
 
@@ -68,7 +67,7 @@ class ResultShape:
 NO_LEGACY = ResultShape()
 
 
-async def columns(conn: asyncpg.Connection, table: str = TABLE) -> dict[str, Column]:
+async def columns(conn: Conn, table: str = TABLE) -> dict[str, Column]:
     return {
         r["name"]: Column(r["name"], r["type"], bool(r["not_null"]), bool(r["has_default"]))
         for r in await conn.fetch(Q.table_columns, table)
@@ -102,7 +101,7 @@ def shape_of(found: dict[str, Column]) -> ResultShape:
     return ResultShape(boxes_type=usable(BOXES), encodings_type=usable(ENCODINGS))
 
 
-async def result_shape(conn: asyncpg.Connection) -> ResultShape:
+async def result_shape(conn: Conn) -> ResultShape:
     return shape_of(await columns(conn))
 
 

@@ -8,11 +8,15 @@ like the rest of the reactor's SQL.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from reactor.store import sql
 from reactor.store.dbtypes import Conn
+from reactor.store.errors import translated
 from reactor.store.sql import quote_identifier
 
 Q = sql.Queries("catalog.sql")
+INTEGRITY = sql.Queries("integrity.sql")
 
 # The tables the running reactor reads and writes (reactor_schema is only read).
 REACTOR_TABLES = (
@@ -43,3 +47,9 @@ async def exists_named(conn: Conn, name: str) -> bool:
     """Whether a relation of exactly this name (case kept, as a generated backup name that
     holds a "T") is on the search_path; ``exists`` folds an unquoted name to lower case."""
     return await exists(conn, quote_identifier(name))
+
+
+async def missing(conn: Conn, tables: Sequence[str] = REACTOR_TABLES) -> list[str]:
+    """Those of ``tables`` that do not resolve on the search_path, sorted."""
+    with translated():
+        return [r["table_name"] for r in await conn.fetch(INTEGRITY.missing_tables, list(tables))]

@@ -9,10 +9,14 @@ and `reactor similar` refuses with one line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import asyncpg
 
 from reactor.store import sql
 from reactor.store.dbtypes import Conn, rows_affected
+from reactor.store.errors import translated
 
 Q = sql.Queries("catalog.sql")
 SEARCH = sql.Queries("similar.sql")
@@ -60,6 +64,50 @@ async def backfill(conn: Conn) -> int:
         filled += count
         if count < BACKFILL_PAGE:
             return filled
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """One face row as the search reads it; ``box`` is top, right, bottom, left (dlib order)."""
+
+    image_path: str
+    face_id: int
+    face_index: int
+    box: tuple[int, int, int, int]
+    has_embedding: bool = True
+    # L2 distance to the query face (nearest only).
+    distance: float = 0.0
+
+
+def _box(row: Any) -> tuple[int, int, int, int]:
+    return (row["box_top"], row["box_right"], row["box_bottom"], row["box_left"])
+
+
+async def has_result(conn: Conn, path: str) -> bool:
+    """Whether ``path`` has a result row (with zero faces or more)."""
+    with translated():
+        return await conn.fetchval(SEARCH.result_of, path) is not None
+
+
+async def faces_of(conn: Conn, path: str) -> list[StoredFace]:
+    """The faces of one image, in order."""
+    with translated():
+        rows = await conn.fetch(SEARCH.query_faces, path)
+    return [StoredFace(path, r["face_id"], r["face_index"], _box(r), r["has_embedding"]) for r in rows]
+
+
+async def nearest(conn: Conn, face_id: int, *, limit: int, ef_search: int, exact: bool = False) -> list[StoredFace]:
+    """The ``limit`` faces nearest to ``face_id``, closest first; ``ef_search`` is the HNSW
+    breadth for this search, ``exact`` scans every face instead of using the index."""
+    with translated():
+        async with conn.transaction():
+            await conn.execute(SEARCH.search_breadth, str(ef_search))
+            if exact:
+                await conn.execute(SEARCH.exact_search)
+            rows = await conn.fetch(SEARCH.nearest_faces, face_id, limit)
+    return [
+        StoredFace(r["image_path"], r["face_id"], r["face_index"], _box(r), distance=float(r["distance"])) for r in rows
+    ]
 
 
 def owner_sql() -> str:
