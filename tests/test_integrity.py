@@ -423,6 +423,23 @@ async def test_audit_without_schema_says_what_to_run(conn: asyncpg.Connection, c
         await run_audit(conn, config)
 
 
+async def test_repair_waits_for_a_lock_then_says_nothing_changed(
+    conn: asyncpg.Connection, dsn: str, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock the store could not take within the timeout comes up as RepairBusy, one line
+    that names the error, and the transaction left nothing behind."""
+    monkeypatch.setattr(repair, "LOCK_TIMEOUT", "50ms")
+    holder = await asyncpg.connect(dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE reactor_claims IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(repair.RepairBusy, match=r"locked by other sessions \(LockNotAvailableError\)"):
+                await repair.purge_orphans(conn, config)
+    finally:
+        await holder.close()
+    assert not await conn.fetchval("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'reactor_backup_%'")
+
+
 @pytest.mark.parametrize("table", REACTOR_TABLES)
 @pytest.mark.parametrize(
     "path",
