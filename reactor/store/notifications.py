@@ -74,7 +74,12 @@ async def open_listener(dsn: str, config: Config, application_name: str) -> Sess
         tcp_keepalives_interval=str(KEEPALIVE_INTERVAL_SECONDS),
         tcp_keepalives_count=str(KEEPALIVE_COUNT),
     )
-    enable_keepalive(session.conn)
+    try:
+        with translated():  # a socket that refuses the option is a broken one
+            enable_keepalive(session.conn)
+    except BaseException:
+        session.terminate()
+        raise
     return session
 
 
