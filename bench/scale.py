@@ -31,12 +31,17 @@ import asyncpg
 
 from bench import common
 from bench.overhead import tiny_photo
-from reactor.store.sql import Queries
+from reactor.store import sql
 
-Q = Queries("queries.sql")
 TARGET_SWEEP_S = 5.0
 TARGET_RSS_MIB = 300.0
-SWEEP_QUERIES = ("due_retries", "pending_images", "orphan_results", "orphan_failures")
+# Each sweep query, and the file under sql/ that holds it.
+SWEEP_QUERIES = {
+    "due_retries": "sweep.sql",
+    "pending_images": "sweep.sql",
+    "orphan_results": "orphans.sql",
+    "orphan_failures": "orphans.sql",
+}
 # The same questions as the sweep's, asked at once without keyset pages.
 BASELINE = {
     "due_retries": """SELECT count(*) FROM face_detection_failures f
@@ -75,8 +80,8 @@ async def load(conn: asyncpg.Connection, rows: int, results: int, failures: int)
 
 async def explain(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
     plans: dict[str, dict[str, Any]] = {}
-    for name in SWEEP_QUERIES:
-        query = getattr(Q, name)
+    for name, file in SWEEP_QUERIES.items():
+        query = sql.blocks(file)[name]
         # pending_images and the orphan pages read a window of the table, up to a path.
         args: tuple[object, ...] = {
             "due_retries": ("", 1000, "bench-explain"),

@@ -33,7 +33,7 @@ UPDATE reactor_sweep_state
 SET watermark = greatest(watermark, (SELECT coalesce(max(seq), 0) FROM gone)), updated_at = now()
 
 -- name: pending_among
--- Which of the paths $1 are pending: the conditions of queries.sql pending_images
+-- Which of the paths $1 are pending: the conditions of sweep.sql pending_images
 -- (keep the two together), on a list of paths instead of a keyset page of the table.
 SELECT DISTINCT a.image_path
 FROM ai_metadata a

@@ -16,10 +16,11 @@ import pytest
 from reactor.config import Config
 from reactor.core.queue import ImageQueue
 from reactor.core.scheduler import SweepScheduler
-from reactor.core.sweep import SWEEP_LOCK_KEY, Sweeper
+from reactor.core.sweep import Sweeper
 from reactor.ops import status
 from reactor.store import changes
 from reactor.store.dbtypes import Conn
+from reactor.store.sweeps import LOCK_KEY as SWEEP_LOCK_KEY
 from tests.reactor_support import wait_until
 
 WEEK = 7 * 24 * 3600.0

@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from reactor.config import Config
-from reactor.core.listener import Listener, enable_keepalive
+from reactor.core.listener import Listener
+from reactor.store.notifications import enable_keepalive
 from tests.pg import PgServer
 from tests.reactor_support import wait_until
 

@@ -11,13 +11,14 @@ import pytest
 
 from reactor.config import RetryConfig
 from reactor.core.queue import ImageQueue, Priority
-from reactor.core.sweep import SWEEP_LOCK_KEY, SweepCounts, Sweeper
+from reactor.core.sweep import SweepCounts, Sweeper
 from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.failure_types import ErrorType
 from reactor.store import claims, outcomes
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
 from reactor.store.schema import failure_columns
+from reactor.store.sweeps import LOCK_KEY as SWEEP_LOCK_KEY
 from tests.peek import priority_of
 
 RETRY = RetryConfig(

@@ -23,11 +23,9 @@ from typing import Any
 
 from reactor.core.gate import NoticeKind, fit_reply
 from reactor.core.instances import gone_after_seconds
+from reactor.store import control_replies, instances, notifications
 from reactor.store.dbtypes import Conn
-from reactor.store.sql import Queries
 from reactor.util.aio import wait_any
-
-Q = Queries("queries.sql")
 
 # The command reads the replies this often besides on a wake-up (a NOTIFY may be lost).
 REREAD_SECONDS = 1.0
@@ -45,13 +43,13 @@ def reply_payload(request_id: str, instance_id: str, counts: dict[str, Any]) -> 
 
 
 async def send(conn: Conn, channel: str, payload: str) -> None:
-    await conn.execute(Q.notify, channel, payload)
+    await notifications.notify(conn, channel, payload)
 
 
 async def reply(conn: Conn, channel: str, request_id: str, instance_id: str, counts: dict[str, Any]) -> None:
     """Write the reply where only the reactor may write, then wake the command."""
     payload = reply_payload(request_id, instance_id, counts)
-    await conn.execute(Q.control_reply_write, request_id, instance_id, not counts.get("skipped"), payload)
+    await control_replies.write(conn, request_id, instance_id, not counts.get("skipped"), payload)
     await send(conn, channel, json.dumps({"type": NoticeKind.SWEEP_REPLY, "id": request_id}))
 
 
@@ -64,8 +62,7 @@ class SweepReplies:
 
 async def live_instances(conn: Conn, heartbeat_seconds: float) -> list[str]:
     """Instances that are not gone (reactor.core.instances)."""
-    rows = await conn.fetch(Q.live_instances, gone_after_seconds(heartbeat_seconds))
-    return [r["instance_id"] for r in rows]
+    return await instances.live(conn, gone_after_seconds(heartbeat_seconds))
 
 
 async def request_sweep(conn: Conn, channel: str, wait_seconds: float) -> SweepReplies:
@@ -75,13 +72,8 @@ async def request_sweep(conn: Conn, channel: str, wait_seconds: float) -> SweepR
     """
     replies = SweepReplies(request_id=uuid.uuid4().hex)
     wake = asyncio.Event()
-
-    def on_notify(_c: Any, _pid: int, _channel: str, _payload: object) -> None:
-        wake.set()
-
     # LISTEN before sending, so that a fast reply cannot be missed.
-    await conn.add_listener(channel, on_notify)
-    try:
+    async with notifications.listening(conn, channel, wake.set):
         await send(conn, channel, request_payload(replies.request_id))
         deadline = time.monotonic() + wait_seconds
         while not await _read_replies(conn, replies):
@@ -90,17 +82,15 @@ async def request_sweep(conn: Conn, channel: str, wait_seconds: float) -> SweepR
                 break
             await wait_any(wake, seconds=min(left, REREAD_SECONDS))
             wake.clear()
-    finally:
-        await conn.remove_listener(channel, on_notify)
     return replies
 
 
 async def _read_replies(conn: Conn, replies: SweepReplies) -> bool:
     """The replies written so far; True once one instance swept."""
     replies.skipped = []
-    for row in await conn.fetch(Q.control_replies, replies.request_id):
-        data = json.loads(row["reply"])
-        if row["swept"]:
+    for row in await control_replies.read(conn, replies.request_id):
+        data = json.loads(row.reply)
+        if row.swept:
             replies.swept = data
             return True
         replies.skipped.append(data)

@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import asyncpg
-
 from reactor import logs
-from reactor.store.sql import Queries
+from reactor.store import notifications
+from reactor.store.connections import borrowed
+from reactor.store.dbtypes import Pool
 from reactor.util import storable
 from reactor.util.ratelimit import RateLimiter
 
-Q = Queries("queries.sql")
 log = logs.get("reactor.gate")
 
 # NOTIFY payloads are at most 8000 bytes; replies are kept under this.
@@ -117,7 +116,7 @@ def validate(channel: str, data: object, *, control_channel: str, pid: int = 0) 
 class SenderCheck:
     """Whether the backend that sent a notification runs as an allowed role."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool | None], roles: Iterable[str]) -> None:
+    def __init__(self, pool: Callable[[], Pool | None], roles: Iterable[str]) -> None:
         self._pool = pool
         self.roles = frozenset(roles)
         self._pending = 0
@@ -152,9 +151,8 @@ class SenderCheck:
         pool = self._pool()
         if pool is None or pid <= 0:
             return None
-        async with pool.acquire() as conn:
-            role: str | None = await conn.fetchval(Q.backend_role, pid)
-        return role
+        async with borrowed(pool) as conn:
+            return await notifications.backend_role(conn, pid)
 
 
 def fit_reply(payload: dict[str, Any], encode: Callable[[dict[str, Any]], str]) -> str:

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config
 from reactor.errors import ReactorError
-from reactor.store import db
-from reactor.store.db import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS
-from reactor.store.sql import Queries
+from reactor.store import instances
+from reactor.store.connections import Session
+from reactor.store.db import DatabaseUnavailable
+from reactor.store.errors import StoreUnavailable
 from reactor.util.aio import sleep_or_stop
 
-Q = Queries("queries.sql")
+# How long closing the lock's session may take before it is cut.
+CLOSE_TIMEOUT_SECONDS = 5.0
 log = logs.get("reactor.instance_lock")
 
 
@@ -43,35 +43,31 @@ class InstanceLock:
         self.config = config
         self.dsn = dsn
         self.instance_id = instance_id
-        self._conn: asyncpg.Connection | None = None
+        self._session: Session | None = None
 
     async def acquire(self) -> None:
         """Take the lock on a fresh connection; InstanceTaken if another process has it."""
-        conn = await db.connect(
-            self.dsn,
-            self.config,
-            server_settings={"application_name": f"face-reactor-instance:{self.instance_id}"[:63]},
-        )
+        session = await Session.open(self.dsn, self.config, f"face-reactor-instance:{self.instance_id}")
         try:
-            taken = await conn.fetchval(Q.instance_try_lock, self.instance_id)
+            taken = await instances.try_lock(session.conn, self.instance_id)
         except BaseException:
-            await conn.close()
+            await session.close(CLOSE_TIMEOUT_SECONDS)
             raise
         if not taken:
-            await conn.close()
+            await session.close(CLOSE_TIMEOUT_SECONDS)
             raise InstanceTaken(self.instance_id)
-        self._conn = conn
+        self._session = session
 
     async def hold(self, stop: asyncio.Event, on_taken: asyncio.Event) -> None:
         """Keep the lock: check the connection, take the lock again after it dropped."""
         interval = self.config.database.probe_interval_seconds
         while not await sleep_or_stop(stop, interval):
-            conn = self._conn
+            session = self._session
             try:
-                if conn is not None and not conn.is_closed():
-                    await asyncio.wait_for(conn.fetchval("SELECT 1"), self.config.database.probe_timeout_seconds)
+                if session is not None and not session.closed:
+                    await session.probe(self.config.database.probe_timeout_seconds)
                     continue
-            except TRANSIENT_DB_ERRORS:
+            except StoreUnavailable:
                 pass
             await self._drop()
             try:
@@ -81,19 +77,16 @@ class InstanceLock:
                 log.error("instance_id_taken", instance_id=self.instance_id, error=str(exc))
                 on_taken.set()
                 return
-            except UNAVAILABLE_ERRORS:
+            except (DatabaseUnavailable, StoreUnavailable):
                 continue  # the database is away: the rest of the reactor rides it out too
 
     async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            conn.terminate()
+        session, self._session = self._session, None
+        if session is not None:
+            session.terminate()
 
     async def release(self) -> None:
         """Closing the session releases the lock."""
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await asyncio.wait_for(conn.close(), 5.0)
-            except TRANSIENT_DB_ERRORS:
-                conn.terminate()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close(CLOSE_TIMEOUT_SECONDS)

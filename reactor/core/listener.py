@@ -1,4 +1,4 @@
-"""The LISTEN connection: one dedicated asyncpg connection, supervised.
+"""The LISTEN connection: one dedicated connection (reactor.store.notifications), supervised.
 
 Never taken from the pool (a pooled connection runs ``UNLISTEN *`` on release,
 asyncpg 421). Liveness comes from three sides: asyncpg's termination callback, TCP
@@ -17,28 +17,24 @@ A notification is only parsed and handed to ``on_notify``, which only enqueues.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config
 from reactor.core import gate, metrics
-from reactor.store.db import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS, connect
+from reactor.store import notifications
+from reactor.store.connections import Session
+from reactor.store.db import DatabaseUnavailable
+from reactor.store.errors import StoreUnavailable
 from reactor.util.aio import sleep_or_stop, wait_any
 from reactor.util.backoff import Backoff
 
 log = logs.get("reactor.listener")
 
 APPLICATION_NAME = "face-reactor-listener"
-KEEPALIVE_IDLE_SECONDS = 30
-KEEPALIVE_INTERVAL_SECONDS = 10
-KEEPALIVE_COUNT = 3
 
 # (channel, payload, pid of the notifying backend: see reactor.core.gate)
 # PostgreSQL caps a payload at 8000 bytes; nothing longer is parsed.
@@ -65,25 +61,6 @@ def parse_payload(payload: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # RecursionError: "[[[[...]]]]" nested deeper than the parser goes
         return None
     return data if isinstance(data, dict) and isinstance(data.get("type"), str) else None
-
-
-def enable_keepalive(conn: asyncpg.Connection) -> bool:
-    """TCP keepalive on the client side of the socket; False on a unix socket."""
-    transport = getattr(conn, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in (
-        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
-        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
-        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
-    ):
-        option = getattr(socket, name, None)
-        if option is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    return True
 
 
 class Listener:
@@ -114,37 +91,24 @@ class Listener:
         try:
             while not stop.is_set():
                 try:
-                    conn = await self._connect()
-                except UNAVAILABLE_ERRORS as exc:
+                    session = await notifications.open_listener(self.dsn, self.config, self.application_name)
+                except (DatabaseUnavailable, StoreUnavailable) as exc:
                     self._set_polling("connect_failed", exc)
                     await sleep_or_stop(stop, backoff.next_delay())
                     continue
                 backoff.reset()
-                reason = await self._serve(conn, stop)
+                reason = await self._serve(session, stop)
                 if not stop.is_set():
                     self._set_polling(reason, None)
         finally:
             self.state = ListenerState.STOPPED
 
-    async def _connect(self) -> asyncpg.Connection:
-        settings = {
-            "application_name": self.application_name,
-            # Server-side keepalive; PostgreSQL ignores these on a unix socket.
-            "tcp_keepalives_idle": str(KEEPALIVE_IDLE_SECONDS),
-            "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL_SECONDS),
-            "tcp_keepalives_count": str(KEEPALIVE_COUNT),
-        }
-        conn = await connect(self.dsn, self.config, server_settings=settings)
-        enable_keepalive(conn)
-        return conn
-
-    async def _serve(self, conn: asyncpg.Connection, stop: asyncio.Event) -> str:
+    async def _serve(self, session: Session, stop: asyncio.Event) -> str:
         """LISTEN, announce, then watch the connection; returns why it ended."""
         lost = asyncio.Event()
-        conn.add_termination_listener(lambda _c: lost.set())
+        session.on_lost(lost.set)
         try:
-            for channel in self.channels:
-                await conn.add_listener(channel, self._dispatch)
+            await notifications.listen(session, self.channels, self._dispatch)
             reconnected = self._ever_connected
             self._ever_connected = True
             self.state = ListenerState.CONNECTED
@@ -156,33 +120,25 @@ class Listener:
                 log.info("listener_connected", channels=list(self.channels))
             # Only now, after LISTEN: a catch-up sweep sees everything committed before it.
             self.on_connected()
-            return await self._watch(conn, lost, stop)
-        except TRANSIENT_DB_ERRORS as exc:
-            return f"error: {type(exc).__name__}"
+            return await self._watch(session, lost, stop)
+        except StoreUnavailable as exc:
+            return f"error: {type(exc.__cause__ or exc).__name__}"
         finally:
-            await self._close(conn)
+            await session.close(self.config.database.probe_timeout_seconds)
 
-    async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Event, stop: asyncio.Event) -> str:
+    async def _watch(self, session: Session, lost: asyncio.Event, stop: asyncio.Event) -> str:
         interval = self.config.database.probe_interval_seconds
         timeout = self.config.database.probe_timeout_seconds
         while True:
             done = await wait_any(stop, lost, seconds=interval)
             if done is stop:
                 return "stopped"
-            if done is lost or conn.is_closed():
+            if done is lost or session.closed:
                 return "terminated"
             try:
-                await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout)
-            except TRANSIENT_DB_ERRORS as exc:
-                return f"probe_failed: {type(exc).__name__}"
-
-    async def _close(self, conn: asyncpg.Connection) -> None:
-        if conn.is_closed():
-            return
-        try:
-            await asyncio.wait_for(conn.close(), self.config.database.probe_timeout_seconds)
-        except ANY_DB_ERRORS:
-            conn.terminate()
+                await session.probe(timeout)
+            except StoreUnavailable as exc:
+                return f"probe_failed: {type(exc.__cause__ or exc).__name__}"
 
     def _set_polling(self, reason: str, exc: BaseException | None) -> None:
         if self.state != ListenerState.POLLING:
@@ -195,7 +151,7 @@ class Listener:
             )
         self.state = ListenerState.POLLING
 
-    def _dispatch(self, _conn: Any, pid: int, channel: str, payload: object) -> None:
+    def _dispatch(self, pid: int, channel: str, payload: object) -> None:
         data = parse_payload(str(payload))
         if data is None:
             gate.ignore(channel, "not_json", str(payload)[:200])

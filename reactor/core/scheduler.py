@@ -19,14 +19,14 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config
 from reactor.core import control
 from reactor.core.sweep import Sweeper
 from reactor.paths import recordable
-from reactor.store.db import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS
+from reactor.store.connections import borrowed
+from reactor.store.dbtypes import Pool
+from reactor.store.errors import StoreError, StoreUnavailable
 from reactor.util.aio import first_of, wait_any
 from reactor.util.ratelimit import RateLimiter
 
@@ -62,9 +62,7 @@ class SweepScheduler:
         self._orphan_hints.add(path)
         self._orphan_wake.set()
 
-    async def run(
-        self, sweeper: Sweeper, pool: asyncpg.Pool, listening: Callable[[], bool], halt: asyncio.Event
-    ) -> None:
+    async def run(self, sweeper: Sweeper, pool: Pool, listening: Callable[[], bool], halt: asyncio.Event) -> None:
         sweep = self.config.sweep
         while not halt.is_set():
             await wait_any(self._wanted, halt, seconds=sweep.interval_seconds if listening() else sweep.poll_seconds)
@@ -78,7 +76,7 @@ class SweepScheduler:
                 reply, deferred = counts.as_dict(), counts.deferred
                 if counts.walk_requested:
                     self._walk_wanted.set()
-            except ANY_DB_ERRORS as exc:
+            except StoreError as exc:
                 log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
                 reply = {"skipped": f"sweep failed: {exc}"}
             await self._reply(pool, requests, reply)
@@ -107,21 +105,21 @@ class SweepScheduler:
                         continue
                     if counts.paused or counts.skipped:
                         pause = sweep.walk_pause_seconds
-            except ANY_DB_ERRORS as exc:
+            except StoreError as exc:
                 log.warning("walk_failed", error=str(exc) or type(exc).__name__)
                 pause = sweep.poll_seconds
             await wait_any(halt, self._walk_wanted, seconds=pause)
             self._walk_wanted.clear()
 
-    async def _reply(self, pool: asyncpg.Pool, requests: list[str], counts: dict[str, Any]) -> None:
+    async def _reply(self, pool: Pool, requests: list[str], counts: dict[str, Any]) -> None:
         if not requests:
             return
         try:
             channel = self.config.database.control_channel
-            async with pool.acquire() as conn:
+            async with borrowed(pool) as conn:
                 for request_id in requests:
                     await control.reply(conn, channel, request_id, self.instance_id, counts)
-        except ANY_DB_ERRORS as exc:  # reactor_control_replies missing (owner SQL not run yet): no answer
+        except StoreError as exc:  # reactor_control_replies missing (owner SQL not run yet): no answer
             log.warning("sweep_reply_failed", error=str(exc) or type(exc).__name__)
 
     async def run_orphan_hints(self, sweeper: Sweeper, halt: asyncio.Event) -> None:
@@ -132,10 +130,10 @@ class SweepScheduler:
                 path = self._orphan_hints.pop()
                 try:
                     await sweeper.mark_orphan(path)
-                except TRANSIENT_DB_ERRORS:
+                except StoreUnavailable:
                     # The sweep removes it later; hints are only hints.
                     break
-                except ANY_DB_ERRORS as exc:
+                except StoreError as exc:
                     # The server refused this one hint (a value it cannot take): it costs that
                     # hint, never the task, and the sweep's orphan pass covers its path anyway.
                     _hint_dropped(path, exc)
@@ -145,6 +143,8 @@ _dropped = RateLimiter(300.0, max_keys=100)
 
 
 def _hint_dropped(path: str, exc: BaseException) -> None:
-    allowed, suppressed = _dropped.check(type(exc).__name__)
+    # The server's own name for the refusal (the store's exception keeps it as its cause).
+    error = type(exc.__cause__ or exc).__name__
+    allowed, suppressed = _dropped.check(error)
     if allowed:
-        log.warning("orphan_hint_dropped", path=recordable(path)[:200], error=type(exc).__name__, suppressed=suppressed)
+        log.warning("orphan_hint_dropped", path=recordable(path)[:200], error=error, suppressed=suppressed)

@@ -16,9 +16,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
-
-import asyncpg
+from typing import Any
 
 from reactor import logs
 from reactor.config import Config
@@ -36,11 +34,12 @@ from reactor.core.supervisor import Supervisor
 from reactor.core.sweep import SweepCounts, Sweeper
 from reactor.detector import Detector
 from reactor.paths import PathMapper
-from reactor.store import catalog, claims, legacy, writable
-from reactor.store.db import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS, create_pool
+from reactor.store import catalog, claims, connections, instances, legacy, notifications, writable
+from reactor.store.connections import borrowed
+from reactor.store.db import DatabaseUnavailable
+from reactor.store.dbtypes import Pool
+from reactor.store.errors import StoreUnavailable
 from reactor.store.orphans import OrphanPolicy
-from reactor.store.schema import failure_columns
-from reactor.store.sql import Queries
 from reactor.util.aio import sleep_or_stop
 from reactor.util.backoff import Backoff
 from reactor.watch.file_events import DatabaseSink
@@ -48,15 +47,10 @@ from reactor.watch.mounts import choose_observer, stability_window
 from reactor.watch.share import ShareMonitor
 from reactor.watch.watcher import Watcher
 
-Q = Queries("queries.sql")
 log = logs.get("reactor.service")
 
 TaskFactory = Callable[[asyncio.Event], Awaitable[None]]
 CLEANUP_TIMEOUT_SECONDS = 5.0
-# A pooled connection that silently stopped carrying traffic would hang a query for
-# ever; past this the query fails as transient and the pool opens a new connection.
-# Every statement the reactor runs is one small keyset page or one image's rows.
-COMMAND_TIMEOUT_SECONDS = 60.0
 
 
 def default_instance_id() -> str:
@@ -73,7 +67,7 @@ class Reactor:
         self.share = ShareMonitor(config.images, config.watcher)
         # One detector child and detection loop per core (CPU) or GPU (CUDA): reactor.core.lanes.
         self.lanes = Lanes(config.detector, self.share.io)
-        self.pool: asyncpg.Pool | None = None
+        self.pool: Pool | None = None
         self._failure_columns: frozenset[str] = frozenset()
         self._result_shape = legacy.NO_LEGACY
         self.write_block = WriteBlock()
@@ -182,7 +176,7 @@ class Reactor:
         finally:
             await self._teardown(halt, pool, lock)
 
-    async def _lock_instance(self, pool: asyncpg.Pool) -> InstanceLock:
+    async def _lock_instance(self, pool: Pool) -> InstanceLock:
         """Take this instance id for this process; InstanceTaken (nothing touched) if another has it."""
         lock = InstanceLock(self.config, self.dsn, self.instance_id)
         try:
@@ -235,24 +229,22 @@ class Reactor:
         finally:
             await self._teardown(halt, pool, lock)
 
-    async def _connect(self, stop: asyncio.Event) -> asyncpg.Pool | None:
+    async def _connect(self, stop: asyncio.Event) -> Pool | None:
         """The pool, retrying with backoff while the database is down (logged once per state)."""
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
         while not stop.is_set():
-            pool: asyncpg.Pool | None = None
+            pool: Pool | None = None
             try:
-                pool = await create_pool(self.dsn, self.config, command_timeout=COMMAND_TIMEOUT_SECONDS)
-                async with pool.acquire() as conn:
-                    raw = cast(asyncpg.Connection, conn)
+                pool = await connections.open_pool(self.dsn, self.config)
+                async with borrowed(pool) as conn:
                     # Before anything is detected: an image is never detected for a write that cannot succeed.
-                    await writable.require_writable(raw, self.config.database.channel)
-                    self._failure_columns = await failure_columns(raw)
-                    self._result_shape = await legacy.result_shape(raw)
+                    shapes = await writable.write_shapes(conn, self.config.database.channel)
+                    self._failure_columns, self._result_shape = shapes.failure_columns, shapes.result_shape
             except catalog.SchemaUnusable:
                 if pool is not None:
                     await pool.close()
                 raise
-            except UNAVAILABLE_ERRORS as exc:
+            except (DatabaseUnavailable, StoreUnavailable) as exc:
                 if pool is not None:
                     pool.terminate()
                 if self.database_up is not False:
@@ -271,9 +263,9 @@ class Reactor:
         """Whether the lanes have their loops: run_once and run have connected and built them."""
         return self.first_loop is not None
 
-    async def _build(self, pool: asyncpg.Pool) -> tuple[Sweeper, DetectionLoop]:
-        async with pool.acquire() as conn:
-            own_role = await conn.fetchval(Q.current_role)
+    async def _build(self, pool: Pool) -> tuple[Sweeper, DetectionLoop]:
+        async with borrowed(pool) as conn:
+            own_role = await notifications.current_role(conn)
         self.senders.roles = self.senders.roles | {own_role}
         self.sweeper = Sweeper(
             pool,
@@ -367,7 +359,7 @@ class Reactor:
             # The outcome writes were shielded from the cancellation; give them a moment.
             await asyncio.wait(persisting, timeout=CLEANUP_TIMEOUT_SECONDS)
 
-    async def _teardown(self, halt: asyncio.Event, pool: asyncpg.Pool, lock: InstanceLock) -> None:
+    async def _teardown(self, halt: asyncio.Event, pool: Pool, lock: InstanceLock) -> None:
         """However the run ended: every task stopped, the claims released and the pool
         closed, and only then the instance lock (another process may take the id next)."""
         halt.set()
@@ -375,15 +367,15 @@ class Reactor:
         await self._cleanup(pool)
         await lock.release()
 
-    async def _cleanup(self, pool: asyncpg.Pool) -> None:
+    async def _cleanup(self, pool: Pool) -> None:
         try:
             async with asyncio.timeout(CLEANUP_TIMEOUT_SECONDS):
-                async with pool.acquire() as conn:
+                async with borrowed(pool) as conn:
                     # Only what this process made: after a takeover of the id the rest is the new owner's.
                     released = await claims.release_instance(conn, self.instance_id, self.lanes.in_flight.tokens())
-                    await conn.execute(Q.remove_instance, self.instance_id, self.started_at, os.getpid())
+                    await instances.remove(conn, self.instance_id, self.started_at, os.getpid())
             log.info("claims_released", count=released)
-        except TRANSIENT_DB_ERRORS as exc:
+        except (TimeoutError, StoreUnavailable) as exc:
             log.warning(
                 "claims_not_released",
                 error=str(exc) or type(exc).__name__,
@@ -403,11 +395,11 @@ class Reactor:
         while not halt.is_set():
             state = json.dumps(self.health_snapshot(), default=str)
             try:
-                async with self.pool.acquire() as conn:
-                    await conn.execute(
-                        Q.heartbeat, self.instance_id, socket.gethostname(), os.getpid(), self.started_at, state
+                async with borrowed(self.pool) as conn:
+                    await instances.heartbeat(
+                        conn, self.instance_id, socket.gethostname(), os.getpid(), self.started_at, state
                     )
-            except TRANSIENT_DB_ERRORS:
+            except StoreUnavailable:
                 pass  # the detection loop logs database state changes
             await sleep_or_stop(halt, self.config.health.heartbeat_seconds)
 
@@ -420,11 +412,11 @@ class Reactor:
             if not in_flight:
                 continue
             try:
-                async with self.pool.acquire() as conn:
+                async with borrowed(self.pool) as conn:
                     for claim in in_flight:
                         if not await claims.renew(conn, claim, lease):
                             log.warning("claim_lost", path=claim.path, token=claim.token)
-            except TRANSIENT_DB_ERRORS:
+            except StoreUnavailable:
                 pass  # fencing protects the result if the lease runs out meanwhile
 
 

@@ -37,20 +37,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 
-import asyncpg
-
 from reactor import logs
 from reactor.core import metrics
 from reactor.core.queue import ImageQueue, Priority
-from reactor.store import changes, claims, orphans
-from reactor.store.dbtypes import Conn
-from reactor.store.sql import Queries
+from reactor.store import changes, claims, orphans, sweeps
+from reactor.store.connections import borrowed
+from reactor.store.dbtypes import Conn, Pool
 
-Q = Queries("queries.sql")
 log = logs.get("reactor.sweep")
 
-# pg_try_advisory_lock key: "FACE" 2 (1 is `db init`).
-SWEEP_LOCK_KEY = 0x46414345_0002
 # The walk reads ai_metadata in windows of this many pages (sweep.page_size rows each).
 WINDOW_PAGES = 10
 # Expired claims older than this many leases are deleted by the sweep.
@@ -107,7 +102,7 @@ class SweepCounts:
 class Sweeper:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        pool: Pool,
         queue: ImageQueue,
         *,
         page_size: int,
@@ -155,20 +150,20 @@ class Sweeper:
 
     async def request_walk(self) -> None:
         """Walk as soon as possible (after the walk under way, if any)."""
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             await changes.ensure_state(conn)
             await changes.request_walk(conn)
 
     async def walk_due(self) -> bool:
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             return (await changes.state(conn, self.walk_interval_seconds)).walk_due
 
     async def _locked(self, kind: str, run: Callable[[Conn], Awaitable[SweepCounts]], *, dry_run: bool) -> SweepCounts:
         started = time.monotonic()
-        async with self._turn, self.pool.acquire() as conn:
+        async with self._turn, borrowed(self.pool) as conn:
             if dry_run:
                 counts = await run(conn)
-            elif not await conn.fetchval(Q.sweep_try_lock, SWEEP_LOCK_KEY):
+            elif not await sweeps.try_lock(conn):
                 counts = SweepCounts(skipped="another instance is sweeping")
             else:
                 try:
@@ -180,7 +175,7 @@ class Sweeper:
                         self.completed += 1
                 finally:
                     if not conn.is_closed():
-                        await conn.fetchval(Q.sweep_unlock, SWEEP_LOCK_KEY)
+                        await sweeps.unlock(conn)
         counts.seconds = round(time.monotonic() - started, 3)
         metrics.SWEEPS.labels("skipped" if counts.skipped else "done").inc()
         log.info("sweep_done", kind=kind, dry_run=dry_run, **counts.as_dict())
@@ -210,12 +205,8 @@ class Sweeper:
                 marked, stopped_at = await self._mark_windows(conn, name[8:], counts, stop, after, budget, listed)
                 counts.orphans += marked
             else:
-                query, priority = (
-                    (Q.due_retries, Priority.RETRY) if name == "retry" else (Q.pending_images, Priority.BACKLOG)
-                )
-                found, stopped_at = await self._queue_pages(
-                    conn, query, priority, name, counts, stop, dry_run, after, budget
-                )
+                priority = Priority.RETRY if name == "retry" else Priority.BACKLOG
+                found, stopped_at = await self._queue_pages(conn, priority, name, counts, stop, dry_run, after, budget)
                 setattr(counts, "retries" if name == "retry" else "pending", found)
             after = ""
             if stopped_at is not None:
@@ -272,9 +263,7 @@ class Sweeper:
         counts = SweepCounts()
         await changes.ensure_state(conn)
         dropped_before = self.queue.dropped
-        counts.retries, stopped = await self._queue_pages(
-            conn, Q.due_retries, Priority.RETRY, "retry", counts, stop, False
-        )
+        counts.retries, stopped = await self._queue_pages(conn, Priority.RETRY, "retry", counts, stop, False)
         # The log (new photos) before re-detection requests: a long list of requests,
         # read again by each sweep until it is done, must not hold new photos back.
         if stopped is None:
@@ -344,7 +333,6 @@ class Sweeper:
     async def _queue_pages(
         self,
         conn: Conn,
-        query: str,
         priority: Priority,
         kind: str,
         counts: SweepCounts,
@@ -353,7 +341,8 @@ class Sweeper:
         after: str = "",
         budget: list[int] | None = None,
     ) -> tuple[int, str | None]:
-        """Rows found, and the keyset position where it stopped early (None: read to the end).
+        """Rows found (`kind` "retry": due retries, "pending": pending rows), and the keyset
+        position where it stopped early (None: read to the end).
         `budget` holds the pages left to read (negative: no limit), spent across calls."""
         found = 0
         while True:
@@ -376,14 +365,13 @@ class Sweeper:
                 upper, last = await changes.walk_window(conn, after, self.page_size * WINDOW_PAGES)
                 if upper is None:
                     return found, None
-                rows = await conn.fetch(query, after, limit, self.instance_id, upper)
-                if len(rows) == limit:
+                paths = await sweeps.pending_images(conn, after, limit, self.instance_id, upper)
+                if len(paths) == limit:
                     upper, last = None, False
             else:
                 upper, last = None, False
-                rows = await conn.fetch(query, after, limit, self.instance_id)
-            for row in rows:
-                path = row["image_path"]
+                paths = await sweeps.due_retries(conn, after, limit, self.instance_id)
+            for path in paths:
                 found += 1
                 if dry_run:
                     counts.paths.setdefault(kind, []).append(path)
@@ -394,9 +382,9 @@ class Sweeper:
                     return found, None
                 after = upper
                 continue
-            if len(rows) < limit:
+            if len(paths) < limit:
                 return found, None
-            after = rows[-1]["image_path"]
+            after = paths[-1]
 
     async def _orphans(self, conn: Conn, counts: SweepCounts, dry_run: bool) -> None:
         """Un-mark returned rows and purge those past their grace within the bound (only
@@ -413,7 +401,7 @@ class Sweeper:
         if not self.share_online():
             counts.orphans_skipped = "share offline"
             return
-        if await conn.fetchval(Q.ai_metadata_is_empty):
+        if await sweeps.ai_metadata_is_empty(conn):
             counts.orphans_skipped = "ai_metadata is empty"
             return
         if not self._held and not await changes.any_due(conn, tables, policy.grace_seconds):
@@ -454,7 +442,7 @@ class Sweeper:
 
     async def mark_orphan(self, path: str) -> int:
         """A `deleted` hint for one path: the row is marked (if really orphaned), never deleted."""
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             marked = await orphans.mark_hint(conn, path)
         if marked:
             log.info("orphan_marked", path=path)

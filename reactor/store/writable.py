@@ -9,12 +9,16 @@ is missing and the command that fixes it (reactor.store.advice), and detect noth
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 import asyncpg
 
-from reactor.store import advice, catalog, privileges
+from reactor.store import advice, catalog, legacy, privileges, schema
 from reactor.store.catalog import CheckReport, Finding, SchemaUnusable
+from reactor.store.dbtypes import Conn
 
-__all__ = ["SchemaUnusable", "blocking", "require_writable"]
+__all__ = ["SchemaUnusable", "WriteShapes", "blocking", "require_writable", "write_shapes"]
 
 # Problems that make a result or failure write fail: a missing table or column, the
 # unique key the upserts need, a sequence, a privilege. A missing trigger or path
@@ -44,3 +48,20 @@ async def require_writable(conn: asyncpg.Connection, channel: str) -> None:
         f"results cannot be written (role {report.role}, database {report.database}): {what}{more}; "
         f"{advice.for_problems(report.role, problems, can_apply)}, then run `reactor db check`"
     )
+
+
+@dataclass(frozen=True)
+class WriteShapes:
+    """What the outcome writes adapt to: the failures table's optional columns, and an
+    adopted legacy face_metadata's JSON columns."""
+
+    failure_columns: frozenset[str]
+    result_shape: legacy.ResultShape
+
+
+async def write_shapes(conn: Conn, channel: str) -> WriteShapes:
+    """The shapes of the tables the outcomes go to; SchemaUnusable when no outcome could
+    be written (checked before anything is detected)."""
+    raw = cast(asyncpg.Connection, conn)
+    await require_writable(raw, channel)
+    return WriteShapes(await schema.failure_columns(raw), await legacy.result_shape(raw))
