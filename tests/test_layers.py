@@ -88,19 +88,6 @@ def test_every_import_goes_down_the_layers() -> None:
 # end empty (the lead empties it at the merge); add nothing to it.
 NOT_YET_MOVED = {
     "reactor/core/detection_loop.py",  # claims, outcomes and failures (23loop)
-    "reactor/handlers/common.py",  # the operator's tools and their handlers (23ops)
-    "reactor/handlers/deletions.py",
-    "reactor/handlers/redetect.py",
-    "reactor/handlers/repair.py",
-    "reactor/ops/audit.py",
-    "reactor/ops/demo.py",
-    "reactor/ops/doctor.py",
-    "reactor/ops/failures.py",
-    "reactor/ops/legacy_import.py",
-    "reactor/ops/repair.py",
-    "reactor/ops/similar.py",
-    "reactor/ops/status.py",
-    "reactor/watch/file_events.py",  # file events and moves (23ops)
 }
 
 
