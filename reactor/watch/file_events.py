@@ -79,8 +79,9 @@ class FileEventSink(Protocol):
         """Queue again the permanently failed photos among ``files`` that changed since they failed."""
         ...
 
-    async def registered(self) -> list[str]:
-        """Paths this sink registered (standalone mode); empty when it registers nothing."""
+    async def registered(self, after: str = "", limit: int | None = None) -> list[str]:
+        """Paths this sink registered (standalone mode), past ``after`` in the database's
+        order: at most ``limit``, or all; empty when it registers nothing."""
         ...
 
 
@@ -300,19 +301,19 @@ class DatabaseSink:
         if self.request_sweep is not None:
             self.request_sweep()
 
-    async def registered(self, page_size: int = 5000) -> list[str]:
-        """Every path in ai_metadata (standalone reconciliation), read in keyset pages."""
+    async def registered(self, after: str = "", limit: int | None = None) -> list[str]:
+        """The paths in ai_metadata (standalone reconciliation), read in keyset pages."""
         out: list[str] = []
         if not self.register_files:
             return out
-        last = ""
         async with self.pool.acquire() as conn:
-            while True:
-                rows = await conn.fetch(Q.registered_page, last, page_size)
+            while limit is None or len(out) < limit:
+                size = REGISTER_CHUNK if limit is None else min(REGISTER_CHUNK, limit - len(out))
+                rows = await conn.fetch(Q.registered_page, out[-1] if out else after, size)
                 if not rows:
-                    return out
+                    break
                 out.extend(r["image_path"] for r in rows)
-                last = out[-1]
+        return out
 
 
 _unstorable = RateLimiter(300.0, max_keys=100)
