@@ -48,7 +48,7 @@ def _raw(entries: Entries) -> bytes:
         sizes.append(size)
         mtimes.append(mtime_ns)
         inodes.append(inode)
-    blob = "\0".join(names).encode("utf-8", "surrogateescape")
+    blob = "\0".join(names).encode("utf-8", "surrogatepass")
     return len(blob).to_bytes(8, "little") + blob + sizes.tobytes() + mtimes.tobytes() + inodes.tobytes()
 
 
@@ -71,7 +71,7 @@ def unpack(packed: Packed) -> Entries:
         return {}
     raw = zlib.decompress(packed.blob)
     length = int.from_bytes(raw[:8], "little")
-    names = raw[8 : 8 + length].decode("utf-8", "surrogateescape").split("\0")
+    names = raw[8 : 8 + length].decode("utf-8", "surrogatepass").split("\0")
     n = packed.count
     columns = []
     offset = 8 + length
@@ -148,6 +148,10 @@ class FolderSnapshot(Mapping[str, Signature]):
             return hot
         packed = self._packed.get(folder)
         return unpack(packed) if packed is not None else {}
+
+    def packed_bytes(self) -> int:
+        """The size of the packed listings (what the snapshot costs beyond its folder names)."""
+        return sum(len(p.blob) + len(p.digest) for p in self._packed.values())
 
     def count_under(self, prefix: str) -> int:
         if not prefix:
