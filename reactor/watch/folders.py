@@ -130,10 +130,14 @@ class FolderSnapshot(Mapping[str, Signature]):
 
     def folders(self, prefix: str = "") -> Iterator[tuple[str, Entries]]:
         """(folder, its entries) for every folder at or below ``prefix``, one unpacked at a time."""
-        for folder in sorted(f for f in self._known() if under(f, prefix)):
+        for folder in self.folder_names(prefix):
             entries = self.folder(folder)
             if entries:
                 yield folder, entries
+
+    def folder_names(self, prefix: str = "") -> list[str]:
+        """The known folders at or below ``prefix``, sorted; nothing is unpacked."""
+        return sorted(f for f in self._known() if under(f, prefix))
 
     def entries(self, prefix: str = "") -> Iterator[tuple[str, Signature]]:
         """(path, signature) of every file at or below ``prefix``, folder by folder."""

@@ -406,6 +406,7 @@ class _Found:
     def unseen_folders(self, prefix: str) -> None:
         """Every file of a known folder the walk did not list is vanished (or unknown,
         which ``Walk.covers`` tells apart)."""
-        for folder, entries in self.state.folders(prefix):
+        for folder in self.state.folder_names(prefix):
             if folder not in self.seen:
+                entries = self.state.folder(folder)
                 self.vanished.update((join(folder, name), sig) for name, sig in entries.items())
