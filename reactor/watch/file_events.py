@@ -17,6 +17,7 @@ from reactor import logs
 from reactor.failure_types import FILE_ACCESS
 from reactor.paths import recordable, unicode_variants
 from reactor.store import file_events, held
+from reactor.store.connections import borrowed
 from reactor.store.dbtypes import Conn, Pool
 from reactor.util.identity import FileIdentity
 from reactor.util.ratelimit import RateLimiter
@@ -70,8 +71,9 @@ class FileEventSink(Protocol):
         """Queue again the permanently failed photos among ``files`` that changed since they failed."""
         ...
 
-    async def registered(self) -> list[str]:
-        """Paths this sink registered (standalone mode); empty when it registers nothing."""
+    async def registered(self, after: str = "", limit: int | None = None) -> list[str]:
+        """Paths this sink registered (standalone mode), past ``after`` in the database's
+        order: at most ``limit``, or all; empty when it registers nothing."""
         ...
 
 
@@ -98,7 +100,7 @@ class DatabaseSink:
     async def register(self, paths: Sequence[str]) -> int:
         if not self.register_files or not paths:
             return 0
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             return await self._register(conn, paths)
 
     async def _register(self, conn: Conn, paths: Sequence[str]) -> int:
@@ -123,7 +125,7 @@ class DatabaseSink:
             return
         # One pooled connection for the whole batch: under a storm of events each
         # acquire is a wait for the pool that the detection lanes share.
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             await self._register(conn, [f.path for f in files])  # standalone: invalid names recorded here
             if self.register_files:
                 files = [f for f in files if storable(f.path)]
@@ -178,12 +180,12 @@ class DatabaseSink:
             if not directory:
                 self.enqueue(dst, False)
                 return
-            async with self.pool.acquire() as conn:
+            async with borrowed(self.pool) as conn:
                 unreachable = await file_events.unreachable_under(conn, dst.rstrip("/") + "/", sorted(FILE_ACCESS))
             for path in unreachable:
                 self.enqueue(path, False)
             return
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             if directory:
                 moved = await file_events.move_folder(conn, src.rstrip("/") + "/", dst.rstrip("/") + "/")
                 log.info("folder_moved", src=src, dst=dst, results=moved)
@@ -208,7 +210,7 @@ class DatabaseSink:
             log.info("folder_deleted" if directory else "image_deleted", path=path, results=0, followed="upstream")
             return
         prefix = path.rstrip("/") + "/"
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             if directory:
                 marked = await file_events.delete_folder(conn, prefix)
                 log.info("folder_deleted", path=path, orphaned=marked)
@@ -223,19 +225,19 @@ class DatabaseSink:
         return await self.result_identities(paths)
 
     async def result_identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             return await file_events.identities(conn, _storable_only(paths, "identities"))
 
     async def hold(self, paths: Sequence[str], reason: str) -> int:
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             return await held.hold(conn, _storable_only(paths, "hold"), reason)
 
     async def held_count(self) -> int:
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             return await held.count(conn)
 
     async def refresh_failures(self, files: Sequence[ReadyFile]) -> list[str]:
-        async with self.pool.acquire() as conn:
+        async with borrowed(self.pool) as conn:
             requeued = await self._requeue_changed(conn, files)
         for path in requeued:
             self.enqueue(path, False)
@@ -259,19 +261,19 @@ class DatabaseSink:
         if self.request_sweep is not None:
             self.request_sweep()
 
-    async def registered(self, page_size: int = 5000) -> list[str]:
-        """Every path in ai_metadata (standalone reconciliation), read in keyset pages."""
+    async def registered(self, after: str = "", limit: int | None = None) -> list[str]:
+        """The paths in ai_metadata (standalone reconciliation), read in keyset pages."""
         out: list[str] = []
         if not self.register_files:
             return out
-        last = ""
-        async with self.pool.acquire() as conn:
-            while True:
-                page = await file_events.registered_page(conn, last, page_size)
+        async with borrowed(self.pool) as conn:
+            while limit is None or len(out) < limit:
+                size = file_events.CHUNK if limit is None else min(file_events.CHUNK, limit - len(out))
+                page = await file_events.registered_page(conn, out[-1] if out else after, size)
                 if not page:
-                    return out
+                    break
                 out.extend(page)
-                last = out[-1]
+        return out
 
 
 _unstorable = RateLimiter(300.0, max_keys=100)

@@ -1,11 +1,14 @@
-"""Walking the share: a compact snapshot (path -> size, mtime, inode) and its diff.
+"""Walking the share folder by folder, and comparing it with a compact snapshot.
 
 The polling observer on network shares is this walk, repeated. The native observer
 uses it too, for the baseline at start and the rescan after an event-queue overflow,
 so both observers produce the same kinds of change.
 
-The snapshot holds what the watcher has handled: a change found by a walk stays
-pending until the watcher applies it (see ``_unchanged``).
+The snapshot (path -> size, mtime, inode) is kept packed per folder
+(reactor.watch.folders), and each folder is compared as soon as it is listed, so a
+scan's memory is bounded by the largest folder and the changes it finds, not by the
+library. The snapshot holds what the watcher has handled: a change found by a walk
+stays pending until the watcher applies it (``record``, ``move``, ``forget``).
 
 A partial outage is not a deletion. A vanished file is reported as deleted (or
 paired with a new file as a move) only when the share was online before and after the
@@ -29,17 +32,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from reactor import logs
-from reactor.util.shareio import IoStall, ShareIO
+from reactor.util.progress import Progress
+from reactor.util.shareio import IoStall
 from reactor.watch.candidates import Candidates
+from reactor.watch.folders import FolderSnapshot, Signature, join, listing_digest, split
 from reactor.watch.share import ShareMonitor, VanishGuard
 
 log = logs.get("reactor.scanner")
 
-# (size, mtime_ns, inode): ints in a tuple keep 50,000 files in a few MB. On a network
-# share the inode is 0: a client numbers files per mount (a remount renumbers them all,
-# a rename on the server gives a new one), so there a file is its path, size and mtime.
-Signature = tuple[int, int, int]
+# (size, mtime_ns, inode). On a network share the inode is 0: a client numbers files per
+# mount (a remount renumbers them all, a rename on the server gives a new one), so there a
+# file is its path, size and mtime. A walk's files (``Snapshot``) are a plain dict; the
+# scanner keeps them packed per folder (reactor.watch.folders).
 Snapshot = dict[str, Signature]
+PROGRESS_SECONDS = 10.0
+INODE_MASK = (1 << 64) - 1
 # (vanished paths, appeared path -> (size, mtime_ns)) -> pairs that are one file moved.
 MatchMoves = Callable[[Sequence[str], Mapping[str, tuple[int, int]]], Awaitable[list[tuple[str, str]]]]
 
@@ -85,7 +92,8 @@ class ScanDiff:
 
 
 def signature(st: os.stat_result, use_inode: bool = True) -> Signature:
-    return (st.st_size, st.st_mtime_ns, st.st_ino if use_inode else 0)
+    # Windows may give 128-bit file ids (ReFS); the packed snapshot keeps 64 bits of one.
+    return (st.st_size, st.st_mtime_ns, st.st_ino & INODE_MASK if use_inode else 0)
 
 
 @dataclass
@@ -156,24 +164,6 @@ def walk(candidates: Candidates, start: str = "", use_inode: bool = True) -> Wal
     return result
 
 
-async def walk_share(candidates: Candidates, io: ShareIO, start: str = "", use_inode: bool = True) -> Walk:
-    """``walk``, one folder per call on the share's own threads, each with its deadline: a
-    folder that does not answer is unknown (``io_stall``) and skipped, the rest is walked."""
-    result = Walk(files={})
-    stack = [start]
-    while stack:
-        prefix = stack.pop()
-        local = candidates.local(prefix) if prefix else candidates.root
-        try:
-            folder = await io.call(str(local), list_folder, candidates, prefix, use_inode)
-        except IoStall:
-            result.fail(prefix, "io_stall")
-            result.stalled.append(prefix)
-            continue
-        stack.extend(_add(result, prefix, folder))
-    return result
-
-
 def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
     """What changed between two snapshots. A vanished and an appeared file with the
     same inode, size and mtime are one move (renames keep all three)."""
@@ -201,38 +191,23 @@ def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
     return out
 
 
-def _unchanged(old: Snapshot, new: Snapshot, changes: ScanDiff) -> Snapshot:
-    """The snapshot after a scan: only what did not change is updated.
-
-    A change stays pending (old signature kept, new path absent) until the watcher
-    has applied it and calls record/move/forget; a change that fails to apply, or a
-    withheld deletion, is therefore reported again by the next scan.
-    """
-    merged = dict(new)
-    for path in changes.created:
-        del merged[path]
-    for path in changes.modified:
-        merged[path] = old[path]
-    for src, dst in changes.moved:
-        del merged[dst]
-        merged[src] = old[src]
-    for path in old:
-        if path not in new:
-            merged[path] = old[path]
-    return merged
-
-
 def in_prefix(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
 class Scanner:
-    """Keeps the snapshot of one share and turns walks into trusted diffs."""
+    """Keeps the snapshot of one share and turns walks into trusted diffs.
+
+    A scan compares the share with the snapshot folder by folder
+    (reactor.watch.folders): a folder whose listing packs to the digest it had costs
+    nothing more; only a changed folder is unpacked and compared file by file. What
+    changed is therefore held per change, never per file of the library.
+    """
 
     def __init__(self, candidates: Candidates, share: ShareMonitor) -> None:
         self.candidates = candidates
         self.share = share
-        self.snapshot: Snapshot = {}
+        self.snapshot = FolderSnapshot()
         # False on network shares, whose inode numbers are not a file's identity; there
         # ``match_moves`` (reactor.watch.moves) tells a moved file by its content instead.
         self.use_inode = True
@@ -241,21 +216,46 @@ class Scanner:
         self.scans = 0
         self.last_scan_seconds = 0.0
         self.last_complete = False
+        # The first scan of a share logs `progress` events this often (reactor.util.progress).
+        self.progress_interval = PROGRESS_SECONDS
         # A mass vanish is held for one more scan; the files still gone then are believed.
         self.vanish = VanishGuard(share.watcher, "scan")
 
     async def scan(self, prefix: str = "") -> ScanDiff | None:
-        """Walk (part of) the share and diff it against the snapshot; None if offline."""
+        """Walk (part of) the share and diff it against the snapshot; None if offline.
+
+        The first full scan is the baseline: it becomes the snapshot and reports nothing."""
         if not await self.share.acheck():
             return None
         started = time.monotonic()
-        result = await walk_share(self.candidates, self.share.io, prefix, self.use_inode)
+        baseline = not self.baseline_done and not prefix
+        known = self.snapshot.count_under(prefix)
+        found = _Found(FolderSnapshot() if baseline else self.snapshot, baseline)
+        if baseline:
+            with Progress(None, "first_scan", mode="events", interval=self.progress_interval) as progress:
+                await self._walk(found, prefix, progress)
+        else:
+            await self._walk(found, prefix, None)
+        result = found.walk
         self.last_scan_seconds = time.monotonic() - started
         self.scans += 1
-        old = self.snapshot if not prefix else {p: s for p, s in self.snapshot.items() if in_prefix(p, prefix)}
-        changes = diff(old, result.files)
         online_after = await self.share.acheck()
         self.last_complete = result.complete and online_after
+        if baseline:
+            self.snapshot = found.state
+            self.baseline_done = True
+            log.info(
+                "first_scan_done",
+                files=len(self.snapshot),
+                dirs=result.dirs,
+                errors=len(result.errors),
+                seconds=round(self.last_scan_seconds, 3),
+            )
+            return ScanDiff()
+        found.unseen_folders(prefix)
+        # Vanished and appeared files with the same inode, size and mtime are one move.
+        paired = diff(found.vanished, found.created)
+        changes = ScanDiff(created=paired.created, modified=found.modified, deleted=paired.deleted, moved=paired.moved)
         vanished = bool(changes.deleted)
         if vanished:
             seen = [p for p in changes.deleted if online_after and result.covers(p)]
@@ -273,17 +273,20 @@ class Scanner:
             # files to a same-content copy elsewhere); the snapshot keeps the rest.
             changes.deleted = seen
         if self.match_moves is not None and not self.use_inode and changes.created and changes.deleted:
-            await self._pair_by_content(changes, result.files)
+            await self._pair_by_content(changes, found.created)
         if vanished:
-            changes.deleted, changes.held = self.vanish.sort(changes.deleted, max(len(old), 1))
-        baseline = not self.baseline_done and not prefix
-        self._replace(prefix, result.files if baseline else _unchanged(old, result.files, changes))
+            changes.deleted, changes.held = self.vanish.sort(changes.deleted, max(known, 1))
+        # The snapshot is not changed here: a change stays pending (its old signature
+        # kept, a new path absent) until the watcher has applied it and calls
+        # record/move/forget; one that fails to apply, or a withheld deletion, is
+        # therefore reported again by the next scan.
         if changes:
             log.debug(
                 "scan_done",
                 prefix=prefix or ".",
-                files=len(result.files),
+                files=found.files,
                 dirs=result.dirs,
+                changed_dirs=found.changed_dirs,
                 created=len(changes.created),
                 modified=len(changes.modified),
                 deleted=len(changes.deleted),
@@ -292,7 +295,30 @@ class Scanner:
             )
         return changes
 
-    async def _pair_by_content(self, changes: ScanDiff, files: Snapshot) -> None:
+    async def _walk(self, found: _Found, start: str, progress: Progress | None) -> None:
+        """``walk_share``, one folder at a time, each compared as soon as it is listed."""
+        result = found.walk
+        stack = [start]
+        while stack:
+            prefix = stack.pop()
+            local = self.candidates.local(prefix) if prefix else self.candidates.root
+            try:
+                folder = await self.share.io.call(str(local), list_folder, self.candidates, prefix, self.use_inode)
+            except IoStall:
+                result.fail(prefix, "io_stall")
+                result.stalled.append(prefix)
+                continue
+            for path, code in folder.errors:
+                result.fail(path, code)
+            if not folder.listed:
+                continue
+            result.dirs += 1
+            stack.extend(folder.subfolders)
+            found.compare(prefix, folder.files)
+            if progress is not None:
+                progress.advance(len(folder.files))
+
+    async def _pair_by_content(self, changes: ScanDiff, files: Mapping[str, Signature]) -> None:
         assert self.match_moves is not None
         appeared = {p: (files[p][0], files[p][1]) for p in changes.created}
         pairs = await self.match_moves(changes.deleted, appeared)
@@ -303,40 +329,84 @@ class Scanner:
         changes.created = [p for p in changes.created if p not in targets]
         changes.deleted = [p for p in changes.deleted if p not in sources]
 
-    def _replace(self, prefix: str, files: Snapshot) -> None:
-        if not prefix:
-            self.snapshot = files
-            self.baseline_done = True
-            return
-        for path in [p for p in self.snapshot if in_prefix(p, prefix)]:
-            del self.snapshot[path]
-        self.snapshot.update(files)
-
     def forget_baseline(self) -> None:
         """The baseline's files were not registered after all: the next scan is a baseline again."""
-        self.snapshot = {}
+        self.snapshot = FolderSnapshot()
         self.baseline_done = False
 
     # -- keeping the snapshot in step with native events ------------------------
 
     def record(self, path: str, sig: Signature) -> Signature | None:
         """Remember a stable file; returns what was known before (None if new)."""
-        before = self.snapshot.get(path)
-        self.snapshot[path] = sig
-        return before
+        return self.snapshot.put(path, sig)
 
     def forget(self, path: str) -> None:
-        self.snapshot.pop(path, None)
+        self.snapshot.pop(path)
 
     def forget_prefix(self, prefix: str) -> None:
-        for path in [p for p in self.snapshot if in_prefix(p, prefix)]:
-            del self.snapshot[path]
+        self.snapshot.pop(prefix)
+        self.snapshot.drop_under(prefix)
 
     def move(self, src: str, dst: str) -> None:
-        sig = self.snapshot.pop(src, None)
+        sig = self.snapshot.pop(src)
         if sig is not None:
-            self.snapshot[dst] = sig
+            self.snapshot.put(dst, sig)
 
     def move_prefix(self, src: str, dst: str) -> None:
-        for path in [p for p in self.snapshot if in_prefix(p, src)]:
-            self.snapshot[dst + path[len(src) :]] = self.snapshot.pop(path)
+        self.move(src, dst)
+        moving = [(folder, dict(entries)) for folder, entries in self.snapshot.folders(src)]
+        self.snapshot.drop_under(src)
+        for folder, entries in moving:
+            target = dst + folder[len(src) :]
+            merged = dict(self.snapshot.folder(target))
+            merged.update(entries)
+            self.snapshot.put_folder(target, merged)
+
+
+class _Found:
+    """What one scan found, folder by folder: only the changes are kept, per file."""
+
+    def __init__(self, state: FolderSnapshot, baseline: bool) -> None:
+        self.state = state
+        # The baseline fills an empty snapshot: nothing to compare with.
+        self.baseline = baseline
+        self.walk = Walk(files={})
+        self.created: Snapshot = {}
+        self.modified: list[str] = []
+        self.vanished: Snapshot = {}
+        self.seen: set[str] = set()
+        self.files = 0
+        self.changed_dirs = 0
+
+    def compare(self, folder: str, files: Snapshot) -> None:
+        """One listed folder against what the snapshot holds for it."""
+        self.seen.add(folder)
+        self.files += len(files)
+        entries = {split(path)[1]: sig for path, sig in files.items()}
+        if self.baseline:
+            self.state.put_folder(folder, entries)
+            return
+        before = self.state.digest(folder)
+        if before is None and not entries:
+            return
+        if before == listing_digest(entries):
+            return
+        self.changed_dirs += 1
+        old = self.state.folder(folder)
+        for name, sig in entries.items():
+            was = old.get(name)
+            if was is None:
+                self.created[join(folder, name)] = sig
+            elif was != sig:
+                self.modified.append(join(folder, name))
+        for name, sig in old.items():
+            if name not in entries:
+                self.vanished[join(folder, name)] = sig
+
+    def unseen_folders(self, prefix: str) -> None:
+        """Every file of a known folder the walk did not list is vanished (or unknown,
+        which ``Walk.covers`` tells apart)."""
+        for folder in self.state.folder_names(prefix):
+            if folder not in self.seen:
+                entries = self.state.folder(folder)
+                self.vanished.update((join(folder, name), sig) for name, sig in entries.items())

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from reactor import logs
 from reactor.util.aio import wait_any
 from reactor.util.shareio import ShareIO
-from reactor.watch.scanner import Signature, signature
+from reactor.watch.folders import Signature
+from reactor.watch.scanner import signature
 
 log = logs.get("reactor.stability")
 

@@ -22,26 +22,32 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator, Iterator
 from enum import StrEnum
 
 from reactor import logs
 from reactor.config import Config
 from reactor.paths import PathMapper, gone_states, unicode_variants
 from reactor.util.aio import first_of, sleep_or_stop, wait_any
+from reactor.util.progress import Mode as ProgressMode
+from reactor.util.progress import Progress
 from reactor.util.shareio import IoStall
 from reactor.watch.candidates import Candidates
 from reactor.watch.file_events import FileEventSink, ReadyFile
+from reactor.watch.folders import Signature
 from reactor.watch.mounts import ObserverChoice, choose_observer, stability_window
 from reactor.watch.moves import MoveMatcher
 from reactor.watch.observer import NativeObserver, RawEvent
 from reactor.watch.returns import changed_since_result
-from reactor.watch.scanner import Scanner, Signature, in_prefix
+from reactor.watch.scanner import Scanner
 from reactor.watch.share import ShareMonitor, VanishGuard, is_mass_vanish
 from reactor.watch.stability import StabilityTracker
 
 log = logs.get("reactor.watcher")
 
 SUPERVISE_SECONDS = 1.0
+# Paths per step of the start-up reconciliation (registered pages, snapshot chunks).
+BASELINE_CHUNK = 5000
 RESTART_MAX_SECONDS = 60.0
 
 
@@ -235,38 +241,85 @@ class Watcher:
             await self.sink.rescanned(prefix)
 
     async def _baseline(self) -> None:
-        """Start-up: register what is there (standalone) and let the sweep find work."""
-        registered = [p for p in await self.sink.registered() if self.candidates.accepts(p)]
-        registered = await self._moved_while_away(registered)
-        await self.sink.register(list(self.scanner.snapshot))
-        await self._reconcile_registered(registered)
-        # Permanent failures whose file changed while nobody was watching.
-        await self.sink.refresh_failures(
-            [ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in self.scanner.snapshot.items()]
-        )
-        # Results whose file was overwritten while nobody was watching.
-        await self._changed_while_away()
+        """Start-up: register what is there (standalone) and let the sweep find work.
 
-    async def _moved_while_away(self, registered: list[str]) -> list[str]:
+        The registered paths are read in keyset pages and the snapshot folder by folder,
+        ``BASELINE_CHUNK`` files at a time: start-up memory does not grow with the library."""
+        registered, missing = await self._missing_registered()
+        missing = await self._moved_while_away(missing)
+        for chunk in self._snapshot_chunks("start_register"):
+            await self.sink.register([p for p, _ in chunk])
+        await self._reconcile_registered(missing, registered)
+        changed: list[str] = []
+        for chunk in self._snapshot_chunks("start_checks"):
+            # Permanent failures whose file changed while nobody was watching.
+            await self.sink.refresh_failures([ReadyFile(p, size=s[0], mtime_ns=s[1]) for p, s in chunk])
+            # Results whose file was overwritten while nobody was watching.
+            changed.extend(await self._changed_while_away({p: (s[0], s[1]) for p, s in chunk}))
+        if changed:
+            log.info("files_changed_while_away", files=len(changed), sample=changed[:3])
+
+    def _snapshot_chunks(self, label: str) -> Iterator[list[tuple[str, Signature]]]:
+        """The snapshot in lists of ``BASELINE_CHUNK``, with progress events on a large share."""
+        total = len(self.scanner.snapshot)
+        mode: ProgressMode = "events" if total > BASELINE_CHUNK else "off"
+        with Progress(total, label, mode=mode, interval=self.scanner.progress_interval) as p:
+            chunk: list[tuple[str, Signature]] = []
+            for item in self.scanner.snapshot.entries():
+                chunk.append(item)
+                if len(chunk) >= BASELINE_CHUNK:
+                    yield chunk
+                    p.advance(len(chunk))
+                    chunk = []
+            if chunk:
+                yield chunk
+                p.advance(len(chunk))
+
+    async def _registered_pages(self) -> AsyncIterator[list[str]]:
+        """The registered candidate paths (standalone mode), a keyset page at a time."""
+        after = ""
+        while page := await self.sink.registered(after, BASELINE_CHUNK):
+            after = page[-1]
+            yield [p for p in page if self.candidates.accepts(p)]
+
+    async def _missing_registered(self) -> tuple[int, list[str]]:
+        """(how many registered candidates there are, those the baseline did not see)."""
+        count, missing = 0, list[str]()
+        async for page in self._registered_pages():
+            count += len(page)
+            missing.extend(p for p in page if not self._on_share(p))
+        return count, missing
+
+    async def _moved_while_away(self, missing: list[str]) -> list[str]:
         """Standalone, network share: files renamed on the server while the reactor was
-        away keep their results (reactor.watch.moves). Returns ``registered`` less the moved."""
-        if self.scanner.match_moves is None or not registered or not self.scanner.last_complete:
-            return registered
-        known = {v for p in registered for v in unicode_variants(p)}
-        missing = self._not_on_share(registered)
-        appeared = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items() if p not in known}
+        away keep their results (reactor.watch.moves). Returns ``missing`` less the moved."""
+        if self.scanner.match_moves is None or not missing or not self.scanner.last_complete:
+            return missing
+        appeared = await self._unregistered_like(missing)
         moved = set()
         for src, dst in await self.scanner.match_moves(missing, appeared):
             await self._move(src, dst, directory=False)
             moved.add(src)
-        return [p for p in registered if p not in moved]
+        return [p for p in missing if p not in moved]
 
-    async def _reconcile_registered(self, registered: list[str]) -> None:
+    async def _unregistered_like(self, missing: list[str]) -> dict[str, tuple[int, int]]:
+        """The files on the share, not registered in any Unicode form, whose size is that
+        of a missing path's result (a rename keeps the size): the only ones that can be
+        one of them moved, so this is bounded by those, not by the library."""
+        sizes = {identity.size for identity in (await self.sink.identities(missing)).values()}
+        appeared = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.entries() if s[0] in sizes}
+        if appeared:
+            async for page in self._registered_pages():
+                for path in page:
+                    for variant in unicode_variants(path):
+                        appeared.pop(variant, None)
+        return appeared
+
+    async def _reconcile_registered(self, missing: list[str], registered: int) -> None:
         """Standalone: registered files that are gone from the share are deletions."""
-        missing = self._not_on_share(registered)
         if not missing or not self.scanner.last_complete or not await self.share.acheck():
             return
-        if is_mass_vanish(self.config.watcher, len(missing), len(registered)):
+        if is_mass_vanish(self.config.watcher, len(missing), registered):
             # Too many at once to take as deleted while nobody watched: the operator decides.
             await self._hold(missing, "mass_vanish_at_start")
             return
@@ -274,26 +327,22 @@ class Watcher:
         for path in missing:
             self._queue_delete(path, directory=False)
 
-    def _not_on_share(self, registered: list[str]) -> list[str]:
-        """The registered paths the last walk did not see, in any Unicode normalization
+    def _on_share(self, path: str) -> bool:
+        """Whether the last walk saw this registered path, in any Unicode normalization
         (a row stored NFC whose file name is NFD is that file, not a deletion)."""
-        snapshot = self.scanner.snapshot
-        return [p for p in registered if not any(v in snapshot for v in unicode_variants(p))]
+        return any(v in self.scanner.snapshot for v in unicode_variants(path))
 
     def _known_files(self, path: str, directory: bool) -> list[str]:
         """The known files a deleted path stands for: a folder is every file below it."""
         if not directory:
             return [path]
-        return [p for p in self.scanner.snapshot if in_prefix(p, path)]
+        return [p for p, _ in self.scanner.snapshot.entries(path)]
 
-    async def _changed_while_away(self) -> None:
-        snapshot = {p: (s[0], s[1]) for p, s in self.scanner.snapshot.items()}
-        changed = await changed_since_result(snapshot, self.sink.result_identities, self.candidates.local)
+    async def _changed_while_away(self, files: dict[str, tuple[int, int]]) -> list[str]:
+        changed = await changed_since_result(files, self.sink.result_identities, self.candidates.local)
         if changed:
-            log.info("files_changed_while_away", files=len(changed), sample=changed[:3])
-            await self.sink.ready(
-                [ReadyFile(p, changed=True, size=snapshot[p][0], mtime_ns=snapshot[p][1]) for p in changed]
-            )
+            await self.sink.ready([ReadyFile(p, changed=True, size=files[p][0], mtime_ns=files[p][1]) for p in changed])
+        return changed
 
     async def _hold(self, paths: list[str], reason: str) -> None:
         """Hold these deletions once (reactor.store.held): logged, shown, never retried here."""
