@@ -223,7 +223,7 @@ async def test_the_walks_orphan_pass_goes_in_windows_and_resumes(pool: asyncpg.P
     assert await pool.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NULL") == 0
 
 
-async def test_the_background_walk_runs_at_start_in_paused_chunks(
+async def test_the_background_walk_runs_when_asked_in_paused_chunks(
     pool: asyncpg.Pool, make_config: Callable[..., Config]
 ) -> None:
     config = make_config(sweep={"walk_chunk_pages": 1, "walk_pause_seconds": 0.01, "interval_seconds": 3600.0})
@@ -233,14 +233,16 @@ async def test_the_background_walk_runs_at_start_in_paused_chunks(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")  # the log misses them
         await processed(conn, *paths)
+    # Asked for, as when an instance is found gone (what it had queued is in no queue now).
+    await s.request_walk()
     scheduler, halt = SweepScheduler(config, "me"), asyncio.Event()
     task = asyncio.create_task(scheduler.run_walk(s, halt))
     try:
-        # A start asks for a walk (what the last run had queued is in no queue now).
+
         async def walked() -> bool:
             return len(s.queue) == len(paths) and not await s.walk_due()
 
-        await wait_until(walked, 60, "the walk a start asks for")
+        await wait_until(walked, 60, "the walk asked for")
     finally:
         halt.set()
         await asyncio.wait_for(task, 30)
