@@ -14,12 +14,13 @@ import asyncpg
 import pytest
 
 from reactor.config import Config
-from reactor.core.queue import ImageQueue
+from reactor.core.queue import ImageQueue, Priority
 from reactor.core.scheduler import SweepScheduler
 from reactor.core.sweep import SWEEP_LOCK_KEY, Sweeper
 from reactor.ops import status
 from reactor.store import changes
 from reactor.store.dbtypes import Conn
+from tests.pg import PgServer
 from tests.reactor_support import wait_until
 
 WEEK = 7 * 24 * 3600.0
@@ -187,6 +188,54 @@ async def test_the_walk_position_moves_with_the_sweep_lock(pool: asyncpg.Pool, d
     # Each instance continued where the other stopped: every row once, none twice.
     assert sorted(taken["one"] + taken["two"]) == paths
     assert taken["one"] and taken["two"]
+
+
+class CrashingQueue(ImageQueue):
+    """A queue whose instance dies (its sweep's connection terminated, the server then
+    releasing the sweep's lock) once `at` paths are queued: a crash in the middle of a chunk."""
+
+    def __init__(self, crash: Callable[[], None], at: int) -> None:
+        super().__init__(1000)
+        self.crash, self.at = crash, at
+
+    def put(self, path: str, priority: Priority, *, redetect: bool = False) -> bool:
+        queued = super().put(path, priority, redetect=redetect)
+        if len(self) == self.at:
+            self.crash()
+        return queued
+
+
+async def test_a_walk_cut_off_mid_chunk_is_continued_by_the_other_instance(
+    pool: asyncpg.Pool, pg: PgServer, database: str
+) -> None:
+    paths = [f"x/{i:02}.jpg" for i in range(20)]
+    await processed(pool, *paths)
+
+    def terminate_the_sweeps_session() -> None:
+        # The session that holds the sweep's advisory lock, i.e. the one walking.
+        pg.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            f" AND ((classid::bigint << 32) | objid::bigint) = {SWEEP_LOCK_KEY}",
+            database,
+        )
+
+    one = sweeper(pool, CrashingQueue(terminate_the_sweeps_session, 8), instance="one")
+    two = sweeper(pool, instance="two")
+    assert (await one.sweep(pages=2)).paused  # the retries page and one page of rows: paths 0-3, stored
+    async with pool.acquire() as conn:
+        stored = await changes.state(conn, WEEK)
+    assert (stored.walk_phase, stored.walk_after) == ("pending", paths[3])
+    # The next chunk (two pages) dies after its first page, before it stores its position.
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        await one.sweep(pages=2)
+    # The server released the dead session's lock: the other instance takes it and
+    # continues the same walk from the stored point (re-reading the lost page, no more).
+    walk = await two.sweep()
+    assert walk.resumed and not walk.skipped
+    assert drain(two.queue) == paths[4:]
+    async with pool.acquire() as conn:
+        done = await changes.state(conn, WEEK)
+    assert done.walk_started_at == stored.walk_started_at and done.walk_phase is None and not done.walk_due
 
 
 async def test_status_shows_the_log_and_the_walk(pool: asyncpg.Pool, dsn: str) -> None:

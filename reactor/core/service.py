@@ -389,8 +389,9 @@ class Reactor:
                 async with pool.acquire() as conn:
                     # Only what this process made: after a takeover of the id the rest is the new owner's.
                     released = await claims.release_instance(conn, self.instance_id, self.lanes.in_flight.tokens())
-                    # What is still queued goes back to the change log, so no walk is needed for it.
-                    await changes.hand_back(conn, self.queue.paths())
+                    # What is still queued goes back to the change log, so no walk is needed for it;
+                    # so do the claims just released (read ahead or not written): they are in no queue.
+                    await changes.hand_back(conn, [*self.queue.paths(), *self.lanes.in_flight, *self.lanes.current])
                     await conn.execute(Q.remove_instance, self.instance_id, self.started_at, os.getpid())
             log.info("claims_released", count=released)
         except TRANSIENT_DB_ERRORS as exc:
@@ -415,7 +416,7 @@ class Reactor:
             state = json.dumps(self.health_snapshot(), default=str)
             try:
                 async with self.pool.acquire() as conn:
-                    await self._take_gone(conn, gone_after_seconds(beat))
+                    await self.take_gone_instances(conn, gone_after_seconds(beat))
                     await conn.execute(
                         Q.heartbeat, self.instance_id, socket.gethostname(), os.getpid(), self.started_at, state
                     )
@@ -428,7 +429,7 @@ class Reactor:
                 pass  # the detection loop logs database state changes
             await sleep_or_stop(halt, beat)
 
-    async def _take_gone(self, conn: Conn, gone_after: float) -> None:
+    async def take_gone_instances(self, conn: Conn, gone_after: float) -> None:
         """An instance gone without a clean stop (an earlier process of this id among them)
         left what it had queued in no queue and, its changes read, in no log: ask for the walk."""
         gone = await changes.take_gone_instances(conn, gone_after, self.instance_id, self.started_at)
