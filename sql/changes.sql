@@ -17,8 +17,11 @@ SELECT s.watermark, s.walk_phase, s.walk_after, s.walk_rows, s.walk_started_at, 
        s.walk_requested_at,
        (s.walk_phase IS NOT NULL OR s.walk_requested_at IS NOT NULL OR s.walk_finished_at IS NULL
         OR s.walk_finished_at < now() - make_interval(secs => $1::float8)) AS walk_due,
-       (SELECT count(*) FROM reactor_changes) AS backlog,
-       (SELECT min(changed_at) FROM reactor_changes) AS oldest_change
+       -- $2: with the log's size. The sweep asks without (before every chunk of the walk):
+       -- a log that holds a storm is millions of rows to count. The subqueries are init
+       -- plans, run only when the CASE reaches them.
+       CASE WHEN $2::boolean THEN (SELECT count(*) FROM reactor_changes) END AS backlog,
+       CASE WHEN $2::boolean THEN (SELECT min(changed_at) FROM reactor_changes) END AS oldest_change
 FROM reactor_sweep_state s
 
 -- name: change_page

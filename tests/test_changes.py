@@ -83,9 +83,9 @@ async def test_changes_between_two_sweeps_are_each_seen_once(pool: asyncpg.Pool)
     third = await s.sweep_changes()
     assert (third.changes, third.pending, third.queued) == (0, 0, 0)
     async with pool.acquire() as conn:
-        state = await changes.state(conn, WEEK)
+        state = await changes.read_state(conn, WEEK)
     # The log is trimmed behind the watermark: what was read is gone.
-    assert state.backlog == 0 and state.watermark >= 4
+    assert state is not None and state.backlog == 0 and state.watermark >= 4
 
 
 async def test_a_deleted_row_is_marked_and_a_returning_one_unmarked(pool: asyncpg.Pool) -> None:

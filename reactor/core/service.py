@@ -129,6 +129,8 @@ class Reactor:
             "held_deletions": self.watcher.held_deletions if self.watcher else 0,
             # Folders of the share that do not answer (reactor.util.shareio): skipped, retried.
             "stalled_folders": self.share.io.stalled(),
+            # This instance's share of the work among the live instances (reactor.core.work_share).
+            "work_share": self.work_share.as_dict(),
         }
 
     # ------------------------------------------------------------------ events

@@ -76,17 +76,19 @@ async def ensure_state(conn: Conn) -> None:
 
 
 async def state(conn: Conn, walk_interval_seconds: float) -> SweepState:
+    """The sweep's state, without the log's size (backlog 0): the sweep reads it before every
+    chunk of the walk, and counting a log that holds a storm would cost seconds each time."""
     await ensure_state(conn)
-    found = await read_state(conn, walk_interval_seconds)
+    found = await read_state(conn, walk_interval_seconds, backlog=False)
     assert found is not None
     return found
 
 
-async def read_state(conn: Conn, walk_interval_seconds: float) -> SweepState | None:
+async def read_state(conn: Conn, walk_interval_seconds: float, *, backlog: bool = True) -> SweepState | None:
     """The state, read only (`reactor status`); None before any sweep ran on schema 5."""
     if not await relations.exists(conn, "reactor_sweep_state"):
         return None
-    row = await conn.fetchrow(Q.state, walk_interval_seconds)
+    row = await conn.fetchrow(Q.state, walk_interval_seconds, backlog)
     if row is None:
         return None
     return SweepState(
@@ -98,7 +100,7 @@ async def read_state(conn: Conn, walk_interval_seconds: float) -> SweepState | N
         row["walk_finished_at"],
         row["walk_requested_at"],
         bool(row["walk_due"]),
-        int(row["backlog"]),
+        int(row["backlog"] or 0),
         row["oldest_change"],
     )
 
