@@ -227,8 +227,10 @@ async def test_two_reactors_split_the_notified_rows_and_a_stop_hands_its_queue_b
     config = make_config(
         detector={"model": "hog", "timeout_seconds": 60.0, "workers": 1},
         sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
-        health={"enabled": False, "heartbeat_seconds": 0.5},
+        health={"enabled": False, "heartbeat_seconds": 2.0},
     )
+    # A heartbeat of 2 s: an instance counts as gone after 6 s without one, which a loaded
+    # machine's event loop never takes (the shares would change under the test).
     paths = write_photos(share, [f"split/{i:02}.jpg" for i in range(10)])
     async with running(config, dsn, "inst-a") as a, running(config, dsn, "inst-b") as b:
 
