@@ -17,8 +17,11 @@ SELECT s.watermark, s.walk_phase, s.walk_after, s.walk_rows, s.walk_started_at, 
        s.walk_requested_at,
        (s.walk_phase IS NOT NULL OR s.walk_requested_at IS NOT NULL OR s.walk_finished_at IS NULL
         OR s.walk_finished_at < now() - make_interval(secs => $1::float8)) AS walk_due,
-       (SELECT count(*) FROM reactor_changes) AS backlog,
-       (SELECT min(changed_at) FROM reactor_changes) AS oldest_change
+       -- $2: with the log's size. The sweep asks without (before every chunk of the walk):
+       -- a log that holds a storm is millions of rows to count. The subqueries are init
+       -- plans, run only when the CASE reaches them.
+       CASE WHEN $2::boolean THEN (SELECT count(*) FROM reactor_changes) END AS backlog,
+       CASE WHEN $2::boolean THEN (SELECT min(changed_at) FROM reactor_changes) END AS oldest_change
 FROM reactor_sweep_state s
 
 -- name: change_page
@@ -100,3 +103,43 @@ SELECT EXISTS (SELECT 1 FROM face_metadata WHERE orphaned_at < now() - make_inte
 
 -- name: any_due_failures
 SELECT EXISTS (SELECT 1 FROM face_detection_failures WHERE orphaned_at < now() - make_interval(secs => $1::float8))
+
+-- ---------------------------------------------------------------- shares (several instances)
+
+-- name: share_page
+-- The oldest changes in this instance's share of the paths (issue 28): $2 live instances,
+-- $3 this instance's rank among them. The share is the path's md5 modulo the count, the
+-- same as reactor.store.changes.share_of (a test keeps the two equal); a TRUNCATE (NULL
+-- path) is rank 0's. Read by seq: the rows of the other shares that are passed over are
+-- at most those the other instances have not read yet.
+SELECT seq, image_path FROM reactor_changes
+WHERE mod(coalesce(('x' || substr(md5(image_path), 1, 8))::bit(32)::bigint, 0), $2::bigint) = $3::bigint
+ORDER BY seq LIMIT $1
+
+-- name: overdue_page
+-- Changes of any share left unread longer than $2 seconds (their instance is busy or
+-- gone): read once this instance's own share is done, so the idle take over the busy.
+SELECT seq, image_path FROM reactor_changes
+WHERE changed_at < now() - make_interval(secs => $2::float8)
+ORDER BY seq LIMIT $1
+
+-- name: share_of
+-- The share of each path of $1 among $2 instances (tests compare it with share_of in Python).
+SELECT p AS image_path, mod(('x' || substr(md5(p), 1, 8))::bit(32)::bigint, $2::bigint)::int AS share
+FROM unnest($1::text[]) AS p
+
+-- name: hand_back
+-- An instance that stops puts the paths still in its queue back into the log, so the next
+-- regular sweep of any instance reads them (their changes were read, and deleted).
+SELECT reactor_log_changes($1::text[])
+
+-- name: take_gone_instances
+-- Instances gone without a clean stop (a clean stop deletes its row): rows whose
+-- heartbeat is older than $1 seconds, or this instance id's row from an earlier process
+-- ($2 the id, $3 this process's start). What they had queued is in no queue and, its
+-- changes read, in no log. The rows are deleted as they are taken, so one instance
+-- asks for the walk once.
+DELETE FROM reactor_instances
+WHERE heartbeat_at < now() - make_interval(secs => $1::float8)
+   OR (instance_id = $2 AND started_at < $3)
+RETURNING instance_id

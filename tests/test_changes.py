@@ -14,13 +14,15 @@ import asyncpg
 import pytest
 
 from reactor.config import Config
-from reactor.core.queue import ImageQueue
+from reactor.core.queue import ImageQueue, Priority
 from reactor.core.scheduler import SweepScheduler
 from reactor.core.sweep import Sweeper
 from reactor.ops import status
 from reactor.store import changes
 from reactor.store.dbtypes import Conn
+from reactor.store.errors import StoreUnavailable
 from reactor.store.sweeps import LOCK_KEY as SWEEP_LOCK_KEY
+from tests.pg import PgServer
 from tests.reactor_support import wait_until
 
 WEEK = 7 * 24 * 3600.0
@@ -83,9 +85,9 @@ async def test_changes_between_two_sweeps_are_each_seen_once(pool: asyncpg.Pool)
     third = await s.sweep_changes()
     assert (third.changes, third.pending, third.queued) == (0, 0, 0)
     async with pool.acquire() as conn:
-        state = await changes.state(conn, WEEK)
+        state = await changes.read_state(conn, WEEK)
     # The log is trimmed behind the watermark: what was read is gone.
-    assert state.backlog == 0 and state.watermark >= 4
+    assert state is not None and state.backlog == 0 and state.watermark >= 4
 
 
 async def test_a_deleted_row_is_marked_and_a_returning_one_unmarked(pool: asyncpg.Pool) -> None:
@@ -190,6 +192,55 @@ async def test_the_walk_position_moves_with_the_sweep_lock(pool: asyncpg.Pool, d
     assert taken["one"] and taken["two"]
 
 
+class CrashingQueue(ImageQueue):
+    """A queue whose instance dies (its sweep's connection terminated, the server then
+    releasing the sweep's lock) once `at` paths are queued: a crash in the middle of a chunk."""
+
+    def __init__(self, crash: Callable[[], None], at: int) -> None:
+        super().__init__(1000)
+        self.crash, self.at = crash, at
+
+    def put(self, path: str, priority: Priority, *, redetect: bool = False) -> bool:
+        queued = super().put(path, priority, redetect=redetect)
+        if len(self) == self.at:
+            self.crash()
+        return queued
+
+
+async def test_a_walk_cut_off_mid_chunk_is_continued_by_the_other_instance(
+    pool: asyncpg.Pool, pg: PgServer, database: str
+) -> None:
+    paths = [f"x/{i:02}.jpg" for i in range(20)]
+    await processed(pool, *paths)
+
+    def terminate_the_sweeps_session() -> None:
+        # The session that holds the sweep's advisory lock, i.e. the one walking.
+        pg.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            f" AND ((classid::bigint << 32) | objid::bigint) = {SWEEP_LOCK_KEY}",
+            database,
+        )
+
+    one = sweeper(pool, CrashingQueue(terminate_the_sweeps_session, 8), instance="one")
+    two = sweeper(pool, instance="two")
+    assert (await one.sweep(pages=2)).paused  # the retries page and one page of rows: paths 0-3, stored
+    async with pool.acquire() as conn:
+        stored = await changes.state(conn, WEEK)
+    assert (stored.walk_phase, stored.walk_after) == ("pending", paths[3])
+    # The next chunk (two pages) dies after its first page, before it stores its position:
+    # the broken session comes out of the store as its own exception.
+    with pytest.raises(StoreUnavailable):
+        await one.sweep(pages=2)
+    # The server released the dead session's lock: the other instance takes it and
+    # continues the same walk from the stored point (re-reading the lost page, no more).
+    walk = await two.sweep()
+    assert walk.resumed and not walk.skipped
+    assert drain(two.queue) == paths[4:]
+    async with pool.acquire() as conn:
+        done = await changes.state(conn, WEEK)
+    assert done.walk_started_at == stored.walk_started_at and done.walk_phase is None and not done.walk_due
+
+
 async def test_status_shows_the_log_and_the_walk(pool: asyncpg.Pool, dsn: str) -> None:
     await processed(pool, *[f"s/{i}.jpg" for i in range(10)])
     s = sweeper(pool)
@@ -224,7 +275,7 @@ async def test_the_walks_orphan_pass_goes_in_windows_and_resumes(pool: asyncpg.P
     assert await pool.fetchval("SELECT count(*) FROM face_metadata WHERE orphaned_at IS NULL") == 0
 
 
-async def test_the_background_walk_runs_at_start_in_paused_chunks(
+async def test_the_background_walk_runs_when_asked_in_paused_chunks(
     pool: asyncpg.Pool, make_config: Callable[..., Config]
 ) -> None:
     config = make_config(sweep={"walk_chunk_pages": 1, "walk_pause_seconds": 0.01, "interval_seconds": 3600.0})
@@ -234,14 +285,16 @@ async def test_the_background_walk_runs_at_start_in_paused_chunks(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL session_replication_role = replica")  # the log misses them
         await processed(conn, *paths)
+    # Asked for, as when an instance is found gone (what it had queued is in no queue now).
+    await s.request_walk()
     scheduler, halt = SweepScheduler(config, "me"), asyncio.Event()
     task = asyncio.create_task(scheduler.run_walk(s, halt))
     try:
-        # A start asks for a walk (what the last run had queued is in no queue now).
+
         async def walked() -> bool:
             return len(s.queue) == len(paths) and not await s.walk_due()
 
-        await wait_until(walked, 60, "the walk a start asks for")
+        await wait_until(walked, 60, "the walk asked for")
     finally:
         halt.set()
         await asyncio.wait_for(task, 30)

@@ -69,6 +69,10 @@ class ImageQueue:
     def free(self) -> int:
         return self.maxsize - len(self._where)
 
+    def paths(self) -> list[str]:
+        """Every path queued (what a stopping instance hands back to the change log)."""
+        return list(self._where)
+
     def put(self, path: str, priority: Priority, *, redetect: bool = False) -> bool:
         """Queue a path; False if it was dropped because the queue is full of better work."""
         current = self._where.get(path)

@@ -72,7 +72,8 @@ class SweepScheduler:
             requests, self._requests = list(self._requests), {}
             deferred = False
             try:
-                counts = await sweeper.sweep_changes(halt)
+                # Several instances read a storm's change log together, each its share.
+                counts = await sweeper.sweep_changes(halt, share_log=True)
                 reply, deferred = counts.as_dict(), counts.deferred
                 if counts.walk_requested:
                     self._walk_wanted.set()
@@ -85,19 +86,21 @@ class SweepScheduler:
                 await first_of(sweeper.queue.wait_free(sweeper.room_needed), halt)
                 self._wanted.set()
 
+    def walk_soon(self) -> None:
+        """Look at once whether the walk is due (one was just asked for)."""
+        self._walk_wanted.set()
+
     async def run_walk(self, sweeper: Sweeper, halt: asyncio.Event) -> None:
         """The full walk in the background: chunk by chunk while it is due, else wait.
 
-        A start asks for one: what the last run had queued and not finished is in no
-        queue and, its changes read, in no log any more."""
+        A walk under way continues from its stored position, after a restart too. A start
+        asks for no new one: a clean stop hands its queue back to the change log, and an
+        instance gone without one is found by its stale heartbeat row, which asks for the
+        walk (reactor.core.service)."""
         sweep = self.config.sweep
-        requested = False
         while not halt.is_set():
             pause: float | None = min(sweep.interval_seconds, sweep.walk_interval_hours * 3600.0)
             try:
-                if not requested:
-                    await sweeper.request_walk()
-                    requested = True
                 if await sweeper.walk_due():
                     counts = await sweeper.sweep(halt, pages=sweep.walk_chunk_pages)
                     if counts.deferred:

@@ -20,24 +20,26 @@ from typing import Any
 
 from reactor import logs
 from reactor.config import Config
-from reactor.core import gate, heap_trim, metrics
+from reactor.core import control, gate, heap_trim, metrics
 from reactor.core.detection_loop import DetectionLoop, WriteBlock
 from reactor.core.gate import NoticeKind
 from reactor.core.health import HealthServer, LoopLag
 from reactor.core.inflight import InFlight
 from reactor.core.instance_lock import InstanceLock
+from reactor.core.instances import gone_after_seconds
 from reactor.core.lanes import Lanes
 from reactor.core.listener import Listener, ListenerState
 from reactor.core.queue import ImageQueue, Priority
 from reactor.core.scheduler import SweepScheduler
 from reactor.core.supervisor import Supervisor
 from reactor.core.sweep import SweepCounts, Sweeper
+from reactor.core.work_share import WorkShare
 from reactor.detector import Detector
 from reactor.paths import PathMapper
-from reactor.store import catalog, claims, connections, instances, legacy, notifications, writable
+from reactor.store import catalog, changes, claims, connections, instances, legacy, notifications, writable
 from reactor.store.connections import borrowed
 from reactor.store.db import DatabaseUnavailable
-from reactor.store.dbtypes import Pool
+from reactor.store.dbtypes import Conn, Pool
 from reactor.store.errors import StoreUnavailable
 from reactor.store.orphans import OrphanPolicy
 from reactor.util.aio import sleep_or_stop
@@ -86,6 +88,8 @@ class Reactor:
         self.loop_lag = LoopLag()
         self.started_at = datetime.now(UTC)
         self.scheduler = SweepScheduler(config, self.instance_id)
+        # Which notified paths and changes this instance takes first (several instances).
+        self.work_share = WorkShare(self.instance_id)
         # Who may request sweeps and manual overrides; the reactor's own role joins at _build.
         self.senders = gate.SenderCheck(lambda: self.pool, config.database.control_roles)
 
@@ -118,6 +122,8 @@ class Reactor:
             "held_deletions": self.watcher.held_deletions if self.watcher else 0,
             # Folders of the share that do not answer (reactor.util.shareio): skipped, retried.
             "stalled_folders": self.share.io.stalled(),
+            # This instance's share of the work among the live instances (reactor.core.work_share).
+            "work_share": self.work_share.as_dict(),
         }
 
     # ------------------------------------------------------------------ events
@@ -139,7 +145,9 @@ class Reactor:
         elif notice.kind == NoticeKind.BULK:
             self.request_sweep()
         elif notice.kind == NoticeKind.PROCESSED and notice.path is not None:
-            self.queue.put(notice.path, Priority.NOTIFY)
+            # Another live instance's share: it queues the path (or, gone, its change in the log is taken over).
+            if self.work_share.mine(notice.path):
+                self.queue.put(notice.path, Priority.NOTIFY)
         elif notice.kind == NoticeKind.MANUAL and notice.path is not None:
             path = notice.path
             self.senders.when_allowed(
@@ -276,6 +284,7 @@ class Reactor:
             share_online=lambda: self.share.online,
             orphan_policy=OrphanPolicy.from_config(self.config.sweep),
             walk_interval_seconds=self.config.sweep.walk_interval_hours * 3600.0,
+            work_share=self.work_share,
         )
 
         # A file still being written is tried again after the share's stability window.
@@ -373,6 +382,9 @@ class Reactor:
                 async with borrowed(pool) as conn:
                     # Only what this process made: after a takeover of the id the rest is the new owner's.
                     released = await claims.release_instance(conn, self.instance_id, self.lanes.in_flight.tokens())
+                    # What is still queued goes back to the change log, so no walk is needed for it;
+                    # so do the claims just released (read ahead or not written): they are in no queue.
+                    await changes.hand_back(conn, [*self.queue.paths(), *self.lanes.in_flight, *self.lanes.current])
                     await instances.remove(conn, self.instance_id, self.started_at, os.getpid())
             log.info("claims_released", count=released)
         except (TimeoutError, StoreUnavailable) as exc:
@@ -392,16 +404,33 @@ class Reactor:
 
     async def _heartbeat_loop(self, halt: asyncio.Event) -> None:
         assert self.pool is not None
+        beat = self.config.health.heartbeat_seconds
         while not halt.is_set():
             state = json.dumps(self.health_snapshot(), default=str)
             try:
                 async with borrowed(self.pool) as conn:
+                    await self.take_gone_instances(conn, gone_after_seconds(beat))
                     await instances.heartbeat(
                         conn, self.instance_id, socket.gethostname(), os.getpid(), self.started_at, state
                     )
+                    live = await control.live_instances(conn, beat)
+                if self.work_share.update(live):
+                    log.info("work_share_changed", **self.work_share.as_dict())
+                    # This share of the change log may hold changes another instance left.
+                    self.request_sweep()
             except StoreUnavailable:
                 pass  # the detection loop logs database state changes
-            await sleep_or_stop(halt, self.config.health.heartbeat_seconds)
+            await sleep_or_stop(halt, beat)
+
+    async def take_gone_instances(self, conn: Conn, gone_after: float) -> None:
+        """An instance gone without a clean stop (an earlier process of this id among them)
+        left what it had queued in no queue and, its changes read, in no log: ask for the walk."""
+        gone = await changes.take_gone_instances(conn, gone_after, self.instance_id, self.started_at)
+        if gone:
+            log.warning("instances_gone", instances=gone[:10], count=len(gone), effect="full walk requested")
+            await changes.ensure_state(conn)
+            await changes.request_walk(conn)
+            self.scheduler.walk_soon()
 
     async def _lease_loop(self, halt: asyncio.Event) -> None:
         assert self.pool is not None

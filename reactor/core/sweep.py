@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from reactor import logs
 from reactor.core import metrics
 from reactor.core.queue import ImageQueue, Priority
+from reactor.core.work_share import WorkShare
 from reactor.store import changes, claims, orphans, sweeps
 from reactor.store.connections import borrowed
 from reactor.store.dbtypes import Conn, Pool
@@ -111,6 +112,7 @@ class Sweeper:
         share_online: Callable[[], bool],
         orphan_policy: orphans.OrphanPolicy | None = None,
         walk_interval_seconds: float = 24 * 3600.0,
+        work_share: WorkShare | None = None,
     ) -> None:
         self.pool = pool
         self.queue = queue
@@ -120,6 +122,8 @@ class Sweeper:
         self.share_online = share_online
         self.orphan_policy = orphan_policy or orphans.OrphanPolicy()
         self.walk_interval_seconds = walk_interval_seconds
+        # Which changes of the log this instance reads first (reactor.core.work_share).
+        self.work_share = work_share or WorkShare(instance_id)
         # The regular sweep and the walk's chunks take turns in this process (the advisory
         # lock would make one of them skip); between instances the lock decides.
         self._turn = asyncio.Lock()
@@ -144,9 +148,24 @@ class Sweeper:
         pages (a chunk). With dry_run nothing is queued or deleted; ``paths`` lists what would be."""
         return await self._locked("walk", lambda conn: self._walk(conn, stop, dry_run, pages), dry_run=dry_run)
 
-    async def sweep_changes(self, stop: asyncio.Event | None = None) -> SweepCounts:
-        """The regular sweep: due retries, re-detection requests, expired claims and the change log."""
-        return await self._locked("changes", lambda conn: self._changes(conn, stop), dry_run=False)
+    async def sweep_changes(self, stop: asyncio.Event | None = None, *, share_log: bool = False) -> SweepCounts:
+        """The regular sweep: due retries, re-detection requests, expired claims and the change log.
+
+        With `share_log`, an instance that finds the lock taken still reads its own share
+        of the change log (several instances work a storm together); the caller must then
+        work what it queued (the service's scheduler does; `reactor sweep --once` does not
+        ask for it, since it returns when skipped)."""
+
+        async def share_only(conn: Conn) -> SweepCounts:
+            counts = SweepCounts(skipped="another instance is sweeping")
+            dropped_before = self.queue.dropped
+            await self._read_log(conn, counts, stop)
+            counts.dropped = self.queue.dropped - dropped_before
+            return counts
+
+        return await self._locked(
+            "changes", lambda conn: self._changes(conn, stop), dry_run=False, unlocked=share_only if share_log else None
+        )
 
     async def request_walk(self) -> None:
         """Walk as soon as possible (after the walk under way, if any)."""
@@ -158,13 +177,25 @@ class Sweeper:
         async with borrowed(self.pool) as conn:
             return (await changes.state(conn, self.walk_interval_seconds)).walk_due
 
-    async def _locked(self, kind: str, run: Callable[[Conn], Awaitable[SweepCounts]], *, dry_run: bool) -> SweepCounts:
+    async def _locked(
+        self,
+        kind: str,
+        run: Callable[[Conn], Awaitable[SweepCounts]],
+        *,
+        dry_run: bool,
+        unlocked: Callable[[Conn], Awaitable[SweepCounts]] | None = None,
+    ) -> SweepCounts:
         started = time.monotonic()
         async with self._turn, borrowed(self.pool) as conn:
             if dry_run:
                 counts = await run(conn)
             elif not await sweeps.try_lock(conn):
-                counts = SweepCounts(skipped="another instance is sweeping")
+                # Another instance sweeps; what may run without the lock (this share of the log) does.
+                if unlocked is not None:
+                    await changes.custom_plans(conn)
+                    counts = await unlocked(conn)
+                else:
+                    counts = SweepCounts(skipped="another instance is sweeping")
             else:
                 try:
                     await changes.custom_plans(conn)
@@ -314,8 +345,10 @@ class Sweeper:
 
     async def _read_log(self, conn: Conn, counts: SweepCounts, stop: asyncio.Event | None) -> None:
         """Read the change log oldest first: queue the pending, mark the gone, delete what was read."""
+        share = self.work_share
         while limit := self._page_limit(counts, stop):
-            read = await changes.page(conn, limit)
+            # This instance's share first, then overdue changes of any share (a lease unread).
+            read = await changes.share_page(conn, limit, share.count, share.rank, self.lease_seconds)
             paths = sorted({c.path for c in read if c.path is not None})
             if len(paths) < len(read) and any(c.path is None for c in read):
                 counts.walk_requested = True

@@ -12,6 +12,7 @@ the full walk (the whole table, in keyset chunks, daily by default) remains the 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -75,17 +76,19 @@ async def ensure_state(conn: Conn) -> None:
 
 
 async def state(conn: Conn, walk_interval_seconds: float) -> SweepState:
+    """The sweep's state, without the log's size (backlog 0): the sweep reads it before every
+    chunk of the walk, and counting a log that holds a storm would cost seconds each time."""
     await ensure_state(conn)
-    found = await read_state(conn, walk_interval_seconds)
+    found = await read_state(conn, walk_interval_seconds, backlog=False)
     assert found is not None
     return found
 
 
-async def read_state(conn: Conn, walk_interval_seconds: float) -> SweepState | None:
+async def read_state(conn: Conn, walk_interval_seconds: float, *, backlog: bool = True) -> SweepState | None:
     """The state, read only (`reactor status`); None before any sweep ran on schema 5."""
     if not await relations.exists(conn, "reactor_sweep_state"):
         return None
-    row = await conn.fetchrow(Q.state, walk_interval_seconds)
+    row = await conn.fetchrow(Q.state, walk_interval_seconds, backlog)
     if row is None:
         return None
     return SweepState(
@@ -97,13 +100,49 @@ async def read_state(conn: Conn, walk_interval_seconds: float) -> SweepState | N
         row["walk_finished_at"],
         row["walk_requested_at"],
         bool(row["walk_due"]),
-        int(row["backlog"]),
+        int(row["backlog"] or 0),
         row["oldest_change"],
     )
 
 
 async def page(conn: Conn, limit: int) -> list[Change]:
     return [Change(r["seq"], r["image_path"]) for r in await conn.fetch(Q.change_page, limit)]
+
+
+def share_of(path: str, count: int) -> int:
+    """Which of `count` instances owns `path`: the first 32 bits of its md5, modulo the
+    count (changes.sql share_page computes the same in SQL). Stable across processes and
+    machines, unlike hash()."""
+    return int(hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()[:8], 16) % count
+
+
+async def share_page(conn: Conn, limit: int, count: int, rank: int, overdue_seconds: float) -> list[Change]:
+    """The oldest changes of share `rank` of `count`; when fewer than `limit`, then the
+    oldest of any share unread for `overdue_seconds` (their instance is busy or gone)."""
+    if count <= 1:
+        return await page(conn, limit)
+    read = [Change(r["seq"], r["image_path"]) for r in await conn.fetch(Q.share_page, limit, count, rank)]
+    if len(read) < limit:
+        seen = {c.seq for c in read}
+        for r in await conn.fetch(Q.overdue_page, limit - len(read), overdue_seconds):
+            if r["seq"] not in seen:
+                read.append(Change(r["seq"], r["image_path"]))
+    return read
+
+
+async def hand_back(conn: Conn, paths: list[str]) -> None:
+    """Put queued paths back into the log (an instance that stops with work queued)."""
+    if paths:
+        await conn.execute(Q.hand_back, paths)
+
+
+async def take_gone_instances(
+    conn: Conn, gone_after_seconds: float, instance_id: str, started_at: datetime
+) -> list[str]:
+    """The instances gone without a clean stop (an earlier process of `instance_id` among
+    them), their rows deleted as they are taken."""
+    rows = await conn.fetch(Q.take_gone_instances, gone_after_seconds, instance_id, started_at)
+    return [r["instance_id"] for r in rows]
 
 
 async def consume(conn: Conn, read: list[Change]) -> None:

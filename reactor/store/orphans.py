@@ -29,6 +29,7 @@ whatever ai_metadata says (a mark an earlier version left on one is cleared).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,10 +69,19 @@ class OrphanPolicy:
         fraction = int(total * self.purge_max_fraction)
         return min(self.purge_max, max(self.purge_min, fraction))
 
+    @property
+    def count_cap(self) -> int:
+        """A table size from which on the bound is purge_max whatever the size: counting
+        a table stops there (exact, not an estimate: the bound decides a deletion)."""
+        if self.purge_max_fraction <= 0:
+            return 0
+        return math.ceil(self.purge_max / self.purge_max_fraction) + 1
+
 
 @dataclass(frozen=True)
 class TableOrphans:
     table: str
+    # Rows counted up to OrphanPolicy.count_cap (past it the bound is the same).
     total: int
     marked: int
     due: int
@@ -132,7 +142,7 @@ async def tables_with_marks(conn: Conn) -> list[str]:
 async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
     out = []
     for table in await tables_with_marks(conn):
-        row = await conn.fetchrow(_QUERIES[table][3], policy.grace_seconds, policy.window_seconds)
+        row = await conn.fetchrow(_QUERIES[table][3], policy.grace_seconds, policy.window_seconds, policy.count_cap)
         assert row is not None
         out.append(
             TableOrphans(
