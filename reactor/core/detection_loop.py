@@ -31,8 +31,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import asyncpg
-
 from reactor import logs
 from reactor.config import Config
 from reactor.core import metrics
@@ -42,30 +40,27 @@ from reactor.core.queue import Entry, ImageQueue, Priority
 from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.failure_types import FILE_ACCESS, ErrorType
+from reactor.failure_types import ErrorType
 from reactor.paths import InvalidPath, PathMapper, recordable
-from reactor.store import claims, db, outcomes
+from reactor.store import claims, outcomes
 from reactor.store.claims import Claim
-from reactor.store.constraints import path_rejection
-from reactor.store.dbtypes import Conn
+from reactor.store.dbtypes import Conn, Pool
+from reactor.store.errors import (
+    Fenced,
+    RejectedPath,
+    StatementFailed,
+    StoreError,
+    StoreUnavailable,
+    UnwritableSchema,
+    translated,
+)
 from reactor.store.legacy import NO_LEGACY, ResultShape
-from reactor.store.sql import Queries
 from reactor.util.aio import completed, first_of, sleep_or_stop
 from reactor.util.backoff import Backoff
 from reactor.util.ratelimit import RateLimiter
 from reactor.util.shareio import IoStall, ShareIO
 
 log = logs.get("reactor.detection_loop")
-# Write errors that no retry mends: the schema or the role's privileges are wrong.
-SCHEMA_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.UndefinedColumnError,
-    asyncpg.UndefinedTableError,
-    asyncpg.InsufficientPrivilegeError,
-    asyncpg.NotNullViolationError,
-    asyncpg.UndefinedFunctionError,
-    asyncpg.DatatypeMismatchError,
-)
-Q = Queries("queries.sql")
 T = TypeVar("T")
 
 
@@ -115,7 +110,7 @@ class DetectionLoop:
     def __init__(
         self,
         config: Config,
-        pool: asyncpg.Pool,
+        pool: Pool,
         queue: ImageQueue,
         detector: DetectorLike,
         share: ShareLike,
@@ -344,10 +339,8 @@ class DetectionLoop:
             )
             if isinstance(result, Claim):
                 self.in_flight[result.path] = result
-        except asyncpg.CheckViolationError as exc:
-            rejection = path_rejection(exc, entry.path)
-            if rejection is None:
-                raise
+        except RejectedPath as exc:
+            rejection = exc.rejection
             # The schema's path rule (reactor_valid_image_path) is stricter than the
             # configured images.derived_folders: the path can be neither claimed nor done.
             rejected = InvalidPath(entry.path, "schema_rule", str(rejection))
@@ -380,7 +373,7 @@ class DetectionLoop:
             else:
                 await self._persist(claim, missing)
             return True
-        except asyncpg.PostgresError as exc:
+        except StoreError as exc:
             log.warning("move_check_failed", path=claim.path, error=str(exc), effect="detected instead")
             return False
         if moved is None:
@@ -429,9 +422,7 @@ class DetectionLoop:
         # an unmounted share looks like a library whose every photo was deleted. The
         # share is looked at again now, not when its monitor last checked.
         return (
-            isinstance(outcome, DetectionFailure)
-            and outcome.error_type in FILE_ACCESS
-            and not await self.share.acheck()
+            isinstance(outcome, DetectionFailure) and outcome.error_type.file_access and not await self.share.acheck()
         )
 
     async def _detect(self, batch: list[Ready]) -> list[Outcome]:
@@ -453,9 +444,10 @@ class DetectionLoop:
     async def _give_back(self, claim: Claim, entry: Entry) -> None:
         """Release the claim and queue the image again for later."""
         try:
-            async with self.pool.acquire() as conn:
-                await claims.release(conn, claim)
-        except db.TRANSIENT_DB_ERRORS:
+            with translated(claim.path):
+                async with self.pool.acquire() as conn:
+                    await claims.release(conn, claim)
+        except StoreUnavailable:
             pass  # the lease expires on its own
         self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
 
@@ -501,11 +493,11 @@ class DetectionLoop:
                     self._detected(claim, outcome)
                 elif record is not None:
                     self._failed(record, outcome)
-                    if record.error_type is ErrorType.MISSING:
+                    if record.error_type.may_be_arriving:
                         await self._arrived_meanwhile(claim.path)
                 self.processed += 1
                 return
-            except outcomes.Fenced:
+            except Fenced:
                 # After a lost connection we do not know whether the earlier try committed.
                 if tries > 1 and await self._landed(claim):
                     # Our own earlier commit released the claim; its reply was lost.
@@ -515,10 +507,10 @@ class DetectionLoop:
                 metrics.IMAGES_PROCESSED.labels("fenced").inc()
                 log.warning("result_fenced", path=claim.path, token=claim.token)
                 return
-            except SCHEMA_ERRORS as exc:
+            except UnwritableSchema as exc:
                 self._block_writes(claim, exc)
                 return
-            except asyncpg.PostgresError as exc:
+            except StoreError as exc:
                 # Not a connection problem: retrying the same write would fail the same way
                 # for ever. The image gets a failure (with backoff) instead of a loop.
                 log.error("persist_failed", path=claim.path, error=str(exc), effect="recorded as a runtime failure")
@@ -541,9 +533,10 @@ class DetectionLoop:
 
     async def _landed(self, claim: Claim) -> bool:
         try:
-            async with self.pool.acquire() as conn:
-                return await outcomes.landed(conn, claim)
-        except db.TRANSIENT_DB_ERRORS:
+            with translated(claim.path):
+                async with self.pool.acquire() as conn:
+                    return await outcomes.landed(conn, claim)
+        except StoreUnavailable:
             return False
 
     def _block_writes(self, claim: Claim, exc: BaseException) -> None:
@@ -574,7 +567,7 @@ class DetectionLoop:
 
         try:
             record = await self._db(stop, write)
-        except asyncpg.ProgramLimitExceededError:
+        except StatementFailed:
             # A path too long even for the unique index cannot be recorded at all.
             log.error("invalid_path_unrecordable", path=path[:200], reason=exc.reason)
             return
@@ -587,11 +580,12 @@ class DetectionLoop:
         backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
         while stop is None or not stop.is_set():
             try:
-                async with self.pool.acquire() as conn:
-                    result = await op(conn)
+                with translated():
+                    async with self.pool.acquire() as conn:
+                        result = await op(conn)
                 self._db_state(True)
                 return result
-            except db.TRANSIENT_DB_ERRORS as exc:
+            except StoreUnavailable as exc:
                 self._db_state(False, exc)
                 if stop is None:
                     await asyncio.sleep(backoff.next_delay())
@@ -624,7 +618,7 @@ class DetectionLoop:
     def _failed(self, record: outcomes.FailureRecord, failure: DetectionFailure) -> None:
         metrics.IMAGES_PROCESSED.labels("failed").inc()
         metrics.FAILURES.labels(record.error_type.value).inc()
-        if record.error_type is ErrorType.INCOMPLETE:
+        if record.error_type.settling:
             # Not a failure of the image: look again once the window has passed (the
             # sweep would too, but only at its interval). A small margin absorbs the
             # difference between this clock and the database's.

@@ -27,6 +27,7 @@ from reactor.core import control
 from reactor.core.sweep import Sweeper
 from reactor.paths import recordable
 from reactor.store.db import ANY_DB_ERRORS, TRANSIENT_DB_ERRORS
+from reactor.store.errors import StoreError
 from reactor.util.aio import first_of, wait_any
 from reactor.util.ratelimit import RateLimiter
 
@@ -36,6 +37,8 @@ log = logs.get("reactor.scheduler")
 # `deleted` hints (past it the hints go, and one sweep marks every orphan instead).
 MAX_REQUESTS = 32
 MAX_ORPHAN_HINTS = 10_000
+# A sweep ends with the claims' purge, which raises the store's exceptions (reactor.store.claims).
+SWEEP_ERRORS: tuple[type[BaseException], ...] = (*ANY_DB_ERRORS, StoreError)
 
 
 class SweepScheduler:
@@ -78,7 +81,7 @@ class SweepScheduler:
                 reply, deferred = counts.as_dict(), counts.deferred
                 if counts.walk_requested:
                     self._walk_wanted.set()
-            except ANY_DB_ERRORS as exc:
+            except SWEEP_ERRORS as exc:
                 log.warning("sweep_failed", error=str(exc) or type(exc).__name__)
                 reply = {"skipped": f"sweep failed: {exc}"}
             await self._reply(pool, requests, reply)
@@ -107,7 +110,7 @@ class SweepScheduler:
                         continue
                     if counts.paused or counts.skipped:
                         pause = sweep.walk_pause_seconds
-            except ANY_DB_ERRORS as exc:
+            except SWEEP_ERRORS as exc:
                 log.warning("walk_failed", error=str(exc) or type(exc).__name__)
                 pause = sweep.poll_seconds
             await wait_any(halt, self._walk_wanted, seconds=pause)

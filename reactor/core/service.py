@@ -38,6 +38,7 @@ from reactor.detector import Detector
 from reactor.paths import PathMapper
 from reactor.store import catalog, claims, legacy, writable
 from reactor.store.db import TRANSIENT_DB_ERRORS, UNAVAILABLE_ERRORS, create_pool
+from reactor.store.errors import StoreUnavailable
 from reactor.store.orphans import OrphanPolicy
 from reactor.store.schema import failure_columns
 from reactor.store.sql import Queries
@@ -57,6 +58,8 @@ CLEANUP_TIMEOUT_SECONDS = 5.0
 # ever; past this the query fails as transient and the pool opens a new connection.
 # Every statement the reactor runs is one small keyset page or one image's rows.
 COMMAND_TIMEOUT_SECONDS = 60.0
+# The claims' statements raise the store's exceptions (reactor.store.claims); the pool, asyncpg's.
+CLAIM_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, StoreUnavailable)
 
 
 def default_instance_id() -> str:
@@ -383,7 +386,7 @@ class Reactor:
                     released = await claims.release_instance(conn, self.instance_id, self.lanes.in_flight.tokens())
                     await conn.execute(Q.remove_instance, self.instance_id, self.started_at, os.getpid())
             log.info("claims_released", count=released)
-        except TRANSIENT_DB_ERRORS as exc:
+        except CLAIM_ERRORS as exc:
             log.warning(
                 "claims_not_released",
                 error=str(exc) or type(exc).__name__,
@@ -424,7 +427,7 @@ class Reactor:
                     for claim in in_flight:
                         if not await claims.renew(conn, claim, lease):
                             log.warning("claim_lost", path=claim.path, token=claim.token)
-            except TRANSIENT_DB_ERRORS:
+            except CLAIM_ERRORS:
                 pass  # fencing protects the result if the lease runs out meanwhile
 
 
