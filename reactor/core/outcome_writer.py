@@ -259,32 +259,14 @@ class OutcomeWriter:
             log.info("image_incomplete", path=record.path, error=failure.message, retry_in=delay)
             asyncio.get_running_loop().call_later(delay + 0.5, self.settings.queue.put, record.path, Priority.RETRY)
             return
+        about = {"path": record.path, "type": record.error_type.value, "tries": record.retry_count}
         if record.permanently_failed:
-            log.warning(
-                "permanently_failed",
-                path=record.path,
-                type=record.error_type.value,
-                tries=record.retry_count,
-                error=failure.message,
-                instance=self.settings.instance_id,
-            )
+            log.warning("permanently_failed", **about, error=failure.message, instance=self.settings.instance_id)
             return
         allowed, suppressed = self._limiter.check((record.error_type, failure.message))
         if not allowed:
             return
         log.warning(
-            "image_failed",
-            path=record.path,
-            type=record.error_type.value,
-            error=failure.message,
-            tries=record.retry_count,
-            suppressed=suppressed,
-            instance=self.settings.instance_id,
+            "image_failed", **about, error=failure.message, suppressed=suppressed, instance=self.settings.instance_id
         )
-        log.info(
-            "retry_scheduled",
-            path=record.path,
-            type=record.error_type.value,
-            tries=record.retry_count,
-            next_retry_after=record.next_retry_after.isoformat(),
-        )
+        log.info("retry_scheduled", **about, next_retry_after=record.next_retry_after.isoformat())
