@@ -14,7 +14,7 @@ from reactor.errors import UsageError
 from reactor.failure_types import ErrorType
 from reactor.handlers import failures as failures_handler
 from reactor.ops import failures
-from reactor.store import claims, outcomes
+from reactor.store import claims, errors, outcomes
 from tests.ops_seed import invoke, seed
 from tests.pg import PgServer
 
@@ -174,10 +174,10 @@ async def test_a_detection_in_flight_does_not_undo_the_blacklist(dsn: str) -> No
         in_flight = await claims.claim(conn, "f/a.jpg", "one", 60.0)
         assert isinstance(in_flight, claims.Claim)
         await failures.blacklist(conn, ["f/a.jpg"], "not a photo")
-        with pytest.raises(outcomes.Fenced):
+        with pytest.raises(errors.Fenced):
             await outcomes.record_success(conn, in_flight, DETECTION, "one")
         failure = DetectionFailure(ErrorType.TIMEOUT, "too slow")
-        with pytest.raises(outcomes.Fenced):
+        with pytest.raises(errors.Fenced):
             await outcomes.record_failure(conn, "f/a.jpg", failure, RetryConfig(), frozenset(), in_flight)
         row = await conn.fetchrow("SELECT last_error_type, permanently_failed FROM face_detection_failures")
         assert row is not None and tuple(row) == ("blacklisted", True)

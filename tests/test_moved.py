@@ -51,7 +51,7 @@ async def adopt(conn: asyncpg.Connection, share: Path, path: str, online: bool =
     claim = await claims.claim(conn, path, "test", 60)
     assert isinstance(claim, claims.Claim)
 
-    async def run(op: Callable[[Conn], Awaitable[T]]) -> T | None:
+    async def run(op: Callable[[Conn], Awaitable[T]]) -> T:
         return await op(conn)
 
     moved = await MoveFinder(PathMapper(str(share)), lambda: online, ShareIO(10)).adopt(claim, str(share / path), run)

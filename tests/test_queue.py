@@ -8,7 +8,7 @@ import random
 from reactor.config import RetryConfig
 from reactor.core.queue import MANUAL_BURST, Entry, ImageQueue, Priority
 from reactor.failure_types import ErrorType
-from reactor.util.backoff import Backoff, max_attempts
+from reactor.util.backoff import Backoff
 from reactor.util.ratelimit import RateLimiter
 from tests.peek import priority_of
 
@@ -95,10 +95,10 @@ async def test_wait_free_returns_once_entries_are_taken() -> None:
 
 def test_max_attempts_per_type() -> None:
     retry = RetryConfig(max_attempts=5, max_attempts_permanent=2)
-    assert max_attempts(retry, ErrorType.TIMEOUT) == 5
-    assert max_attempts(retry, ErrorType.MISSING) == 5
-    assert max_attempts(retry, ErrorType.CORRUPT) == 2
-    assert max_attempts(retry, ErrorType.INVALID_PATH) == 1
+    assert ErrorType.TIMEOUT.tries_allowed(retry) == 5
+    assert ErrorType.MISSING.tries_allowed(retry) == 5
+    assert ErrorType.CORRUPT.tries_allowed(retry) == 2
+    assert ErrorType.INVALID_PATH.tries_allowed(retry) == 1
 
 
 def test_reconnect_backoff_is_capped_and_jittered() -> None:

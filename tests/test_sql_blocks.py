@@ -180,7 +180,7 @@ async def test_block_runs_on_the_production_shape(prod_conn: asyncpg.Connection,
     """No query fails at run time on a column that a legacy table lacks: every block runs on
     production's shape, except the few that write an optional column, which the store runs
     only where the column exists (outcomes.OPTIONAL_FAILURE_BLOCKS, the one list of them)."""
-    guarded = outcomes.OPTIONAL_FAILURE_BLOCKS.get(block) if file == "queries.sql" else None
+    guarded = outcomes.OPTIONAL_FAILURE_BLOCKS.get(block) if file == "outcomes.sql" else None
     try:
         await run_block(prod_conn, file, block)
     except asyncpg.UndefinedColumnError as exc:

@@ -14,7 +14,7 @@ from reactor.core.queue import ImageQueue, Priority
 from reactor.core.sweep import SweepCounts, Sweeper
 from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.failure_types import ErrorType
-from reactor.store import claims, outcomes
+from reactor.store import claims, errors, outcomes
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
 from reactor.store.schema import failure_columns
@@ -66,7 +66,7 @@ async def test_claim_is_exclusive_until_the_lease_expires(conn: asyncpg.Connecti
     await conn.execute("UPDATE reactor_claims SET lease_until = now() - interval '1 second'")
     second = await claims.claim(conn, "a.jpg", "two", 60.0)
     assert isinstance(second, Claim) and second.token > first.token
-    with pytest.raises(outcomes.Fenced):
+    with pytest.raises(errors.Fenced):
         await outcomes.record_success(conn, first, detection(1), "one")
     await outcomes.record_success(conn, second, detection(2), "two")
     row = cast(asyncpg.Record, await conn.fetchrow("SELECT face_count, instance_id, claim_token FROM face_metadata"))
@@ -164,7 +164,7 @@ async def test_invalid_paths_are_recorded_as_permanent_failures(conn: asyncpg.Co
         rec = await outcomes.record_failure(conn, path, DetectionFailure(ErrorType.INVALID_PATH, "bad"), RETRY, cols)
         assert rec.permanently_failed and rec.retry_count == 1
     # The path rule still holds for every other failure type.
-    with pytest.raises(asyncpg.CheckViolationError):
+    with pytest.raises(errors.RejectedPath):
         await outcomes.record_failure(conn, "/abs.jpg", DetectionFailure(ErrorType.CORRUPT, "x"), RETRY, cols)
 
 
@@ -321,13 +321,13 @@ async def test_a_lost_commit_reply_is_recognised_for_every_kind_of_outcome(
     assert isinstance(claim, Claim)
     failure = DetectionFailure(error_type, "cut short")
     await outcomes.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # its reply "lost"
-    with pytest.raises(outcomes.Fenced):
+    with pytest.raises(errors.Fenced):
         await outcomes.record_failure(conn, claim.path, failure, RETRY, cols, claim)  # the retry
     assert await outcomes.landed(conn, claim)
     # A claim taken over before its write: fenced, and nothing of it landed.
     first = await claims.claim(conn, "other.jpg", "me", 60.0)
     second = await claims.claim(conn, "other.jpg", "me", 60.0)
     assert isinstance(first, Claim) and isinstance(second, Claim)
-    with pytest.raises(outcomes.Fenced):
+    with pytest.raises(errors.Fenced):
         await outcomes.record_failure(conn, first.path, failure, RETRY, cols, first)
     assert not await outcomes.landed(conn, first)

@@ -1,9 +1,8 @@
-"""The detection loop: one image at a time, from the queue to a recorded outcome.
+"""The detection loop: one image at a time, from the queue to a claimed, detected image.
 
-For each entry: validate the path, claim it, wait for the share, detect, then
-persist the outcome. The write is shielded and retried across database restarts,
-so a shutdown or a broken connection never loses an outcome; if it still cannot
-be written, the claim expires and the sweep brings the image back.
+For each entry: validate the path, claim it, wait for the share, detect, then hand the
+outcome to the lane's writer (reactor.core.outcome_writer), which persists it. Both are
+built from one ``LoopSettings`` (reactor.core.loop_settings).
 
 Three images overlap: while one is detected, the next is claimed and its bytes
 read ahead, and the previous one's outcome is written. A loop runs one detection
@@ -19,6 +18,9 @@ claimed by another until its outcome is written.
 A detector that batches (``batch_limit`` above 1: the CNN on a GPU, see
 reactor.detector.batching) is given up to that many claimed images at once, taken from
 what the queue holds at that moment; their outcomes are written one after the other.
+
+A stop that comes while a store call waits for the database raises ``LoopStopped``,
+caught at the top of ``run``; the loop and the writer see the store's exceptions only.
 """
 
 from __future__ import annotations
@@ -31,41 +33,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import asyncpg
-
 from reactor import logs
-from reactor.config import Config
 from reactor.core import metrics
 from reactor.core.inflight import InFlight
+from reactor.core.loop_settings import LoopSettings, LoopStopped, StoreCalls
 from reactor.core.moved import MoveFinder, RunDb
-from reactor.core.queue import Entry, ImageQueue, Priority
+from reactor.core.outcome_writer import OutcomeWriter
+from reactor.core.queue import Entry, Priority
 from reactor.detector import DetectorState, DetectorUnavailable
-from reactor.detector.settings import settings_fingerprint
-from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
-from reactor.failure_types import FILE_ACCESS, ErrorType
-from reactor.paths import InvalidPath, PathMapper, recordable
-from reactor.store import claims, db, outcomes
-from reactor.store.claims import Claim
-from reactor.store.constraints import path_rejection
+from reactor.detector.types import DetectionFailure, DetectionJob, Outcome
+from reactor.failure_types import ErrorType
+from reactor.paths import InvalidPath, recordable
+from reactor.store import claims
+from reactor.store.claims import Claim, Skip
 from reactor.store.dbtypes import Conn
-from reactor.store.legacy import NO_LEGACY, ResultShape
-from reactor.store.sql import Queries
+from reactor.store.errors import RejectedPath, StoreError, StoreUnavailable
 from reactor.util.aio import completed, first_of, sleep_or_stop
 from reactor.util.backoff import Backoff
-from reactor.util.ratelimit import RateLimiter
-from reactor.util.shareio import IoStall, ShareIO
+from reactor.util.shareio import IoStall
 
 log = logs.get("reactor.detection_loop")
-# Write errors that no retry mends: the schema or the role's privileges are wrong.
-SCHEMA_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.UndefinedColumnError,
-    asyncpg.UndefinedTableError,
-    asyncpg.InsufficientPrivilegeError,
-    asyncpg.NotNullViolationError,
-    asyncpg.UndefinedFunctionError,
-    asyncpg.DatatypeMismatchError,
-)
-Q = Queries("queries.sql")
 T = TypeVar("T")
 
 
@@ -78,24 +65,6 @@ class DetectorLike(Protocol):
     def prefetch(self, local_path: str) -> None: ...
     @property
     def batch_limit(self) -> int: ...
-
-
-class ShareLike(Protocol):
-    online: bool
-    # File-system calls on the share (reactor.util.shareio).
-    io: ShareIO
-
-    async def acheck(self) -> bool: ...
-    async def wait_online(self) -> None: ...
-
-
-@dataclass
-class WriteBlock:
-    """Set when a write failed in a way no retry can mend (a missing column or privilege),
-    shared by every detection lane: detection stops until the schema is fixed and the
-    reactor restarted, so no image is detected for a write that cannot succeed."""
-
-    reason: str | None = None
 
 
 class DetectorGone(Exception):
@@ -112,42 +81,19 @@ class Ready:
 
 
 class DetectionLoop:
-    def __init__(
-        self,
-        config: Config,
-        pool: asyncpg.Pool,
-        queue: ImageQueue,
-        detector: DetectorLike,
-        share: ShareLike,
-        mapper: PathMapper,
-        instance_id: str,
-        failure_columns: frozenset[str],
-        result_shape: ResultShape = NO_LEGACY,
-        in_flight: InFlight | None = None,
-        blocked: WriteBlock | None = None,
-        incomplete_delay: float | None = None,
-    ) -> None:
-        self.config = config
-        self.pool = pool
-        self.queue = queue
+    def __init__(self, settings: LoopSettings, detector: DetectorLike, in_flight: InFlight | None = None) -> None:
+        self.settings = settings
+        self.queue = settings.queue
+        self.share = settings.share
+        self.mapper = settings.mapper
         self.detector = detector
-        self.share = share
-        self.mapper = mapper
-        self.instance_id = instance_id
-        self.failure_columns = failure_columns
-        self.result_shape = result_shape
-        self.blocked = blocked if blocked is not None else WriteBlock()
-        # A file still being written is tried again after the share's stability window
-        # (reactor.watch.mounts.stability_window): by then a network client's cache is fresh.
-        self.incomplete_delay = config.watcher.stability_seconds if incomplete_delay is None else incomplete_delay
         self.current_claim: Claim | None = None
         # Claims taken and not yet written or given back: the one being detected, the one being written.
         self.in_flight = in_flight if in_flight is not None else InFlight()
-        self.processed = 0
-        self.db_ok = True
-        self.persisting: asyncio.Task[None] | None = None
-        self._limiter = RateLimiter(config.logging.rate_limit_seconds)
-        self.moves = MoveFinder(mapper, lambda: share.online, share.io)
+        # The lane's way to the database (its health: ``calls.ok``), shared with its writer.
+        self.calls = StoreCalls(settings.pool, settings.config.database.reconnect_max_seconds)
+        self.writer = OutcomeWriter(settings, self.in_flight, self.calls)
+        self.moves = MoveFinder(settings.mapper, lambda: settings.share.online, settings.share.io)
 
     @property
     def current(self) -> str | None:
@@ -186,9 +132,11 @@ class DetectionLoop:
                     except Exception as exc:
                         for each in batch:
                             await self._contain(each.entry.path, exc, stop)
+        except LoopStopped:
+            pass  # stopped while a store call waited for the database: nothing was half written
         finally:
             await self._abandon(ahead)
-            await self.flush()
+            await self.writer.flush()
 
     async def _batch_more(self, stop: asyncio.Event) -> list[Ready]:
         """More claimed images for the detector's batch, from what the queue holds now
@@ -228,27 +176,16 @@ class DetectionLoop:
         # A claim cancelled before it was registered is never renewed: it expires, or
         # goes with this instance's claims at shutdown. A registered one is released now.
         ahead.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, LoopStopped):
             ready = await ahead
             if ready is not None:
                 self.in_flight.pop(ready.claim.path, None)
                 await self._give_back(ready.claim, ready.entry)
 
-    async def flush(self) -> None:
-        """Wait until the outcome being written is written (shielded: a cancel leaves the write running)."""
-        task = self.persisting
-        if task is None:
-            return
-        try:
-            await asyncio.shield(task)  # re-raises once what the write raised
-        finally:
-            if task.done() and self.persisting is task:
-                self.persisting = None
-
     async def _wait_ready(self, stop: asyncio.Event) -> bool:
         """Share online and detector usable; False if stopped while waiting (or for good,
         once writes are blocked: the service stays up and unhealthy until restarted)."""
-        if self.blocked.reason is not None:
+        if self.settings.blocked.reason is not None:
             await stop.wait()
             return False
         if not self.share.online:
@@ -274,6 +211,8 @@ class DetectionLoop:
     async def _prepare_contained(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
         try:
             return await self._prepare(entry, stop, read_ahead=read_ahead)
+        except LoopStopped:
+            raise
         except Exception as exc:
             await self._contain(entry.path, exc, stop)
             return None
@@ -283,25 +222,9 @@ class DetectionLoop:
         log.error(
             "image_unexpected_error", path=recordable(path)[:300], error=f"{type(exc).__name__}: {exc}", exc_info=exc
         )
-        await self._record_unclaimed(
+        await self.writer.record_unclaimed(
             path, DetectionFailure(ErrorType.RUNTIME, f"{type(exc).__name__}: {exc}"[:1000]), stop
         )
-
-    async def _record_unclaimed(self, path: str, failure: DetectionFailure, stop: asyncio.Event) -> None:
-        """A failure for an image that was never claimed (or whose claim is in doubt)."""
-
-        async def write(conn: Conn) -> outcomes.FailureRecord:
-            return await outcomes.record_failure(
-                conn, recordable(path), failure, self.config.retry, self.failure_columns
-            )
-
-        try:
-            record = await self._db(stop, write)
-        except Exception as again:  # the path itself may be what the database refuses
-            log.error("failure_unrecordable", path=recordable(path)[:300], error=str(again))
-            return
-        if record is not None:
-            self._failed(record, failure)
 
     async def _prepare(self, entry: Entry, stop: asyncio.Event, *, read_ahead: bool = False) -> Ready | None:
         """Validate and claim the image; None if it is invalid (recorded) or needs no detection."""
@@ -312,12 +235,12 @@ class DetectionLoop:
             folder = os.path.dirname(self.mapper.os_path(entry.path))
             local = await self.share.io.call(folder, self.mapper.resolve_in_share, entry.path)
         except InvalidPath as exc:
-            await self._record_invalid(entry.path, exc, manual, stop)
+            await self.writer.record_invalid(entry.path, exc, manual, stop)
             return None
         except IoStall as exc:
             await self.share.acheck()  # offline (probe_hung) if the whole share hangs: detection pauses
             stall = DetectionFailure(ErrorType.IO_STALL, f"resolving the path on the share: {exc}")
-            await self._record_unclaimed(entry.path, stall, stop)
+            await self.writer.record_unclaimed(entry.path, stall, stop)
             return None
         if read_ahead:
             # Its bytes are read while the current image is detected. That detection took
@@ -326,17 +249,40 @@ class DetectionLoop:
         if entry.path in self.in_flight:
             # Its previous outcome is still being written: a claim now would take
             # over that claim's token and fence the write.
-            await self.flush()
-        # The same for a claim another lane holds or is taking (see reactor.core.inflight).
+            await self.writer.flush()
+        try:
+            result = await self._claim(entry, manual, stop)
+        except RejectedPath as exc:
+            # The schema's path rule (reactor_valid_image_path) is stricter than the
+            # configured images.derived_folders: the path can be neither claimed nor done.
+            rejected = InvalidPath(entry.path, "schema_rule", str(exc.rejection))
+            await self.writer.record_invalid(entry.path, rejected, manual, stop)
+            return None
+        if isinstance(result, Skip):
+            log.debug("image_skipped", path=entry.path, reason=result)
+            return None
+        try:
+            if await self._moved_here(result, entry, str(local), stop):
+                return None
+        except LoopStopped:
+            # Stopped during the move check: the claim goes back, as one taken ahead does.
+            self.in_flight.pop(result.path, None)
+            await self._give_back(result, entry)
+            raise
+        return Ready(entry, result, str(local))
+
+    async def _claim(self, entry: Entry, manual: bool, stop: asyncio.Event) -> Claim | Skip:
+        """Claim the image, registered in ``in_flight``, or the reason it is not claimed."""
+        # The same path is never claimed while another lane holds or is taking it (reactor.core.inflight).
         await self.in_flight.reserve(entry.path)
         try:
-            result = await self._db(
+            result = await self.calls.run(
                 stop,
                 lambda conn: claims.claim(
                     conn,
                     entry.path,
-                    self.instance_id,
-                    self.config.service.lease_seconds,
+                    self.settings.instance_id,
+                    self.settings.config.service.lease_seconds,
                     manual=manual,
                     redetect=entry.redetect,
                     file_event=entry.priority is Priority.FILE_EVENT,
@@ -344,25 +290,9 @@ class DetectionLoop:
             )
             if isinstance(result, Claim):
                 self.in_flight[result.path] = result
-        except asyncpg.CheckViolationError as exc:
-            rejection = path_rejection(exc, entry.path)
-            if rejection is None:
-                raise
-            # The schema's path rule (reactor_valid_image_path) is stricter than the
-            # configured images.derived_folders: the path can be neither claimed nor done.
-            rejected = InvalidPath(entry.path, "schema_rule", str(rejection))
-            await self._record_invalid(entry.path, rejected, manual, stop)
-            return None
+            return result
         finally:
             self.in_flight.unreserve(entry.path)
-        if result is None:
-            return None
-        if isinstance(result, str):
-            log.debug("image_skipped", path=entry.path, reason=result)
-            return None
-        if await self._moved_here(result, entry, str(local), stop):
-            return None
-        return Ready(entry, result, str(local))
 
     async def _moved_here(self, claim: Claim, entry: Entry, local: str, stop: asyncio.Event) -> bool:
         """A photo that moved takes its result and face ids along instead of being detected
@@ -378,21 +308,20 @@ class DetectionLoop:
                 await self._give_back(claim, entry)
                 self.in_flight.pop(claim.path, None)
             else:
-                await self._persist(claim, missing)
+                await self.writer.persist(claim, missing)
             return True
-        except asyncpg.PostgresError as exc:
+        except StoreError as exc:
             log.warning("move_check_failed", path=claim.path, error=str(exc), effect="detected instead")
             return False
         if moved is None:
             return False
         self.in_flight.pop(claim.path, None)
-        metrics.IMAGES_PROCESSED.labels("moved").inc()
-        self.processed += 1
+        self.writer.moved()
         return True
 
     def _runner(self, stop: asyncio.Event) -> RunDb:
-        async def run(op: Callable[[Conn], Awaitable[T]]) -> T | None:
-            return await self._db(stop, op)
+        async def run(op: Callable[[Conn], Awaitable[T]]) -> T:
+            return await self.calls.run(stop, op)
 
         return run
 
@@ -410,10 +339,8 @@ class DetectionLoop:
                     written.append((ready.claim, outcome))
             # One write in flight at a time: the previous images', which had these
             # images' whole detection to finish.
-            await self.flush()
-            if written:
-                self.persisting = asyncio.ensure_future(self._persist_all(written))
-                handed_over = {claim.path for claim, _ in written}
+            await self.writer.hand_over(written)
+            handed_over = {claim.path for claim, _ in written}
         except DetectorGone:
             for ready in batch:
                 await self._give_back(ready.claim, ready.entry)
@@ -429,9 +356,7 @@ class DetectionLoop:
         # an unmounted share looks like a library whose every photo was deleted. The
         # share is looked at again now, not when its monitor last checked.
         return (
-            isinstance(outcome, DetectionFailure)
-            and outcome.error_type in FILE_ACCESS
-            and not await self.share.acheck()
+            isinstance(outcome, DetectionFailure) and outcome.error_type.file_access and not await self.share.acheck()
         )
 
     async def _detect(self, batch: list[Ready]) -> list[Outcome]:
@@ -452,213 +377,6 @@ class DetectionLoop:
 
     async def _give_back(self, claim: Claim, entry: Entry) -> None:
         """Release the claim and queue the image again for later."""
-        try:
-            async with self.pool.acquire() as conn:
-                await claims.release(conn, claim)
-        except db.TRANSIENT_DB_ERRORS:
-            pass  # the lease expires on its own
+        with contextlib.suppress(StoreUnavailable):  # the lease expires on its own
+            await self.calls.once(lambda conn: claims.release(conn, claim), claim.path)
         self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
-
-    async def _persist_all(self, written: list[tuple[Claim, Outcome]]) -> None:
-        """Write each outcome in turn; if one write raises, the claims after it are let go
-        (their leases expire and the sweep brings the images back)."""
-        for index, (claim, outcome) in enumerate(written):
-            try:
-                await self._persist(claim, outcome)
-            except BaseException:
-                for later, _ in written[index + 1 :]:
-                    self.in_flight.pop(later.path, None)
-                raise
-
-    async def _persist(self, claim: Claim, outcome: Outcome) -> None:
-        """Write the outcome, retrying across connection loss until it is written or fenced."""
-        try:
-            await self._write(claim, outcome)
-        finally:
-            self.in_flight.pop(claim.path, None)
-
-    async def _write(self, claim: Claim, outcome: Outcome) -> None:
-        tries = 0
-
-        async def write(conn: Conn) -> outcomes.FailureRecord | None:
-            nonlocal tries
-            tries += 1
-            if isinstance(outcome, Detection):
-                settings = settings_fingerprint(self.config.detector, outcome.model)
-                await outcomes.record_success(
-                    conn, claim, outcome, self.instance_id, shape=self.result_shape, settings=settings
-                )
-                return None
-            return await outcomes.record_failure(
-                conn, claim.path, outcome, self.config.retry, self.failure_columns, claim, self.incomplete_delay
-            )
-
-        while True:
-            try:
-                # No stop: a shutdown waits for the write (across connection loss), never drops it.
-                record = await self._db(None, write)
-                if isinstance(outcome, Detection):
-                    self._detected(claim, outcome)
-                elif record is not None:
-                    self._failed(record, outcome)
-                    if record.error_type is ErrorType.MISSING:
-                        await self._arrived_meanwhile(claim.path)
-                self.processed += 1
-                return
-            except outcomes.Fenced:
-                # After a lost connection we do not know whether the earlier try committed.
-                if tries > 1 and await self._landed(claim):
-                    # Our own earlier commit released the claim; its reply was lost.
-                    log.info("outcome_written", path=claim.path, token=claim.token, reply="lost")
-                    self.processed += 1
-                    return
-                metrics.IMAGES_PROCESSED.labels("fenced").inc()
-                log.warning("result_fenced", path=claim.path, token=claim.token)
-                return
-            except SCHEMA_ERRORS as exc:
-                self._block_writes(claim, exc)
-                return
-            except asyncpg.PostgresError as exc:
-                # Not a connection problem: retrying the same write would fail the same way
-                # for ever. The image gets a failure (with backoff) instead of a loop.
-                log.error("persist_failed", path=claim.path, error=str(exc), effect="recorded as a runtime failure")
-                if isinstance(outcome, DetectionFailure) and outcome.error_type is ErrorType.RUNTIME:
-                    return  # that was already the failure; the lease expires, the sweep decides
-                outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
-
-    async def _arrived_meanwhile(self, path: str) -> None:
-        """A file that arrived while it was found missing (a folder moved in just as its
-        upstream rows were tried) sent its file event before the failure was written, so
-        that event found nothing to take past the backoff: look once more, now."""
-        try:
-            local = self.mapper.os_path(path)
-            here = await self.share.io.call(os.path.dirname(local), os.path.exists, local)
-        except (InvalidPath, IoStall):
-            return
-        if here:
-            log.info("image_arrived", path=path, effect="tried again")
-            self.queue.put(path, Priority.FILE_EVENT)
-
-    async def _landed(self, claim: Claim) -> bool:
-        try:
-            async with self.pool.acquire() as conn:
-                return await outcomes.landed(conn, claim)
-        except db.TRANSIENT_DB_ERRORS:
-            return False
-
-    def _block_writes(self, claim: Claim, exc: BaseException) -> None:
-        """No outcome can be written until the schema or the role's privileges are fixed:
-        stop detecting (``_wait_ready``) rather than detect images whose results are lost."""
-        if self.blocked.reason is None:
-            self.blocked.reason = (
-                f"writing results failed: {exc}; run `reactor db check` and do what it advises, "
-                "then restart the reactor"
-            )
-            log.error(
-                "results_unwritable",
-                path=claim.path,
-                error=str(exc),
-                effect="detection stopped",
-                advice="run `reactor db check` and do what it advises, then restart the reactor",
-            )
-
-    async def _record_invalid(self, path: str, exc: InvalidPath, manual: bool, stop: asyncio.Event) -> None:
-        failure = DetectionFailure(ErrorType.INVALID_PATH, str(exc), details={"reason": exc.reason})
-        path = recordable(path)  # a name that is not UTF-8 is recorded with its bytes escaped
-
-        async def write(conn: Conn) -> outcomes.FailureRecord | None:
-            state = await claims.read_state(conn, path)
-            if state.skip_reason(manual=manual) is not None:
-                return None
-            return await outcomes.record_failure(conn, path, failure, self.config.retry, self.failure_columns)
-
-        try:
-            record = await self._db(stop, write)
-        except asyncpg.ProgramLimitExceededError:
-            # A path too long even for the unique index cannot be recorded at all.
-            log.error("invalid_path_unrecordable", path=path[:200], reason=exc.reason)
-            return
-        if record is not None:
-            self._failed(record, failure)
-
-    async def _db(self, stop: asyncio.Event | None, op: Callable[[Conn], Awaitable[T]]) -> T | None:
-        """Run ``op`` on a pooled connection, retrying while the database is away; None if
-        ``stop`` is set first (without ``stop``: until it ran). Other errors propagate."""
-        backoff = Backoff(cap=self.config.database.reconnect_max_seconds)
-        while stop is None or not stop.is_set():
-            try:
-                async with self.pool.acquire() as conn:
-                    result = await op(conn)
-                self._db_state(True)
-                return result
-            except db.TRANSIENT_DB_ERRORS as exc:
-                self._db_state(False, exc)
-                if stop is None:
-                    await asyncio.sleep(backoff.next_delay())
-                elif await sleep_or_stop(stop, backoff.next_delay()):
-                    break
-        return None
-
-    def _db_state(self, ok: bool, exc: BaseException | None = None) -> None:
-        if ok != self.db_ok:
-            if ok:
-                log.info("database_available")
-            else:
-                log.warning("database_unavailable", error=str(exc) or type(exc).__name__)
-        self.db_ok = ok
-
-    def _detected(self, claim: Claim, result: Detection) -> None:
-        metrics.IMAGES_PROCESSED.labels("detected").inc()
-        metrics.FACES_FOUND.inc(result.face_count)
-        metrics.LAST_SUCCESS.set_to_current_time()
-        log.info(
-            "image_detected",
-            path=claim.path,
-            faces=result.face_count,
-            model=result.model,
-            scale=result.scale,
-            ms=round(result.decode_ms + result.detect_ms + result.encode_ms, 1),
-            instance=self.instance_id,
-        )
-
-    def _failed(self, record: outcomes.FailureRecord, failure: DetectionFailure) -> None:
-        metrics.IMAGES_PROCESSED.labels("failed").inc()
-        metrics.FAILURES.labels(record.error_type.value).inc()
-        if record.error_type is ErrorType.INCOMPLETE:
-            # Not a failure of the image: look again once the window has passed (the
-            # sweep would too, but only at its interval). A small margin absorbs the
-            # difference between this clock and the database's.
-            log.info("image_incomplete", path=record.path, error=failure.message, retry_in=self.incomplete_delay)
-            asyncio.get_running_loop().call_later(
-                self.incomplete_delay + 0.5, self.queue.put, record.path, Priority.RETRY
-            )
-            return
-        if record.permanently_failed:
-            log.warning(
-                "permanently_failed",
-                path=record.path,
-                type=record.error_type.value,
-                tries=record.retry_count,
-                error=failure.message,
-                instance=self.instance_id,
-            )
-            return
-        allowed, suppressed = self._limiter.check((record.error_type, failure.message))
-        if not allowed:
-            return
-        log.warning(
-            "image_failed",
-            path=record.path,
-            type=record.error_type.value,
-            error=failure.message,
-            tries=record.retry_count,
-            suppressed=suppressed,
-            instance=self.instance_id,
-        )
-        log.info(
-            "retry_scheduled",
-            path=record.path,
-            type=record.error_type.value,
-            tries=record.retry_count,
-            next_retry_after=record.next_retry_after.isoformat(),
-        )

@@ -2,9 +2,11 @@
 
 Each lane is a ``DetectionLoop`` bound to its own ``Detector``: it takes one image at a
 time from the shared queue, claims it ahead and reads its bytes ahead, detects it in its
-own child and writes its outcome, exactly as a single loop does. The lanes share the
-queue and one ``InFlight`` registry, so no two lanes hold the same path. A crash, a hang
-or an out-of-memory replaces that lane's child and fails only that lane's image.
+own child and hands its outcome to its ``OutcomeWriter``, exactly as a single loop does.
+Every lane's loop is built from the one ``LoopSettings`` the service makes. The lanes
+share the queue and one ``InFlight`` registry, so no two lanes hold the same path. A
+crash, a hang or an out-of-memory replaces that lane's child and fails only that lane's
+image.
 
 How many: ``detector.workers`` when it is a number; with "auto", the first child is
 started and says whether dlib has CUDA: one lane per GPU if so, else one per core.
@@ -107,11 +109,11 @@ class Lanes:
 
     @property
     def processed(self) -> int:
-        return sum(loop.processed for loop in self.loops)
+        return sum(loop.writer.processed for loop in self.loops)
 
     @property
     def db_ok(self) -> bool:
-        return all(loop.db_ok for loop in self.loops)
+        return all(loop.calls.ok for loop in self.loops)
 
     @property
     def current(self) -> list[str]:
@@ -122,7 +124,7 @@ class Lanes:
         return sum(lane.detector.restarts for lane in self.lanes)
 
     def persisting(self) -> list[asyncio.Task[None]]:
-        return [loop.persisting for loop in self.loops if loop.persisting is not None]
+        return [loop.writer.persisting for loop in self.loops if loop.writer.persisting is not None]
 
     def state(self) -> DetectorState:
         """One word for all children: the worst of them, or busy/ready."""
@@ -144,7 +146,7 @@ class Lanes:
                     "state": lane.detector.state,
                     "restarts": lane.detector.restarts,
                     "current_image": loop.current if loop else None,
-                    "processed": loop.processed if loop else 0,
+                    "processed": loop.writer.processed if loop else 0,
                     # Only where batching is on (the CNN on a GPU, or forced).
                     **({"batched": lane.detector.batched} if lane.detector.batch_limit > 1 else {}),
                     # Only once an out-of-memory taught it something (CUDA).

@@ -41,10 +41,10 @@ T = TypeVar("T")
 
 
 class RunDb(Protocol):
-    """Runs ``op(conn)`` on a pooled connection (the detection loop's retrying runner);
-    None when the loop is stopping."""
+    """Runs ``op(conn)`` on a pooled connection (the detection loop's retrying runner,
+    which raises ``LoopStopped`` when the loop is stopping)."""
 
-    async def __call__(self, op: Callable[[Conn], Awaitable[T]]) -> T | None: ...
+    async def __call__(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
 
 
 @dataclass(frozen=True)

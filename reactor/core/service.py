@@ -21,7 +21,7 @@ from typing import Any
 from reactor import logs
 from reactor.config import Config
 from reactor.core import control, gate, heap_trim, metrics
-from reactor.core.detection_loop import DetectionLoop, WriteBlock
+from reactor.core.detection_loop import DetectionLoop
 from reactor.core.gate import NoticeKind
 from reactor.core.health import HealthServer, LoopLag
 from reactor.core.inflight import InFlight
@@ -29,6 +29,7 @@ from reactor.core.instance_lock import InstanceLock
 from reactor.core.instances import gone_after_seconds
 from reactor.core.lanes import Lanes
 from reactor.core.listener import Listener, ListenerState
+from reactor.core.loop_settings import LoopSettings, WriteBlock
 from reactor.core.queue import ImageQueue, Priority
 from reactor.core.scheduler import SweepScheduler
 from reactor.core.supervisor import Supervisor
@@ -287,24 +288,22 @@ class Reactor:
             work_share=self.work_share,
         )
 
-        # A file still being written is tried again after the share's stability window.
-        incomplete_delay = stability_window(self.config, choose_observer(self.config))
+        settings = LoopSettings(
+            self.config,
+            pool,
+            self.queue,
+            self.share,
+            self.mapper,
+            self.instance_id,
+            self._failure_columns,
+            # A file still being written is tried again after the share's stability window.
+            incomplete_delay=stability_window(self.config, choose_observer(self.config)),
+            result_shape=self._result_shape,
+            blocked=self.write_block,
+        )
 
         def make_loop(detector: Detector, in_flight: InFlight) -> DetectionLoop:
-            return DetectionLoop(
-                self.config,
-                pool,
-                self.queue,
-                detector,
-                self.share,
-                self.mapper,
-                self.instance_id,
-                self._failure_columns,
-                self._result_shape,
-                in_flight,
-                self.write_block,
-                incomplete_delay=incomplete_delay,
-            )
+            return DetectionLoop(settings, detector, in_flight)
 
         self.first_loop = self.lanes.bind(make_loop)
         self.listener = Listener(self.config, self.dsn, self.instance_id, self.on_notify, self._on_listener_connected)

@@ -7,6 +7,8 @@ heartbeat renews this instance's leases every lease/3; a crashed instance's
 claims expire after ``service.lease_seconds`` and are taken over with a new token.
 A result is written only if the claim row still carries the writer's token
 (see reactor.store.outcomes), so a late instance can never overwrite a newer result.
+Statements run inside ``store.errors.translated``: callers see the store's exceptions
+(a path the claims table refuses is ``RejectedPath``), never asyncpg's.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from enum import StrEnum
 
 import asyncpg
 
-from reactor.failure_types import FILE_ACCESS, ErrorType
+from reactor.failure_types import ErrorType
 from reactor.store.dbtypes import Conn, rows_affected
+from reactor.store.errors import translated
 from reactor.store.sql import Queries
 
-Q = Queries("queries.sql")
+Q = Queries("claims.sql")
 
 
 class Skip(StrEnum):
@@ -63,6 +66,11 @@ class ImageState:
     def from_record(cls, row: asyncpg.Record) -> ImageState:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
+    @property
+    def error_type(self) -> ErrorType | None:
+        """The type of the last failure, if this version knows it."""
+        return ErrorType.parse(self.last_error_type)
+
     def skip_reason(self, *, manual: bool = False, redetect: bool = False, file_event: bool = False) -> Skip | None:
         """Why this image needs no detection now, or None if it does.
 
@@ -81,7 +89,7 @@ class ImageState:
             return Skip.DONE
         if manual or redetect:
             return None
-        if file_event and self.last_error_type in FILE_ACCESS:
+        if file_event and self.error_type is not None and self.error_type.file_access:
             return None
         if self.permanently_failed:
             return Skip.PERMANENTLY_FAILED
@@ -112,13 +120,15 @@ class Claim:
     @property
     def last_scale(self) -> float | None:
         # Only a resource failure says the next try should start at a smaller scale.
-        if self.state.last_error_type in (ErrorType.OOM, ErrorType.TIMEOUT):
+        error_type = self.state.error_type
+        if error_type is not None and error_type.scales_down:
             return self.state.last_scale
         return None
 
 
 async def read_state(conn: Conn, path: str) -> ImageState:
-    row = await conn.fetchrow(Q.image_state, path)
+    with translated(path):
+        row = await conn.fetchrow(Q.image_state, path)
     assert row is not None
     return ImageState.from_record(row)
 
@@ -154,30 +164,36 @@ async def claim(
     redetect: bool = False,
     file_event: bool = False,
 ) -> Claim | Skip:
-    """A Claim, or the reason the image is not claimed."""
+    """A Claim, or the reason the image is not claimed; RejectedPath if the claims table
+    refuses the path itself (its path rule is stricter than the configuration's)."""
     try:
-        return await _claim_in_tx(
-            conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect, file_event=file_event
-        )
+        with translated(path):
+            return await _claim_in_tx(
+                conn, path, instance_id, lease_seconds, manual=manual, redetect=redetect, file_event=file_event
+            )
     except _NotEligible as exc:
         return exc.reason
 
 
 async def renew(conn: Conn, claim_: Claim, lease_seconds: float) -> bool:
     """Extend the lease of the claim in flight; False if it was taken over."""
-    return rows_affected(await conn.execute(Q.renew_claim, claim_.path, claim_.token, lease_seconds)) == 1
+    with translated(claim_.path):
+        return rows_affected(await conn.execute(Q.renew_claim, claim_.path, claim_.token, lease_seconds)) == 1
 
 
 async def release(conn: Conn, claim_: Claim) -> bool:
-    return await conn.fetchval(Q.release_claim, claim_.path, claim_.token) is not None
+    with translated(claim_.path):
+        return await conn.fetchval(Q.release_claim, claim_.path, claim_.token) is not None
 
 
 async def release_instance(conn: Conn, instance_id: str, tokens: Sequence[int]) -> int:
     """Release the claims of ``instance_id`` that carry one of ``tokens`` (drawn by this process)."""
     if not tokens:
         return 0
-    return rows_affected(await conn.execute(Q.release_instance_claims, instance_id, list(tokens)))
+    with translated():
+        return rows_affected(await conn.execute(Q.release_instance_claims, instance_id, list(tokens)))
 
 
 async def purge_stale(conn: Conn, older_than_seconds: float) -> int:
-    return rows_affected(await conn.execute(Q.purge_stale_claims, older_than_seconds))
+    with translated():
+        return rows_affected(await conn.execute(Q.purge_stale_claims, older_than_seconds))

@@ -31,11 +31,12 @@ async def open_pool(dsn: str, config: Config) -> Pool:
 
 
 @contextlib.asynccontextmanager
-async def borrowed(pool: Pool) -> AsyncIterator[Conn]:
+async def borrowed(pool: Pool, path: str | None = None) -> AsyncIterator[Conn]:
     """A pooled connection for the block; the driver's errors raised in it (acquiring and
-    releasing included) come out as the store's. Only statements and the bookkeeping
-    around them belong inside: an ``OSError`` here is a broken socket."""
-    with translated():
+    releasing included) come out as the store's (``path``: the image a rejected path names).
+    Only statements and the bookkeeping around them belong inside: an ``OSError`` here is a
+    broken socket."""
+    with translated(path):
         async with pool.acquire() as conn:
             yield conn
 

@@ -5,35 +5,37 @@ row in one transaction. A failure upserts face_detection_failures and never
 touches face_metadata. Both first delete this instance's claim row by its fencing
 token: zero rows means another instance took the image over (our lease expired),
 so the outcome is discarded instead of overwriting a newer one. A success is one
-statement (sql/queries.sql record_result) plus the new face rows, so the common
+statement (sql/outcomes.sql record_result) plus the new face rows, so the common
 case, a photo with no faces, costs a single round trip.
+
+Every statement runs inside ``store.errors.translated``: the callers see the store's
+exceptions (``Fenced``, ``StoreUnavailable``, ``UnwritableSchema``, ``RejectedPath``,
+``StatementFailed``), never asyncpg's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import random
 from dataclasses import dataclass
 from datetime import datetime
+
+import asyncpg
 
 from reactor.config import RetryConfig
 from reactor.detector.types import Detection, DetectionFailure, Face
 from reactor.failure_types import ErrorType
-from reactor.store import face_identity, legacy
+from reactor.store import claims, face_identity, legacy
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
+from reactor.store.errors import Fenced, translated
 from reactor.store.legacy import NO_LEGACY, ResultShape
 from reactor.store.sql import Queries
-from reactor.util.backoff import max_attempts
+from reactor.util.backoff import failure_retry
 
-Q = Queries("queries.sql")
+Q = Queries("outcomes.sql")
 
 MAX_ERROR_TEXT = 2000
-
-
-class Fenced(Exception):
-    """The claim's token is gone: another instance owns the image now."""
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,12 @@ class FailureRecord:
     next_retry_after: datetime
 
 
-def jitter_factor(config: RetryConfig, rng: random.Random | None = None) -> float:
-    spread = max(0.0, config.jitter)
-    return 1.0 + (rng or random).uniform(-spread, spread)
-
-
 async def _release_fenced(conn: Conn, claim: Claim | None) -> None:
     if claim is None:
         return
     # Known before the COMMIT is sent: if its reply is lost, ``landed`` asks the server.
     claim.write_xids.append(int(await conn.fetchval(Q.current_xid)))
-    if await conn.fetchval(Q.release_claim, claim.path, claim.token) is None:
+    if not await claims.release(conn, claim):
         raise Fenced(claim.path)
 
 
@@ -65,16 +62,17 @@ async def landed(conn: Conn, claim: Claim) -> bool:
     record of the transaction, not a guess from the rows it wrote."""
     if not claim.write_xids:
         return False
-    return bool(await conn.fetchval(Q.writes_committed, claim.write_xids))
+    with translated(claim.path):
+        return bool(await conn.fetchval(Q.writes_committed, claim.write_xids))
 
 
-# Parameters of record_result before the legacy JSON columns (sql/queries.sql).
+# Parameters of record_result before the legacy JSON columns (sql/outcomes.sql).
 _FIXED_PARAMS = 20
 
 
 @functools.cache
 def record_result_sql(shape: ResultShape) -> str:
-    """sql/queries.sql record_result for this face_metadata: on an adopted legacy table
+    """sql/outcomes.sql record_result for this face_metadata: on an adopted legacy table
     it also writes the legacy JSON columns, from parameter $21 on."""
     columns = shape.columns()
     first = _FIXED_PARAMS + 1
@@ -179,7 +177,13 @@ async def record_success(
         result.fingerprint,
         *_legacy_args(shape, result),
     )
-    statement = record_result_sql(shape)
+    with translated(claim.path):
+        await _write_result(conn, claim, result, record_result_sql(shape), args, match_faces)
+
+
+async def _write_result(
+    conn: Conn, claim: Claim, result: Detection, statement: str, args: tuple[object, ...], match_faces: bool
+) -> None:
     if not result.faces and not match_faces:
         # A single statement is a transaction of its own.
         if not await conn.fetchval(statement, *args):
@@ -217,8 +221,8 @@ FAILURE_WRITE_COLUMNS: dict[str, str] = {
     "file_mtime_ns": "EXCLUDED.file_mtime_ns",
     "last_attempted_scale": "coalesce(EXCLUDED.last_attempted_scale, f.last_attempted_scale)",
 }
-# Parameters of each failure write before its optional columns (sql/queries.sql).
-FAILURE_FIXED_PARAMS = {"record_failure": 8, "record_incomplete": 4}
+# Parameters of each failure write before its optional columns (sql/outcomes.sql).
+FAILURE_FIXED_PARAMS = {"record_failure": 6, "record_incomplete": 4}
 
 
 def _runs(block: str, columns: frozenset[str]) -> bool:
@@ -227,7 +231,7 @@ def _runs(block: str, columns: frozenset[str]) -> bool:
 
 @functools.cache
 def failure_write_sql(block: str, columns: frozenset[str]) -> str:
-    """sql/queries.sql ``block`` (record_failure or record_incomplete) writing, in the same
+    """sql/outcomes.sql ``block`` (record_failure or record_incomplete) writing, in the same
     statement, the optional columns of FAILURE_WRITE_COLUMNS that the table has."""
     present = [name for name in FAILURE_WRITE_COLUMNS if name in columns]
     first = FAILURE_FIXED_PARAMS[block] + 1
@@ -266,44 +270,16 @@ async def record_failure(
     """Upsert the failure row with its next try; Fenced if the claim was taken over.
 
     ``columns`` are the failures table's columns: optional ones that a legacy table
-    lacks are simply not written. An ``incomplete`` file is retried after
-    ``incomplete_delay`` seconds without counting a try, unless it is found exactly as
-    it was at the last incomplete try: a file cut short that stopped changing is corrupt.
+    lacks are simply not written. The next try follows the retry policy
+    (reactor.util.backoff). A type that is ``settling`` (a file still being written) is
+    retried after ``incomplete_delay`` seconds without counting a try, unless it is found
+    exactly as it was at its last try: then it is what its type ``unchanged_becomes``.
     """
-    async with conn.transaction():
-        await _release_fenced(conn, claim)
-        incomplete = failure.error_type is ErrorType.INCOMPLETE
-        if incomplete and await _unchanged_since_incomplete(conn, path, failure, columns):
-            failure = dataclasses.replace(
-                failure,
-                error_type=ErrorType.CORRUPT,
-                message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
-            )
-        message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
-        optional = _failure_write_args(failure, columns)
-        if failure.error_type is ErrorType.INCOMPLETE:
-            row = await conn.fetchrow(
-                failure_write_sql("record_incomplete", columns),
-                path,
-                message,
-                failure.error_type.value,
-                incomplete_delay,
-                *optional,
-            )
-        else:
-            row = await conn.fetchrow(
-                failure_write_sql("record_failure", columns),
-                path,
-                message,
-                failure.error_type.value,
-                retry.base_seconds,
-                retry.multiplier,
-                retry.max_delay_seconds,
-                jitter_factor(retry),
-                max_attempts(retry, failure.error_type),
-                *optional,
-            )
-        assert row is not None
+    with translated(path):
+        async with conn.transaction():
+            await _release_fenced(conn, claim)
+            failure = await _settled(conn, path, failure, columns)
+            row = await _write_failure(conn, path, failure, retry, columns, incomplete_delay)
     return FailureRecord(
         path=path,
         error_type=failure.error_type,
@@ -313,13 +289,60 @@ async def record_failure(
     )
 
 
-async def _unchanged_since_incomplete(
-    conn: Conn, path: str, failure: DetectionFailure, columns: frozenset[str]
+async def _settled(conn: Conn, path: str, failure: DetectionFailure, columns: frozenset[str]) -> DetectionFailure:
+    """The failure as recorded: a file cut short that stopped changing is no longer settling."""
+    becomes = failure.error_type.unchanged_becomes
+    if becomes is None or not await _unchanged_since(conn, path, failure, becomes, columns):
+        return failure
+    return dataclasses.replace(
+        failure,
+        error_type=becomes,
+        message=f"cut short and unchanged since the last try: {failure.message}"[:MAX_ERROR_TEXT],
+    )
+
+
+async def _write_failure(
+    conn: Conn,
+    path: str,
+    failure: DetectionFailure,
+    retry: RetryConfig,
+    columns: frozenset[str],
+    incomplete_delay: float,
+) -> asyncpg.Record:
+    message = (failure.message or failure.error_type.value)[:MAX_ERROR_TEXT]
+    optional = _failure_write_args(failure, columns)
+    if failure.error_type.settling:
+        row = await conn.fetchrow(
+            failure_write_sql("record_incomplete", columns),
+            path,
+            message,
+            failure.error_type.value,
+            incomplete_delay,
+            *optional,
+        )
+    else:
+        policy = failure_retry(retry, failure.error_type)
+        row = await conn.fetchrow(
+            failure_write_sql("record_failure", columns),
+            path,
+            message,
+            failure.error_type.value,
+            list(policy.delays),
+            policy.jitter,
+            policy.tries,
+            *optional,
+        )
+    assert row is not None
+    return row
+
+
+async def _unchanged_since(
+    conn: Conn, path: str, failure: DetectionFailure, becomes: ErrorType, columns: frozenset[str]
 ) -> bool:
-    """The file is exactly as at its last try, which found it cut short too (incomplete,
-    or already corrupt for that reason): not a copy in progress."""
+    """The file is exactly as at its last try, which found it as this one did (settling,
+    or already what that becomes for that reason): not a copy in progress."""
     previous = await conn.fetchrow(Q.failure_previous, path)
-    if previous is None or previous["last_error_type"] not in (ErrorType.INCOMPLETE.value, ErrorType.CORRUPT.value):
+    if previous is None or previous["last_error_type"] not in (failure.error_type.value, becomes.value):
         return False
     # The message names the size, the mtime and the content's fingerprint (loading.py):
     # through SMB a copy in progress keeps its final size and a frozen mtime, and only

@@ -45,7 +45,7 @@ def _load(relative: str) -> dict[str, str]:
 
 
 def blocks(relative: str) -> dict[str, str]:
-    """All named blocks of one file under sql/, e.g. ``blocks("queries.sql")``."""
+    """All named blocks of one file under sql/, e.g. ``blocks("claims.sql")``."""
     return _load(relative)
 
 

@@ -1,72 +1,11 @@
--- Named queries of the reactor core: claims, persistence, sweep, heartbeats.
--- Loaded with reactor.store.sql.Queries("queries.sql"); every block is run against a
--- real database by tests/test_store.py.
+-- Outcomes (reactor.store.outcomes): a result, or a typed failure with its next try.
+-- Loaded with reactor.store.sql.Queries("outcomes.sql"); every block is run against a real
+-- database by tests/test_sql_blocks.py.
 --
 -- Legacy failures tables may lack optional columns (file_size_bytes, ...). Reads
 -- therefore go through to_jsonb(f), which simply has no key for a missing column;
--- writes of optional columns are separate statements run only when the column exists.
-
--- ---------------------------------------------------------------- claims
-
--- name: claim_image
--- A lease with a fencing token. A live lease of another instance blocks the
--- claim (no row returned); an expired one is taken over with a new token. This
--- instance may re-take its own claim (a commit whose reply was lost on a broken
--- connection): the detection loop never claims a path whose result it is still
--- writing, so no write of its own is fenced.
--- The claim's commit does not wait for the WAL flush (synchronous_commit off, for
--- this transaction only: set_config(..., true)). A crash of the server can lose
--- only the last few claims, never a result: WAL is written in order, so the
--- synchronous commit of a result flushes the claim before it too. A lost claim
--- means the image's lease is simply not there: the result write finds no row for
--- its token and is fenced (never written), and the image is claimed and detected
--- again, like after an expired lease. The token sequence may then hand a lost
--- token out again; if the new claimant gets it, the old write can still succeed
--- and the new claimant's write is fenced instead: one result either way, from an
--- instance that detected the image, and never over a newer one.
-INSERT INTO reactor_claims AS c (image_path, instance_id, token, lease_until)
-SELECT $1::text, $2::text, nextval('reactor_claim_token_seq'), now() + make_interval(secs => $3::float8)
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-ON CONFLICT (image_path) DO UPDATE
-    SET instance_id = EXCLUDED.instance_id,
-        token = EXCLUDED.token,
-        claimed_at = now(),
-        lease_until = EXCLUDED.lease_until
-    WHERE c.lease_until < now() OR c.instance_id = EXCLUDED.instance_id
-RETURNING token
-
--- name: image_state
--- Run after claim_image in the same transaction: a new statement under READ
--- COMMITTED sees a result committed by an instance that finished just before.
-SELECT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = $1) AS done,
-       EXISTS (SELECT 1 FROM ai_metadata a WHERE a.image_path = $1 AND a.is_processed) AS processed,
-       f.image_path IS NOT NULL AS has_failure,
-       coalesce((to_jsonb(f) ->> 'retry_count')::int, 0) AS retry_count,
-       coalesce((to_jsonb(f) ->> 'permanently_failed')::boolean, false) AS permanently_failed,
-       coalesce(f.next_retry_after > now(), false) AS backing_off,
-       (to_jsonb(f) ->> 'last_attempted_scale')::real AS last_scale,
-       f.last_error_type,
-       EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_requested,
-       (SELECT q.mode FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_mode
-FROM (VALUES (1)) AS one (x)
-LEFT JOIN face_detection_failures f ON f.image_path = $1
-
--- name: renew_claim
--- Only the claim in flight is renewed: a claim this instance abandoned expires.
-UPDATE reactor_claims SET lease_until = now() + make_interval(secs => $3::float8)
-WHERE image_path = $1 AND token = $2
-
--- name: release_claim
-DELETE FROM reactor_claims WHERE image_path = $1 AND token = $2 RETURNING token
-
--- name: release_instance_claims
--- Only the claims this process drew ($2, its fencing tokens): after its id was taken
--- over, the other claims under the id are the new owner's.
-DELETE FROM reactor_claims WHERE instance_id = $1 AND token = ANY($2::bigint[])
-
--- name: purge_stale_claims
--- Claims expired long ago whose image nobody took over (its row went away).
-DELETE FROM reactor_claims WHERE lease_until < now() - make_interval(secs => $1::float8)
+-- the failure writes name an optional column only where the table has it
+-- (reactor.store.outcomes.failure_write_sql).
 
 -- ---------------------------------------------------------------- results
 
@@ -162,24 +101,26 @@ SELECT EXISTS (SELECT 1 FROM unnest($1::bigint[]) AS x WHERE txid_status(x) = 'c
 -- ---------------------------------------------------------------- failures
 
 -- name: record_failure
--- $4 base, $5 multiplier, $6 cap (seconds), $7 jitter factor, $8 tries that make it permanent.
--- next_retry_after = now + min(cap, base * multiplier^(tries-1)) * jitter; the exponent stops at
--- 64 so that a row retried by hand thousands of times cannot overflow float8.
--- The markers take the optional columns that this table has, from $9 on (store.failure_write_sql).
+-- The retry policy is reactor.util.backoff's (failure_retry); this block only applies it:
+-- $4 the delay in seconds after the 1st, 2nd, ... failed try (the last one serves every
+-- later try), $5 this write's jitter factor, $6 the tries that make it permanent.
+-- next_retry_after = now + the delay for the row's new try count * the jitter factor.
+-- The markers take the optional columns that this table has, from $7 on (store.failure_write_sql).
 INSERT INTO face_detection_failures AS f
     (image_path, retry_count, last_error, last_error_type, last_failure_at, next_retry_after, permanently_failed
      /*optional_columns*/)
 VALUES ($1, 1, $2, $3, now(),
-        now() + make_interval(secs => least($6::float8, $4::float8) * $7::float8),
-        1 >= $8::int /*optional_values*/)
+        now() + make_interval(secs => ($4::float8[])[1] * $5::float8),
+        1 >= $6::int /*optional_values*/)
 ON CONFLICT (image_path) DO UPDATE
     SET retry_count = coalesce(f.retry_count, 0) + 1,
         last_error = EXCLUDED.last_error,
         last_error_type = EXCLUDED.last_error_type,
         last_failure_at = now(),
         next_retry_after = now() + make_interval(
-            secs => least($6::float8, $4::float8 * power($5::float8, least(coalesce(f.retry_count, 0), 64))) * $7::float8),
-        permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $8::int
+            secs => ($4::float8[])[greatest(1, least(coalesce(f.retry_count, 0) + 1, cardinality($4::float8[])))]
+                    * $5::float8),
+        permanently_failed = coalesce(f.permanently_failed, false) OR coalesce(f.retry_count, 0) + 1 >= $6::int
         /*optional_updates*/
 -- A legacy column is timestamp without time zone: read it as the server's TimeZone (sql/ops.sql).
 RETURNING retry_count, permanently_failed, next_retry_after::timestamptz AS next_retry_after
