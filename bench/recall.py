@@ -29,7 +29,7 @@ no upsampling: the pasted astronaut at set widths (24 faces per width) and, with
 ``--annotated``, the real faces, each photo scanned at factors 1.3 to 2.4 (by 4 px bins of
 the face's width in the scanned image).
 
-    nice .venv/bin/python -m bench.recall --hog-window [--annotated DIR]
+    nice .venv/bin/python -m bench.recall --hog-window [--annotated [DIR]]
 """
 
 from __future__ import annotations
