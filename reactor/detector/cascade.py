@@ -134,8 +134,8 @@ def choose_resolution(
 
 def rescore_factors(side: int) -> tuple[float, float]:
     """The resize factors for a crop around a HOG box ``side`` px wide that put it a third
-    and two thirds of a pyramid step from where it was scanned, at 100-120 px (HOG's window
-    is 80: every factor leaves it a level or more to be found at)."""
+    and two thirds of a pyramid step from where it was scanned; a box over 100 px is first
+    brought to 100-120 px by whole steps, so the crop stays small (HOG's window is 80)."""
     steps = math.floor(math.log(side / RESCORE_BOX_PX, HOG_PYRAMID_STEP)) if side > RESCORE_BOX_PX else 0
     base = HOG_PYRAMID_STEP ** (-steps)
     return base * HOG_PYRAMID_STEP ** (1 / 3), base * HOG_PYRAMID_STEP ** (2 / 3)
