@@ -3,20 +3,25 @@
 Photos the project has never seen, with known faces (bench.photos): 1600x1200 photos
 with 1-7 faces 40-60 px wide (``native``), the same photos enlarged to 4000x3000 (faces
 100-150 px, ``enlarged``: the smallest the default budget reaches there), and face-free
-photos at both sizes (``empty``, false positives). With ``--annotated DIR``, also real
-photos with faces boxed by hand (bench.annotated: dlib's ``examples/faces``, 9 PASCAL VOC
-photos, 43 faces of 37-109 px) at their size (``real_native``) and enlarged four times
-(``real_x4``). The reactor's detector runs in its child process with the default
-configuration, and beside it (same files, same run) with ``max_enlargement = 1.0``, which
-enlarges a photo only as far as ``min_face_px`` needs, as the defaults did before issue 26
-(x1.7 now, x1.6 then); the legacy worker's settings (bench/bare.py) run on the same files
-too. Target: recall 1.00 and no false positive for the reactor on every set.
+photos at both sizes (``empty``, false positives). With ``--annotated``, also real photos
+with faces boxed by hand (bench.annotated: dlib's ``examples/faces`` from dlib 19.5.0's
+sdist on PyPI, fetched once and cached, or the folder given as ``--annotated DIR``; 9
+PASCAL VOC photos, 43 faces of 37-109 px) at their size (``real_native``) and enlarged four
+times (``real_x4``). The reactor's detector runs in its child process with the default
+configuration, and beside it (same files, same run) with ``hog_min_score = 0.0`` (dlib's
+own HOG threshold: the defaults at 7f3f7ec, ``dlib_threshold``) and with that and
+``max_enlargement = 1.0`` as well, which enlarges a photo only as far as ``min_face_px``
+needs (the defaults before issue 26 in effect: x1.7 now, x1.6 then, ``min_face_only``);
+the legacy worker's settings (bench/bare.py) run on the same files too. Target: recall
+1.00 and no false positive for the reactor on every set.
 
-Phone-photo throughput: the first ``--phone`` enlarged photos (4000x3000) detected by both
-configurations, in turns, in the same run (images/s of one child, and their ratio):
-enlarging small photos must cost a phone-photo backlog nothing.
+Phone-photo throughput: the first ``--phone`` enlarged photos (4000x3000) detected by each
+configuration's child and by the legacy worker's settings (in this process), in turns,
+photo by photo, in the same run: images/s of each, and the ratios of the defaults to the
+others. Enlarging small photos and checking HOG's boxes down to ``hog_min_score`` must
+cost a phone-photo backlog nothing.
 
-    nice .venv/bin/python -m bench.recall [--count 12 --empty 8 --phone 6 --annotated DIR]
+    nice .venv/bin/python -m bench.recall [--count 12 --empty 8 --phone 6 --annotated [DIR]]
 
 ``--hog-window`` measures instead what ``reactor.detector.cascade.MODEL_MIN_FACE_PX["hog"]``
 rests on: the share of faces of each box width that HOG finds in the image it scans, with
@@ -24,7 +29,7 @@ no upsampling: the pasted astronaut at set widths (24 faces per width) and, with
 ``--annotated``, the real faces, each photo scanned at factors 1.3 to 2.4 (by 4 px bins of
 the face's width in the scanned image).
 
-    nice .venv/bin/python -m bench.recall --hog-window [--annotated DIR]
+    nice .venv/bin/python -m bench.recall --hog-window [--annotated [DIR]]
 """
 
 from __future__ import annotations
@@ -45,8 +50,16 @@ from reactor.config import DetectorConfig
 from reactor.detector import Detection, DetectionJob, Detector
 from reactor.detector.cascade import iou
 
-# The defaults, and the defaults enlarging only as far as min_face_px needs (before issue 26).
-CONFIGS = {"reactor": DetectorConfig(), "min_face_only": DetectorConfig(max_enlargement=1.0)}
+# The defaults; dlib's own HOG threshold (the defaults at 7f3f7ec); and that, enlarging only
+# as far as min_face_px needs (the defaults before issue 26).
+LEGACY = "legacy"
+CONFIGS = {
+    "reactor": DetectorConfig(),
+    "dlib_threshold": DetectorConfig(hog_min_score=0.0),
+    "min_face_only": DetectorConfig(max_enlargement=1.0, hog_min_score=0.0),
+}
+# The configurations timed on phone photos beside the legacy worker's settings.
+PHONE_CONFIGS = ("reactor", "dlib_threshold")
 
 
 async def reactor_scores(sets: dict[str, list[photos.Photo]], config: DetectorConfig) -> dict[str, dict[str, object]]:
@@ -74,32 +87,42 @@ async def reactor_scores(sets: dict[str, list[photos.Photo]], config: DetectorCo
 
 
 async def phone_rates(items: list[photos.Photo], configs: dict[str, DetectorConfig]) -> dict[str, object]:
-    """Images/s of one child per configuration on the same phone photos, taking turns
-    photo by photo (the order swapped each time) so that a change in load hits both."""
+    """Images/s of one child per configuration, and of the legacy worker's settings in this
+    process, on the same phone photos, taking turns photo by photo (the order reversed each
+    time) so that a change in load hits each alike."""
     detectors = {name: Detector(config) for name, config in configs.items()}
-    seconds = dict.fromkeys(configs, 0.0)
+    fr = load_models()
+    names = [*configs, LEGACY]
+    seconds = dict.fromkeys(names, 0.0)
     sizes: dict[str, set[str]] = {name: set() for name in configs}
+
+    async def one(name: str, path: str) -> None:
+        started = time.perf_counter()
+        if name == LEGACY:
+            legacy_detect(fr, path, Stages())
+        else:
+            outcome = await detectors[name].detect(DetectionJob(local_path=path))
+            assert isinstance(outcome, Detection), outcome
+            sizes[name].add("x".join(map(str, outcome.detect_size or ())))
+        seconds[name] += time.perf_counter() - started
+
     try:
         for detector in detectors.values():
             await detector.start()
             await detector.detect(DetectionJob(local_path=str(items[0].path)))  # warm: models, caches
+        legacy_detect(fr, str(items[0].path), Stages())
         for i, photo in enumerate(items):
-            order = list(detectors.items())
-            for name, detector in order if i % 2 == 0 else reversed(order):
-                started = time.perf_counter()
-                outcome = await detector.detect(DetectionJob(local_path=str(photo.path)))
-                seconds[name] += time.perf_counter() - started
-                assert isinstance(outcome, Detection), outcome
-                sizes[name].add("x".join(map(str, outcome.detect_size or ())))
+            for name in names if i % 2 == 0 else reversed(names):
+                await one(name, str(photo.path))
     finally:
         for detector in detectors.values():
             await detector.close()
     rates = {name: round(len(items) / s, 3) for name, s in seconds.items()}
-    first, second = list(rates)
+    first = names[0]
     return {
         "photos": len(items),
         "images_per_s": rates,
-        "ratio": round(rates[first] / rates[second], 3),
+        "ratio_of_defaults_to": {name: round(rates[first] / rates[name], 3) for name in names[1:]},
         "detect_sizes": {name: sorted(found) for name, found in sizes.items()},
     }
 
@@ -162,10 +185,20 @@ def main() -> None:
     parser.add_argument("--empty", type=int, default=8, help="face-free photos")
     parser.add_argument("--phone", type=int, default=6, help="phone photos timed with both configurations")
     parser.add_argument("--seed", type=int, default=16)
-    parser.add_argument("--annotated", type=Path, help="photos with imglab XML boxes (dlib's examples/faces)")
+    parser.add_argument(
+        "--annotated",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="real photos with faces boxed by hand: dlib's examples/faces from dlib 19.5.0's sdist "
+        "(fetched once, cached), or the folder DIR with imglab XML boxes",
+    )
     parser.add_argument("--hog-window", action="store_true", help="measure HOG's smallest face instead")
     args = parser.parse_args()
-    real = annotated.load(args.annotated) if args.annotated else []
+    if args.annotated is None:
+        real = []
+    else:
+        real = annotated.load(Path(args.annotated) if args.annotated else annotated.fetch())
     if args.hog_window:
         result: dict[str, object] = {"pasted_found_share_by_box_px": hog_window()}
         if real:
@@ -181,7 +214,8 @@ def main() -> None:
             sets["real_x4"] = annotated.enlarged(real, Path(tmp) / "real_x4", 4)
         scores = {name: asyncio.run(reactor_scores(sets, config)) for name, config in CONFIGS.items()}
         legacy = legacy_scores(sets)
-        phone = asyncio.run(phone_rates(sets["enlarged"][: args.phone], CONFIGS)) if args.phone else None
+        timed = {name: CONFIGS[name] for name in PHONE_CONFIGS}
+        phone = asyncio.run(phone_rates(sets["enlarged"][: args.phone], timed)) if args.phone else None
     goal = all(s["recall"] == 1.0 and s["false_positives"] == 0 for s in scores["reactor"].values())
     common.report(
         "recall",

@@ -124,6 +124,11 @@ class DetectorConfig:
     prefer_smallest_algorithms_below_mb: int = 6144
     # HOG boxes scoring below this are confirmed by CNN on a crop, or dropped.
     weak_score: float = 0.5
+    # HOG boxes scoring from this up to 0.0 (dlib's own threshold) are scored again at the
+    # other thirds of a pyramid step and kept if they reach 0.0 there (then checked as any
+    # weak box): a face near the threshold scores up to 0.4 higher or lower as its size
+    # falls between HOG's pyramid levels (cascade.rescore_factors). 0.0: never.
+    hog_min_score: float = -0.25
     encode_jitters: int = 1
     timeout_seconds: float = 120.0
     startup_timeout_seconds: float = 120.0
@@ -525,6 +530,11 @@ def _validate_detector(det: DetectorConfig, where: str) -> None:
     for key in ("min_face_px", "max_detect_pixels", "cnn_max_detect_pixels", "max_enlargement"):
         if getattr(det, key) <= 0:
             raise ConfigError(f"{where}: [detector] {key}: expected a positive number, got {getattr(det, key)}")
+    if det.hog_min_score > 0.0:
+        raise ConfigError(
+            f"{where}: [detector] hog_min_score: expected 0.0 (dlib's own threshold) or below, "
+            f"got {det.hog_min_score}; HOG boxes between it and 0.0 are scored again"
+        )
     if det.batch_size != "auto" and not 1 <= det.batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(
             f'{where}: [detector] batch_size: expected "auto" or 1 to {MAX_BATCH_SIZE}, got {det.batch_size}; '

@@ -75,6 +75,7 @@ def test_environment_overrides_every_type(tmp_path: Path) -> None:
         ('[database]\npassword = "hunter2"\n', "[database] password: a password never goes in the configuration"),
         ('[database]\nchannel = "Face-Reactor"\n', "[database] channel: expected a lower-case identifier"),
         ("[detector]\nscales = [0.5, 1.0]\n", "[detector] scales: expected a decreasing list"),
+        ("[detector]\nhog_min_score = 0.2\n", "[detector] hog_min_score: expected 0.0 (dlib's own threshold) or below"),
         ("[service]\nshutdown_grace_seconds = 10.0\n", "[service] shutdown_grace_seconds: expected more than"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from reactor.config import DetectorConfig
@@ -94,6 +95,20 @@ def test_never_above_the_budget_never_both_reduced_and_enlarged() -> None:
                     doubled = original[0] * original[1] * cascade.MAX_ENLARGEMENT**2
                     if step == 1.0 and budget >= doubled * 1.05 and min(original) > 10:
                         assert chosen.scale >= cascade.MAX_ENLARGEMENT * 0.99, (original, budget, chosen)
+
+
+def test_a_box_under_dlibs_threshold_is_rescored_at_the_other_thirds_of_a_pyramid_step() -> None:
+    step = cascade.HOG_PYRAMID_STEP
+    for side in (60, 80, 100, 119, 120, 180, 230, 1000):
+        first, second = cascade.rescore_factors(side)
+        # A third and two thirds of a step from where the box was found, by whole steps
+        # otherwise: its phase in HOG's pyramid moves, nothing else.
+        phase = math.log(first, step) % 1.0
+        assert math.isclose(phase, 1 / 3, abs_tol=1e-9), (side, first)
+        assert math.isclose(second / first, step ** (1 / 3))
+        # Brought to 100-120 px before the shift, never made smaller than it is below 100.
+        before_shift = side * first / step ** (1 / 3)
+        assert 100 <= before_shift < 120 if side >= 100 else math.isclose(before_shift, side), (side, before_shift)
 
 
 def test_box_mapping() -> None:

@@ -26,6 +26,15 @@ MODEL_MIN_FACE_PX: dict[str, int] = {"hog": 68, "cnn": 80}
 # scanned at the budget as before (detector.max_enlargement).
 MAX_ENLARGEMENT = 2.0
 
+# HOG scans a pyramid of the image, each level 5/6 of the one above (dlib's pyramid_down<6>),
+# so a face is seen at the level sizes only, and its score depends on where its size falls
+# between them: a real 45 px face enlarged x4 and scanned at x1.28 scored -0.17, under
+# dlib's threshold of 0, and +0.25 a third of a step away (docs/benchmarks.md, 11). A box
+# scoring from detector.hog_min_score up to 0 is scored again on a crop at the two other
+# thirds of a step, first brought near this size by whole steps (which keep its phase).
+HOG_PYRAMID_STEP = 6 / 5
+RESCORE_BOX_PX = 100
+
 # What dlib's CUDA code raises when the card is full (cudaMalloc, cuDNN, cuBLAS). It is a
 # plain RuntimeError, so the message is all there is to go on.
 _CUDA_OOM = re.compile(
@@ -121,6 +130,15 @@ def choose_resolution(
     effective = size[0] / width
     # Whole pixels make the factor a hair off (512 * 1.6 = 819.2 -> 819): not a smaller face.
     return Resolution(size, effective, 0, math.ceil(window / effective - 0.05))
+
+
+def rescore_factors(side: int) -> tuple[float, float]:
+    """The resize factors for a crop around a HOG box ``side`` px wide that put it a third
+    and two thirds of a pyramid step from where it was scanned; a box over 100 px is first
+    brought to 100-120 px by whole steps, so the crop stays small (HOG's window is 80)."""
+    steps = math.floor(math.log(side / RESCORE_BOX_PX, HOG_PYRAMID_STEP)) if side > RESCORE_BOX_PX else 0
+    base = HOG_PYRAMID_STEP ** (-steps)
+    return base * HOG_PYRAMID_STEP ** (1 / 3), base * HOG_PYRAMID_STEP ** (2 / 3)
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

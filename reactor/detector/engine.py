@@ -43,6 +43,8 @@ _VERIFY_CONTEXT = 3.0
 _VERIFY_BOX_PX = 100
 # A CNN detection confirms a HOG box when they overlap at least this much.
 _VERIFY_IOU = 0.3
+# A HOG box on the crop is the one scored again when they overlap at least this much.
+_RESCORE_IOU = 0.5
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,11 @@ class DlibEngine:
         boxes: list[tuple[Box, float]] = []
         rejected = 0
         for box, score in candidates:
+            if step.model == "hog" and score < 0.0:
+                rescored = self._rescored(image, box)  # under dlib's threshold: at other pyramid phases
+                if rescored is None:
+                    continue
+                score = rescored
             if step.model == "hog" and score < self.config.weak_score and not self._confirmed(image, box):
                 rejected += 1
                 continue
@@ -275,11 +282,14 @@ class DlibEngine:
         encodings: list[Any] = self._fr.face_encodings(image, boxes, num_jitters=self.config.encode_jitters)
         return encodings
 
-    def _locate(self, model: str, image: np.ndarray, upsample: int) -> list[tuple[Box, float]]:
+    def _locate(
+        self, model: str, image: np.ndarray, upsample: int, hog_min_score: float | None = None
+    ) -> list[tuple[Box, float]]:
         if model == "cnn":
             found = self._fr.cnn_face_detector(image, upsample)
             return [(_css(d.rect), float(d.confidence)) for d in found]
-        rects, scores, _ = self._fr.face_detector.run(image, upsample, 0.0)
+        threshold = self.config.hog_min_score if hog_min_score is None else hog_min_score
+        rects, scores, _ = self._fr.face_detector.run(image, upsample, threshold)
         return [(_css(r), float(s)) for r, s in zip(rects, scores, strict=True)]
 
     def _locate_batch(self, images: list[np.ndarray], upsample: int) -> list[list[tuple[Box, float]]]:
@@ -288,23 +298,26 @@ class DlibEngine:
 
     def _confirmed(self, image: np.ndarray, box: Box) -> bool:
         """Run the CNN on a crop around a weak HOG box: the shoulder patch test."""
-        top, right, bottom, left = box
-        side = max(right - left, bottom - top, 1)
-        margin = round(side * (_VERIFY_CONTEXT - 1) / 2)
-        height, width = image.shape[:2]
-        y0, y1 = max(0, top - margin), min(height, bottom + margin)
-        x0, x1 = max(0, left - margin), min(width, right + margin)
-        if y1 <= y0 or x1 <= x0:
+        side = max(box[1] - box[3], box[2] - box[0], 1)
+        cropped = _crop(image, box, _VERIFY_BOX_PX / side)
+        if cropped is None:
             return False
-        factor = _VERIFY_BOX_PX / side
-        crop = _resized(image[y0:y1, x0:x1], cascade.scaled_size((x1 - x0, y1 - y0), factor))
-        in_crop: Box = (
-            round((top - y0) * factor),
-            round((right - x0) * factor),
-            round((bottom - y0) * factor),
-            round((left - x0) * factor),
-        )
+        crop, in_crop = cropped
         return any(cascade.iou(in_crop, found) >= _VERIFY_IOU for found, _ in self._locate("cnn", crop, 0))
+
+    def _rescored(self, image: np.ndarray, box: Box) -> float | None:
+        """HOG's best score for a box it scored under 0, on a crop around it at the two other
+        thirds of a pyramid step (cascade.rescore_factors); None when still under 0 there."""
+        best: float | None = None
+        for factor in cascade.rescore_factors(max(box[1] - box[3], box[2] - box[0], 1)):
+            cropped = _crop(image, box, factor)
+            if cropped is None:
+                return None
+            crop, in_crop = cropped
+            for found, score in self._locate("hog", crop, 0, 0.0):
+                if cascade.iou(in_crop, found) >= _RESCORE_IOU and (best is None or score > best):
+                    best = score
+        return best
 
     def _failure(
         self,
@@ -332,6 +345,26 @@ class DlibEngine:
             details=details,
             file_mtime_ns=loaded.file_mtime_ns,
         )
+
+
+def _crop(image: np.ndarray, box: Box, factor: float) -> tuple[np.ndarray, Box] | None:
+    """A crop _VERIFY_CONTEXT box-widths wide around ``box``, resized by ``factor``, and the
+    box in it; None when the box is outside the image."""
+    top, right, bottom, left = box
+    margin = round(max(right - left, bottom - top, 1) * (_VERIFY_CONTEXT - 1) / 2)
+    height, width = image.shape[:2]
+    y0, y1 = max(0, top - margin), min(height, bottom + margin)
+    x0, x1 = max(0, left - margin), min(width, right + margin)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    crop = _resized(image[y0:y1, x0:x1], cascade.scaled_size((x1 - x0, y1 - y0), factor))
+    in_crop: Box = (
+        round((top - y0) * factor),
+        round((right - x0) * factor),
+        round((bottom - y0) * factor),
+        round((left - x0) * factor),
+    )
+    return crop, in_crop
 
 
 def _css(rect: Any) -> Box:
