@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from reactor.config import Config, load
-from tests import smb_share, sshfs_share
+from tests import schedule, smb_share, sshfs_share
 from tests.pg import PgServer, build_template, start_server
 from tests.reactor_support import ReactorProcess
 from tests.smb_share import SmbShare
@@ -142,3 +142,7 @@ def procs() -> Iterator[list[ReactorProcess]]:
     yield started
     for proc in started:
         proc.ensure_dead()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    schedule.order(items)
