@@ -88,9 +88,11 @@ class PgServer:
         if (self.pgdata / "postmaster.pid").exists():
             self.stop()
 
-    def fresh_database(self) -> str:
+    def fresh_database(self, template: str = TEMPLATE) -> str:
+        """A new database, a copy of ``template``: the schema only, or a state that a test
+        file built once for several tests (no one may be connected to it)."""
         name = f"t_{os.getpid()}_{next(_counter)}"
-        self.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        self.psql(f"CREATE DATABASE {name} TEMPLATE {template}")
         return name
 
     def drop_database(self, name: str) -> None:
