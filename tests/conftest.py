@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from reactor.config import Config, load
-from tests import smb_share, sshfs_share
+from tests import schedule, smb_share, sshfs_share
 from tests.pg import PgServer, build_template, start_server
 from tests.reactor_support import ReactorProcess
 from tests.smb_share import SmbShare
@@ -79,9 +79,11 @@ def make_config(dsn: str, share: Path, tmp_path: Path) -> Callable[..., Config]:
             "database": {"dsn": dsn, "embedded_dir": str(tmp_path / "unused-pgdata")},
             "images": {"root": str(share)},
             "health": {"enabled": False},
-            # Two detector children, whatever the cores of the machine running the tests,
-            # so that every reactor test also runs the lanes side by side.
-            "detector": {"workers": 2},
+            # One detector child, whatever the cores of the machine running the tests: each
+            # child loads the models (~1.5 CPU seconds) and a reactor waits for all of them.
+            # The lanes side by side run where a test asks for two: tests/test_reactor.py
+            # (the core end-to-end runs), tests/test_lanes.py, tests/test_status.py.
+            "detector": {"workers": 1},
         }
         for section, overrides in sections.items():
             values.setdefault(section, {}).update(overrides)
@@ -142,3 +144,7 @@ def procs() -> Iterator[list[ReactorProcess]]:
     yield started
     for proc in started:
         proc.ensure_dead()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    schedule.order(items)

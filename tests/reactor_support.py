@@ -113,7 +113,11 @@ def process_config(tmp: Path, dsn: str, share: Path, name: str, **overrides: dic
     sections: dict[str, dict[str, Any]] = {
         "database": {"dsn": dsn, "probe_interval_seconds": 2.0, "reconnect_max_seconds": 2.0},
         "images": {"root": str(share)},
-        "detector": {"model": "hog", "timeout_seconds": 60.0},
+        # One detector child, not one per core: every `reactor` command starts all its
+        # children and waits for each to load the models (~1.5 CPU seconds) whatever its work.
+        # The lanes side by side run in the in-process tests (conftest's make_config), and
+        # here where a test asks for them.
+        "detector": {"model": "hog", "timeout_seconds": 60.0, "workers": 1},
         "health": {"enabled": False, "heartbeat_seconds": 1.0},
         "service": {"shutdown_grace_seconds": 90.0},
         "watcher": {"enabled": False},

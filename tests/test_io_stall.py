@@ -70,7 +70,14 @@ async def test_a_hung_folder_is_io_stall_while_the_rest_of_the_share_is_detected
     config = make_config(
         detector={"model": "hog", "timeout_seconds": 60.0},
         images={"io_timeout_seconds": 3.0},
-        watcher={"observer": "polling", "scan_interval_seconds": 1.0, "stability_seconds": 0.5},
+        # The network mount's stability window short, as in tests/test_network_share.py: the
+        # hung folder's photos are found by a scan once it answers, then wait out the window.
+        watcher={
+            "observer": "polling",
+            "scan_interval_seconds": 1.0,
+            "stability_seconds": 0.5,
+            "network_stability_seconds": 1.0,
+        },
         sweep={"interval_seconds": 3600.0, "poll_seconds": 3600.0},
         health={"enabled": True, "host": "127.0.0.1", "port": 0},
     )

@@ -20,7 +20,8 @@ from reactor.ops import samples
 from tests.pg import PgServer
 from tests.reactor_support import add_processed, count_results, outcomes, wait_until, write_photos
 
-HOG = {"model": "hog", "timeout_seconds": 60.0}
+# Two lanes side by side in every test here (conftest's make_config starts one).
+HOG = {"model": "hog", "timeout_seconds": 60.0, "workers": 2}
 NO_POLLING = {"interval_seconds": 3600.0, "poll_seconds": 3600.0}
 FAST_LISTENER = {"probe_interval_seconds": 1.0, "reconnect_max_seconds": 1.0}
 

@@ -5,6 +5,8 @@ real processes."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -13,6 +15,7 @@ import pytest
 from PIL import Image
 
 from reactor.ops import samples
+from tests.pg import PgServer
 from tests.reactor_support import add_processed, cli_json, faces_of, process_config, reactor_cli, small_astronaut
 
 pytestmark = pytest.mark.slow
@@ -76,6 +79,30 @@ async def test_similar_finds_the_astronauts_copies_before_any_other_face(
     assert {m["image_path"] for m in close["matches"]} == set(copies)
 
 
+@pytest.fixture(scope="module")
+def swept(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A database where `reactor sweep --once` detected a face, four and none, and its share:
+    detected once for the file, then copied for each test that asks `similar` about it."""
+    tmp = tmp_path_factory.mktemp("swept")
+    share = tmp / "share"
+    share.mkdir()
+    (share / ".reactor-share").write_text("face-reactor share marker\n")
+    samples.write_jpeg(small_astronaut(), share, "astronaut.jpg")
+    samples.write_jpeg(samples.collage(small_astronaut()), share, "collage.jpg")
+    samples.write_jpeg(samples.coffee().resize((256, 171)), share, "coffee.jpg")
+    name = pg.fresh_database()
+    pg.psql(
+        "INSERT INTO ai_metadata (image_path, is_processed) VALUES "
+        "('astronaut.jpg', TRUE), ('collage.jpg', TRUE), ('coffee.jpg', TRUE)",
+        name,
+    )
+    swept = reactor_cli(process_config(tmp, pg.dsn(name), share, "swept"), "sweep", "--once", "--json")
+    assert swept.returncode == 0, swept.stderr
+    assert json.loads(swept.stdout)["processed"] == 3
+    yield name, share
+    pg.drop_database(name)
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -86,14 +113,15 @@ async def test_similar_finds_the_astronauts_copies_before_any_other_face(
     ],
 )
 async def test_similar_bad_input_is_one_line(
-    conn: asyncpg.Connection, config: Path, share: Path, args: tuple[str, ...], expected: str
+    pg: PgServer, swept: tuple[str, Path], tmp_path: Path, args: tuple[str, ...], expected: str
 ) -> None:
-    samples.write_jpeg(small_astronaut(), share, "astronaut.jpg")
-    samples.write_jpeg(samples.collage(small_astronaut()), share, "collage.jpg")
-    samples.write_jpeg(samples.coffee().resize((256, 171)), share, "coffee.jpg")
-    await add_processed(conn, ["astronaut.jpg", "collage.jpg", "coffee.jpg"])
-    await cli_json(config, "sweep", "--once")
-    done = await asyncio.to_thread(reactor_cli, config, "similar", *args)
+    template, share = swept
+    database = pg.fresh_database(template)
+    try:
+        config = process_config(tmp_path, pg.dsn(database), share, "similar")
+        done = await asyncio.to_thread(reactor_cli, config, "similar", *args)
+    finally:
+        pg.drop_database(database)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and expected in done.stderr
 

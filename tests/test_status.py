@@ -72,7 +72,7 @@ async def test_status_shows_a_running_reactor_from_its_heartbeat(
 
     from reactor.core.service import Reactor
 
-    config = make_config(watcher={"enabled": False}, health={"heartbeat_seconds": 0.2})
+    config = make_config(watcher={"enabled": False}, health={"heartbeat_seconds": 0.2}, detector={"workers": 2})
     reactor = Reactor(config, dsn)
     stop = asyncio.Event()
     run = asyncio.create_task(reactor.run(stop))
