@@ -20,6 +20,7 @@ import pytest
 SLOWEST_FIRST: Sequence[str] = (
     "test_windows_wine.py",
     "test_faces.py",
+    "test_detector_recall.py",
     "test_smb_faults.py",
     "test_network_share.py",
     "test_owner_path.py",
@@ -47,6 +48,7 @@ SLOWEST_FIRST: Sequence[str] = (
     "test_child_isolation.py",
     "test_watcher_standalone.py",
     "test_poison.py",
+    "test_work_share.py",
 )
 
 
