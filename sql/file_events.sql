@@ -90,7 +90,7 @@ ON CONFLICT (image_path) DO NOTHING
 -- the watcher saw the file change: the only evidence for a row without a recorded mtime.
 -- file_mtime_ns and file_size_bytes are optional columns (a legacy table may lack
 -- either): read through to_jsonb(f), which has no key for a missing column, so this
--- one block runs on every shape of the table (sql/queries.sql does the same).
+-- one block runs on every shape of the table (sql/claims.sql and sql/outcomes.sql do the same).
 DELETE FROM face_detection_failures f
 USING unnest($1::text[], $2::bigint[], $3::bigint[], $4::bool[]) AS t(p, size, mtime, changed)
 WHERE f.image_path = t.p AND f.permanently_failed
