@@ -39,6 +39,7 @@ from reactor.core import metrics
 from reactor.core.inflight import InFlight
 from reactor.core.moved import MoveFinder, RunDb
 from reactor.core.queue import Entry, ImageQueue, Priority
+from reactor.core.tile_sharing import TileSharing
 from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.settings import settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
@@ -148,6 +149,8 @@ class DetectionLoop:
         self.persisting: asyncio.Task[None] | None = None
         self._limiter = RateLimiter(config.logging.rate_limit_seconds)
         self.moves = MoveFinder(mapper, lambda: share.online, share.io)
+        # Idle lanes that detect parts of this loop's photo (set by reactor.core.lanes).
+        self.tiles: TileSharing | None = None
 
     @property
     def current(self) -> str | None:
@@ -438,7 +441,10 @@ class DetectionLoop:
         jobs = [DetectionJob(local_path=r.local, attempt=r.claim.attempt, last_scale=r.claim.last_scale) for r in batch]
         started = time.monotonic()
         try:
-            if len(jobs) == 1:
+            shared = await self.tiles.detect(jobs[0], self.detector) if self.tiles and len(jobs) == 1 else None
+            if shared is not None:
+                outcomes = [shared]
+            elif len(jobs) == 1:
                 outcomes = [await self.detector.detect(jobs[0])]
             else:
                 outcomes = await self.detector.detect_many(jobs)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from reactor.config import DetectorConfig
-from reactor.detector import batching, cascade, gpu
+from reactor.detector import batching, cascade, gpu, tiles
 from reactor.detector.cascade import Box, Step
 from reactor.detector.loading import LoadedImage, load_image, prepare_pillow
 from reactor.detector.types import (
@@ -216,7 +216,10 @@ class DlibEngine:
         chosen = self.resolution(loaded.original_size, step, job)
         # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
         image = _resized(loaded.pixels, chosen.size)
-        candidates = self._locate(step.model, image, chosen.upsample)
+        if job.part is None:
+            candidates = self._locate(step.model, image, chosen.upsample)
+        else:
+            candidates = self._locate_part(step.model, image, chosen.upsample, job.part)
         return self._finish(job, loaded, step, chosen, image, candidates, (time.perf_counter() - started) * 1000.0)
 
     def _finish(
@@ -281,6 +284,24 @@ class DlibEngine:
             return [(_css(d.rect), float(d.confidence)) for d in found]
         rects, scores, _ = self._fr.face_detector.run(image, upsample, 0.0)
         return [(_css(r), float(s)) for r, s in zip(rects, scores, strict=True)]
+
+    def _locate_part(
+        self, model: str, image: np.ndarray, upsample: int, part: tuple[int, int]
+    ) -> list[tuple[Box, float]]:
+        """The boxes this part of the scan image owns (reactor.detector.tiles), in the scan
+        image's coordinates: the weak-box check and the encodings then run on the whole scan
+        image, as in one scan."""
+        index, lanes = part
+        layout = tiles.plan((image.shape[1], image.shape[0]), lanes)
+        if index >= len(layout.parts):
+            return []  # too small to share: the first part scans it whole
+        region = layout.parts[index]
+        left, top, right, bottom = region.region
+        view = np.ascontiguousarray(image[top:bottom, left:right])
+        if region.factor < 1.0:
+            view = _resized(view, tiles.part_image_size(region))
+        found = [(tiles.to_scan(box, region), score) for box, score in self._locate(model, view, upsample)]
+        return tiles.keep(layout, index, found)
 
     def _locate_batch(self, images: list[np.ndarray], upsample: int) -> list[list[tuple[Box, float]]]:
         found = self._fr.cnn_face_detector(images, upsample, batch_size=len(images))

@@ -245,6 +245,26 @@ class Detector:
             finally:
                 self._idle()
 
+    async def read_bytes(self, job: DetectionJob) -> bytes | DetectionFailure | None:
+        """The photo's bytes, read as ``detect`` reads them (the read-ahead, or now), for
+        parts of it detected by several children (reactor.core.tile_sharing); None where
+        they cannot be held here (a file streamed to the child, one that changed)."""
+        data = await self._read(job)
+        return None if isinstance(data, Streamed) else data
+
+    async def detect_part(self, job: DetectionJob, data: bytes) -> Outcome:
+        """``detect`` on bytes already read: one part of a photo shared by idle lanes, or
+        the whole photo when its parts did not agree. Raises as ``detect`` does."""
+        async with self._mutex():
+            await self._child_ready()
+            self._state = DetectorState.BUSY
+            try:
+                outcome = await self._run(job, data)
+                self._learn(outcome)
+                return outcome
+            finally:
+                self._idle()
+
     async def detect_many(self, jobs: Sequence[DetectionJob]) -> list[Outcome]:
         """Detect several images, in one CNN call where they share a detection size
         (batching.py); an outcome per job, in order. Raises as ``detect`` does."""
@@ -417,11 +437,12 @@ class Detector:
             # The child never saw this job: it stays, and the next try keeps its scale.
             return DetectionFailure(ErrorType.IO_STALL, str(exc), details={DETAIL_MODEL: self._first_step(job).model})
 
-    async def _run(self, job: DetectionJob) -> Outcome:
+    async def _run(self, job: DetectionJob, given: bytes | None = None) -> Outcome:
+        """One job in the child; ``given``: its bytes, already read."""
         conn = self._conn
         assert conn is not None
         first = self._first_step(job)
-        data = await self._read(job)
+        data = given if given is not None else await self._read(job)
         if isinstance(data, DetectionFailure):
             return data
         try:

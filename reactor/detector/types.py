@@ -36,6 +36,9 @@ class DetectionJob:
     # Pixel caps per model learned from out-of-memory errors (reactor.detector.budget):
     # the detection size never goes above them, whatever detector.*max_detect_pixels says.
     max_detect_pixels: tuple[tuple[str, int], ...] = ()
+    # (index, lanes): scan only that part of the image, shared by idle lanes
+    # (reactor.detector.tiles); None scans it whole.
+    part: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

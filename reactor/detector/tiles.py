@@ -1,0 +1,261 @@
+"""One photo shared by idle lanes: the scan image split into parts, the faces merged back.
+
+Pure functions, no dlib: the engine asks which part of the scan image a job scans and
+which of the boxes found there it keeps; the parent merges the parts' results.
+
+The scan image (the one size ``cascade.choose_resolution`` picked, the same as a
+one-lane scan) is cut across its longer side into one overlapping *tile* per lane,
+plus one *coarse* part: the whole image at a smaller factor. Why both:
+
+- HOG finds a face only with its whole window and a little context around it in view.
+  A face no larger than ``tile_face_px`` fits, with that context, inside the overlap, so
+  it lies whole in at least one tile, which finds it as the whole scan does (the same
+  pixels, the same pyramid, the cells aligned to within one).
+- A larger face may straddle a seam and be whole in no tile. The coarse part finds
+  those: at a factor that brings a ``tile_face_px`` face to ``COARSE_FACE_PX`` (well above
+  HOG's smallest, 68 px), every face from about 0.85 of it up to the image's size is in
+  its view. It costs the square of that factor (a tenth to a quarter of the pixels).
+
+Each part keeps only the boxes it is the owner of (``keep``), so the others are neither
+checked by the CNN nor encoded twice: a tile keeps the faces up to ``SIZE_SLACK`` above
+``tile_face_px`` that lie whole, with their context, inside it, and of those found by two
+tiles, the one whose own half holds the face's centre; the coarse part keeps the faces
+from ``SIZE_SLACK`` below ``tile_face_px``. The slack on each rule means a face whose box
+comes out a cell different in two parts is found twice rather than lost; ``merge`` then
+keeps one of the two (the higher score), and the result is the same faces as one scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reactor.detector.cascade import Box, iou, scaled_size
+from reactor.detector.types import Detection, Face
+
+# A face of tile_face_px in the scan image is this large in the coarse part's image: above
+# HOG's 68 px, so one 0.85 times as large (the coarse part's share) is still found.
+COARSE_FACE_PX = 96
+# The context HOG needs around a face box (its cells, their normalisation blocks): a
+# quarter of the box on each side, plus two cells.
+CONTEXT_FRACTION = 0.25
+CONTEXT_PX = 16
+# How far apart two parts' boxes of one face may be: a HOG cell is a tenth of a box, and
+# the cell grids of a tile and of the whole image need not line up.
+SHIFT_FRACTION = 0.2
+SHIFT_PX = 8
+# The size rules overlap by this much (a face near tile_face_px belongs to both).
+SIZE_SLACK = 0.15
+# Boxes of one face found by two parts overlap at least this much.
+SAME_FACE_IOU = 0.4
+# HOG's cells are 8 px and dlib's pyramid steps by 6/5: a tile that starts at a multiple
+# of 8 * 6 * 6 px has its cells where the whole image has them at the first levels, where
+# small faces are found (measured on dlib's group photos: every box the same, IoU 1.0;
+# tiles at 48 px steps found some faces a pyramid level apart, IoU 0.7).
+ALIGN_PX = 288
+# The smallest overlap tried, and its step: a few HOG cells at the scan size.
+_MIN_OVERLAP = 128
+_OVERLAP_STEP = 32
+
+
+@dataclass(frozen=True)
+class Part:
+    """A region of the scan image (left, top, right, bottom) and the factor it is scanned at:
+    1.0 for a tile, below 1 for the coarse part (the whole image)."""
+
+    region: tuple[int, int, int, int]
+    factor: float
+    # The tile's own stretch along the cut axis (start, end): the faces whose centre lies
+    # there are its own when another tile sees them too. Empty for the coarse part.
+    own: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    size: tuple[int, int]  # the scan image (width, height)
+    axis: int  # 0: tiles side by side (cut across the width), 1: stacked
+    tile_face_px: int  # the largest face a tile is sure to see whole; 0 when not tiled
+    parts: tuple[Part, ...]
+
+
+def tile_face_px(overlap: int) -> int:
+    """The largest face (box side, scan pixels) that lies whole with its context in an overlap."""
+    return max(0, math.floor((overlap - 2 * CONTEXT_PX) / (1 + 2 * CONTEXT_FRACTION)))
+
+
+def coarse_factor(face_px: int) -> float:
+    """A level of dlib's image pyramid (steps of 5/6) that brings a ``face_px`` face to at
+    least COARSE_FACE_PX: its own pyramid then steps through the whole image's."""
+    wanted = min(1.0, COARSE_FACE_PX / max(1, face_px))
+    return float((5 / 6) ** math.floor(math.log(wanted) / math.log(5 / 6)))
+
+
+def plan(size: tuple[int, int], lanes: int) -> Plan:
+    """The parts of a scan image of ``size`` for ``lanes`` lanes: ``lanes`` tiles and the coarse
+    part, sized so that every lane has about as many pixels to scan (the first tile is the
+    narrower by the coarse part, which the first lane to finish takes). One part, the whole
+    image at 1.0, where sharing would not be faster."""
+    width, height = size
+    whole = Plan(size, 0, 0, (Part((0, 0, width, height), 1.0),))
+    if lanes < 2:
+        return whole
+    axis = 0 if width >= height else 1
+    long, short = (width, height) if axis == 0 else (height, width)
+    best: tuple[float, int] | None = None
+    for overlap in range(_MIN_OVERLAP, long // 2 + 1, _OVERLAP_STEP):
+        face = tile_face_px(overlap)
+        # A face cannot be larger than the short side: no coarse part needed then.
+        coarse = 0.0 if face >= short else coarse_factor(face) ** 2 * long
+        each = (long + (lanes - 1) * overlap + coarse) / lanes
+        first = each - coarse - overlap / 2
+        if first < overlap / 2:
+            continue
+        if best is None or each < best[0]:
+            best = (each, overlap)
+    if best is None or best[0] > 0.9 * long:
+        return whole
+    each, overlap = best
+    face = tile_face_px(overlap)
+    # The tiles' own stretches: the first narrower by the coarse part's share.
+    coarse = 0.0 if face >= short else coarse_factor(face) ** 2 * long
+    half = overlap // 2
+    cuts = [0]
+    for index in range(1, lanes):
+        ideal = each - coarse - overlap / 2 + (index - 1) * (each - overlap)
+        # Each later tile starts at a multiple of ALIGN_PX: its HOG cells and dlib's pyramid
+        # then line up with the whole image's, and it finds a face with the box and score
+        # one scan gives (a tile that started elsewhere found some a pyramid level apart).
+        start = max(ALIGN_PX, round((ideal - half) / ALIGN_PX) * ALIGN_PX)
+        cuts.append(max(cuts[-1] + 1, start + half))
+    cuts.append(long)
+    if cuts[-2] >= long:
+        return whole
+    parts = []
+    for index in range(lanes):
+        start = max(0, cuts[index] - half)
+        end = min(long, cuts[index + 1] + half)
+        region = (start, 0, end, short) if axis == 0 else (0, start, short, end)
+        parts.append(Part(region, 1.0, (cuts[index], cuts[index + 1])))
+    if face < short:
+        parts.append(Part((0, 0, width, height), coarse_factor(face)))
+    return Plan(size, axis, face, tuple(parts))
+
+
+def part_image_size(part: Part) -> tuple[int, int]:
+    left, top, right, bottom = part.region
+    return scaled_size((right - left, bottom - top), part.factor)
+
+
+def _side(box: Box) -> int:
+    top, right, bottom, left = box
+    return max(right - left, bottom - top)
+
+
+def _span(box: Box, axis: int) -> tuple[int, int]:
+    top, right, bottom, left = box
+    return (left, right) if axis == 0 else (top, bottom)
+
+
+def _whole_in(part: Part, box: Box, axis: int, long: int, context: float) -> bool:
+    """The box and ``context`` around it lie inside the tile along the cut axis (an edge of
+    the image is no seam: HOG sees the same border there as in the whole scan)."""
+    low, high = _span(box, axis)
+    start, end = (part.region[0], part.region[2]) if axis == 0 else (part.region[1], part.region[3])
+    return (start == 0 or low - context >= start) and (end == long or high + context <= end)
+
+
+def _distance(part: Part, box: Box, axis: int) -> float:
+    low, high = _span(box, axis)
+    centre = (low + high) / 2
+    start, end = part.own
+    return max(0.0, start - centre, centre - end)
+
+
+def keep(layout: Plan, index: int, boxes: Sequence[tuple[Box, float]]) -> list[tuple[Box, float]]:
+    """Of the boxes part ``index`` found (in scan-image coordinates), those it owns."""
+    part = layout.parts[index]
+    face = layout.tile_face_px
+    if face == 0:
+        return list(boxes)  # not tiled: the whole scan
+    if part.factor < 1.0:
+        return [(box, score) for box, score in boxes if _side(box) >= (1 - SIZE_SLACK) * face]
+    long = layout.size[layout.axis]
+    tiles = [p for p in layout.parts if p.factor == 1.0]
+    kept = []
+    for box, score in boxes:
+        side = _side(box)
+        context = CONTEXT_FRACTION * side + CONTEXT_PX
+        shift = SHIFT_FRACTION * side + SHIFT_PX
+        if side > (1 + SIZE_SLACK) * face or not _whole_in(part, box, layout.axis, long, context):
+            continue
+        mine = _distance(part, box, layout.axis)
+        # Another tile that surely sees it whole too, and whose own half surely holds it.
+        if any(
+            other is not part
+            and _whole_in(other, box, layout.axis, long, context + shift)
+            and _distance(other, box, layout.axis) + shift < mine
+            for other in tiles
+        ):
+            continue
+        kept.append((box, score))
+    return kept
+
+
+def to_scan(box: Box, part: Part) -> Box:
+    """A box found in the part's image, in the scan image's coordinates."""
+    top, right, bottom, left = box
+    x0, y0 = part.region[0], part.region[1]
+    f = part.factor
+    return (round(top / f) + y0, round(right / f) + x0, round(bottom / f) + y0, round(left / f) + x0)
+
+
+def face_box(face: Face) -> Box:
+    return face.top, face.right, face.bottom, face.left
+
+
+def distinct(faces: Sequence[tuple[Face, float]]) -> tuple[Face, ...]:
+    """One face per group of boxes that overlap (``SAME_FACE_IOU``): the one of lowest rank
+    (``rank``), then the best scored."""
+    chosen: list[Face] = []
+    for face, _ in sorted(faces, key=lambda item: (item[1], -item[0].score)):
+        if all(iou(face_box(face), face_box(other)) < SAME_FACE_IOU for other in chosen):
+            chosen.append(face)
+    return tuple(sorted(chosen, key=lambda f: -f.score))  # by score, as dlib reports one scan's
+
+
+def rank(layout: Plan, index: int, face: Face, scale: float) -> float:
+    """Which part's box of a face found twice is kept: that of the tile whose own stretch
+    holds its centre (0), else the nearest tile's (its distance), the coarse part's last
+    (it sees the face smaller than the whole scan does). ``scale``: scan / original pixels."""
+    part = layout.parts[index] if index < len(layout.parts) else None
+    if part is None or part.factor < 1.0:
+        return math.inf
+    box = face_box(face)
+    scanned: Box = (round(box[0] * scale), round(box[1] * scale), round(box[2] * scale), round(box[3] * scale))
+    return _distance(part, scanned, layout.axis)
+
+
+def merge(parts: Sequence[Detection]) -> Detection | None:
+    """The parts' results as one scan's; None when they did not scan the same image (a
+    part stepped down the cascade): the photo is then scanned whole."""
+    first = parts[0]
+    same = all(
+        (p.model, p.cascade_scale, p.detect_size, p.fingerprint)
+        == (first.model, first.cascade_scale, first.detect_size, first.fingerprint)
+        for p in parts
+    )
+    if not same or first.detect_size is None:
+        return None
+    layout = plan(first.detect_size, len(parts) - 1)
+    found = [(face, rank(layout, index, face, first.scale)) for index, p in enumerate(parts) for face in p.faces]
+    return dataclasses.replace(
+        first,
+        faces=distinct(found),
+        # The time the photo took: its parts ran side by side.
+        decode_ms=max(p.decode_ms for p in parts),
+        detect_ms=max(p.detect_ms for p in parts),
+        encode_ms=max(p.encode_ms for p in parts),
+        rejected_weak=sum(p.rejected_weak for p in parts),
+    )
