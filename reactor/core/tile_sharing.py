@@ -11,9 +11,10 @@ in tests/test_tiles.py.
 
 Only a photo's first scan is shared (a retry below a failed cascade step runs whole, on
 its lane), and only on a CPU (HOG): on CUDA there is one lane per GPU, and the CNN's
-window is not what the tiles are sized for. A part that fails fails the photo as its
-whole scan would (the same decode, the same child limits); parts that scanned different
-images (one stepped down the cascade) are thrown away and the photo is scanned whole. A
+window is not what the tiles are sized for. A part that fails on the file or the
+child's limits fails the photo as its whole scan would (``SAME_WHOLE``); after any other
+failure, or parts that scanned different images (one stepped down the cascade), the
+parts are thrown away and the photo is scanned whole, as one lane scans it. A
 borrowed lane that gets a photo of its own meanwhile detects it once its part is done.
 """
 
@@ -26,9 +27,28 @@ from typing import Protocol
 
 from reactor import logs
 from reactor.detector import Detector, DetectorUnavailable, tiles
-from reactor.detector.types import DetectionFailure, DetectionJob, Outcome
+from reactor.detector.types import Detection, DetectionFailure, DetectionJob, Outcome
+from reactor.failure_types import ErrorType
 
 log = logs.get("reactor.tile_sharing")
+
+# A part's failure that its photo's whole scan would have too: the file (decoded the same
+# way by every part) or the child's limits (a hang or a crash on these pixels, which a
+# second, whole scan would only repeat). Any other (out of memory, a runtime error) and
+# the photo is scanned whole, whose cascade steps down where a part cannot.
+SAME_WHOLE = frozenset(
+    {
+        ErrorType.TIMEOUT,
+        ErrorType.CRASH,
+        ErrorType.CORRUPT,
+        ErrorType.UNSUPPORTED,
+        ErrorType.TOO_LARGE,
+        ErrorType.INCOMPLETE,
+        ErrorType.MISSING,
+        ErrorType.UNREADABLE,
+        ErrorType.IO_STALL,
+    }
+)
 
 
 class SharedLane(Protocol):
@@ -98,14 +118,15 @@ class TileSharing:
         await asyncio.gather(*(work(detector) for detector in borrowed))
         parts = [done.get(index) for index in range(lanes + 1)]
         failed = next((p for p in parts if isinstance(p, DetectionFailure)), None)
-        if failed is not None:
+        if failed is not None and failed.error_type in SAME_WHOLE:
             return failed
-        found = [p for p in parts if p is not None and not isinstance(p, DetectionFailure)]
+        found = [p for p in parts if isinstance(p, Detection)]
         merged = tiles.merge(found) if len(found) == len(parts) else None
         if merged is None:
-            # A part stepped down the cascade, or every lane but this one went: scanned whole.
+            # A part ran out of memory or stepped down the cascade, or the lanes went: the
+            # photo is scanned whole, as one lane does it (the cascade's replacements too).
             log.info("image_parts_discarded", path=job.local_path, parts=len(found), lanes=lanes)
-            return await borrowed[0].detect_part(job, data)
+            return await borrowed[0].detect_part(job, data, whole=True)
         self.shared += 1
         log.debug("image_shared", path=job.local_path, lanes=lanes, faces=merged.face_count)
         return merged

@@ -102,7 +102,12 @@ class DlibEngine:
         """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
         loaded = load_image(
-            job.local_path, lambda size: self._draft_dimension(size, job), self.config.max_pixels, clock, data
+            job.local_path,
+            lambda size: self._draft_dimension(size, job),
+            self.config.max_pixels,
+            clock,
+            data,
+            job.seen_mtime_ns,
         )
         if isinstance(loaded, DetectionFailure):
             return loaded
@@ -166,7 +171,12 @@ class DlibEngine:
         for index, (job, data) in enumerate(items):
             clock = time.perf_counter()
             loaded = load_image(
-                job.local_path, functools.partial(self._draft_dimension, job=job), self.config.max_pixels, clock, data
+                job.local_path,
+                functools.partial(self._draft_dimension, job=job),
+                self.config.max_pixels,
+                clock,
+                data,
+                job.seen_mtime_ns,
             )
             if isinstance(loaded, DetectionFailure):
                 outcomes[index] = loaded

@@ -39,6 +39,11 @@ class DetectionJob:
     # (index, lanes): scan only that part of the image, shared by idle lanes
     # (reactor.detector.tiles); None scans it whole.
     part: tuple[int, int] | None = None
+    # The file's size and mtime as the reactor looked at it on its way in (the one look,
+    # reactor.paths.look_in_share): the read checks its bytes against them and the child
+    # records them, instead of each looking at the file again. None: not looked at.
+    seen_size: int | None = None
+    seen_mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
