@@ -446,7 +446,8 @@ class DetectionLoop:
         jobs = [_job(r) for r in batch]
         started = time.monotonic()
         try:
-            shared = await self.tiles.detect(jobs[0], self.detector) if self.tiles and len(jobs) == 1 else None
+            sharing = self.tiles if len(jobs) == 1 else None
+            shared = await sharing.detect(jobs[0], self.detector) if sharing is not None else None
             if shared is not None:
                 outcomes = [shared]
             elif len(jobs) == 1:
