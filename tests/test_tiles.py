@@ -9,7 +9,7 @@ in this process and then through two detector children borrowed by the sharing l
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -99,17 +99,33 @@ def assert_same_faces(whole: Detection, shared: Detection) -> None:
     assert whole.faces and len(shared.faces) == len(whole.faces)
     for box in boxes(whole):
         assert max(iou(box, other) for other in boxes(shared)) > 0.9, (box, boxes(shared))
-    same = ("model", "scale", "detect_size", "min_face_px", "original_size", "fingerprint", "file_size_bytes")
+    assert all(len(face.encoding) == 128 for face in shared.faces)
+    same = (
+        "model",
+        "scale",
+        "detect_size",
+        "min_face_px",
+        "original_size",
+        "fingerprint",
+        "file_size_bytes",
+        "file_mtime_ns",
+        "rejected_weak",
+    )
     assert {k: getattr(shared, k) for k in same} == {k: getattr(whole, k) for k in same}
 
 
-def parts_of(engine: object, job: DetectionJob, lanes: int) -> Sequence[Detection]:
-    out = []
-    for index in range(lanes + 1):
-        outcome = engine.detect(dataclasses.replace(job, part=(index, lanes)))  # type: ignore[attr-defined]
-        assert isinstance(outcome, Detection)
-        out.append(outcome)
-    return out
+def shared_in_process(engine: object, job: DetectionJob, lanes: int) -> Detection:
+    """What reactor.core.tile_sharing does with ``lanes`` children, one engine doing each job."""
+    detect = engine.detect  # type: ignore[attr-defined]
+    parts = [detect(dataclasses.replace(job, part=(index, lanes))) for index in range(lanes + 1)]
+    assert all(isinstance(p, Detection) for p in parts)
+    found = tiles.located(parts)
+    assert found is not None
+    shares = [share for share in tiles.split(found.faces, lanes, CONFIG.weak_score) if share]
+    finished = [detect(dataclasses.replace(job, finish=tiles.boxes_of(share))) for share in shares]
+    merged = tiles.combine(found, finished)
+    assert merged is not None
+    return merged
 
 
 def test_parts_find_the_same_faces_as_one_scan_seams_included(photos: list[Path]) -> None:
@@ -122,9 +138,7 @@ def test_parts_find_the_same_faces_as_one_scan_seams_included(photos: list[Path]
         assert isinstance(whole, Detection)
         # Two lanes: what a 2-core machine shares. With three, a tile that starts at 576 px
         # found the astronaut one HOG cell to the right (IoU 0.875): the same face.
-        merged = tiles.merge(parts_of(engine, job, 2))
-        assert merged is not None
-        assert_same_faces(whole, merged)
+        assert_same_faces(whole, shared_in_process(engine, job, 2))
     group = engine.detect(DetectionJob(str(photos[1])))
     assert isinstance(group, Detection) and len(group.faces) == 4
 
@@ -149,7 +163,7 @@ async def test_a_lane_borrows_an_idle_lane_and_records_what_one_scan_records(
     children: list[Detector], photos: list[Path]
 ) -> None:
     lanes = [_Lane(d) for d in children]
-    sharing = TileSharing(lambda: lanes, lambda: 1)
+    sharing = TileSharing(lambda: lanes, lambda: 1, CONFIG.weak_score)
     job = DetectionJob(str(photos[1]))
     shared = await sharing.detect(job, children[0])
     whole = await children[0].detect(job)
@@ -157,5 +171,5 @@ async def test_a_lane_borrows_an_idle_lane_and_records_what_one_scan_records(
     assert_same_faces(whole, shared)
     assert sharing.shared == 1
     # Nobody to spare (a photo queued for each idle lane), or a retry: detected alone.
-    assert await TileSharing(lambda: lanes, lambda: 0).detect(job, children[0]) is None
+    assert await TileSharing(lambda: lanes, lambda: 0, CONFIG.weak_score).detect(job, children[0]) is None
     assert await sharing.detect(dataclasses.replace(job, last_scale=1.0), children[0]) is None

@@ -57,7 +57,9 @@ class Lanes:
         self.lanes: list[Lane] = [Lane(Detector(config, index=0, io=io))]
         self._make_loop: LoopFactory | None = None
         # One photo shared by idle lanes (detector.share_idle_lanes).
-        self.sharing = TileSharing(lambda: self.lanes, self._spare) if config.share_idle_lanes else None
+        self.sharing = (
+            TileSharing(lambda: self.lanes, self._spare, config.weak_score) if config.share_idle_lanes else None
+        )
 
     def _spare(self) -> int:
         """Lanes waiting for work beyond the photos queued for them."""

@@ -3,8 +3,10 @@
 With the reactor idle, one new photo used to wait for one child to scan it whole while
 the other children sat idle. When fewer photos are queued than lanes wait for work, the
 lane that took the photo borrows the idle ones: the photo's bytes are read once, each
-child decodes them and scans one part of the same scan image (overlapping tiles and a
-coarse pass, reactor.detector.tiles), and the parts' faces are merged into one result,
+child decodes them and locates the faces in one part of the same scan image (overlapping
+tiles and a coarse pass, reactor.detector.tiles); the parts' boxes are merged, one per
+face, and dealt out again to be checked (a weak box, by the CNN) and encoded, which on
+group photos costs more than the scan; the lanes' faces make one result,
 recorded exactly as a one-lane scan's (the same size, scale, ``min_face_px``, file
 identity). The same faces as one scan: measured in ``bench/latency.py --tiles``, checked
 in tests/test_tiles.py.
@@ -62,10 +64,12 @@ class SharedLane(Protocol):
 class TileSharing:
     """Lends idle lanes' children to the lane that has a photo (reactor.core.lanes)."""
 
-    def __init__(self, lanes: Callable[[], Sequence[SharedLane]], spare: Callable[[], int]) -> None:
-        """``spare``: how many lanes wait for work beyond the photos queued for them."""
+    def __init__(self, lanes: Callable[[], Sequence[SharedLane]], spare: Callable[[], int], weak_score: float) -> None:
+        """``spare``: how many lanes wait for work beyond the photos queued for them;
+        ``weak_score``: detector.weak_score (a weak box costs a CNN check to finish)."""
         self._lanes = lanes
         self._spare = spare
+        self._weak_score = weak_score
         self._lent: set[int] = set()
         # Photos detected in parts, for tests and `reactor status`.
         self.shared = 0
@@ -103,30 +107,59 @@ class TileSharing:
 
     async def _in_parts(self, job: DetectionJob, data: bytes, borrowed: list[Detector]) -> Outcome:
         lanes = len(borrowed)
-        todo = list(range(lanes + 1))  # the tiles, then the coarse part (tiles.plan)
-        done: dict[int, Outcome] = {}
-
-        async def work(detector: Detector) -> None:
-            while todo:
-                index = todo.pop(0)
-                try:
-                    done[index] = await detector.detect_part(dataclasses.replace(job, part=(index, lanes)), data)
-                except DetectorUnavailable:
-                    todo.insert(0, index)  # another lane takes it
-                    return
-
-        await asyncio.gather(*(work(detector) for detector in borrowed))
-        parts = [done.get(index) for index in range(lanes + 1)]
-        failed = next((p for p in parts if isinstance(p, DetectionFailure)), None)
-        if failed is not None and failed.error_type in SAME_WHOLE:
+        # First every part's boxes (the tiles, then the coarse part: tiles.plan), merged
+        # into one box per face; then those boxes checked and encoded, shared out again.
+        parts = await _each(borrowed, [dataclasses.replace(job, part=(i, lanes)) for i in range(lanes + 1)], data)
+        failed = _failure(parts)
+        if failed is not None:
             return failed
-        found = [p for p in parts if isinstance(p, Detection)]
-        merged = tiles.merge(found) if len(found) == len(parts) else None
+        found = tiles.located([p for p in parts if isinstance(p, Detection)]) if _all_detected(parts) else None
+        finished: list[Outcome | None] = []
+        if found is not None:
+            shares = [share for share in tiles.split(found.faces, lanes, self._weak_score) if share]
+            jobs = [dataclasses.replace(job, finish=tiles.boxes_of(share)) for share in shares]
+            finished = await _each(borrowed, jobs, data)
+            failed = _failure(finished)
+            if failed is not None:
+                return failed
+        merged = (
+            tiles.combine(found, [f for f in finished if isinstance(f, Detection)])
+            if found is not None and _all_detected(finished)
+            else None
+        )
         if merged is None:
             # A part ran out of memory or stepped down the cascade, or the lanes went: the
             # photo is scanned whole, as one lane does it (the cascade's replacements too).
-            log.info("image_parts_discarded", path=job.local_path, parts=len(found), lanes=lanes)
+            log.info("image_parts_discarded", path=job.local_path, lanes=lanes)
             return await borrowed[0].detect_part(job, data, whole=True)
         self.shared += 1
         log.debug("image_shared", path=job.local_path, lanes=lanes, faces=merged.face_count)
         return merged
+
+
+async def _each(borrowed: list[Detector], jobs: list[DetectionJob], data: bytes) -> list[Outcome | None]:
+    """Every job's outcome, the lanes taking the next job as each is free; None for a job no
+    lane could run (every child unavailable)."""
+    todo = list(range(len(jobs)))
+    done: dict[int, Outcome] = {}
+
+    async def work(detector: Detector) -> None:
+        while todo:
+            index = todo.pop(0)
+            try:
+                done[index] = await detector.detect_part(jobs[index], data)
+            except DetectorUnavailable:
+                todo.insert(0, index)  # another lane takes it
+                return
+
+    await asyncio.gather(*(work(detector) for detector in borrowed))
+    return [done.get(index) for index in range(len(jobs))]
+
+
+def _failure(outcomes: list[Outcome | None]) -> DetectionFailure | None:
+    """The first failure the photo's whole scan would have had too (``SAME_WHOLE``)."""
+    return next((o for o in outcomes if isinstance(o, DetectionFailure) and o.error_type in SAME_WHOLE), None)
+
+
+def _all_detected(outcomes: list[Outcome | None]) -> bool:
+    return all(isinstance(o, Detection) for o in outcomes)

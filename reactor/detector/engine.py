@@ -226,10 +226,14 @@ class DlibEngine:
         chosen = self.resolution(loaded.original_size, step, job)
         # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
         image = _resized(loaded.pixels, chosen.size)
-        if job.part is None:
-            candidates = self._locate(step.model, image, chosen.upsample)
+        if job.finish is not None:
+            candidates = [((t, r, b, left), score) for t, r, b, left, score in job.finish]
+        elif job.part is not None:
+            located = self._locate_part(step.model, image, chosen.upsample, job.part)
+            ms = (time.perf_counter() - started) * 1000.0
+            return self._located(job, loaded, step, chosen, located, ms)
         else:
-            candidates = self._locate_part(step.model, image, chosen.upsample, job.part)
+            candidates = self._locate(step.model, image, chosen.upsample)
         return self._finish(job, loaded, step, chosen, image, candidates, (time.perf_counter() - started) * 1000.0)
 
     def _finish(
@@ -279,6 +283,35 @@ class DlibEngine:
             upsample=upsample,
             rejected_weak=rejected,
             detect_size=size,
+            min_face_px=chosen.min_face_px,
+        )
+
+    def _located(
+        self,
+        job: DetectionJob,
+        loaded: LoadedImage,
+        step: Step,
+        chosen: cascade.Resolution,
+        boxes: list[tuple[Box, float]],
+        detect_ms: float,
+    ) -> Detection:
+        """A part's boxes, in the scan image's pixels and without encodings: the parent
+        merges every part's, then has them checked and encoded (``DetectionJob.finish``)."""
+        faces = tuple(Face(*cascade.clamp(box, chosen.size), score=score, encoding=()) for box, score in boxes)
+        return Detection(
+            faces=faces,
+            model=step.model,
+            scale=chosen.scale,
+            original_size=loaded.original_size,
+            decode_ms=loaded.decode_ms,
+            detect_ms=detect_ms,
+            encode_ms=0.0,
+            file_size_bytes=loaded.file_size_bytes,
+            file_mtime_ns=loaded.file_mtime_ns,
+            fingerprint=loaded.fingerprint,
+            cascade_scale=step.scale,
+            upsample=chosen.upsample,
+            detect_size=chosen.size,
             min_face_px=chosen.min_face_px,
         )
 

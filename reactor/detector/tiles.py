@@ -1,7 +1,8 @@
 """One photo shared by idle lanes: the scan image split into parts, the faces merged back.
 
 Pure functions, no dlib: the engine asks which part of the scan image a job scans and
-which of the boxes found there it keeps; the parent merges the parts' results.
+which of the boxes found there it keeps; the parent merges the parts' boxes and deals
+them out to be checked and encoded.
 
 The scan image (the one size ``cascade.choose_resolution`` picked, the same as a
 one-lane scan) is cut across its longer side into one overlapping *tile* per lane,
@@ -16,13 +17,19 @@ plus one *coarse* part: the whole image at a smaller factor. Why both:
   HOG's smallest, 68 px), every face from about 0.85 of it up to the image's size is in
   its view. It costs the square of that factor (a tenth to a quarter of the pixels).
 
-Each part keeps only the boxes it is the owner of (``keep``), so the others are neither
-checked by the CNN nor encoded twice: a tile keeps the faces up to ``SIZE_SLACK`` above
-``tile_face_px`` that lie whole, with their context, inside it, and of those found by two
-tiles, the one whose own half holds the face's centre; the coarse part keeps the faces
-from ``SIZE_SLACK`` below ``tile_face_px``. The slack on each rule means a face whose box
-comes out a cell different in two parts is found twice rather than lost; ``merge`` then
-keeps one of the two (the higher score), and the result is the same faces as one scan.
+A shared photo goes in two steps (reactor.core.tile_sharing): each part locates its faces
+(``DetectionJob.part``; boxes in the scan image's pixels, unchecked, unencoded), the boxes
+are merged into one per face (``located``), and dealt out again (``split``) to be checked
+(a weak box, by the CNN on a crop) and encoded (``DetectionJob.finish``) on the whole scan
+image, as one scan does: on a group photo the encodings cost more than the scan.
+
+Each part keeps only the boxes it is the owner of (``keep``), so that a face is found
+once: a tile keeps the faces up to ``SIZE_SLACK`` above ``tile_face_px`` that lie whole,
+with their context, inside it, and of those found by two tiles, the one whose own half
+holds the face's centre; the coarse part keeps the faces from ``SIZE_SLACK`` below
+``tile_face_px``. The slack on each rule means a face whose box
+comes out a cell different in two parts is found twice rather than lost; ``located``
+then keeps one of the two (the owning tile's), and the result is the same faces as one scan.
 """
 
 from __future__ import annotations
@@ -217,45 +224,88 @@ def face_box(face: Face) -> Box:
 
 def distinct(faces: Sequence[tuple[Face, float]]) -> tuple[Face, ...]:
     """One face per group of boxes that overlap (``SAME_FACE_IOU``): the one of lowest rank
-    (``rank``), then the best scored."""
+    (``rank``), then the best scored; by score, as dlib reports one scan's."""
     chosen: list[Face] = []
     for face, _ in sorted(faces, key=lambda item: (item[1], -item[0].score)):
         if all(iou(face_box(face), face_box(other)) < SAME_FACE_IOU for other in chosen):
             chosen.append(face)
-    return tuple(sorted(chosen, key=lambda f: -f.score))  # by score, as dlib reports one scan's
+    return tuple(sorted(chosen, key=lambda f: -f.score))
 
 
-def rank(layout: Plan, index: int, face: Face, scale: float) -> float:
+def rank(layout: Plan, index: int, face: Face) -> float:
     """Which part's box of a face found twice is kept: that of the tile whose own stretch
     holds its centre (0), else the nearest tile's (its distance), the coarse part's last
-    (it sees the face smaller than the whole scan does). ``scale``: scan / original pixels."""
+    (it sees the face smaller than the whole scan does)."""
     part = layout.parts[index] if index < len(layout.parts) else None
     if part is None or part.factor < 1.0:
         return math.inf
-    box = face_box(face)
-    scanned: Box = (round(box[0] * scale), round(box[1] * scale), round(box[2] * scale), round(box[3] * scale))
-    return _distance(part, scanned, layout.axis)
+    return _distance(part, face_box(face), layout.axis)
 
 
-def merge(parts: Sequence[Detection]) -> Detection | None:
-    """The parts' results as one scan's; None when they did not scan the same image (a
-    part stepped down the cascade): the photo is then scanned whole."""
-    first = parts[0]
-    same = all(
+def _same_scan(outcomes: Sequence[Detection]) -> bool:
+    first = outcomes[0]
+    return first.detect_size is not None and all(
         (p.model, p.cascade_scale, p.detect_size, p.fingerprint)
         == (first.model, first.cascade_scale, first.detect_size, first.fingerprint)
-        for p in parts
+        for p in outcomes
     )
-    if not same or first.detect_size is None:
+
+
+def located(parts: Sequence[Detection]) -> Detection | None:
+    """The parts' boxes (scan image pixels, not yet checked nor encoded) as one scan locates
+    them: one box per face. None when the parts did not scan the same image (one stepped
+    down the cascade): the photo is then scanned whole."""
+    if not parts or not _same_scan(parts):
         return None
+    first = parts[0]
+    assert first.detect_size is not None
     layout = plan(first.detect_size, len(parts) - 1)
-    found = [(face, rank(layout, index, face, first.scale)) for index, p in enumerate(parts) for face in p.faces]
+    found = [(face, rank(layout, index, face)) for index, p in enumerate(parts) for face in p.faces]
     return dataclasses.replace(
         first,
         faces=distinct(found),
         # The time the photo took: its parts ran side by side.
         decode_ms=max(p.decode_ms for p in parts),
         detect_ms=max(p.detect_ms for p in parts),
-        encode_ms=max(p.encode_ms for p in parts),
-        rejected_weak=sum(p.rejected_weak for p in parts),
+    )
+
+
+# A weak HOG box is checked by the CNN on a crop before it is encoded: about 0.5 s on a
+# CPU, where an encoding takes 0.1-0.2 s.
+WEAK_COST = 4.0
+
+
+def split(faces: Sequence[Face], lanes: int, weak_score: float) -> list[tuple[Face, ...]]:
+    """The located boxes dealt to ``lanes`` lanes to check and encode, heaviest first, each to
+    the lane with the least so far: a photo's encodings, not only its scan, run side by side."""
+    shares: list[list[Face]] = [[] for _ in range(lanes)]
+    loads = [0.0] * lanes
+
+    def cost(face: Face) -> float:
+        return WEAK_COST if face.score < weak_score else 1.0
+
+    for face in sorted(faces, key=lambda f: (-cost(f), -f.score)):
+        lane = loads.index(min(loads))
+        shares[lane].append(face)
+        loads[lane] += cost(face)
+    return [tuple(share) for share in shares]
+
+
+def boxes_of(faces: Sequence[Face]) -> tuple[tuple[int, int, int, int, float], ...]:
+    return tuple((f.top, f.right, f.bottom, f.left, f.score) for f in faces)
+
+
+def combine(found: Detection, finished: Sequence[Detection]) -> Detection | None:
+    """One scan's result from the located boxes and each lane's checked and encoded share
+    of them; None when a lane scanned another image (it stepped down the cascade)."""
+    if finished and not _same_scan([found, *finished]):
+        return None
+    faces = sorted((face for d in finished for face in d.faces), key=lambda f: -f.score)
+    return dataclasses.replace(
+        found,
+        faces=tuple(faces),
+        decode_ms=max([found.decode_ms, *(d.decode_ms for d in finished)]),
+        detect_ms=found.detect_ms + max((d.detect_ms for d in finished), default=0.0),
+        encode_ms=max((d.encode_ms for d in finished), default=0.0),
+        rejected_weak=sum(d.rejected_weak for d in finished),
     )
