@@ -62,6 +62,11 @@ SAME_FACE_IOU = 0.4
 # small faces are found (measured on dlib's group photos: every box the same, IoU 1.0;
 # tiles at 48 px steps found some faces a pyramid level apart, IoU 0.7).
 ALIGN_PX = 288
+# Tiles are cut only where each lane then scans at most this share of the image: below
+# about 2000x1500 the overlap and the coarse part cost more than a tile saves (measured:
+# a 1000x750 scan's tiles took 0.8-0.9 of its whole scan each), and the photo is located
+# whole by one lane; its faces are still checked and encoded side by side.
+MAX_SHARE = 0.72
 # The smallest overlap tried, and its step: a few HOG cells at the scan size.
 _MIN_OVERLAP = 128
 _OVERLAP_STEP = 32
@@ -103,7 +108,7 @@ def plan(size: tuple[int, int], lanes: int) -> Plan:
     """The parts of a scan image of ``size`` for ``lanes`` lanes: ``lanes`` tiles and the coarse
     part, sized so that every lane has about as many pixels to scan (the first tile is the
     narrower by the coarse part, which the first lane to finish takes). One part, the whole
-    image at 1.0, where sharing would not be faster."""
+    image at 1.0, where cutting it would not be faster (``MAX_SHARE``)."""
     width, height = size
     whole = Plan(size, 0, 0, (Part((0, 0, width, height), 1.0),))
     if lanes < 2:
@@ -121,7 +126,7 @@ def plan(size: tuple[int, int], lanes: int) -> Plan:
             continue
         if best is None or each < best[0]:
             best = (each, overlap)
-    if best is None or best[0] > 0.9 * long:
+    if best is None or best[0] > MAX_SHARE * long:
         return whole
     each, overlap = best
     face = tile_face_px(overlap)
