@@ -20,7 +20,12 @@ astronaut is added), each mode started afresh, in alternating order per round. P
 commit-to-result latency (median, and per photo), recall on the hand-drawn boxes and
 how many boxes of one mode the other has (IoU > 0.9 and > 0.5); the ratios are printed.
 
-    .venv/bin/python -m bench.latency --shared /tmp/dlib-faces/examples/faces [--rounds 2]
+    .venv/bin/python -m bench.latency --shared /tmp/dlib-faces/examples/faces [--rounds 2] [--enlarge 4]
+
+``--enlarge 4``: the same photos four times wider and higher (bicubic, bench.annotated), as
+a camera with more pixels takes them: scanned at the pixel budget (2560x1920), where the
+scan is cut into tiles; at their own size (scanned at 1000x750) a photo is located by one
+lane and only its faces are checked and encoded side by side.
 """
 
 from __future__ import annotations
@@ -167,17 +172,25 @@ def _recall(items: list[photos.Photo], found: dict[str, tuple[float, list[Box]]]
 
 
 async def measure_shared(
-    pg: common.Postgres, work: Path, folder: Path, rounds: int, settle: float
+    pg: common.Postgres, work: Path, folder: Path, rounds: int, settle: float, factor: int = 1
 ) -> dict[str, object]:
     share = common.make_share(work / "share")
     astronaut = samples.write_jpeg(samples.astronaut(), work / "src", "astronaut.jpg")
     items = [photos.Photo(astronaut, (_ASTRONAUT_FACE,)), *annotated.load(folder)]
+    if factor > 1:
+        # As a camera with more pixels would take them: scanned at the pixel budget, in tiles.
+        items = annotated.enlarged(items, work / "enlarged", factor)
     runs: dict[str, list[dict[str, tuple[float, list[Box]]]]] = {mode: [] for mode in MODES}
     for number in range(rounds):
         order = list(MODES) if number % 2 == 0 else list(reversed(MODES))
         for mode in order:
             runs[mode].append(await _run_mode(pg, work, share, mode, items, f"{mode}{number}", settle))
-    result: dict[str, object] = {"photos": len(items), "faces": sum(len(p.faces) for p in items), "rounds": rounds}
+    result: dict[str, object] = {
+        "photos": len(items),
+        "enlarged": factor,
+        "faces": sum(len(p.faces) for p in items),
+        "rounds": rounds,
+    }
     medians = {}
     for mode, found in runs.items():
         latencies = [ms for run in found for ms, _ in run.values()]
@@ -212,11 +225,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (database, share, log)")
     parser.add_argument("--shared", type=Path, help="one photo shared by idle lanes vs one lane (annotated folder)")
     parser.add_argument("--rounds", type=int, default=2, help="with --shared: rounds of both modes")
+    parser.add_argument("--enlarge", type=int, default=1, help="with --shared: the photos this many times larger")
     args = parser.parse_args()
     with common.workdir(args.keep) as work, common.postgres(work) as pg:
         if args.shared is not None:
-            result = asyncio.run(measure_shared(pg, work, args.shared, args.rounds, max(args.settle, 1.0)))
-            path = common.report("latency_shared", result)
+            result = asyncio.run(
+                measure_shared(pg, work, args.shared, args.rounds, max(args.settle, 1.0), args.enlarge)
+            )
+            path = common.report(f"latency_shared_x{args.enlarge}" if args.enlarge > 1 else "latency_shared", result)
             print(f"saved {path}")
             return
         result = asyncio.run(measure(pg, work, args.events, args.settle))

@@ -36,6 +36,7 @@ from reactor.detector.types import (
     Outcome,
 )
 from reactor.failure_types import ErrorType
+from reactor.util.identity import fingerprint_of_bytes
 
 # A weak HOG box is checked on a crop this many box-widths wide, resized so that the box is
 # about this many pixels: big enough for the CNN's window, small enough to cost ~0.5 s on a CPU.
@@ -56,11 +57,21 @@ class _Scan:
     chosen: cascade.Resolution
 
 
+@dataclass
+class _SharedPhoto:
+    """The photo a shared job last decoded in this child, and its scan image."""
+
+    key: tuple[str, int, str]
+    loaded: LoadedImage
+    images: dict[tuple[int, int], np.ndarray]
+
+
 class DlibEngine:
     """Finds faces in one image at a time; the override point for tests is ``detect_step``."""
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
+        self._shared: _SharedPhoto | None = None
         with warnings.catch_warnings():
             # face_recognition_models imports pkg_resources, which warns on import.
             warnings.simplefilter("ignore")
@@ -101,6 +112,11 @@ class DlibEngine:
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
+        shared = (job.part is not None or job.finish is not None) and data is not None
+        key = (job.local_path, len(data), fingerprint_of_bytes(data)) if shared and data is not None else None
+        if key is not None and self._shared is not None and self._shared.key == key:
+            return self._detect_loaded(job, self._shared.loaded)
+        self._shared = None
         loaded = load_image(
             job.local_path,
             lambda size: self._draft_dimension(size, job),
@@ -111,7 +127,21 @@ class DlibEngine:
         )
         if isinstance(loaded, DetectionFailure):
             return loaded
+        if key is not None:
+            # The same photo's next part, or its faces to finish, come to this child next:
+            # decoded and sized once (reactor.core.tile_sharing).
+            self._shared = _SharedPhoto(key, loaded, {})
         return self._detect_loaded(job, loaded)
+
+    def _scan_image(self, loaded: LoadedImage, size: tuple[int, int]) -> np.ndarray:
+        """The photo resized to the scan size, once per shared photo."""
+        shared = self._shared
+        if shared is None or shared.loaded is not loaded:
+            return _resized(loaded.pixels, size)
+        if size not in shared.images:
+            shared.images.clear()
+            shared.images[size] = _resized(loaded.pixels, size)
+        return shared.images[size]
 
     def _detect_loaded(self, job: DetectionJob, loaded: LoadedImage) -> Outcome:
         """The cascade on one decoded photo: each (model, scale) step until one succeeds."""
@@ -225,7 +255,7 @@ class DlibEngine:
         started = time.perf_counter()
         chosen = self.resolution(loaded.original_size, step, job)
         # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
-        image = _resized(loaded.pixels, chosen.size)
+        image = self._scan_image(loaded, chosen.size)
         if job.finish is not None:
             candidates = [((t, r, b, left), score) for t, r, b, left, score in job.finish]
         elif job.part is not None:
