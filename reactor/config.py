@@ -119,6 +119,9 @@ class DetectorConfig:
     # "auto" fits as many as the CNN pixel budget holds, at most 8, on a GPU, and is off
     # on a CPU-only dlib; a number forces that many, on a CPU too.
     batch_size: int | Literal["auto"] = "auto"
+    # One new photo with lanes idle: those lanes detect parts of it side by side (overlapping
+    # tiles, faces merged across the seams: reactor.detector.tiles), for its latency.
+    share_idle_lanes: bool = True
     # Cards with less memory than this (MiB) make dlib choose its smallest cuDNN
     # algorithms (dlib issue 1126: slower, but a 4 GB card then fits); 0: never.
     prefer_smallest_algorithms_below_mb: int = 6144

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -225,17 +226,35 @@ class PathMapper:
         the name may differ in case from the database's, and a long path comes back in the
         extended-length form, so that it opens without LongPathsEnabled.
         """
+        return self.look_in_share(db_path)[0]
+
+    def look_in_share(self, db_path: str) -> tuple[Path, os.stat_result | OSError]:
+        """``resolve_in_share`` and the one look at the file on its way in (issue 26): its
+        ``lstat`` (a link: its target's ``stat``), or the error it gave. The detection loop
+        passes it along (the move check, the read's size and mtime), so the file is looked
+        at once, not once per step: on a network share each look is a round trip.
+
+        The folder is resolved, then the file looked at: the look says whether the file is
+        itself a link (followed and checked like any) or not (its real path is the
+        resolved folder's, which a full resolve would only have looked at it again for).
+        """
         local = Path(self.os_path(db_path))
-        if not db_path.isascii() and not local.exists():
+        seen = _look(local)
+        if isinstance(seen, FileNotFoundError) and not db_path.isascii():
             # The row's name in the other Unicode normalization is the same file.
             for variant in unicode_variants(db_path)[1:]:
                 candidate = Path(self.os_path(variant))
-                if candidate.exists():
-                    local = candidate
+                other = _look(candidate)
+                if not isinstance(other, OSError):
+                    local, seen = candidate, other
                     break
         try:
             root = Path(self.root).resolve()
-            real = local.resolve()
+            if isinstance(seen, os.stat_result) and stat.S_ISLNK(seen.st_mode):
+                real = local.resolve()
+                seen = _look(real, follow=True)  # a link: its target is the file
+            else:
+                real = local.parent.resolve() / local.name
         except RuntimeError:  # pathlib's "Symlink loop from ..."
             raise InvalidPath(db_path, "symlink_loop", "the path is a symlink loop") from None
         except OSError as exc:  # Windows: ERROR_CANT_RESOLVE_FILENAME, a name too long, ...
@@ -245,7 +264,14 @@ class PathMapper:
         # The derived-folder rule holds for where the path leads, not only for its name.
         if real != root and self.is_derived(_relative(real, root)):
             raise InvalidPath(db_path, "derived", "the path resolves into a derived folder (symlink)")
-        return Path(extended_length(str(real))) if self.windows else real
+        return (Path(extended_length(str(real))) if self.windows else real), seen
+
+
+def _look(path: Path, follow: bool = False) -> os.stat_result | OSError:
+    try:
+        return os.stat(path) if follow else os.lstat(path)
+    except OSError as exc:
+        return exc
 
 
 def certainly_gone(paths: list[str]) -> dict[str, bool | None]:

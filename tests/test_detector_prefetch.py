@@ -78,7 +78,7 @@ async def test_a_read_that_stalls_is_read_stalled(tmp_path: Path, monkeypatch: p
     path.write_bytes(b"\xff\xd8 photo")
     release = threading.Event()
 
-    def hung_read(p: str, limit: int = 0) -> None:
+    def hung_read(p: str, limit: int = 0, seen: object = None) -> None:
         release.wait(30)  # as a read from a hung mount does
 
     monkeypatch.setattr(prefetch, "read_ahead", hung_read)

@@ -54,7 +54,9 @@ async def adopt(conn: asyncpg.Connection, share: Path, path: str, online: bool =
     async def run(op: Callable[[Conn], Awaitable[T]]) -> T:
         return await op(conn)
 
-    moved = await MoveFinder(PathMapper(str(share)), lambda: online, ShareIO(10)).adopt(claim, str(share / path), run)
+    mapper = PathMapper(str(share))
+    local, seen = mapper.look_in_share(path)  # the one look on the way in, as the loop takes it
+    moved = await MoveFinder(mapper, lambda: online, ShareIO(10)).adopt(claim, str(local), run, seen)
     return moved.src if moved else None
 
 

@@ -60,14 +60,15 @@ async def test_poison_entries_are_recorded_and_the_next_image_is_detected(
 
     monkeypatch.setattr("reactor.core.detection_loop.claims.claim", claim)
     release = threading.Event()
-    real_resolve = PathMapper.resolve_in_share
+    real_look = PathMapper.look_in_share
 
-    def resolve(self: PathMapper, db_path: str) -> Path:
+    def look(self: PathMapper, db_path: str) -> tuple[Path, os.stat_result | OSError]:
         if db_path == "hung/stall.jpg":
             release.wait(60)  # as resolving on a hung mount does: far past the 10 s time limit
-        return real_resolve(self, db_path)
+        return real_look(self, db_path)
 
-    monkeypatch.setattr(PathMapper, "resolve_in_share", resolve)
+    # The loop's path check (and its one look at the file on the way in).
+    monkeypatch.setattr(PathMapper, "look_in_share", look)
     # The limit bounds the hung resolve and also each detection: 10 s leaves a fresh child
     # on a loaded machine time for the next image (3 s did not, and its retry comes too late).
     # The hung folder is its own ("hung/"): the folder of a call that hangs is stalled, and

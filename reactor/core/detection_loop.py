@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from reactor.core.loop_settings import LoopSettings, LoopStopped, StoreCalls
 from reactor.core.moved import MoveFinder, RunDb
 from reactor.core.outcome_writer import OutcomeWriter
 from reactor.core.queue import Entry, Priority
+from reactor.core.tile_sharing import TileSharing
 from reactor.detector import DetectorState, DetectorUnavailable
 from reactor.detector.types import DetectionFailure, DetectionJob, Outcome
 from reactor.failure_types import ErrorType
@@ -62,7 +64,7 @@ class DetectorLike(Protocol):
     async def start(self) -> None: ...
     async def detect(self, job: DetectionJob) -> Outcome: ...
     async def detect_many(self, jobs: Sequence[DetectionJob]) -> list[Outcome]: ...
-    def prefetch(self, local_path: str) -> None: ...
+    def prefetch(self, local_path: str, size: int | None = None, mtime_ns: int | None = None) -> None: ...
     @property
     def batch_limit(self) -> int: ...
 
@@ -78,6 +80,8 @@ class Ready:
     entry: Entry
     claim: Claim
     local: str
+    # The one look at the file on its way in (reactor.paths.look_in_share).
+    seen: os.stat_result | OSError | None = None
 
 
 class DetectionLoop:
@@ -94,6 +98,8 @@ class DetectionLoop:
         self.calls = StoreCalls(settings.pool, settings.config.database.reconnect_max_seconds)
         self.writer = OutcomeWriter(settings, self.in_flight, self.calls)
         self.moves = MoveFinder(settings.mapper, lambda: settings.share.online, settings.share.io)
+        # Idle lanes that detect parts of this loop's photo (set by reactor.core.lanes).
+        self.tiles: TileSharing | None = None
 
     @property
     def current(self) -> str | None:
@@ -233,7 +239,7 @@ class DetectionLoop:
             # Resolving touches the share, on its own threads and with its deadline: a folder
             # that hangs must not hold the loop's next image (reactor.util.shareio).
             folder = os.path.dirname(self.mapper.os_path(entry.path))
-            local = await self.share.io.call(folder, self.mapper.resolve_in_share, entry.path)
+            local, seen = await self.share.io.call(folder, self.mapper.look_in_share, entry.path)
         except InvalidPath as exc:
             await self.writer.record_invalid(entry.path, exc, manual, stop)
             return None
@@ -245,7 +251,7 @@ class DetectionLoop:
         if read_ahead:
             # Its bytes are read while the current image is detected. That detection took
             # its own read-ahead when it started, before this thread hop returned.
-            self.detector.prefetch(str(local))
+            self.detector.prefetch(str(local), *_size_and_mtime(seen))
         if entry.path in self.in_flight:
             # Its previous outcome is still being written: a claim now would take
             # over that claim's token and fence the write.
@@ -262,14 +268,14 @@ class DetectionLoop:
             log.debug("image_skipped", path=entry.path, reason=result)
             return None
         try:
-            if await self._moved_here(result, entry, str(local), stop):
+            if await self._moved_here(result, entry, str(local), stop, seen):
                 return None
         except LoopStopped:
             # Stopped during the move check: the claim goes back, as one taken ahead does.
             self.in_flight.pop(result.path, None)
             await self._give_back(result, entry)
             raise
-        return Ready(entry, result, str(local))
+        return Ready(entry, result, str(local), seen)
 
     async def _claim(self, entry: Entry, manual: bool, stop: asyncio.Event) -> Claim | Skip:
         """Claim the image, registered in ``in_flight``, or the reason it is not claimed."""
@@ -294,14 +300,16 @@ class DetectionLoop:
         finally:
             self.in_flight.unreserve(entry.path)
 
-    async def _moved_here(self, claim: Claim, entry: Entry, local: str, stop: asyncio.Event) -> bool:
+    async def _moved_here(
+        self, claim: Claim, entry: Entry, local: str, stop: asyncio.Event, seen: os.stat_result | OSError
+    ) -> bool:
         """A photo that moved takes its result and face ids along instead of being detected
         (reactor.core.moved); True when its claim went with the move, or the file was not
         there: then it is recorded missing on that same look. Were it handed to the detector,
         a file arriving a moment later (the upstream's rows came first) would be detected as
         a new photo before its move is seen; its file event brings it back instead."""
         try:
-            moved = await self.moves.adopt(claim, local, self._runner(stop))
+            moved = await self.moves.adopt(claim, local, self._runner(stop), seen)
         except FileNotFoundError:
             missing = DetectionFailure(ErrorType.MISSING, f"file not found: {local}")
             if await self._must_wait(missing):
@@ -360,10 +368,14 @@ class DetectionLoop:
         )
 
     async def _detect(self, batch: list[Ready]) -> list[Outcome]:
-        jobs = [DetectionJob(local_path=r.local, attempt=r.claim.attempt, last_scale=r.claim.last_scale) for r in batch]
+        jobs = [_job(r) for r in batch]
         started = time.monotonic()
         try:
-            if len(jobs) == 1:
+            sharing = self.tiles if len(jobs) == 1 else None
+            shared = await sharing.detect(jobs[0], self.detector) if sharing is not None else None
+            if shared is not None:
+                outcomes = [shared]
+            elif len(jobs) == 1:
                 outcomes = [await self.detector.detect(jobs[0])]
             else:
                 outcomes = await self.detector.detect_many(jobs)
@@ -380,3 +392,23 @@ class DetectionLoop:
         with contextlib.suppress(StoreUnavailable):  # the lease expires on its own
             await self.calls.once(lambda conn: claims.release(conn, claim), claim.path)
         self.queue.put(entry.path, entry.priority, redetect=entry.redetect)
+
+
+def _job(ready: Ready) -> DetectionJob:
+    size, mtime_ns = _size_and_mtime(ready.seen)
+    claim = ready.claim
+    return DetectionJob(
+        local_path=ready.local,
+        attempt=claim.attempt,
+        last_scale=claim.last_scale,
+        seen_size=size,
+        seen_mtime_ns=mtime_ns,
+    )
+
+
+def _size_and_mtime(seen: os.stat_result | OSError | None) -> tuple[int | None, int | None]:
+    """What the read and the child take from the look on the way in: a regular file's size
+    and mtime, else nothing (the read looks for itself, the child reports what is wrong)."""
+    if isinstance(seen, os.stat_result) and stat.S_ISREG(seen.st_mode):
+        return seen.st_size, seen.st_mtime_ns
+    return None, None

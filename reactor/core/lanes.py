@@ -23,6 +23,7 @@ from reactor import logs
 from reactor.config import DetectorConfig, cpu_cores
 from reactor.core.detection_loop import DetectionLoop
 from reactor.core.inflight import InFlight
+from reactor.core.tile_sharing import TileSharing
 from reactor.detector import Detector, DetectorState, DetectorUnavailable
 from reactor.util.shareio import ShareIO
 
@@ -35,6 +36,11 @@ LoopFactory = Callable[[Detector, InFlight], DetectionLoop]
 class Lane:
     detector: Detector
     loop: DetectionLoop | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Its child ready and its loop holding no image (reactor.core.tile_sharing)."""
+        return self.loop is not None and self.loop.current is None and self.detector.state is DetectorState.READY
 
 
 def lanes_for(workers: int | str, cuda: bool, gpus: int, cores: int) -> int:
@@ -52,6 +58,15 @@ class Lanes:
         self.in_flight = InFlight()
         self.lanes: list[Lane] = [Lane(Detector(config, index=0, io=io))]
         self._make_loop: LoopFactory | None = None
+        # One photo shared by idle lanes (detector.share_idle_lanes).
+        self.sharing = (
+            TileSharing(lambda: self.lanes, self._spare, config.weak_score) if config.share_idle_lanes else None
+        )
+
+    def _spare(self) -> int:
+        """Lanes waiting for work beyond the photos queued for them."""
+        queue = self.lanes[0].loop.queue if self.lanes[0].loop is not None else None
+        return queue.waiting - len(queue) if queue is not None else 0
 
     @property
     def first(self) -> Detector:
@@ -66,6 +81,7 @@ class Lanes:
         self._make_loop = make_loop
         for lane in self.lanes:
             lane.loop = make_loop(lane.detector, self.in_flight)
+            lane.loop.tiles = self.sharing
         loop = self.lanes[0].loop
         assert loop is not None
         return loop
@@ -90,6 +106,7 @@ class Lanes:
             lane = Lane(Detector(self.config, index=index, device=device, io=self.io))
             if self._make_loop is not None:
                 lane.loop = self._make_loop(lane.detector, self.in_flight)
+                lane.loop.tiles = self.sharing
             self.lanes.append(lane)
         if count > 1:
             log.info("detection_lanes", lanes=count, cuda=self.first.cuda, gpus=gpus, cores=cpu_cores())

@@ -4,8 +4,9 @@ When a folder is renamed on the share and the upstream pipeline follows (``UPDAT
 ai_metadata SET image_path``, or a DELETE and an INSERT in either order), the new
 paths arrive as processed images without results. Each is claimed as usual; then:
 
-1. one ``stat`` of the new file, and the results whose file had that size and mtime
-   (one indexed query; a new photo almost never has any);
+1. the one look at the new file on its way in (reactor.paths.look_in_share), and the
+   results whose file had that size and mtime (one indexed query; a new photo almost
+   never has any);
 2. only if there are some, the new file's fingerprint (its first and last 64 KiB);
 3. a candidate whose fingerprint matches is the same photo if its old path has
    *vanished*: its ai_metadata row is gone, or the share is online and its file is
@@ -65,16 +66,16 @@ class MoveFinder:
         """``fn`` on the share's threads, under its deadline (reactor.util.shareio)."""
         return await self.io.call(os.path.dirname(local), fn)
 
-    async def adopt(self, claim: Claim, local: str, run: RunDb) -> Moved | None:
-        """The move applied, or None: the path is detected. FileNotFoundError: no file."""
+    async def adopt(self, claim: Claim, local: str, run: RunDb, seen: os.stat_result | OSError) -> Moved | None:
+        """The move applied, or None: the path is detected. FileNotFoundError: no file.
+        ``seen``: the file as the reactor looked at it on its way in (no second look)."""
         if claim.state.done:
             return None  # a re-detection: the path keeps its own result
-        try:
-            st = await self._files(local, lambda: os.stat(local))
-        except FileNotFoundError:
-            raise  # the caller records it missing on this look (DetectionLoop._moved_here)
-        except (OSError, IoStall):
+        if isinstance(seen, FileNotFoundError):
+            raise seen  # the caller records it missing on this look (DetectionLoop._moved_here)
+        if isinstance(seen, OSError):
             return None  # detection records what is wrong with the file
+        st = seen
         found = await run(lambda conn: moves.candidates(conn, claim.path, st.st_size, st.st_mtime_ns))
         if not found:
             return None

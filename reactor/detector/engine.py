@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from reactor.config import DetectorConfig
-from reactor.detector import batching, cascade, gpu
+from reactor.detector import batching, cascade, gpu, tiles
 from reactor.detector.cascade import Box, Step
 from reactor.detector.loading import LoadedImage, load_image, prepare_pillow
 from reactor.detector.types import (
@@ -36,6 +36,7 @@ from reactor.detector.types import (
     Outcome,
 )
 from reactor.failure_types import ErrorType
+from reactor.util.identity import fingerprint_of_bytes
 
 # A weak HOG box is checked on a crop this many box-widths wide, resized so that the box is
 # about this many pixels: big enough for the CNN's window, small enough to cost ~0.5 s on a CPU.
@@ -58,11 +59,21 @@ class _Scan:
     chosen: cascade.Resolution
 
 
+@dataclass
+class _SharedPhoto:
+    """The photo a shared job last decoded in this child, and its scan image."""
+
+    key: tuple[str, int, str]
+    loaded: LoadedImage
+    images: dict[tuple[int, int], np.ndarray]
+
+
 class DlibEngine:
     """Finds faces in one image at a time; the override point for tests is ``detect_step``."""
 
     def __init__(self, config: DetectorConfig) -> None:
         self.config = config
+        self._shared: _SharedPhoto | None = None
         with warnings.catch_warnings():
             # face_recognition_models imports pkg_resources, which warns on import.
             warnings.simplefilter("ignore")
@@ -103,12 +114,36 @@ class DlibEngine:
     def detect_prefetched(self, job: DetectionJob, data: bytes | None) -> Outcome:
         """``data``: the file's bytes when the parent read them ahead; None reads the file."""
         clock = time.perf_counter()
+        shared = (job.part is not None or job.finish is not None) and data is not None
+        key = (job.local_path, len(data), fingerprint_of_bytes(data)) if shared and data is not None else None
+        if key is not None and self._shared is not None and self._shared.key == key:
+            return self._detect_loaded(job, self._shared.loaded)
+        self._shared = None
         loaded = load_image(
-            job.local_path, lambda size: self._draft_dimension(size, job), self.config.max_pixels, clock, data
+            job.local_path,
+            lambda size: self._draft_dimension(size, job),
+            self.config.max_pixels,
+            clock,
+            data,
+            job.seen_mtime_ns,
         )
         if isinstance(loaded, DetectionFailure):
             return loaded
+        if key is not None:
+            # The same photo's next part, or its faces to finish, come to this child next:
+            # decoded and sized once (reactor.core.tile_sharing).
+            self._shared = _SharedPhoto(key, loaded, {})
         return self._detect_loaded(job, loaded)
+
+    def _scan_image(self, loaded: LoadedImage, size: tuple[int, int]) -> np.ndarray:
+        """The photo resized to the scan size, once per shared photo."""
+        shared = self._shared
+        if shared is None or shared.loaded is not loaded:
+            return _resized(loaded.pixels, size)
+        if size not in shared.images:
+            shared.images.clear()
+            shared.images[size] = _resized(loaded.pixels, size)
+        return shared.images[size]
 
     def _detect_loaded(self, job: DetectionJob, loaded: LoadedImage) -> Outcome:
         """The cascade on one decoded photo: each (model, scale) step until one succeeds."""
@@ -168,7 +203,12 @@ class DlibEngine:
         for index, (job, data) in enumerate(items):
             clock = time.perf_counter()
             loaded = load_image(
-                job.local_path, functools.partial(self._draft_dimension, job=job), self.config.max_pixels, clock, data
+                job.local_path,
+                functools.partial(self._draft_dimension, job=job),
+                self.config.max_pixels,
+                clock,
+                data,
+                job.seen_mtime_ns,
             )
             if isinstance(loaded, DetectionFailure):
                 outcomes[index] = loaded
@@ -217,8 +257,15 @@ class DlibEngine:
         started = time.perf_counter()
         chosen = self.resolution(loaded.original_size, step, job)
         # Resampled once, from the decoded original (or libjpeg's reduced decode of it).
-        image = _resized(loaded.pixels, chosen.size)
-        candidates = self._locate(step.model, image, chosen.upsample)
+        image = self._scan_image(loaded, chosen.size)
+        if job.finish is not None:
+            candidates = [((t, r, b, left), score) for t, r, b, left, score in job.finish]
+        elif job.part is not None:
+            located = self._locate_part(step.model, image, chosen.upsample, job.part)
+            ms = (time.perf_counter() - started) * 1000.0
+            return self._located(job, loaded, step, chosen, located, ms)
+        else:
+            candidates = self._locate(step.model, image, chosen.upsample)
         return self._finish(job, loaded, step, chosen, image, candidates, (time.perf_counter() - started) * 1000.0)
 
     def _finish(
@@ -276,6 +323,35 @@ class DlibEngine:
             min_face_px=chosen.min_face_px,
         )
 
+    def _located(
+        self,
+        job: DetectionJob,
+        loaded: LoadedImage,
+        step: Step,
+        chosen: cascade.Resolution,
+        boxes: list[tuple[Box, float]],
+        detect_ms: float,
+    ) -> Detection:
+        """A part's boxes, in the scan image's pixels and without encodings: the parent
+        merges every part's, then has them checked and encoded (``DetectionJob.finish``)."""
+        faces = tuple(Face(*cascade.clamp(box, chosen.size), score=score, encoding=()) for box, score in boxes)
+        return Detection(
+            faces=faces,
+            model=step.model,
+            scale=chosen.scale,
+            original_size=loaded.original_size,
+            decode_ms=loaded.decode_ms,
+            detect_ms=detect_ms,
+            encode_ms=0.0,
+            file_size_bytes=loaded.file_size_bytes,
+            file_mtime_ns=loaded.file_mtime_ns,
+            fingerprint=loaded.fingerprint,
+            cascade_scale=step.scale,
+            upsample=chosen.upsample,
+            detect_size=chosen.size,
+            min_face_px=chosen.min_face_px,
+        )
+
     def _encodings(self, image: np.ndarray, boxes: list[Box]) -> list[Any]:
         if not boxes:
             return []
@@ -291,6 +367,24 @@ class DlibEngine:
         threshold = self.config.hog_min_score if hog_min_score is None else hog_min_score
         rects, scores, _ = self._fr.face_detector.run(image, upsample, threshold)
         return [(_css(r), float(s)) for r, s in zip(rects, scores, strict=True)]
+
+    def _locate_part(
+        self, model: str, image: np.ndarray, upsample: int, part: tuple[int, int]
+    ) -> list[tuple[Box, float]]:
+        """The boxes this part of the scan image owns (reactor.detector.tiles), in the scan
+        image's coordinates: the weak-box check and the encodings then run on the whole scan
+        image, as in one scan."""
+        index, lanes = part
+        layout = tiles.plan((image.shape[1], image.shape[0]), lanes)
+        if index >= len(layout.parts):
+            return []  # too small to share: the first part scans it whole
+        region = layout.parts[index]
+        left, top, right, bottom = region.region
+        view = np.ascontiguousarray(image[top:bottom, left:right])
+        if region.factor < 1.0:
+            view = _resized(view, tiles.part_image_size(region))
+        found = [(tiles.to_scan(box, region), score) for box, score in self._locate(model, view, upsample)]
+        return tiles.keep(layout, index, found)
 
     def _locate_batch(self, images: list[np.ndarray], upsample: int) -> list[list[tuple[Box, float]]]:
         found = self._fr.cnn_face_detector(images, upsample, batch_size=len(images))

@@ -133,8 +133,11 @@ def changed_after_read(path: str, data: bytes, mtime_ns: int | None) -> str | No
     return None
 
 
-def _prefetched(path: str, data: bytes) -> FileBytes:
-    """Bytes the parent read ahead (it checked size and mtime around its read)."""
+def _prefetched(path: str, data: bytes, mtime_ns: int | None = None) -> FileBytes:
+    """Bytes the parent read ahead (it checked size and mtime around its read); ``mtime_ns``:
+    the mtime it looked at the file with on its way in, which they were checked against."""
+    if mtime_ns is not None:
+        return FileBytes(data, mtime_ns)
     try:
         st = os.stat(path)
     except OSError:
@@ -199,14 +202,22 @@ def load_image(
     max_pixels: int,
     clock: float,
     prefetched: bytes | None = None,
+    prefetched_mtime_ns: int | None = None,
 ) -> LoadedImage | DetectionFailure:
     """Decode ``path`` upright; ``target_dimension(oriented size)`` is the largest side the
     detector will use on it, so a JPEG needing much less is decoded at 1/2, 1/4 or 1/8.
 
     ``clock`` is the ``time.perf_counter()`` when the job started, for ``decode_ms``;
-    ``prefetched`` the file's bytes when the parent already read them.
+    ``prefetched`` the file's bytes when the parent already read them, and
+    ``prefetched_mtime_ns`` the mtime it looked at the file with on its way in (else the
+    file is looked at here for it).
+
+    The file is looked at by path once here, after the read and the decode
+    (``changed_after_read``): not the look on the way in again, but the check that the
+    bytes are still the file's. Through SMB a copy in progress keeps its size and mtime
+    while its bytes move, so only a look after the read can tell.
     """
-    read = _prefetched(path, prefetched) if prefetched is not None else read_file(path)
+    read = _prefetched(path, prefetched, prefetched_mtime_ns) if prefetched is not None else read_file(path)
     if isinstance(read, DetectionFailure):
         return read
     loaded = _decode(path, read.data, target_dimension, max_pixels, clock)

@@ -36,6 +36,7 @@ from reactor.detector.prefetch import (
     STREAMED,
     Prefetcher,
     ReadStalled,
+    Seen,
     Streamed,
     file_size,
     read_chunk,
@@ -134,11 +135,12 @@ class Detector:
         """Images whose bytes were read ahead and used."""
         return self._prefetcher.hits
 
-    def prefetch(self, local_path: str) -> None:
+    def prefetch(self, local_path: str, size: int | None = None, mtime_ns: int | None = None) -> None:
         """Hint: ``local_path`` is the next image. Its bytes are read in a thread now, while
         the current image is being detected, and sent with the job if they are still current.
-        Optional and cheap to ignore; only the latest hint is kept."""
-        self._prefetcher.start(local_path)
+        ``size``, ``mtime_ns``: the file as the reactor looked at it (then not looked at
+        again). Optional and cheap to ignore; only the latest hint is kept."""
+        self._prefetcher.start(local_path, _seen(size, mtime_ns))
 
     def _mutex(self) -> asyncio.Lock:
         if self._lock is None:
@@ -245,6 +247,27 @@ class Detector:
             finally:
                 self._idle()
 
+    async def read_bytes(self, job: DetectionJob) -> bytes | DetectionFailure | None:
+        """The photo's bytes, read as ``detect`` reads them (the read-ahead, or now), for
+        parts of it detected by several children (reactor.core.tile_sharing); None where
+        they cannot be held here (a file streamed to the child, one that changed)."""
+        data = await self._read(job)
+        return None if isinstance(data, Streamed) else data
+
+    async def detect_part(self, job: DetectionJob, data: bytes, whole: bool = False) -> Outcome:
+        """One part of a photo shared by idle lanes, on bytes already read; ``whole``: the
+        photo as ``detect`` does it (the cascade's replacements included), when its parts
+        did not agree. Raises as ``detect`` does."""
+        async with self._mutex():
+            await self._child_ready()
+            self._state = DetectorState.BUSY
+            try:
+                if whole:
+                    return await self._detect_with_replacements(job, data)
+                return await self._run_within_budget(job, data)
+            finally:
+                self._idle()
+
     async def detect_many(self, jobs: Sequence[DetectionJob]) -> list[Outcome]:
         """Detect several images, in one CNN call where they share a detection size
         (batching.py); an outcome per job, in order. Raises as ``detect`` does."""
@@ -277,8 +300,8 @@ class Detector:
         if self._state == DetectorState.BUSY:
             self._state = DetectorState.READY if self._process is not None else DetectorState.STOPPED
 
-    async def _detect_with_replacements(self, job: DetectionJob) -> Outcome:
-        outcome = await self._run_within_budget(job)
+    async def _detect_with_replacements(self, job: DetectionJob, given: bytes | None = None) -> Outcome:
+        outcome = await self._run_within_budget(job, given)
         hops = len(self._config.scales) * 2
         while isinstance(outcome, DetectionFailure) and outcome.details.get(DETAIL_REPLACE_CHILD) == "1":
             await self._discard(reason="cuda_oom")
@@ -298,15 +321,15 @@ class Detector:
             except DetectorUnavailable:
                 return outcome
             self._state = DetectorState.BUSY
-            outcome = await self._run_within_budget(job)
+            outcome = await self._run_within_budget(job, given)
         return outcome
 
-    async def _run_within_budget(self, job: DetectionJob) -> Outcome:
+    async def _run_within_budget(self, job: DetectionJob, given: bytes | None = None) -> Outcome:
         """Run the job capped by the learned GPU budget, and learn from its outcome.
 
         The budget lives here, in the parent, so it outlasts the child that a CUDA
         out-of-memory replaces (reactor.detector.budget)."""
-        outcome = await self._run(self._capped(job))
+        outcome = await self._run(self._capped(job), given)
         self._learn(outcome)
         return outcome
 
@@ -395,8 +418,13 @@ class Detector:
         here, streamed to it in chunks), or why it never gets the job. ``beside``: one of
         several read at once (a batch), leaving the read-ahead of the next image alone
         unless it is this one."""
+        seen = _seen(job.seen_size, job.seen_mtime_ns)
         try:
-            size = await file_size(job.local_path, self._config.timeout_seconds, self._prefetcher.io)
+            size = (
+                seen.size  # looked at on its way in: not again
+                if seen is not None
+                else await file_size(job.local_path, self._config.timeout_seconds, self._prefetcher.io)
+            )
             if size is not None and size > self._config.max_file_bytes:
                 # Before a byte is read: a 2 GB file (sparse or not) never reaches memory.
                 if not beside or self._prefetcher.hinted(job.local_path):
@@ -411,17 +439,18 @@ class Detector:
                     self._prefetcher.discard()
                 return STREAMED
             if beside and not self._prefetcher.hinted(job.local_path):
-                return await self._prefetcher.read_now(job.local_path, self._config.timeout_seconds)
-            return await self._prefetcher.take(job.local_path, self._config.timeout_seconds)
+                return await self._prefetcher.read_now(job.local_path, self._config.timeout_seconds, seen)
+            return await self._prefetcher.take(job.local_path, self._config.timeout_seconds, seen)
         except ReadStalled as exc:
             # The child never saw this job: it stays, and the next try keeps its scale.
             return DetectionFailure(ErrorType.IO_STALL, str(exc), details={DETAIL_MODEL: self._first_step(job).model})
 
-    async def _run(self, job: DetectionJob) -> Outcome:
+    async def _run(self, job: DetectionJob, given: bytes | None = None) -> Outcome:
+        """One job in the child; ``given``: its bytes, already read."""
         conn = self._conn
         assert conn is not None
         first = self._first_step(job)
-        data = await self._read(job)
+        data = given if given is not None else await self._read(job)
         if isinstance(data, DetectionFailure):
             return data
         try:
@@ -574,3 +603,7 @@ class Detector:
             self._state = DetectorState.STOPPED
         finally:
             self._mutex().release()
+
+
+def _seen(size: int | None, mtime_ns: int | None) -> Seen | None:
+    return Seen(size, mtime_ns) if size is not None and mtime_ns is not None else None

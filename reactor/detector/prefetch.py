@@ -49,6 +49,15 @@ class ReadStalled(Exception):
 
 
 @dataclass(frozen=True)
+class Seen:
+    """A regular file's size and mtime as the reactor looked at it on its way in
+    (reactor.paths.look_in_share): the read takes them instead of looking again."""
+
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
 class Prefetched:
     path: str
     data: bytes
@@ -56,7 +65,21 @@ class Prefetched:
     mtime_ns: int
 
 
-def read_ahead(path: str, limit: int = MAX_PREFETCH_BYTES) -> Prefetched | None:
+def read_ahead(path: str, limit: int = MAX_PREFETCH_BYTES, seen: Seen | None = None) -> Prefetched | None:
+    """The file's bytes, or None where the child must read it (too large, empty, not a
+    regular file, changed). ``seen``: the look on the way in, instead of a look here: the
+    bytes are the file's if there are as many as it said (a copy still under way has
+    fewer or more; one that rewrote the same size is caught after the read, by the
+    child's second look, reactor.detector.loading.changed_after_read)."""
+    if seen is not None:
+        if seen.size > limit or seen.size == 0:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(limit + 1)
+        except OSError:
+            return None
+        return Prefetched(path, data, seen.size, seen.mtime_ns) if len(data) == seen.size else None
     try:
         before = os.stat(path)
         if not stat.S_ISREG(before.st_mode) or before.st_size > limit or before.st_size == 0:
@@ -127,7 +150,7 @@ class Prefetcher:
         self._task: asyncio.Future[Prefetched | None] | None = None
         self.hits = 0
 
-    def start(self, path: str) -> asyncio.Future[Prefetched | None]:
+    def start(self, path: str, seen: Seen | None = None) -> asyncio.Future[Prefetched | None]:
         """Begin reading ``path`` (unless that is already under way); returns the read."""
         if path == self._path and self._task is not None:
             return self._task
@@ -135,18 +158,23 @@ class Prefetcher:
         self._path = path
         # The share's deadline: a read-ahead that hangs marks its folder stalled even while
         # nobody waits for it yet.
-        self._task = asyncio.ensure_future(self.io.call(os.path.dirname(path), read_ahead, path))
+        self._task = asyncio.ensure_future(
+            self.io.call(os.path.dirname(path), read_ahead, path, MAX_PREFETCH_BYTES, seen)
+        )
         return self._task
 
-    async def take(self, path: str, wait_seconds: float) -> bytes | None:
+    async def take(self, path: str, wait_seconds: float, seen: Seen | None = None) -> bytes | None:
         """The bytes of ``path`` (read ahead, or now) if they are still the file's content, else None.
 
         Raises ReadStalled when the read (or the check that the file is unchanged) takes
-        longer than ``wait_seconds``.
+        longer than ``wait_seconds``. ``seen``: the look on the way in, which the read was
+        checked against instead of a look before it; the file is looked at once after the
+        read (size and mtime unchanged), and the child checks its bytes once more
+        (reactor.detector.loading.changed_after_read).
         """
         hinted = path == self._path and self._task is not None
         if not hinted:
-            self.start(path)
+            self.start(path, seen)
         task = self._task
         assert task is not None
         self._path, self._task = None, None
@@ -158,6 +186,9 @@ class Prefetcher:
             raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
         except IoStall as exc:
             raise ReadStalled(f"reading the file did not finish: {exc}") from None
+        # The one look after the read, whether or not the way in looked: a read-ahead may
+        # run long after that look, and a copy in progress on a network share (whose
+        # attribute cache the way-in look may have hit) must not pass as the whole file.
         current = prefetched is not None and await _on_share(
             self.io,
             lambda _p: still_current(prefetched),
@@ -175,10 +206,16 @@ class Prefetcher:
         """Whether ``path`` is the one being read ahead."""
         return path == self._path and self._task is not None
 
-    async def read_now(self, path: str, wait_seconds: float) -> bytes | None:
+    async def read_now(self, path: str, wait_seconds: float, seen: Seen | None = None) -> bytes | None:
         """A read of ``path`` beside the read-ahead, which it leaves alone: the photos of a
         batch are read at the same time. None where the child must read it (as ``take``)."""
-        prefetched = await _on_share(self.io, read_ahead, path, wait_seconds, "reading the file did not finish")
+        prefetched = await _on_share(
+            self.io,
+            lambda p: read_ahead(p, MAX_PREFETCH_BYTES, seen),
+            path,
+            wait_seconds,
+            "reading the file did not finish",
+        )
         return None if prefetched is None else prefetched.data
 
     def discard(self) -> None:

@@ -25,6 +25,8 @@ OPERATIONAL = frozenset(
         "engine",
         "workers",
         "batch_size",
+        # The same faces, found by several children side by side.
+        "share_idle_lanes",
         "max_file_bytes",
         "prefer_smallest_algorithms_below_mb",
         # A memory limit makes an image fail (oom) or not; it never changes a result.

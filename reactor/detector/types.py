@@ -36,6 +36,18 @@ class DetectionJob:
     # Pixel caps per model learned from out-of-memory errors (reactor.detector.budget):
     # the detection size never goes above them, whatever detector.*max_detect_pixels says.
     max_detect_pixels: tuple[tuple[str, int], ...] = ()
+    # A photo shared by idle lanes (reactor.detector.tiles), in two steps. ``part``
+    # (index, lanes): locate the faces in that part of the scan image only, and return
+    # their boxes in the scan image's pixels, neither checked nor encoded. ``finish``: the
+    # boxes (top, right, bottom, left, score; scan image pixels) merged from every part,
+    # or this lane's share of them, to check and encode, as one scan does after locating.
+    part: tuple[int, int] | None = None
+    finish: tuple[tuple[int, int, int, int, float], ...] | None = None
+    # The file's size and mtime as the reactor looked at it on its way in (the one look,
+    # reactor.paths.look_in_share): the read checks its bytes against them and the child
+    # records them, instead of each looking at the file again. None: not looked at.
+    seen_size: int | None = None
+    seen_mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
