@@ -78,7 +78,11 @@ SELECT max(w.image_path) AS upper, count(*) AS rows FROM (
 ) AS w
 
 -- name: request_walk
-UPDATE reactor_sweep_state SET walk_requested_at = coalesce(walk_requested_at, now()), updated_at = now()
+-- Creates the state's row on first use, as ensure_state does: one statement for callers
+-- that have not read the state yet.
+INSERT INTO reactor_sweep_state AS s (singleton, walk_requested_at) VALUES (TRUE, now())
+ON CONFLICT (singleton) DO UPDATE
+    SET walk_requested_at = coalesce(s.walk_requested_at, now()), updated_at = now()
 
 -- name: save_walk
 -- The full walk's position: $1 phase, $2 last path read, $3 rows read since the last save.

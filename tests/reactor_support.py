@@ -20,6 +20,7 @@ import asyncpg
 from PIL import Image
 
 from reactor.ops import samples
+from reactor.store.dbtypes import Conn
 
 REPO = Path(__file__).resolve().parent.parent
 # Small photos keep the suite fast: a 256 px astronaut still has a findable face.
@@ -44,7 +45,7 @@ def write_photos(share: Path, names: Iterable[str]) -> list[str]:
     return paths
 
 
-async def add_processed(conn: asyncpg.Connection, paths: Iterable[str]) -> None:
+async def add_processed(conn: Conn | asyncpg.Pool, paths: Iterable[str]) -> None:
     await conn.executemany(
         "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE) "
         "ON CONFLICT (image_path) DO UPDATE SET is_processed = TRUE",

@@ -23,7 +23,7 @@ from reactor.store.dbtypes import Conn
 from reactor.store.errors import StoreUnavailable
 from reactor.store.sweeps import LOCK_KEY as SWEEP_LOCK_KEY
 from tests.pg import PgServer
-from tests.reactor_support import wait_until
+from tests.reactor_support import add_processed, wait_until
 
 WEEK = 7 * 24 * 3600.0
 
@@ -57,9 +57,7 @@ def drain(queue: ImageQueue) -> list[str]:
 
 
 async def processed(conn: Conn | asyncpg.Pool, *paths: str) -> None:
-    await conn.executemany(
-        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", [(p,) for p in paths]
-    )
+    await add_processed(conn, paths)
 
 
 async def results(conn: Conn | asyncpg.Pool, *paths: str) -> None:

@@ -27,8 +27,8 @@ FAST_LISTENER = {"probe_interval_seconds": 1.0, "reconnect_max_seconds": 1.0}
 
 
 @contextlib.asynccontextmanager
-async def running(config: Config, dsn: str) -> AsyncIterator[Reactor]:
-    reactor = Reactor(config, dsn)
+async def running(config: Config, dsn: str, instance_id: str | None = None) -> AsyncIterator[Reactor]:
+    reactor = Reactor(config, dsn, instance_id=instance_id)
     stop = asyncio.Event()
     task = asyncio.create_task(reactor.run(stop))
 
@@ -40,7 +40,7 @@ async def running(config: Config, dsn: str) -> AsyncIterator[Reactor]:
 
     try:
         # Listening, and the start-up sweep (run after LISTEN) is over.
-        await wait_until(started, 60, "the reactor to start")
+        await wait_until(started, 60, f"{instance_id or 'the reactor'} to start")
         yield reactor
     finally:
         stop.set()

@@ -26,7 +26,8 @@ from reactor.core.sweep import Sweeper
 from reactor.core.work_share import WorkShare
 from reactor.store import changes, orphans
 from reactor.store.sweeps import LOCK_KEY as SWEEP_LOCK_KEY
-from tests.reactor_support import wait_until, write_photos
+from tests.reactor_support import add_processed, wait_until, write_photos
+from tests.test_reactor import running
 
 WEEK = 7 * 24 * 3600.0
 # Paths that exercise the hash on more than ASCII.
@@ -57,13 +58,6 @@ def sweeper(pool: asyncpg.Pool, instance: str, live: list[str], lease: float = 6
     )
 
 
-async def processed(pool: asyncpg.Pool, paths: list[str]) -> None:
-    """Rows that became processed, one statement each (the trigger notifies per row)."""
-    await pool.executemany(
-        "INSERT INTO ai_metadata (image_path, is_processed) VALUES ($1, TRUE)", [(p,) for p in paths]
-    )
-
-
 def drain(queue: ImageQueue) -> list[str]:
     out = []
     while (entry := queue.get_nowait()) is not None:
@@ -91,7 +85,7 @@ async def test_a_paths_share_is_the_same_in_python_and_in_sql(pool: asyncpg.Pool
 
 
 async def test_instances_read_their_own_shares_of_the_log_together(pool: asyncpg.Pool, dsn: str) -> None:
-    await processed(pool, PATHS)
+    await add_processed(pool, PATHS)
     live = ["a", "b", "c"]
     sweepers = [sweeper(pool, i, live) for i in live]
     # The lock is another's: each instance still reads its share (a storm worked by all).
@@ -111,7 +105,7 @@ async def test_instances_read_their_own_shares_of_the_log_together(pool: asyncpg
 
 
 async def test_a_share_left_unread_for_a_lease_is_taken_over(pool: asyncpg.Pool) -> None:
-    await processed(pool, PATHS)
+    await add_processed(pool, PATHS)
     # b is live but does not read its share (busy, or gone before its heartbeat went stale).
     a = sweeper(pool, "a", ["a", "b"])
     first = await a.sweep_changes(share_log=True)
@@ -144,7 +138,7 @@ async def test_a_start_continues_the_walk_under_way_and_starts_no_new_one(
     pool: asyncpg.Pool, make_config: Callable[..., Config]
 ) -> None:
     paths = [f"walk/{i:02}.jpg" for i in range(30)]
-    await processed(pool, paths)
+    await add_processed(pool, paths)
     before = sweeper(pool, "me", [])
     assert (await before.sweep(pages=2)).paused  # a chunk (the retries page, a page of rows), then a stop
     async with pool.acquire() as conn:
@@ -202,26 +196,6 @@ async def test_an_instance_gone_without_a_clean_stop_asks_for_the_walk(
     assert await s.walk_due()
 
 
-@contextlib.asynccontextmanager
-async def running(config: Config, dsn: str, instance_id: str) -> AsyncIterator[Reactor]:
-    reactor = Reactor(config, dsn, instance_id=instance_id)
-    stop = asyncio.Event()
-    task = asyncio.create_task(reactor.run(stop))
-
-    async def started() -> bool:
-        if task.done():
-            task.result()
-            raise AssertionError("the reactor stopped on its own")
-        return reactor.sweeper is not None and reactor.sweeper.completed >= 1
-
-    try:
-        await wait_until(started, 60, f"{instance_id} to start")
-        yield reactor
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 150)
-
-
 async def test_two_reactors_split_the_notified_rows_and_a_stop_hands_its_queue_back(
     make_config: Callable[..., Config], dsn: str, share: Path, pool: asyncpg.Pool
 ) -> None:
@@ -239,7 +213,7 @@ async def test_two_reactors_split_the_notified_rows_and_a_stop_hands_its_queue_b
             return a.work_share.count == 2 and b.work_share.count == 2
 
         await wait_until(both_counted, 60, "each instance to see the other's heartbeat")
-        await processed(pool, paths)
+        await add_processed(pool, paths)
 
         async def all_done() -> bool:
             return bool(await pool.fetchval("SELECT count(*) FROM face_metadata") == len(paths))
@@ -256,7 +230,7 @@ async def test_two_reactors_split_the_notified_rows_and_a_stop_hands_its_queue_b
         assert not b.share.online
         await pool.execute("DELETE FROM reactor_changes")
         held = write_photos(share, [f"held/{i:02}.jpg" for i in range(12)])
-        await processed(pool, held)
+        await add_processed(pool, held)
         theirs = {p for p in held if changes.share_of(p, 2) == 1}
 
         async def queued() -> bool:

@@ -80,10 +80,15 @@ class Lanes:
         """Give every lane its loop (in the service's _build); returns the first lane's."""
         self._make_loop = make_loop
         for lane in self.lanes:
-            lane.loop = make_loop(lane.detector, self.in_flight)
-            lane.loop.tiles = self.sharing
+            lane.loop = self._loop_for(lane.detector, make_loop)
         loop = self.lanes[0].loop
         assert loop is not None
+        return loop
+
+    def _loop_for(self, detector: Detector, make_loop: LoopFactory) -> DetectionLoop:
+        """A lane's loop, sharing its idle time with the other lanes' photos."""
+        loop = make_loop(detector, self.in_flight)
+        loop.tiles = self.sharing
         return loop
 
     async def _count(self) -> int:
@@ -105,8 +110,7 @@ class Lanes:
             device = index % gpus if self.first.cuda and gpus > 1 else None
             lane = Lane(Detector(self.config, index=index, device=device, io=self.io))
             if self._make_loop is not None:
-                lane.loop = self._make_loop(lane.detector, self.in_flight)
-                lane.loop.tiles = self.sharing
+                lane.loop = self._loop_for(lane.detector, self._make_loop)
             self.lanes.append(lane)
         if count > 1:
             log.info("detection_lanes", lanes=count, cuda=self.first.cuda, gpus=gpus, cores=cpu_cores())

@@ -24,7 +24,7 @@ from reactor.core import metrics
 from reactor.core.inflight import InFlight
 from reactor.core.loop_settings import LoopSettings, LoopStopped, StoreCalls
 from reactor.core.queue import Priority
-from reactor.detector.settings import settings_fingerprint
+from reactor.detector.settings import MODELS, settings_fingerprint
 from reactor.detector.types import Detection, DetectionFailure, Outcome
 from reactor.failure_types import ErrorType
 from reactor.paths import InvalidPath, recordable
@@ -46,6 +46,9 @@ class OutcomeWriter:
         self.processed = 0
         self.persisting: asyncio.Task[None] | None = None
         self._limiter = RateLimiter(settings.config.logging.rate_limit_seconds)
+        # Each result's settings fingerprint, per model: the configuration never changes
+        # while the reactor runs, so it is hashed once, not at every write.
+        self._fingerprints = {model: settings_fingerprint(settings.config.detector, model) for model in MODELS}
 
     # ------------------------------------------------------------------ claimed images
 
@@ -119,6 +122,10 @@ class OutcomeWriter:
                     return  # that was already the failure; the lease expires, the sweep decides
                 outcome = DetectionFailure(ErrorType.RUNTIME, f"the outcome could not be written: {exc}"[:1000])
 
+    def _fingerprint(self, model: str) -> str:
+        found = self._fingerprints.get(model)
+        return found if found is not None else settings_fingerprint(self.settings.config.detector, model)
+
     async def _store(self, conn: Conn, claim: Claim, outcome: Outcome) -> outcomes.FailureRecord | None:
         config = self.settings.config
         if isinstance(outcome, Detection):
@@ -128,7 +135,7 @@ class OutcomeWriter:
                 outcome,
                 self.settings.instance_id,
                 shape=self.settings.result_shape,
-                settings=settings_fingerprint(config.detector, outcome.model),
+                settings=self._fingerprint(outcome.model),
             )
             return None
         return await outcomes.record_failure(

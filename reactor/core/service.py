@@ -427,7 +427,6 @@ class Reactor:
         gone = await changes.take_gone_instances(conn, gone_after, self.instance_id, self.started_at)
         if gone:
             log.warning("instances_gone", instances=gone[:10], count=len(gone), effect="full walk requested")
-            await changes.ensure_state(conn)
             await changes.request_walk(conn)
             self.scheduler.walk_soon()
 

@@ -170,7 +170,6 @@ class Sweeper:
     async def request_walk(self) -> None:
         """Walk as soon as possible (after the walk under way, if any)."""
         async with borrowed(self.pool) as conn:
-            await changes.ensure_state(conn)
             await changes.request_walk(conn)
 
     async def walk_due(self) -> bool:

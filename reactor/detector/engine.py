@@ -248,7 +248,7 @@ class DlibEngine:
             }
         each_ms = (time.perf_counter() - started) * 1000.0 / len(chunk)
         return {
-            scan.index: self._finish(scan.job, scan.loaded, scan.step, scan.chosen, image, candidates, each_ms)
+            scan.index: self._finish(scan.loaded, scan.step, scan.chosen, image, candidates, each_ms)
             for scan, image, candidates in zip(chunk, images, found, strict=True)
         }
 
@@ -263,14 +263,13 @@ class DlibEngine:
         elif job.part is not None:
             located = self._locate_part(step.model, image, chosen.upsample, job.part)
             ms = (time.perf_counter() - started) * 1000.0
-            return self._located(job, loaded, step, chosen, located, ms)
+            return self._located(loaded, step, chosen, located, ms)
         else:
             candidates = self._locate(step.model, image, chosen.upsample)
-        return self._finish(job, loaded, step, chosen, image, candidates, (time.perf_counter() - started) * 1000.0)
+        return self._finish(loaded, step, chosen, image, candidates, (time.perf_counter() - started) * 1000.0)
 
     def _finish(
         self,
-        job: DetectionJob,
         loaded: LoadedImage,
         step: Step,
         chosen: cascade.Resolution,
@@ -280,7 +279,7 @@ class DlibEngine:
     ) -> Detection:
         """The result from the model's boxes: weak HOG boxes checked, faces encoded."""
         started = time.perf_counter()
-        size, upsample = chosen.size, chosen.upsample
+        size = chosen.size
         boxes: list[tuple[Box, float]] = []
         rejected = 0
         for box, score in candidates:
@@ -305,27 +304,10 @@ class DlibEngine:
             )
             for (box, score), enc in zip(boxes, encodings, strict=True)
         )
-        return Detection(
-            faces=faces,
-            model=step.model,
-            scale=chosen.scale,
-            original_size=loaded.original_size,
-            decode_ms=loaded.decode_ms,
-            detect_ms=detect_ms,
-            encode_ms=(encoded - detected) * 1000.0,
-            file_size_bytes=loaded.file_size_bytes,
-            file_mtime_ns=loaded.file_mtime_ns,
-            fingerprint=loaded.fingerprint,
-            cascade_scale=step.scale,
-            upsample=upsample,
-            rejected_weak=rejected,
-            detect_size=size,
-            min_face_px=chosen.min_face_px,
-        )
+        return _detection(loaded, step, chosen, faces, detect_ms, (encoded - detected) * 1000.0, rejected)
 
     def _located(
         self,
-        job: DetectionJob,
         loaded: LoadedImage,
         step: Step,
         chosen: cascade.Resolution,
@@ -335,22 +317,7 @@ class DlibEngine:
         """A part's boxes, in the scan image's pixels and without encodings: the parent
         merges every part's, then has them checked and encoded (``DetectionJob.finish``)."""
         faces = tuple(Face(*cascade.clamp(box, chosen.size), score=score, encoding=()) for box, score in boxes)
-        return Detection(
-            faces=faces,
-            model=step.model,
-            scale=chosen.scale,
-            original_size=loaded.original_size,
-            decode_ms=loaded.decode_ms,
-            detect_ms=detect_ms,
-            encode_ms=0.0,
-            file_size_bytes=loaded.file_size_bytes,
-            file_mtime_ns=loaded.file_mtime_ns,
-            fingerprint=loaded.fingerprint,
-            cascade_scale=step.scale,
-            upsample=chosen.upsample,
-            detect_size=chosen.size,
-            min_face_px=chosen.min_face_px,
-        )
+        return _detection(loaded, step, chosen, faces, detect_ms, 0.0, 0)
 
     def _encodings(self, image: np.ndarray, boxes: list[Box]) -> list[Any]:
         if not boxes:
@@ -507,3 +474,32 @@ def _prefers_smallest(config: DetectorConfig, memory_mb: int | None) -> bool:
 
 def create_engine(config: DetectorConfig) -> DlibEngine:
     return DlibEngine(config)
+
+
+def _detection(
+    loaded: LoadedImage,
+    step: Step,
+    chosen: cascade.Resolution,
+    faces: tuple[Face, ...],
+    detect_ms: float,
+    encode_ms: float,
+    rejected: int,
+) -> Detection:
+    """A scan's result: its faces, and what was scanned, how and at what cost."""
+    return Detection(
+        faces=faces,
+        model=step.model,
+        scale=chosen.scale,
+        original_size=loaded.original_size,
+        decode_ms=loaded.decode_ms,
+        detect_ms=detect_ms,
+        encode_ms=encode_ms,
+        file_size_bytes=loaded.file_size_bytes,
+        file_mtime_ns=loaded.file_mtime_ns,
+        fingerprint=loaded.fingerprint,
+        cascade_scale=step.scale,
+        upsample=chosen.upsample,
+        rejected_weak=rejected,
+        detect_size=chosen.size,
+        min_face_px=chosen.min_face_px,
+    )

@@ -119,16 +119,17 @@ def busy(exc: OSError) -> bool:
     return exc.errno in (errno.EBUSY, errno.ETXTBSY) or getattr(exc, "winerror", None) in _SHARING_VIOLATIONS
 
 
-def changed_after_read(path: str, data: bytes, mtime_ns: int | None) -> str | None:
+def changed_after_read(path: str, data: bytes, mtime_ns: int | None, content: str | None = None) -> str | None:
     """Why the file no longer matches the bytes just read, or None: its size, mtime and
     head/tail fingerprint looked at again right after the read. Through an SMB client a
-    copy in progress keeps its final size and a frozen mtime, but its bytes still move."""
+    copy in progress keeps its final size and a frozen mtime, but its bytes still move.
+    ``content``: the bytes' fingerprint, where the caller has it already."""
     now = read_identity(path)
     if now is None:
         return "could not be looked at again after the read"
     if now.size != len(data) or (mtime_ns is not None and now.mtime_ns != mtime_ns):
         return f"changed right after the read ({len(data)} -> {now.size} bytes)"
-    if now.fingerprint != fingerprint_of_bytes(data):
+    if now.fingerprint != (content if content is not None else fingerprint_of_bytes(data)):
         return "its first or last 64 KiB changed right after the read"
     return None
 
@@ -221,8 +222,9 @@ def load_image(
     if isinstance(read, DetectionFailure):
         return read
     loaded = _decode(path, read.data, target_dimension, max_pixels, clock)
+    content = fingerprint_of_bytes(read.data)
     if isinstance(loaded, LoadedImage):
-        cut = unfinished(read.data, decoded=True) or changed_after_read(path, read.data, read.mtime_ns)
+        cut = unfinished(read.data, decoded=True) or changed_after_read(path, read.data, read.mtime_ns, content)
     else:
         cut = unfinished(read.data) if loaded.error_type is ErrorType.CORRUPT else None
     if cut is not None:
@@ -232,8 +234,7 @@ def load_image(
         # keeps its size and mtime, only its bytes tell that it moved on.
         return DetectionFailure(
             ErrorType.INCOMPLETE,
-            f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}, content "
-            f"{fingerprint_of_bytes(read.data)[:16]}: still being written?",
+            f"{cut} at {len(read.data)} bytes, mtime_ns {read.mtime_ns}, content {content[:16]}: still being written?",
             file_size_bytes=len(read.data),
             file_mtime_ns=read.mtime_ns,
         )
@@ -244,7 +245,7 @@ def load_image(
             loaded.file_size_bytes,
             loaded.decode_ms,
             read.mtime_ns,
-            fingerprint_of_bytes(read.data),
+            content,
         )
     return dataclasses.replace(loaded, file_mtime_ns=read.mtime_ns)
 

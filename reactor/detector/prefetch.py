@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from reactor.util.shareio import IoStall, ShareIO
+from reactor.util.shareio import IoStall, ShareIO, retrieved
 
 T = TypeVar("T")
 
@@ -120,11 +120,6 @@ async def file_size(path: str, wait_seconds: float, io: ShareIO) -> int | None:
     return await _on_share(io, _size_of, path, wait_seconds, "looking at the file did not finish")
 
 
-def _quiet(task: asyncio.Future[Prefetched | None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 def _chunk_of(path: str, offset: int, size: int) -> bytes:
     try:
         with open(path, "rb") as fh:
@@ -172,7 +167,7 @@ class Prefetcher:
         read (size and mtime unchanged), and the child checks its bytes once more
         (reactor.detector.loading.changed_after_read).
         """
-        hinted = path == self._path and self._task is not None
+        hinted = self.hinted(path)
         if not hinted:
             self.start(path, seen)
         task = self._task
@@ -182,7 +177,7 @@ class Prefetcher:
             prefetched = await asyncio.wait_for(asyncio.shield(task), min(wait_seconds, self.io.deadline))
         except TimeoutError:
             # Left to end on its own: past the share's deadline it marks its folder stalled.
-            task.add_done_callback(_quiet)
+            task.add_done_callback(retrieved)
             raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
         except IoStall as exc:
             raise ReadStalled(f"reading the file did not finish: {exc}") from None

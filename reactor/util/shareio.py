@@ -66,7 +66,8 @@ def _deliver(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
-def _retrieved(future: asyncio.Future[Any]) -> None:
+def retrieved(future: asyncio.Future[Any]) -> None:
+    """A done callback: a late error nobody waits for is not logged as "never retrieved"."""
     if not future.cancelled():
         future.exception()
 
@@ -130,7 +131,7 @@ class ShareIO:
         self._start_workers()
         loop = asyncio.get_running_loop()
         call = _Call(lambda: fn(*args), loop.create_future(), loop, threading.Event())
-        call.future.add_done_callback(_retrieved)  # a late error nobody waits for is not "never retrieved"
+        call.future.add_done_callback(retrieved)  # a late error nobody waits for is not "never retrieved"
         self._calls.put(call)
         try:
             return await asyncio.wait_for(asyncio.shield(call.future), seconds)

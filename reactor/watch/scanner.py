@@ -35,7 +35,7 @@ from reactor import logs
 from reactor.util.progress import Progress
 from reactor.util.shareio import IoStall
 from reactor.watch.candidates import Candidates
-from reactor.watch.folders import FolderSnapshot, Signature, join, listing_digest, split
+from reactor.watch.folders import FolderSnapshot, Signature, join, listing_digest, split, under
 from reactor.watch.share import ShareMonitor, VanishGuard
 
 log = logs.get("reactor.scanner")
@@ -71,7 +71,7 @@ class Walk:
 
     def covers(self, path: str) -> bool:
         """Whether the walk really looked at where ``path`` would be."""
-        return not any(in_prefix(path, prefix) for prefix in self.unknown)
+        return not any(under(path, prefix) for prefix in self.unknown)
 
 
 def _code(exc: OSError) -> str:
@@ -189,10 +189,6 @@ def diff(old: Snapshot, new: Snapshot) -> ScanDiff:
         vanished = [p for p in vanished if p not in moved_src]
     out.deleted = vanished
     return out
-
-
-def in_prefix(path: str, prefix: str) -> bool:
-    return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
 class Scanner:
