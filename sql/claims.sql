@@ -40,10 +40,12 @@ SELECT EXISTS (SELECT 1 FROM face_metadata m WHERE m.image_path = $1) AS done,
        coalesce(f.next_retry_after > now(), false) AS backing_off,
        (to_jsonb(f) ->> 'last_attempted_scale')::real AS last_scale,
        f.last_error_type,
-       EXISTS (SELECT 1 FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_requested,
-       (SELECT q.mode FROM reactor_redetect q WHERE q.image_path = $1) AS redetect_mode
+       q.image_path IS NOT NULL AS redetect_requested,
+       q.mode AS redetect_mode
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN face_detection_failures f ON f.image_path = $1
+-- image_path is reactor_redetect's primary key: one request at most.
+LEFT JOIN reactor_redetect q ON q.image_path = $1
 
 -- name: renew_claim
 -- Only the claim in flight is renewed: a claim this instance abandoned expires.

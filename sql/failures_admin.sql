@@ -59,8 +59,7 @@ WHERE image_path = ANY($1::text[]);
 -- name: blacklist_drop_results
 -- An image is in one state: a blacklisted image keeps no results (its face rows cascade).
 DELETE FROM face_metadata
-WHERE image_path = ANY($1::text[])
-RETURNING image_path;
+WHERE image_path = ANY($1::text[]);
 
 -- name: blacklist_upsert
 INSERT INTO face_detection_failures AS f

@@ -16,6 +16,8 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from reactor.store import relations
 from reactor.store.dbtypes import Conn
 from reactor.store.sql import Queries
@@ -77,11 +79,12 @@ async def ensure_state(conn: Conn) -> None:
 
 async def state(conn: Conn, walk_interval_seconds: float) -> SweepState:
     """The sweep's state, without the log's size (backlog 0): the sweep reads it before every
-    chunk of the walk, and counting a log that holds a storm would cost seconds each time."""
+    chunk of the walk, and counting a log that holds a storm would cost seconds each time.
+    Creating the row first also proves the table is there (its absence raises)."""
     await ensure_state(conn)
-    found = await read_state(conn, walk_interval_seconds, backlog=False)
-    assert found is not None
-    return found
+    row = await conn.fetchrow(Q.state, walk_interval_seconds, False)
+    assert row is not None
+    return _state_of(row)
 
 
 async def read_state(conn: Conn, walk_interval_seconds: float, *, backlog: bool = True) -> SweepState | None:
@@ -89,8 +92,10 @@ async def read_state(conn: Conn, walk_interval_seconds: float, *, backlog: bool 
     if not await relations.exists(conn, "reactor_sweep_state"):
         return None
     row = await conn.fetchrow(Q.state, walk_interval_seconds, backlog)
-    if row is None:
-        return None
+    return None if row is None else _state_of(row)
+
+
+def _state_of(row: asyncpg.Record) -> SweepState:
     return SweepState(
         row["watermark"],
         row["walk_phase"],

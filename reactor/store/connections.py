@@ -60,11 +60,6 @@ class Session:
         return self._conn
 
     @property
-    def raw(self) -> asyncpg.Connection:
-        """The driver's connection, for the store's own modules (reactor.store.notifications)."""
-        return self._conn
-
-    @property
     def closed(self) -> bool:
         return self._conn.is_closed()
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import asyncpg
 
 from reactor.store.constraints import PathRejected, path_rejection
-from reactor.store.db import TRANSIENT_DB_ERRORS, DatabaseUnavailable
+from reactor.store.db import UNAVAILABLE_ERRORS
 
 
 class StoreError(Exception):
@@ -76,14 +76,12 @@ _SCHEMA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-_DRIVER_ERRORS: tuple[type[BaseException], ...] = (DatabaseUnavailable, *TRANSIENT_DB_ERRORS, asyncpg.PostgresError)
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (*UNAVAILABLE_ERRORS, asyncpg.PostgresError)
 
 
-def translate(exc: BaseException, path: str | None = None) -> StoreError | None:
-    """The store's exception for a driver error; None for anything that is not one."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, (DatabaseUnavailable, *TRANSIENT_DB_ERRORS)):
+def _translate(exc: BaseException, path: str | None) -> StoreError:
+    """The store's exception for a driver error (one of _DRIVER_ERRORS)."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
         return StoreUnavailable(str(exc) or type(exc).__name__)
     if isinstance(exc, asyncpg.UndefinedTableError):
         return MissingTable(str(exc))
@@ -94,9 +92,7 @@ def translate(exc: BaseException, path: str | None = None) -> StoreError | None:
     rejection = path_rejection(exc, path)
     if rejection is not None:
         return RejectedPath(rejection)
-    if isinstance(exc, asyncpg.PostgresError):
-        return StatementFailed(str(exc))
-    return None
+    return StatementFailed(str(exc))
 
 
 @contextlib.contextmanager
@@ -109,6 +105,4 @@ def translated(path: str | None = None) -> Iterator[None]:
     except StoreError:
         raise
     except _DRIVER_ERRORS as exc:
-        mapped = translate(exc, path)
-        assert mapped is not None
-        raise mapped from exc
+        raise _translate(exc, path) from exc

@@ -75,6 +75,6 @@ async def blacklist(conn: Conn, paths: Sequence[str], reason: str) -> list[str]:
     with translated():
         async with conn.transaction():
             await conn.execute(Q.blacklist_fence_claims, list(paths))
-            await conn.fetch(Q.blacklist_drop_results, list(paths))
+            await conn.execute(Q.blacklist_drop_results, list(paths))
             rows = await conn.fetch(Q.blacklist_upsert, list(paths), reason)
     return [r["image_path"] for r in rows]

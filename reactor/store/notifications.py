@@ -92,7 +92,7 @@ async def listen(session: Session, channels: Iterable[str], handler: Handler) ->
     callback = _callback(handler)
     with translated():
         for channel in channels:
-            await session.raw.add_listener(channel, callback)
+            await session.conn.add_listener(channel, callback)
 
 
 @contextlib.asynccontextmanager
