@@ -62,6 +62,19 @@ async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 90.0
         await asyncio.sleep(0.1)
 
 
+async def reported(read: Callable[[], object], expected: object, what: str, seconds: float = 15.0) -> None:
+    """Wait until ``read()`` (a counter, the logged detections) equals ``expected``.
+
+    The reactor counts and logs a result just after its commit, so a test that has seen the
+    row in the database can run before the report: it waits for the report instead of racing
+    it, and fails with the last value read."""
+    deadline = time.monotonic() + seconds
+    while (value := read()) != expected:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: {value!r} after {seconds} s, expected {expected!r}")
+        await asyncio.sleep(0.1)
+
+
 async def outcomes(conn: asyncpg.Connection) -> dict[str, list[str]]:
     """path -> the outcomes recorded for it ("result", "failure:<type>")."""
     rows = await conn.fetch(

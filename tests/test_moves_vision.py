@@ -18,7 +18,7 @@ from reactor.config import Config
 from reactor.core import metrics
 from reactor.ops import samples
 from reactor.util.identity import fingerprint_of_bytes
-from tests.reactor_support import add_processed, small_astronaut, wait_until
+from tests.reactor_support import add_processed, reported, small_astronaut, wait_until
 from tests.test_reactor import HOG, connection, running
 
 PHOTOS = 5
@@ -137,7 +137,7 @@ async def test_a_renamed_folder_keeps_results_and_face_ids_in_every_upstream_sty
         await wait_until(changed_detected, 90, "the changed photo's detection")
         token, ids = (await snapshot(conn, "changed"))["00.jpg"]
         assert token != before["00.jpg"][0] and ids != before["00.jpg"][1]
-        assert detected() == detections + 1
+        await reported(detected, detections + 1, "the changed photo's detection count")
     shutil.rmtree(share / "third", ignore_errors=True)
 
 

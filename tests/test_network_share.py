@@ -29,7 +29,7 @@ from reactor.core.service import Reactor
 from reactor.ops import audit, samples, status
 from reactor.paths import PathMapper
 from reactor.store import held
-from tests.reactor_support import small_astronaut, wait_until, wait_watching
+from tests.reactor_support import reported, small_astronaut, wait_until, wait_watching
 from tests.sshfs_share import CACHE_SECONDS, SshfsShare
 
 SCAN_SECONDS = 0.5
@@ -148,7 +148,7 @@ async def test_copies_in_progress_end_with_one_result_and_no_failure(
 
         await wait_until(both_done, 60, "results for both copies")
         assert await r.failures() == []
-        assert r.detected() == Counter(["in/slow.jpg", "in/stall.jpg"])
+        await reported(r.detected, Counter(["in/slow.jpg", "in/stall.jpg"]), "the detections logged")
         failed = [e for e in r.logs if e["event"] in ("image_failed", "permanently_failed")]
         assert failed == []
         # When the stalled copy was queued mid-copy (stable for the whole window), it was
@@ -205,7 +205,7 @@ async def test_remount_and_server_side_rename_detect_nothing_again(
 
         await wait_until(online, 30, "the share to come back")
         await r.scans(4)
-        assert r.detected() == Counter(everything)
+        await reported(r.detected, Counter(everything), "the detections logged")
         assert r.events("image_changed") == []
 
         # A folder renamed on the server: new paths, new inodes, the same files.
@@ -216,7 +216,7 @@ async def test_remount_and_server_side_rename_detect_nothing_again(
 
         await wait_until(moved, 30, "the results to follow the server-side rename")
         await r.scans(2)
-        assert r.detected() == Counter(everything)  # nothing detected again
+        await reported(r.detected, Counter(everything), "nothing detected again")
         faces_after = await r.conn.fetch(
             "SELECT image_path, face_index, box_top, box_left FROM face_detections ORDER BY 1, 2"
         )
@@ -259,7 +259,7 @@ async def test_a_dead_mount_records_no_failure_and_deletes_nothing(
 
         await wait_until(caught_up, 60, "the photo written meanwhile")
         assert await r.failures() == []
-        assert r.detected() == Counter(["during.jpg", *everything])
+        await reported(r.detected, Counter(["during.jpg", *everything]), "the detections logged")
         assert r.events("image_deleted") == [] and r.events("folder_deleted") == []
 
 
@@ -332,4 +332,4 @@ async def test_a_mass_deletion_is_held_once_then_applied_by_the_operator(
         assert await held_rows() == []
         await r.scans(2)
         assert r.reactor.health_snapshot()["held_deletions"] == 0
-        assert r.detected() == Counter([*names, "lib/new.jpg"])
+        await reported(r.detected, Counter([*names, "lib/new.jpg"]), "the detections logged")

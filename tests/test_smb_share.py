@@ -24,7 +24,7 @@ import pytest
 from reactor.config import Config
 from reactor.util.identity import fingerprint_of_bytes
 from reactor.watch.mounts import ATTRIBUTE_CACHE_DEFAULTS
-from tests.reactor_support import wait_until
+from tests.reactor_support import reported, wait_until
 from tests.smb_reactor import photo_bytes, put, running, smb_config
 from tests.smb_share import SmbShare
 
@@ -75,7 +75,7 @@ async def test_new_files_and_a_rename_under_a_window_that_follows_the_measured_c
 
         await wait_until(all_done, 90, "results for the new files")
         assert await r.failures() == []
-        assert r.detected() == Counter(everything)
+        await reported(r.detected, Counter(everything), "the detections logged")
         # A folder renamed on the server: new paths, the same files, nothing detected again.
         os.rename(smb.server / "album", smb.server / "renamed")
 
@@ -84,7 +84,7 @@ async def test_new_files_and_a_rename_under_a_window_that_follows_the_measured_c
 
         await wait_until(moved, 60, "the results to follow the server-side rename")
         await r.scans(2)
-        assert r.detected() == Counter(everything)
+        await reported(r.detected, Counter(everything), "the detections logged")
 
 
 async def test_an_explorer_copy_gets_no_result_until_it_is_closed(
@@ -185,7 +185,7 @@ async def test_deletions_held_or_orphaned_and_files_returning_with_other_content
 
         await wait_until(redetected, 60, "the restored file's new result")
         await r.scans(2)
-        assert r.detected() == Counter([*names, "lib/m1.jpg", "lib/m5.jpg"])
+        await reported(r.detected, Counter([*names, "lib/m1.jpg", "lib/m5.jpg"]), "the detections logged")
     # Overwritten while the reactor was stopped: found at start-up, detected again.
     newer = photo_bytes(tmp_path, 32)
     put(smb, "lib/m6.jpg", newer)
@@ -196,5 +196,5 @@ async def test_deletions_held_or_orphaned_and_files_returning_with_other_content
 
         await wait_until(found, 90, "the file overwritten while stopped to be detected again")
         await r.scans(2)
-        assert r.detected() == Counter(["lib/m6.jpg"])
+        await reported(r.detected, Counter(["lib/m6.jpg"]), "the detections logged")
         assert await r.failures() == []
