@@ -11,7 +11,7 @@ import pytest
 
 from reactor.config import Config, load
 from tests import schedule, smb_share, sshfs_share
-from tests.pg import PgServer, build_template, start_server
+from tests.pg import PgServer, build_template, ensure_system_user, start_server
 from tests.reactor_support import ReactorProcess
 from tests.smb_share import SmbShare
 from tests.sshfs_share import SshfsShare
@@ -144,6 +144,11 @@ def procs() -> Iterator[list[ReactorProcess]]:
     yield started
     for proc in started:
         proc.ensure_dead()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, or a run without workers
+        ensure_system_user()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import pgserver
 
 BIN = Path(pgserver.__file__).parent / "pginstall" / "bin"
 TEMPLATE = "reactor_template"
+# The system user pgserver runs PostgreSQL as when the tests run as root.
+SYSTEM_USER = "pgserver"
 _counter = itertools.count()
 
 
@@ -104,6 +107,19 @@ class PgServer:
 # test, waits on fsync; on a machine whose disk is busy that is most of a short test's time.
 # Kept in postgresql.auto.conf, so a server that a test restarts runs the same way.
 UNSYNCED = {"fsync": "off", "full_page_writes": "off"}
+
+
+def ensure_system_user() -> None:
+    """As root, pgserver runs PostgreSQL as its own system user, created by ``useradd`` on
+    first use. Several test workers starting their servers at once on a fresh machine can
+    each create it, the last writer's uid winning: a data directory chowned to the lost uid
+    is then unreadable ("could not access directory ... Permission denied"). The test
+    session's controller creates the user once, before any worker starts."""
+    if sys.platform == "win32" or os.geteuid() != 0:
+        return
+    from pgserver import utils
+
+    utils.ensure_user_exists(SYSTEM_USER)
 
 
 def start_server(pgdata: Path) -> PgServer:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pgserver import utils as pg_utils
 
-from tests.pg import BIN, run_psql
+from tests.pg import BIN, SYSTEM_USER, run_psql
 
 ADMIN_PASSWORD = "adm1n-Pw!"
 
@@ -92,7 +92,7 @@ def start_tcp_server(base: Path) -> TcpServer:
     # PostgreSQL refuses to run as root; pgserver then runs it as its own system user.
     system_user = None
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        system_user = "pgserver"
+        system_user = SYSTEM_USER
         pg_utils.ensure_user_exists(system_user)
         pg_utils.ensure_prefix_permissions(base)
     pgdata = base / "data"
