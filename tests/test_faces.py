@@ -18,7 +18,15 @@ from reactor.detector.settings import current_fingerprints, settings_fingerprint
 from reactor.handlers import redetect
 from reactor.ops import failures, samples
 from reactor.store import face_identity
-from tests.reactor_support import ReactorProcess, add_processed, cli_json, faces_of, process_config, small_astronaut
+from tests.reactor_support import (
+    ReactorProcess,
+    add_processed,
+    cli_json,
+    faces_of,
+    process_config,
+    reported,
+    small_astronaut,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +174,7 @@ async def test_redetect_through_a_running_reactor_follows_its_progress(
         counts = await cli_json(config, "redetect", "--refresh", "c.jpg")
         assert counts["by"] != "here" and (counts["requested"], counts["answered"]) == (1, 1)
         assert (counts["stopped"], counts["still_pending"]) == ("done", {})
-        assert len(reactor.events("image_detected")) == 2
+        await reported(lambda: len(reactor.events("image_detected")), 2, "the logged detections")
         assert [r["face_id"] for r in await faces_of(conn, "c.jpg")] == before
         assert await asyncio.to_thread(reactor.stop, 60) == 0
     finally:
