@@ -71,6 +71,22 @@ async def test_the_photos_of_a_batch_are_read_beside_the_hint(tmp_path: Path) ->
     assert await prefetcher.read_now(str(tmp_path / "gone.jpg"), 5) is None  # the child says why
 
 
+async def test_a_batch_read_that_a_write_overtakes_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The photos of a batch get the same look after their read as the one photo's: a copy
+    landing between the read and that look leaves the file to the child, never half of it."""
+    path = tmp_path / "a.jpg"
+    path.write_bytes(b"\xff\xd8 first part")
+    real_read = prefetch.read_ahead
+
+    def read_then_overtaken(p: str, limit: int, seen: object = None) -> prefetch.Prefetched | None:
+        got = real_read(p, limit, seen)  # type: ignore[arg-type]
+        path.write_bytes(b"\xff\xd8 first part, and the rest of the copy")
+        return got
+
+    monkeypatch.setattr(prefetch, "read_ahead", read_then_overtaken)
+    assert await Prefetcher().read_now(str(path), 5) is None
+
+
 async def test_a_read_that_stalls_is_read_stalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A read that hangs on the share is its own failure (io_stall), never a detection
     timeout: the detector child never sees the job, and the next try keeps its scale."""

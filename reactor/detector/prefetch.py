@@ -181,21 +181,27 @@ class Prefetcher:
             raise ReadStalled(f"reading the file did not finish within {wait_seconds:g} s") from None
         except IoStall as exc:
             raise ReadStalled(f"reading the file did not finish: {exc}") from None
-        # The one look after the read, whether or not the way in looked: a read-ahead may
-        # run long after that look, and a copy in progress on a network share (whose
-        # attribute cache the way-in look may have hit) must not pass as the whole file.
-        current = prefetched is not None and await _on_share(
+        data = await self._looked_again(prefetched, path, wait_seconds)
+        if data is not None and hinted:
+            self.hits += 1
+        return data
+
+    async def _looked_again(self, prefetched: Prefetched | None, path: str, wait_seconds: float) -> bytes | None:
+        """The bytes read, if the file is still what was read; None where the child must read it.
+
+        The one look after the read, whether or not the way in looked: a read-ahead may run
+        long after that look, and a copy in progress on a network share (whose attribute
+        cache the way-in look may have hit) must not pass as the whole file."""
+        if prefetched is None:
+            return None
+        current = await _on_share(
             self.io,
             lambda _p: still_current(prefetched),
             path,
             wait_seconds,
             "looking at the file again did not finish",
         )
-        if prefetched is None or not current:
-            return None
-        if hinted:
-            self.hits += 1
-        return prefetched.data
+        return prefetched.data if current else None
 
     def hinted(self, path: str) -> bool:
         """Whether ``path`` is the one being read ahead."""
@@ -211,7 +217,7 @@ class Prefetcher:
             wait_seconds,
             "reading the file did not finish",
         )
-        return None if prefetched is None else prefetched.data
+        return await self._looked_again(prefetched, path, wait_seconds)
 
     def discard(self) -> None:
         task = self._task
