@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -63,13 +64,20 @@ async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float = 90.0
 
 
 async def reported(read: Callable[[], object], expected: object, what: str, seconds: float = 15.0) -> None:
-    """Wait until ``read()`` (a counter, the logged detections) equals ``expected``.
+    """Wait until ``read()`` (a counter, the logged detections, a scrape; awaited if it is a
+    coroutine) equals ``expected``.
 
-    The reactor counts and logs a result just after its commit, so a test that has seen the
-    row in the database can run before the report: it waits for the report instead of racing
-    it, and fails with the last value read."""
+    The reactor counts and logs a result just after its commit (and its sweeps count
+    themselves after their last statement), so a test that has seen the row in the database
+    can run before the report: it waits for the report instead of racing it, and fails with
+    the last value read."""
     deadline = time.monotonic() + seconds
-    while (value := read()) != expected:
+    while True:
+        value = read()
+        if inspect.isawaitable(value):
+            value = await value
+        if value == expected:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: {value!r} after {seconds} s, expected {expected!r}")
         await asyncio.sleep(0.1)

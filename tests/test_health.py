@@ -14,6 +14,7 @@ from reactor.config import ConfigError, HealthConfig, ImagesConfig
 from reactor.core.health import HealthServer, LoopLag, evaluate
 from reactor.watch.share import ShareMonitor
 from tests.httpget import http_request
+from tests.reactor_support import reported
 
 LOCAL = "127.0.0.1"
 
@@ -197,6 +198,14 @@ async def test_reactor_serves_health_and_metrics_move_after_a_detection(
                 await asyncio.sleep(0.1)
         finally:
             await conn.close()
+
+        async def detected_delta() -> float:
+            _, _, body = await http_request(LOCAL, port, "/metrics")
+            name = 'reactor_images_processed_total{outcome="detected"}'
+            return metric(body.decode(), name) - metric(before, name)
+
+        # Counted just after the commit the loop above saw: the scrape waits for it.
+        await reported(detected_delta, 1.0, "the detection counted in /metrics")
         _, _, body = await http_request(LOCAL, port, "/metrics")
         after = body.decode()
         for name, delta in (

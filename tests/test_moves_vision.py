@@ -54,6 +54,8 @@ async def test_a_renamed_folder_keeps_results_and_face_ids_in_every_upstream_sty
 ) -> None:
     config = make_config(detector=HOG, images={"register_files": "never"})
     names = write_distinct_photos(share / "album")
+    # The counter is the process's: what earlier tests in this worker counted is the start.
+    start = detected()
     async with running(config, dsn) as _reactor, connection(dsn) as conn:
         await add_processed(conn, [f"album/{n}" for n in names])
 
@@ -63,7 +65,8 @@ async def test_a_renamed_folder_keeps_results_and_face_ids_in_every_upstream_sty
         await wait_until(lambda: results_in("album"), 120, "the first detection of the album")
         before = await snapshot(conn, "album")
         assert all(len(ids) == 1 for _, ids in before.values()), before
-        detections = detected()
+        detections = start + PHOTOS
+        await reported(detected, detections, "the album's detections counted")
 
         async def moved(old: str, new: str, upstream: Callable[[], Awaitable[object]]) -> None:
             os.rename(share / old, share / new)

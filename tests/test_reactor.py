@@ -18,7 +18,7 @@ from reactor.core.service import Reactor
 from reactor.failure_types import ErrorType
 from reactor.ops import samples
 from tests.pg import PgServer
-from tests.reactor_support import add_processed, count_results, outcomes, wait_until, write_photos
+from tests.reactor_support import add_processed, count_results, outcomes, reported, wait_until, write_photos
 
 # Two lanes side by side in every test here (conftest's make_config starts one).
 HOG = {"model": "hog", "timeout_seconds": 60.0, "workers": 2}
@@ -103,7 +103,10 @@ async def test_listener_killed_rows_arrive_through_reconnect_and_catch_up(
             return await count_results(conn, during) == len(during)
 
         await wait_until(during_done, 90, "rows inserted while the listener was down")
-        assert reactor.sweeper.completed >= 2  # the catch-up sweep after the reconnect
+        # The catch-up sweep after the reconnect, counted after its last statement.
+        sweeper = reactor.sweeper
+        assert sweeper is not None
+        await reported(lambda: sweeper.completed >= 2, True, "the catch-up sweep")
         await add_processed(conn, after)
 
         async def after_done() -> bool:
@@ -135,7 +138,9 @@ async def test_postgres_restart_mid_backlog_loses_nothing(
             await wait_until(every_row_has_an_outcome, 120, "an outcome for every row after the restart")
             found = await outcomes(conn)
             assert {p: found[p] for p in paths} == {p: ["result"] for p in paths}
-        assert reactor.listener is not None and reactor.listener.reconnects >= 1
+        listener = reactor.listener
+        assert listener is not None
+        await reported(lambda: listener.reconnects >= 1, True, "the listener's reconnect")
 
 
 async def test_poison_images_get_typed_failures_with_backoff_then_permanent(
@@ -319,7 +324,9 @@ async def test_bulk_hint_sweeps_and_deleted_hint_marks_the_results_orphaned(
             return await count_results(conn, paths) == 2
 
         await wait_until(both_done, 60, "the sweep a bulk hint asks for")
-        assert reactor.sweeper.completed == 2
+        sweeper = reactor.sweeper
+        assert sweeper is not None
+        await reported(lambda: sweeper.completed, 2, "the sweep the bulk hint asked for")
         await conn.execute("DELETE FROM ai_metadata WHERE image_path = $1", paths[0])
 
         async def orphan_marked() -> bool:
