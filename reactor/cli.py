@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from reactor import config as config_mod
 from reactor import logs
 from reactor.errors import ReactorError
+from reactor.handlers.common import database_problems
 from reactor.util import hardening
 
 # Subcommand modules under reactor.handlers, in the order `reactor --help` lists them.
@@ -72,9 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             fmt=args.log_format or cfg.logging.format,
             level=args.log_level or cfg.logging.level,
         )
-        result = args.handler(args, cfg)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
+        with database_problems(cfg):
+            result = args.handler(args, cfg)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
         return int(result or 0)
     except ReactorError as exc:
         print(f"reactor: {logs.mask(str(exc))}", file=sys.stderr)

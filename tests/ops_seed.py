@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from reactor.config import Config
+from reactor.handlers.common import database_problems
 
 ENCODING = [0.01] * 128
 
@@ -81,12 +82,14 @@ async def seed(dsn: str) -> None:
 
 
 async def invoke(register: Any, config: Config, argv: list[str]) -> int:
-    """Parse argv with one handler module's parser and run its handler, as `reactor` would."""
+    """Parse argv with one handler module's parser and run its handler, as `reactor` would
+    (reactor.cli.main: inside database_problems)."""
     parser = argparse.ArgumentParser(prog="reactor")
     sub = parser.add_subparsers(dest="command")
     register(sub)
     args = parser.parse_args(argv)
-    result = args.handler(args, config)
-    if inspect.iscoroutine(result):
-        result = await result
+    with database_problems(config):
+        result = args.handler(args, config)
+        if inspect.iscoroutine(result):
+            result = await result
     return int(result or 0)

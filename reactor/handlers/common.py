@@ -27,7 +27,7 @@ from reactor.errors import UsageError
 from reactor.ops import audit
 from reactor.store import advice, db, schema
 from reactor.store.dbtypes import Conn
-from reactor.store.errors import MissingTable, NoPrivilege
+from reactor.store.errors import MissingTable, NoPrivilege, StoreUnavailable, UnwritableSchema
 from reactor.util.progress import Progress, follow
 
 log = logs.get("reactor.run")
@@ -51,7 +51,9 @@ def logs_to_stderr(args: argparse.Namespace, config: Config, level: str | None =
 
 @contextlib.contextmanager
 def database_problems(config: Config) -> Iterator[None]:
-    """A missing table or privilege becomes one line with the fix, not a traceback."""
+    """What the database did to a command becomes one line with the next step, not a
+    traceback: a missing table, column or privilege, or a server that went away.
+    ``reactor.cli.main`` runs every command inside it."""
     try:
         yield
     except MissingTable as exc:
@@ -62,6 +64,14 @@ def database_problems(config: Config) -> Iterator[None]:
     except NoPrivilege as exc:
         grants = advice.grants(db.configured_role(config))
         raise UsageError(f"{exc}; {grants} (`reactor doctor` lists what is missing)") from None
+    except UnwritableSchema as exc:
+        raise UsageError(
+            f"{exc}: the database is not as the reactor needs it; `reactor db check` says what to do"
+        ) from None
+    except StoreUnavailable as exc:
+        raise db.DatabaseUnavailable(
+            f"the database went away during the command ({exc}); run it again once the server is back"
+        ) from None
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:

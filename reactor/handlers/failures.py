@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.failure_types import ADVICE, ErrorType
-from reactor.handlers.common import database_problems, logs_to_stderr
+from reactor.handlers.common import logs_to_stderr
 from reactor.ops import failures
 from reactor.paths import InvalidPath, PathMapper
 from reactor.store import db
@@ -64,7 +64,7 @@ def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
 
 async def run_list(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn, database_problems(config):
+    with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             rows = await failures.list_failures(conn, args.type, args.permanent)
     if args.json:
@@ -127,7 +127,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
             "`reactor failures list --type blacklisted` lists them, `reactor failures retry PATH...` takes them back"
         )
     paths = db_paths(config, args.paths, strict=False)
-    with db.resolved_dsn(config) as dsn, database_problems(config):
+    with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             result = await failures.retry(
                 conn, config.database.channel, paths=paths, error_type=args.type, everything=args.all
@@ -138,7 +138,7 @@ async def run_retry(args: argparse.Namespace, config: Config) -> int:
 async def run_forget(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     paths = db_paths(config, args.paths, strict=False)
-    with db.resolved_dsn(config) as dsn, database_problems(config):
+    with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             result = await failures.forget(conn, paths)
     return _report("forgotten", result)
@@ -149,7 +149,7 @@ async def run_blacklist(args: argparse.Namespace, config: Config) -> int:
     if not args.reason.strip():
         raise UsageError("blacklist: --reason must say why, e.g. --reason 'a painting, not a photo'")
     paths = db_paths(config, args.paths, strict=True)
-    with db.resolved_dsn(config) as dsn, database_problems(config):
+    with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             result = await failures.blacklist(conn, paths, args.reason)
     return _report("blacklisted", result)

@@ -7,7 +7,7 @@ import json
 import sys
 
 from reactor.config import Config
-from reactor.handlers.common import database_problems, logs_to_stderr
+from reactor.handlers.common import logs_to_stderr
 from reactor.ops import status
 from reactor.store import db
 from reactor.store.orphans import OrphanPolicy
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def run(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    with db.resolved_dsn(config) as dsn, database_problems(config):
+    with db.resolved_dsn(config) as dsn:
         async with db.connection(dsn, config) as conn:
             report = await status.collect(
                 conn,
