@@ -28,6 +28,7 @@ import asyncpg
 from reactor import logs
 from reactor.paths import InvalidPath, PathMapper, gone_states
 from reactor.store.dbtypes import Conn, rows_affected
+from reactor.store.errors import translated
 from reactor.store.relations import BACKUP_PREFIX
 from reactor.store.sql import Queries, fill_identifiers
 
@@ -66,7 +67,8 @@ async def hold(conn: Conn, paths: Sequence[str], reason: str) -> int:
     """Hold these deletions; returns how many were not held already."""
     if not paths:
         return 0
-    rows = await conn.fetch(Q.hold_deletions, list(paths), reason)
+    with translated():
+        rows = await conn.fetch(Q.hold_deletions, list(paths), reason)
     return len(rows)
 
 
@@ -74,15 +76,18 @@ async def release(conn: Conn, paths: Sequence[str]) -> list[str]:
     """These files are on the share again: their deletion is no longer pending."""
     if not paths:
         return []
-    return [r["image_path"] for r in await conn.fetch(Q.release_deletions, list(paths))]
+    with translated():
+        return [r["image_path"] for r in await conn.fetch(Q.release_deletions, list(paths))]
 
 
 async def count(conn: Conn) -> int:
-    return int(await conn.fetchval(Q.held_count))
+    with translated():
+        return int(await conn.fetchval(Q.held_count))
 
 
 async def listed(conn: Conn, limit: int) -> list[asyncpg.Record]:
-    return list(await conn.fetch(Q.held_list, limit))
+    with translated():
+        return list(await conn.fetch(Q.held_list, limit))
 
 
 async def apply(conn: Conn, mapper: PathMapper, *, standalone: bool) -> ApplyResult:
@@ -90,6 +95,15 @@ async def apply(conn: Conn, mapper: PathMapper, *, standalone: bool) -> ApplyRes
     the caller); release the others. One transaction: all of it or nothing."""
     result = ApplyResult()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
+    # gone_states answers every OSError itself (None: undecided), so one raised in this
+    # block is the connection's.
+    with translated():
+        await _apply(conn, mapper, standalone, stamp, result)
+    return result
+
+
+async def _apply(conn: Conn, mapper: PathMapper, standalone: bool, stamp: str, result: ApplyResult) -> None:
+    """apply's transaction; fills ``result``."""
     async with conn.transaction():
         paths = []
         for r in await conn.fetch(Q.held_all_locked):
@@ -109,7 +123,7 @@ async def apply(conn: Conn, mapper: PathMapper, *, standalone: bool) -> ApplyRes
         result.released = await release(conn, sorted(present))
         gone = [p for p in paths if states[p] is True]
         if not gone:
-            return result
+            return
         tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
         for table in tables:
             backup = f"{BACKUP_PREFIX}{stamp}_held_{table}"[:63]
@@ -130,4 +144,3 @@ async def apply(conn: Conn, mapper: PathMapper, *, standalone: bool) -> ApplyRes
         rejected=len(result.rejected),
         backups={s: t for s, (t, _) in result.backups.items()},
     )
-    return result
