@@ -56,6 +56,21 @@ def test_a_missing_privilege_is_one_line_with_the_grants(
     assert last.endswith(f"`reactor db sql --grants-only --role {no_grants}` (`reactor doctor` lists what is missing)")
 
 
+def test_one_table_without_grants_is_one_line_too(
+    pg: PgServer, database: str, no_grants: str, share: Path, tmp_path: Path
+) -> None:
+    """Every other grant given: `reactor repair` meets the one missing in the orphans'
+    repository (it printed asyncpg's traceback: its statements were not translated)."""
+    pg.psql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {no_grants}", database)
+    pg.psql(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {no_grants}", database)
+    pg.psql(f"REVOKE ALL ON reactor_orphan_purges FROM {no_grants}", database)
+    config = process_config(tmp_path, pg.dsn(database, user=no_grants), share, "onetable")
+    done = reactor_cli(config, "repair")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("reactor: permission denied for table reactor_orphan_purges; "), done.stderr
+
+
 async def test_a_server_gone_mid_command_is_one_line_to_run_it_again(
     pg: PgServer, dsn: str, make_config: Callable[..., Config]
 ) -> None:

@@ -20,6 +20,7 @@ import asyncpg
 
 from reactor.store import relations
 from reactor.store.dbtypes import Conn
+from reactor.store.errors import translating
 from reactor.store.sql import Queries
 
 Q = Queries("changes.sql")
@@ -67,16 +68,19 @@ class SweepState:
         }
 
 
+@translating
 async def custom_plans(conn: Conn) -> None:
     """Plan each of this session's statements for its own parameters (see changes.sql)."""
     await conn.execute(Q.custom_plans)
 
 
+@translating
 async def ensure_state(conn: Conn) -> None:
     """Create the state's row on first use (the sweep's role writes it)."""
     await conn.execute(Q.ensure_state)
 
 
+@translating
 async def state(conn: Conn, walk_interval_seconds: float) -> SweepState:
     """The sweep's state, without the log's size (backlog 0): the sweep reads it before every
     chunk of the walk, and counting a log that holds a storm would cost seconds each time.
@@ -87,6 +91,7 @@ async def state(conn: Conn, walk_interval_seconds: float) -> SweepState:
     return _state_of(row)
 
 
+@translating
 async def read_state(conn: Conn, walk_interval_seconds: float, *, backlog: bool = True) -> SweepState | None:
     """The state, read only (`reactor status`); None before any sweep ran on schema 5."""
     if not await relations.exists(conn, "reactor_sweep_state"):
@@ -110,6 +115,7 @@ def _state_of(row: asyncpg.Record) -> SweepState:
     )
 
 
+@translating
 async def page(conn: Conn, limit: int) -> list[Change]:
     return [Change(r["seq"], r["image_path"]) for r in await conn.fetch(Q.change_page, limit)]
 
@@ -121,6 +127,7 @@ def share_of(path: str, count: int) -> int:
     return int(hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()[:8], 16) % count
 
 
+@translating
 async def share_page(conn: Conn, limit: int, count: int, rank: int, overdue_seconds: float) -> list[Change]:
     """The oldest changes of share `rank` of `count`; when fewer than `limit`, then the
     oldest of any share unread for `overdue_seconds` (their instance is busy or gone)."""
@@ -135,12 +142,14 @@ async def share_page(conn: Conn, limit: int, count: int, rank: int, overdue_seco
     return read
 
 
+@translating
 async def hand_back(conn: Conn, paths: list[str]) -> None:
     """Put queued paths back into the log (an instance that stops with work queued)."""
     if paths:
         await conn.execute(Q.hand_back, paths)
 
 
+@translating
 async def take_gone_instances(
     conn: Conn, gone_after_seconds: float, instance_id: str, started_at: datetime
 ) -> list[str]:
@@ -150,24 +159,29 @@ async def take_gone_instances(
     return [r["instance_id"] for r in rows]
 
 
+@translating
 async def consume(conn: Conn, read: list[Change]) -> None:
     """Delete the changes read and move the watermark past them."""
     await conn.execute(Q.consume_changes, [c.seq for c in read])
 
 
+@translating
 async def pending_among(conn: Conn, paths: list[str], instance_id: str) -> list[str]:
     """Those of `paths` that are processed and have no outcome (nor another instance's live claim)."""
     return [r["image_path"] for r in await conn.fetch(Q.pending_among, paths, instance_id)]
 
 
+@translating
 async def redetect_page(conn: Conn, after: str, limit: int) -> list[str]:
     return [r["image_path"] for r in await conn.fetch(Q.redetect_page, after, limit)]
 
 
+@translating
 async def expired_claim_page(conn: Conn, after: str, limit: int) -> list[str]:
     return [r["image_path"] for r in await conn.fetch(Q.expired_claim_page, after, limit)]
 
 
+@translating
 async def walk_window(conn: Conn, after: str, rows: int) -> tuple[str | None, bool]:
     """The upper end of the walk's next window of `rows` processed rows (None past the
     end), and whether it is the last window."""
@@ -176,6 +190,7 @@ async def walk_window(conn: Conn, after: str, rows: int) -> tuple[str | None, bo
     return row["upper"], row["rows"] < rows
 
 
+@translating
 async def table_window(conn: Conn, table: str, after: str, rows: int) -> tuple[str | None, bool]:
     """walk_window for the orphan pass over face_metadata or face_detection_failures."""
     query = {"face_metadata": Q.results_window, "face_detection_failures": Q.failures_window}[table]
@@ -184,22 +199,27 @@ async def table_window(conn: Conn, table: str, after: str, rows: int) -> tuple[s
     return row["upper"], row["rows"] < rows
 
 
+@translating
 async def request_walk(conn: Conn) -> None:
     await conn.execute(Q.request_walk)
 
 
+@translating
 async def save_walk(conn: Conn, phase: str, after: str, rows: int) -> None:
     await conn.execute(Q.save_walk, phase, after, rows)
 
 
+@translating
 async def start_walk(conn: Conn) -> None:
     await conn.execute(Q.start_walk)
 
 
+@translating
 async def finish_walk(conn: Conn, rows: int) -> None:
     await conn.execute(Q.finish_walk, rows)
 
 
+@translating
 async def any_due(conn: Conn, tables: list[str], grace_seconds: float) -> bool:
     """Whether any orphan is past its grace (partial indexes): if none, there is nothing to purge."""
     queries = {"face_metadata": Q.any_due_results, "face_detection_failures": Q.any_due_failures}

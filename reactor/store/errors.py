@@ -21,7 +21,9 @@ The original asyncpg error stays the ``__cause__``, and its text is the message.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Iterator
+from typing import ParamSpec, TypeVar
 
 import asyncpg
 
@@ -106,3 +108,19 @@ def translated(path: str | None = None) -> Iterator[None]:
         raise
     except _DRIVER_ERRORS as exc:
         raise _translate(exc, path) from exc
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def translating(statements: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A repository function whose body is only statements and the bookkeeping around
+    them, run inside ``translated()`` as a whole."""
+
+    @functools.wraps(statements)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        with translated():
+            return await statements(*args, **kwargs)
+
+    return run

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from reactor.store import claims
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
+from reactor.store.errors import translating
 from reactor.store.sql import Queries
 
 Q = Queries("moves.sql")
@@ -30,6 +31,7 @@ class Candidate:
     registered: bool
 
 
+@translating
 async def candidates(conn: Conn, path: str, size: int, mtime_ns: int | None) -> list[Candidate]:
     rows = await conn.fetch(Q.moved_result_candidates, size, mtime_ns, path)
     return [Candidate(r["image_path"], r["fingerprint"], bool(r["registered"])) for r in rows]
@@ -39,6 +41,7 @@ class _NotMoved(Exception):
     """Rolls the transaction back: the claim stays, the image is detected."""
 
 
+@translating
 async def adopt(conn: Conn, src: str, claim: Claim) -> int | None:
     """Move the result of ``src`` to the claimed path and release the claim, in one
     transaction; the number of faces moved, or None when nothing changed (the claim was

@@ -36,6 +36,7 @@ from datetime import datetime
 from reactor import logs
 from reactor.config import SweepConfig
 from reactor.store.dbtypes import Conn, rows_affected
+from reactor.store.errors import translating
 from reactor.store.sql import Queries
 
 Q = Queries("orphans.sql")
@@ -133,12 +134,14 @@ _QUERIES = {
 }
 
 
+@translating
 async def tables_with_marks(conn: Conn) -> list[str]:
     """The tables that carry orphaned_at; a legacy failures table may lack it (its orphans are kept)."""
     present = {r["table_name"] for r in await conn.fetch(Q.orphan_columns)}
     return [t for t in (RESULTS, FAILURES) if t in present]
 
 
+@translating
 async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
     out = []
     for table in await tables_with_marks(conn):
@@ -158,16 +161,19 @@ async def stats(conn: Conn, policy: OrphanPolicy) -> list[TableOrphans]:
     return out
 
 
+@translating
 async def restore(conn: Conn, table: str) -> int:
     """Un-mark rows whose ai_metadata row came back."""
     return rows_affected(await conn.execute(_QUERIES[table][2]))
 
 
+@translating
 async def unmark_legacy(conn: Conn) -> int:
     """Clear the marks an earlier version left on legacy results: they are never purged."""
     return rows_affected(await conn.execute(Q.unmark_legacy_results))
 
 
+@translating
 async def mark_window(
     conn: Conn, table: str, after: str, upper: str, page_size: int, found: list[str] | None = None
 ) -> int:
@@ -187,6 +193,7 @@ async def mark_window(
         after = paths[-1]
 
 
+@translating
 async def due_paths(conn: Conn, table: str, policy: OrphanPolicy, page_size: int) -> list[str]:
     """Every orphan of `table` past its grace period, in path order (for dry runs and the repair)."""
     out: list[str] = []
@@ -203,6 +210,7 @@ async def due_paths(conn: Conn, table: str, policy: OrphanPolicy, page_size: int
 HISTORY_WINDOWS = 10
 
 
+@translating
 async def purge_within_bound(conn: Conn, table: str, policy: OrphanPolicy, bound: int) -> int:
     """The sweep's purge: every orphan of `table` past its grace, if they and what the
     sweeps purged in the window fit in `bound`; else none (0: they are held)."""
@@ -211,6 +219,7 @@ async def purge_within_bound(conn: Conn, table: str, policy: OrphanPolicy, bound
     return int(purged or 0)
 
 
+@translating
 async def purge_paths(conn: Conn, table: str, policy: OrphanPolicy, paths: list[str], page_size: int) -> int:
     """Delete those of `paths` that are still orphans past their grace (the statement re-checks)."""
     purged = 0
@@ -219,11 +228,13 @@ async def purge_paths(conn: Conn, table: str, policy: OrphanPolicy, paths: list[
     return purged
 
 
+@translating
 async def mark_hint(conn: Conn, path: str) -> int:
     """A `deleted` hint for one path: mark it, if its ai_metadata row is really gone."""
     return await mark_listed(conn, [path])
 
 
+@translating
 async def mark_listed(conn: Conn, paths: list[str]) -> int:
     """Mark those of `paths` whose ai_metadata row is really gone (the change log's, a hint's)."""
     marked = 0
@@ -232,6 +243,7 @@ async def mark_listed(conn: Conn, paths: list[str]) -> int:
     return marked
 
 
+@translating
 async def mark_gone(conn: Conn, paths: list[str], prefixes: list[str]) -> int:
     """Files (or folders) the standalone watcher saw deleted: marked, the grace applies as to any orphan."""
     marked = 0
