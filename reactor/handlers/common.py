@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from reactor import logs
@@ -74,10 +75,51 @@ def database_problems(config: Config) -> Iterator[None]:
         ) from None
 
 
+def whole(minimum: int) -> Callable[[str], int]:
+    """An option's type: a whole number of at least ``minimum`` (argparse says which option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
+def above_zero(text: str) -> float:
+    """An option's type: a number above 0 (seconds, a distance)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def zero_or_more(text: str) -> float:
+    """An option's type: 0 (which the option's help says the meaning of) or more."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     """The options `reactor audit` and `reactor repair` share."""
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
-    parser.add_argument("--sample", type=int, default=5, metavar="N", help="rows shown per check (default 5)")
+    parser.add_argument("--sample", type=whole(0), default=5, metavar="N", help="rows shown per check (default 5)")
     parser.add_argument(
         "--skip-files", action="store_true", help="do not stat every result's file (slow on a large network share)"
     )

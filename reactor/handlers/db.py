@@ -10,7 +10,7 @@ import sys
 
 from reactor.config import Config
 from reactor.errors import UsageError
-from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.common import logs_to_stderr, whole
 from reactor.ops import legacy_import
 from reactor.store import advice, catalog, db, privileges, relations, schema
 from reactor.store.errors import StoreError
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Copy the boxes and encodings of legacy face_metadata rows into face_detections, in pages. "
         "Rows that cannot be read are listed and left as they are.",
     )
-    imports.add_argument("--page-size", type=int, default=1000, help="rows per transaction (default 1000)")
+    imports.add_argument("--page-size", type=whole(1), default=1000, help="rows per transaction (default 1000)")
     imports.add_argument(
         "--from-start",
         action="store_true",
@@ -115,8 +115,6 @@ def render(report: catalog.CheckReport, can_apply: bool) -> str:
 
 def import_legacy_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    if args.page_size < 1:
-        raise UsageError("--page-size must be at least 1")
     with db.resolved_dsn(config) as dsn:
         report = asyncio.run(_import_legacy(dsn, config, args.page_size, args.from_start))
     if args.json:

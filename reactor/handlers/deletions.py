@@ -8,7 +8,7 @@ import sys
 
 from reactor.config import Config
 from reactor.errors import UsageError
-from reactor.handlers.common import share_and_database
+from reactor.handlers.common import share_and_database, whole
 from reactor.paths import PathMapper
 from reactor.store import held, relations
 from reactor.store.dbtypes import Conn
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="back up, then delete the results of held files still missing on the (online) share",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
-    parser.add_argument("--sample", type=int, default=20, metavar="N", help="paths listed (default 20)")
+    parser.add_argument("--sample", type=whole(0), default=20, metavar="N", help="paths listed (default 20)")
     parser.set_defaults(handler=run)
 
 

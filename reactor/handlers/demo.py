@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from reactor.config import Config
-from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.common import above_zero, logs_to_stderr
 from reactor.ops import demo
 
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "has a result or a failure, print a summary and write a contact sheet PNG.",
     )
     parser.add_argument("--out", default="demo-out", help="demo folder, replaced on each run (default: demo-out)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
+    parser.add_argument("--timeout", type=above_zero, default=900.0, help="give up after this many seconds")
     parser.set_defaults(handler=run)
 
 

@@ -37,7 +37,7 @@ from reactor.config import Config
 from reactor.core import control
 from reactor.detector.settings import current_fingerprints
 from reactor.errors import UsageError
-from reactor.handlers.common import logs_to_stderr, sweep_once_here
+from reactor.handlers.common import logs_to_stderr, sweep_once_here, zero_or_more
 from reactor.store import db, relations
 from reactor.store import redetect as requests
 from reactor.store.claims import RedetectMode
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--no-wait", action="store_true", help="record the requests and return")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=zero_or_more,
         default=0.0,
         metavar="SECONDS",
         help="stop following a running reactor after this long, saying what is still pending (0: no limit)",
@@ -126,8 +126,6 @@ def _selection(args: argparse.Namespace) -> Selection:
 def redetect_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     selection = _selection(args)
-    if args.timeout < 0:
-        raise UsageError("--timeout must be 0 (no limit) or more seconds")
     with db.resolved_dsn(config) as dsn:
         counts = asyncio.run(_redetect(args, config, dsn, selection))
     if args.json:

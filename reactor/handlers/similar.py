@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reactor.config import Config
 from reactor.errors import UsageError
-from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.common import above_zero, logs_to_stderr, whole
 from reactor.ops import contact_sheet, similar
 from reactor.paths import InvalidPath, PathMapper
 from reactor.store import db
@@ -23,11 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(dlib's same-person threshold is 0.6). Needs the vector extension (`reactor db check`).",
     )
     parser.add_argument("path", metavar="PATH", help="the image, as in ai_metadata (or a file under the share root)")
-    parser.add_argument("--face", type=int, help="which face of PATH, by index (needed when it has several)")
-    parser.add_argument("--limit", type=int, default=20, help="at most this many faces (default 20)")
+    parser.add_argument("--face", type=whole(0), help="which face of PATH, by index (needed when it has several)")
+    parser.add_argument("--limit", type=whole(1), default=20, help="at most this many faces (default 20)")
     parser.add_argument(
         "--max-distance",
-        type=float,
+        type=above_zero,
         default=similar.SAME_PERSON_DISTANCE,
         help=f"only faces this close (default {similar.SAME_PERSON_DISTANCE})",
     )
@@ -48,10 +48,6 @@ def _db_path(mapper: PathMapper, given: str) -> str:
 
 def similar_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if args.max_distance <= 0:
-        raise UsageError("--max-distance must be above 0")
     mapper = PathMapper.for_images(config.images)
     path = _db_path(mapper, args.path)
     with db.resolved_dsn(config) as dsn:

@@ -12,7 +12,7 @@ from reactor.core import control
 from reactor.core.queue import ImageQueue
 from reactor.core.sweep import COUNTS, SweepCounts, Sweeper
 from reactor.errors import UsageError
-from reactor.handlers.common import logs_to_stderr, sweep_once_here
+from reactor.handlers.common import above_zero, logs_to_stderr, sweep_once_here
 from reactor.store import db
 from reactor.store.orphans import RELEASE_HINT, OrphanPolicy
 from reactor.watch.share import ShareMonitor
@@ -31,7 +31,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--dry-run", action="store_true", help="list what would be queued, marked orphaned or purged; change nothing"
     )
     parser.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for the running reactor's answer (default 120)"
+        "--timeout",
+        type=above_zero,
+        default=120.0,
+        help="seconds to wait for the running reactor's answer (default 120)",
     )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON")
     parser.set_defaults(handler=sweep_command)
