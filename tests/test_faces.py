@@ -74,7 +74,8 @@ async def test_ids_survive_refresh_and_an_edit_and_reset_renews_them(
 
     # The photo edited to remove one face: the others keep their ids and columns.
     samples.write_jpeg(without_one_face(collage()), share, "c.jpg")
-    await cli_json(config, "redetect", "--refresh", "c.jpg")
+    # Named by its local file under the share root: the same image.
+    await cli_json(config, "redetect", "--refresh", str(share / "c.jpg"))
     edited = await faces_of(conn, "c.jpg")
     assert len(edited) == 3
     old_ids = {r["face_id"] for r in first}

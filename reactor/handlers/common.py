@@ -17,7 +17,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from reactor import logs
@@ -26,6 +26,7 @@ from reactor.core.service import Reactor, default_instance_id
 from reactor.core.sweep import SweepCounts
 from reactor.errors import UsageError
 from reactor.ops import audit
+from reactor.paths import InvalidPath, PathMapper
 from reactor.store import advice, db, schema
 from reactor.store.dbtypes import Conn
 from reactor.store.errors import MissingTable, NoPrivilege, StoreUnavailable, UnwritableSchema
@@ -73,6 +74,23 @@ def database_problems(config: Config) -> Iterator[None]:
         raise db.DatabaseUnavailable(
             f"the database went away during the command ({exc}); run it again once the server is back"
         ) from None
+
+
+def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
+    """Database paths from the command line: a relative path as stored, a local path under
+    the share root converted. ``strict``: an invalid path is one line; else it is kept as
+    given (a failure may be recorded under a path the reactor would refuse)."""
+    mapper = PathMapper.for_images(config.images)
+    out: list[str] = []
+    for arg in raw:
+        local = os.path.isabs(arg) or arg.startswith("\\\\")
+        try:
+            out.append(mapper.to_db(arg) if local else mapper.validate(arg.replace(os.sep, "/")))
+        except InvalidPath as exc:
+            if strict:
+                raise UsageError(f"{exc}; give a path relative to the share root {config.images.root}") from None
+            out.append(arg)
+    return out
 
 
 def whole(minimum: int) -> Callable[[str], int]:

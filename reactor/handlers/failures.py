@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
-from collections.abc import Sequence
 
 from reactor.config import Config
 from reactor.errors import UsageError
 from reactor.failure_types import ADVICE, ErrorType
-from reactor.handlers.common import logs_to_stderr
+from reactor.handlers.common import db_paths, logs_to_stderr
 from reactor.ops import failures
-from reactor.paths import InvalidPath, PathMapper
 from reactor.store import db
 
 TYPES = sorted(t.value for t in ErrorType)
@@ -45,21 +42,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     black.add_argument("paths", nargs="+", metavar="PATH")
     black.add_argument("--reason", required=True, help="why, recorded as the failure message")
     black.set_defaults(handler=run_blacklist)
-
-
-def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
-    """Database paths from arguments: relative paths as given, local paths under the root converted."""
-    mapper = PathMapper.for_images(config.images)
-    out: list[str] = []
-    for arg in raw:
-        local = os.path.isabs(arg) or arg.startswith("\\\\")
-        try:
-            out.append(mapper.to_db(arg) if local else mapper.validate(arg.replace(os.sep, "/")))
-        except InvalidPath as exc:
-            if strict:
-                raise UsageError(f"{exc}; give a path relative to the share root {config.images.root}") from None
-            out.append(arg)
-    return out
 
 
 async def run_list(args: argparse.Namespace, config: Config) -> int:

@@ -37,7 +37,7 @@ from reactor.config import Config
 from reactor.core import control
 from reactor.detector.settings import current_fingerprints
 from reactor.errors import UsageError
-from reactor.handlers.common import logs_to_stderr, sweep_once_here, zero_or_more
+from reactor.handlers.common import db_paths, logs_to_stderr, sweep_once_here, zero_or_more
 from reactor.store import db, relations
 from reactor.store import redetect as requests
 from reactor.store.claims import RedetectMode
@@ -79,7 +79,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="the zero-face results the legacy worker wrote (failures it saved as 0 faces)",
     )
     mode.add_argument("--cancel", action="store_true", help="withdraw waiting requests of the selection")
-    parser.add_argument("paths", nargs="*", metavar="PATH", help="images, as in ai_metadata")
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="images, as in ai_metadata, or their files under the share root"
+    )
     parser.add_argument("--prefix", help="every image under this folder, e.g. 2024/holiday/")
     parser.add_argument("--type", dest="error_type", help="images whose failure has this type, e.g. timeout")
     parser.add_argument("--model", help="results made by this model (hog, cnn)")
@@ -109,7 +111,7 @@ class Selection:
     model: str | None
 
 
-def _selection(args: argparse.Namespace) -> Selection:
+def _selection(args: argparse.Namespace, config: Config) -> Selection:
     chosen = [bool(args.paths), args.prefix is not None, args.error_type is not None, args.model is not None, args.all]
     if args.legacy_zero:
         if any(chosen):
@@ -120,12 +122,15 @@ def _selection(args: argparse.Namespace) -> Selection:
         raise UsageError("--stale goes with --refresh or --reset")
     if (args.missing or args.cancel) and args.model is not None:
         raise UsageError("--model selects results; images without a result have no model")
-    return Selection(args.paths or None, args.prefix, args.error_type, args.model)
+    # A local file under the share root is its stored path; any other as given (a request
+    # for a path the reactor would refuse is refused with its reason, never lost).
+    paths = db_paths(config, args.paths, strict=False) if args.paths else None
+    return Selection(paths, args.prefix, args.error_type, args.model)
 
 
 def redetect_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
-    selection = _selection(args)
+    selection = _selection(args, config)
     with db.resolved_dsn(config) as dsn:
         counts = asyncio.run(_redetect(args, config, dsn, selection))
     if args.json:

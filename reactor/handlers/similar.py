@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 from reactor.config import Config
-from reactor.errors import UsageError
-from reactor.handlers.common import above_zero, logs_to_stderr, whole
+from reactor.handlers.common import above_zero, db_paths, logs_to_stderr, whole
 from reactor.ops import contact_sheet, similar
-from reactor.paths import InvalidPath, PathMapper
+from reactor.paths import PathMapper
 from reactor.store import db
 
 
@@ -36,20 +35,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(handler=similar_command)
 
 
-def _db_path(mapper: PathMapper, given: str) -> str:
-    """A path as stored; a local file under the share root is accepted too."""
-    if Path(given).is_absolute():
-        try:
-            return mapper.to_db(given)
-        except InvalidPath as exc:
-            raise UsageError(f"{given}: {exc}") from None
-    return given
-
-
 def similar_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     mapper = PathMapper.for_images(config.images)
-    path = _db_path(mapper, args.path)
+    (path,) = db_paths(config, [args.path], strict=True)
     with db.resolved_dsn(config) as dsn:
         query, matches = asyncio.run(_search(dsn, config, path, args))
     if args.sheet:
