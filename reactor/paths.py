@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING
 
+from reactor.util.shareio import IoStall, ShareIO
+
 if TYPE_CHECKING:
     from reactor.config import ImagesConfig
 
@@ -313,6 +315,22 @@ def gone_states(paths: Iterable[str], local: Callable[[str], object]) -> dict[st
     for path, fs in forms.items():
         seen = [states[f] for f in fs]
         out[path] = False if any(s is False for s in seen) else (True if all(s is True for s in seen) else None)
+    return out
+
+
+async def gone_by_folder(io: ShareIO, paths: list[str], local: Callable[[str], object]) -> dict[str, bool | None]:
+    """``gone_states`` of these database paths, one share-thread call per folder, each under
+    its own folder's deadline: a folder that does not answer leaves its paths unknown (None)
+    and is the one marked stalled, never another folder's."""
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        groups.setdefault(os.path.dirname(str(local(path))), []).append(path)
+    out: dict[str, bool | None] = dict.fromkeys(paths)
+    for folder, members in groups.items():
+        try:
+            out.update(await io.call(folder, gone_states, members, local))
+        except IoStall:
+            continue
     return out
 
 

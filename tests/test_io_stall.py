@@ -23,6 +23,7 @@ from reactor.config import Config, DetectorConfig
 from reactor.core.service import Reactor
 from reactor.detector import Detection, DetectionFailure, DetectionJob, Detector, prefetch
 from reactor.failure_types import ErrorType
+from reactor.paths import gone_by_folder
 from reactor.util.shareio import IoStall, ShareIO
 from tests.httpget import http_request
 from tests.reactor_support import add_processed, wait_until, write_photos
@@ -55,6 +56,32 @@ async def test_a_call_past_its_deadline_stalls_its_folder_until_it_returns(tmp_p
     await wait_until(answered, 30, "the stuck call to return")
     assert recovered == [hung]
     assert await io.call(hung, lambda: "again") == "again"
+
+
+async def test_gone_by_folder_times_each_folder_on_its_own(tmp_path: Path) -> None:
+    """The deletion check of paths in two folders (the watcher's and a moved photo's old
+    paths): the folder that hangs leaves its own paths unknown and is the one marked
+    stalled; the other's gone file is gone. (The move check once timed every path under
+    the first path's folder: a hang in the second was blamed on the first.)"""
+    io = ShareIO(deadline_seconds=0.5, workers=2)
+    release = threading.Event()
+    (tmp_path / "fine").mkdir()
+    (tmp_path / "hung").mkdir()
+    (tmp_path / "fine" / "here.jpg").write_bytes(b"x")
+
+    def local(path: str) -> str:
+        # On the share's threads only (grouping by folder maps paths on the loop too).
+        if path.startswith("hung/") and threading.current_thread() is not threading.main_thread():
+            release.wait(60)  # the folder's client does not answer
+        return str(tmp_path / path)
+
+    paths = ["fine/here.jpg", "fine/gone.jpg", "hung/a.jpg"]
+    try:
+        states = await gone_by_folder(io, paths, local)
+        assert states == {"fine/here.jpg": False, "fine/gone.jpg": True, "hung/a.jpg": None}
+        assert io.stalled() == [str(tmp_path / "hung")]
+    finally:
+        release.set()
 
 
 async def test_a_hung_folder_is_io_stall_while_the_rest_of_the_share_is_detected(

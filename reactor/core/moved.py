@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from reactor import logs
-from reactor.paths import InvalidPath, PathMapper, gone_states
+from reactor.paths import InvalidPath, PathMapper, gone_by_folder
 from reactor.store import moves
 from reactor.store.claims import Claim
 from reactor.store.dbtypes import Conn
@@ -109,11 +109,8 @@ class MoveFinder:
         valid = [p for p in paths if self._valid(p)]
         if not valid or not self.share_online():
             return []
-        try:
-            # Each old path's own folder: the question is whether that folder still answers.
-            gone = await self._files(self.mapper.os_path(valid[0]), lambda: gone_states(valid, self.mapper.os_path))
-        except IoStall:
-            return []
+        # Each old path under its own folder's deadline: whether that folder still answers.
+        gone = await gone_by_folder(self.io, valid, self.mapper.os_path)
         return [p for p, is_gone in gone.items() if is_gone is True]
 
     def _valid(self, path: str) -> bool:

@@ -20,18 +20,16 @@ the other Unicode normalization (NFC/NFD) are one file in every "is it gone" che
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from enum import StrEnum
 
 from reactor import logs
 from reactor.config import Config
-from reactor.paths import PathMapper, gone_states, unicode_variants
+from reactor.paths import PathMapper, gone_by_folder, unicode_variants
 from reactor.util.aio import first_of, sleep_or_stop, wait_any
 from reactor.util.progress import Mode as ProgressMode
 from reactor.util.progress import Progress
-from reactor.util.shareio import IoStall
 from reactor.watch.candidates import Candidates
 from reactor.watch.file_events import FileEventSink, ReadyFile
 from reactor.watch.folders import Signature
@@ -449,7 +447,7 @@ class Watcher:
                 continue
             # Per folder on the share's threads: a stalled folder's paths are unknown; a name
             # and its other Unicode form are one file (reactor.paths.gone_states).
-            states = await self._gone_by_folder(list(due))
+            states = await gone_by_folder(self.share.io, list(due), self.candidates.local)
             unknown = [p for p in due if states[p] is None]
             if unknown:
                 # EIO, EACCES, a vanished parent folder: not "deleted". Looked at again later.
@@ -470,19 +468,6 @@ class Watcher:
                 await self._hold(sorted({f for p in confirmed for f in files[p]}), "mass_vanish_confirmed")
             for path in sorted(believed):
                 await self._apply_delete(path, due[path])
-
-    async def _gone_by_folder(self, paths: list[str]) -> dict[str, bool | None]:
-        """``gone_states`` of these database paths, one share-thread call per folder."""
-        groups: dict[str, list[str]] = {}
-        for path in paths:
-            groups.setdefault(os.path.dirname(str(self.candidates.local(path))), []).append(path)
-        out: dict[str, bool | None] = dict.fromkeys(paths)
-        for folder, members in groups.items():
-            try:
-                out.update(await self.share.io.call(folder, gone_states, members, self.candidates.local))
-            except IoStall:
-                continue
-        return out
 
     @property
     def hold_seconds(self) -> float:
