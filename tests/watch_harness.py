@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,17 +16,27 @@ import asyncpg
 from reactor.config import Config
 from reactor.core.queue import ImageQueue, Priority
 from reactor.paths import PathMapper
-from reactor.watch.file_events import DatabaseSink
+from reactor.util.identity import FileIdentity
+from reactor.watch.file_events import DatabaseSink, ReadyFile
 from reactor.watch.share import ShareMonitor
 from reactor.watch.watcher import Watcher
 
 
 class CountingSink(DatabaseSink):
-    """The real sink, counting the deletions it was handed (vision mode changes no row)."""
+    """The real sink, counting the deletions it was handed (vision mode changes no row), its
+    batches of settled photos, and its looks at their results."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.counts = {"deleted": 0}
+        self.counts = {"deleted": 0, "ready": 0, "result_identities": 0}
+
+    async def ready(self, files: Sequence[ReadyFile]) -> None:
+        self.counts["ready"] += 1
+        await super().ready(files)
+
+    async def result_identities(self, paths: Sequence[str]) -> dict[str, FileIdentity]:
+        self.counts["result_identities"] += 1
+        return await super().result_identities(paths)
 
     async def deleted(self, path: str, *, directory: bool) -> None:
         await super().deleted(path, directory=directory)

@@ -21,7 +21,8 @@ from reactor.watch.scanner import signature
 
 log = logs.get("reactor.stability")
 
-OnStable = Callable[[str, Signature], Awaitable[None]]
+# The files that settled in one look, handed over together (one batch to the database).
+OnStable = Callable[[list[tuple[str, Signature]]], Awaitable[None]]
 
 
 @dataclass
@@ -88,6 +89,7 @@ class StabilityTracker:
         use_inode = self.use_inode
         sigs = await self.io.by_folder([e.local for _, e in items], lambda locals_: _stat_all(locals_, use_inode))
         now = time.monotonic()
+        settled: list[tuple[str, Signature]] = []
         for path, entry in items:
             if self._pending.get(path) is not entry or entry.local not in sigs:
                 continue  # touched again while we were looking, or its folder is stalled
@@ -99,10 +101,12 @@ class StabilityTracker:
                 entry.sig, entry.since = sig, now
             elif now - entry.since >= self.window:
                 del self._pending[path]
-                try:
-                    await self.on_stable(path, sig)
-                except Exception:
-                    log.exception("stable_file_failed", path=path)
+                settled.append((path, sig))
+        if settled:
+            try:
+                await self.on_stable(settled)
+            except Exception:
+                log.exception("stable_file_failed", path=settled[0][0], files=len(settled))
 
 
 def _stat_all(locals_: list[str], use_inode: bool) -> list[Signature | None]:

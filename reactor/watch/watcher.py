@@ -46,6 +46,8 @@ log = logs.get("reactor.watcher")
 SUPERVISE_SECONDS = 1.0
 # Paths per step of the start-up reconciliation (registered pages, snapshot chunks).
 BASELINE_CHUNK = 5000
+# Settled photos a walk hands over per batch (one look at their results, one sink call).
+READY_PAGE = 1000
 RESTART_MAX_SECONDS = 60.0
 
 
@@ -220,13 +222,15 @@ class Watcher:
                 raise
         else:
             now_ns = time.time_ns()
+            settled: list[tuple[str, Signature]] = []
             for path in changes.created + changes.modified:
                 sig = self.scanner.snapshot.get(path)
                 if sig is not None and path in changes.created and now_ns - sig[1] > self.window * 1e9:
                     # Unchanged for longer than the window already: no need to watch it settle.
-                    await self._ready(path, sig, prior=None)
+                    settled.append((path, sig))
                 else:
                     self.tracker.watch(path, self.candidates.local(path))
+            await self._ready_in_pages(settled, changed=False)
             for src, dst in changes.moved:
                 await self._move(src, dst, directory=False)
             for path in changes.deleted:
@@ -391,25 +395,43 @@ class Watcher:
             if path is not None:
                 self._queue_delete(path, directory=ev.directory)
 
-    async def _on_stable(self, path: str, sig: Signature) -> None:
-        prior = self.scanner.snapshot.get(path)
-        if prior == sig:
-            return  # an event without a content change (touch, open for write)
-        await self._ready(path, sig, prior)
+    async def _on_stable(self, settled: list[tuple[str, Signature]]) -> None:
+        new: list[tuple[str, Signature]] = []
+        changed: list[tuple[str, Signature]] = []
+        for path, sig in settled:
+            prior = self.scanner.snapshot.get(path)
+            if prior == sig:
+                continue  # an event without a content change (touch, open for write)
+            (new if prior is None else changed).append((path, sig))
+        await self._ready_in_pages(new, changed=False)
+        await self._ready_in_pages(changed, changed=True)
 
-    async def _ready(self, path: str, sig: Signature, prior: Signature | None) -> None:
+    async def _ready_in_pages(self, files: list[tuple[str, Signature]], *, changed: bool) -> None:
+        # Thousands of photos settling at once (a copy, a restore) are looked at and handed
+        # over a page at a time, not one round trip each.
+        for start in range(0, len(files), READY_PAGE):
+            await self._ready(files[start : start + READY_PAGE], changed=changed)
+
+    async def _ready(self, files: list[tuple[str, Signature]], *, changed: bool) -> None:
+        """Photos whose content has settled, handed to the sink in one batch. ``changed``:
+        each replaces content seen before; else each is new or back (a held deletion, an
+        orphan), and its result, if any, must be of this content."""
         try:
-            changed = prior is not None
-            if not changed:
-                # New, or back (a held deletion, an orphan): its result must be of this content.
-                found = {path: (sig[0], sig[1])}
-                changed = bool(await changed_since_result(found, self.sink.result_identities, self.candidates.local))
-            await self.sink.ready([ReadyFile(path, changed=changed, size=sig[0], mtime_ns=sig[1])])
+            if changed:
+                replaced = {path for path, _ in files}
+            else:
+                found = {path: (sig[0], sig[1]) for path, sig in files}
+                replaced = set(await changed_since_result(found, self.sink.result_identities, self.candidates.local))
+            await self.sink.ready(
+                [ReadyFile(path, changed=path in replaced, size=sig[0], mtime_ns=sig[1]) for path, sig in files]
+            )
         except Exception as exc:
-            log.warning("file_event_failed", path=path, error=str(exc))
-            self.tracker.touch(path, self.candidates.local(path))
+            log.warning("file_event_failed", path=files[0][0], files=len(files), error=str(exc))
+            for path, _ in files:
+                self.tracker.touch(path, self.candidates.local(path))
             return
-        self.scanner.record(path, sig)
+        for path, sig in files:
+            self.scanner.record(path, sig)
 
     async def _move(self, src: str, dst: str, *, directory: bool) -> None:
         try:
