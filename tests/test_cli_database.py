@@ -83,5 +83,6 @@ async def test_a_server_gone_mid_command_is_one_line_to_run_it_again(
     finally:
         await conn.close()
     message = str(info.value)
-    assert message.startswith("the database went away during the command (")
-    assert message.endswith("); run it again once the server is back") and "\n" not in message
+    assert message.startswith("the database connection broke or stopped answering during the command (")
+    assert message.endswith("check the server (`reactor doctor`), then run the command again")
+    assert "\n" not in message

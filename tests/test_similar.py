@@ -110,7 +110,6 @@ def swept(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
         (("coffee.jpg",), "coffee.jpg has no face rows"),
         (("astronaut.jpg", "--face", "3"), "--face takes 0 to 0, not 3"),
         (("collage.jpg",), "collage.jpg has 4 faces; choose one"),
-        (("../collage.jpg",), "invalid image path '../collage.jpg': the path contains '.' or '..' segments"),
         (("/elsewhere/collage.jpg",), "invalid image path '/elsewhere/collage.jpg': the path is not under the share"),
     ],
 )

@@ -31,3 +31,20 @@ def test_unavailable_and_store_errors_pass_through() -> None:
         raise errors.Fenced("taken over")
     with pytest.raises(ValueError), errors.translated():
         raise ValueError("not a database error: left alone")
+
+
+async def test_a_translating_repository_function_raises_the_stores_errors(pg: PgServer) -> None:
+    @errors.translating
+    async def divide(conn: asyncpg.Connection, by: int) -> int:
+        """One statement: a repository function's body."""
+        return int(await conn.fetchval("SELECT 6 / $1::int", by))
+
+    conn = await asyncpg.connect(pg.dsn())
+    try:
+        assert await divide(conn, 3) == 2
+        with pytest.raises(errors.StatementFailed) as failed:
+            await divide(conn, 0)
+        assert isinstance(failed.value.__cause__, asyncpg.DivisionByZeroError)
+    finally:
+        await conn.close()
+    assert divide.__name__ == "divide" and divide.__doc__ == "One statement: a repository function's body."

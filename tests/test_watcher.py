@@ -245,17 +245,21 @@ async def test_an_event_queue_overflow_triggers_a_rescan(
         assert any(e["event"] == "event_queue_overflow" for e in logs)
 
 
+@pytest.mark.parametrize("age", ["old", "fresh"])
 async def test_photos_that_settle_together_are_handed_over_in_one_batch(
-    make_config: Callable[..., Config], dsn: str, share: Path, tmp_path: Path
+    make_config: Callable[..., Config], dsn: str, share: Path, tmp_path: Path, age: str
 ) -> None:
     """A folder of 40 photos appears (a restore, a move from outside the share): they settle
-    together and are looked at and handed over in one batch, not one round trip each."""
+    together and are looked at and handed over in one batch, not one round trip each. Old
+    photos are handed over by the walk that finds them; fresh ones settle in the stability
+    tracker, which hands over all that settled in one look."""
     names = [f"restored/{i:03}.jpg" for i in range(40)]
     staging = tmp_path / "restored"
     staging.mkdir()
     for name in names:
         (tmp_path / name).write_bytes(b"\xff\xd8" + name.encode())
-        os.utime(tmp_path / name, (1_600_000_000, 1_600_000_000))
+        if age == "old":
+            os.utime(tmp_path / name, (1_600_000_000, 1_600_000_000))
     async with running_watcher(fast(make_config, "polling"), dsn) as h:
         before = dict(h.sink.counts)
         os.rename(staging, share / "restored")

@@ -72,7 +72,8 @@ def database_problems(config: Config) -> Iterator[None]:
         ) from None
     except StoreUnavailable as exc:
         raise db.DatabaseUnavailable(
-            f"the database went away during the command ({exc}); run it again once the server is back"
+            f"the database connection broke or stopped answering during the command ({exc}); "
+            "check the server (`reactor doctor`), then run the command again"
         ) from None
 
 
@@ -88,7 +89,8 @@ def db_paths(config: Config, raw: Sequence[str], *, strict: bool) -> list[str]:
             out.append(mapper.to_db(arg) if local else mapper.validate(arg.replace(os.sep, "/")))
         except InvalidPath as exc:
             if strict:
-                raise UsageError(f"{exc}; give a path relative to the share root {config.images.root}") from None
+                hint = "give the path as stored (relative to the share root) or a file under it"
+                raise UsageError(f"{exc}; {hint}") from None
             out.append(arg)
     return out
 

@@ -53,14 +53,14 @@ async def run(args: argparse.Namespace, config: Config) -> int:
             f"skipped {len(result.rejected)} held paths that are not valid share paths (never opened, still held; "
             "`reactor audit` lists their rows under invalid_paths, `reactor repair --apply` removes those):"
         )
-        for path, reason in sorted(result.rejected.items())[: max(0, args.sample)]:
+        for path, reason in sorted(result.rejected.items())[: args.sample]:
             print(f"    - {path!r} ({reason})")
     return 0
 
 
 async def _list(conn: Conn, args: argparse.Namespace) -> int:
     total = await held.count(conn)
-    rows = await held.listed(conn, max(0, args.sample))
+    rows = await held.listed(conn, args.sample)
     if args.json:
         sample = [
             {

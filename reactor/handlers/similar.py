@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 
 from reactor.config import Config
@@ -38,7 +39,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def similar_command(args: argparse.Namespace, config: Config) -> int:
     logs_to_stderr(args, config)
     mapper = PathMapper.for_images(config.images)
-    (path,) = db_paths(config, [args.path], strict=True)
+    # A local path must be under the share root; a stored path is looked up as given (a
+    # result may sit under a path that today's settings would refuse, e.g. a later derived folder).
+    (path,) = db_paths(config, [args.path], strict=os.path.isabs(args.path))
     with db.resolved_dsn(config) as dsn:
         query, matches = asyncio.run(_search(dsn, config, path, args))
     if args.sheet:

@@ -95,36 +95,56 @@ async def apply(conn: Conn, mapper: PathMapper, *, standalone: bool) -> ApplyRes
     the caller); release the others. One transaction: all of it or nothing."""
     result = ApplyResult()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d_%H%M%S")
-    # gone_states answers every OSError itself (None: undecided), so one raised in this
-    # block is the connection's.
+    # The statements raise the store's errors, the look at the files in between its own:
+    # the transaction is opened and closed by hand so that the look stays outside.
+    transaction = conn.transaction()
     with translated():
+        await transaction.start()
+    try:
         await _apply(conn, mapper, standalone, stamp, result)
+    except BaseException:
+        with translated():
+            await transaction.rollback()
+        raise
+    with translated():
+        await transaction.commit()
+    if result.deleted:
+        log.info(
+            "held_deletions_applied",
+            deleted=len(result.deleted),
+            released=len(result.released),
+            undecided=len(result.undecided),
+            rejected=len(result.rejected),
+            backups={s: t for s, (t, _) in result.backups.items()},
+        )
     return result
 
 
 async def _apply(conn: Conn, mapper: PathMapper, standalone: bool, stamp: str, result: ApplyResult) -> None:
-    """apply's transaction; fills ``result``."""
-    async with conn.transaction():
-        paths = []
-        for r in await conn.fetch(Q.held_all_locked):
-            try:
-                mapper.to_local(r["image_path"])
-            except InvalidPath as exc:
-                result.rejected[r["image_path"]] = exc.reason
-                continue
-            paths.append(r["image_path"])
-        if result.rejected:
-            log.warning("held_deletions_rejected", paths=sorted(result.rejected)[:20], count=len(result.rejected))
-        # Gone only where "not found" is certain for every Unicode form of the name: an
-        # error or an unreachable folder is not a deletion.
-        states = await asyncio.to_thread(gone_states, paths, mapper.to_local)
-        present = [p for p in paths if states[p] is False]
-        result.undecided = [p for p in paths if states[p] is None]
-        result.released = await release(conn, sorted(present))
-        gone = [p for p in paths if states[p] is True]
-        if not gone:
-            return
-        tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
+    """apply's work inside its transaction; fills ``result``."""
+    with translated():
+        locked = await conn.fetch(Q.held_all_locked)
+    paths = []
+    for r in locked:
+        try:
+            mapper.to_local(r["image_path"])
+        except InvalidPath as exc:
+            result.rejected[r["image_path"]] = exc.reason
+            continue
+        paths.append(r["image_path"])
+    if result.rejected:
+        log.warning("held_deletions_rejected", paths=sorted(result.rejected)[:20], count=len(result.rejected))
+    # Gone only where "not found" is certain for every Unicode form of the name: an
+    # error or an unreachable folder is not a deletion.
+    states = await asyncio.to_thread(gone_states, paths, mapper.to_local)
+    present = [p for p in paths if states[p] is False]
+    result.undecided = [p for p in paths if states[p] is None]
+    result.released = await release(conn, sorted(present))
+    gone = [p for p in paths if states[p] is True]
+    if not gone:
+        return
+    tables = [*BACKED_UP, *(("ai_metadata",) if standalone else ())]
+    with translated():
         for table in tables:
             backup = f"{BACKUP_PREFIX}{stamp}_held_{table}"[:63]
             await conn.execute(fill_identifiers(BACKUP.repair_create_backup, backup=backup, source=table))
@@ -135,12 +155,4 @@ async def _apply(conn: Conn, mapper: PathMapper, standalone: bool, stamp: str, r
         for table in tables:
             await conn.execute(fill_identifiers(Q.held_delete, source=table), gone)
         await conn.execute(Q.release_deletions, gone)
-        result.deleted = gone
-    log.info(
-        "held_deletions_applied",
-        deleted=len(gone),
-        released=len(result.released),
-        undecided=len(result.undecided),
-        rejected=len(result.rejected),
-        backups={s: t for s, (t, _) in result.backups.items()},
-    )
+    result.deleted = gone

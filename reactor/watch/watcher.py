@@ -396,19 +396,23 @@ class Watcher:
                 self._queue_delete(path, directory=ev.directory)
 
     async def _on_stable(self, settled: list[tuple[str, Signature]]) -> None:
-        new: list[tuple[str, Signature]] = []
-        changed: list[tuple[str, Signature]] = []
-        for path, sig in settled:
-            prior = self.scanner.snapshot.get(path)
-            if prior == sig:
-                continue  # an event without a content change (touch, open for write)
-            (new if prior is None else changed).append((path, sig))
-        await self._ready_in_pages(new, changed=False)
-        await self._ready_in_pages(changed, changed=True)
+        # Thousands of photos settling at once (a copy, a restore) are looked at and handed
+        # over a page at a time, not one round trip each. Each page is sorted just before it
+        # goes, as one file was before: events and walks go on during the earlier pages.
+        for start in range(0, len(settled), READY_PAGE):
+            new: list[tuple[str, Signature]] = []
+            changed: list[tuple[str, Signature]] = []
+            for path, sig in settled[start : start + READY_PAGE]:
+                if path in self.tracker:
+                    continue  # touched again meanwhile: it settles anew
+                prior = self.scanner.snapshot.get(path)
+                if prior == sig:
+                    continue  # no content change (touch, open for write), or a walk handed it over
+                (new if prior is None else changed).append((path, sig))
+            await self._ready(new, changed=False)
+            await self._ready(changed, changed=True)
 
     async def _ready_in_pages(self, files: list[tuple[str, Signature]], *, changed: bool) -> None:
-        # Thousands of photos settling at once (a copy, a restore) are looked at and handed
-        # over a page at a time, not one round trip each.
         for start in range(0, len(files), READY_PAGE):
             await self._ready(files[start : start + READY_PAGE], changed=changed)
 
@@ -416,6 +420,8 @@ class Watcher:
         """Photos whose content has settled, handed to the sink in one batch. ``changed``:
         each replaces content seen before; else each is new or back (a held deletion, an
         orphan), and its result, if any, must be of this content."""
+        if not files:
+            return
         try:
             if changed:
                 replaced = {path for path, _ in files}
@@ -426,6 +432,8 @@ class Watcher:
                 [ReadyFile(path, changed=path in replaced, size=sig[0], mtime_ns=sig[1]) for path, sig in files]
             )
         except Exception as exc:
+            # Nothing in these statements refuses one path alone (names the database cannot
+            # store were filtered): a failure is the database's, and every file waits again.
             log.warning("file_event_failed", path=files[0][0], files=len(files), error=str(exc))
             for path, _ in files:
                 self.tracker.touch(path, self.candidates.local(path))
