@@ -25,6 +25,8 @@ from typing import Any
 import asyncpg
 import pgserver
 
+from reactor.core.queue import ImageQueue
+from reactor.core.sweep import Sweeper
 from reactor.store import schema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,6 +120,19 @@ def write_config(path: Path, dsn: str, share: Path, **sections: dict[str, Any]) 
         lines.extend(f"{k} = {json.dumps(v)}" for k, v in fields.items())
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def sweeper(pool: asyncpg.Pool, **options: Any) -> Sweeper:
+    """The sweep the sweep benchmarks measure: one instance, pages of 1,000, share online."""
+    return Sweeper(
+        pool,
+        ImageQueue(10_000),
+        page_size=1000,
+        lease_seconds=60.0,
+        instance_id="bench",
+        share_online=lambda: True,
+        **options,
+    )
 
 
 def make_share(root: Path) -> Path:

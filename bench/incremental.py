@@ -30,7 +30,6 @@ import asyncpg
 import psutil
 
 from bench import common
-from reactor.core.queue import ImageQueue
 from reactor.core.sweep import Sweeper
 
 TARGET_SWEEP_S = 1.0
@@ -111,14 +110,7 @@ async def measure(pg: common.Postgres, rows: int, args: argparse.Namespace) -> d
     try:
         load_s = await load(conn, rows)
         print(f"{rows}: loaded in {load_s:.0f} s", flush=True)
-        sweeper = Sweeper(
-            pool,
-            ImageQueue(10_000),
-            page_size=1000,
-            lease_seconds=60.0,
-            instance_id="bench",
-            share_online=lambda: True,
-        )
+        sweeper = common.sweeper(pool)
         walk = await full_walk(sweeper, args.chunk_pages)
         print(f"{rows}: walk {walk}", flush=True)
         await sweeper.sweep_changes()  # the log is empty: warm its statements

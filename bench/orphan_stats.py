@@ -30,8 +30,6 @@ import asyncpg
 
 from bench import common
 from bench.incremental import path_sql
-from reactor.core.queue import ImageQueue
-from reactor.core.sweep import Sweeper
 from reactor.store import orphans
 
 # The statement the sweep ran before (sql/orphans.sql orphan_stats_results at 4db24a2).
@@ -78,15 +76,7 @@ async def measure(pg: common.Postgres, rows: int, due: int, rounds: int) -> dict
         old = [await timed(conn.fetchrow(WHOLE_TABLE_STATS, policy.grace_seconds)) for _ in range(3)]
         new = [await timed(orphans.stats(conn, policy)) for _ in range(rounds)]
         stat = next(s for s in await orphans.stats(conn, policy) if s.table == orphans.RESULTS)
-        sweeper = Sweeper(
-            pool,
-            ImageQueue(10_000),
-            page_size=1000,
-            lease_seconds=60.0,
-            instance_id="bench",
-            share_online=lambda: True,
-            orphan_policy=policy,
-        )
+        sweeper = common.sweeper(pool, orphan_policy=policy)
         sweeps = []
         for _ in range(rounds):
             t = time.perf_counter()

@@ -26,8 +26,6 @@ import asyncpg
 
 from bench import common
 from bench.overhead import tiny_photo
-from reactor.core.queue import ImageQueue
-from reactor.core.sweep import Sweeper
 
 
 async def _load(conn: asyncpg.Connection, done: list[str], storm: list[str]) -> None:
@@ -115,9 +113,7 @@ async def cycle_cost(pg: common.Postgres, total: int) -> dict[str, object]:
         await conn.close()
     pool = await asyncpg.create_pool(pg.dsn, min_size=1, max_size=2)
     try:
-        sweeper = Sweeper(
-            pool, ImageQueue(10_000), page_size=1000, lease_seconds=60.0, instance_id="bench", share_online=lambda: True
-        )
+        sweeper = common.sweeper(pool)
         await sweeper.sweep()  # warm the cache, as a running reactor's would be
         started = time.perf_counter()
         counts = await sweeper.sweep()

@@ -27,6 +27,7 @@ from reactor.core.work_share import WorkShare
 from reactor.store import changes, orphans
 from reactor.store.sweeps import LOCK_KEY as SWEEP_LOCK_KEY
 from tests.reactor_support import add_processed, wait_until, write_photos
+from tests.test_changes import drain
 from tests.test_reactor import running
 
 WEEK = 7 * 24 * 3600.0
@@ -56,13 +57,6 @@ def sweeper(pool: asyncpg.Pool, instance: str, live: list[str], lease: float = 6
         walk_interval_seconds=WEEK,
         work_share=share,
     )
-
-
-def drain(queue: ImageQueue) -> list[str]:
-    out = []
-    while (entry := queue.get_nowait()) is not None:
-        out.append(entry.path)
-    return out
 
 
 @contextlib.asynccontextmanager
